@@ -1,0 +1,3 @@
+"""dstack: ML workflows from your Git repository, run locally or on remote runners."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,90 @@
+"""The `dstack` command: a lazy group, so `dstack --help` imports no heavy library.
+
+Every command lives in its own module and is imported only when invoked. This is also the
+only place errors are printed: one line plus the hint, exit code 1 (`--debug` adds the
+traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from dstack import __version__
+
+# name -> (module:attribute, one-line help shown by `dstack --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("dstack.cli.init:init", "Set up the current repository for dstack."),
+    "workflows": ("dstack.cli.workflows:workflows", "List the workflows of this repository."),
+    "plan": ("dstack.cli.plan:plan", "Show the jobs a run would start, without starting them."),
+    "run": ("dstack.cli.run:run", "Run a workflow or a provider."),
+    "ps": ("dstack.cli.ps:ps", "List runs, or show one run's jobs."),
+    "logs": ("dstack.cli.logs:logs", "Show the output of a run."),
+    "stop": ("dstack.cli.stop:stop", "Stop runs."),
+    "rm": ("dstack.cli.rm:rm", "Remove finished runs."),
+    "runners": ("dstack.cli.runners:runners", "List the runners and what they have."),
+    "server": ("dstack.cli.server:server", "Run a dstack server in the foreground."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target[0].split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="dstack")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Run ML workflows from your Git repository, here or on remote runners."""
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from dstack.errors import DstackError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        return cli.main(args, prog_name="dstack", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except DstackError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"Error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

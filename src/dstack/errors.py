@@ -1,0 +1,54 @@
+"""The project's errors: one root with a user-facing message and a hint.
+
+Foreign errors (docker, httpx, OS, yaml) are translated where they enter the project
+(``raise BackendError(...) from exc``). Only the CLI prints them: one line, then the hint.
+"""
+
+from __future__ import annotations
+
+
+class DstackError(Exception):
+    """Root of every error the project raises on purpose.
+
+    ``message`` says what happened and where; ``hint`` says what to do next.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} — {self.hint}"
+
+
+class ConfigError(DstackError):
+    """A `.dstack/` file, a variable or a CLI argument is invalid."""
+
+
+class RepoError(DstackError):
+    """The git working copy cannot be read (not a repository, git missing, ...)."""
+
+
+class NotFoundError(DstackError):
+    """A run, job, tag, runner or blob that was asked for does not exist."""
+
+
+class ConflictError(DstackError):
+    """The request clashes with the current state (name taken, run still running, ...)."""
+
+
+class StorageError(DstackError):
+    """The blob store failed, or a blob does not match its digest."""
+
+
+class ExecutorError(DstackError):
+    """An executor (docker, process) could not start or control a job."""
+
+
+class ServerError(DstackError):
+    """The server could not be reached, or answered with an error."""
+
+
+class AuthError(ServerError):
+    """The token is missing or invalid."""

@@ -1,0 +1,105 @@
+"""Request and response bodies of the server's HTTP API.
+
+The server, the typed client (`dstack.api`) and the runner all use these; the endpoint list
+is in `docs/api.md`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from dstack.models.common import Model
+from dstack.models.job import JobSpec, JobStatus, TerminationReason
+from dstack.models.logs import LogEvent, LogStream
+from dstack.models.repo import RepoRef
+from dstack.models.resources import HostResources
+
+
+# --- users -------------------------------------------------------------------------------
+class JobSubmission(Model):
+    workflow_name: str | None
+    spec: JobSpec
+    deps: list[int] = Field(default_factory=list, description="Indexes of jobs it waits for.")
+
+
+class SubmitRunRequest(Model):
+    repo: RepoRef
+    workflow_name: str | None = None
+    provider: str | None = None
+    args: list[str] = Field(default_factory=list)
+    variables: dict[str, str] = Field(default_factory=dict)
+    tag: str | None = None
+    jobs: list[JobSubmission] = Field(min_length=1, description="In dependency order.")
+
+
+class StopRunRequest(Model):
+    abort: bool = False
+
+
+class LogsPage(Model):
+    events: list[LogEvent] = Field(description="Ordered by job index, then seq.")
+    cursor: str = Field(description="Opaque; pass it back to get the lines after these.")
+    finished: bool = Field(description="The run is finished and every line was returned.")
+
+
+# --- runners -------------------------------------------------------------------------------
+class RegisterRunnerRequest(Model):
+    name: str
+    host: str
+    resources: HostResources
+    executors: list[str]
+    labels: dict[str, str] = Field(default_factory=dict)
+    runner_id: str | None = Field(None, description="Set when a runner re-registers.")
+
+
+class RegisterRunnerResponse(Model):
+    runner_id: str
+
+
+class HeartbeatRequest(Model):
+    running_jobs: list[str] = Field(description="Ids of the jobs the runner is executing.")
+
+
+class HeartbeatResponse(Model):
+    stop_jobs: list[str] = Field(default_factory=list, description="Stop gracefully.")
+    abort_jobs: list[str] = Field(default_factory=list, description="Kill at once.")
+    forget_jobs: list[str] = Field(
+        default_factory=list, description="Jobs the server no longer gives this runner."
+    )
+
+
+class ClaimRequest(Model):
+    wait_seconds: float = Field(10.0, ge=0, le=60, description="Long-poll for this long.")
+
+
+class JobAssignment(Model):
+    """A job handed to a runner: everything it needs to fetch, run and report it."""
+
+    job_id: str
+    run_name: str
+    job_index: int
+    spec: JobSpec
+    repo: RepoRef
+    gpu_indexes: list[int] = Field(default_factory=list)
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+
+class JobStatusUpdate(Model):
+    status: JobStatus
+    reason: TerminationReason | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    host_ports: list[int] | None = None
+
+
+class LogLine(Model):
+    seq: int = Field(description="Position in the job's log from 0; resending is harmless.")
+    timestamp: datetime
+    stream: LogStream
+    data: str
+
+
+class LogBatch(Model):
+    lines: list[LogLine]

@@ -17,7 +17,6 @@ from dstack import __version__
 
 # name -> (module:attribute, one-line help shown by `dstack --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("dstack.cli.init:init", "Set up the current repository for dstack."),
     "workflows": ("dstack.cli.workflows:workflows", "List the workflows of this repository."),
     "plan": ("dstack.cli.plan:plan", "Show the jobs a run would start, without starting them."),
     "run": ("dstack.cli.run:run", "Run a workflow or a provider."),

@@ -1,0 +1,114 @@
+"""Turn a run plan and the working copy's state into a submitted run.
+
+Pure logic over the typed client, shared by `dstack run` and scripts: uploads the code the jobs
+must see (a git bundle once per commit, the diff of local changes) and submits the jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dstack.errors import ConfigError
+from dstack.models.protocol import JobSubmission, SubmitRunRequest
+from dstack.models.repo import RepoRef
+
+if TYPE_CHECKING:
+    from dstack.api.client import Client
+    from dstack.models.run import Run
+    from dstack.providers.plan import RunPlan
+    from dstack.repo.git import RepoState
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_code(client: Client, state: RepoState, subdir: str, cache_dir: Path) -> RepoRef:
+    """Make the run's code available to runners and describe it.
+
+    The bundle of a commit is built and uploaded once: its digest is remembered in
+    `cache_dir/bundles/<commit>` and re-uploaded only when the server lost it.
+    """
+    bundle_digest = _upload_bundle(client, state, cache_dir) if state.commit else None
+    diff_digest = None
+    if state.diff:
+        diff_digest = hashlib.sha256(state.diff).hexdigest()
+        if not client.has_blob(diff_digest):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp, "diff")
+                path.write_bytes(state.diff)
+                client.put_blob(path, diff_digest)
+    return RepoRef(
+        repo_id=state.repo_id,
+        remote_url=state.remote_url,
+        branch=state.branch,
+        commit=state.commit,
+        tree=state.tree,
+        subdir=subdir,
+        diff_digest=diff_digest,
+        bundle_digest=bundle_digest,
+    )
+
+
+def _upload_bundle(client: Client, state: RepoState, cache_dir: Path) -> str:
+    from dstack.repo.git import create_bundle
+
+    assert state.commit is not None
+    memo = cache_dir / "bundles" / state.commit
+    if memo.exists():
+        digest = memo.read_text().strip()
+        if client.has_blob(digest):
+            return digest
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "code.bundle")
+        create_bundle(state.root, state.commit, path)
+        digest = sha256_file(path)
+        if not client.has_blob(digest):
+            client.put_blob(path, digest)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(digest)
+    return digest
+
+
+def build_request(plan: RunPlan, repo: RepoRef, tag: str | None) -> SubmitRunRequest:
+    for job in plan.jobs:
+        if job.external_deps:
+            names = ", ".join(str(d) for d in job.external_deps)
+            raise ConfigError(
+                f"workflow '{job.workflow_name}' depends on {names}: dependencies on tags and"
+                " earlier runs are not supported yet",
+                hint="depend on the workflow itself (`deps: - workflow: NAME`) for now",
+            )
+    return SubmitRunRequest(
+        repo=repo,
+        workflow_name=plan.workflow_name,
+        provider=plan.provider,
+        args=plan.run_args,
+        variables=plan.variables,
+        tag=tag,
+        jobs=[
+            JobSubmission(workflow_name=job.workflow_name, spec=job.spec, deps=job.deps)
+            for job in plan.jobs
+        ],
+    )
+
+
+def submit(
+    client: Client,
+    plan: RunPlan,
+    state: RepoState,
+    *,
+    subdir: str,
+    cache_dir: Path,
+    tag: str | None = None,
+) -> Run:
+    request = build_request(plan, RepoRef(repo_id=state.repo_id, tree=state.tree), tag)
+    repo = upload_code(client, state, subdir, cache_dir)
+    return client.submit_run(request.model_copy(update={"repo": repo}))

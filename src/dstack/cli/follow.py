@@ -1,0 +1,99 @@
+"""Streaming a run's logs to the terminal, shared by `dstack run` and `dstack logs -f`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from dstack.api.client import Client
+    from dstack.models.logs import LogEvent
+    from dstack.models.run import Run
+
+
+def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool = False) -> None:
+    for event in events:
+        if as_json:
+            out.write(event.model_dump_json() + "\n")
+        elif event.stream == "stderr":
+            err.write(event.data)
+        else:
+            out.write(event.data)
+    out.flush()
+    err.flush()
+
+
+class RunFollower:
+    """Prints the logs of a run as they arrive and, on stderr, its jobs' status changes."""
+
+    def __init__(
+        self,
+        client: Client,
+        run_name: str,
+        *,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        show_status: bool = True,
+        since: datetime | None = None,
+        as_json: bool = False,
+    ) -> None:
+        self.client = client
+        self.run_name = run_name
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.show_status = show_status
+        self.since = since
+        self.as_json = as_json
+        self._seen: dict[str, str] = {}
+
+    def follow(self, poll_seconds: float = 1.0) -> Run:
+        """Block until the run is finished and every line was printed; return the final run."""
+        cursor: str | None = None
+        last_status_check = 0.0
+        while True:
+            page = self.client.get_logs(
+                self.run_name, cursor=cursor, since=self.since, wait=poll_seconds
+            )
+            write_events(page.events, self.out, self.err, self.as_json)
+            cursor = page.cursor
+            now = time.monotonic()
+            if page.finished or now - last_status_check >= poll_seconds:
+                last_status_check = now
+                run = self.client.get_run(self.run_name)
+                self._report_status(run)
+                if page.finished:
+                    return run
+
+    def _report_status(self, run: Run) -> None:
+        if not self.show_status:
+            return
+        from dstack.cli.render import status_plain
+
+        many = len(run.jobs) > 1
+        for job in run.jobs:
+            state = status_plain(job.status, job.reason)
+            if self._seen.get(job.id) == state:
+                continue
+            self._seen[job.id] = state
+            if job.status.value == "running" and not many:
+                continue
+            label = f"{job.workflow_name or job.spec.provider}: " if many else ""
+            detail = f" — {job.message}" if job.message and not job.status.is_active() else ""
+            self.err.write(
+                f"\x1b[2m{label}{state}{detail}\x1b[0m\n"
+                if self.err.isatty()
+                else f"{label}{state}{detail}\n"
+            )
+            self.err.flush()
+
+
+def exit_code_of(run: Run) -> int:
+    """0 when the run is done; else the exit code of the first job that failed, or 1."""
+    if run.status.value == "done":
+        return 0
+    for job in run.jobs:
+        if job.status.value in ("failed", "stopped", "aborted") and job.exit_code:
+            return job.exit_code
+    return 1

@@ -1,0 +1,55 @@
+"""`dstack logs RUN [-f] [--since 10m|ISO-TIME] [--json]`"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import click
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """`10m`, `2h`, `30s`, `1d`, or an ISO-8601 time (local time when it has no zone)."""
+    from dstack.errors import ConfigError
+
+    match = _RELATIVE.match(value.strip())
+    if match:
+        amount, unit = match.groups()
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"--since '{value}' is not a duration or a time",
+            hint="use e.g. 10m, 2h, 1d or 2026-11-22T10:00",
+        ) from None
+    return when if when.tzinfo else when.astimezone()
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--since", metavar="WHEN", help="Only lines since: 10m, 2h or an ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs(run_name: str, follow: bool, since: str | None, as_json: bool) -> None:
+    """Show the output of a run (stdout to stdout, stderr to stderr)."""
+    import sys
+
+    from dstack.cli.context import local_client
+    from dstack.cli.follow import RunFollower, write_events
+
+    client = local_client()
+    since_time = parse_since(since) if since else None
+    if follow:
+        RunFollower(client, run_name, show_status=False, since=since_time, as_json=as_json).follow()
+        return
+    cursor: str | None = None
+    while True:
+        page = client.get_logs(run_name, cursor=cursor, since=since_time, wait=0)
+        write_events(page.events, sys.stdout, sys.stderr, as_json)
+        if not page.events or page.cursor == cursor:
+            return
+        cursor = page.cursor

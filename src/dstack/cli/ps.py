@@ -1,0 +1,66 @@
+"""`dstack ps [-a] [RUN] [--json]`"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN", required=False)
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show all runs, not only recent ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ps(run_name: str | None, show_all: bool, as_json: bool) -> None:
+    """List runs, or show one run's jobs: status, reason, exit code, runner and phase times."""
+    from dstack.cli.context import local_client
+    from dstack.cli.render import console, runs_table
+
+    client = local_client()
+    if run_name:
+        run = client.get_run(run_name)
+        if as_json:
+            click.echo(run.model_dump_json(indent=2))
+        else:
+            _print_run(run)
+        return
+    runs = client.list_runs(all=show_all)
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+    elif not runs:
+        click.echo("No runs yet. Start one with `dstack run WORKFLOW`.")
+    else:
+        console().print(runs_table(runs))
+
+
+def _print_run(run: object) -> None:
+    from dstack.cli.render import ago, console, duration, job_label, status_text, table
+    from dstack.models.run import Run
+
+    assert isinstance(run, Run)
+    out = console()
+    out.print(
+        f"[bold]{run.name}[/]  {run.workflow_name or run.provider or '-'}  "
+        f"{status_text(run.status)}  submitted {ago(run.submitted_at)}"
+        + (f"  tag {run.tag}" if run.tag else "")
+    )
+    t = table(
+        "JOB", "STATUS", "EXIT", "RUNNER", "QUEUED", "PROVISION", "DOWNLOAD", "RUNNING", "UPLOAD"
+    )
+    for job in run.jobs:
+        tm = job.timings
+        t.add_row(
+            job_label(job),
+            status_text(job.status, job.reason),
+            "" if job.exit_code is None else str(job.exit_code),
+            job.runner_name or "-",
+            duration(tm.queued),
+            duration(tm.provisioning),
+            duration(tm.downloading),
+            duration(tm.running),
+            duration(tm.uploading),
+        )
+    out.print(t)
+    for job in run.jobs:
+        if job.message:
+            out.print(f"[dim]{job_label(job)}: {job.message}[/]")

@@ -1,0 +1,31 @@
+"""`dstack rm [-y] (RUN | -a)`"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN", required=False)
+@click.option("-a", "--all", "rm_all", is_flag=True, help="Remove every finished run.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def rm(run_name: str | None, rm_all: bool, yes: bool) -> None:
+    """Remove finished runs with their logs."""
+    from dstack.cli.context import local_client
+    from dstack.errors import ConfigError
+
+    if bool(run_name) == rm_all:
+        raise ConfigError("name one run, or pass -a for all", hint="dstack rm RUN | dstack rm -a")
+    client = local_client()
+    if run_name:
+        names = [run_name]
+    else:
+        names = [r.name for r in client.list_runs(all=True) if r.status.is_finished()]
+        if not names:
+            click.echo("No finished runs.")
+            return
+    if not yes:
+        click.confirm(f"Remove {len(names)} run(s): {', '.join(names)}?", abort=True)
+    for name in names:
+        client.delete_run(name)
+        click.echo(f"Removed {name}")

@@ -1,0 +1,35 @@
+"""`dstack stop [-x] [-y] (RUN | -a)`"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN", required=False)
+@click.option("-a", "--all", "stop_all", is_flag=True, help="Stop every unfinished run.")
+@click.option("-x", "--abort", is_flag=True, help="Kill at once instead of stopping gracefully.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool) -> None:
+    """Stop runs: SIGTERM, then SIGKILL after a grace period (`-x`: at once)."""
+    from dstack.cli.context import local_client
+    from dstack.errors import ConfigError
+
+    if bool(run_name) == stop_all:
+        raise ConfigError(
+            "name one run, or pass -a for all", hint="dstack stop RUN | dstack stop -a"
+        )
+    client = local_client()
+    if run_name:
+        names = [run_name]
+    else:
+        names = [r.name for r in client.list_runs(all=True) if not r.status.is_finished()]
+        if not names:
+            click.echo("No unfinished runs.")
+            return
+        if not yes:
+            click.confirm(f"Stop {len(names)} run(s): {', '.join(names)}?", abort=True)
+    verb = "Aborted" if abort else "Stopping"
+    for name in names:
+        client.stop_run(name, abort=abort)
+        click.echo(f"{verb} {name}")

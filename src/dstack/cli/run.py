@@ -100,13 +100,13 @@ def _plan(
     argv: list[str],
 ) -> tuple[RunPlan, str]:
     from dstack.errors import ConfigError
-    from dstack.providers import PROVIDERS
+    from dstack.providers import PROVIDERS, canonical_name
     from dstack.providers.plan import plan_provider, plan_workflow
 
     if config is not None and dstack_root is not None and name in config.workflow_names():
         subdir = _relative(dstack_root, repo_root)
         return plan_workflow(config, name, argv, subdir=subdir, environ=os.environ), subdir
-    if name in PROVIDERS:
+    if canonical_name(name) is not None:
         subdir = _relative(cwd, repo_root)
         return plan_provider(name, argv, subdir=subdir, environ=os.environ), subdir
     known = sorted(config.workflow_names()) if config is not None else []
@@ -125,10 +125,10 @@ def _relative(path: Path, root: Path) -> str:
 def workflow_help(config: RepoConfig, name: str) -> str:
     """Usage of one workflow: its help text and variables with their defaults."""
     lines = [f"Usage: dstack run {name} [--VARIABLE VALUE]... [ARGS]..."]
-    help_text = config.workflow_help(name)
+    help_text = config.help(name)
     if help_text:
         lines += ["", f"  {help_text}"]
-    variables = config.workflow_variables(name)
+    variables = config.variable_defaults(name)
     if variables:
         lines += ["", "Variables:"]
         width = max(len(k) for k in variables) + 2

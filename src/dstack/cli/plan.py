@@ -1,0 +1,155 @@
+"""`dstack plan`: the jobs a run would start, in order, without starting anything."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from dstack.config import RepoConfig
+    from dstack.models.job import JobSpec
+    from dstack.providers.images import ImageSettings
+    from dstack.providers.plan import PlannedJob, RunPlan
+
+HELP = """Show the jobs `dstack run NAME ARGS...` would start, without starting them.
+
+NAME is a workflow of this repository, else a provider (bash, python, docker, ...). For each
+job: its workflow, provider, image (the default one when the workflow names none), commands,
+resources, ports, artifacts and dependencies. --json prints the plan as JSON; it is taken
+wherever it appears.
+"""
+
+
+@click.command(
+    help=HELP,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
+    from dstack.providers.images import ImageSettings
+
+    run_plan = make_plan(Path.cwd(), name, list(args), os.environ)
+    if as_json:
+        click.echo(run_plan.model_dump_json(indent=2))
+        return
+    click.echo(render_plan(run_plan, ImageSettings.from_env(os.environ)))
+
+
+def make_plan(cwd: Path, name: str, argv: list[str], environ: Mapping[str, str]) -> RunPlan:
+    """Plan `name` as a workflow of the repository at `cwd` if it is one, else as a provider."""
+    from dstack.errors import ConfigError
+    from dstack.providers import PROVIDERS, canonical_name
+    from dstack.providers.plan import plan_provider, plan_workflow
+
+    config, dstack_root = _load_config(cwd)
+    if config is not None and dstack_root is not None and name in config.workflow_names():
+        subdir = _subdir(dstack_root)
+        return plan_workflow(config, name, argv, subdir=subdir, environ=environ)
+    if canonical_name(name) is not None:
+        return plan_provider(name, argv, subdir=_subdir(cwd), environ=environ)
+    known = ", ".join(config.workflow_names()) if config is not None else ""
+    raise ConfigError(
+        f"'{name}' is neither a workflow of this repository nor a provider",
+        hint=f"workflows: {known or '(none)'}; providers: {', '.join(PROVIDERS)}",
+    )
+
+
+def _load_config(cwd: Path) -> tuple[RepoConfig | None, Path | None]:
+    from dstack.config import find_dstack_root, load_config
+    from dstack.errors import ConfigError
+
+    try:
+        root = find_dstack_root(cwd)
+    except ConfigError:
+        return None, None
+    return load_config(root), root
+
+
+def _subdir(folder: Path) -> str:
+    """`folder` relative to the repository root; "" outside git (nothing to be relative to)."""
+    from dstack.errors import RepoError
+    from dstack.repo import find_repo_root
+
+    try:
+        root = find_repo_root(folder)
+    except RepoError:
+        return ""
+    rel = folder.resolve().relative_to(root).as_posix()
+    return "" if rel == "." else rel
+
+
+def render_plan(run_plan: RunPlan, images: ImageSettings) -> str:
+    """The plan as text: a header, then one block per job."""
+    count = len(run_plan.jobs)
+    target = (
+        f"workflow '{run_plan.workflow_name}'"
+        if run_plan.workflow_name
+        else f"dstack run {run_plan.provider}"
+    )
+    lines = [f"Plan for {target}: {count} job{'s' if count != 1 else ''}"]
+    if run_plan.variables:
+        values = ", ".join(f"{k}={v}" for k, v in run_plan.variables.items())
+        lines.append(f"Variables: {values}")
+    if run_plan.run_args:
+        lines.append(f"Arguments: {' '.join(run_plan.run_args)}")
+    for index, job in enumerate(run_plan.jobs):
+        lines += ["", *_job_lines(run_plan, index, job, images)]
+    return "\n".join(lines)
+
+
+def _job_lines(run_plan: RunPlan, index: int, job: PlannedJob, images: ImageSettings) -> list[str]:
+    spec = job.spec
+    fields = [
+        ("provider", spec.provider),
+        ("image", _image(spec, images)),
+        ("working dir", spec.working_dir),
+        ("commands", _commands(spec)),
+        ("resources", spec.resources.describe()),
+        ("ports", _ports(spec)),
+        ("artifacts", ", ".join(a.path + (" (mount)" if a.mount else "") for a in spec.artifacts)),
+        ("env", ", ".join(spec.env)),
+        ("depends on", _deps(run_plan, job)),
+    ]
+    lines = [f"Job {index}: {job.workflow_name or run_plan.provider}"]
+    for label, value in fields:
+        first, *rest = (value or "-").splitlines() or ["-"]
+        lines.append(f"  {label + ':':<13}{first}")
+        lines += [f"  {'':<13}{line}" for line in rest]
+    return lines
+
+
+def _image(spec: JobSpec, images: ImageSettings) -> str:
+    from dstack.providers.images import resolve_image
+
+    image = resolve_image(spec, images)
+    return image if spec.image else f"{image} (default)"
+
+
+def _commands(spec: JobSpec) -> str:
+    lines = list(spec.commands) or ["(the image's default command)"]
+    if spec.entrypoint:
+        lines.insert(0, f"entrypoint: {' '.join(spec.entrypoint)}")
+    return "\n".join(lines)
+
+
+def _ports(spec: JobSpec) -> str:
+    apps = {app.port_index: app.name for app in spec.apps}
+    parts = []
+    for i, port in enumerate(spec.ports):
+        text = f"$PORT_{i}" + (f"={port.port}" if port.port else "")
+        if i in apps:
+            text += f" ({apps[i]})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _deps(run_plan: RunPlan, job: PlannedJob) -> str:
+    names = [f"job {i} ({run_plan.jobs[i].workflow_name})" for i in job.deps]
+    names += [str(dep) for dep in job.external_deps]
+    return ", ".join(names)

@@ -1,0 +1,20 @@
+"""`provider: fastapi` — serve an ASGI app with uvicorn."""
+
+from __future__ import annotations
+
+from dstack.models.workflow import WorkflowSpec
+from dstack.providers.app import AppProvider, Launch
+from dstack.providers.base import JobContext, quote_all, require
+
+
+class FastAPIProvider(AppProvider):
+    name = "fastapi"
+    usage = "MODULE:APP"
+    positional = "app"
+    summary = "Serve a FastAPI app (uvicorn)."
+    packages = ("fastapi", "uvicorn")
+
+    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+        app = require(workflow, workflow.app, "app", "main:app")
+        args = quote_all([app, *workflow.args, *ctx.run_args])
+        return Launch(command=f'uvicorn {args} --host 0.0.0.0 --port "{port}"')

@@ -1,0 +1,18 @@
+"""`provider: notebook` — Jupyter Notebook."""
+
+from __future__ import annotations
+
+from dstack.models.workflow import WorkflowSpec
+from dstack.providers.app import AppProvider, Launch
+from dstack.providers.base import JobContext
+from dstack.providers.lab import jupyter_launch
+
+
+class NotebookProvider(AppProvider):
+    name = "notebook"
+    summary = "Open Jupyter Notebook."
+    packages = ("notebook",)
+    needs_token = True
+
+    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+        return jupyter_launch("notebook", port, token)

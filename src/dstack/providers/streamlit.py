@@ -1,0 +1,27 @@
+"""`provider: streamlit` — serve a Streamlit app."""
+
+from __future__ import annotations
+
+from dstack.models.workflow import WorkflowSpec
+from dstack.providers.app import AppProvider, Launch
+from dstack.providers.base import JobContext, quote_all, require
+
+
+class StreamlitProvider(AppProvider):
+    name = "streamlit"
+    usage = "FILE [ARGS]..."
+    positional = "file"
+    summary = "Serve a Streamlit app."
+    packages = ("streamlit",)
+
+    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+        file = require(workflow, workflow.file, "file", "app.py")
+        # headless: otherwise Streamlit asks for an e-mail address on first start
+        command = (
+            f"streamlit run {quote_all([file])} --server.address 0.0.0.0"
+            f' --server.port "{port}" --server.headless true'
+        )
+        args = [*workflow.args, *ctx.run_args]
+        if args:
+            command += f" -- {quote_all(args)}"
+        return Launch(command=command)

@@ -1,0 +1,183 @@
+"""`dstack workflows` and `dstack plan`, through the real CLI group in a temp git repository."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from dstack.cli.main import cli, main
+from dstack.errors import ConfigError
+
+WORKFLOWS = """\
+workflows:
+  - name: prepare
+    help: Download the data
+    provider: bash
+    commands:
+      - mkdir -p data
+    artifacts:
+      - data
+  - name: train
+    help: Train the model
+    provider: python
+    file: train.py
+    requirements: requirements.txt
+    deps:
+      - workflow: prepare
+      - tag: v1
+    resources:
+      gpu: 1
+      memory: 16GB
+  - name: app
+    provider: docker
+    image: ubuntu
+    entrypoint: /bin/sh -c
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository with its `.dstack/` in `ml/`; the current folder is `ml/`."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    ml = tmp_path / "ml"
+    (ml / ".dstack").mkdir(parents=True)
+    (ml / ".dstack" / "workflows.yaml").write_text(WORKFLOWS)
+    monkeypatch.chdir(ml)
+    monkeypatch.delenv("DSTACK_DEFAULT_IMAGE", raising=False)
+    monkeypatch.delenv("DSTACK_DEFAULT_GPU_IMAGE", raising=False)
+    return tmp_path
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_workflows_lists_name_provider_help(repo: Path) -> None:
+    result = invoke("workflows")
+    assert result.exit_code == 0
+    lines = [line.rstrip().split(None, 2) for line in result.output.splitlines()]
+    assert lines == [
+        ["NAME", "PROVIDER", "HELP"],
+        ["prepare", "bash", "Download the data"],
+        ["train", "python", "Train the model"],
+        ["app", "docker"],
+    ]
+
+
+def test_workflows_outside_a_repository_with_dstack_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("workflows")
+    assert isinstance(result.exception, ConfigError)
+    assert "no .dstack/ folder" in result.exception.message
+
+
+def test_plan_of_a_workflow_shows_its_dependencies_first(repo: Path) -> None:
+    result = invoke("plan", "train", "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("Plan for workflow 'train': 2 jobs\nArguments: --epochs 3\n")
+    assert out.index("Job 0: prepare") < out.index("Job 1: train")
+    assert "  image:       python:3.11-slim (default)\n" in out
+    assert "  working dir: ml\n" in out
+    assert "  commands:    pip install -r requirements.txt\n" in out
+    assert "               python train.py --epochs 3\n" in out
+    assert "  resources:   16GB, 1xGPU\n" in out
+    assert "  depends on:  job 0 (prepare), :v1\n" in out
+
+
+def test_plan_shows_the_workflows_own_image_and_entrypoint(repo: Path) -> None:
+    result = invoke("plan", "app")
+    assert "  image:       ubuntu\n" in result.output
+    assert "  commands:    entrypoint: /bin/sh -c\n" in result.output
+    assert "(the image's default command)" in result.output
+
+
+def test_plan_default_image_comes_from_the_environment(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSTACK_DEFAULT_GPU_IMAGE", "local/gpu:{python}")
+    result = invoke("plan", "train")
+    assert "  image:       local/gpu:3.11 (default)\n" in result.output
+    assert "  image:       python:3.11-slim (default)\n" in result.output
+
+
+def test_plan_of_a_provider_passes_script_options_through(repo: Path) -> None:
+    result = invoke("plan", "python", "--gpu", "1", "train.py", "--epochs", "3", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["workflow_name"] is None
+    assert plan["provider"] == "python"
+    [job] = plan["jobs"]
+    assert job["spec"]["commands"] == ["python train.py --epochs 3"]
+    assert job["spec"]["resources"]["gpu"]["count"] == 1
+    assert job["spec"]["working_dir"] == "ml"
+
+
+def test_plan_json_of_a_workflow(repo: Path) -> None:
+    result = invoke("plan", "--json", "train")
+    plan = json.loads(result.output)
+    assert [j["workflow_name"] for j in plan["jobs"]] == ["prepare", "train"]
+    assert plan["jobs"][1]["deps"] == [0]
+    assert plan["jobs"][1]["external_deps"] == [
+        {"kind": "tag", "workflow": None, "tag": "v1", "repo": None}
+    ]
+
+
+def test_plan_of_an_app_provider_shows_its_port(repo: Path) -> None:
+    result = invoke("plan", "lab")
+    assert result.exit_code == 0, result.output
+    assert "Plan for dstack run lab: 1 job" in result.output
+    assert "  ports:       $PORT_0 (lab)\n" in result.output
+
+
+def test_plan_of_an_unknown_name_lists_workflows_and_providers(repo: Path) -> None:
+    result = invoke("plan", "trian")
+    assert isinstance(result.exception, ConfigError)
+    assert result.exception.message == (
+        "'trian' is neither a workflow of this repository nor a provider"
+    )
+    assert result.exception.hint is not None
+    assert "workflows: prepare, train, app" in result.exception.hint
+    assert "providers: bash, python" in result.exception.hint
+
+
+def test_plan_errors_are_printed_as_one_line_with_exit_code_1(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", "python", "--gpu", "1"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "Error: dstack run python: missing FILE",
+        "Hint: dstack run python [OPTIONS] FILE [ARGS]...",
+    ]
+
+
+def test_plan_of_a_bad_workflow_names_it(repo: Path) -> None:
+    (repo / "ml" / ".dstack" / "workflows.yaml").write_text(
+        WORKFLOWS + "  - name: broken\n    provider: python\n"
+    )
+    result = invoke("plan", "broken")
+    assert isinstance(result.exception, ConfigError)
+    assert result.exception.message.startswith("workflow 'broken' (.dstack/workflows.yaml:")
+    assert result.exception.message.endswith("has no 'file'")
+
+
+def test_plan_works_without_a_dstack_folder_for_providers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "src").mkdir()
+    monkeypatch.chdir(tmp_path / "src")
+    result = invoke("plan", "bash", "-c", "echo hi", "--", "a b")
+    assert result.exit_code == 0, result.output
+    assert "  commands:    echo hi 'a b'\n" in result.output
+    assert "  working dir: src\n" in result.output

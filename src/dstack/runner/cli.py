@@ -1,0 +1,120 @@
+"""`dstack-runner start --server URL --token T ...`: run a runner in the foreground.
+
+This is the runner's own entry point, so it prints its errors itself: one line and the hint,
+exit code 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from dstack import __version__
+from dstack.errors import ConfigError, DstackError
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """`k=v,k2=v2` → dict; raises `ConfigError` on an item without `=`."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"invalid label '{item}' in --labels", "write labels as key=value,key2=value2"
+            )
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="dstack-runner")
+def cli() -> None:
+    """The dstack runner: runs the jobs a dstack server hands it."""
+
+
+@cli.command()
+@click.option("--server", "server_url", required=True, help="URL of the dstack server.")
+@click.option("--token", required=True, envvar="DSTACK_RUNNER_TOKEN", help="Runner token.")
+@click.option("--name", default=None, help="Name shown by `dstack runners` (default: hostname).")
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where jobs' code and log spools live (default: ~/.dstack/runner).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["docker", "process"]),
+    default=None,
+    help="How jobs run (default: docker when an engine answers, else process).",
+)
+@click.option("--labels", default=None, help="Labels jobs can select, `k=v,k2=v2`.")
+@click.option(
+    "--stop-grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when a job is stopped.",
+)
+def start(
+    server_url: str,
+    token: str,
+    name: str | None,
+    work_dir: Path | None,
+    executor: str | None,
+    labels: str | None,
+    stop_grace: float,
+) -> None:
+    """Register with the server and run jobs until interrupted."""
+    from dstack.providers.images import ImageSettings
+    from dstack.runner.api import HttpRunnerApi
+    from dstack.runner.daemon import Runner
+    from dstack.runner.settings import RunnerSettings
+
+    settings = RunnerSettings(
+        server_url=server_url,
+        token=token,
+        executor=executor,
+        labels=parse_labels(labels),
+        stop_grace=stop_grace,
+        images=ImageSettings.from_env(os.environ),
+    )
+    if name:
+        settings = dataclasses.replace(settings, name=name)
+    if work_dir:
+        settings = dataclasses.replace(settings, work_dir=work_dir.resolve())
+    runner = Runner(settings, HttpRunnerApi(server_url, token))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        runner.shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cli.main(
+            sys.argv[1:] if argv is None else argv, prog_name="dstack-runner", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except DstackError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(1)

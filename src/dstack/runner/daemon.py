@@ -1,0 +1,197 @@
+"""The runner daemon: register, heartbeat, claim jobs and run them concurrently.
+
+The server decides what fits on this machine; the runner claims again as soon as it got a
+job and runs each on its own `JobWorker` thread. Heartbeat answers stop, abort or forget jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from dstack.errors import AuthError, DstackError, NotFoundError
+from dstack.models.protocol import (
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobAssignment,
+    RegisterRunnerRequest,
+)
+from dstack.models.resources import HostResources
+from dstack.runner.api import RunnerApi
+from dstack.runner.executors import Executor, create_executor
+from dstack.runner.job import JobWorker
+from dstack.runner.resources import detect_resources
+from dstack.runner.settings import RunnerSettings
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+ExecutorFactory = Callable[[RunnerSettings], Executor]
+
+
+class Runner:
+    """One runner. `run()` blocks until `shutdown()` (from a signal handler or another thread).
+
+    `AuthError` from the server ends `run()` with that error: a bad token will not heal.
+    """
+
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        api: RunnerApi,
+        executor_factory: ExecutorFactory = create_executor,
+        *,
+        resources: Callable[[], HostResources] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._api = api
+        self._executor_factory = executor_factory
+        self._resources = resources or (lambda: detect_resources(settings.work_dir))
+        self._executor: Executor | None = None
+        self._shutdown = threading.Event()
+        self._workers: dict[str, JobWorker] = {}
+        self._lock = threading.Lock()
+        self._fatal: DstackError | None = None
+        self.runner_id: str | None = None
+
+    def run(self) -> None:
+        """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._executor = self._executor_factory(self.settings)
+        self._executor.reconcile(owned_job_ids=set())
+        try:
+            self._register()
+            heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+            heartbeat.start()
+            self._claim_loop()
+        except AuthError as exc:
+            self._fatal = exc
+        finally:
+            self._shutdown.set()
+            self._stop_all()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def shutdown(self) -> None:
+        """Ask `run()` to stop claiming, stop the running jobs and return. Never blocks."""
+        self._shutdown.set()
+
+    def running_job_ids(self) -> list[str]:
+        with self._lock:
+            return [job_id for job_id, w in self._workers.items() if w.is_alive()]
+
+    def worker(self, job_id: str) -> JobWorker | None:
+        with self._lock:
+            return self._workers.get(job_id)
+
+    def _register(self) -> None:
+        request = RegisterRunnerRequest(
+            name=self.settings.name,
+            host=socket.gethostname(),
+            resources=self._resources(),
+            executors=[self._executor.name if self._executor else "process"],
+            labels=dict(self.settings.labels),
+            runner_id=self.runner_id,
+        )
+        self.runner_id = self._retrying(lambda: self._api.register(request)).runner_id
+        log.info("registered as %s (%s)", self.settings.name, self.runner_id)
+
+    def _claim_loop(self) -> None:
+        while not self._shutdown.is_set():
+            assert self.runner_id is not None
+            runner_id = self.runner_id
+            try:
+                assignment = self._api.claim(runner_id, self.settings.claim_wait)
+            except NotFoundError:
+                self._register()
+                continue
+            except AuthError:
+                raise
+            except DstackError as exc:
+                log.warning("claiming a job failed: %s", exc)
+                self._shutdown.wait(self.settings.retry_backoff)
+                continue
+            if assignment is not None:
+                self._start_worker(assignment)
+
+    def _start_worker(self, assignment: JobAssignment) -> None:
+        assert self._executor is not None
+        with self._lock:
+            existing = self._workers.get(assignment.job_id)
+            if existing is not None and existing.is_alive():
+                return  # a claim answered twice; the job already runs here
+            worker = JobWorker(
+                assignment,
+                settings=self.settings,
+                api=self._api,
+                executor=self._executor,
+                shutdown=self._shutdown,
+            )
+            self._workers[assignment.job_id] = worker
+        log.info("running job %s of run %s", assignment.job_id, assignment.run_name)
+        worker.start()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._shutdown.wait(self.settings.heartbeat_interval):
+            self._prune_workers()
+            try:
+                assert self.runner_id is not None
+                request = HeartbeatRequest(running_jobs=self.running_job_ids())
+                self._apply(self._api.heartbeat(self.runner_id, request))
+            except NotFoundError:
+                self._register_quietly()
+            except AuthError as exc:
+                self._fatal = exc
+                self._shutdown.set()
+            except DstackError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _apply(self, answer: HeartbeatResponse) -> None:
+        for job_id in answer.stop_jobs:
+            self._each_worker(job_id, JobWorker.request_stop)
+        for job_id in answer.abort_jobs:
+            self._each_worker(job_id, JobWorker.request_abort)
+        for job_id in answer.forget_jobs:
+            self._each_worker(job_id, JobWorker.forget)
+
+    def _each_worker(self, job_id: str, action: Callable[[JobWorker], None]) -> None:
+        worker = self.worker(job_id)
+        if worker is not None and worker.is_alive():
+            action(worker)
+
+    def _prune_workers(self) -> None:
+        with self._lock:
+            for job_id in [j for j, w in self._workers.items() if not w.is_alive()]:
+                del self._workers[job_id]
+
+    def _register_quietly(self) -> None:
+        try:
+            self._register()
+        except DstackError as exc:
+            log.warning("registering again failed: %s", exc)
+
+    def _retrying(self, call: Callable[[], _T]) -> _T:
+        """`call()` until it succeeds, with backoff; `AuthError` and shutdown end it."""
+        pause = self.settings.retry_backoff
+        while True:
+            try:
+                return call()
+            except AuthError:
+                raise
+            except DstackError as exc:
+                if self._shutdown.is_set():
+                    raise
+                log.warning("the server is not available (%s); retrying in %.0fs", exc, pause)
+                self._shutdown.wait(pause)
+                pause = min(pause * 2, self.settings.retry_backoff_max)
+
+    def _stop_all(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.request_stop()
+        for worker in workers:
+            worker.join(self.settings.stop_grace + 10)

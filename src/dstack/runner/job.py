@@ -1,0 +1,254 @@
+"""One claimed job, from code download to its final status, on its own thread."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from dstack.errors import ConflictError, DstackError, NotFoundError
+from dstack.models.job import JobStatus, TerminationReason
+from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
+from dstack.runner.api import RunnerApi
+from dstack.runner.code import fetch_code
+from dstack.runner.environment import allocate_ports, job_env
+from dstack.runner.errors import JobStartError
+from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
+from dstack.runner.logs import LogShipper, LogSpool
+from dstack.runner.resources import gpu_env
+from dstack.runner.settings import RunnerSettings
+
+log = logging.getLogger(__name__)
+
+
+class JobWorker:
+    """Runs one assignment and reports it: downloading → running → done/failed/stopped/aborted.
+
+    `request_stop`, `request_abort` and `forget` may be called from any thread at any time;
+    the final status is posted only after every log line was shipped.
+    """
+
+    def __init__(
+        self,
+        assignment: JobAssignment,
+        *,
+        settings: RunnerSettings,
+        api: RunnerApi,
+        executor: Executor,
+        shutdown: threading.Event,
+    ) -> None:
+        self.assignment = assignment
+        self._settings = settings
+        self._api = api
+        self._executor = executor
+        self._shutdown = shutdown
+        self.job_dir = settings.jobs_dir / assignment.job_id
+        self._lock = threading.Lock()
+        self._handle: JobHandle | None = None
+        self._stop_requested = False
+        self._abort_requested = False
+        self._forgotten = False
+        self.final: JobStatusUpdate | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"job-{assignment.job_id}", daemon=True
+        )
+
+    @property
+    def job_id(self) -> str:
+        return self.assignment.job_id
+
+    def start(self) -> JobWorker:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to finish; False when `timeout` passed first."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        """SIGTERM the job, SIGKILL after the grace period; it ends as `stopped`."""
+        with self._lock:
+            if self._stop_requested or self._abort_requested:
+                return
+            self._stop_requested = True
+            handle = self._handle
+        if handle is not None:
+            grace = self._settings.stop_grace
+            threading.Thread(target=handle.stop, args=(grace,), daemon=True).start()
+
+    def request_abort(self) -> None:
+        """SIGKILL the job at once; it ends as `aborted`."""
+        with self._lock:
+            self._abort_requested = True
+            handle = self._handle
+        if handle is not None:
+            handle.kill()
+
+    def forget(self) -> None:
+        """Kill the job and drop it: no further status or log goes to the server."""
+        with self._lock:
+            self._forgotten = True
+        self.request_abort()
+
+    def _run(self) -> None:
+        spool = LogSpool(self.job_dir / "logs", secrets=self.assignment.secrets.values())
+        shipper = LogShipper(spool, self._send_logs).start()
+        try:
+            update = self._execute(spool)
+        except Exception as exc:  # a bug must still end the job, with its reason shown
+            log.exception("job %s crashed the runner's worker", self.job_id)
+            update = _failed(TerminationReason.EXECUTOR_ERROR, f"runner error: {exc}")
+        finally:
+            spool.close()
+        try:
+            self._finish(update, shipper)
+        finally:
+            if self._handle is not None:
+                self._handle.cleanup()
+        if not self._settings.keep_job_dirs:
+            shutil.rmtree(self.job_dir, ignore_errors=True)
+
+    def _execute(self, spool: LogSpool) -> JobStatusUpdate | None:
+        """Run the job; the final status to report (None: forgotten, report nothing)."""
+        if not self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING)):
+            return None
+        try:
+            code_dir = fetch_code(self._api, self.assignment.repo, self.job_dir)
+        except DstackError as exc:
+            spool.write_line(f"error: cannot fetch the code: {exc}")
+            return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
+        if self._cancelled():
+            return self._final(None)
+        host_ports = allocate_ports(self.assignment.spec)
+        try:
+            handle = self._executor.start(self._context(spool, code_dir, host_ports))
+        except JobStartError as exc:
+            spool.write_line(f"error: {exc}")
+            return _failed(exc.reason, str(exc))
+        self._attach(handle)
+        if not self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
+            handle.kill()
+            return None
+        return self._final(handle.wait())
+
+    def _context(self, spool: LogSpool, code_dir: Path, host_ports: list[int]) -> JobContext:
+        env = job_env(self.assignment, host_ports)
+        if self._executor.name == "process":
+            env.update(gpu_env(self.assignment.gpu_indexes))
+        return JobContext(
+            job_id=self.job_id,
+            run_name=self.assignment.run_name,
+            spec=self.assignment.spec,
+            job_dir=self.job_dir,
+            code_dir=code_dir,
+            env=env,
+            output=spool.write,
+            notice=spool.write_line,
+            host_ports=host_ports,
+            gpu_indexes=list(self.assignment.gpu_indexes),
+        )
+
+    def _attach(self, handle: JobHandle) -> None:
+        """Remember the handle, then apply a stop/abort that came during the start."""
+        with self._lock:
+            self._handle = handle
+            stop, abort = self._stop_requested, self._abort_requested
+        if abort:
+            handle.kill()
+        elif stop:
+            threading.Thread(
+                target=handle.stop, args=(self._settings.stop_grace,), daemon=True
+            ).start()
+
+    def _cancelled(self) -> bool:
+        with self._lock:
+            return self._stop_requested or self._abort_requested
+
+    def _final(self, result: ExitResult | None) -> JobStatusUpdate | None:
+        with self._lock:
+            forgotten, abort, stop = self._forgotten, self._abort_requested, self._stop_requested
+        exit_code = result.exit_code if result else None
+        if forgotten:
+            return None
+        if abort:
+            return JobStatusUpdate(
+                status=JobStatus.ABORTED,
+                reason=TerminationReason.ABORTED_BY_USER,
+                exit_code=exit_code,
+            )
+        if stop:
+            return JobStatusUpdate(
+                status=JobStatus.STOPPED,
+                reason=TerminationReason.STOPPED_BY_USER,
+                exit_code=exit_code,
+            )
+        assert result is not None
+        return _from_exit(result)
+
+    def _finish(self, update: JobStatusUpdate | None, shipper: LogShipper) -> None:
+        """Ship every line, then post the final status (unless the job was forgotten)."""
+        with self._lock:
+            forgotten = self._forgotten
+        if update is None or forgotten:
+            shipper.abandon()
+            return
+        while not shipper.drain(timeout=1.0):
+            with self._lock:
+                forgotten = self._forgotten
+            if forgotten:
+                shipper.abandon()
+                return
+        self.final = update
+        self._post(update, final=True)
+
+    def _post(self, update: JobStatusUpdate, *, final: bool = False) -> bool:
+        """Post a status; False when the server says the job is no longer this runner's.
+
+        Other failures are retried with backoff: a final status must not be lost because
+        the server restarts; an intermediate one is dropped when the runner shuts down.
+        """
+        pause = self._settings.retry_backoff
+        while True:
+            try:
+                self._api.post_status(self.job_id, update)
+                return True
+            except (ConflictError, NotFoundError) as exc:
+                log.warning("job %s is no longer this runner's: %s", self.job_id, exc)
+                with self._lock:
+                    self._forgotten = True
+                return False
+            except DstackError as exc:
+                log.warning("posting %s of job %s failed: %s", update.status, self.job_id, exc)
+                if not final and self._shutdown.is_set():
+                    return True
+                if final:
+                    time.sleep(pause)
+                else:
+                    self._shutdown.wait(pause)
+                pause = min(pause * 2, self._settings.retry_backoff_max)
+
+    def _send_logs(self, lines: list[LogLine]) -> None:
+        self._api.post_logs(self.job_id, LogBatch.model_construct(lines=lines))
+
+
+def _from_exit(result: ExitResult) -> JobStatusUpdate:
+    if result.reason is TerminationReason.DONE:
+        return JobStatusUpdate(status=JobStatus.DONE, reason=TerminationReason.DONE, exit_code=0)
+    message = (
+        "the job ran out of memory (OOM-killed)"
+        if result.oom
+        else f"exited with code {result.exit_code}"
+    )
+    return JobStatusUpdate(
+        status=JobStatus.FAILED, reason=result.reason, exit_code=result.exit_code, message=message
+    )
+
+
+def _failed(reason: TerminationReason, message: str) -> JobStatusUpdate:
+    return JobStatusUpdate(status=JobStatus.FAILED, reason=reason, message=message)

@@ -1,0 +1,270 @@
+"""A job's output: spooled to disk first, then shipped to the server in ordered batches.
+
+`LogSpool` appends one JSON record per line (or partial chunk) to `spool.jsonl`:
+``[seq, timestamp, stream, text]``. `LogShipper` reads it from the last shipped offset and
+posts batches; after each accepted batch it records ``seq offset`` in `shipped`, so a
+restarted runner resumes there. Resending is harmless (the server ignores seen seqs), which
+is why the marker is written without fsync. Secret values are masked before anything
+reaches the disk.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from dstack.errors import ConflictError, DstackError, NotFoundError
+from dstack.models.logs import LogStream
+from dstack.models.protocol import LogLine
+
+log = logging.getLogger(__name__)
+
+SPOOL_FILE = "spool.jsonl"
+MARKER_FILE = "shipped"
+MASK = "***"
+_STREAM_CODES = {LogStream.STDOUT: "o", LogStream.STDERR: "e"}
+_CODE_STREAMS = {code: stream for stream, code in _STREAM_CODES.items()}
+
+SendBatch = Callable[[list[LogLine]], None]
+
+
+class SecretMasker:
+    """Replaces every secret value with `***`; longest first so overlapping values mask fully."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._values = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+
+class LogSpool:
+    """Append-only spool of one job's output. Thread-safe; `write` never blocks on the network.
+
+    Reopening an existing spool continues its sequence, so a restarted runner appends after
+    the lines it already has.
+    """
+
+    def __init__(self, directory: Path, *, secrets: Iterable[str] = ()) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.path = directory / SPOOL_FILE
+        self._mask = SecretMasker(secrets)
+        self._cond = threading.Condition()
+        self._decoders = {
+            stream: codecs.getincrementaldecoder("utf-8")(errors="replace") for stream in LogStream
+        }
+        self._next_seq, self._size = _recover(self.path)
+        self._file = self.path.open("ab")
+        self._closed = False
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def size(self) -> int:
+        """Bytes of complete records written so far."""
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def write(self, stream: LogStream, data: bytes) -> None:
+        """Record output of the job. Split UTF-8 sequences are joined across calls."""
+        with self._cond:
+            if self._closed:
+                return
+            self._append(stream, self._decoders[stream].decode(data))
+
+    def write_line(self, text: str, stream: LogStream = LogStream.STDERR) -> None:
+        """Record a message of the runner itself (a warning, pull progress) as one line."""
+        with self._cond:
+            if not self._closed:
+                self._append(stream, text if text.endswith("\n") else text + "\n")
+
+    def close(self) -> None:
+        """Flush what the decoders hold and refuse further writes. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            for stream, decoder in self._decoders.items():
+                self._append(stream, decoder.decode(b"", final=True))
+            self._closed = True
+            self._file.close()
+            self._cond.notify_all()
+
+    def wait_for_data(self, offset: int, timeout: float) -> None:
+        """Block until the spool grows past `offset`, is closed, or `timeout` passes."""
+        with self._cond:
+            if self._size <= offset and not self._closed:
+                self._cond.wait(timeout)
+
+    def _append(self, stream: LogStream, text: str) -> None:
+        if not text:
+            return
+        timestamp = datetime.now(UTC).isoformat()
+        code = _STREAM_CODES[stream]
+        records = []
+        for piece in _split_lines(text):
+            records.append(json.dumps([self._next_seq, timestamp, code, self._mask(piece)]))
+            self._next_seq += 1
+        payload = ("\n".join(records) + "\n").encode()
+        self._file.write(payload)
+        self._file.flush()
+        self._size += len(payload)
+        self._cond.notify_all()
+
+
+class LogShipper:
+    """Ships a spool to the server on a thread, in order, in batches, as soon as lines arrive.
+
+    `send` failing with a `DstackError` is retried with backoff from the same line; a
+    `ConflictError`/`NotFoundError` (the job is no longer this runner's) ends shipping.
+    """
+
+    def __init__(
+        self,
+        spool: LogSpool,
+        send: SendBatch,
+        *,
+        max_lines: int = 1000,
+        max_bytes: int = 1 << 20,
+        backoff: float = 0.2,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self._spool = spool
+        self._send = send
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._marker = spool.directory / MARKER_FILE
+        self._offset = _read_marker(self._marker)
+        self._abandoned = threading.Event()
+        self._done = threading.Event()
+        self.rejected: DstackError | None = None
+        self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
+
+    @property
+    def shipped_offset(self) -> int:
+        return self._offset
+
+    def start(self) -> LogShipper:
+        self._thread.start()
+        return self
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the spool is closed and every line was accepted (or shipping ended).
+
+        Returns False when `timeout` passed first. Closing the spool is the caller's job.
+        """
+        return self._done.wait(timeout)
+
+    def abandon(self) -> None:
+        """Stop shipping now; what was not shipped stays in the spool for a later shipper."""
+        self._abandoned.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            with self._spool.path.open("rb") as source:
+                self._ship_from(source)
+        finally:
+            self._done.set()
+
+    def _ship_from(self, source: BinaryIO) -> None:
+        pause = self._backoff
+        while not self._abandoned.is_set():
+            source.seek(self._offset)
+            lines, end = self._read_batch(source)
+            if not lines:
+                if self._spool.closed and self._offset >= self._spool.size:
+                    return
+                self._spool.wait_for_data(self._offset, timeout=0.5)
+                continue
+            try:
+                self._send(lines)
+            except (ConflictError, NotFoundError) as exc:
+                self.rejected = exc
+                return
+            except DstackError as exc:
+                log.warning("shipping logs failed, retrying in %.1fs: %s", pause, exc)
+                self._abandoned.wait(pause)
+                pause = min(pause * 2, self._backoff_max)
+                continue
+            pause = self._backoff
+            self._offset = end
+            _write_marker(self._marker, lines[-1].seq + 1, end)
+
+    def _read_batch(self, source: BinaryIO) -> tuple[list[LogLine], int]:
+        lines: list[LogLine] = []
+        offset = self._offset
+        size = 0
+        while len(lines) < self._max_lines and size < self._max_bytes:
+            raw = source.readline()
+            if not raw.endswith(b"\n"):
+                break  # nothing more, or a record still being written
+            offset += len(raw)
+            size += len(raw)
+            lines.append(_parse_record(raw))
+        return lines, offset
+
+
+def _parse_record(raw: bytes) -> LogLine:
+    seq, timestamp, code, data = json.loads(raw)
+    # Records were validated when written; skipping validation keeps 1M lines in seconds.
+    return LogLine.model_construct(
+        seq=seq,
+        timestamp=datetime.fromisoformat(timestamp),
+        stream=_CODE_STREAMS[code],
+        data=data,
+    )
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split after each newline, keeping it; a trailing partial line is its own piece."""
+    pieces = text.split("\n")
+    result = [piece + "\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        result.append(pieces[-1])
+    return result
+
+
+def _recover(path: Path) -> tuple[int, int]:
+    """Next seq and size of an existing spool; a torn last record is cut off."""
+    if not path.exists():
+        return 0, 0
+    with path.open("rb+") as spool:
+        data = spool.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            spool.truncate(end)
+    if end == 0:
+        return 0, 0
+    last = data[data.rfind(b"\n", 0, end - 1) + 1 : end]
+    return int(json.loads(last)[0]) + 1, end
+
+
+def _read_marker(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _write_marker(path: Path, next_seq: int, offset: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{next_seq} {offset}\n")
+    os.replace(tmp, path)

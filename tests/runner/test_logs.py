@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from dstack.errors import ServerError
+from dstack.models.logs import LogStream
+from dstack.models.protocol import LogLine
+from dstack.runner.logs import LogShipper, LogSpool
+
+
+class Sink:
+    """Stands in for `POST /logs`: keeps lines by seq, can fail the next N calls."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.lines: dict[int, LogLine] = {}
+        self.calls = 0
+        self.failures = failures
+        self.block = threading.Event()
+        self.block.set()
+
+    def __call__(self, lines: list[LogLine]) -> None:
+        self.block.wait()
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise ServerError("server restarting")
+        for line in lines:
+            self.lines.setdefault(line.seq, line)
+
+    def text(self) -> str:
+        return "".join(self.lines[s].data for s in sorted(self.lines))
+
+
+def test_lines_ship_in_order_with_streams_apart(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    spool.write(LogStream.STDOUT, b"one\ntw")
+    spool.write(LogStream.STDERR, b"oops\n")
+    spool.write(LogStream.STDOUT, b"o\nthree\n")
+    spool.close()
+    assert shipper.drain(timeout=10)
+    assert sorted(sink.lines) == list(range(len(sink.lines)))
+    out = "".join(
+        sink.lines[s].data for s in sorted(sink.lines) if sink.lines[s].stream == "stdout"
+    )
+    err = "".join(
+        sink.lines[s].data for s in sorted(sink.lines) if sink.lines[s].stream == "stderr"
+    )
+    assert out == "one\ntwo\nthree\n"
+    assert err == "oops\n"
+
+
+def test_utf8_split_across_chunks_is_joined(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    data = "héllo ✓\n".encode()
+    for i in range(len(data)):
+        spool.write(LogStream.STDOUT, data[i : i + 1])
+    spool.close()
+    assert shipper.drain(timeout=10)
+    assert sink.text() == "héllo ✓\n"
+
+
+def test_secrets_are_masked_before_reaching_disk(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path, secrets=["s3cr3t-token", "pw"])
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    spool.write(LogStream.STDOUT, b"token=s3cr3t-token pass=pw\n")
+    spool.close()
+    assert shipper.drain(timeout=10)
+    assert sink.text() == "token=*** pass=***\n"
+    assert b"s3cr3t" not in (tmp_path / "spool.jsonl").read_bytes()
+
+
+def test_nothing_is_lost_when_sending_fails_midway(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    sink = Sink(failures=3)
+    shipper = LogShipper(spool, sink, max_lines=10, backoff=0.01).start()
+    for i in range(100):
+        spool.write(LogStream.STDOUT, f"line {i}\n".encode())
+    spool.close()
+    assert shipper.drain(timeout=10)
+    assert sink.text() == "".join(f"line {i}\n" for i in range(100))
+    assert sink.calls >= 13  # 10 batches plus 3 failed tries
+
+
+def test_a_restarted_runner_resumes_after_the_shipped_lines(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    first = Sink()
+    shipper = LogShipper(spool, first, max_lines=5).start()
+    for i in range(10):
+        spool.write(LogStream.STDOUT, f"a{i}\n".encode())
+    while len(first.lines) < 10:
+        shipper.drain(timeout=0.01)
+    first.block.clear()  # the "server" hangs; then the runner dies
+    spool.write(LogStream.STDOUT, b"late\n")
+    # Reopen as a restarted runner would: the spool continues its seq, shipping resumes.
+    spool2 = LogSpool(tmp_path)
+    assert spool2.next_seq == 11
+    spool2.write(LogStream.STDERR, b"after restart\n")
+    spool2.close()
+    second = Sink()
+    assert LogShipper(spool2, second).start().drain(timeout=10)
+    assert sorted(second.lines) == [10, 11]
+    assert second.text() == "late\nafter restart\n"
+    first.block.set()
+
+
+def test_a_torn_last_record_is_dropped_on_reopen(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    spool.write(LogStream.STDOUT, b"kept\n")
+    spool.close()
+    with (tmp_path / "spool.jsonl").open("ab") as f:
+        f.write(b'[1, "2024-01-01T00:00:00+00:00", "o", "tor')
+    reopened = LogSpool(tmp_path)
+    reopened.write(LogStream.STDOUT, b"next\n")
+    reopened.close()
+    records = [json.loads(x) for x in (tmp_path / "spool.jsonl").read_text().splitlines()]
+    assert [(r[0], r[3]) for r in records] == [(0, "kept\n"), (1, "next\n")]
+
+
+def test_a_million_lines_ship_in_large_batches(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    received = 0
+    calls = 0
+
+    def count(lines: list[LogLine]) -> None:
+        nonlocal received, calls
+        received += len(lines)
+        calls += 1
+
+    shipper = LogShipper(spool, count).start()
+    chunk = b"".join(b"%d\n" % i for i in range(10_000))
+    for _ in range(100):
+        spool.write(LogStream.STDOUT, chunk)
+    spool.close()
+    assert shipper.drain(timeout=120)
+    assert received == 1_000_000
+    assert calls <= 1_100  # batched: about 1,000 lines per call, never one call per line

@@ -6,9 +6,16 @@ suite (`tests/storage/test_blobstore_contract.py`) runs against each.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
+
+from dstack.errors import StorageError
+
+CHUNK_SIZE = 1024 * 1024
+_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BlobStore(Protocol):
@@ -26,7 +33,14 @@ class BlobStore(Protocol):
         """As `put_file`, from memory."""
 
     def open(self, digest: str) -> Iterator[bytes]:
-        """Yield the blob's bytes in chunks. Missing: `NotFoundError`."""
+        """Yield the blob's bytes in chunks. Missing: `NotFoundError`.
+
+        The digest is checked while reading; a corrupt blob raises `StorageError` after its
+        last chunk, so a consumer must not trust the bytes before the iterator is exhausted.
+        """
+
+    def size(self, digest: str) -> int:
+        """The blob's size in bytes. Missing: `NotFoundError`."""
 
     def get_file(self, digest: str, target: Path) -> None:
         """Write the blob to `target` (replacing it atomically), verified against `digest`.
@@ -39,3 +53,29 @@ class BlobStore(Protocol):
 
     def list_digests(self) -> Iterator[str]:
         """Every stored digest, in no particular order."""
+
+
+def check_digest(digest: str) -> str:
+    """Return `digest` if it is a lower-case hex sha256, else raise `StorageError`."""
+    if not _DIGEST_RE.match(digest):
+        raise StorageError(
+            f"'{digest}' is not a sha256 digest", hint="use 64 lower-case hex characters"
+        )
+    return digest
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def mismatch(digest: str, actual: str) -> StorageError:
+    """The error for content that does not hash to the digest it was stored or read under."""
+    return StorageError(
+        f"blob {digest} does not match its content (sha256 {actual})",
+        hint="the data was corrupted in transit or on disk; upload it again",
+    )

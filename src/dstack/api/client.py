@@ -1,0 +1,71 @@
+"""`Client`: the typed client of the user endpoints. The CLI is built on it; scripts can be."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from dstack.api.base import BaseClient
+from dstack.models.protocol import LogsPage, StopRunRequest, SubmitRunRequest
+from dstack.models.run import Run
+from dstack.models.runner import Runner
+
+_RUNS = TypeAdapter(list[Run])
+_RUNNERS = TypeAdapter(list[Runner])
+
+
+class Client(BaseClient):
+    """`Client(base_url, token, timeout=30)`; use as a context manager or call `close()`."""
+
+    def health(self) -> dict[str, str]:
+        data: dict[str, str] = self.request("GET", "/api/health").json()
+        return data
+
+    def submit_run(self, request: SubmitRunRequest) -> Run:
+        body = request.model_dump(mode="json")
+        return Run.model_validate(self.request("POST", "/api/runs", json=body).json())
+
+    def list_runs(self, all: bool = False, repo_id: str | None = None) -> list[Run]:
+        """Newest first; without `all`, unfinished runs and the last few finished ones."""
+        params: dict[str, Any] = {"all": all}
+        if repo_id is not None:
+            params["repo_id"] = repo_id
+        return _RUNS.validate_python(self.request("GET", "/api/runs", params=params).json())
+
+    def get_run(self, name: str) -> Run:
+        return Run.model_validate(self.request("GET", f"/api/runs/{name}").json())
+
+    def stop_run(self, name: str, abort: bool = False) -> Run:
+        body = StopRunRequest(abort=abort).model_dump(mode="json")
+        return Run.model_validate(self.request("POST", f"/api/runs/{name}/stop", json=body).json())
+
+    def delete_run(self, name: str) -> None:
+        self.request("DELETE", f"/api/runs/{name}")
+
+    def get_logs(
+        self,
+        name: str,
+        cursor: str | None = None,
+        since: datetime | None = None,
+        wait: float | None = None,
+    ) -> LogsPage:
+        """One page of the run's logs after `cursor`; `wait` long-polls that many seconds."""
+        params: dict[str, Any] = {}
+        if cursor:
+            params["cursor"] = cursor
+        if since is not None:
+            params["since"] = since.isoformat()
+        extensions: dict[str, Any] = {}
+        if wait:
+            params["wait"] = wait
+            # The read timeout must outlast the long-poll.
+            extensions["timeout"] = {"connect": 10.0, "read": wait + 30, "write": 30, "pool": 30}
+        response = self.request(
+            "GET", f"/api/runs/{name}/logs", params=params, extensions=extensions
+        )
+        return LogsPage.model_validate(response.json())
+
+    def list_runners(self) -> list[Runner]:
+        return _RUNNERS.validate_python(self.request("GET", "/api/runners").json())

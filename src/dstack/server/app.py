@@ -1,0 +1,88 @@
+"""`create_app(settings)`: the FastAPI application of one server. Nothing global."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from dstack import __version__
+from dstack.server.context import Clock, ServerContext, utcnow
+from dstack.server.db.engine import create_engine
+from dstack.server.db.migrate import upgrade_to_head
+from dstack.server.errors import install_error_handlers
+from dstack.server.routers import health, jobs, runners, runs
+from dstack.server.scheduler.loop import Scheduler
+from dstack.server.settings import ServerSettings
+from dstack.storage.base import BlobStore
+from dstack.storage.local import LocalBlobStore
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: ServerSettings, *, blobs: BlobStore | None = None, clock: Clock = utcnow
+) -> FastAPI:
+    """The server app. Its lifespan migrates the database, then runs the scheduler loop and,
+    when `settings.local_runner` is set, the local runner process."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running_context(settings, blobs=blobs, clock=clock) as ctx:
+            app.state.ctx = ctx
+            yield
+
+    app = FastAPI(title="dstack", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    from dstack.server.routers import blobs as blob_routes
+
+    for module in (health, runs, runners, jobs, blob_routes):
+        app.include_router(module.router)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running_context(
+    settings: ServerSettings,
+    *,
+    blobs: BlobStore | None = None,
+    clock: Clock = utcnow,
+    background: bool = True,
+) -> AsyncIterator[ServerContext]:
+    """A migrated database, the scheduler loop and the local runner, for as long as it is
+    entered. Usable without HTTP; with `background=False` nothing runs by itself (tests
+    call `Scheduler.tick` when they choose)."""
+    settings.server_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.resolved_database_url())
+    store = blobs if blobs is not None else LocalBlobStore(settings.resolved_blob_dir())
+    try:
+        await upgrade_to_head(engine)
+        ctx = ServerContext(settings, engine, store, clock=clock)
+        if not background:
+            yield ctx
+            return
+        async with _background(ctx):
+            yield ctx
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _background(ctx: ServerContext) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(Scheduler(ctx).run_forever(), name="scheduler")]
+    if ctx.settings.local_runner:
+        from dstack.server.local_runner import LocalRunnerSupervisor
+
+        supervisor = LocalRunnerSupervisor(ctx.settings)
+        tasks.append(asyncio.create_task(supervisor.run_forever(), name="local-runner"))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,95 @@
+"""`ServerContext`: what every service needs — DB sessions, blobs, clock, change events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from dstack.server.settings import ServerSettings
+from dstack.storage.base import BlobStore
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Notifier:
+    """Wakes every waiter at once when something changed (a status, a log line, a runner).
+
+    Waiters re-check their condition after waking; a notify between two checks is never lost
+    because each waiter captures the current event before checking.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        """The event the next `notify` sets; take it *before* checking the condition."""
+        return self._event
+
+    @staticmethod
+    async def wait(event: asyncio.Event, timeout: float) -> None:
+        """Wait until `event` is set or `timeout` seconds passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0))
+
+
+class ServerContext:
+    """One server's shared state; built by `create_app` (or by tests, with a fake clock)."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        engine: AsyncEngine,
+        blobs: BlobStore,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.blobs = blobs
+        self.clock = clock
+        self.notifier = Notifier()
+        self.started_at = clock()
+        self.claim_lock = asyncio.Lock()
+        # SQLite allows one writer, and a transaction that read before another one committed
+        # cannot write at all (SQLITE_BUSY_SNAPSHOT, which no busy timeout cures). This
+        # process is the only client, so its transactions simply take turns.
+        self._serialize = engine.dialect.name == "sqlite"
+        self._turn = asyncio.Lock()
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed on success.
+
+        Services that changed something waiters care about set `session.info["changed"]`;
+        waiters are woken only after the commit, so they never read the old state.
+        """
+        async with self._maybe_turn(), self._sessions() as session, session.begin():
+            yield session
+        if session.info.pop("changed", False):
+            self.notifier.notify()
+
+    @contextlib.asynccontextmanager
+    async def _maybe_turn(self) -> AsyncIterator[None]:
+        if not self._serialize:
+            yield
+            return
+        async with self._turn:
+            yield
+
+
+def mark_changed(session: AsyncSession) -> None:
+    """Wake long-polls and the scheduler once this session's transaction commits."""
+    session.info["changed"] = True

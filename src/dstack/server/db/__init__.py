@@ -1,0 +1,1 @@
+"""The server's database: ORM rows, engine set-up and migrations."""

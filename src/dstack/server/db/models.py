@@ -1,0 +1,82 @@
+"""Tables. Specs and histories are JSON columns holding the models' JSON form."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dstack.server.db.base import Base, UTCDateTime
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name_prefix: Mapped[str] = mapped_column(String(100), index=True)
+    name_counter: Mapped[int] = mapped_column(Integer)
+    repo_id: Mapped[str] = mapped_column(String(500), index=True)
+    repo: Mapped[dict[str, Any]] = mapped_column(JSON)
+    workflow_name: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    args: Mapped[list[str]] = mapped_column(JSON)
+    variables: Mapped[dict[str, str]] = mapped_column(JSON)
+    tag: Mapped[str | None] = mapped_column(String(200))
+    user: Mapped[str] = mapped_column(String(200))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_submitted", "status", "submitted_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_name: Mapped[str] = mapped_column(ForeignKey("runs.name", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    workflow_name: Mapped[str | None] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    deps: Mapped[list[int]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    runner_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    gpu_indexes: Mapped[list[int]] = mapped_column(JSON)
+    host_ports: Mapped[list[int]] = mapped_column(JSON)
+    cache_key: Mapped[str | None] = mapped_column(String(100))
+    reused_from: Mapped[str | None] = mapped_column(String(100))
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # "stop" or "abort": asked of the runner through its next heartbeat.
+    stop_requested: Mapped[str | None] = mapped_column(String(10))
+    # Bumped by every status change; a change applies only if nobody changed the job since
+    # it was read (optimistic lock, portable to PostgreSQL).
+    version: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RunnerRow(Base):
+    __tablename__ = "runners"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str] = mapped_column(String(200))
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON)
+    executors: Mapped[list[str]] = mapped_column(JSON)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)
+    backend: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LogRow(Base):
+    __tablename__ = "logs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    stream: Mapped[str] = mapped_column(String(10))
+    data: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,160 @@
+"""The local server: started on demand in the background, reused while it answers.
+
+Files in `<home>/server/`: `server.json` (url, pid) written by a server once it listens,
+`token` (mode 0600), `server.log`, and `start.lock`, which makes racing CLIs start only one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dstack.errors import ServerError
+
+_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    url: str
+    pid: int
+
+
+def ensure_local_server(
+    home: Path,
+    *,
+    executor: str | None = None,
+    start_runner: bool = True,
+    timeout: float = 30.0,
+) -> tuple[str, str]:
+    """Return (url, token) of the local server of `home`, starting it if none answers.
+
+    `executor` (default: `$DSTACK_EXECUTOR`) is passed to the local runner. Raises
+    `ServerError` (with the end of `server.log`) when a started server does not come up
+    within `timeout` seconds.
+    """
+    from filelock import FileLock, Timeout
+
+    server_dir = home / "server"
+    server_dir.mkdir(parents=True, exist_ok=True)
+    found = _live(server_dir)
+    if found is None:
+        try:
+            with FileLock(str(server_dir / "start.lock"), timeout=timeout):
+                found = _live(server_dir) or _start(home, executor, start_runner, timeout)
+        except Timeout:
+            raise ServerError(
+                "another dstack command is starting the local server and it takes too long",
+                hint=f"see {server_dir / 'server.log'}",
+            ) from None
+    return found.url, (server_dir / "token").read_text().strip()
+
+
+def read_local_server(home: Path) -> LocalServer | None:
+    """What `server.json` says, or None when it is missing or unreadable."""
+    try:
+        data = json.loads((home / "server" / "server.json").read_text())
+        return LocalServer(url=str(data["url"]), pid=int(data["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stop_local_server(home: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the local server of `home` (and with it its runner); False if none was running."""
+    info = read_local_server(home)
+    if info is None or not _pid_alive(info.pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+    if _pid_alive(info.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        (home / "server" / "server.json").unlink()
+    return True
+
+
+def _live(server_dir: Path) -> LocalServer | None:
+    info = read_local_server(server_dir.parent)
+    if info is None or not _pid_alive(info.pid) or not (server_dir / "token").exists():
+        return None
+    return info if _answers(info.url) else None
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/api/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _start(home: Path, executor: str | None, start_runner: bool, timeout: float) -> LocalServer:
+    server_dir = home / "server"
+    with contextlib.suppress(FileNotFoundError):
+        (server_dir / "server.json").unlink()
+    command = [sys.executable, "-m", "dstack.server.local_main", "--home", str(home)]
+    command += ["--detach", str(server_dir / "server.log")]
+    executor = executor or os.environ.get("DSTACK_EXECUTOR")
+    if executor:
+        command += ["--executor", executor]
+    if not start_runner:
+        command.append("--no-runner")
+    try:
+        launched = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=True
+        )
+        pid = int(launched.stdout.decode().strip())
+    except (subprocess.SubprocessError, ValueError, OSError) as exc:
+        raise ServerError(
+            f"cannot start the local server: {exc}", hint=f"see {server_dir / 'server.log'}"
+        ) from exc
+    return _wait_until_up(server_dir, pid, timeout)
+
+
+def _wait_until_up(server_dir: Path, pid: int, timeout: float) -> LocalServer:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_local_server(server_dir.parent)
+        if info is not None and info.pid == pid and _answers(info.url):
+            return info
+        if not _pid_alive(pid):
+            raise ServerError(
+                f"the local server exited at start: {_log_tail(server_dir)}",
+                hint=f"see {server_dir / 'server.log'}",
+            )
+        time.sleep(_POLL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    raise ServerError(
+        f"the local server did not start within {timeout:.0f}s",
+        hint=f"see {server_dir / 'server.log'}",
+    )
+
+
+def _log_tail(server_dir: Path) -> str:
+    try:
+        lines = (server_dir / "server.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no log"

@@ -1,0 +1,100 @@
+"""Entry point of the background local server: `python -m dstack.server.local_main --home H`.
+
+Binds 127.0.0.1 on a free port, and writes `server.json` (url, pid) only once it is
+listening, so whoever reads that file can connect at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+from dstack.server.settings import ServerSettings
+from dstack.server.tokens import load_or_create_token
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="dstack.server.local_main")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--executor", choices=["docker", "process"], default=None)
+    parser.add_argument("--no-runner", action="store_true", help="Do not start a local runner.")
+    parser.add_argument(
+        "--detach", type=Path, metavar="LOG", help="Run in the background, output to LOG."
+    )
+    args = parser.parse_args(argv)
+    if args.detach:
+        _detach(args.detach)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(args.home, executor=args.executor, runner=not args.no_runner))
+
+
+async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
+    import uvicorn
+
+    from dstack.server.app import create_app
+
+    server_dir = home / "server"
+    server_dir.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    settings = ServerSettings(
+        home=home,
+        token=load_or_create_token(server_dir / "token"),
+        port=sock.getsockname()[1],
+        local_runner=runner,
+        local_runner_executor=executor,
+    )
+    # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait.
+    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    info = server_dir / "server.json"
+    if server.started:
+        _write_json(info, {"url": settings.url, "pid": os.getpid()})
+    try:
+        await task
+    finally:
+        _remove_if_ours(info)
+
+
+def _detach(log: Path) -> None:
+    """Fork into a new session: the parent prints the server's pid and exits at once, so the
+    caller neither waits for nor reaps the server."""
+    pid = os.fork()
+    if pid > 0:
+        print(pid, flush=True)
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(devnull)
+    os.close(out)
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _remove_if_ours(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The local server's own runner: a `dstack-runner` child process, restarted when it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+import sys
+
+import httpx
+
+from dstack.server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 30.0
+_HEALTHY_AFTER = 60.0  # a runner that lived this long resets the restart back-off
+
+
+class LocalRunnerSupervisor:
+    """Starts the runner once the server answers, restarts it when it exits (with back-off),
+    and terminates it when cancelled."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        base = self.settings.local_runner_command or [sys.executable, "-m", "dstack.runner"]
+        work_dir = self.settings.resolved_runner_work_dir()
+        command = [*base, "start", "--server", self.settings.url, "--token", self.settings.token]
+        command += ["--name", "local", "--work-dir", str(work_dir)]
+        if self.settings.local_runner_executor:
+            command += ["--executor", self.settings.local_runner_executor]
+        return command
+
+    async def run_forever(self) -> None:
+        try:
+            await self._wait_for_server()
+            backoff = 1.0
+            while True:
+                lived = await self._run_once()
+                backoff = 1.0 if lived > _HEALTHY_AFTER else min(backoff * 2, _MAX_BACKOFF)
+                await asyncio.sleep(backoff)
+        finally:
+            await asyncio.shield(asyncio.to_thread(self._terminate))
+
+    async def _run_once(self) -> float:
+        """Run the runner until it exits; return how long it lived."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        log_path = self.settings.server_dir / "runner.log"
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        logger.info("started the local runner (pid %s)", self.process.pid)
+        while self.process.poll() is None:
+            await asyncio.sleep(0.5)
+        logger.warning("the local runner exited with code %s", self.process.returncode)
+        return loop.time() - started
+
+    async def _wait_for_server(self) -> None:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.settings.url}/api/health")).status_code == 200:
+                        return
+                await asyncio.sleep(0.2)
+
+    def _terminate(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from dstack.server.auth import require_token
+from dstack.server.context import ServerContext
+from dstack.server.routers.deps import get_ctx
+from dstack.server.services import blobs as blob_service
+
+router = APIRouter(prefix="/api/blobs", dependencies=[Depends(require_token)])
+Ctx = Annotated[ServerContext, Depends(get_ctx)]
+
+
+@router.head("/{digest}")
+async def head_blob(digest: str, ctx: Ctx) -> Response:
+    if not blob_service.exists(ctx, digest=digest):
+        return Response(status_code=404)
+    size = blob_service.size(ctx, digest=digest)
+    return Response(status_code=200, headers={"content-length": str(size)})
+
+
+@router.get("/{digest}")
+async def get_blob(digest: str, ctx: Ctx) -> StreamingResponse:
+    size = blob_service.size(ctx, digest=digest)
+    chunks = blob_service.open_blob(ctx, digest=digest)
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={"content-length": str(size)},
+    )
+
+
+@router.put("/{digest}", status_code=204)
+async def put_blob(digest: str, request: Request, ctx: Ctx) -> Response:
+    await blob_service.put_blob(ctx, digest=digest, chunks=request.stream())
+    return Response(status_code=204)

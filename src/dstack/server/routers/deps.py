@@ -1,0 +1,20 @@
+"""Dependencies the routers share."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from dstack.server.context import ServerContext
+
+RUNNER_HEADER = "x-dstack-runner-id"
+
+
+def get_ctx(request: Request) -> ServerContext:
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, ServerContext)
+    return ctx
+
+
+def runner_id_header(request: Request) -> str | None:
+    """The id a runner sends with its job reports; when present, ownership is checked."""
+    return request.headers.get(RUNNER_HEADER)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from dstack.models.protocol import JobStatusUpdate, LogBatch
+from dstack.server.auth import require_token
+from dstack.server.context import ServerContext
+from dstack.server.routers.deps import get_ctx, runner_id_header
+from dstack.server.services import jobs as job_service
+from dstack.server.services import logs as log_service
+
+router = APIRouter(prefix="/api/jobs", dependencies=[Depends(require_token)])
+Ctx = Annotated[ServerContext, Depends(get_ctx)]
+RunnerId = Annotated[str | None, Depends(runner_id_header)]
+
+
+@router.post("/{job_id}/status", status_code=204)
+async def report_status(
+    job_id: str, body: JobStatusUpdate, ctx: Ctx, runner_id: RunnerId
+) -> Response:
+    await job_service.report_status(ctx, job_id=job_id, update=body, runner_id=runner_id)
+    return Response(status_code=204)
+
+
+@router.post("/{job_id}/logs", status_code=204)
+async def append_logs(job_id: str, body: LogBatch, ctx: Ctx, runner_id: RunnerId) -> Response:
+    await log_service.append_logs(ctx, job_id=job_id, batch=body, runner_id=runner_id)
+    return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Scheduling: which runner can take which job (`matching`) and the loop (`loop`)."""

@@ -1,0 +1,127 @@
+"""The scheduler loop: runs a tick whenever something changed, and at least every second.
+
+A tick (a) fails jobs whose dependencies failed or were stopped, (b) takes runners that
+stopped sending heartbeats offline and fails their jobs, (c) fails jobs no runner could ever
+take, and marks the rest `pending` with the reason they wait. Assigning jobs is not done here:
+runners claim them (`services/claims.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dstack.models.job import JobSpec, JobStatus, TerminationReason
+from dstack.models.resources import HostResources
+from dstack.server.context import Notifier, ServerContext
+from dstack.server.db.models import JobRow, RunnerRow
+from dstack.server.scheduler.matching import fits_ever, no_capacity_message
+from dstack.server.services import jobs as job_service
+from dstack.server.services import runners as runner_service
+from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
+
+logger = logging.getLogger(__name__)
+
+_FAILED = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.ABORTED.value})
+
+Hosts = list[tuple[str, HostResources]]
+
+
+class Scheduler:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def run_forever(self) -> None:
+        """Tick until cancelled. A failing tick is logged and retried on the next one."""
+        while True:
+            event = self.ctx.notifier.current()
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("scheduler tick failed")
+            await Notifier.wait(event, self.ctx.settings.scheduler_interval)
+
+    async def tick(self) -> None:
+        async with self.ctx.transaction() as session:
+            await runner_service.mark_lost_runners(self.ctx, session)
+            hosts = await _hosts(session)
+            waiting = (
+                await session.scalars(
+                    select(JobRow)
+                    .where(JobRow.status.in_(WAITING_STATUSES))
+                    .order_by(JobRow.run_name, JobRow.index)
+                )
+            ).all()
+            statuses = await dependency_statuses(session, waiting)
+            for job in waiting:
+                await self._update_waiting(session, job, statuses, hosts)
+                statuses[(job.run_name, job.index)] = job.status
+
+    async def _update_waiting(
+        self,
+        session: AsyncSession,
+        job: JobRow,
+        statuses: dict[tuple[str, int], str],
+        hosts: Hosts,
+    ) -> None:
+        deps = {d: statuses.get((job.run_name, d)) for d in job.deps}
+        failed = sorted(d for d, s in deps.items() if s in _FAILED)
+        if failed:
+            message = f"dependency job(s) {failed} of run {job.run_name} did not succeed"
+            await self._set(
+                session, job, JobStatus.FAILED, TerminationReason.DEPENDENCY_FAILED, message
+            )
+            return
+        spec = JobSpec.model_validate(job.spec).resources
+        if not any(fits_ever(spec, host) for _, host in hosts):
+            await self._no_runner(session, job, hosts)
+            return
+        waiting_for = sorted(d for d, s in deps.items() if s != JobStatus.DONE.value)
+        if waiting_for:
+            message = f"waiting for job(s) {waiting_for} to finish"
+            await self._set(
+                session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_DEPENDENCIES, message
+            )
+            return
+        await self._set(
+            session,
+            job,
+            JobStatus.PENDING,
+            TerminationReason.WAITING_FOR_RUNNER,
+            "waiting for a free runner",
+        )
+
+    async def _no_runner(self, session: AsyncSession, job: JobRow, hosts: Hosts) -> None:
+        spec = JobSpec.model_validate(job.spec).resources
+        young = (self.ctx.clock() - self.ctx.started_at).total_seconds()
+        if not hosts and young < self.ctx.settings.no_runner_grace_seconds:
+            message = "waiting for a runner to register"
+            await self._set(
+                session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_RUNNER, message
+            )
+            return
+        message = no_capacity_message(spec, hosts)
+        await self._set(session, job, JobStatus.FAILED, TerminationReason.NO_CAPACITY, message)
+
+    async def _set(
+        self,
+        session: AsyncSession,
+        job: JobRow,
+        status: JobStatus,
+        reason: TerminationReason,
+        message: str,
+    ) -> None:
+        await job_service.set_status(
+            session, job, status, now=self.ctx.clock(), reason=reason, message=message
+        )
+
+
+async def _hosts(session: AsyncSession) -> Hosts:
+    """Every registered runner, online or not: one that is restarting still counts."""
+    rows: Sequence[RunnerRow] = (
+        await session.scalars(select(RunnerRow).order_by(RunnerRow.name))
+    ).all()
+    return [(row.name, HostResources.model_validate(row.resources)) for row in rows]

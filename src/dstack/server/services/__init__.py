@@ -1,0 +1,1 @@
+"""Server logic. Routers call these; these use the database and the blob store."""

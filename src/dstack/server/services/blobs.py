@@ -1,0 +1,50 @@
+"""Blobs over HTTP: uploads are streamed to a temp file and verified before they are stored."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+
+from dstack.server.context import ServerContext
+from dstack.storage.base import check_digest, mismatch
+
+
+def exists(ctx: ServerContext, *, digest: str) -> bool:
+    return ctx.blobs.exists(check_digest(digest))
+
+
+def size(ctx: ServerContext, *, digest: str) -> int:
+    return ctx.blobs.size(check_digest(digest))
+
+
+def open_blob(ctx: ServerContext, *, digest: str) -> Iterator[bytes]:
+    """The blob's chunks; raises `NotFoundError` at once when it is missing."""
+    return ctx.blobs.open(check_digest(digest))
+
+
+async def put_blob(ctx: ServerContext, *, digest: str, chunks: AsyncIterator[bytes]) -> None:
+    """Store the uploaded bytes under `digest`; a mismatch raises `StorageError` and stores
+    nothing. Never holds the whole upload in memory."""
+    check_digest(digest)
+    upload_dir = ctx.settings.server_dir / "uploads"
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=upload_dir)
+    tmp = Path(name)
+    try:
+        hasher = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in chunks:
+                hasher.update(chunk)
+                out.write(chunk)
+        if hasher.hexdigest() != digest:
+            raise mismatch(digest, hasher.hexdigest())
+        await anyio.to_thread.run_sync(ctx.blobs.put_file, tmp, digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

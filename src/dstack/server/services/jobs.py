@@ -1,0 +1,196 @@
+"""Jobs: the one function that changes a job's status, and rows → models."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dstack.errors import ConflictError, NotFoundError
+from dstack.models.job import (
+    Job,
+    JobSpec,
+    JobStatus,
+    JobTimings,
+    StatusChange,
+    TerminationReason,
+)
+from dstack.models.protocol import JobStatusUpdate
+from dstack.server.context import ServerContext, mark_changed
+from dstack.server.db.models import JobRow
+from dstack.server.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+# Fields a caller may change together with the status (the claim sets the runner, ...).
+_EXTRA_FIELDS = frozenset({"runner_id", "gpu_indexes", "host_ports", "stop_requested"})
+
+
+async def set_status(
+    session: AsyncSession,
+    job: JobRow,
+    status: JobStatus,
+    *,
+    now: datetime,
+    reason: TerminationReason | None = None,
+    message: str | None = None,
+    exit_code: int | None = None,
+    **fields: Any,
+) -> bool:
+    """Move `job` to `status`: stamp the time, append to the history, record reason, message
+    and exit code, set `finished_at` for a terminal status, and wake waiters after commit.
+
+    The update applies only if the job is unchanged since it was read (its `version`); it
+    returns False when another writer got there first (a concurrent claim, a runner's report)
+    and changes nothing. A change out of a finished status is ignored, logged, and returns
+    False. Re-stating the current status with the same reason and message is a no-op (True).
+    """
+    unknown = set(fields) - _EXTRA_FIELDS
+    if unknown:
+        raise TypeError(f"set_status cannot change {sorted(unknown)}")
+    current = JobStatus(job.status)
+    if current.is_finished():
+        logger.warning("ignored %s -> %s for finished job %s", current, status, job.id)
+        return False
+    same = (current, job.reason, job.message) == (status, reason, message)
+    if same and not fields and exit_code is None:
+        return True
+    change = StatusChange(status=status, at=now, reason=reason, message=message)
+    values: dict[str, Any] = {
+        "status": status.value,
+        "reason": reason.value if reason else None,
+        "message": message,
+        "exit_code": exit_code if exit_code is not None else job.exit_code,
+        "history": [*job.history, change.model_dump(mode="json")],
+        "finished_at": now if status.is_finished() else None,
+        "version": job.version + 1,
+        **fields,
+    }
+    result = await session.execute(
+        update(JobRow)
+        .where(JobRow.id == job.id, JobRow.version == job.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return False
+    for key, value in values.items():
+        set_committed(job, key, value)
+    mark_changed(session)
+    return True
+
+
+def set_committed(row: JobRow, key: str, value: Any) -> None:
+    """Mirror a value written with a Core UPDATE on the loaded row, without dirtying it."""
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    set_committed_value(row, key, value)
+
+
+def history(row: JobRow) -> list[StatusChange]:
+    return [StatusChange.model_validate(item) for item in row.history]
+
+
+def compute_timings(changes: list[StatusChange], now: datetime) -> JobTimings:
+    """Seconds per phase from the status history; the current phase counts up to `now`.
+
+    `queued` runs from the first entry to the first active (or terminal) status.
+    """
+    if not changes:
+        return JobTimings()
+    spans: dict[str, float] = {}
+    start = changes[0].at
+    queued_end: datetime | None = None
+    for i, change in enumerate(changes):
+        end = changes[i + 1].at if i + 1 < len(changes) else None
+        if queued_end is None and (change.status.is_active() or change.status.is_finished()):
+            queued_end = change.at
+        if change.status.is_active():
+            stop = end or now
+            spans[change.status.value] = spans.get(change.status.value, 0.0) + _secs(
+                change.at, stop
+            )
+    queued = _secs(start, queued_end or now)
+    return JobTimings(queued=queued, **spans)
+
+
+def _secs(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds(), 0.0)
+
+
+def to_model(row: JobRow, *, runner_name: str | None, now: datetime) -> Job:
+    changes = history(row)
+    return Job(
+        id=row.id,
+        run_name=row.run_name,
+        index=row.index,
+        workflow_name=row.workflow_name,
+        spec=JobSpec.model_validate(row.spec),
+        deps=list(row.deps),
+        status=JobStatus(row.status),
+        reason=TerminationReason(row.reason) if row.reason else None,
+        message=row.message,
+        exit_code=row.exit_code,
+        runner_id=row.runner_id,
+        runner_name=runner_name,
+        gpu_indexes=list(row.gpu_indexes),
+        host_ports=list(row.host_ports),
+        cache_key=row.cache_key,
+        reused_from=row.reused_from,
+        history=changes,
+        timings=compute_timings(changes, row.finished_at or now),
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+    )
+
+
+async def report_status(
+    ctx: ServerContext, *, job_id: str, update: JobStatusUpdate, runner_id: str | None
+) -> None:
+    """Apply a runner's report on its job.
+
+    409 when the job is not claimed, belongs to another runner (when `runner_id` is given),
+    or is already finished. A runner reports only what it does: active or terminal statuses.
+    """
+    if not (update.status.is_active() or update.status.is_finished()):
+        raise InvalidRequestError(f"a runner cannot set a job to {update.status.value}")
+    async with ctx.transaction() as session:
+        job = await session.get(JobRow, job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
+        _check_owner(job, runner_id)
+        applied = await set_status(
+            session,
+            job,
+            update.status,
+            now=ctx.clock(),
+            reason=update.reason or _default_reason(job, update),
+            message=update.message,
+            exit_code=update.exit_code,
+            **({"host_ports": update.host_ports} if update.host_ports is not None else {}),
+        )
+        if not applied:
+            raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
+
+
+def _check_owner(job: JobRow, runner_id: str | None) -> None:
+    status = JobStatus(job.status)
+    if status.is_finished():
+        raise ConflictError(f"job {job.id} is already {status.value}", hint="forget it")
+    if job.runner_id is None or (runner_id is not None and job.runner_id != runner_id):
+        raise ConflictError(f"job {job.id} is not this runner's", hint="forget it")
+
+
+def _default_reason(job: JobRow, update: JobStatusUpdate) -> TerminationReason | None:
+    if update.status is JobStatus.DONE:
+        return TerminationReason.DONE
+    if update.status is JobStatus.FAILED and update.exit_code is not None:
+        return TerminationReason.EXIT_CODE
+    if update.status is JobStatus.STOPPED:
+        return TerminationReason.STOPPED_BY_USER if job.stop_requested else None
+    if update.status is JobStatus.ABORTED:
+        return TerminationReason.ABORTED_BY_USER if job.stop_requested else None
+    return None

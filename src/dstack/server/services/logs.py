@@ -1,0 +1,176 @@
+"""Logs: runners append batches (idempotent per `(job, seq)`); users page through a run's
+lines, ordered by job index then seq, optionally long-polling for more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dstack.errors import ConflictError, NotFoundError
+from dstack.models.job import JobStatus
+from dstack.models.logs import LogEvent, LogStream
+from dstack.models.protocol import LogBatch, LogsPage
+from dstack.server.context import Notifier, ServerContext, mark_changed
+from dstack.server.db.models import JobRow, LogRow, RunRow
+from dstack.server.errors import InvalidRequestError
+
+MAX_PAGE = 10_000
+
+
+async def append_logs(
+    ctx: ServerContext, *, job_id: str, batch: LogBatch, runner_id: str | None = None
+) -> None:
+    """Store the lines; lines whose seq is already stored are ignored (resending is safe).
+
+    Lines that arrive after the job finished are still kept: none may be lost.
+    """
+    if not batch.lines:
+        return
+    async with ctx.transaction() as session:
+        job = await session.get(JobRow, job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
+        if runner_id is not None and job.runner_id not in (None, runner_id):
+            raise ConflictError(f"job {job_id} is not this runner's", hint="forget it")
+        rows = [
+            {
+                "job_id": job_id,
+                "seq": line.seq,
+                "timestamp": line.timestamp,
+                "stream": line.stream.value,
+                "data": line.data,
+            }
+            for line in batch.lines
+        ]
+        await session.execute(_insert_ignore(ctx.engine.dialect.name), rows)
+        mark_changed(session)
+
+
+def _insert_ignore(dialect: str) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the dialect at hand."""
+    table: Any = LogRow.__table__
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
+
+
+@dataclass
+class _JobPosition:
+    id: str
+    index: int
+    status: JobStatus
+
+
+async def get_logs(
+    ctx: ServerContext,
+    *,
+    run_name: str,
+    cursor: str | None = None,
+    since: datetime | None = None,
+    wait: float = 0.0,
+    limit: int = MAX_PAGE,
+) -> LogsPage:
+    """Up to `limit` (≤ 10,000) lines after `cursor`, at or after `since`.
+
+    With `wait` > 0 and nothing new, waits up to that many seconds for lines or for the run to
+    finish, returning as soon as either happens. `finished` is true once the run is finished
+    and this page holds its last line. Runners must ship a job's lines before reporting its
+    final status, or lines may arrive after a client saw `finished`.
+    """
+    limit = max(1, min(limit, MAX_PAGE))
+    positions = parse_cursor(cursor)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        event = ctx.notifier.current()
+        page = await _read_page(ctx, run_name, positions, since, limit)
+        remaining = deadline - loop.time()
+        if page.events or page.finished or remaining <= 0:
+            return page
+        await Notifier.wait(event, remaining)
+
+
+async def _read_page(
+    ctx: ServerContext,
+    run_name: str,
+    positions: dict[int, int],
+    since: datetime | None,
+    limit: int,
+) -> LogsPage:
+    async with ctx.transaction() as session:
+        jobs = await _jobs_of(session, run_name)
+        # Read the statuses first: lines stored before a job finished are then all visible.
+        run_finished = all(job.status.is_finished() for job in jobs)
+        events: list[LogEvent] = []
+        more = False
+        for job in jobs:
+            left = limit - len(events)
+            if left <= 0:
+                more = True
+                break
+            rows = await _lines(session, job.id, positions.get(job.index, -1), since, left + 1)
+            if len(rows) > left:
+                rows, more = rows[:left], True
+            events.extend(_event(row) for row in rows)
+            if rows:
+                positions = {**positions, job.index: rows[-1].seq}
+    return LogsPage(
+        events=events, cursor=format_cursor(positions), finished=run_finished and not more
+    )
+
+
+async def _jobs_of(session: AsyncSession, run_name: str) -> list[_JobPosition]:
+    if await session.get(RunRow, run_name) is None:
+        raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
+    rows = await session.execute(
+        select(JobRow.id, JobRow.index, JobRow.status)
+        .where(JobRow.run_name == run_name)
+        .order_by(JobRow.index)
+    )
+    return [_JobPosition(id, index, JobStatus(status)) for id, index, status in rows]
+
+
+async def _lines(
+    session: AsyncSession, job_id: str, after: int, since: datetime | None, limit: int
+) -> Sequence[LogRow]:
+    query = select(LogRow).where(LogRow.job_id == job_id, LogRow.seq > after)
+    if since is not None:
+        query = query.where(LogRow.timestamp >= since)
+    return (await session.scalars(query.order_by(LogRow.seq).limit(limit))).all()
+
+
+def _event(row: LogRow) -> LogEvent:
+    return LogEvent(
+        job_id=row.job_id,
+        seq=row.seq,
+        timestamp=row.timestamp,
+        stream=LogStream(row.stream),
+        data=row.data,
+    )
+
+
+def parse_cursor(cursor: str | None) -> dict[int, int]:
+    """`"0:41,1:7"` → {job index: last seq returned}."""
+    if not cursor:
+        return {}
+    try:
+        pairs = (part.split(":") for part in cursor.split(","))
+        return {int(index): int(seq) for index, seq in pairs}
+    except ValueError:
+        raise InvalidRequestError(
+            f"invalid logs cursor '{cursor}'", hint="pass back the cursor of the previous page"
+        ) from None
+
+
+def format_cursor(positions: dict[int, int]) -> str:
+    return ",".join(f"{index}:{seq}" for index, seq in sorted(positions.items()))

@@ -1,0 +1,212 @@
+"""Runs: submit, list, show, stop, delete. A run's status is derived from its jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dstack.errors import ConflictError, NotFoundError
+from dstack.models.job import JobStatus, StatusChange, TerminationReason
+from dstack.models.protocol import JobSubmission, SubmitRunRequest
+from dstack.models.repo import RepoRef
+from dstack.models.run import Run, run_status
+from dstack.server.context import ServerContext, mark_changed
+from dstack.server.db.models import JobRow, LogRow, RunnerRow, RunRow
+from dstack.server.errors import InvalidRequestError
+from dstack.server.services import jobs as job_service
+from dstack.server.services.names import random_prefix, run_name
+
+_NAME_ATTEMPTS = 5
+
+
+async def submit_run(ctx: ServerContext, *, request: SubmitRunRequest) -> Run:
+    """Store a run and its jobs (all `submitted`) under a fresh name; return it."""
+    _check_deps(request)
+    for attempt in range(_NAME_ATTEMPTS):
+        try:
+            async with ctx.transaction() as session:
+                name = await _insert_run(ctx, session, request)
+            return await get_run(ctx, name=name)
+        except IntegrityError:
+            # Another submit took the same name between our count and insert: draw again.
+            if attempt == _NAME_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _check_deps(request: SubmitRunRequest) -> None:
+    for index, job in enumerate(request.jobs):
+        bad = [d for d in job.deps if not 0 <= d < index]
+        if bad:
+            raise InvalidRequestError(
+                f"job {index} depends on job(s) {bad}, which do not come before it",
+                hint="list jobs in dependency order",
+            )
+
+
+async def _insert_run(ctx: ServerContext, session: AsyncSession, request: SubmitRunRequest) -> str:
+    now = ctx.clock()
+    prefix = random_prefix()
+    counter = await session.scalar(
+        select(func.coalesce(func.max(RunRow.name_counter), 0)).where(RunRow.name_prefix == prefix)
+    )
+    name = run_name(prefix, int(counter or 0) + 1)
+    session.add(
+        RunRow(
+            name=name,
+            name_prefix=prefix,
+            name_counter=int(counter or 0) + 1,
+            repo_id=request.repo.repo_id,
+            repo=request.repo.model_dump(mode="json"),
+            workflow_name=request.workflow_name,
+            provider=request.provider,
+            args=list(request.args),
+            variables=dict(request.variables),
+            tag=request.tag,
+            user=ctx.settings.user,
+            submitted_at=now,
+        )
+    )
+    await session.flush()
+    for index, job in enumerate(request.jobs):
+        session.add(_new_job(name, index, job, now))
+    mark_changed(session)
+    return name
+
+
+def _new_job(run: str, index: int, job: JobSubmission, now: datetime) -> JobRow:
+    first = StatusChange(status=JobStatus.SUBMITTED, at=now)
+    return JobRow(
+        id=uuid.uuid4().hex,
+        run_name=run,
+        index=index,
+        workflow_name=job.workflow_name,
+        spec=job.spec.model_dump(mode="json"),
+        deps=list(job.deps),
+        status=JobStatus.SUBMITTED.value,
+        gpu_indexes=[],
+        host_ports=[],
+        history=[first.model_dump(mode="json")],
+        version=0,
+        submitted_at=now,
+    )
+
+
+async def get_run(ctx: ServerContext, *, name: str) -> Run:
+    async with ctx.transaction() as session:
+        row = await _require_run(session, name)
+        runs = await _to_models(ctx, session, [row])
+    return runs[0]
+
+
+async def list_runs(
+    ctx: ServerContext, *, all: bool = False, repo_id: str | None = None
+) -> list[Run]:
+    """Runs, newest first. Without `all`: every unfinished run plus the newest
+    `settings.finished_runs_listed` finished ones."""
+    async with ctx.transaction() as session:
+        query = select(RunRow).order_by(RunRow.submitted_at.desc(), RunRow.name.desc())
+        if repo_id is not None:
+            query = query.where(RunRow.repo_id == repo_id)
+        rows = (await session.scalars(query)).all()
+        runs = await _to_models(ctx, session, rows)
+    if all:
+        return runs
+    limit = ctx.settings.finished_runs_listed
+    finished = [r for r in runs if r.status.is_finished()][:limit]
+    keep = {r.name for r in finished}
+    return [r for r in runs if not r.status.is_finished() or r.name in keep]
+
+
+async def _to_models(
+    ctx: ServerContext, session: AsyncSession, rows: Sequence[RunRow]
+) -> list[Run]:
+    names = [r.name for r in rows]
+    job_rows = (
+        (
+            await session.scalars(
+                select(JobRow).where(JobRow.run_name.in_(names)).order_by(JobRow.index)
+            )
+        ).all()
+        if names
+        else []
+    )
+    runner_names = dict((await session.execute(select(RunnerRow.id, RunnerRow.name))).all())
+    now = ctx.clock()
+    by_run: dict[str, list[JobRow]] = {}
+    for job in job_rows:
+        by_run.setdefault(job.run_name, []).append(job)
+    result = []
+    for row in rows:
+        jobs = [
+            job_service.to_model(j, runner_name=runner_names.get(j.runner_id or ""), now=now)
+            for j in by_run.get(row.name, [])
+        ]
+        result.append(
+            Run(
+                name=row.name,
+                repo=RepoRef.model_validate(row.repo),
+                workflow_name=row.workflow_name,
+                provider=row.provider,
+                args=list(row.args),
+                variables=dict(row.variables),
+                tag=row.tag,
+                user=row.user,
+                submitted_at=row.submitted_at,
+                status=run_status(jobs),
+                jobs=jobs,
+            )
+        )
+    return result
+
+
+async def stop_run(ctx: ServerContext, *, name: str, abort: bool = False) -> Run:
+    """Jobs not started end at once (stopped/aborted by user); started ones are asked to stop
+    through their runner's next heartbeat, and the runner reports how they ended."""
+    async with ctx.transaction() as session:
+        await _require_run(session, name)
+        rows = (await session.scalars(select(JobRow).where(JobRow.run_name == name))).all()
+        for job in rows:
+            await _stop_job(ctx, session, job, abort)
+    return await get_run(ctx, name=name)
+
+
+async def _stop_job(ctx: ServerContext, session: AsyncSession, job: JobRow, abort: bool) -> None:
+    status = JobStatus(job.status)
+    if status.is_finished():
+        return
+    if status.is_active():
+        if job.stop_requested != "abort":
+            job.stop_requested = "abort" if abort else "stop"
+            mark_changed(session)
+        return
+    final = JobStatus.ABORTED if abort else JobStatus.STOPPED
+    reason = TerminationReason.ABORTED_BY_USER if abort else TerminationReason.STOPPED_BY_USER
+    await job_service.set_status(session, job, final, now=ctx.clock(), reason=reason)
+
+
+async def delete_run(ctx: ServerContext, *, name: str) -> None:
+    """Remove a finished run with its jobs and logs. 409 while it is unfinished."""
+    run = await get_run(ctx, name=name)
+    if not run.status.is_finished():
+        raise ConflictError(
+            f"run '{name}' is {run.status.value}", hint=f"stop it first: dstack stop {name}"
+        )
+    async with ctx.transaction() as session:
+        job_ids = select(JobRow.id).where(JobRow.run_name == name)
+        await session.execute(delete(LogRow).where(LogRow.job_id.in_(job_ids)))
+        await session.execute(delete(JobRow).where(JobRow.run_name == name))
+        await session.execute(delete(RunRow).where(RunRow.name == name))
+        mark_changed(session)
+
+
+async def _require_run(session: AsyncSession, name: str) -> RunRow:
+    row = await session.get(RunRow, name)
+    if row is None:
+        raise NotFoundError(f"run '{name}' not found", hint="see `dstack ps -a`")
+    return row

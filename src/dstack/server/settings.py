@@ -1,0 +1,51 @@
+"""`ServerSettings`: everything a server needs to know, passed in by whoever starts it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServerSettings:
+    """Configuration of one server. Nothing here is read from the environment.
+
+    `home` is the dstack home (`~/.dstack`); the server keeps its files in `home/server/`.
+    """
+
+    home: Path
+    token: str
+    host: str = "127.0.0.1"
+    port: int = 3000
+    database_url: str | None = None
+    blob_dir: Path | None = None
+    user: str = "default"
+    runner_heartbeat_timeout: float = 15.0
+    # A server just started gives its runners this long to register before jobs that no
+    # runner can take fail with `no_capacity`.
+    no_runner_grace_seconds: float = 30.0
+    scheduler_interval: float = 1.0
+    finished_runs_listed: int = 10
+    local_runner: bool = False
+    local_runner_executor: str | None = None
+    local_runner_work_dir: Path | None = None
+    # Replaces the runner's command line (the URL and token are still appended); for tests.
+    local_runner_command: list[str] | None = None
+
+    @property
+    def server_dir(self) -> Path:
+        return self.home / "server"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.server_dir / 'db.sqlite'}"
+
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.server_dir / "blobs"
+
+    def resolved_runner_work_dir(self) -> Path:
+        return self.local_runner_work_dir or self.home / "runner"

@@ -1,0 +1,93 @@
+"""Server test helpers: a real SQLite database in a temp dir, a clock tests move by hand."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dstack.models.job import JobSpec
+from dstack.models.protocol import JobSubmission, RegisterRunnerRequest, SubmitRunRequest
+from dstack.models.repo import RepoRef
+from dstack.models.resources import GpuInfo, GpuRequest, HostResources, ResourcesSpec
+from dstack.server.app import running_context
+from dstack.server.context import ServerContext
+from dstack.server.services import runners as runner_service
+from dstack.server.settings import ServerSettings
+from dstack.storage.memory import MemoryBlobStore
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2023, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServerSettings:
+    return ServerSettings(home=tmp_path / "home", token="secret-token", user="alice")
+
+
+@pytest.fixture
+async def ctx(settings: ServerSettings, clock: FakeClock) -> AsyncIterator[ServerContext]:
+    async with running_context(
+        settings, blobs=MemoryBlobStore(), clock=clock, background=False
+    ) as context:
+        yield context
+
+
+def job(
+    *,
+    deps: list[int] | None = None,
+    cpu: int | None = None,
+    memory_mib: int | None = None,
+    gpus: int = 0,
+    gpu_name: str | None = None,
+    name: str = "train",
+) -> JobSubmission:
+    gpu = GpuRequest(count=gpus, name=gpu_name) if gpus else None
+    resources = ResourcesSpec(cpu=cpu, memory_mib=memory_mib, gpu=gpu)
+    spec = JobSpec(provider="bash", commands=["echo hi"], resources=resources, workflow_name=name)
+    return JobSubmission(workflow_name=name, spec=spec, deps=deps or [])
+
+
+def submission(*jobs: JobSubmission, repo_id: str = "github.com/acme/models") -> SubmitRunRequest:
+    repo = RepoRef(repo_id=repo_id, tree="0" * 40, commit="1" * 40, branch="main")
+    return SubmitRunRequest(repo=repo, workflow_name="train", jobs=list(jobs) or [job()])
+
+
+def host(
+    cpus: int = 2, memory_gb: int = 24, gpus: list[tuple[str, int]] | None = None
+) -> HostResources:
+    return HostResources(
+        cpus=cpus,
+        memory_mib=memory_gb * 1024,
+        disk_mib=100 * 1024,
+        gpus=[GpuInfo(index=i, name=n, memory_mib=m) for i, (n, m) in enumerate(gpus or [])],
+    )
+
+
+async def register(
+    ctx: ServerContext, name: str = "local", resources: HostResources | None = None
+) -> str:
+    request = RegisterRunnerRequest(
+        name=name, host="localhost", resources=resources or host(), executors=["process"]
+    )
+    return (await runner_service.register(ctx, request=request)).runner_id

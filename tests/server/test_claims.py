@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dstack.models.job import JobStatus
+from dstack.models.protocol import JobStatusUpdate
+from dstack.server.context import ServerContext
+from dstack.server.services import claims, runs
+from dstack.server.services import jobs as job_service
+
+from .conftest import host, job, register, submission
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_concurrent_claims_never_get_the_same_job(ctx: ServerContext) -> None:
+    runner_ids = [await register(ctx, f"r{i}", host(cpus=4)) for i in range(6)]
+    await runs.submit_run(ctx, request=submission(*[job() for _ in range(10)]))
+
+    results = await asyncio.gather(
+        *[claims.try_claim(ctx, runner_id=r) for r in runner_ids for _ in range(4)]
+    )
+
+    job_ids = [a.job_id for a in results if a is not None]
+    assert len(job_ids) == 10
+    assert len(set(job_ids)) == 10
+
+
+async def test_a_stale_status_change_is_refused(ctx: ServerContext) -> None:
+    """Two claimers that read the same job: the second's guarded update changes nothing."""
+    from sqlalchemy import select
+
+    from dstack.server.db.models import JobRow
+
+    await runs.submit_run(ctx, request=submission(job()))
+    async with ctx.transaction() as session:
+        first = (await session.scalars(select(JobRow))).one()
+    async with ctx.transaction() as session:
+        second = (await session.scalars(select(JobRow))).one()
+    async with ctx.transaction() as session:
+        assert await job_service.set_status(
+            session, first, JobStatus.PROVISIONING, now=ctx.clock(), runner_id="a"
+        )
+    async with ctx.transaction() as session:
+        assert not await job_service.set_status(
+            session, second, JobStatus.PROVISIONING, now=ctx.clock(), runner_id="b"
+        )
+    async with ctx.transaction() as session:
+        assert (await session.scalars(select(JobRow.runner_id))).one() == "a"
+
+
+async def test_gpus_are_shared_by_index_between_jobs(ctx: ServerContext) -> None:
+    runner_id = await register(ctx, "gpu-box", host(cpus=8, gpus=[("A100", 40960)] * 4))
+    await runs.submit_run(ctx, request=submission(job(gpus=2), job(gpus=2), job(gpus=1)))
+
+    first = await claims.try_claim(ctx, runner_id=runner_id)
+    second = await claims.try_claim(ctx, runner_id=runner_id)
+    third = await claims.try_claim(ctx, runner_id=runner_id)
+
+    assert first is not None
+    assert second is not None
+    assert (first.gpu_indexes, second.gpu_indexes) == ([0, 1], [2, 3])
+    assert third is None
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=first.job_id, update=done, runner_id=runner_id)
+    third = await claims.try_claim(ctx, runner_id=runner_id)
+    assert third is not None
+    assert third.gpu_indexes == [0]
+
+
+async def test_cpu_slots_limit_parallel_jobs(ctx: ServerContext) -> None:
+    runner_id = await register(ctx, "small", host(cpus=2))
+    await runs.submit_run(ctx, request=submission(job(), job(), job()))
+
+    got = [await claims.try_claim(ctx, runner_id=runner_id) for _ in range(3)]
+
+    assert [a is not None for a in got] == [True, True, False]
+
+
+async def test_claim_long_poll_wakes_on_submit(ctx: ServerContext) -> None:
+    runner_id = await register(ctx)
+    waiting = asyncio.create_task(claims.claim(ctx, runner_id=runner_id, wait_seconds=30))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+
+    run = await runs.submit_run(ctx, request=submission(job()))
+    assignment = await asyncio.wait_for(waiting, timeout=10)
+
+    assert assignment is not None
+    assert assignment.run_name == run.name
+    assert assignment.repo.repo_id == "github.com/acme/models"
+
+
+async def test_claim_returns_none_after_wait(ctx: ServerContext) -> None:
+    runner_id = await register(ctx)
+
+    assert await claims.claim(ctx, runner_id=runner_id, wait_seconds=0.2) is None
+
+
+async def test_dependencies_are_claimed_in_order(ctx: ServerContext) -> None:
+    runner_id = await register(ctx, "big", host(cpus=8))
+    await runs.submit_run(ctx, request=submission(job(name="prep"), job(name="train", deps=[0])))
+
+    first = await claims.try_claim(ctx, runner_id=runner_id)
+    assert first is not None
+    assert first.job_index == 0
+    assert await claims.try_claim(ctx, runner_id=runner_id) is None
+
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=first.job_id, update=done, runner_id=runner_id)
+    second = await claims.try_claim(ctx, runner_id=runner_id)
+    assert second is not None
+    assert second.job_index == 1

@@ -1,0 +1,120 @@
+"""The HTTP surface: auth, error bodies, blobs, claim answers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from dstack.server.app import create_app
+from dstack.server.settings import ServerSettings
+from dstack.storage.memory import MemoryBlobStore
+
+from .conftest import submission
+
+pytestmark = pytest.mark.anyio
+AUTH = {"Authorization": "Bearer secret-token"}
+
+
+@pytest.fixture
+async def http(settings: ServerSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, blobs=MemoryBlobStore())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def test_health_needs_no_token(http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/health")
+
+    assert response.status_code == 200
+    assert "version" in response.json()
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret-token"}]
+)
+async def test_everything_else_needs_the_token(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    for method, path in [("GET", "/api/runs"), ("GET", "/api/runners"), ("HEAD", "/api/blobs/x")]:
+        response = await http.request(method, path, headers=headers)
+        assert response.status_code == 401
+        assert response.content == b""
+
+
+async def test_errors_have_code_message_and_hint(http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/runs/missing-run-1", headers=AUTH)
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "code": "not_found",
+            "message": "run 'missing-run-1' not found",
+            "hint": "see `dstack ps -a`",
+        }
+    }
+
+
+async def test_invalid_body_is_a_422_with_the_same_shape(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/runs", json={"jobs": []}, headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid"
+
+
+async def test_submit_returns_201_and_the_run(http: httpx.AsyncClient) -> None:
+    body = submission().model_dump(mode="json")
+
+    response = await http.post("/api/runs", json=body, headers=AUTH)
+
+    assert response.status_code == 201
+    assert response.json()["jobs"][0]["status"] == "submitted"
+
+
+async def test_blobs_put_head_get_and_mismatch(http: httpx.AsyncClient) -> None:
+    data = b"artifact bytes" * 10_000
+    digest = hashlib.sha256(data).hexdigest()
+    url = f"/api/blobs/{digest}"
+
+    assert (await http.head(url, headers=AUTH)).status_code == 404
+    assert (await http.put(url, content=data, headers=AUTH)).status_code == 204
+    head = await http.head(url, headers=AUTH)
+    assert (head.status_code, head.headers["content-length"]) == (200, str(len(data)))
+    assert (await http.get(url, headers=AUTH)).content == data
+
+    wrong = hashlib.sha256(b"other").hexdigest()
+    response = await http.put(f"/api/blobs/{wrong}", content=data, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "storage"
+    assert (await http.head(f"/api/blobs/{wrong}", headers=AUTH)).status_code == 404
+
+
+async def test_claim_without_work_is_204(http: httpx.AsyncClient) -> None:
+    register = {
+        "name": "r1",
+        "host": "h",
+        "resources": {"cpus": 1, "memory_mib": 1024, "disk_mib": 1024},
+        "executors": ["process"],
+    }
+    runner_id = (await http.post("/api/runners/register", json=register, headers=AUTH)).json()[
+        "runner_id"
+    ]
+
+    response = await http.post(
+        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=AUTH
+    )
+
+    assert response.status_code == 204
+
+
+async def test_heartbeat_of_unknown_runner_is_404(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/api/runners/nope/heartbeat", json={"running_jobs": []}, headers=AUTH
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"]["hint"] == "the runner must register again"

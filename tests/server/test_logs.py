@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from dstack.errors import NotFoundError
+from dstack.models.job import JobStatus
+from dstack.models.logs import LogStream
+from dstack.models.protocol import JobStatusUpdate, LogBatch, LogLine
+from dstack.server.context import ServerContext
+from dstack.server.errors import InvalidRequestError
+from dstack.server.services import claims, logs, runs
+from dstack.server.services import jobs as job_service
+
+from .conftest import FakeClock, job, register, submission
+
+pytestmark = pytest.mark.anyio
+
+
+def batch(clock: FakeClock, seqs: range, prefix: str = "line") -> LogBatch:
+    return LogBatch(
+        lines=[
+            LogLine(
+                seq=s,
+                timestamp=clock.now + timedelta(seconds=s),
+                stream=LogStream.STDOUT,
+                data=f"{prefix} {s}\n",
+            )
+            for s in seqs
+        ]
+    )
+
+
+async def _started_run(ctx: ServerContext, jobs: int = 1) -> tuple[str, list[str], str]:
+    runner_id = await register(ctx, "big")
+    run = await runs.submit_run(ctx, request=submission(*[job() for _ in range(jobs)]))
+    ids = []
+    for _ in range(jobs):
+        assignment = await claims.try_claim(ctx, runner_id=runner_id)
+        assert assignment is not None
+        ids.append(assignment.job_id)
+    return run.name, ids, runner_id
+
+
+async def test_resent_lines_are_ignored_and_order_is_by_seq(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    name, [job_id], _ = await _started_run(ctx)
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(5, 10)))
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 7), prefix="again"))
+
+    page = await logs.get_logs(ctx, run_name=name)
+
+    assert [e.seq for e in page.events] == list(range(10))
+    assert page.events[5].data == "line 5\n"  # the first copy stays
+    assert not page.finished
+
+
+async def test_pages_with_cursor_cover_every_line_once(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    name, [first, second], runner_id = await _started_run(ctx, jobs=2)
+    await logs.append_logs(ctx, job_id=second, batch=batch(clock, range(0, 3000)))
+    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(0, 25_000)))
+    for job_id in (first, second):
+        done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+        await job_service.report_status(ctx, job_id=job_id, update=done, runner_id=runner_id)
+
+    seen: list[tuple[str, int]] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await logs.get_logs(ctx, run_name=name, cursor=cursor)
+        pages += 1
+        seen += [(e.job_id, e.seq) for e in page.events]
+        cursor = page.cursor
+        if page.finished:
+            break
+        assert len(page.events) == logs.MAX_PAGE
+
+    assert pages == 3
+    assert seen == [(first, s) for s in range(25_000)] + [(second, s) for s in range(3000)]
+
+
+async def test_lines_of_an_earlier_job_after_the_cursor_moved_on_are_not_lost(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    name, [first, second], _ = await _started_run(ctx, jobs=2)
+    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(0, 2)))
+    await logs.append_logs(ctx, job_id=second, batch=batch(clock, range(0, 2)))
+    page = await logs.get_logs(ctx, run_name=name)
+    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(2, 4)))
+
+    later = await logs.get_logs(ctx, run_name=name, cursor=page.cursor)
+
+    assert [(e.job_id, e.seq) for e in later.events] == [(first, 2), (first, 3)]
+
+
+async def test_since_filters_by_timestamp(ctx: ServerContext, clock: FakeClock) -> None:
+    name, [job_id], _ = await _started_run(ctx)
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 10)))
+
+    page = await logs.get_logs(ctx, run_name=name, since=clock.now + timedelta(seconds=7))
+
+    assert [e.seq for e in page.events] == [7, 8, 9]
+
+
+async def test_wait_returns_as_soon_as_a_line_arrives(ctx: ServerContext, clock: FakeClock) -> None:
+    name, [job_id], _ = await _started_run(ctx)
+    polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30))
+    await asyncio.sleep(0.1)
+    assert not polling.done()
+
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 1)))
+    page = await asyncio.wait_for(polling, timeout=10)
+
+    assert [e.data for e in page.events] == ["line 0\n"]
+
+
+async def test_wait_returns_when_the_run_finishes(ctx: ServerContext) -> None:
+    name, [job_id], runner_id = await _started_run(ctx)
+    polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30))
+    await asyncio.sleep(0.1)
+
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=job_id, update=done, runner_id=runner_id)
+    page = await asyncio.wait_for(polling, timeout=10)
+
+    assert page.events == []
+    assert page.finished
+
+
+async def test_bad_cursor_and_unknown_run(ctx: ServerContext) -> None:
+    name, _, _ = await _started_run(ctx)
+    with pytest.raises(InvalidRequestError, match="invalid logs cursor"):
+        await logs.get_logs(ctx, run_name=name, cursor="garbage")
+    with pytest.raises(NotFoundError, match="run 'nope' not found"):
+        await logs.get_logs(ctx, run_name="nope")

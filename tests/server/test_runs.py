@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dstack.errors import ConflictError, NotFoundError
+from dstack.models.job import JobStatus, TerminationReason
+from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate
+from dstack.server.context import ServerContext
+from dstack.server.errors import InvalidRequestError
+from dstack.server.services import claims, runs
+from dstack.server.services import jobs as job_service
+from dstack.server.services import runners as runner_service
+
+from .conftest import FakeClock, job, register, submission
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_submit_names_the_run_and_stores_jobs(ctx: ServerContext) -> None:
+    run = await runs.submit_run(ctx, request=submission(job(), job(deps=[0])))
+
+    assert re.fullmatch(r"[a-z]+-[a-z]+-1", run.name)
+    assert run.user == "alice"
+    assert run.status is JobStatus.SUBMITTED
+    assert [(j.index, j.deps, j.status) for j in run.jobs] == [
+        (0, [], JobStatus.SUBMITTED),
+        (1, [0], JobStatus.SUBMITTED),
+    ]
+
+
+async def test_names_count_per_prefix(ctx: ServerContext) -> None:
+    names = [(await runs.submit_run(ctx, request=submission())).name for _ in range(40)]
+
+    assert len(set(names)) == 40
+    by_prefix: dict[str, list[int]] = {}
+    for name in names:
+        prefix, _, n = name.rpartition("-")
+        by_prefix.setdefault(prefix, []).append(int(n))
+    assert all(ns == list(range(1, len(ns) + 1)) for ns in by_prefix.values())
+
+
+async def test_deps_must_point_backwards(ctx: ServerContext) -> None:
+    with pytest.raises(InvalidRequestError, match="dependency order"):
+        await runs.submit_run(ctx, request=submission(job(deps=[0])))
+
+
+async def test_list_shows_unfinished_and_last_finished_newest_first(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    ctx.settings.finished_runs_listed = 2
+    names = []
+    for _ in range(4):
+        clock.advance(1)
+        run = await runs.submit_run(ctx, request=submission())
+        await runs.stop_run(ctx, name=run.name)
+        names.append(run.name)
+    clock.advance(1)
+    active = (await runs.submit_run(ctx, request=submission())).name
+    clock.advance(1)
+    other = await runs.submit_run(ctx, request=submission(repo_id="other"))
+
+    listed = [r.name for r in await runs.list_runs(ctx)]
+    everything = [r.name for r in await runs.list_runs(ctx, all=True)]
+    of_repo = [r.name for r in await runs.list_runs(ctx, all=True, repo_id="other")]
+
+    assert listed == [other.name, active, names[3], names[2]]
+    assert everything == [other.name, active, *reversed(names)]
+    assert of_repo == [other.name]
+
+
+async def test_stop_ends_waiting_jobs_at_once_and_asks_runner_for_running_ones(
+    ctx: ServerContext,
+) -> None:
+    runner_id = await register(ctx)
+    run = await runs.submit_run(ctx, request=submission(job(cpu=2), job(cpu=2)))
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+
+    stopped = await runs.stop_run(ctx, name=run.name)
+
+    assert [(j.status, j.reason) for j in stopped.jobs] == [
+        (JobStatus.PROVISIONING, None),
+        (JobStatus.STOPPED, TerminationReason.STOPPED_BY_USER),
+    ]
+    answer = await runner_service.heartbeat(
+        ctx, runner_id=runner_id, request=HeartbeatRequest(running_jobs=[assignment.job_id])
+    )
+    assert (answer.stop_jobs, answer.abort_jobs, answer.forget_jobs) == (
+        [assignment.job_id],
+        [],
+        [],
+    )
+    await runs.stop_run(ctx, name=run.name, abort=True)
+    answer = await runner_service.heartbeat(
+        ctx, runner_id=runner_id, request=HeartbeatRequest(running_jobs=[assignment.job_id])
+    )
+    assert answer.abort_jobs == [assignment.job_id]
+
+    update = JobStatusUpdate(status=JobStatus.ABORTED)
+    await job_service.report_status(
+        ctx, job_id=assignment.job_id, update=update, runner_id=runner_id
+    )
+    final = await runs.get_run(ctx, name=run.name)
+    assert final.status is JobStatus.ABORTED
+    assert final.jobs[0].reason is TerminationReason.ABORTED_BY_USER
+
+
+async def test_reports_on_finished_or_foreign_jobs_conflict(ctx: ServerContext) -> None:
+    runner_id = await register(ctx, "a")
+    await register(ctx, "b")
+    await runs.submit_run(ctx, request=submission(job()))
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+    running = JobStatusUpdate(status=JobStatus.RUNNING)
+
+    with pytest.raises(ConflictError, match="not this runner's"):
+        await job_service.report_status(
+            ctx, job_id=assignment.job_id, update=running, runner_id="someone-else"
+        )
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=assignment.job_id, update=done, runner_id=None)
+    with pytest.raises(ConflictError, match="already done"):
+        await job_service.report_status(
+            ctx, job_id=assignment.job_id, update=running, runner_id=runner_id
+        )
+
+
+async def test_delete_refuses_unfinished_runs_then_removes_everything(
+    ctx: ServerContext,
+) -> None:
+    run = await runs.submit_run(ctx, request=submission())
+    with pytest.raises(ConflictError, match="dstack stop"):
+        await runs.delete_run(ctx, name=run.name)
+
+    await runs.stop_run(ctx, name=run.name)
+    await runs.delete_run(ctx, name=run.name)
+
+    with pytest.raises(NotFoundError):
+        await runs.get_run(ctx, name=run.name)
+    assert await runs.list_runs(ctx, all=True) == []
+
+
+async def test_runner_restarting_without_its_id_loses_its_jobs(ctx: ServerContext) -> None:
+    runner_id = await register(ctx)
+    run = await runs.submit_run(ctx, request=submission())
+    assert await claims.try_claim(ctx, runner_id=runner_id) is not None
+
+    assert await register(ctx) == runner_id
+
+    lost = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert (lost.status, lost.reason) == (JobStatus.FAILED, TerminationReason.RUNNER_LOST)
+    assert lost.message == "runner 'local' restarted"

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import pytest
+
+from dstack.models.job import JobStatus, TerminationReason
+from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate
+from dstack.server.context import ServerContext
+from dstack.server.scheduler.loop import Scheduler
+from dstack.server.services import claims, runs
+from dstack.server.services import jobs as job_service
+from dstack.server.services import runners as runner_service
+
+from .conftest import FakeClock, host, job, register, submission
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_job_no_runner_can_ever_take_fails_with_no_capacity(ctx: ServerContext) -> None:
+    await register(ctx, "local", host(cpus=2, memory_gb=24))
+    run = await runs.submit_run(ctx, request=submission(job(gpus=4, gpu_name="A100")))
+
+    await Scheduler(ctx).tick()
+
+    failed = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert failed.status is JobStatus.FAILED
+    assert failed.reason is TerminationReason.NO_CAPACITY
+    assert failed.message == "asked for 4xA100; runners: local (2 CPU, 24GB)"
+
+
+async def test_without_runners_jobs_wait_during_the_grace_period(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    run = await runs.submit_run(ctx, request=submission(job()))
+
+    await Scheduler(ctx).tick()
+    waiting = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert (waiting.status, waiting.reason) == (
+        JobStatus.PENDING,
+        TerminationReason.WAITING_FOR_RUNNER,
+    )
+
+    clock.advance(ctx.settings.no_runner_grace_seconds + 1)
+    await Scheduler(ctx).tick()
+    failed = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert failed.reason is TerminationReason.NO_CAPACITY
+    assert "none registered" in (failed.message or "")
+
+
+async def test_dependency_failure_propagates_through_the_chain(ctx: ServerContext) -> None:
+    runner_id = await register(ctx)
+    request = submission(job(name="prep"), job(name="train", deps=[0]), job(name="eval", deps=[1]))
+    run = await runs.submit_run(ctx, request=request)
+    await Scheduler(ctx).tick()
+    statuses = [j.reason for j in (await runs.get_run(ctx, name=run.name)).jobs]
+    assert statuses == [
+        TerminationReason.WAITING_FOR_RUNNER,
+        TerminationReason.WAITING_FOR_DEPENDENCIES,
+        TerminationReason.WAITING_FOR_DEPENDENCIES,
+    ]
+
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+    assert assignment.job_index == 0
+    update = JobStatusUpdate(status=JobStatus.FAILED, exit_code=3)
+    await job_service.report_status(
+        ctx, job_id=assignment.job_id, update=update, runner_id=runner_id
+    )
+    await Scheduler(ctx).tick()
+
+    final = await runs.get_run(ctx, name=run.name)
+    assert final.status is JobStatus.FAILED
+    assert [(j.status, j.reason) for j in final.jobs] == [
+        (JobStatus.FAILED, TerminationReason.EXIT_CODE),
+        (JobStatus.FAILED, TerminationReason.DEPENDENCY_FAILED),
+        (JobStatus.FAILED, TerminationReason.DEPENDENCY_FAILED),
+    ]
+    assert final.jobs[0].exit_code == 3
+
+
+async def test_silent_runner_goes_offline_and_its_jobs_fail_runner_lost(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    runner_id = await register(ctx)
+    run = await runs.submit_run(ctx, request=submission(job()))
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+
+    clock.advance(ctx.settings.runner_heartbeat_timeout - 1)
+    await Scheduler(ctx).tick()
+    assert (await runs.get_run(ctx, name=run.name)).jobs[0].status is JobStatus.PROVISIONING
+
+    clock.advance(2)
+    await Scheduler(ctx).tick()
+
+    lost = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert (lost.status, lost.reason) == (JobStatus.FAILED, TerminationReason.RUNNER_LOST)
+    assert lost.message == "runner 'local' stopped sending heartbeats"
+    [runner] = await runner_service.list_runners(ctx)
+    assert runner.status.value == "offline"
+
+    # The runner comes back: it is told to forget the job the server gave up on.
+    answer = await runner_service.heartbeat(
+        ctx, runner_id=runner_id, request=HeartbeatRequest(running_jobs=[assignment.job_id])
+    )
+    assert answer.forget_jobs == [assignment.job_id]
+    [runner] = await runner_service.list_runners(ctx)
+    assert runner.status.value == "ready"
+
+
+async def test_status_history_and_timings(ctx: ServerContext, clock: FakeClock) -> None:
+    runner_id = await register(ctx)
+    run = await runs.submit_run(ctx, request=submission(job()))
+    clock.advance(5)
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+    for status, seconds in [(JobStatus.RUNNING, 2), (JobStatus.DONE, 10)]:
+        clock.advance(seconds)
+        update = JobStatusUpdate(status=status, exit_code=0 if status is JobStatus.DONE else None)
+        await job_service.report_status(
+            ctx, job_id=assignment.job_id, update=update, runner_id=runner_id
+        )
+
+    done = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert [h.status for h in done.history] == [
+        JobStatus.SUBMITTED,
+        JobStatus.PROVISIONING,
+        JobStatus.RUNNING,
+        JobStatus.DONE,
+    ]
+    assert (done.reason, done.finished_at) == (TerminationReason.DONE, clock.now)
+    assert (done.timings.queued, done.timings.provisioning, done.timings.running) == (5, 2, 10)
+    assert done.timings.downloading is None

@@ -1,0 +1,147 @@
+"""One contract, every `BlobStore` implementation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dstack.errors import NotFoundError, StorageError
+from dstack.storage import BlobStore, LocalBlobStore, MemoryBlobStore
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    factories: dict[str, Callable[[], BlobStore]] = {
+        "local": lambda: LocalBlobStore(tmp_path / "blobs"),
+        "memory": MemoryBlobStore,
+    }
+    return factories[request.param]()
+
+
+def test_put_bytes_then_read_back(store: BlobStore) -> None:
+    data = b"hello\n" * 1000
+    store.put_bytes(data, sha(data))
+
+    assert store.exists(sha(data))
+    assert b"".join(store.open(sha(data))) == data
+    assert store.size(sha(data)) == len(data)
+
+
+def test_put_file_and_get_file_round_trip(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    store.put_file(source, sha(data))
+
+    target = tmp_path / "out" / "copy.bin"
+    store.get_file(sha(data), target)
+
+    assert target.read_bytes() == data
+
+
+def test_get_file_replaces_existing_target(store: BlobStore, tmp_path: Path) -> None:
+    store.put_bytes(b"new", sha(b"new"))
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+
+    store.get_file(sha(b"new"), target)
+
+    assert target.read_bytes() == b"new"
+
+
+def test_put_is_idempotent(store: BlobStore) -> None:
+    store.put_bytes(b"x", sha(b"x"))
+    store.put_bytes(b"x", sha(b"x"))
+
+    assert list(store.list_digests()) == [sha(b"x")]
+
+
+def test_mismatching_content_is_rejected_and_nothing_stored(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    wrong = sha(b"something else")
+    with pytest.raises(StorageError, match="does not match"):
+        store.put_bytes(b"data", wrong)
+    source = tmp_path / "f"
+    source.write_bytes(b"data")
+    with pytest.raises(StorageError, match="does not match"):
+        store.put_file(source, wrong)
+
+    assert not store.exists(wrong)
+    assert list(store.list_digests()) == []
+
+
+def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None:
+    missing = sha(b"missing")
+    assert not store.exists(missing)
+    with pytest.raises(NotFoundError):
+        list(store.open(missing))
+    with pytest.raises(NotFoundError):
+        store.get_file(missing, tmp_path / "t")
+    with pytest.raises(NotFoundError):
+        store.size(missing)
+    assert not (tmp_path / "t").exists()
+
+
+def test_delete_removes_and_tolerates_missing(store: BlobStore) -> None:
+    store.put_bytes(b"a", sha(b"a"))
+    store.delete(sha(b"a"))
+    store.delete(sha(b"a"))
+
+    assert not store.exists(sha(b"a"))
+
+
+def test_list_digests_lists_every_blob(store: BlobStore) -> None:
+    blobs = [b"one", b"two", b"three"]
+    for data in blobs:
+        store.put_bytes(data, sha(data))
+
+    assert sorted(store.list_digests()) == sorted(sha(d) for d in blobs)
+
+
+def test_bad_digest_is_rejected(store: BlobStore) -> None:
+    with pytest.raises(StorageError, match="not a sha256 digest"):
+        store.put_bytes(b"a", "../../etc/passwd")
+
+
+def test_empty_blob(store: BlobStore, tmp_path: Path) -> None:
+    store.put_bytes(b"", sha(b""))
+    store.get_file(sha(b""), tmp_path / "empty")
+
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+# --- LocalBlobStore specifics -------------------------------------------------------------
+def test_local_store_shards_and_detects_corruption_on_read(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = b"payload"
+    digest = sha(data)
+    store.put_bytes(data, digest)
+    path = tmp_path / "blobs" / digest[:2] / digest[2:]
+    assert path.read_bytes() == data
+
+    path.chmod(0o644)
+    path.write_bytes(b"tampered")
+    target = tmp_path / "target"
+    target.write_text("untouched")
+    with pytest.raises(StorageError, match=digest):
+        store.get_file(digest, target)
+
+    assert target.read_text() == "untouched"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dstack-")] == []
+
+
+def test_local_store_leaves_no_temp_files_after_a_failed_put(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    with pytest.raises(StorageError):
+        store.put_bytes(b"data", sha(b"other"))
+
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import httpx
 import pytest
 
-from dstack.errors import AuthError, ConflictError, ServerError
+from dstack.errors import AuthError, ConflictError, ServerError, StorageError
 from dstack.models.job import JobStatus
-from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate
+from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate, RegisterRunnerRequest
+from dstack.models.resources import HostResources
 from dstack.runner.api import HttpRunnerApi
 
 
@@ -68,3 +72,43 @@ def test_connection_errors_are_retried_then_reported() -> None:
 
     with pytest.raises(ServerError, match="cannot reach the server at http://server"):
         _api(down, sleep=lambda s: None, retry_for=0).register(request)
+
+
+def test_downloaded_blobs_are_verified(tmp_path: Path) -> None:
+    good = b"the bundle"
+    digest = hashlib.sha256(good).hexdigest()
+    served = {"body": good}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=served["body"])
+
+    api = _api(handler)
+    api.get_blob(digest, tmp_path / "ok")
+    assert (tmp_path / "ok").read_bytes() == good
+
+    served["body"] = b"the bundle, corrupted"
+    with pytest.raises(StorageError, match=digest):
+        api.get_blob(digest, tmp_path / "bad")
+    assert list(tmp_path.iterdir()) == [tmp_path / "ok"]
+
+
+def test_job_reports_carry_the_runner_id_after_registration() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/register"):
+            return httpx.Response(200, json={"runner_id": "r42"})
+        return httpx.Response(204)
+
+    api = _api(handler)
+    api.register(
+        RegisterRunnerRequest(
+            name="box",
+            host="h",
+            resources=HostResources(cpus=1, memory_mib=1, disk_mib=1),
+            executors=["process"],
+        )
+    )
+    api.post_status("j1", JobStatusUpdate(status=JobStatus.RUNNING))
+    assert seen[-1].headers["X-Dstack-Runner-Id"] == "r42"

@@ -166,3 +166,31 @@ def test_jobs_run_concurrently_and_heartbeats_list_them(
     assert fake_api.wait_final("a").status is JobStatus.ABORTED
     assert fake_api.wait_final("b").status is JobStatus.ABORTED
     assert any(sorted(h.running_jobs) == ["a", "b"] for h in fake_api.heartbeats)
+
+
+class _HangingClaims(FakeRunnerApi):
+    """A server whose claim long-poll never answers (gone, or a very long wait)."""
+
+    def claim(self, runner_id: str, wait_seconds: float) -> JobAssignment | None:
+        threading.Event().wait(3600)
+        return None
+
+
+def test_shutdown_does_not_wait_for_a_hanging_claim(tmp_path: Path) -> None:
+    settings = RunnerSettings(
+        server_url="http://server", token="t", name="box-2", work_dir=tmp_path / "runner"
+    )
+    runner = Runner(
+        settings,
+        _HangingClaims(),
+        lambda _: ProcessExecutor(),
+        resources=lambda: HostResources(cpus=2, memory_mib=4096, disk_mib=1000),
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # let it register and enter the claim
+
+    runner.shutdown()
+    thread.join(10)
+
+    assert not thread.is_alive(), "run() kept waiting for the claim after shutdown"

@@ -8,6 +8,7 @@ runner's, and `ServerError` for anything else.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,10 @@ class HttpRunnerApi:
         response = self._request(
             "POST", "/api/runners/register", json_body=request.model_dump_json()
         )
-        return RegisterRunnerResponse.model_validate_json(response.content)
+        answer = RegisterRunnerResponse.model_validate_json(response.content)
+        # Lets the server refuse reports about jobs that are no longer this runner's.
+        self._client.headers["X-Dstack-Runner-Id"] = answer.runner_id
+        return answer
 
     def heartbeat(self, runner_id: str, request: HeartbeatRequest) -> HeartbeatResponse:
         path = f"/api/runners/{runner_id}/heartbeat"
@@ -114,17 +118,24 @@ class HttpRunnerApi:
     def get_blob(self, digest: str, target: Path) -> None:
         import httpx
 
+        from dstack.storage.base import mismatch
+
         partial = target.with_name(target.name + ".part")
+        hasher = hashlib.sha256()
         try:
             with self._client.stream("GET", f"/api/blobs/{digest}") as response:
                 _raise_for_status(response, read=True)
                 with partial.open("wb") as out:
                     for chunk in response.iter_bytes(1 << 20):
+                        hasher.update(chunk)
                         out.write(chunk)
         except httpx.HTTPError as exc:
             raise ServerError(
                 f"cannot download blob {digest[:12]} from {self._server_url}: {exc}"
             ) from exc
+        if hasher.hexdigest() != digest:
+            partial.unlink(missing_ok=True)
+            raise mismatch(digest, hasher.hexdigest())
         partial.replace(target)
 
     def _request(

@@ -11,6 +11,9 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -63,6 +66,13 @@ def cli() -> None:
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL when a job is stopped.",
 )
+@click.option(
+    "--parent-pid",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Exit when this process is gone (the local server that started the runner).",
+)
 def start(
     server_url: str,
     token: str,
@@ -71,6 +81,7 @@ def start(
     executor: str | None,
     labels: str | None,
     stop_grace: float,
+    parent_pid: int | None,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
     from dstack.providers.images import ImageSettings
@@ -97,7 +108,21 @@ def start(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid, runner.shutdown)
     runner.run()
+
+
+def _exit_with_parent(pid: int, shutdown: Callable[[], None]) -> None:
+    """Call `shutdown` once process `pid` is gone, so a local runner never outlives its server."""
+    import psutil
+
+    def watch() -> None:
+        while psutil.pid_exists(pid):
+            time.sleep(1.0)
+        shutdown()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ def fetch_code(api: RunnerApi, repo: RepoRef, job_dir: Path) -> Path:
         diff=diff,
         remote_url=repo.remote_url,
         branch=repo.branch,
+        expected_tree=repo.tree,
     )
     return code_dir
 

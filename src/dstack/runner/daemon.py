@@ -66,7 +66,11 @@ class Runner:
             self._register()
             heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
             heartbeat.start()
-            self._claim_loop()
+            # The claim long-poll (and its retries while the server is away) may block for
+            # many seconds: it runs in a daemon thread so that shutdown never waits for it.
+            claims = threading.Thread(target=self._claim_thread, name="claims", daemon=True)
+            claims.start()
+            self._shutdown.wait()
         except AuthError as exc:
             self._fatal = exc
         finally:
@@ -98,6 +102,17 @@ class Runner:
         )
         self.runner_id = self._retrying(lambda: self._api.register(request)).runner_id
         log.info("registered as %s (%s)", self.settings.name, self.runner_id)
+
+    def _claim_thread(self) -> None:
+        try:
+            self._claim_loop()
+        except AuthError as exc:
+            self._fatal = exc
+        except DstackError as exc:
+            if not self._shutdown.is_set():
+                self._fatal = exc
+        finally:
+            self._shutdown.set()
 
     def _claim_loop(self) -> None:
         while not self._shutdown.is_set():

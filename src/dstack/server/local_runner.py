@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 
@@ -29,8 +30,11 @@ class LocalRunnerSupervisor:
     def command(self) -> list[str]:
         base = self.settings.local_runner_command or [sys.executable, "-m", "dstack.runner"]
         work_dir = self.settings.resolved_runner_work_dir()
-        command = [*base, "start", "--server", self.settings.url, "--token", self.settings.token]
+        # The token travels in the environment (see `_environ`), not on the command line
+        # where any user of the machine could read it.
+        command = [*base, "start", "--server", self.settings.url]
         command += ["--name", "local", "--work-dir", str(work_dir)]
+        command += ["--parent-pid", str(os.getpid())]
         if self.settings.local_runner_executor:
             command += ["--executor", self.settings.local_runner_executor]
         return command
@@ -58,6 +62,7 @@ class LocalRunnerSupervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, "DSTACK_RUNNER_TOKEN": self.settings.token},
             )
         logger.info("started the local runner (pid %s)", self.process.pid)
         while self.process.poll() is None:

@@ -10,11 +10,18 @@ from datetime import datetime
 
 from pydantic import Field
 
+from dstack.models.artifacts import (
+    DepArtifacts,
+    JobExplanation,
+    Manifest,
+    StorageAccess,
+)
 from dstack.models.common import Model
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.logs import LogEvent, LogStream
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
+from dstack.models.workflow import DepRef
 
 
 # --- users -------------------------------------------------------------------------------
@@ -22,6 +29,12 @@ class JobSubmission(Model):
     workflow_name: str | None
     spec: JobSpec
     deps: list[int] = Field(default_factory=list, description="Indexes of jobs it waits for.")
+    external_deps: list[DepRef] = Field(
+        default_factory=list, description="Tags and `X:latest`: artifacts of earlier runs."
+    )
+    code_key: str = Field(
+        "", description="The code the job sees: the tree hash, or `tree_of(triggers)`."
+    )
 
 
 class SubmitRunRequest(Model):
@@ -31,7 +44,33 @@ class SubmitRunRequest(Model):
     args: list[str] = Field(default_factory=list)
     variables: dict[str, str] = Field(default_factory=dict)
     tag: str | None = None
+    reload: bool = Field(False, description="Run every job even when an earlier result fits.")
     jobs: list[JobSubmission] = Field(min_length=1, description="In dependency order.")
+
+
+class PlanResponse(Model):
+    jobs: list[JobExplanation]
+
+
+class TagRequest(Model):
+    name: str
+    run_name: str
+
+
+class UploadRunRequest(Model):
+    """`dstack tags add TAG -a PATH...`: local folders become a finished, tagged run."""
+
+    tag: str
+    repo: RepoRef
+    manifests: list[Manifest] = Field(min_length=1, description="Blobs uploaded beforehand.")
+
+
+class MissingBlobsRequest(Model):
+    digests: list[str]
+
+
+class MissingBlobsResponse(Model):
+    missing: list[str]
 
 
 class StopRunRequest(Model):
@@ -84,6 +123,13 @@ class JobAssignment(Model):
     repo: RepoRef
     gpu_indexes: list[int] = Field(default_factory=list)
     secrets: dict[str, str] = Field(default_factory=dict)
+    deps: list[DepArtifacts] = Field(
+        default_factory=list, description="Place these in the working dir before running."
+    )
+    caches: list[Manifest] = Field(
+        default_factory=list, description="Saved workflow caches to restore before running."
+    )
+    storage: StorageAccess = Field(default_factory=StorageAccess)
 
 
 class JobStatusUpdate(Model):

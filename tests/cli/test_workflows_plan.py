@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from dstack.cli.main import cli, main
-from dstack.errors import ConfigError
+from dstack.errors import ConfigError, NotFoundError
 
 WORKFLOWS = """\
 workflows:
@@ -39,14 +40,26 @@ workflows:
 """
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One DSTACK_HOME (and so one local server, which `plan` asks about caching) per module."""
+    from dstack.server.local import stop_local_server
+
+    path = tmp_path_factory.mktemp("home")
+    yield path
+    stop_local_server(path)
+
+
 @pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
     """A git repository with its `.dstack/` in `ml/`; the current folder is `ml/`."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     ml = tmp_path / "ml"
     (ml / ".dstack").mkdir(parents=True)
     (ml / ".dstack" / "workflows.yaml").write_text(WORKFLOWS)
     monkeypatch.chdir(ml)
+    monkeypatch.setenv("DSTACK_HOME", str(home))
+    monkeypatch.setenv("DSTACK_EXECUTOR", "process")
     monkeypatch.delenv("DSTACK_DEFAULT_IMAGE", raising=False)
     monkeypatch.delenv("DSTACK_DEFAULT_GPU_IMAGE", raising=False)
     return tmp_path
@@ -80,7 +93,9 @@ def test_workflows_outside_a_repository_with_dstack_is_a_config_error(
 
 def test_plan_of_a_workflow_shows_its_dependencies_first(repo: Path) -> None:
     result = invoke("plan", "train", "--epochs", "3")
-    assert result.exit_code == 0, result.output
+    # The plan is shown, and the tag it needs, which does not exist yet, is the error.
+    assert isinstance(result.exception, NotFoundError)
+    assert result.exception.message == "tag 'v1' does not exist"
     out = result.output
     assert out.startswith("Plan for workflow 'train': 2 jobs\nArguments: --epochs 3\n")
     assert out.index("Job 0: prepare") < out.index("Job 1: train")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dstack.errors import ServerError
+from dstack.models.artifacts import Manifest
 from dstack.models.job import JobSpec, JobStatus
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
@@ -42,6 +43,10 @@ class FakeRunnerApi:
         self.statuses: dict[str, list[JobStatusUpdate]] = defaultdict(list)
         self.lines: dict[str, dict[int, LogLine]] = defaultdict(dict)
         self.blobs: dict[str, bytes] = {}
+        self.artifacts: dict[str, list[Manifest]] = defaultdict(list)
+        self.caches: dict[str, list[Manifest]] = defaultdict(list)
+        self.events: dict[str, list[str]] = defaultdict(list)
+        """Per job, in order: `status:<status>`, `artifacts:<path>`, `cache:<path>`."""
         self.log_failures = 0
         self.batches = 0
         self._cond = threading.Condition()
@@ -66,7 +71,38 @@ class FakeRunnerApi:
     def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
         with self._cond:
             self.statuses[job_id].append(update)
+            self.events[job_id].append(f"status:{update.status}")
             self._cond.notify_all()
+
+    def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
+        with self._cond:
+            self.artifacts[job_id].append(manifest)
+            self.events[job_id].append(f"artifacts:{manifest.path}")
+            self._cond.notify_all()
+
+    def post_cache(self, job_id: str, manifest: Manifest) -> None:
+        with self._cond:
+            self.caches[job_id].append(manifest)
+            self.events[job_id].append(f"cache:{manifest.path}")
+            self._cond.notify_all()
+
+    def wait_manifest(
+        self, job_id: str, accept: Callable[[Manifest], bool], timeout: float = 20
+    ) -> Manifest:
+        """The first artifact manifest posted for the job that `accept`s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for manifest in self.artifacts[job_id]:
+                    if accept(manifest):
+                        return manifest
+                left = deadline - time.monotonic()
+                assert left > 0, f"no such manifest of {job_id}: {self.artifacts[job_id]}"
+                self._cond.wait(left)
+
+    def latest(self, job_id: str, path: str) -> Manifest:
+        """The last manifest the job posted for an artifact path (what the server keeps)."""
+        return [m for m in self.artifacts[job_id] if m.path == path][-1]
 
     def post_logs(self, job_id: str, batch: LogBatch) -> None:
         with self._cond:

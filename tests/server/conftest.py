@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from dstack.models.job import JobSpec
-from dstack.models.protocol import JobSubmission, RegisterRunnerRequest, SubmitRunRequest
+from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.job import JobSpec, JobStatus
+from dstack.models.protocol import (
+    JobStatusUpdate,
+    JobSubmission,
+    RegisterRunnerRequest,
+    SubmitRunRequest,
+)
 from dstack.models.repo import RepoRef
 from dstack.models.resources import GpuInfo, GpuRequest, HostResources, ResourcesSpec
+from dstack.models.workflow import ArtifactSpec, DepRef
 from dstack.server.app import running_context
 from dstack.server.context import ServerContext
+from dstack.server.services import artifacts, claims
+from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.settings import ServerSettings
+from dstack.storage.base import BlobStore
 from dstack.storage.memory import MemoryBlobStore
 
 
@@ -91,3 +102,64 @@ async def register(
         name=name, host="localhost", resources=resources or host(), executors=["process"]
     )
     return (await runner_service.register(ctx, request=request)).runner_id
+
+
+# --- artifacts ------------------------------------------------------------------------------
+def art_job(
+    name: str = "train",
+    *,
+    deps: list[int] | None = None,
+    code_key: str = "tree-1",
+    commands: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    artifacts: list[str] | None = None,
+    external: list[DepRef] | None = None,
+    cpu: int | None = None,
+) -> JobSubmission:
+    """A job that declares artifacts (so it is cacheable) unless `artifacts=[]`."""
+    spec = JobSpec(
+        provider="bash",
+        workflow_name=name,
+        commands=commands or [f"python {name}.py"],
+        env=env or {},
+        artifacts=[ArtifactSpec(path=p) for p in (["out"] if artifacts is None else artifacts)],
+        resources=ResourcesSpec(cpu=cpu),
+    )
+    return JobSubmission(
+        workflow_name=name,
+        spec=spec,
+        deps=deps or [],
+        code_key=code_key,
+        external_deps=external or [],
+    )
+
+
+def stored_manifest(blobs: BlobStore, path: str = "out", content: bytes = b"weights") -> Manifest:
+    """A manifest of one file whose blob is in `blobs`."""
+    digest = hashlib.sha256(content).hexdigest()
+    blobs.put_bytes(content, digest)
+    entry = FileEntry(path="model.bin", size=len(content), mode=0o644, digest=digest)
+    return Manifest(path=path, files=[entry])
+
+
+async def run_to_done(
+    ctx: ServerContext, runner_id: str, *, content: bytes = b"weights"
+) -> list[str]:
+    """Claim every runnable job in turn, post one manifest per declared artifact path and
+    report it done. Returns the ids of the jobs it ran."""
+    ran = []
+    while (assignment := await claims.try_claim(ctx, runner_id=runner_id)) is not None:
+        for spec in assignment.spec.artifacts:
+            manifest = stored_manifest(ctx.blobs, spec.path, content)
+            await artifacts.save_manifest(
+                ctx, job_id=assignment.job_id, manifest=manifest, runner_id=runner_id
+            )
+        for status in (JobStatus.RUNNING, JobStatus.UPLOADING, JobStatus.DONE):
+            await job_service.report_status(
+                ctx,
+                job_id=assignment.job_id,
+                update=JobStatusUpdate(status=status),
+                runner_id=runner_id,
+            )
+        ran.append(assignment.job_id)
+    return ran

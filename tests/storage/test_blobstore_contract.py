@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dstack.errors import NotFoundError, StorageError
-from dstack.storage import BlobStore, LocalBlobStore, MemoryBlobStore
+from dstack.storage import BlobStore, LocalBlobStore, MemoryBlobStore, missing_of
 
 
 def sha(data: bytes) -> str:
@@ -145,3 +145,11 @@ def test_local_store_leaves_no_temp_files_after_a_failed_put(tmp_path: Path) -> 
         store.put_bytes(b"data", sha(b"other"))
 
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+def test_missing_lists_absent_digests_once_in_order(store: BlobStore) -> None:
+    store.put_bytes(b"have", sha(b"have"))
+    asked = [sha(b"b"), sha(b"have"), sha(b"a"), sha(b"b")]
+
+    assert missing_of(store, asked) == [sha(b"b"), sha(b"a")]
+    assert missing_of(store, []) == []

@@ -21,6 +21,7 @@ from dstack.errors import (
     ServerError,
     StorageError,
 )
+from dstack.models.protocol import MissingBlobsRequest, MissingBlobsResponse
 
 _CODES: dict[str, type[DstackError]] = {
     "unauthorized": AuthError,
@@ -94,6 +95,12 @@ class BaseClient:
         except NotFoundError:
             return False
         return True
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        """Which of `digests` the server's store lacks (upload those, then the manifest)."""
+        body = MissingBlobsRequest(digests=digests).model_dump(mode="json")
+        response = self.request("POST", "/api/blobs/missing", json=body)
+        return MissingBlobsResponse.model_validate(response.json()).missing
 
     def put_blob(self, path: Path, digest: str) -> None:
         """Upload a file, streamed; the server verifies it against `digest`."""

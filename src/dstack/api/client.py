@@ -8,12 +8,22 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from dstack.api.base import BaseClient
-from dstack.models.protocol import LogsPage, StopRunRequest, SubmitRunRequest
+from dstack.models.artifacts import JobArtifacts, Tag
+from dstack.models.protocol import (
+    LogsPage,
+    PlanResponse,
+    StopRunRequest,
+    SubmitRunRequest,
+    TagRequest,
+    UploadRunRequest,
+)
 from dstack.models.run import Run
 from dstack.models.runner import Runner
 
 _RUNS = TypeAdapter(list[Run])
 _RUNNERS = TypeAdapter(list[Runner])
+_ARTIFACTS = TypeAdapter(list[JobArtifacts])
+_TAGS = TypeAdapter(list[Tag])
 
 
 class Client(BaseClient):
@@ -69,3 +79,37 @@ class Client(BaseClient):
 
     def list_runners(self) -> list[Runner]:
         return _RUNNERS.validate_python(self.request("GET", "/api/runners").json())
+
+    # --- artifacts, tags, caches -------------------------------------------------------------
+    def plan_run(self, request: SubmitRunRequest) -> PlanResponse:
+        """Per job: reused (from which run) or why it would run. Creates nothing."""
+        body = request.model_dump(mode="json")
+        return PlanResponse.model_validate(self.request("POST", "/api/runs/plan", json=body).json())
+
+    def get_artifacts(self, name: str) -> list[JobArtifacts]:
+        """The run's artifacts per job; a cached job shows the run it reuses."""
+        response = self.request("GET", f"/api/runs/{name}/artifacts")
+        return _ARTIFACTS.validate_python(response.json())
+
+    def list_tags(self, repo_id: str | None = None) -> list[Tag]:
+        params = {"repo_id": repo_id} if repo_id is not None else {}
+        return _TAGS.validate_python(self.request("GET", "/api/tags", params=params).json())
+
+    def add_tag(self, name: str, run_name: str) -> Tag:
+        """Tag a successful run. `ConflictError` if the name is taken or the run not done."""
+        body = TagRequest(name=name, run_name=run_name).model_dump(mode="json")
+        return Tag.model_validate(self.request("POST", "/api/tags", json=body).json())
+
+    def delete_tag(self, name: str) -> None:
+        self.request("DELETE", f"/api/tags/{name}")
+
+    def upload_run(self, request: UploadRunRequest) -> Run:
+        """Store uploaded manifests as a finished run, tagged (blobs must be uploaded first)."""
+        body = request.model_dump(mode="json")
+        return Run.model_validate(self.request("POST", "/api/runs/upload", json=body).json())
+
+    def prune_cache(self, repo_id: str, workflow: str) -> int:
+        """Empty a workflow's saved caches; returns how many cache paths were removed."""
+        params = {"repo_id": repo_id, "workflow": workflow}
+        response = self.request("DELETE", "/api/caches", params=params)
+        return int(response.json()["deleted"])

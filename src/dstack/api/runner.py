@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dstack.api.base import BaseClient
+from dstack.models.artifacts import Manifest
 from dstack.models.protocol import (
     ClaimRequest,
     HeartbeatRequest,
@@ -57,6 +58,16 @@ class RunnerClient(BaseClient):
     def send_logs(self, job_id: str, batch: LogBatch) -> None:
         body = batch.model_dump(mode="json")
         self.request("POST", f"/api/jobs/{job_id}/logs", json=body, headers=self._headers())
+
+    def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
+        """Replace the job's manifest of `manifest.path`; its blobs must be stored already."""
+        body = manifest.model_dump(mode="json")
+        self.request("POST", f"/api/jobs/{job_id}/artifacts", json=body, headers=self._headers())
+
+    def post_cache(self, job_id: str, manifest: Manifest) -> None:
+        """Save a workflow cache path after the job; its blobs must be stored already."""
+        body = manifest.model_dump(mode="json")
+        self.request("POST", f"/api/jobs/{job_id}/caches", json=body, headers=self._headers())
 
     def _id(self) -> str:
         if self.runner_id is None:

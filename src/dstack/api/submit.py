@@ -11,8 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dstack.errors import ConfigError
-from dstack.models.protocol import JobSubmission, SubmitRunRequest
+from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
 
 if TYPE_CHECKING:
@@ -77,15 +76,30 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path) -> str:
     return digest
 
 
-def build_request(plan: RunPlan, repo: RepoRef, tag: str | None) -> SubmitRunRequest:
-    for job in plan.jobs:
-        if job.external_deps:
-            names = ", ".join(str(d) for d in job.external_deps)
-            raise ConfigError(
-                f"workflow '{job.workflow_name}' depends on {names}: dependencies on tags and"
-                " earlier runs are not supported yet",
-                hint="depend on the workflow itself (`deps: - workflow: NAME`) for now",
-            )
+def code_key(spec_triggers: list[str], state: RepoState, subdir: str) -> str:
+    """The code a job sees: the whole tree, or only the files its `triggers` match.
+
+    Patterns are relative to the folder holding `.dstack/` (as `working_dir` is).
+    """
+    if not spec_triggers:
+        return state.tree
+    from dstack.repo.git import tree_of
+
+    prefix = f"{subdir}/" if subdir else ""
+    patterns = [prefix + p.removeprefix("./") for p in spec_triggers]
+    return tree_of(state.root, patterns=patterns, tree=state.tree)
+
+
+def build_request(
+    plan: RunPlan,
+    repo: RepoRef,
+    state: RepoState,
+    *,
+    subdir: str,
+    tag: str | None = None,
+    reload: bool = False,
+) -> SubmitRunRequest:
+    """The request for `plan`, with each job's code key; `repo` need not be uploaded yet."""
     return SubmitRunRequest(
         repo=repo,
         workflow_name=plan.workflow_name,
@@ -93,11 +107,32 @@ def build_request(plan: RunPlan, repo: RepoRef, tag: str | None) -> SubmitRunReq
         args=plan.run_args,
         variables=plan.variables,
         tag=tag,
+        reload=reload,
         jobs=[
-            JobSubmission(workflow_name=job.workflow_name, spec=job.spec, deps=job.deps)
+            JobSubmission(
+                workflow_name=job.workflow_name,
+                spec=job.spec,
+                deps=job.deps,
+                external_deps=job.external_deps,
+                code_key=code_key(job.spec.triggers, state, subdir),
+            )
             for job in plan.jobs
         ],
     )
+
+
+def explain(
+    client: Client, plan: RunPlan, state: RepoState, *, subdir: str, reload: bool = False
+) -> PlanResponse:
+    """What the server would do with `plan`: per job, cached (from which run) or why it runs."""
+    request = build_request(
+        plan,
+        RepoRef(repo_id=state.repo_id, tree=state.tree, subdir=subdir),
+        state,
+        subdir=subdir,
+        reload=reload,
+    )
+    return client.plan_run(request)
 
 
 def submit(
@@ -108,7 +143,16 @@ def submit(
     subdir: str,
     cache_dir: Path,
     tag: str | None = None,
+    reload: bool = False,
 ) -> Run:
-    request = build_request(plan, RepoRef(repo_id=state.repo_id, tree=state.tree), tag)
+    # Built before uploading: a bad plan must not leave blobs behind.
+    request = build_request(
+        plan,
+        RepoRef(repo_id=state.repo_id, tree=state.tree),
+        state,
+        subdir=subdir,
+        tag=tag,
+        reload=reload,
+    )
     repo = upload_code(client, state, subdir, cache_dir)
     return client.submit_run(request.model_copy(update={"repo": repo}))

@@ -17,9 +17,18 @@ def dstack_home() -> Path:
 
 
 def local_client() -> Client:
-    """A client for the local server, started in the background when it is not running."""
+    """A client for the local server, started in the background when it is not running.
+
+    Inside a command, the client is closed when the command ends.
+    """
+    import click
+
     from dstack.api.client import Client
     from dstack.server.local import ensure_local_server
 
     url, token = ensure_local_server(dstack_home(), executor=os.environ.get("DSTACK_EXECUTOR"))
-    return Client(url, token)
+    client = Client(url, token)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(client.close)
+    return client

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("dstack.cli.stop:stop", "Stop runs."),
     "rm": ("dstack.cli.rm:rm", "Remove finished runs."),
     "runners": ("dstack.cli.runners:runners", "List the runners and what they have."),
+    "tags": ("dstack.cli.tags:tags", "List, add and delete tags of runs."),
+    "ls": ("dstack.cli.ls:ls", "List the artifacts of a run or tag."),
+    "cp": ("dstack.cli.cp:cp", "Copy artifacts of a run or tag to a local folder."),
+    "prune": ("dstack.cli.prune:prune", "Empty saved workflow caches."),
     "server": ("dstack.cli.server:server", "Run a dstack server in the foreground."),
 }
 

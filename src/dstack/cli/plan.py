@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ import click
 if TYPE_CHECKING:
     from dstack.config import RepoConfig
     from dstack.models.job import JobSpec
+    from dstack.models.protocol import PlanResponse
     from dstack.providers.images import ImageSettings
     from dstack.providers.plan import PlannedJob, RunPlan
 
@@ -32,27 +34,77 @@ wherever it appears.
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
+    from dstack.errors import NotFoundError
     from dstack.providers.images import ImageSettings
 
-    run_plan = make_plan(Path.cwd(), name, list(args), os.environ)
+    cwd = Path.cwd()
+    run_plan, subdir = make_plan(cwd, name, list(args), os.environ)
+    try:
+        answer = _explain(cwd, run_plan, subdir)
+        problem = None
+    except NotFoundError as exc:  # a tag or an earlier run the plan needs does not exist
+        answer, problem = None, exc
     if as_json:
-        click.echo(run_plan.model_dump_json(indent=2))
-        return
-    click.echo(render_plan(run_plan, ImageSettings.from_env(os.environ)))
+        data = run_plan.model_dump(mode="json")
+        if answer is not None:
+            for job, explanation in zip(data["jobs"], answer.jobs, strict=True):
+                job["cache"] = explanation.model_dump(mode="json")
+        if problem is not None:
+            data["error"] = problem.message
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(render_plan(run_plan, ImageSettings.from_env(os.environ)))
+        if answer is not None:
+            click.echo("")
+            click.echo(render_explanations(answer))
+    if problem is not None:
+        raise problem
 
 
-def make_plan(cwd: Path, name: str, argv: list[str], environ: Mapping[str, str]) -> RunPlan:
-    """Plan `name` as a workflow of the repository at `cwd` if it is one, else as a provider."""
+def _explain(cwd: Path, run_plan: RunPlan, subdir: str) -> PlanResponse | None:
+    """Ask the local server which jobs would be cached; None outside a git repository."""
+    from dstack.api.submit import explain
+    from dstack.cli.context import local_client
+    from dstack.errors import RepoError
+    from dstack.repo.git import find_repo_root, read_repo_state
+
+    try:
+        state = read_repo_state(find_repo_root(cwd))
+    except RepoError:
+        return None
+    return explain(local_client(), run_plan, state, subdir=subdir)
+
+
+def render_explanations(answer: PlanResponse) -> str:
+    """`prepare   cached (from run wise-cat-1)` / `train     runs: code changed`."""
+    names = [e.workflow_name or f"job {e.index}" for e in answer.jobs]
+    width = max(len(n) for n in names) + 2
+    lines = ["Cache:"]
+    for name, e in zip(names, answer.jobs, strict=True):
+        verdict = f"cached (from run {e.cached_from})" if e.cached_from else f"runs: {e.reason}"
+        lines.append(f"  {name:<{width}}{verdict}")
+    return "\n".join(lines)
+
+
+def make_plan(
+    cwd: Path, name: str, argv: list[str], environ: Mapping[str, str]
+) -> tuple[RunPlan, str]:
+    """Plan `name` as a workflow of the repository at `cwd` if it is one, else as a provider.
+
+    Returns the plan and the folder it is relative to inside the repository (the folder
+    holding `.dstack/` for a workflow, `cwd` for a provider; "" outside git).
+    """
     from dstack.errors import ConfigError
     from dstack.providers import PROVIDERS, canonical_name
     from dstack.providers.plan import plan_provider, plan_workflow
 
-    config, dstack_root = _load_config(cwd)
+    config, dstack_root = load_repo_config(cwd)
     if config is not None and dstack_root is not None and name in config.workflow_names():
         subdir = _subdir(dstack_root)
-        return plan_workflow(config, name, argv, subdir=subdir, environ=environ)
+        return plan_workflow(config, name, argv, subdir=subdir, environ=environ), subdir
     if canonical_name(name) is not None:
-        return plan_provider(name, argv, subdir=_subdir(cwd), environ=environ)
+        subdir = _subdir(cwd)
+        return plan_provider(name, argv, subdir=subdir, environ=environ), subdir
     known = ", ".join(config.workflow_names()) if config is not None else ""
     raise ConfigError(
         f"'{name}' is neither a workflow of this repository nor a provider",
@@ -60,7 +112,8 @@ def make_plan(cwd: Path, name: str, argv: list[str], environ: Mapping[str, str])
     )
 
 
-def _load_config(cwd: Path) -> tuple[RepoConfig | None, Path | None]:
+def load_repo_config(cwd: Path) -> tuple[RepoConfig | None, Path | None]:
+    """The configuration of the `.dstack/` folder above `cwd`, or (None, None) when none."""
     from dstack.config import find_dstack_root, load_config
     from dstack.errors import ConfigError
 

@@ -58,6 +58,18 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+def size(n: int | None) -> str:
+    """`512B`, `1.5KB`, `12.0MB`, `1.2GB` (powers of 1024, as the config writes sizes)."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

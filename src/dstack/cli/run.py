@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.config import RepoConfig
     from dstack.models.run import Run
-    from dstack.providers.plan import RunPlan
 
 HELP = """Run a workflow of this repository, or a provider directly.
 
@@ -24,8 +23,10 @@ HELP = """Run a workflow of this repository, or a provider directly.
   dstack run bash -c "nvidia-smi"       # a provider, without a workflow
   dstack run python --gpu 1 train.py --lr 0.1
 
-dstack's own options go before WORKFLOW; everything after it belongs to the workflow:
-declared variables (`--name value`), and the rest is passed on as `${{ run.args }}`.
+Everything after WORKFLOW belongs to the workflow: declared variables (`--name value`), and
+the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, --reload and
+--explain, which may also follow a workflow's name (use `--` to pass them on instead).
+For a provider, dstack's options go before the provider's name.
 The command shows the logs live and exits with the run's exit code.
 """
 
@@ -39,6 +40,8 @@ The command shows the logs live and exits with the run's exit code.
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-d", "--detach", is_flag=True, help="Submit and return at once.")
 @click.option("-t", "--tag", "tag", metavar="TAG", help="Tag the run when it succeeds.")
+@click.option("--reload", is_flag=True, help="Run every job, even when an earlier result fits.")
+@click.option("--explain", is_flag=True, help="Say for each job why it runs or what it reuses.")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this message and exit.")
 @click.pass_context
 def run(
@@ -47,6 +50,8 @@ def run(
     args: tuple[str, ...],
     detach: bool,
     tag: str | None,
+    reload: bool,
+    explain: bool,
     show_help: bool,
 ) -> None:
     if show_help or name is None:
@@ -54,22 +59,43 @@ def run(
         return
     argv = list(args)
     cwd = Path.cwd()
-    config, dstack_root = _load_config(cwd)
-    if config is not None and name in config.workflow_names() and argv in (["-h"], ["--help"]):
-        click.echo(workflow_help(config, name))
-        return
+    from dstack.cli.plan import load_repo_config, make_plan
+
+    config, _ = load_repo_config(cwd)
+    if config is not None and name in config.workflow_names():
+        if argv in (["-h"], ["--help"]):
+            click.echo(workflow_help(config, name))
+            return
+        argv, late = split_run_options(argv, set(config.variable_defaults(name)))
+        detach = detach or bool(late.get("detach"))
+        reload = reload or bool(late.get("reload"))
+        explain = explain or bool(late.get("explain"))
+        late_tag = late.get("tag")
+        tag = tag or (late_tag if isinstance(late_tag, str) else None)
     from dstack.repo.git import find_repo_root, read_repo_state
 
     repo_root = find_repo_root(cwd)
-    plan, subdir = _plan(config, dstack_root, repo_root, cwd, name, argv)
+    plan, subdir = make_plan(cwd, name, argv, os.environ)
     state = read_repo_state(repo_root)
 
     from dstack.api.submit import submit
     from dstack.cli.context import dstack_home, local_client
 
     client = local_client()
+    if explain:
+        from dstack.api.submit import explain as explain_plan
+        from dstack.cli.plan import render_explanations
+
+        answer = explain_plan(client, plan, state, subdir=subdir, reload=reload)
+        click.echo(render_explanations(answer), err=True)
     submitted = submit(
-        client, plan, state, subdir=subdir, cache_dir=dstack_home() / "cache", tag=tag
+        client,
+        plan,
+        state,
+        subdir=subdir,
+        cache_dir=dstack_home() / "cache",
+        tag=tag,
+        reload=reload,
     )
     _print_submitted(submitted)
     if detach:
@@ -80,46 +106,40 @@ def run(
     sys.exit(exit_code_of(final))
 
 
-def _load_config(cwd: Path) -> tuple[RepoConfig | None, Path | None]:
-    from dstack.config import find_dstack_root, load_config
-    from dstack.errors import ConfigError
-
-    try:
-        root = find_dstack_root(cwd)
-    except ConfigError:
-        return None, None
-    return load_config(root), root
+_LATE_FLAGS = {"-d": "detach", "--detach": "detach", "--reload": "reload", "--explain": "explain"}
+_LATE_VALUES = {"-t": "tag", "--tag": "tag"}
 
 
-def _plan(
-    config: RepoConfig | None,
-    dstack_root: Path | None,
-    repo_root: Path,
-    cwd: Path,
-    name: str,
-    argv: list[str],
-) -> tuple[RunPlan, str]:
-    from dstack.errors import ConfigError
-    from dstack.providers import PROVIDERS, canonical_name
-    from dstack.providers.plan import plan_provider, plan_workflow
+def split_run_options(
+    argv: list[str], variables: set[str]
+) -> tuple[list[str], dict[str, str | bool]]:
+    """Take `dstack run`'s own options out of a workflow's arguments.
 
-    if config is not None and dstack_root is not None and name in config.workflow_names():
-        subdir = _relative(dstack_root, repo_root)
-        return plan_workflow(config, name, argv, subdir=subdir, environ=os.environ), subdir
-    if canonical_name(name) is not None:
-        subdir = _relative(cwd, repo_root)
-        return plan_provider(name, argv, subdir=subdir, environ=os.environ), subdir
-    known = sorted(config.workflow_names()) if config is not None else []
-    where = f"workflows: {', '.join(known)}" if known else "no .dstack/ workflows found here"
-    raise ConfigError(
-        f"'{name}' is neither a workflow nor a provider ({where})",
-        hint=f"providers: {', '.join(sorted(PROVIDERS))}; see `dstack workflows`",
-    )
+    `dstack run train --epochs 3 -d` means what `dstack run -d train --epochs 3` does, unless
+    the workflow declares a variable of that name; everything after `--` is left alone.
+    """
+    rest: list[str] = []
+    found: dict[str, str | bool] = {}
+    items = iter(argv)
+    for arg in items:
+        if arg == "--":
+            rest += [arg, *items]
+            break
+        key, _, value = arg.partition("=")
+        if key.lstrip("-") in variables:
+            rest.append(arg)
+        elif arg in _LATE_FLAGS:
+            found[_LATE_FLAGS[arg]] = True
+        elif key in _LATE_VALUES:
+            tag = value if value else next(items, None)
+            if not tag:
+                from dstack.errors import ConfigError
 
-
-def _relative(path: Path, root: Path) -> str:
-    rel = path.resolve().relative_to(root.resolve()).as_posix()
-    return "" if rel == "." else rel
+                raise ConfigError(f"{key} needs a tag name", hint="dstack run train -t v1")
+            found[_LATE_VALUES[key]] = tag
+        else:
+            rest.append(arg)
+    return rest, found
 
 
 def workflow_help(config: RepoConfig, name: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from dstack.errors import AuthError, ConflictError, NotFoundError, ServerError
+from dstack.models.artifacts import Manifest
 from dstack.models.protocol import (
     ClaimRequest,
     HeartbeatRequest,
@@ -48,6 +49,12 @@ class RunnerApi(Protocol):
 
     def get_blob(self, digest: str, target: Path) -> None:
         """Download blob `digest` into `target` (created or replaced)."""
+
+    def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
+        """Replace the manifest of one artifact path of the job; its blobs are stored already."""
+
+    def post_cache(self, job_id: str, manifest: Manifest) -> None:
+        """Save one workflow cache path after the job; its blobs are stored already."""
 
 
 class HttpRunnerApi:
@@ -114,6 +121,13 @@ class HttpRunnerApi:
 
     def post_logs(self, job_id: str, batch: LogBatch) -> None:
         self._request("POST", f"/api/jobs/{job_id}/logs", json_body=batch.model_dump_json())
+
+    def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
+        body = manifest.model_dump_json()
+        self._request("POST", f"/api/jobs/{job_id}/artifacts", json_body=body)
+
+    def post_cache(self, job_id: str, manifest: Manifest) -> None:
+        self._request("POST", f"/api/jobs/{job_id}/caches", json_body=manifest.model_dump_json())
 
     def get_blob(self, digest: str, target: Path) -> None:
         import httpx

@@ -21,6 +21,7 @@ from dstack.models.protocol import (
 )
 from dstack.models.resources import HostResources
 from dstack.runner.api import RunnerApi
+from dstack.runner.blobs import BlobStoreFactory
 from dstack.runner.executors import Executor, create_executor
 from dstack.runner.job import JobWorker
 from dstack.runner.resources import detect_resources
@@ -36,6 +37,8 @@ class Runner:
     """One runner. `run()` blocks until `shutdown()` (from a signal handler or another thread).
 
     `AuthError` from the server ends `run()` with that error: a bad token will not heal.
+    `blob_store` opens the blob store a job's `StorageAccess` names (default:
+    `open_blob_store`: the server's folder when this runner can write it, else HTTP).
     """
 
     def __init__(
@@ -45,8 +48,10 @@ class Runner:
         executor_factory: ExecutorFactory = create_executor,
         *,
         resources: Callable[[], HostResources] | None = None,
+        blob_store: BlobStoreFactory | None = None,
     ) -> None:
         self.settings = settings
+        self._blob_store = blob_store
         self._api = api
         self._executor_factory = executor_factory
         self._resources = resources or (lambda: detect_resources(settings.work_dir))
@@ -144,6 +149,7 @@ class Runner:
                 api=self._api,
                 executor=self._executor,
                 shutdown=self._shutdown,
+                blob_store=self._blob_store,
             )
             self._workers[assignment.job_id] = worker
         log.info("running job %s of run %s", assignment.job_id, assignment.run_name)

@@ -12,22 +12,31 @@ from dstack.errors import ConflictError, DstackError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
 from dstack.runner.api import RunnerApi
+from dstack.runner.artifacts import ArtifactSync
+from dstack.runner.blobs import BlobStoreFactory, is_local, open_blob_store
 from dstack.runner.code import fetch_code
 from dstack.runner.environment import allocate_ports, job_env
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
+from dstack.runner.inputs import place_inputs
 from dstack.runner.logs import LogShipper, LogSpool
+from dstack.runner.paths import JobPaths, job_paths
 from dstack.runner.resources import gpu_env
 from dstack.runner.settings import RunnerSettings
+from dstack.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
 
 class JobWorker:
-    """Runs one assignment and reports it: downloading → running → done/failed/stopped/aborted.
+    """Runs one assignment and reports it: downloading → running → uploading → final status.
 
-    `request_stop`, `request_abort` and `forget` may be called from any thread at any time;
-    the final status is posted only after every log line was shipped.
+    `downloading` fetches the code and places the dependencies' artifacts and the workflow
+    caches; `uploading` (only for jobs with artifacts or caches) is the final artifact sync,
+    after the job's processes are gone, whatever way they ended. `request_stop`,
+    `request_abort` and `forget` may be called from any thread at any time; the final status
+    is posted only after every log line was shipped. `blob_store` opens the store a job's
+    `StorageAccess` names (default: `open_blob_store`).
     """
 
     def __init__(
@@ -38,8 +47,12 @@ class JobWorker:
         api: RunnerApi,
         executor: Executor,
         shutdown: threading.Event,
+        blob_store: BlobStoreFactory | None = None,
     ) -> None:
         self.assignment = assignment
+        self._open_store = blob_store or (lambda access: open_blob_store(access, settings))
+        self._store: BlobStore | None = None
+        self._sync: ArtifactSync | None = None
         self._settings = settings
         self._api = api
         self._executor = executor
@@ -104,6 +117,11 @@ class JobWorker:
         except Exception as exc:  # a bug must still end the job, with its reason shown
             log.exception("job %s crashed the runner's worker", self.job_id)
             update = _failed(TerminationReason.EXECUTOR_ERROR, f"runner error: {exc}")
+        try:
+            update = self._upload(update, spool)
+        except Exception as exc:  # as above: report the job, keep the reason of its end
+            log.exception("job %s crashed the runner's artifact upload", self.job_id)
+            update = _upload_failed(update, exc)
         finally:
             spool.close()
         try:
@@ -111,6 +129,7 @@ class JobWorker:
         finally:
             if self._handle is not None:
                 self._handle.cleanup()
+            self._close_store()
         if not self._settings.keep_job_dirs:
             shutil.rmtree(self.job_dir, ignore_errors=True)
 
@@ -125,9 +144,12 @@ class JobWorker:
             return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
         if self._cancelled():
             return self._final(None)
+        paths = self._paths(code_dir)
         host_ports = allocate_ports(self.assignment.spec)
         try:
-            handle = self._executor.start(self._context(spool, code_dir, host_ports))
+            if self.assignment.deps or self.assignment.caches:
+                place_inputs(self.assignment, paths, self._blob_store(), spool.write_line)
+            handle = self._executor.start(self._context(spool, code_dir, paths, host_ports))
         except JobStartError as exc:
             spool.write_line(f"error: {exc}")
             return _failed(exc.reason, str(exc))
@@ -135,12 +157,78 @@ class JobWorker:
         if not self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
             handle.kill()
             return None
+        self._sync = self._artifact_sync(paths).start()
         return self._final(handle.wait())
 
-    def _context(self, spool: LogSpool, code_dir: Path, host_ports: list[int]) -> JobContext:
+    def _paths(self, code_dir: Path) -> JobPaths:
+        spec, assignment = self.assignment.spec, self.assignment
+        declared = [a.path for a in spec.artifacts] + spec.cache
+        declared += [m.path for dep in assignment.deps for m in dep.manifests]
+        declared += [c.path for c in assignment.caches]
+        paths = job_paths(
+            declared,
+            job_dir=self.job_dir,
+            working_dir=code_dir / spec.working_dir,
+            executor=self._executor.name,
+        )
+        paths.prepare()
+        return paths
+
+    def _blob_store(self) -> BlobStore:
+        """The job's store, opened on first use: jobs without artifacts never need one."""
+        if self._store is None:
+            self._store = self._open_store(self.assignment.storage)
+        return self._store
+
+    def _close_store(self) -> None:
+        close = getattr(self._store, "close", None)  # HTTP stores hold a connection pool
+        if callable(close):
+            close()
+
+    def _artifact_sync(self, paths: JobPaths) -> ArtifactSync:
+        job_id = self.job_id
+        return ArtifactSync(
+            spec=self.assignment.spec,
+            paths=paths,
+            store=self._blob_store(),
+            settings=self._settings,
+            post_artifact=lambda manifest: self._api.post_artifacts(job_id, manifest),
+            post_cache=lambda manifest: self._api.post_cache(job_id, manifest),
+        )
+
+    def _upload(self, update: JobStatusUpdate | None, spool: LogSpool) -> JobStatusUpdate | None:
+        """The final artifact sync, once the job's processes are gone; the status to report.
+
+        Runs for every end (done, failed, stopped, aborted, a crashed worker); workflow caches
+        are saved unless the job was aborted. A failed upload fails a job that was done.
+        """
+        sync = self._sync
+        if sync is None:
+            return update
+        sync.stop()
+        caches = update is not None and update.status is not JobStatus.ABORTED
+        if update is None or not sync.has_work(caches=caches):
+            return update
+        if not self._post(JobStatusUpdate(status=JobStatus.UPLOADING)):
+            return None
+        move = is_local(self._blob_store()) and not self._settings.keep_job_dirs
+        try:
+            lines = sync.finish(move=move, caches=caches)
+        except (DstackError, OSError) as exc:
+            spool.write_line(f"error: cannot upload the artifacts: {exc}")
+            return _upload_failed(update, exc)
+        for line in lines:
+            spool.write_line(line)
+        return update
+
+    def _context(
+        self, spool: LogSpool, code_dir: Path, paths: JobPaths, host_ports: list[int]
+    ) -> JobContext:
         env = job_env(self.assignment, host_ports)
         if self._executor.name == "process":
             env.update(gpu_env(self.assignment.gpu_indexes))
+        if paths.home is not None:
+            env.setdefault("HOME", str(paths.home))
         return JobContext(
             job_id=self.job_id,
             run_name=self.assignment.run_name,
@@ -152,6 +240,7 @@ class JobWorker:
             notice=spool.write_line,
             host_ports=host_ports,
             gpu_indexes=list(self.assignment.gpu_indexes),
+            mounts=dict(paths.mounts),
         )
 
     def _attach(self, handle: JobHandle) -> None:
@@ -252,3 +341,10 @@ def _from_exit(result: ExitResult) -> JobStatusUpdate:
 
 def _failed(reason: TerminationReason, message: str) -> JobStatusUpdate:
     return JobStatusUpdate(status=JobStatus.FAILED, reason=reason, message=message)
+
+
+def _upload_failed(update: JobStatusUpdate | None, exc: Exception) -> JobStatusUpdate | None:
+    """A job that was done fails when its artifacts could not be stored; others keep their end."""
+    if update is None or update.status is not JobStatus.DONE:
+        return update
+    return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot upload the artifacts: {exc}")

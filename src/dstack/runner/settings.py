@@ -36,6 +36,10 @@ class RunnerSettings:
     """Default images of jobs that name none (`DSTACK_DEFAULT_IMAGE`)."""
     keep_job_dirs: bool = False
     """Keep each job's code and log spool after its final status was accepted."""
+    artifact_sync_interval: float = 15.0
+    """Seconds between two syncs of a running job's artifacts (changed files only)."""
+    mount_sync_interval: float = 2.0
+    """The same for `mount: true` artifacts, which users watch while the job runs."""
 
     @property
     def jobs_dir(self) -> Path:

@@ -14,7 +14,7 @@ from dstack.server.context import Clock, ServerContext, utcnow
 from dstack.server.db.engine import create_engine
 from dstack.server.db.migrate import upgrade_to_head
 from dstack.server.errors import install_error_handlers
-from dstack.server.routers import health, jobs, runners, runs
+from dstack.server.routers import caches, health, jobs, runners, runs, tags
 from dstack.server.scheduler.loop import Scheduler
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import BlobStore
@@ -39,7 +39,7 @@ def create_app(
     install_error_handlers(app)
     from dstack.server.routers import blobs as blob_routes
 
-    for module in (health, runs, runners, jobs, blob_routes):
+    for module in (health, runs, runners, jobs, blob_routes, tags, caches):
         app.include_router(module.router)
     return app
 

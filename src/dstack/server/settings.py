@@ -21,6 +21,9 @@ class ServerSettings:
     blob_dir: Path | None = None
     user: str = "default"
     runner_heartbeat_timeout: float = 15.0
+    # Unreferenced blobs younger than this survive garbage collection: an upload whose
+    # manifest has not arrived yet must never be deleted.
+    gc_grace_seconds: float = 3600.0
     # A server just started gives its runners this long to register before jobs that no
     # runner can take fail with `no_capacity`.
     no_runner_grace_seconds: float = 30.0

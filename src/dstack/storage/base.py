@@ -7,10 +7,11 @@ suite (`tests/storage/test_blobstore_contract.py`) runs against each.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dstack.errors import StorageError
 
@@ -55,6 +56,44 @@ class BlobStore(Protocol):
         """Every stored digest, in no particular order."""
 
 
+@runtime_checkable
+class SupportsMissing(Protocol):
+    """A store that answers "which of these do you lack?" in one query (HTTP: one request)."""
+
+    def missing(self, digests: list[str]) -> list[str]:
+        """The distinct digests of `digests` (in the order given) that are not stored."""
+
+
+@runtime_checkable
+class SupportsAdopt(Protocol):
+    """A store that can take ownership of a file instead of copying it (same filesystem)."""
+
+    def adopt(self, path: Path, digest: str, expected: os.stat_result | None = None) -> None:
+        """Move `path` into the store as blob `digest`; `path` is gone afterwards. With
+        `expected`, the caller vouches that the file hashed to `digest` in that stat."""
+
+
+@runtime_checkable
+class SupportsCopyIn(Protocol):
+    """A store that can copy a file whose digest the caller already knows without hashing
+    it again (a kernel copy on the same machine)."""
+
+    def copy_in(self, path: Path, digest: str, expected: os.stat_result) -> None:
+        """Store `path` as `digest`, hashed by the caller when its stat was `expected`."""
+
+
+class BlobMismatchError(StorageError):
+    """Content does not hash to the digest it was stored or read under."""
+
+
+def missing_of(store: BlobStore, digests: list[str]) -> list[str]:
+    """The distinct digests (in the order given) that `store` lacks: one batch query when the
+    store offers `missing`, else `exists` per digest."""
+    if isinstance(store, SupportsMissing):
+        return store.missing(digests)
+    return [d for d in dict.fromkeys(digests) if not store.exists(check_digest(d))]
+
+
 def check_digest(digest: str) -> str:
     """Return `digest` if it is a lower-case hex sha256, else raise `StorageError`."""
     if not _DIGEST_RE.match(digest):
@@ -73,9 +112,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def mismatch(digest: str, actual: str) -> StorageError:
+def mismatch(digest: str, actual: str) -> BlobMismatchError:
     """The error for content that does not hash to the digest it was stored or read under."""
-    return StorageError(
+    return BlobMismatchError(
         f"blob {digest} does not match its content (sha256 {actual})",
         hint="the data was corrupted in transit or on disk; upload it again",
     )

@@ -24,6 +24,11 @@ class MemoryBlobStore:
         with self._lock:
             return digest in self._blobs
 
+    def missing(self, digests: list[str]) -> list[str]:
+        """The distinct digests (in the order given) that are not stored."""
+        with self._lock:
+            return [d for d in dict.fromkeys(digests) if d not in self._blobs]
+
     def put_file(self, path: Path, digest: str) -> None:
         self.put_bytes(path.read_bytes(), digest)
 

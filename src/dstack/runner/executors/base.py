@@ -33,6 +33,8 @@ class JobContext:
     """Writes a message of the runner (warning, progress) into the job's log."""
     host_ports: list[int] = field(default_factory=list)
     gpu_indexes: list[int] = field(default_factory=list)
+    mounts: dict[Path, str] = field(default_factory=dict)
+    """Host folders of the job to bind at these container paths (`/output`, `/root/.cache`)."""
 
     @property
     def working_dir(self) -> Path:

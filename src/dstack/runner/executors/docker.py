@@ -2,7 +2,9 @@
 
 The job's code is bind-mounted at `/workflow`; the container runs under Docker's init with
 `TINI_KILL_PROCESS_GROUP=1`, so a stop's SIGTERM reaches the job's processes, not just bash.
-Ports are published on 127.0.0.1 with the same number inside and out (`$PORT_0`).
+Ports are published on 127.0.0.1 with the same number inside and out (`$PORT_0`). Absolute
+and `~` artifact and cache paths are host folders of the job bound into the container
+(`JobContext.mounts`, see `dstack.runner.paths`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ class DockerExecutor:
         volumes = {str(job.code_dir.resolve()): {"bind": "/workflow", "mode": "rw"}}
         if self._ca_bundle.is_file():
             volumes[str(self._ca_bundle)] = {"bind": str(CA_BUNDLE), "mode": "ro"}
+        for host, container in job.mounts.items():
+            host.mkdir(parents=True, exist_ok=True)
+            volumes[str(host.resolve())] = {"bind": container, "mode": "rw"}
         return volumes
 
     def _ensure_image(self, image: str, job: JobContext) -> None:

@@ -3,7 +3,8 @@
 Each job is a bash process in its own session (so its process group holds every process it
 starts), in `<job dir>/code/<working_dir>`. `python: X.Y` puts `pythonX.Y` first on PATH as
 `python`/`python3`/`pip`; `requirements` gives the job its own venv. A spec that names an image
-is refused: this executor cannot honour it.
+is refused: this executor cannot honour it. The runner gives each job its own `HOME` in its
+job dir (`dstack.runner.paths`), so `~/.cache/...` artifacts and caches are the job's.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dstack.server.db.base import Base, UTCDateTime
@@ -45,8 +45,15 @@ class JobRow(Base):
     runner_id: Mapped[str | None] = mapped_column(String(32), index=True)
     gpu_indexes: Mapped[list[int]] = mapped_column(JSON)
     host_ports: Mapped[list[int]] = mapped_column(JSON)
-    cache_key: Mapped[str | None] = mapped_column(String(100))
+    cache_key: Mapped[str | None] = mapped_column(String(100), index=True)
     reused_from: Mapped[str | None] = mapped_column(String(100))
+    # The job whose artifacts a cached job reuses (its manifests are copied, so this is only
+    # what the user is shown; the origin may be deleted later).
+    reused_job_id: Mapped[str | None] = mapped_column(String(32))
+    # What the cache key was made of (`caching.CacheInputs`), to explain the next miss.
+    cache_inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # `DepArtifacts` of the resolved tags and `X:latest`, fixed when the run was submitted.
+    external_artifacts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # "stop" or "abort": asked of the runner through its next heartbeat.
     stop_requested: Mapped[str | None] = mapped_column(String(10))
@@ -80,3 +87,53 @@ class LogRow(Base):
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     stream: Mapped[str] = mapped_column(String(10))
     data: Mapped[str] = mapped_column(Text)
+
+
+class ManifestRow(Base):
+    """One artifact path of one job. A cached job holds copies of its origin's rows."""
+
+    __tablename__ = "job_manifests"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TagRow(Base):
+    __tablename__ = "tags"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_name: Mapped[str] = mapped_column(ForeignKey("runs.name"), index=True)
+    repo_id: Mapped[str] = mapped_column(String(500), index=True)
+    workflow_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkflowCacheRow(Base):
+    """A saved `cache:` path of a workflow; `workflow_name` is "" for provider runs."""
+
+    __tablename__ = "workflow_caches"
+
+    repo_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    workflow_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BlobTouchRow(Base):
+    """When a blob was last announced (uploaded, or asked about before an upload).
+
+    Garbage collection spares blobs touched within the grace period, so a blob whose
+    manifest has not arrived yet is never deleted.
+    """
+
+    __tablename__ = "blob_touches"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    touched_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,13 +5,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
+from dstack.models.protocol import MissingBlobsRequest, MissingBlobsResponse
 from dstack.server.auth import require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
+from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import blobs as blob_service
 
 router = APIRouter(prefix="/api/blobs", dependencies=[Depends(require_token)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
+
+
+@router.post("/missing")
+async def missing_blobs(body: MissingBlobsRequest, ctx: Ctx) -> MissingBlobsResponse:
+    missing = await artifact_service.missing_blobs(ctx, digests=body.digests)
+    return MissingBlobsResponse(missing=missing)
 
 
 @router.head("/{digest}")

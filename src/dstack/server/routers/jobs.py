@@ -4,12 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from dstack.models.artifacts import Manifest
 from dstack.models.protocol import JobStatusUpdate, LogBatch
 from dstack.server.auth import require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx, runner_id_header
+from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import jobs as job_service
 from dstack.server.services import logs as log_service
+from dstack.server.services import workflow_caches as cache_service
 
 router = APIRouter(prefix="/api/jobs", dependencies=[Depends(require_token)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -27,4 +30,16 @@ async def report_status(
 @router.post("/{job_id}/logs", status_code=204)
 async def append_logs(job_id: str, body: LogBatch, ctx: Ctx, runner_id: RunnerId) -> Response:
     await log_service.append_logs(ctx, job_id=job_id, batch=body, runner_id=runner_id)
+    return Response(status_code=204)
+
+
+@router.post("/{job_id}/artifacts", status_code=204)
+async def post_artifacts(job_id: str, body: Manifest, ctx: Ctx, runner_id: RunnerId) -> Response:
+    await artifact_service.save_manifest(ctx, job_id=job_id, manifest=body, runner_id=runner_id)
+    return Response(status_code=204)
+
+
+@router.post("/{job_id}/caches", status_code=204)
+async def post_cache(job_id: str, body: Manifest, ctx: Ctx, runner_id: RunnerId) -> Response:
+    await cache_service.save_cache(ctx, job_id=job_id, manifest=body, runner_id=runner_id)
     return Response(status_code=204)

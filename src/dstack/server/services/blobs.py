@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 
 from dstack.server.context import ServerContext
+from dstack.server.services.artifacts import touch_blobs
 from dstack.storage.base import check_digest, mismatch
 
 
@@ -45,6 +46,8 @@ async def put_blob(ctx: ServerContext, *, digest: str, chunks: AsyncIterator[byt
         if hasher.hexdigest() != digest:
             raise mismatch(digest, hasher.hexdigest())
         await anyio.to_thread.run_sync(ctx.blobs.put_file, tmp, digest)
+        # A fresh upload is about to be referenced: garbage collection must wait for it.
+        await touch_blobs(ctx, [digest])
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

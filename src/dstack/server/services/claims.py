@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dstack.models.artifacts import DepArtifacts, StorageAccess
 from dstack.models.job import JobSpec, JobStatus
 from dstack.models.protocol import JobAssignment
 from dstack.models.repo import RepoRef
@@ -18,6 +19,10 @@ from dstack.server.db.models import JobRow, RunnerRow, RunRow
 from dstack.server.scheduler.matching import Allocation, allocate, cpu_slots, free_resources
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
+from dstack.server.services.artifacts import job_artifacts
+from dstack.server.services.workflow_caches import caches_for
+from dstack.storage.base import BlobStore
+from dstack.storage.local import LocalBlobStore
 
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 
@@ -64,7 +69,7 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
                 gpu_indexes=list(allocation.gpu_indexes),
             )
             if claimed:
-                return await _assignment(session, job)
+                return await _assignment(ctx, session, job)
     return None
 
 
@@ -109,7 +114,7 @@ async def dependency_statuses(
     return {(run, index): status for run, index, status in rows}
 
 
-async def _assignment(session: AsyncSession, job: JobRow) -> JobAssignment:
+async def _assignment(ctx: ServerContext, session: AsyncSession, job: JobRow) -> JobAssignment:
     run = await session.get(RunRow, job.run_name)
     assert run is not None
     return JobAssignment(
@@ -119,4 +124,34 @@ async def _assignment(session: AsyncSession, job: JobRow) -> JobAssignment:
         spec=JobSpec.model_validate(job.spec),
         repo=RepoRef.model_validate(run.repo),
         gpu_indexes=list(job.gpu_indexes),
+        deps=await dependency_artifacts(session, job),
+        caches=await caches_for(session, run.repo_id, job.workflow_name),
+        storage=storage_access(ctx.blobs),
     )
+
+
+async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepArtifacts]:
+    """What the job must find in its working dir: the artifacts of its in-run dependencies
+    (or of the jobs they reused), then those of its tags and `X:latest` deps."""
+    inner: list[DepArtifacts] = []
+    if job.deps:
+        rows = (
+            await session.scalars(
+                select(JobRow)
+                .where(JobRow.run_name == job.run_name, JobRow.index.in_(job.deps))
+                .order_by(JobRow.index)
+            )
+        ).all()
+        inner = [
+            DepArtifacts.model_validate(a.model_dump()) for a in await job_artifacts(session, rows)
+        ]
+    outer = [DepArtifacts.model_validate(a) for a in job.external_artifacts or []]
+    return inner + outer
+
+
+def storage_access(store: BlobStore) -> StorageAccess:
+    """A local store is read and written in place by runners on this machine; any other
+    store through the server's blob endpoints."""
+    if isinstance(store, LocalBlobStore):
+        return StorageAccess(kind="local", path=str(store.root.resolve()))
+    return StorageAccess(kind="http")

@@ -47,6 +47,7 @@ async def set_status(
     returns False when another writer got there first (a concurrent claim, a runner's report)
     and changes nothing. A change out of a finished status is ignored, logged, and returns
     False. Re-stating the current status with the same reason and message is a no-op (True).
+    A job becoming done may complete its run, which then gets the tag it was submitted with.
     """
     unknown = set(fields) - _EXTRA_FIELDS
     if unknown:
@@ -80,6 +81,10 @@ async def set_status(
     for key, value in values.items():
         set_committed(job, key, value)
     mark_changed(session)
+    if status is JobStatus.DONE:
+        from dstack.server.services import tags
+
+        await tags.on_job_done(session, job, now)
     return True
 
 

@@ -11,13 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
-from dstack.models.job import JobStatus, StatusChange, TerminationReason
-from dstack.models.protocol import JobSubmission, SubmitRunRequest
+from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
+from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
 from dstack.models.run import Run, run_status
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, LogRow, RunnerRow, RunRow
+from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
+from dstack.server.services import caching, dependencies, gc
 from dstack.server.services import jobs as job_service
 from dstack.server.services.names import random_prefix, run_name
 
@@ -25,7 +26,13 @@ _NAME_ATTEMPTS = 5
 
 
 async def submit_run(ctx: ServerContext, *, request: SubmitRunRequest) -> Run:
-    """Store a run and its jobs (all `submitted`) under a fresh name; return it."""
+    """Store a run and its jobs under a fresh name; return it.
+
+    In the same transaction: external deps are resolved (a missing tag or run raises
+    `NotFoundError` and nothing is created), each job gets its cache key, and jobs whose
+    results can be reused are finished at once as `done`/`cached` — so a fully cached run
+    is done when this returns.
+    """
     _check_deps(request)
     for attempt in range(_NAME_ATTEMPTS):
         try:
@@ -39,6 +46,16 @@ async def submit_run(ctx: ServerContext, *, request: SubmitRunRequest) -> Run:
     raise AssertionError("unreachable")
 
 
+async def plan_run(ctx: ServerContext, *, request: SubmitRunRequest) -> PlanResponse:
+    """What `submit_run` would do with each job — reused (from which run) or why it runs —
+    without creating anything."""
+    _check_deps(request)
+    async with ctx.transaction() as session:
+        externals = await dependencies.resolve_request(session, request)
+        decisions = await caching.decide(session, request, externals)
+    return PlanResponse(jobs=[d.explanation() for d in decisions])
+
+
 def _check_deps(request: SubmitRunRequest) -> None:
     for index, job in enumerate(request.jobs):
         bad = [d for d in job.deps if not 0 <= d < index]
@@ -50,7 +67,45 @@ def _check_deps(request: SubmitRunRequest) -> None:
 
 
 async def _insert_run(ctx: ServerContext, session: AsyncSession, request: SubmitRunRequest) -> str:
+    externals = await dependencies.resolve_request(session, request)
+    decisions = await caching.decide(session, request, externals)
     now = ctx.clock()
+    name = await insert_run_row(
+        ctx,
+        session,
+        repo=request.repo,
+        workflow_name=request.workflow_name,
+        provider=request.provider,
+        args=list(request.args),
+        variables=dict(request.variables),
+        tag=request.tag,
+    )
+    rows = [
+        _new_job(name, index, job, now, decisions[index], externals[index])
+        for index, job in enumerate(request.jobs)
+    ]
+    session.add_all(rows)
+    await session.flush()
+    for row, decision in zip(rows, decisions, strict=True):
+        if decision.origin is not None:
+            await caching.apply_hit(session, row, decision, now)
+    mark_changed(session)
+    return name
+
+
+async def insert_run_row(
+    ctx: ServerContext,
+    session: AsyncSession,
+    *,
+    repo: RepoRef,
+    workflow_name: str | None,
+    provider: str | None,
+    args: list[str],
+    variables: dict[str, str],
+    tag: str | None,
+) -> str:
+    """Add a run under a fresh name (flushed); return the name. A name taken concurrently
+    surfaces as `IntegrityError` at commit: the caller draws again."""
     prefix = random_prefix()
     counter = await session.scalar(
         select(func.coalesce(func.max(RunRow.name_counter), 0)).where(RunRow.name_prefix == prefix)
@@ -61,33 +116,52 @@ async def _insert_run(ctx: ServerContext, session: AsyncSession, request: Submit
             name=name,
             name_prefix=prefix,
             name_counter=int(counter or 0) + 1,
-            repo_id=request.repo.repo_id,
-            repo=request.repo.model_dump(mode="json"),
-            workflow_name=request.workflow_name,
-            provider=request.provider,
-            args=list(request.args),
-            variables=dict(request.variables),
-            tag=request.tag,
+            repo_id=repo.repo_id,
+            repo=repo.model_dump(mode="json"),
+            workflow_name=workflow_name,
+            provider=provider,
+            args=args,
+            variables=variables,
+            tag=tag,
             user=ctx.settings.user,
-            submitted_at=now,
+            submitted_at=ctx.clock(),
         )
     )
     await session.flush()
-    for index, job in enumerate(request.jobs):
-        session.add(_new_job(name, index, job, now))
-    mark_changed(session)
     return name
 
 
-def _new_job(run: str, index: int, job: JobSubmission, now: datetime) -> JobRow:
+def _new_job(
+    run: str,
+    index: int,
+    job: JobSubmission,
+    now: datetime,
+    decision: caching.Decision,
+    externals: list[dependencies.ResolvedDep],
+) -> JobRow:
+    row = new_job_row(run, index, job.workflow_name, job.spec, job.deps, now)
+    row.cache_key = decision.cache_key
+    row.cache_inputs = decision.inputs.model_dump(mode="json")
+    row.external_artifacts = [
+        a.model_dump(mode="json") for resolved in externals for a in resolved.artifacts
+    ]
+    row.reused_from = decision.origin_run
+    row.reused_job_id = decision.origin_job
+    return row
+
+
+def new_job_row(
+    run: str, index: int, workflow_name: str | None, spec: JobSpec, deps: list[int], now: datetime
+) -> JobRow:
+    """A `submitted` job row."""
     first = StatusChange(status=JobStatus.SUBMITTED, at=now)
     return JobRow(
         id=uuid.uuid4().hex,
         run_name=run,
         index=index,
-        workflow_name=job.workflow_name,
-        spec=job.spec.model_dump(mode="json"),
-        deps=list(job.deps),
+        workflow_name=workflow_name,
+        spec=spec.model_dump(mode="json"),
+        deps=list(deps),
         status=JobStatus.SUBMITTED.value,
         gpu_indexes=[],
         host_ports=[],
@@ -191,18 +265,35 @@ async def _stop_job(ctx: ServerContext, session: AsyncSession, job: JobRow, abor
 
 
 async def delete_run(ctx: ServerContext, *, name: str) -> None:
-    """Remove a finished run with its jobs and logs. 409 while it is unfinished."""
+    """Remove a finished run with its jobs, logs and manifests, then the blobs nothing
+    references any more. 409 while it is unfinished, or while a tag points to it (a tag
+    promises its artifacts: delete the tag first)."""
     run = await get_run(ctx, name=name)
     if not run.status.is_finished():
         raise ConflictError(
             f"run '{name}' is {run.status.value}", hint=f"stop it first: dstack stop {name}"
         )
     async with ctx.transaction() as session:
+        tags = sorted(
+            (await session.scalars(select(TagRow.name).where(TagRow.run_name == name))).all()
+        )
+        if tags:
+            raise ConflictError(
+                f"run '{name}' is tagged {', '.join(repr(t) for t in tags)}",
+                hint=f"delete the tag first: dstack tags delete {tags[0]}",
+            )
         job_ids = select(JobRow.id).where(JobRow.run_name == name)
         await session.execute(delete(LogRow).where(LogRow.job_id.in_(job_ids)))
+        await session.execute(delete(ManifestRow).where(ManifestRow.job_id.in_(job_ids)))
         await session.execute(delete(JobRow).where(JobRow.run_name == name))
         await session.execute(delete(RunRow).where(RunRow.name == name))
         mark_changed(session)
+    await gc.collect(ctx)
+
+
+async def require_run(session: AsyncSession, name: str) -> RunRow:
+    """The run's row; `NotFoundError` when there is none."""
+    return await _require_run(session, name)
 
 
 async def _require_run(session: AsyncSession, name: str) -> RunRow:

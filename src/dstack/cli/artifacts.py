@@ -1,0 +1,68 @@
+"""Shared by the artifact commands: which run a `RUN | :TAG` names, the blob store, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dstack.api.client import Client
+    from dstack.models.artifacts import JobArtifacts
+    from dstack.storage.base import BlobStore
+
+
+def resolve_run(client: Client, ref: str) -> str:
+    """`:TAG` → the tagged run's name; anything else is a run name."""
+    if not ref.startswith(":"):
+        return ref
+    from dstack.errors import NotFoundError
+
+    tag = ref[1:]
+    for t in client.list_tags():
+        if t.name == tag:
+            return t.run_name
+    raise NotFoundError(f"tag '{tag}' does not exist", hint="see `dstack tags list`")
+
+
+def run_artifacts(client: Client, ref: str) -> list[JobArtifacts]:
+    return client.get_artifacts(resolve_run(client, ref))
+
+
+def blob_store() -> BlobStore:
+    """The local server's store: read and written directly, as its runner does."""
+    from dstack.cli.context import dstack_home, local_client
+    from dstack.storage.local import LocalBlobStore
+
+    local_client()  # the store belongs to the server: make sure it exists
+    return LocalBlobStore(dstack_home() / "server" / "blobs")
+
+
+@contextmanager
+def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for transfers over 64 MiB; otherwise nothing is drawn."""
+    if total < 64 << 20:
+        yield lambda _: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TransferSpeedColumn,
+    )
+
+    from dstack.cli.render import console
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,58 @@
+"""`dstack cp (RUN | :TAG) SOURCE TARGET`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from dstack.models.artifacts import JobArtifacts, Manifest
+
+
+def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
+    """The files under `source` (an artifact path, or a folder or file inside one), with
+    paths relative to `source`, and whether `source` is a single file."""
+    from dstack.errors import NotFoundError
+    from dstack.models.artifacts import FileEntry, Manifest
+
+    wanted = source.strip("/")
+    entries: list[FileEntry] = []
+    single = False
+    for job in artifacts:
+        for manifest in job.manifests:
+            root = manifest.path.strip("/")
+            for entry in manifest.files:
+                full = f"{root}/{entry.path}" if entry.path else root
+                if full == wanted:
+                    entries.append(entry.model_copy(update={"path": ""}))
+                    single = True
+                elif not wanted or full.startswith(wanted + "/"):
+                    rel = full[len(wanted) :].lstrip("/")
+                    entries.append(entry.model_copy(update={"path": rel}))
+    if not entries:
+        raise NotFoundError(f"no artifact file or folder '{source}'", hint="see `dstack ls RUN -r`")
+    return Manifest(path=source, files=entries), single
+
+
+@click.command()
+@click.argument("ref", metavar="RUN|:TAG")
+@click.argument("source")
+@click.argument("target", type=click.Path(path_type=Path))
+def cp(ref: str, source: str, target: Path) -> None:
+    """Copy an artifact (or a file or folder inside one) out of a run to TARGET."""
+    from dstack.cli.artifacts import blob_store, progress, run_artifacts
+    from dstack.cli.context import local_client
+    from dstack.cli.render import size
+    from dstack.storage.transfer import place
+
+    manifest, single = select(run_artifacts(local_client(), ref), source)
+    if single and target.is_dir():
+        target = target / Path(source).name
+    if single:
+        # `place` writes entries under a root: a single file's entry path is "".
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with progress(manifest.size, f"copying {source}") as advance:
+        stats = place(manifest, target, blob_store(), progress=advance)
+    click.echo(f"Copied {stats.files} file(s), {size(manifest.size)}, to {target}")

@@ -1,0 +1,68 @@
+"""`dstack ls (RUN | :TAG) [-r] [--total] [PREFIX]`"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from dstack.models.artifacts import JobArtifacts
+
+
+def artifact_files(artifacts: list[JobArtifacts]) -> list[tuple[str, int]]:
+    """Every stored file as (`<artifact path>/<file>`, size), sorted by path."""
+    files: list[tuple[str, int]] = []
+    for job in artifacts:
+        for manifest in job.manifests:
+            root = manifest.path.rstrip("/")
+            for entry in manifest.files:
+                files.append((f"{root}/{entry.path}" if entry.path else root, entry.size))
+    return sorted(files)
+
+
+def listing(files: list[tuple[str, int]], prefix: str, recursive: bool) -> list[tuple[str, int]]:
+    """Like `ls PREFIX`: the entries right under it (folders with a `/` and their total size),
+    or, with `recursive`, every file under it."""
+    prefix = prefix.strip("/")
+    under = [
+        (path, n)
+        for path, n in files
+        if not prefix or path == prefix or path.startswith(prefix + "/")
+    ]
+    if recursive:
+        return under
+    rows: dict[str, int] = {}
+    for path, n in under:
+        rest = path[len(prefix) :].lstrip("/") if prefix else path
+        head, sep, _ = rest.partition("/")
+        name = f"{prefix}/{head}" if prefix and rest else (head or path)
+        key = name + "/" if sep else name
+        rows[key] = rows.get(key, 0) + n
+    return sorted(rows.items())
+
+
+@click.command()
+@click.argument("ref", metavar="RUN|:TAG")
+@click.argument("prefix", required=False, default="")
+@click.option("-r", "--recursive", is_flag=True, help="List every file, not only the top level.")
+@click.option("--total", is_flag=True, help="Print the total size at the end.")
+def ls(ref: str, prefix: str, recursive: bool, total: bool) -> None:
+    """List the artifacts of a run, or of the run a tag points to."""
+    from dstack.cli.artifacts import run_artifacts
+    from dstack.cli.context import local_client
+    from dstack.cli.render import console, size, table
+
+    files = artifact_files(run_artifacts(local_client(), ref))
+    rows = listing(files, prefix, recursive)
+    if not rows:
+        click.echo(f"No artifacts{f' under {prefix}' if prefix else ''} in {ref}.")
+        return
+    t = table("PATH", "SIZE")
+    t.columns[1].justify = "right"
+    for path, n in rows:
+        t.add_row(path, size(n))
+    out = console()
+    out.print(t)
+    if total:
+        out.print(f"total {size(sum(n for _, n in rows))} in {len(rows)} entries")

@@ -1,0 +1,24 @@
+"""`dstack prune cache WORKFLOW`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def prune() -> None:
+    """Free space taken by saved state."""
+
+
+@prune.command("cache")
+@click.argument("workflow")
+def prune_cache(workflow: str) -> None:
+    """Empty the saved `cache:` folders of WORKFLOW in this repository."""
+    from dstack.cli.context import local_client
+    from dstack.repo.git import find_repo_root, read_repo_state
+
+    state = read_repo_state(find_repo_root(Path.cwd()))
+    deleted = local_client().prune_cache(state.repo_id, workflow)
+    click.echo(f"Emptied {deleted} cached path(s) of workflow '{workflow}'.")

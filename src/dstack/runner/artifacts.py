@@ -1,0 +1,195 @@
+"""Artifact sync: a running job's declared paths go to the blob store as they change.
+
+While the job runs, each artifact path is scanned every `artifact_sync_interval` seconds
+(`mount_sync_interval` for `mount: true`); only files whose blobs are missing are uploaded,
+and the server gets the manifest when it changed. After the job's processes are gone,
+`finish` scans and pushes once more and saves the workflow caches, so a crash, stop or abort
+keeps everything that was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dstack.errors import DstackError
+from dstack.models.artifacts import Manifest
+from dstack.models.job import JobSpec
+from dstack.runner.paths import JobPaths
+from dstack.runner.settings import RunnerSettings
+from dstack.runner.sizes import format_size
+from dstack.storage.base import BlobStore
+
+if TYPE_CHECKING:
+    from dstack.storage.statcache import StatCache
+    from dstack.storage.transfer import TransferStats
+
+log = logging.getLogger(__name__)
+
+PostManifest = Callable[[Manifest], None]
+
+
+@dataclass
+class _Tracked:
+    """One declared path and what the server already has of it."""
+
+    declared: str
+    host: Path
+    interval: float
+    movable: bool
+    due: float
+    posted: str | None = None
+    """Digest of the manifest the server holds (None: nothing posted yet)."""
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+
+    def record(self, stats: TransferStats) -> None:
+        self.uploaded_files += stats.files
+        self.uploaded_bytes += stats.bytes
+
+    def summary(self, manifest: Manifest, *, cache: bool) -> str:
+        """`uploaded 3 files (1.2 GB) of model/; 10 unchanged` (over the whole job)."""
+        unchanged = max(0, len(manifest.files) - self.uploaded_files)
+        files = "file" if self.uploaded_files == 1 else "files"
+        uploaded = f"uploaded {self.uploaded_files} {files} ({format_size(self.uploaded_bytes)})"
+        if cache:
+            return f"saved cache {self.declared}: {uploaded}; {unchanged} unchanged"
+        return f"{uploaded} of {self.declared}; {unchanged} unchanged"
+
+
+class ArtifactSync:
+    """Keeps one job's artifacts (and, at the end, its workflow caches) in the blob store.
+
+    `start` runs the periodic sync on a thread; `stop` ends it after the sync in progress;
+    `finish` is the final sync, called once the job's processes are gone. `post_artifact`
+    and `post_cache` send a manifest to the server; both are called only after every blob
+    the manifest names was stored.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        paths: JobPaths,
+        store: BlobStore,
+        settings: RunnerSettings,
+        post_artifact: PostManifest,
+        post_cache: PostManifest,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from dstack.storage.statcache import StatCache
+
+        self._store = store
+        self._post_artifact = post_artifact
+        self._post_cache = post_cache
+        self._clock = clock
+        self._base = paths.working_dir
+        self._stat_cache: StatCache = StatCache(None)
+        now = clock()
+        self._artifacts = [
+            _tracked(a.path, paths, now, _interval(a.mount, settings)) for a in spec.artifacts
+        ]
+        self._caches = [_tracked(path, paths, now, 0.0) for path in spec.cache]
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="artifact-sync", daemon=True)
+
+    def start(self) -> ArtifactSync:
+        if self._artifacts:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """End the periodic sync; blocks until a sync in progress is done."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def has_work(self, *, caches: bool) -> bool:
+        """True when the job declared artifacts (or caches, with `caches`) to sync at the end."""
+        return bool(self._artifacts or (caches and self._caches))
+
+    def finish(self, *, move: bool, caches: bool) -> list[str]:
+        """Final scan and push of every artifact (and cache, with `caches`); summary lines.
+
+        With `move`, files inside the job dir are moved into a local store instead of copied:
+        the job dir is about to be deleted. Raises `DstackError` when a push or post failed.
+        """
+        self.stop()
+        saved = self._caches if caches else []
+        scanned = [(t, self._scan(t)) for t in [*self._artifacts, *saved]]
+        lines = []
+        for tracked, manifest in scanned:
+            is_cache = tracked in saved
+            post = self._post_cache if is_cache else self._post_artifact
+            self._push(tracked, manifest, post, move=move and tracked.movable, force=is_cache)
+            lines.append(tracked.summary(manifest, cache=is_cache))
+        return lines
+
+    def sync_due(self) -> None:
+        """One periodic round: sync the artifacts whose interval has passed."""
+        now = self._clock()
+        for tracked in self._artifacts:
+            if tracked.due > now or self._stopped.is_set():
+                continue
+            tracked.due = now + tracked.interval
+            try:
+                manifest = self._scan(tracked)
+                if manifest.files or tracked.posted is not None:
+                    self._push(tracked, manifest, self._post_artifact, move=False)
+            except (DstackError, OSError) as exc:
+                # Files change under a running job; the next round (or the final one) retries.
+                log.info("syncing %s failed, retrying later: %s", tracked.declared, exc)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self._until_due()):
+            self.sync_due()
+
+    def _until_due(self) -> float:
+        return max(0.0, min(t.due for t in self._artifacts) - self._clock())
+
+    def _scan(self, tracked: _Tracked) -> Manifest:
+        from dstack.storage.manifests import scan
+
+        return scan(tracked.host, tracked.declared, base=self._base, stat_cache=self._stat_cache)
+
+    def _push(
+        self,
+        tracked: _Tracked,
+        manifest: Manifest,
+        post: PostManifest,
+        *,
+        move: bool,
+        force: bool = False,
+    ) -> None:
+        """Upload the missing blobs, then post the manifest if the server lacks it.
+
+        `push` corrects the manifest for files that changed or vanished since the scan, so
+        what is posted always names stored blobs only.
+        """
+        from dstack.storage.transfer import push
+
+        if manifest.digest() == tracked.posted and not force:
+            return
+        stats = push(manifest, tracked.host, self._store, move=move, stat_cache=self._stat_cache)
+        tracked.record(stats)
+        post(manifest)
+        tracked.posted = manifest.digest()
+
+
+def _tracked(declared: str, paths: JobPaths, now: float, interval: float) -> _Tracked:
+    return _Tracked(
+        declared=declared,
+        host=paths.host_path(declared),
+        interval=interval,
+        movable=paths.inside_job_dir(declared),
+        due=now + interval,
+    )
+
+
+def _interval(mount: bool, settings: RunnerSettings) -> float:
+    return settings.mount_sync_interval if mount else settings.artifact_sync_interval

@@ -1,0 +1,39 @@
+"""Which blob store a job's artifacts go to: the server's folder directly, or over HTTP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from dstack.models.artifacts import StorageAccess
+from dstack.runner.settings import RunnerSettings
+from dstack.storage.base import BlobStore
+
+BlobStoreFactory = Callable[[StorageAccess], BlobStore]
+
+
+def open_blob_store(access: StorageAccess, settings: RunnerSettings) -> BlobStore:
+    """`LocalBlobStore` when `access` names a folder this runner can write, else HTTP.
+
+    The local server hands its own runner the folder, which saves copying every byte through
+    HTTP; a runner on another machine (or another user) cannot write it and uses the API.
+    """
+    if access.kind == "local" and access.path and _writable_dir(Path(access.path)):
+        from dstack.storage.local import LocalBlobStore
+
+        return LocalBlobStore(Path(access.path))
+    from dstack.storage.http import HttpBlobStore
+
+    return HttpBlobStore(settings.server_url, settings.token)
+
+
+def is_local(store: BlobStore) -> bool:
+    """True for a store on this machine's disk: files can be moved into it."""
+    from dstack.storage.local import LocalBlobStore
+
+    return isinstance(store, LocalBlobStore)
+
+
+def _writable_dir(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)

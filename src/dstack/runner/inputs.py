@@ -1,0 +1,54 @@
+"""The `downloading` step after the code: dependency artifacts and saved workflow caches.
+
+Every file is a verified copy of its blob (never a hard link), so a job writing to a placed
+file cannot corrupt the store.
+"""
+
+from __future__ import annotations
+
+from dstack.errors import DstackError
+from dstack.models.artifacts import DepArtifacts, Manifest
+from dstack.models.protocol import JobAssignment
+from dstack.runner.errors import JobStartError
+from dstack.runner.executors.base import Notice
+from dstack.runner.paths import JobPaths
+from dstack.runner.sizes import format_size
+from dstack.storage.base import BlobStore
+
+
+def place_inputs(
+    assignment: JobAssignment, paths: JobPaths, store: BlobStore, notice: Notice
+) -> None:
+    """Place every dependency's artifacts, then restore the workflow caches.
+
+    A missing or corrupt blob raises `JobStartError` naming the dependency, its artifact path
+    and (through the storage error) the blob; what was placed before stays in the job dir.
+    """
+    for dep in assignment.deps:
+        for manifest in dep.manifests:
+            _place(manifest, paths, store, what=f"artifact '{manifest.path}' of {_label(dep)}")
+            notice(f"placed {_files(manifest)} of {_label(dep)} at {manifest.path}")
+    for cache in assignment.caches:
+        _place(cache, paths, store, what=f"cache '{cache.path}'")
+        notice(f"restored cache {cache.path}: {_files(cache)}")
+
+
+def _place(manifest: Manifest, paths: JobPaths, store: BlobStore, *, what: str) -> None:
+    from dstack.storage.transfer import place
+
+    try:
+        place(manifest, paths.host_path(manifest.path), store)
+    except DstackError as exc:
+        raise JobStartError(f"cannot place {what}: {exc.message}", exc.hint) from exc
+    except OSError as exc:
+        raise JobStartError(f"cannot place {what}: {exc}") from exc
+
+
+def _label(dep: DepArtifacts) -> str:
+    name = f"'{dep.workflow_name}' " if dep.workflow_name else ""
+    return f"dependency {name}(run {dep.run_name})"
+
+
+def _files(manifest: Manifest) -> str:
+    count = len(manifest.files)
+    return f"{count} file{'' if count == 1 else 's'} ({format_size(manifest.size)})"

@@ -1,0 +1,137 @@
+"""Tags: a name (unique per server) pointing at a successful run and so at its artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dstack.errors import ConflictError, NotFoundError
+from dstack.models.artifacts import Tag
+from dstack.models.job import JobStatus
+from dstack.server.context import ServerContext, mark_changed
+from dstack.server.db.models import JobRow, ManifestRow, RunRow, TagRow
+from dstack.server.errors import InvalidRequestError
+
+
+async def list_tags(ctx: ServerContext, *, repo_id: str | None = None) -> list[Tag]:
+    """Every tag (of one repository when `repo_id` is given), newest first."""
+    async with ctx.transaction() as session:
+        query = select(TagRow).order_by(TagRow.created_at.desc(), TagRow.name)
+        if repo_id is not None:
+            query = query.where(TagRow.repo_id == repo_id)
+        rows = (await session.scalars(query)).all()
+        return await _to_models(session, rows)
+
+
+async def add_tag(ctx: ServerContext, *, name: str, run_name: str) -> Tag:
+    """Tag a run that succeeded. 404: no such run; 409: the name is taken, or the run is
+    not done (yet, or ever)."""
+    _check_name(name)
+    async with ctx.transaction() as session:
+        run = await session.get(RunRow, run_name)
+        if run is None:
+            raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
+        existing = await session.get(TagRow, name)
+        if existing is not None:
+            raise ConflictError(
+                f"tag '{name}' already exists (on run {existing.run_name})",
+                hint=f"delete it first: dstack tags delete {name}",
+            )
+        if not await run_is_done(session, run_name):
+            raise ConflictError(
+                f"run '{run_name}' did not succeed, so it cannot be tagged",
+                hint="tag a run whose status is done",
+            )
+        row = await set_tag(session, name, run, ctx.clock())
+        await session.flush()
+        return (await _to_models(session, [row]))[0]
+
+
+async def delete_tag(ctx: ServerContext, *, name: str) -> None:
+    """Remove the tag (not the run); then reclaim blobs nothing references. 404 if missing."""
+    from dstack.server.services import gc
+
+    async with ctx.transaction() as session:
+        row = await session.get(TagRow, name)
+        if row is None:
+            raise NotFoundError(f"tag '{name}' does not exist", hint="see `dstack tags list`")
+        await session.delete(row)
+        mark_changed(session)
+    await gc.collect(ctx)
+
+
+async def set_tag(session: AsyncSession, name: str, run: RunRow, now: datetime) -> TagRow:
+    """Point `name` at `run`, moving it if it points elsewhere."""
+    existing = await session.get(TagRow, name)
+    if existing is None:
+        row = _new_row(name, run, now)
+        session.add(row)
+        return row
+    existing.run_name, existing.repo_id = run.name, run.repo_id
+    existing.workflow_name, existing.created_at = run.workflow_name, now
+    return existing
+
+
+async def on_job_done(session: AsyncSession, job: JobRow, now: datetime) -> None:
+    """Called when a job became done: a run submitted with a tag gets it once every job is
+    done (the tag moves if it pointed at another run)."""
+    run = await session.get(RunRow, job.run_name)
+    if run is None or not run.tag:
+        return
+    if await run_is_done(session, run.name):
+        await set_tag(session, run.tag, run, now)
+
+
+async def run_is_done(session: AsyncSession, run_name: str) -> bool:
+    statuses = (
+        await session.scalars(select(JobRow.status).where(JobRow.run_name == run_name))
+    ).all()
+    return bool(statuses) and all(s == JobStatus.DONE.value for s in statuses)
+
+
+def _new_row(name: str, run: RunRow, now: datetime) -> TagRow:
+    return TagRow(
+        name=name,
+        run_name=run.name,
+        repo_id=run.repo_id,
+        workflow_name=run.workflow_name,
+        created_at=now,
+    )
+
+
+def _check_name(name: str) -> None:
+    if not name or ":" in name or "/" in name or name.strip() != name:
+        raise InvalidRequestError(
+            f"'{name}' is not a valid tag name",
+            hint="use letters, digits, dots, dashes and underscores",
+        )
+
+
+async def _to_models(session: AsyncSession, rows: Sequence[TagRow]) -> list[Tag]:
+    sizes = await _run_sizes(session, [r.run_name for r in rows])
+    return [
+        Tag(
+            name=r.name,
+            run_name=r.run_name,
+            repo_id=r.repo_id,
+            workflow_name=r.workflow_name,
+            created_at=r.created_at,
+            size=sizes.get(r.run_name, 0),
+        )
+        for r in rows
+    ]
+
+
+async def _run_sizes(session: AsyncSession, runs: list[str]) -> dict[str, int]:
+    if not runs:
+        return {}
+    rows = await session.execute(
+        select(JobRow.run_name, func.coalesce(func.sum(ManifestRow.size), 0))
+        .join(ManifestRow, ManifestRow.job_id == JobRow.id)
+        .where(JobRow.run_name.in_(runs))
+        .group_by(JobRow.run_name)
+    )
+    return {run: int(size) for run, size in rows}

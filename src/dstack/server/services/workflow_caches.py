@@ -1,0 +1,66 @@
+"""Workflow caches (`cache: [path]`): saved after a job, restored before the next one of the
+same workflow in the same repository."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dstack.models.artifacts import Manifest
+from dstack.server.context import ServerContext
+from dstack.server.db.models import RunRow, WorkflowCacheRow
+from dstack.server.services.artifacts import check_runner, require_blobs, require_job
+
+
+async def save_cache(
+    ctx: ServerContext, *, job_id: str, manifest: Manifest, runner_id: str | None
+) -> None:
+    """Replace the saved cache of `manifest.path` for the job's (repository, workflow).
+
+    Same checks as artifact manifests: 404 job gone, 409 not this runner's, 400 blobs
+    missing.
+    """
+    require_blobs(ctx.blobs, [f.digest for f in manifest.files])
+    async with ctx.transaction() as session:
+        job = await require_job(session, job_id)
+        check_runner(job, runner_id)
+        run = await session.get(RunRow, job.run_name)
+        assert run is not None
+        key = (run.repo_id, job.workflow_name or "", manifest.path)
+        row = await session.get(WorkflowCacheRow, key)
+        if row is None:
+            row = WorkflowCacheRow(repo_id=key[0], workflow_name=key[1], path=key[2])
+            session.add(row)
+        row.manifest = manifest.model_dump(mode="json")
+        row.digest = manifest.digest()
+        row.size = manifest.size
+        row.updated_at = ctx.clock()
+
+
+async def caches_for(session: AsyncSession, repo_id: str, workflow: str | None) -> list[Manifest]:
+    """The saved caches of a workflow, by path."""
+    rows = await session.scalars(
+        select(WorkflowCacheRow)
+        .where(
+            WorkflowCacheRow.repo_id == repo_id,
+            WorkflowCacheRow.workflow_name == (workflow or ""),
+        )
+        .order_by(WorkflowCacheRow.path)
+    )
+    return [Manifest.model_validate(r.manifest) for r in rows]
+
+
+async def prune_caches(ctx: ServerContext, *, repo_id: str, workflow: str) -> int:
+    """Forget every saved cache of the workflow, then reclaim the blobs nothing else
+    references. Returns how many cache paths were removed (0 is not an error)."""
+    from dstack.server.services import gc
+
+    async with ctx.transaction() as session:
+        result = await session.execute(
+            delete(WorkflowCacheRow).where(
+                WorkflowCacheRow.repo_id == repo_id, WorkflowCacheRow.workflow_name == workflow
+            )
+        )
+        deleted = int(getattr(result, "rowcount", 0) or 0)
+    await gc.collect(ctx)
+    return deleted

@@ -1,0 +1,186 @@
+"""`HttpBlobStore`: the blob store of a server, reached through its `/api/blobs` endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+
+from dstack.errors import AuthError, NotFoundError, StorageError
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch
+
+_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+
+class HttpBlobStore:
+    """HEAD/GET/PUT `/api/blobs/{digest}` and POST `/api/blobs/missing`.
+
+    Uploads are streamed and hashed on the way (a file that no longer matches its digest
+    raises `BlobMismatchError`; the server refuses it too); downloads are verified before
+    they replace their target. Network failures become `StorageError` naming the server.
+    Deleting and listing blobs are the server's business (`dstack rm`), not a client's.
+    Thread-safe (one pooled `httpx.Client`).
+    """
+
+    def __init__(
+        self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self._base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+            timeout=_TIMEOUT,
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections (also on leaving a `with` block)."""
+        self._client.close()
+
+    def __enter__(self) -> HttpBlobStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def exists(self, digest: str) -> bool:
+        response = self._request("HEAD", f"/api/blobs/{check_digest(digest)}", missing_ok=True)
+        return response.status_code == 200
+
+    def missing(self, digests: list[str]) -> list[str]:
+        """The distinct digests (in the order given) the server lacks, in one request; a
+        server without the batch endpoint is asked per digest."""
+        unique = [check_digest(d) for d in dict.fromkeys(digests)]
+        if not unique:
+            return []
+        response = self._request(
+            "POST", "/api/blobs/missing", json={"digests": unique}, missing_ok=True
+        )
+        if response.status_code in (404, 405):
+            return [d for d in unique if not self.exists(d)]
+        answer = set(_json(response, "missing"))
+        return [d for d in unique if d in answer]
+
+    def put_file(self, path: Path, digest: str) -> None:
+        hasher = hashlib.sha256()
+        try:
+            with path.open("rb") as file:
+                self._put(digest, _hashing(file.read, hasher))
+        except OSError as exc:
+            raise StorageError(f"cannot upload {path} as blob {digest}: {exc.strerror}") from exc
+        except StorageError:
+            if hasher.hexdigest() != digest:
+                raise mismatch(digest, hasher.hexdigest()) from None
+            raise
+
+    def put_bytes(self, data: bytes, digest: str) -> None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise mismatch(digest, actual)
+        self._put(digest, data)
+
+    def open(self, digest: str) -> Iterator[bytes]:
+        check_digest(digest)
+        self.size(digest)  # a missing blob fails here, before the first chunk is asked for
+        return self._chunks(digest)
+
+    def size(self, digest: str) -> int:
+        response = self._request("HEAD", f"/api/blobs/{check_digest(digest)}", missing_ok=True)
+        if response.status_code == 404:
+            raise NotFoundError(f"blob {digest} not found on {self._base_url}")
+        return int(response.headers.get("content-length", "0"))
+
+    def get_file(self, digest: str, target: Path) -> None:
+        chunks = self.open(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def delete(self, digest: str) -> NoReturn:
+        raise StorageError(
+            f"cannot delete blob {digest} over HTTP", hint="the server reclaims blobs on `rm`"
+        )
+
+    def list_digests(self) -> NoReturn:
+        raise StorageError("cannot list blobs over HTTP", hint="ask the server's operator")
+
+    def _put(self, digest: str, content: bytes | Iterator[bytes]) -> None:
+        self._request("PUT", f"/api/blobs/{check_digest(digest)}", content=content)
+
+    def _chunks(self, digest: str) -> Iterator[bytes]:
+        hasher = hashlib.sha256()
+        try:
+            with self._client.stream("GET", f"/api/blobs/{digest}") as response:
+                _raise_for(response, self._base_url)
+                for chunk in response.iter_bytes(CHUNK_SIZE):
+                    hasher.update(chunk)
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        if hasher.hexdigest() != digest:
+            raise mismatch(digest, hasher.hexdigest())
+
+    def _request(
+        self, method: str, url: str, *, missing_ok: bool = False, **kwargs: object
+    ) -> httpx.Response:
+        try:
+            response = self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        if not (missing_ok and response.status_code in (404, 405)):
+            _raise_for(response, self._base_url)
+        return response
+
+    def _unreachable(self, exc: httpx.HTTPError) -> StorageError:
+        return StorageError(
+            f"cannot reach the blob store at {self._base_url}: {exc}",
+            hint="check that the server is running and reachable",
+        )
+
+
+def _hashing(read: Callable[[int], bytes], hasher: hashlib._Hash) -> Iterator[bytes]:
+    while chunk := read(CHUNK_SIZE):
+        hasher.update(chunk)
+        yield chunk
+
+
+def _raise_for(response: httpx.Response, base_url: str) -> None:
+    if response.status_code < 400:
+        return
+    if response.status_code == 401:
+        raise AuthError(f"the server at {base_url} refused the token", hint="check the token")
+    response.read()
+    message, hint = _error_of(response)
+    if response.status_code == 404:
+        raise NotFoundError(message, hint)
+    raise StorageError(message, hint)
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        error = response.json()["error"]
+        return str(error["message"]), error.get("hint")
+    except (ValueError, KeyError, TypeError):
+        return f"the blob store answered {response.status_code} to {response.request.url}", None
+
+
+def _json(response: httpx.Response, key: str) -> list[str]:
+    try:
+        value = response.json()[key]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"unexpected answer from {response.request.url}") from exc
+    return [str(v) for v in value]

@@ -1,0 +1,261 @@
+"""Moving artifact files between a folder and a blob store: `push` and `place`.
+
+Both run files through a thread pool (hashing, copying and HTTP release the GIL), so many
+small files go at disk speed rather than at one file per round trip. Neither fsyncs: see
+`LocalBlobStore` for why that is safe for the store; placed files are re-placed on a retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from dstack.errors import StorageError
+from dstack.models.artifacts import FileEntry, Manifest
+from dstack.storage.base import (
+    BlobMismatchError,
+    BlobStore,
+    SupportsAdopt,
+    SupportsCopyIn,
+    missing_of,
+)
+from dstack.storage.statcache import StatCache
+
+Progress = Callable[[int], None]
+_ATTEMPTS = 3
+
+
+@dataclass
+class TransferStats:
+    """What a transfer did: files/bytes that went, and those left alone (already there)."""
+
+    files: int = 0
+    bytes: int = 0
+    skipped_files: int = 0
+    skipped_bytes: int = 0
+
+    def skip(self, entry: FileEntry) -> None:
+        self.skipped_files += 1
+        self.skipped_bytes += entry.size
+
+    def add(self, entry: FileEntry) -> None:
+        self.files += 1
+        self.bytes += entry.size
+
+
+def push(
+    manifest: Manifest,
+    root: Path,
+    store: BlobStore,
+    *,
+    move: bool = False,
+    workers: int = 4,
+    progress: Progress | None = None,
+    stat_cache: StatCache | None = None,
+) -> TransferStats:
+    """Upload the blobs of `manifest` (files under `root`, its artifact root) that `store`
+    lacks; blobs already stored are never sent again.
+
+    One `missing()` query for the whole manifest when the store offers it. `move=True` lets
+    a store that can `adopt` take the files by rename (the folder is about to be deleted).
+    `stat_cache` (the one `scan` used) lets unchanged files be copied without hashing them a
+    second time. A file that changed since the scan is hashed again and stored under its new
+    digest; a file that vanished is dropped. `manifest.files` is updated in place to say
+    what was stored. `progress(n)` is called in the calling thread as each file's bytes land.
+    """
+    stats = TransferStats()
+    lacking = set(missing_of(store, [entry.digest for entry in manifest.files]))
+    groups: dict[str, list[FileEntry]] = {}
+    for entry in manifest.files:
+        if entry.digest in lacking:
+            groups.setdefault(entry.digest, []).append(entry)
+        else:
+            stats.skip(entry)
+    replaced: dict[str, FileEntry | None] = {}
+    uploader = _Uploader(store, root, move=move, stat_cache=stat_cache)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = [pool.submit(uploader.upload_group, group) for group in groups.values()]
+        for future in as_completed(futures):
+            tried, untried = future.result()
+            for entry in untried:
+                stats.skip(entry)
+            for entry, stored in tried:
+                if stored is not entry:
+                    replaced[entry.path] = stored
+                if stored is not None:
+                    stats.add(stored)
+                    if progress:
+                        progress(stored.size)
+    if replaced:
+        manifest.files = _replace(manifest.files, replaced)
+    return stats
+
+
+Tried = list[tuple[FileEntry, FileEntry | None]]
+
+
+class _Uploader:
+    def __init__(
+        self, store: BlobStore, root: Path, *, move: bool, stat_cache: StatCache | None
+    ) -> None:
+        self._store = store
+        self._root = root
+        self._move = move
+        self._cache = stat_cache
+
+    def upload_group(self, group: list[FileEntry]) -> tuple[Tried, list[FileEntry]]:
+        """Store one of the files sharing a digest; the next is tried when one turns out to
+        have changed since the scan. Returns (tried: (entry, stored as), not needed)."""
+        tried: Tried = []
+        for index, entry in enumerate(group):
+            stored = self.upload(entry, _file(self._root, entry))
+            tried.append((entry, stored))
+            if stored is entry:
+                return tried, group[index + 1 :]
+        return tried, []
+
+    def upload(self, entry: FileEntry, file: Path) -> FileEntry | None:
+        """Store `file`; return the entry it was stored as (a new one when it changed since
+        the scan), or None when it is gone."""
+        for _ in range(_ATTEMPTS):
+            st = _stat(file)
+            if st is None:
+                return None
+            if st.st_size == entry.size and self._put(entry.digest, file, st):
+                return entry
+            fresh = self._rehash(entry, file)
+            if fresh is None:
+                return None
+            entry = fresh
+        raise StorageError(
+            f"artifact file {file} keeps changing while it is stored",
+            hint="stop writing to it, or exclude it from the artifact paths",
+        )
+
+    def _put(self, digest: str, file: Path, st: os.stat_result) -> bool:
+        """Store `file` as `digest`; False when its content no longer hashes to it."""
+        vouched = self._cache is not None and self._cache.lookup(file, st) == digest
+        try:
+            if self._move and isinstance(self._store, SupportsAdopt):
+                self._store.adopt(file, digest, st if vouched else None)
+            elif vouched and isinstance(self._store, SupportsCopyIn):
+                self._store.copy_in(file, digest, st)
+            else:
+                self._store.put_file(file, digest)
+        except BlobMismatchError:
+            return False
+        return True
+
+    def _rehash(self, entry: FileEntry, file: Path) -> FileEntry | None:
+        cache = self._cache if self._cache is not None else StatCache(None)
+        st = _stat(file)
+        try:
+            digest = cache.digest(file, st) if st is not None else None
+        except FileNotFoundError:
+            digest = None
+        if st is None or digest is None:
+            return None
+        return FileEntry(path=entry.path, size=st.st_size, mode=st.st_mode & 0o777, digest=digest)
+
+
+def place(
+    manifest: Manifest,
+    target: Path,
+    store: BlobStore,
+    *,
+    workers: int = 4,
+    progress: Progress | None = None,
+    stat_cache: StatCache | None = None,
+) -> TransferStats:
+    """Write the files of `manifest` under `target` (its artifact root; for a single-file
+    artifact, the file itself), creating folders and restoring modes.
+
+    Each file is a verified copy of its blob, written to a temp name and renamed: never a
+    hard link, so a job writing to it cannot corrupt the store. A corrupt blob raises
+    `StorageError` naming it; files placed before stay. A file already there with the same
+    size and digest is left alone (its mode is restored). An entry whose path would leave
+    `target` is refused. `progress(n)` is called in the calling thread per file placed.
+    """
+    stats = TransferStats()
+    todo: list[tuple[FileEntry, Path]] = []
+    for entry in manifest.files:
+        dest = _dest(target, entry)
+        if _already_there(dest, entry, stat_cache):
+            stats.skip(entry)
+        else:
+            todo.append((entry, dest))
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = {pool.submit(_fetch, store, e, dest): e for e, dest in todo}
+        for future in as_completed(futures):
+            future.result()
+            entry = futures[future]
+            stats.add(entry)
+            if progress:
+                progress(entry.size)
+    return stats
+
+
+def _fetch(store: BlobStore, entry: FileEntry, dest: Path) -> None:
+    tmp = dest.with_name(f".dstack-{uuid.uuid4().hex[:12]}-{dest.name}"[:255])
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(entry.digest, tmp)
+        os.chmod(tmp, entry.mode)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot place {dest}: {exc.strerror}",
+            hint="a file or folder in the way must be removed first",
+        ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _already_there(dest: Path, entry: FileEntry, cache: StatCache | None) -> bool:
+    try:
+        st = dest.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+        return False
+    if (cache if cache is not None else StatCache(None)).digest(dest, st) != entry.digest:
+        return False
+    if st.st_mode & 0o777 != entry.mode:
+        os.chmod(dest, entry.mode)
+    return True
+
+
+def _dest(target: Path, entry: FileEntry) -> Path:
+    """Where an entry goes; refuses paths that would leave `target`."""
+    if entry.path == "":
+        return target
+    rel = PurePosixPath(entry.path)
+    if rel.is_absolute() or ".." in rel.parts or "\0" in entry.path:
+        raise StorageError(
+            f"manifest entry '{entry.path}' points outside its artifact folder",
+            hint="the manifest is corrupt; upload the artifact again",
+        )
+    return target.joinpath(*rel.parts)
+
+
+def _file(root: Path, entry: FileEntry) -> Path:
+    return root / entry.path if entry.path else root
+
+
+def _stat(file: Path) -> os.stat_result | None:
+    try:
+        return os.stat(file)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _replace(files: list[FileEntry], replaced: dict[str, FileEntry | None]) -> list[FileEntry]:
+    kept = (replaced.get(f.path, f) for f in files)
+    return [f for f in kept if f is not None]

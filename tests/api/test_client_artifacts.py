@@ -1,0 +1,129 @@
+"""Artifacts, caching, tags, uploads and caches through the typed clients and a real server."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from dstack.api import Client, RunnerClient
+from dstack.api.base import BaseClient
+from dstack.errors import ConflictError, NotFoundError, StorageError
+from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.job import JobSpec, JobStatus, TerminationReason
+from dstack.models.protocol import (
+    JobStatusUpdate,
+    JobSubmission,
+    RegisterRunnerRequest,
+    SubmitRunRequest,
+    UploadRunRequest,
+)
+from dstack.models.repo import RepoRef
+from dstack.models.resources import HostResources
+from dstack.models.workflow import ArtifactSpec, DepKind, DepRef
+
+from .conftest import LiveServer
+
+REPO = RepoRef(repo_id="acme/models", tree="t" * 40)
+
+
+def _request(tag: str | None = None, external: list[DepRef] | None = None) -> SubmitRunRequest:
+    spec = JobSpec(
+        provider="bash", commands=["python train.py"], artifacts=[ArtifactSpec(path="out")]
+    )
+    job = JobSubmission(
+        workflow_name="train", spec=spec, code_key="tree-1", external_deps=external or []
+    )
+    return SubmitRunRequest(repo=REPO, workflow_name="train", tag=tag, jobs=[job])
+
+
+def _runner(server: LiveServer) -> RunnerClient:
+    runner = RunnerClient(server.url, server.token)
+    resources = HostResources(cpus=2, memory_mib=4096, disk_mib=10_000)
+    runner.register(
+        RegisterRunnerRequest(name="fake", host="h", resources=resources, executors=["process"])
+    )
+    return runner
+
+
+def _upload(client: BaseClient, tmp_path: Path, path: str, content: bytes) -> Manifest:
+    digest = hashlib.sha256(content).hexdigest()
+    if client.missing_blobs([digest]):
+        file = tmp_path / digest
+        file.write_bytes(content)
+        client.put_blob(file, digest)
+    entry = FileEntry(path="file.bin", size=len(content), mode=0o644, digest=digest)
+    return Manifest(path=path, files=[entry])
+
+
+def test_artifacts_cache_and_tags_end_to_end(live_server: LiveServer, tmp_path: Path) -> None:
+    live_server.settings.gc_grace_seconds = 0
+    with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
+        assert [j.reason for j in user.plan_run(_request()).jobs] == ["no earlier run"]
+        run = user.submit_run(_request(tag="best"))
+        assignment = runner.claim(wait_seconds=10)
+        assert assignment is not None
+        assert assignment.storage.kind == "local"
+        out = _upload(runner, tmp_path, "out", b"model")
+        pip = _upload(runner, tmp_path, "~/.cache/pip", b"wheel")
+        runner.post_artifacts(assignment.job_id, out)
+        runner.post_cache(assignment.job_id, pip)
+        for status in (JobStatus.RUNNING, JobStatus.UPLOADING, JobStatus.DONE):
+            runner.report_status(assignment.job_id, JobStatusUpdate(status=status))
+
+        [produced] = user.get_artifacts(run.name)
+        assert produced.manifests == [out]
+        assert [(t.name, t.run_name) for t in user.list_tags(repo_id="acme/models")] == [
+            ("best", run.name)
+        ]
+        plan = user.plan_run(_request())
+        assert [(j.cached_from, j.reason) for j in plan.jobs] == [(run.name, "cached")]
+
+        cached = user.submit_run(_request())
+        assert cached.status is JobStatus.DONE
+        assert cached.jobs[0].reason is TerminationReason.CACHED
+        assert cached.jobs[0].reused_from == run.name
+        assert user.get_artifacts(cached.name)[0].run_name == run.name
+
+        with pytest.raises(ConflictError, match="tagged 'best'"):
+            user.delete_run(run.name)
+        user.delete_tag("best")
+        user.delete_run(run.name)
+        assert user.get_artifacts(cached.name)[0].manifests == [out]
+        assert user.missing_blobs([out.files[0].digest]) == []
+
+        assert user.prune_cache("acme/models", "train") == 1
+        assert user.missing_blobs([pip.files[0].digest]) == [pip.files[0].digest]
+
+
+def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path) -> None:
+    with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
+        with pytest.raises(NotFoundError, match="tag 'data' does not exist"):
+            user.submit_run(_request(external=[DepRef(kind=DepKind.TAG, tag="data")]))
+        assert user.list_runs(all=True) == []
+
+        data = _upload(user, tmp_path, "data", b"rows")
+        uploaded = user.upload_run(UploadRunRequest(tag="data", repo=REPO, manifests=[data]))
+        assert (uploaded.status, uploaded.tag) == (JobStatus.DONE, "data")
+        [tag] = user.list_tags()
+        assert (tag.name, tag.run_name, tag.size) == ("data", uploaded.name, 4)
+
+        user.submit_run(_request(external=[DepRef(kind=DepKind.TAG, tag="data")]))
+        assignment = runner.claim(wait_seconds=10)
+        assert assignment is not None
+        assert [(d.run_name, d.manifests) for d in assignment.deps] == [(uploaded.name, [data])]
+
+        with pytest.raises(ConflictError, match="already exists"):
+            user.add_tag("data", uploaded.name)
+        with pytest.raises(ConflictError, match="did not succeed"):
+            user.add_tag("wip", assignment.run_name)
+        assert user.add_tag("v1", uploaded.name).run_name == uploaded.name
+        absent = hashlib.sha256(b"absent").hexdigest()
+        bad = Manifest(path="x", files=[FileEntry(path="a", size=1, mode=0o644, digest=absent)])
+        with pytest.raises(StorageError, match=absent):
+            user.upload_run(UploadRunRequest(tag="v2", repo=REPO, manifests=[bad]))
+        with pytest.raises(StorageError, match=absent):
+            runner.post_artifacts(assignment.job_id, bad)
+        with pytest.raises(NotFoundError):
+            user.delete_tag("v2")

@@ -66,11 +66,12 @@ class StorageAccess(Model):
     """How a runner reaches the blob store.
 
     `local`: the store is the folder `path` on the runner's own machine (the local server),
-    read and written directly; anything else, or a folder the runner cannot see: through the
-    server's `/api/blobs` endpoints.
+    read and written directly; `presigned`: blobs go straight to object storage (S3) through
+    URLs from `POST /api/blobs/presign`; anything else, or a folder the runner cannot see:
+    through the server's `/api/blobs` endpoints.
     """
 
-    kind: str = Field("http", description="`local` or `http`.")
+    kind: str = Field("http", description="`local`, `presigned` or `http`.")
     path: str | None = None
 
 

@@ -89,6 +89,10 @@ class JobSpec(Model):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     registry_auth: RegistryAuth | None = None
     triggers: list[str] = Field(default_factory=list)
+    retry: int = Field(0, ge=0, description="Re-queue this many times after runner_lost.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Only runners with all these labels take the job."
+    )
 
 
 class StatusChange(Model):
@@ -129,3 +133,4 @@ class Job(Model):
     timings: JobTimings = Field(default_factory=JobTimings)
     submitted_at: datetime
     finished_at: datetime | None = None
+    attempt: int = Field(0, description="Re-queues so far (see `JobSpec.retry`).")

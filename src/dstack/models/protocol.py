@@ -12,6 +12,7 @@ from pydantic import Field
 
 from dstack.models.artifacts import (
     DepArtifacts,
+    JobArtifacts,
     JobExplanation,
     Manifest,
     StorageAccess,
@@ -21,6 +22,7 @@ from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.logs import LogEvent, LogStream
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
+from dstack.models.run import Run
 from dstack.models.workflow import DepRef
 
 
@@ -149,3 +151,59 @@ class LogLine(Model):
 
 class LogBatch(Model):
     lines: list[LogLine]
+
+
+# --- teams: users, runner tokens, secrets ----------------------------------------------------
+class User(Model):
+    name: str
+    is_admin: bool = False
+    repos: list[str] | None = Field(
+        None, description="repo_ids this user may see; None: every repository."
+    )
+    created_at: datetime
+
+
+class CreateUserRequest(Model):
+    name: str
+    is_admin: bool = False
+    repos: list[str] | None = None
+
+
+class CreateUserResponse(Model):
+    user: User
+    token: str = Field(description="Shown once; the server keeps only its hash.")
+
+
+class RunnerTokenResponse(Model):
+    token: str
+
+
+class Secret(Model):
+    """A secret's name and dates; the value never leaves the server except to a job."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretRequest(Model):
+    name: str
+    value: str
+
+
+# --- storage without passing bytes through the server -----------------------------------------
+class PresignRequest(Model):
+    digests: list[str]
+    method: str = Field("GET", description="`GET` or `PUT`.")
+
+
+class PresignResponse(Model):
+    urls: dict[str, str] = Field(description="digest → URL, valid for a limited time.")
+
+
+# --- moving runs between servers (push/pull) --------------------------------------------------
+class ImportRunRequest(Model):
+    """A finished run and its artifacts, copied from another server (blobs uploaded first)."""
+
+    run: Run
+    artifacts: list[JobArtifacts]

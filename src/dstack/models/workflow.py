@@ -86,6 +86,10 @@ class WorkflowSpec(Model):
     working_dir: str | None = Field(None, description="Relative to the `.dstack/` folder's parent.")
     registry_auth: RegistryAuth | None = None
     ssh: bool = False
+    retry: int = Field(0, ge=0, description="Re-queue after a lost runner this many times.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Run only on runners with these labels."
+    )
     variables: dict[str, str] = Field(
         default_factory=dict, description="Resolved variables; also exported upper-cased."
     )

@@ -92,16 +92,15 @@ def code_key(spec_triggers: list[str], state: RepoState, subdir: str) -> str:
 
 def build_request(
     plan: RunPlan,
-    repo: RepoRef,
     state: RepoState,
     *,
     subdir: str,
     tag: str | None = None,
     reload: bool = False,
 ) -> SubmitRunRequest:
-    """The request for `plan`, with each job's code key; `repo` need not be uploaded yet."""
+    """The request for `plan`, with each job's code key; its code is not uploaded yet."""
     return SubmitRunRequest(
-        repo=repo,
+        repo=RepoRef(repo_id=state.repo_id, tree=state.tree, subdir=subdir),
         workflow_name=plan.workflow_name,
         provider=plan.provider,
         args=plan.run_args,
@@ -125,14 +124,7 @@ def explain(
     client: Client, plan: RunPlan, state: RepoState, *, subdir: str, reload: bool = False
 ) -> PlanResponse:
     """What the server would do with `plan`: per job, cached (from which run) or why it runs."""
-    request = build_request(
-        plan,
-        RepoRef(repo_id=state.repo_id, tree=state.tree, subdir=subdir),
-        state,
-        subdir=subdir,
-        reload=reload,
-    )
-    return client.plan_run(request)
+    return client.plan_run(build_request(plan, state, subdir=subdir, reload=reload))
 
 
 def submit(
@@ -146,13 +138,6 @@ def submit(
     reload: bool = False,
 ) -> Run:
     # Built before uploading: a bad plan must not leave blobs behind.
-    request = build_request(
-        plan,
-        RepoRef(repo_id=state.repo_id, tree=state.tree),
-        state,
-        subdir=subdir,
-        tag=tag,
-        reload=reload,
-    )
+    request = build_request(plan, state, subdir=subdir, tag=tag, reload=reload)
     repo = upload_code(client, state, subdir, cache_dir)
     return client.submit_run(request.model_copy(update={"repo": repo}))

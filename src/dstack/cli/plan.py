@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +73,25 @@ def _explain(cwd: Path, run_plan: RunPlan, subdir: str) -> PlanResponse | None:
         state = read_repo_state(find_repo_root(cwd))
     except RepoError:
         return None
-    return explain(local_client(), run_plan, state, subdir=subdir)
+    return readable(explain(local_client(), run_plan, state, subdir=subdir), state.root)
+
+
+_CODE_CHANGED = re.compile(r"code changed \(([0-9a-f]+)\.\.([0-9a-f]+)\)")
+
+
+def readable(answer: PlanResponse, root: Path) -> PlanResponse:
+    """Replace `code changed (OLD..NEW)` by the files that changed, when git can tell."""
+    from dstack.repo.git import changed_paths
+
+    def files(match: re.Match[str]) -> str:
+        old, new = match.groups()
+        paths = changed_paths(root, old, new)
+        return f"code changed: {paths}" if paths else f"code changed ({old[:8]}..{new[:8]})"
+
+    jobs = [
+        j.model_copy(update={"reason": _CODE_CHANGED.sub(files, j.reason)}) for j in answer.jobs
+    ]
+    return answer.model_copy(update={"jobs": jobs})
 
 
 def render_explanations(answer: PlanResponse) -> str:

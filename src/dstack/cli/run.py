@@ -84,9 +84,11 @@ def run(
     client = local_client()
     if explain:
         from dstack.api.submit import explain as explain_plan
-        from dstack.cli.plan import render_explanations
+        from dstack.cli.plan import readable, render_explanations
 
-        answer = explain_plan(client, plan, state, subdir=subdir, reload=reload)
+        answer = readable(
+            explain_plan(client, plan, state, subdir=subdir, reload=reload), state.root
+        )
         click.echo(render_explanations(answer), err=True)
     submitted = submit(
         client,

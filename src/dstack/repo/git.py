@@ -7,6 +7,7 @@ The work is done in a module per noun (``state``, ``bundle``, ``materialize``, `
 from __future__ import annotations
 
 from dstack.repo.bundle import BUNDLE_REF, create_bundle
+from dstack.repo.changes import changed_paths
 from dstack.repo.command import EMPTY_TREE
 from dstack.repo.materialize import materialize
 from dstack.repo.state import RepoState, find_repo_root, read_repo_state
@@ -16,6 +17,7 @@ __all__ = [
     "BUNDLE_REF",
     "EMPTY_TREE",
     "RepoState",
+    "changed_paths",
     "create_bundle",
     "find_repo_root",
     "materialize",

@@ -24,7 +24,7 @@ from dstack.storage.manifests import scan
 from dstack.storage.statcache import StatCache
 from dstack.storage.transfer import place, push
 
-Timed = Callable[[], None]
+Timed = Callable[[], object]
 
 
 def timings(setup: Timed, action: Timed, runs: int) -> list[float]:

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
-APT_PACKAGES=(git docker.io busybox-static)
+# postgresql: the DB suite starts its own throwaway cluster from these binaries.
+APT_PACKAGES=(git docker.io busybox-static postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

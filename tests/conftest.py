@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,3 +39,20 @@ def _git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
         monkeypatch.setenv(var, "test@example.com")
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_dstack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test ever touches the user's ~/.dstack: a local server a test starts without a home
+    of its own lives in this one, and is stopped when the session ends."""
+    home = tmp_path_factory.mktemp("dstack-home")
+    previous = os.environ.get("DSTACK_HOME")
+    os.environ["DSTACK_HOME"] = str(home)
+    yield
+    from dstack.server.local import stop_local_server
+
+    stop_local_server(home)
+    if previous is None:
+        os.environ.pop("DSTACK_HOME", None)
+    else:
+        os.environ["DSTACK_HOME"] = previous

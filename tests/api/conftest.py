@@ -21,6 +21,7 @@ class LiveServer:
     url: str
     token: str
     settings: ServerSettings
+    runner_token: str = "test-runner-token"
 
 
 @pytest.fixture
@@ -28,7 +29,10 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     settings = ServerSettings(
-        home=tmp_path / "home", token="test-token", port=sock.getsockname()[1]
+        home=tmp_path / "home",
+        token="test-token",
+        port=sock.getsockname()[1],
+        runner_token="test-runner-token",
     )
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

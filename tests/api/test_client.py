@@ -37,7 +37,7 @@ def _request(jobs: int = 1) -> SubmitRunRequest:
 
 
 def _runner(server: LiveServer) -> RunnerClient:
-    runner = RunnerClient(server.url, server.token)
+    runner = RunnerClient(server.url, server.runner_token)
     runner.register(
         RegisterRunnerRequest(
             name="fake",

@@ -39,7 +39,7 @@ def _request(tag: str | None = None, external: list[DepRef] | None = None) -> Su
 
 
 def _runner(server: LiveServer) -> RunnerClient:
-    runner = RunnerClient(server.url, server.token)
+    runner = RunnerClient(server.url, server.runner_token)
     resources = HostResources(cpus=2, memory_mib=4096, disk_mib=10_000)
     runner.register(
         RegisterRunnerRequest(name="fake", host="h", resources=resources, executors=["process"])

@@ -1,13 +1,15 @@
-"""Server test helpers: a real SQLite database in a temp dir, a clock tests move by hand."""
+"""Server test helpers: a real database (SQLite in a temp dir, or PostgreSQL), a clock tests
+move by hand."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests.infra.fixtures import Postgres, moto_s3, postgres, s3_bucket
 
 from dstack.models.artifacts import FileEntry, Manifest
 from dstack.models.job import JobSpec, JobStatus
@@ -28,6 +30,8 @@ from dstack.server.services import runners as runner_service
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import BlobStore
 from dstack.storage.memory import MemoryBlobStore
+
+__all__ = ["moto_s3", "postgres", "s3_bucket"]  # fixtures, shared with this folder's tests
 
 
 class FakeClock:
@@ -51,9 +55,30 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """The database of the test's server: SQLite in its home (None), or a fresh database on
+    the session's PostgreSQL cluster. Every test that builds a server runs on both."""
+    if request.param == "sqlite":
+        yield None
+        return
+    postgres: Postgres = request.getfixturevalue("postgres")
+    name, url = postgres.new_database()
+    try:
+        yield url
+    finally:
+        postgres.drop(name)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> ServerSettings:
-    return ServerSettings(home=tmp_path / "home", token="secret-token", user="alice")
+def settings(tmp_path: Path, db_url: str | None) -> ServerSettings:
+    return ServerSettings(
+        home=tmp_path / "home",
+        token="secret-token",
+        user="alice",
+        runner_token="runner-token",
+        database_url=db_url,
+    )
 
 
 @pytest.fixture

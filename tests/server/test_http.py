@@ -16,6 +16,7 @@ from .conftest import submission
 
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": "Bearer secret-token"}
+RUNNER_AUTH = {"Authorization": "Bearer runner-token"}
 
 
 @pytest.fixture
@@ -100,12 +101,11 @@ async def test_claim_without_work_is_204(http: httpx.AsyncClient) -> None:
         "resources": {"cpus": 1, "memory_mib": 1024, "disk_mib": 1024},
         "executors": ["process"],
     }
-    runner_id = (await http.post("/api/runners/register", json=register, headers=AUTH)).json()[
-        "runner_id"
-    ]
+    registered = await http.post("/api/runners/register", json=register, headers=RUNNER_AUTH)
+    runner_id = registered.json()["runner_id"]
 
     response = await http.post(
-        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=AUTH
+        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=RUNNER_AUTH
     )
 
     assert response.status_code == 204
@@ -113,7 +113,7 @@ async def test_claim_without_work_is_204(http: httpx.AsyncClient) -> None:
 
 async def test_heartbeat_of_unknown_runner_is_404(http: httpx.AsyncClient) -> None:
     response = await http.post(
-        "/api/runners/nope/heartbeat", json={"running_jobs": []}, headers=AUTH
+        "/api/runners/nope/heartbeat", json={"running_jobs": []}, headers=RUNNER_AUTH
     )
 
     assert response.status_code == 404

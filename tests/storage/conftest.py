@@ -6,6 +6,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from tests.infra.fixtures import moto_s3, s3_bucket
+
+__all__ = ["moto_s3", "s3_bucket"]  # fixtures, shared with this folder's tests
+
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

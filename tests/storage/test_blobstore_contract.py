@@ -11,17 +11,23 @@ import pytest
 
 from dstack.errors import NotFoundError, StorageError
 from dstack.storage import BlobStore, LocalBlobStore, MemoryBlobStore, missing_of
+from dstack.storage.s3 import S3BlobStore
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     factories: dict[str, Callable[[], BlobStore]] = {
         "local": lambda: LocalBlobStore(tmp_path / "blobs"),
         "memory": MemoryBlobStore,
+        "s3": lambda: S3BlobStore(
+            request.getfixturevalue("s3_bucket"),
+            "team/dstack",
+            endpoint_url=request.getfixturevalue("moto_s3").endpoint,
+        ),
     }
     return factories[request.param]()
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from dstack.api.base import BaseClient
+from dstack.api.teams import TeamsClient
 from dstack.models.artifacts import JobArtifacts, Tag
 from dstack.models.protocol import (
+    ImportRunRequest,
     LogsPage,
     PlanResponse,
     StopRunRequest,
@@ -26,7 +27,7 @@ _ARTIFACTS = TypeAdapter(list[JobArtifacts])
 _TAGS = TypeAdapter(list[Tag])
 
 
-class Client(BaseClient):
+class Client(TeamsClient):
     """`Client(base_url, token, timeout=30)`; use as a context manager or call `close()`."""
 
     def health(self) -> dict[str, str]:
@@ -107,6 +108,12 @@ class Client(BaseClient):
         """Store uploaded manifests as a finished run, tagged (blobs must be uploaded first)."""
         body = request.model_dump(mode="json")
         return Run.model_validate(self.request("POST", "/api/runs/upload", json=body).json())
+
+    def import_run(self, request: ImportRunRequest) -> Run:
+        """Store a finished run copied from another server (its blobs uploaded first); the
+        same run again is a no-op. `ConflictError` when another run has its name."""
+        body = request.model_dump(mode="json")
+        return Run.model_validate(self.request("POST", "/api/runs/import", json=body).json())
 
     def prune_cache(self, repo_id: str, workflow: str) -> int:
         """Empty a workflow's saved caches; returns how many cache paths were removed."""

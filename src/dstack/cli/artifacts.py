@@ -31,13 +31,34 @@ def run_artifacts(client: Client, ref: str) -> list[JobArtifacts]:
     return client.get_artifacts(resolve_run(client, ref))
 
 
-def blob_store() -> BlobStore:
-    """The local server's store: read and written directly, as its runner does."""
+def blob_store(remote: str | None = None) -> BlobStore:
+    """The blobs of the server a command talks to.
+
+    The local server's store is read and written directly, as its runner does; a remote's
+    through its blob endpoints (closed when the command ends).
+    """
+    if remote is not None:
+        return remote_blob_store(remote)
     from dstack.cli.context import dstack_home, local_client
     from dstack.storage.local import LocalBlobStore
 
     local_client()  # the store belongs to the server: make sure it exists
     return LocalBlobStore(dstack_home() / "server" / "blobs")
+
+
+def remote_blob_store(remote: str) -> BlobStore:
+    """`HttpBlobStore` of the remote (`""`: the default one)."""
+    import click
+
+    from dstack.cli.context import resolve_remote
+    from dstack.storage.http import HttpBlobStore
+
+    chosen = resolve_remote(remote)
+    store = HttpBlobStore(chosen.url, chosen.token)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(store.close)
+    return store
 
 
 @contextmanager

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 if TYPE_CHECKING:
     from dstack.models.artifacts import JobArtifacts, Manifest
 
@@ -37,22 +39,22 @@ def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
 
 
 @click.command()
+@remote_option
 @click.argument("ref", metavar="RUN|:TAG")
 @click.argument("source")
 @click.argument("target", type=click.Path(path_type=Path))
-def cp(ref: str, source: str, target: Path) -> None:
+def cp(ref: str, source: str, target: Path, remote: str | None) -> None:
     """Copy an artifact (or a file or folder inside one) out of a run to TARGET."""
     from dstack.cli.artifacts import blob_store, progress, run_artifacts
-    from dstack.cli.context import local_client
     from dstack.cli.render import size
     from dstack.storage.transfer import place
 
-    manifest, single = select(run_artifacts(local_client(), ref), source)
+    manifest, single = select(run_artifacts(client_for(remote), ref), source)
     if single and target.is_dir():
         target = target / Path(source).name
     if single:
         # `place` writes entries under a root: a single file's entry path is "".
         target.parent.mkdir(parents=True, exist_ok=True)
     with progress(manifest.size, f"copying {source}") as advance:
-        stats = place(manifest, target, blob_store(), progress=advance)
+        stats = place(manifest, target, blob_store(remote), progress=advance)
     click.echo(f"Copied {stats.files} file(s), {size(manifest.size)}, to {target}")

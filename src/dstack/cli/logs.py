@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -30,18 +32,18 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 
 
 @click.command()
+@remote_option
 @click.argument("run_name", metavar="RUN")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option("--since", metavar="WHEN", help="Only lines since: 10m, 2h or an ISO time.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def logs(run_name: str, follow: bool, since: str | None, as_json: bool) -> None:
+def logs(run_name: str, follow: bool, since: str | None, as_json: bool, remote: str | None) -> None:
     """Show the output of a run (stdout to stdout, stderr to stderr)."""
     import sys
 
-    from dstack.cli.context import local_client
     from dstack.cli.follow import RunFollower, write_events
 
-    client = local_client()
+    client = client_for(remote)
     since_time = parse_since(since) if since else None
     if follow:
         RunFollower(client, run_name, show_status=False, since=since_time, as_json=as_json).follow()

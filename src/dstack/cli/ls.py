@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 if TYPE_CHECKING:
     from dstack.models.artifacts import JobArtifacts
 
@@ -43,17 +45,17 @@ def listing(files: list[tuple[str, int]], prefix: str, recursive: bool) -> list[
 
 
 @click.command()
+@remote_option
 @click.argument("ref", metavar="RUN|:TAG")
 @click.argument("prefix", required=False, default="")
 @click.option("-r", "--recursive", is_flag=True, help="List every file, not only the top level.")
 @click.option("--total", is_flag=True, help="Print the total size at the end.")
-def ls(ref: str, prefix: str, recursive: bool, total: bool) -> None:
+def ls(ref: str, prefix: str, recursive: bool, total: bool, remote: str | None) -> None:
     """List the artifacts of a run, or of the run a tag points to."""
     from dstack.cli.artifacts import run_artifacts
-    from dstack.cli.context import local_client
     from dstack.cli.render import console, size, table
 
-    files = artifact_files(run_artifacts(local_client(), ref))
+    files = artifact_files(run_artifacts(client_for(remote), ref))
     rows = listing(files, prefix, recursive)
     if not rows:
         click.echo(f"No artifacts{f' under {prefix}' if prefix else ''} in {ref}.")

@@ -24,12 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("dstack.cli.logs:logs", "Show the output of a run."),
     "stop": ("dstack.cli.stop:stop", "Stop runs."),
     "rm": ("dstack.cli.rm:rm", "Remove finished runs."),
-    "runners": ("dstack.cli.runners:runners", "List the runners and what they have."),
+    "runners": ("dstack.cli.runners:runners", "List the runners; `runners token` makes a token."),
+    "secrets": ("dstack.cli.secrets:secrets", "List, add, update and delete secrets."),
+    "users": ("dstack.cli.users:users", "List, add and delete users of a server (admin)."),
     "tags": ("dstack.cli.tags:tags", "List, add and delete tags of runs."),
     "ls": ("dstack.cli.ls:ls", "List the artifacts of a run or tag."),
     "cp": ("dstack.cli.cp:cp", "Copy artifacts of a run or tag to a local folder."),
     "prune": ("dstack.cli.prune:prune", "Empty saved workflow caches."),
     "server": ("dstack.cli.server:server", "Run a dstack server in the foreground."),
+    "config": ("dstack.cli.config:config", "Add, list or delete remote servers."),
+    "push": ("dstack.cli.push:push", "Copy a local run and its artifacts to a remote."),
+    "pull": ("dstack.cli.pull:pull", "Copy a remote run and its artifacts here."),
 }
 
 

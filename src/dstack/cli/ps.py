@@ -6,17 +6,19 @@ import json
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 
 @click.command()
+@remote_option
 @click.argument("run_name", metavar="RUN", required=False)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all runs, not only recent ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ps(run_name: str | None, show_all: bool, as_json: bool) -> None:
+def ps(run_name: str | None, show_all: bool, as_json: bool, remote: str | None) -> None:
     """List runs, or show one run's jobs: status, reason, exit code, runner and phase times."""
-    from dstack.cli.context import local_client
     from dstack.cli.render import console, runs_table
 
-    client = local_client()
+    client = client_for(remote)
     if run_name:
         run = client.get_run(run_name)
         if as_json:

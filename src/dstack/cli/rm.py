@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 
 @click.command()
+@remote_option
 @click.argument("run_name", metavar="RUN", required=False)
 @click.option("-a", "--all", "rm_all", is_flag=True, help="Remove every finished run.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def rm(run_name: str | None, rm_all: bool, yes: bool) -> None:
+def rm(run_name: str | None, rm_all: bool, yes: bool, remote: str | None) -> None:
     """Remove finished runs with their logs."""
-    from dstack.cli.context import local_client
     from dstack.errors import ConfigError
 
     if bool(run_name) == rm_all:
         raise ConfigError("name one run, or pass -a for all", hint="dstack rm RUN | dstack rm -a")
-    client = local_client()
+    client = client_for(remote)
     if run_name:
         names = [run_name]
     else:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.config import RepoConfig
@@ -24,8 +26,9 @@ HELP = """Run a workflow of this repository, or a provider directly.
   dstack run python --gpu 1 train.py --lr 0.1
 
 Everything after WORKFLOW belongs to the workflow: declared variables (`--name value`), and
-the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, --reload and
---explain, which may also follow a workflow's name (use `--` to pass them on instead).
+the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, --reload,
+--explain and --remote[=NAME], which may also follow a workflow's name (use `--` to pass
+them on instead). `--remote` submits to the default remote server (see `dstack config`).
 For a provider, dstack's options go before the provider's name.
 The command shows the logs live and exits with the run's exit code.
 """
@@ -43,6 +46,7 @@ The command shows the logs live and exits with the run's exit code.
 @click.option("--reload", is_flag=True, help="Run every job, even when an earlier result fits.")
 @click.option("--explain", is_flag=True, help="Say for each job why it runs or what it reuses.")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this message and exit.")
+@remote_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -53,7 +57,9 @@ def run(
     reload: bool,
     explain: bool,
     show_help: bool,
+    remote: str | None,
 ) -> None:
+    name, args, remote = _remote_or_workflow(name, args, remote)
     if show_help or name is None:
         click.echo(ctx.get_help())
         return
@@ -70,6 +76,9 @@ def run(
         detach = detach or bool(late.get("detach"))
         reload = reload or bool(late.get("reload"))
         explain = explain or bool(late.get("explain"))
+        late_remote = late.get("remote")
+        if isinstance(late_remote, str) and remote is None:
+            remote = late_remote
         late_tag = late.get("tag")
         tag = tag or (late_tag if isinstance(late_tag, str) else None)
     from dstack.repo.git import find_repo_root, read_repo_state
@@ -79,9 +88,9 @@ def run(
     state = read_repo_state(repo_root)
 
     from dstack.api.submit import submit
-    from dstack.cli.context import dstack_home, local_client
+    from dstack.cli.context import dstack_home
 
-    client = local_client()
+    client = client_for(remote)
     if explain:
         from dstack.api.submit import explain as explain_plan
         from dstack.cli.plan import readable, render_explanations
@@ -108,6 +117,21 @@ def run(
     sys.exit(exit_code_of(final))
 
 
+def _remote_or_workflow(
+    name: str | None, args: tuple[str, ...], remote: str | None
+) -> tuple[str | None, tuple[str, ...], str | None]:
+    """`dstack run --remote train`: click reads `train` as the remote's name. When no remote
+    has that name, it is the workflow (or provider) and `--remote` means the default remote."""
+    if not remote:
+        return name, args, remote
+    from dstack.cli.context import load_config
+
+    if load_config().find(remote) is not None:
+        return name, args, remote
+    rest = (name, *args) if name is not None else args
+    return remote, rest, ""
+
+
 _LATE_FLAGS = {"-d": "detach", "--detach": "detach", "--reload": "reload", "--explain": "explain"}
 _LATE_VALUES = {"-t": "tag", "--tag": "tag"}
 
@@ -130,6 +154,9 @@ def split_run_options(
         key, _, value = arg.partition("=")
         if key.lstrip("-") in variables:
             rest.append(arg)
+        elif key == "--remote":
+            # `--remote` alone means the default remote; a name needs `--remote=NAME`.
+            found["remote"] = value
         elif arg in _LATE_FLAGS:
             found[_LATE_FLAGS[arg]] = True
         elif key in _LATE_VALUES:

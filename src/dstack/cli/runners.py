@@ -1,4 +1,4 @@
-"""`dstack runners [--json]`"""
+"""`dstack runners [--json]` lists the runners; `dstack runners token` makes a runner token."""
 
 from __future__ import annotations
 
@@ -6,15 +6,36 @@ import json
 
 import click
 
+from dstack.cli.context import client_for, remote_option
 
-@click.command()
+
+@click.group(invoke_without_command=True)
+@remote_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def runners(as_json: bool) -> None:
+@click.pass_context
+def runners(ctx: click.Context, as_json: bool, remote: str | None) -> None:
     """List the runners: host, resources, executors, status, jobs and last heartbeat."""
-    from dstack.cli.context import local_client
+    if ctx.invoked_subcommand is None:
+        _list(as_json, remote)
+
+
+@runners.command("token")
+@remote_option
+@click.pass_context
+def token(ctx: click.Context, remote: str | None) -> None:
+    """Print a new runner registration token (admin only).
+
+    Start a runner with it: `dstack-runner start --server URL --token TOKEN`.
+    """
+    if remote is None and ctx.parent is not None:
+        remote = ctx.parent.params.get("remote")
+    click.echo(client_for(remote).create_runner_token())
+
+
+def _list(as_json: bool, remote: str | None) -> None:
     from dstack.cli.render import ago, console, table
 
-    items = local_client().list_runners()
+    items = client_for(remote).list_runners()
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in items], indent=2))
         return

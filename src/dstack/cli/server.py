@@ -18,29 +18,83 @@ import click
     help="dstack home (default: $DSTACK_HOME or ~/.dstack).",
 )
 @click.option(
+    "--database-url",
+    default=None,
+    metavar="URL",
+    help="Database (default: SQLite in the dstack home), e.g. postgresql+asyncpg://u:p@host/db.",
+)
+@click.option(
+    "--storage",
+    default=None,
+    metavar="s3://BUCKET/PREFIX",
+    help="Where artifacts are stored (default: a folder in the dstack home).",
+)
+@click.option(
+    "--s3-endpoint-url",
+    default=None,
+    metavar="URL",
+    help="An S3-compatible endpoint for --storage (MinIO, ...); default: AWS.",
+)
+@click.option(
     "--local-runner/--no-local-runner",
     default=False,
     show_default=True,
     help="Also start a runner on this machine.",
 )
-def server(host: str, port: int, home: Path | None, local_runner: bool) -> None:
+@click.option(
+    "--runner-timeout",
+    type=float,
+    default=15.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Mark a runner offline after this long without a heartbeat.",
+)
+def server(
+    host: str,
+    port: int,
+    home: Path | None,
+    database_url: str | None,
+    storage: str | None,
+    s3_endpoint_url: str | None,
+    local_runner: bool,
+    runner_timeout: float,
+) -> None:
     """Run a dstack server in the foreground until interrupted."""
     import uvicorn
 
     from dstack.server.app import create_app
     from dstack.server.settings import ServerSettings
-    from dstack.server.tokens import load_or_create_token
 
     home = home or Path(os.environ.get("DSTACK_HOME") or Path.home() / ".dstack")
-    token_file = home / "server" / "token"
+    # Without DSTACK_SERVER_ADMIN_TOKEN the first start generates the admin token, prints it
+    # once and keeps it in <home>/server/admin_token.
     settings = ServerSettings(
         home=home,
-        token=load_or_create_token(token_file),
+        token=os.environ.get("DSTACK_SERVER_ADMIN_TOKEN") or None,
+        secret_key=os.environ.get("DSTACK_SERVER_SECRET_KEY") or None,
         host=host,
         port=port,
+        database_url=_database_url(database_url),
+        storage=_storage(storage),
+        s3_endpoint_url=s3_endpoint_url,
         local_runner=local_runner,
+        runner_heartbeat_timeout=runner_timeout,
         local_runner_executor=os.environ.get("DSTACK_EXECUTOR") or None,
     )
     click.echo(f"dstack server: {settings.url}")
-    click.echo(f"token: in {token_file}")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _database_url(url: str | None) -> str | None:
+    # Checked before anything starts, so a typo is one line, not a failed start-up.
+    from dstack.server.db.engine import normalize_url
+
+    return normalize_url(url) if url else None
+
+
+def _storage(url: str | None) -> str | None:
+    from dstack.storage.s3 import parse_s3_url
+
+    if url:
+        parse_s3_url(url)
+    return url

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 
 @click.command()
+@remote_option
 @click.argument("run_name", metavar="RUN", required=False)
 @click.option("-a", "--all", "stop_all", is_flag=True, help="Stop every unfinished run.")
 @click.option("-x", "--abort", is_flag=True, help="Kill at once instead of stopping gracefully.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool) -> None:
+def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool, remote: str | None) -> None:
     """Stop runs: SIGTERM, then SIGKILL after a grace period (`-x`: at once)."""
-    from dstack.cli.context import local_client
     from dstack.errors import ConfigError
 
     if bool(run_name) == stop_all:
         raise ConfigError(
             "name one run, or pass -a for all", hint="dstack stop RUN | dstack stop -a"
         )
-    client = local_client()
+    client = client_for(remote)
     if run_name:
         names = [run_name]
     else:

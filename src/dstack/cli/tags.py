@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.cli.context import client_for, remote_option
+
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.models.repo import RepoRef
@@ -21,12 +23,12 @@ def tags() -> None:
 
 @tags.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_tags(as_json: bool) -> None:
+@remote_option
+def list_tags(as_json: bool, remote: str | None) -> None:
     """The tags, newest first."""
-    from dstack.cli.context import local_client
     from dstack.cli.render import ago, console, size, table
 
-    items = local_client().list_tags()
+    items = client_for(remote).list_tags()
     if as_json:
         click.echo(json.dumps([t.model_dump(mode="json") for t in items], indent=2))
         return
@@ -52,9 +54,9 @@ def list_tags(as_json: bool) -> None:
     type=click.Path(path_type=Path, exists=True),
     help="Upload this local file or folder as an artifact of the tag (repeatable).",
 )
-def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...]) -> None:
+@remote_option
+def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...], remote: str | None) -> None:
     """Tag a successful RUN, or upload local folders (-a) as a new tagged run."""
-    from dstack.cli.context import local_client
     from dstack.errors import ConfigError
 
     if bool(run_name) == bool(paths):
@@ -62,16 +64,16 @@ def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...]) -> None:
             "name a run or pass -a PATH, not both",
             hint="dstack tags add TAG RUN | dstack tags add TAG -a data -a model",
         )
-    client = local_client()
+    client = client_for(remote)
     if run_name:
         client.add_tag(tag, run_name)
         click.echo(f"Tagged {run_name} as {tag}")
         return
-    run = _upload(client, tag, list(paths))
+    run = _upload(client, tag, list(paths), remote)
     click.echo(f"Uploaded {len(paths)} path(s) as run {run.name}, tagged {tag}")
 
 
-def _upload(client: Client, tag: str, paths: list[Path]) -> Run:
+def _upload(client: Client, tag: str, paths: list[Path], remote: str | None) -> Run:
     from dstack.cli.artifacts import blob_store, progress
     from dstack.models.protocol import UploadRunRequest
     from dstack.storage.manifests import scan
@@ -79,7 +81,7 @@ def _upload(client: Client, tag: str, paths: list[Path]) -> Run:
 
     cwd = Path.cwd()
     manifests = [scan(p.resolve(), _declared(p, cwd), base=cwd) for p in paths]
-    store = blob_store()
+    store = blob_store(remote)
     total = sum(m.size for m in manifests)
     with progress(total, f"uploading {tag}") as advance:
         for path, manifest in zip(paths, manifests, strict=True):
@@ -111,11 +113,11 @@ def _repo_ref(cwd: Path) -> RepoRef:
 @tags.command("delete")
 @click.argument("tag")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def delete_tag(tag: str, yes: bool) -> None:
+@remote_option
+def delete_tag(tag: str, yes: bool, remote: str | None) -> None:
     """Delete a tag (the run stays)."""
-    from dstack.cli.context import local_client
 
     if not yes:
         click.confirm(f"Delete the tag {tag}?", abort=True)
-    local_client().delete_tag(tag)
+    client_for(remote).delete_tag(tag)
     click.echo(f"Deleted the tag {tag}")

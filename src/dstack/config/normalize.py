@@ -15,6 +15,7 @@ from dstack.config.schema import (
     RawDep,
     RawGpu,
     RawResources,
+    RawRetry,
     RawTrigger,
     RawWorkflow,
 )
@@ -123,6 +124,8 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
             working_dir=raw.working_dir,
             registry_auth=_registry_auth(raw),
             ssh=raw.ssh,
+            retry=_retry(raw.retry),
+            labels={key: _text(value) for key, value in (raw.labels or {}).items()},
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -204,6 +207,13 @@ def _script(raw: RawWorkflow, here: _KeyWhere) -> str | None:
         keys = sorted(given)
         raise here.at(keys[1]).error(f"give only one of {', '.join(keys)}")
     return next(iter(given.values()), None)
+
+
+def _retry(value: int | RawRetry | None) -> int:
+    """`retry: 2` and `retry: {limit: 2}` mean the same."""
+    if value is None:
+        return 0
+    return value if isinstance(value, int) else value.limit
 
 
 def _args(value: list[Any] | str | None) -> list[str]:

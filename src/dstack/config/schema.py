@@ -62,6 +62,10 @@ class RawRegistryAuth(RawModel):
     password: str | None = Field(None, description="a string")
 
 
+class RawRetry(RawModel):
+    limit: int = Field(ge=0, description="how many times to re-queue after a lost runner")
+
+
 class RawWorkflow(RawModel):
     """One item of `workflows:` after legacy checks, unwrapping and interpolation."""
 
@@ -110,6 +114,12 @@ class RawWorkflow(RawModel):
         None, description="a mapping {username, password}"
     )
     ssh: bool = Field(False, description="true or false")
+    retry: int | RawRetry | None = Field(
+        None, description="a number of re-queues after a lost runner, or {limit: N}"
+    )
+    labels: dict[str, Scalar] | None = Field(
+        None, description="a mapping label: value that the runner must have"
+    )
 
 
 def field_names(model: type[BaseModel]) -> list[str]:

@@ -150,4 +150,6 @@ def base_job_spec(
         resources=workflow.resources.model_copy(deep=True),
         registry_auth=workflow.registry_auth,
         triggers=list(workflow.triggers),
+        retry=workflow.retry,
+        labels=dict(workflow.labels),
     )

@@ -1,4 +1,4 @@
-"""Which blob store a job's artifacts go to: the server's folder directly, or over HTTP."""
+"""Which blob store a job's artifacts go to: the server's folder, S3 directly, or HTTP."""
 
 from __future__ import annotations
 
@@ -14,15 +14,21 @@ BlobStoreFactory = Callable[[StorageAccess], BlobStore]
 
 
 def open_blob_store(access: StorageAccess, settings: RunnerSettings) -> BlobStore:
-    """`LocalBlobStore` when `access` names a folder this runner can write, else HTTP.
+    """`LocalBlobStore` when `access` names a folder this runner can write,
+    `PresignedBlobStore` when the server stores blobs in S3, else HTTP.
 
     The local server hands its own runner the folder, which saves copying every byte through
     HTTP; a runner on another machine (or another user) cannot write it and uses the API.
+    With S3 the bytes go straight between runner and bucket, on URLs the server signs.
     """
     if access.kind == "local" and access.path and _writable_dir(Path(access.path)):
         from dstack.storage.local import LocalBlobStore
 
         return LocalBlobStore(Path(access.path))
+    if access.kind == "presigned":
+        from dstack.storage.presigned import PresignedBlobStore, ServerPresigner
+
+        return PresignedBlobStore(ServerPresigner(settings.server_url, settings.token))
     from dstack.storage.http import HttpBlobStore
 
     return HttpBlobStore(settings.server_url, settings.token)

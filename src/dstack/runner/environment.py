@@ -1,11 +1,17 @@
-"""The environment variables and host ports every job gets, whatever the executor."""
+"""The environment variables and host ports every job gets, whatever the executor; and how
+`${{ secrets.NAME }}` in a job's spec reaches it without the value entering the spec."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 from dstack.models.job import JobSpec
 from dstack.models.protocol import JobAssignment
+from dstack.runner.errors import JobStartError
+
+# `${{ secrets.NAME }}`, as the configuration layer leaves it in commands and env values.
+SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def allocate_ports(spec: JobSpec) -> list[int]:
@@ -23,10 +29,13 @@ def free_port() -> int:
 def job_env(assignment: JobAssignment, host_ports: list[int]) -> dict[str, str]:
     """spec.env plus the run's identity, ports, secrets and unbuffered Python output.
 
-    Secrets come last so a job cannot shadow them by accident; GPU selection is the
-    executor's business (CUDA_VISIBLE_DEVICES for processes, device requests for Docker).
+    Every secret is exported under its name; `${{ secrets.NAME }}` inside an env value is
+    replaced by the value (an unknown name raises `JobStartError`). Secrets come last so a
+    job cannot shadow them by accident; GPU selection is the executor's business
+    (CUDA_VISIBLE_DEVICES for processes, device requests for Docker).
     """
-    env = dict(assignment.spec.env)
+    secrets = assignment.secrets
+    env = {key: _fill(value, secrets) for key, value in assignment.spec.env.items()}
     env.update(
         {
             "DSTACK_RUN_NAME": assignment.run_name,
@@ -39,5 +48,38 @@ def job_env(assignment: JobAssignment, host_ports: list[int]) -> dict[str, str]:
     for index, port in enumerate(host_ports):
         env[f"PORT_{index}"] = str(port)
         env[f"JOB_PORT_{index}"] = str(port)
-    env.update(assignment.secrets)
+    env.update(secrets)
     return env
+
+
+def with_secret_references(spec: JobSpec, secrets: dict[str, str]) -> JobSpec:
+    """The spec to execute: `${{ secrets.NAME }}` in its commands becomes `${NAME}`, which
+    the shell expands from the environment (`job_env` exports every secret), so the value
+    never appears in the script, a container's command or a process listing.
+
+    Raises `JobStartError` naming a secret the server did not send (it does not exist).
+    """
+    commands = [_reference(command, secrets) for command in spec.commands]
+    if commands == spec.commands:
+        return spec
+    return spec.model_copy(update={"commands": commands})
+
+
+def _reference(text: str, secrets: dict[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        return "${" + _known(match.group(1), secrets) + "}"
+
+    return SECRET_REFERENCE.sub(replace, text)
+
+
+def _fill(text: str, secrets: dict[str, str]) -> str:
+    return SECRET_REFERENCE.sub(lambda m: secrets[_known(m.group(1), secrets)], text)
+
+
+def _known(name: str, secrets: dict[str, str]) -> str:
+    if name not in secrets:
+        raise JobStartError(
+            f"the job refers to secret '{name}', which the server does not have",
+            hint=f"add it: dstack secrets add {name}",
+        )
+    return name

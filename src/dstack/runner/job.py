@@ -15,7 +15,7 @@ from dstack.runner.api import RunnerApi
 from dstack.runner.artifacts import ArtifactSync
 from dstack.runner.blobs import BlobStoreFactory, is_local, open_blob_store
 from dstack.runner.code import fetch_code
-from dstack.runner.environment import allocate_ports, job_env
+from dstack.runner.environment import allocate_ports, job_env, with_secret_references
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
 from dstack.runner.inputs import place_inputs
@@ -232,7 +232,7 @@ class JobWorker:
         return JobContext(
             job_id=self.job_id,
             run_name=self.assignment.run_name,
-            spec=self.assignment.spec,
+            spec=with_secret_references(self.assignment.spec, self.assignment.secrets),
             job_dir=self.job_dir,
             code_dir=code_dir,
             env=env,

@@ -47,6 +47,18 @@ class SecretMasker:
                 text = text.replace(value, MASK)
         return text
 
+    def unsafe_tail(self, text: str) -> int:
+        """Length of the longest end of `text`'s last line that begins a secret value: the
+        rest of the value may come in the next chunk, so that end must wait for it."""
+        line = text[text.rfind("\n") + 1 :]
+        longest = 0
+        for value in self._values:
+            for size in range(min(len(value) - 1, len(line)), longest, -1):
+                if line.endswith(value[:size]):
+                    longest = size
+                    break
+        return longest
+
 
 class LogSpool:
     """Append-only spool of one job's output. Thread-safe; `write` never blocks on the network.
@@ -64,6 +76,8 @@ class LogSpool:
         self._decoders = {
             stream: codecs.getincrementaldecoder("utf-8")(errors="replace") for stream in LogStream
         }
+        # Per stream, output held back because it may be the start of a secret value.
+        self._held = dict.fromkeys(LogStream, "")
         self._next_seq, self._size = _recover(self.path)
         self._file = self.path.open("ab")
         self._closed = False
@@ -82,16 +96,22 @@ class LogSpool:
         return self._closed
 
     def write(self, stream: LogStream, data: bytes) -> None:
-        """Record output of the job. Split UTF-8 sequences are joined across calls."""
+        """Record output of the job. Split UTF-8 sequences are joined across calls, and so are
+        secret values split across calls (the start of one waits for the next write)."""
         with self._cond:
             if self._closed:
                 return
-            self._append(stream, self._decoders[stream].decode(data))
+            text = self._held[stream] + self._decoders[stream].decode(data)
+            keep = self._mask.unsafe_tail(text)
+            self._held[stream] = text[len(text) - keep :] if keep else ""
+            self._append(stream, text[: len(text) - keep])
 
     def write_line(self, text: str, stream: LogStream = LogStream.STDERR) -> None:
         """Record a message of the runner itself (a warning, pull progress) as one line."""
         with self._cond:
             if not self._closed:
+                self._append(stream, self._held[stream])
+                self._held[stream] = ""
                 self._append(stream, text if text.endswith("\n") else text + "\n")
 
     def close(self) -> None:
@@ -100,7 +120,7 @@ class LogSpool:
             if self._closed:
                 return
             for stream, decoder in self._decoders.items():
-                self._append(stream, decoder.decode(b"", final=True))
+                self._append(stream, self._held[stream] + decoder.decode(b"", final=True))
             self._closed = True
             self._file.close()
             self._cond.notify_all()

@@ -10,15 +10,19 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from dstack import __version__
+from dstack.server.auth import announce_admin_token
 from dstack.server.context import Clock, ServerContext, utcnow
 from dstack.server.db.engine import create_engine
 from dstack.server.db.migrate import upgrade_to_head
 from dstack.server.errors import install_error_handlers
 from dstack.server.routers import caches, health, jobs, runners, runs, tags
+from dstack.server.routers import secrets as secret_routes
+from dstack.server.routers import users as user_routes
 from dstack.server.scheduler.loop import Scheduler
+from dstack.server.services import users as user_service
 from dstack.server.settings import ServerSettings
+from dstack.server.storage import close_blob_store, open_blob_store
 from dstack.storage.base import BlobStore
-from dstack.storage.local import LocalBlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ def create_app(
 
     for module in (health, runs, runners, jobs, blob_routes, tags, caches):
         app.include_router(module.router)
+    app.include_router(user_routes.router)
+    app.include_router(user_routes.tokens_router)
+    app.include_router(secret_routes.router)
     return app
 
 
@@ -57,10 +64,13 @@ async def running_context(
     call `Scheduler.tick` when they choose)."""
     settings.server_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.resolved_database_url())
-    store = blobs if blobs is not None else LocalBlobStore(settings.resolved_blob_dir())
+    store = blobs if blobs is not None else open_blob_store(settings)
     try:
         await upgrade_to_head(engine)
         ctx = ServerContext(settings, engine, store, clock=clock)
+        admin_token = await user_service.bootstrap_admin(ctx)
+        if admin_token is not None:
+            announce_admin_token(admin_token, settings.server_dir / user_service.ADMIN_TOKEN_FILE)
         if not background:
             yield ctx
             return
@@ -68,6 +78,8 @@ async def running_context(
             yield ctx
     finally:
         await engine.dispose()
+        if blobs is None:
+            close_blob_store(store)
 
 
 @contextlib.asynccontextmanager
@@ -76,7 +88,11 @@ async def _background(ctx: ServerContext) -> AsyncIterator[None]:
     if ctx.settings.local_runner:
         from dstack.server.local_runner import LocalRunnerSupervisor
 
-        supervisor = LocalRunnerSupervisor(ctx.settings)
+        # A fresh runner token per start, handed over in the runner's environment.
+        token = await user_service.create_runner_token(
+            ctx, created_by=ctx.settings.user, label=user_service.LOCAL_RUNNER_LABEL, replace=True
+        )
+        supervisor = LocalRunnerSupervisor(ctx.settings, token=token)
         tasks.append(asyncio.create_task(supervisor.run_forever(), name="local-runner"))
     try:
         yield

@@ -32,6 +32,14 @@ class Unauthorized(Exception):
     """Raised by the auth dependency; answered with a bare 401."""
 
 
+class Forbidden(Exception):
+    """Raised by the auth dependency for a valid token on the wrong kind of endpoint: 403."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 # Most specific first: the first matching class wins.
 ERROR_CODES: list[tuple[type[DstackError], str, int]] = [
     (AuthError, "unauthorized", 401),
@@ -52,6 +60,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DstackError, _dstack_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Unauthorized, _unauthorized)
+    app.add_exception_handler(Forbidden, _forbidden)  # type: ignore[arg-type]
 
 
 async def _dstack_error(_request: Request, exc: DstackError) -> JSONResponse:
@@ -71,3 +80,7 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 async def _unauthorized(_request: Request, _exc: Exception) -> Response:
     return Response(status_code=401)
+
+
+async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+    return JSONResponse(error_body("forbidden", exc.message, None), status_code=403)

@@ -23,8 +23,9 @@ class LocalRunnerSupervisor:
     """Starts the runner once the server answers, restarts it when it exits (with back-off),
     and terminates it when cancelled."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, *, token: str) -> None:
         self.settings = settings
+        self.token = token  # a runner registration token, not the admin's
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -62,7 +63,7 @@ class LocalRunnerSupervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "DSTACK_RUNNER_TOKEN": self.settings.token},
+                env={**os.environ, "DSTACK_RUNNER_TOKEN": self.token},
             )
         logger.info("started the local runner (pid %s)", self.process.pid)
         while self.process.poll() is None:

@@ -14,12 +14,24 @@ class ServerSettings:
     """
 
     home: Path
-    token: str
+    # The admin token (`DSTACK_SERVER_ADMIN_TOKEN`). None: one is generated on the first
+    # start, printed once and kept in `home/server/admin_token` (mode 0600).
+    token: str | None = None
     host: str = "127.0.0.1"
     port: int = 3000
     database_url: str | None = None
     blob_dir: Path | None = None
-    user: str = "default"
+    # Where blobs live: None for the folder `blob_dir`, or `s3://bucket/prefix`.
+    storage: str | None = None
+    # An S3-compatible endpoint (MinIO, moto); None: AWS's own for the bucket.
+    s3_endpoint_url: str | None = None
+    # The admin's user name, recorded on the runs the admin token submits.
+    user: str = "admin"
+    # A runner registration token accepted besides those admins create (fixed deployments).
+    runner_token: str | None = None
+    # Encrypts secrets at rest (`DSTACK_SERVER_SECRET_KEY`; any string). None: generated once
+    # in `home/server/secret_key` (mode 0600). Servers sharing a database must share it.
+    secret_key: str | None = None
     runner_heartbeat_timeout: float = 15.0
     # Unreferenced blobs younger than this survive garbage collection: an upload whose
     # manifest has not arrived yet must never be deleted.

@@ -1,19 +1,63 @@
-"""Engine set-up: SQLite in WAL mode with a busy timeout; other databases as they come."""
+"""Engine set-up: SQLite in WAL mode with a busy timeout; PostgreSQL through asyncpg."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from dstack.errors import ConfigError
+
+# The async driver for each database a server supports; a URL naming none gets this one.
+_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+_ALIASES = {"postgres": "postgresql"}
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url`; SQLite connections get WAL, a busy timeout and FKs on."""
-    engine = create_async_engine(url)
-    if engine.dialect.name == "sqlite":
+    """An async engine for `url` (see `normalize_url`). SQLite connections get WAL, a busy
+    timeout and FKs on; PostgreSQL connections are checked before use, so a database that
+    restarted does not fail the next request."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
-    return engine
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def normalize_url(url: str) -> str:
+    """`postgres://`, `postgresql://` and `sqlite://` get their async driver; a URL with
+    another database or driver raises `ConfigError` naming what is supported."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _unsupported(url) from None
+    name, _, given_driver = parsed.drivername.partition("+")
+    backend = _ALIASES.get(name, name)
+    driver = _DRIVERS.get(backend)
+    if driver is None or given_driver not in ("", driver):
+        raise _unsupported(url)
+    if parsed.drivername == f"{backend}+{driver}":
+        return url
+    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def _unsupported(url: str) -> ConfigError:
+    return ConfigError(
+        f"unsupported database URL '{safe_url(url)}'",
+        hint="use postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB or sqlite+aiosqlite:///PATH",
+    )
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

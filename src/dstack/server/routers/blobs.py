@@ -5,14 +5,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
-from dstack.models.protocol import MissingBlobsRequest, MissingBlobsResponse
-from dstack.server.auth import require_token
+from dstack.models.protocol import (
+    MissingBlobsRequest,
+    MissingBlobsResponse,
+    PresignRequest,
+    PresignResponse,
+)
+from dstack.server.auth import require_user_or_runner
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import blobs as blob_service
+from dstack.server.services import presign as presign_service
 
-router = APIRouter(prefix="/api/blobs", dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/blobs", dependencies=[Depends(require_user_or_runner)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
@@ -20,6 +26,12 @@ Ctx = Annotated[ServerContext, Depends(get_ctx)]
 async def missing_blobs(body: MissingBlobsRequest, ctx: Ctx) -> MissingBlobsResponse:
     missing = await artifact_service.missing_blobs(ctx, digests=body.digests)
     return MissingBlobsResponse(missing=missing)
+
+
+@router.post("/presign")
+async def presign_blobs(body: PresignRequest, ctx: Ctx) -> PresignResponse:
+    urls = await presign_service.presign(ctx, digests=body.digests, method=body.method)
+    return PresignResponse(urls=urls)
 
 
 @router.head("/{digest}")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response
 
 from dstack.models.artifacts import Manifest
 from dstack.models.protocol import JobStatusUpdate, LogBatch
-from dstack.server.auth import require_token
+from dstack.server.auth import require_runner
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx, runner_id_header
 from dstack.server.services import artifacts as artifact_service
@@ -14,7 +14,7 @@ from dstack.server.services import jobs as job_service
 from dstack.server.services import logs as log_service
 from dstack.server.services import workflow_caches as cache_service
 
-router = APIRouter(prefix="/api/jobs", dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/jobs", dependencies=[Depends(require_runner)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 RunnerId = Annotated[str | None, Depends(runner_id_header)]
 

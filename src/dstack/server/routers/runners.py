@@ -13,32 +13,33 @@ from dstack.models.protocol import (
     RegisterRunnerResponse,
 )
 from dstack.models.runner import Runner
-from dstack.server.auth import require_token
+from dstack.server.auth import require_runner, require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import claims as claim_service
 from dstack.server.services import runners as runner_service
 
-router = APIRouter(prefix="/api/runners", dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/runners")
+RunnerOnly = [Depends(require_runner)]
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(require_token)])
 async def list_runners(ctx: Ctx) -> list[Runner]:
     return await runner_service.list_runners(ctx)
 
 
-@router.post("/register")
+@router.post("/register", dependencies=RunnerOnly)
 async def register(body: RegisterRunnerRequest, ctx: Ctx) -> RegisterRunnerResponse:
     return await runner_service.register(ctx, request=body)
 
 
-@router.post("/{runner_id}/heartbeat")
+@router.post("/{runner_id}/heartbeat", dependencies=RunnerOnly)
 async def heartbeat(runner_id: str, body: HeartbeatRequest, ctx: Ctx) -> HeartbeatResponse:
     return await runner_service.heartbeat(ctx, runner_id=runner_id, request=body)
 
 
-@router.post("/{runner_id}/claim", response_model=None)
+@router.post("/{runner_id}/claim", response_model=None, dependencies=RunnerOnly)
 async def claim(runner_id: str, body: ClaimRequest, ctx: Ctx) -> JobAssignment | Response:
     assignment = await claim_service.claim(ctx, runner_id=runner_id, wait_seconds=body.wait_seconds)
     return assignment if assignment is not None else Response(status_code=204)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from dstack.models.artifacts import JobArtifacts
 from dstack.models.protocol import (
+    ImportRunRequest,
     LogsPage,
     PlanResponse,
     StopRunRequest,
@@ -14,60 +15,73 @@ from dstack.models.protocol import (
     UploadRunRequest,
 )
 from dstack.models.run import Run
-from dstack.server.auth import require_token
+from dstack.server.auth import CurrentUser, VisibleRun, require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
+from dstack.server.services import imports as import_service
 from dstack.server.services import logs as log_service
 from dstack.server.services import runs as run_service
 from dstack.server.services import uploads as upload_service
+from dstack.server.services.users import require_repo
 
 router = APIRouter(prefix="/api/runs", dependencies=[Depends(require_token)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
 @router.post("", status_code=201)
-async def submit_run(body: SubmitRunRequest, ctx: Ctx) -> Run:
-    return await run_service.submit_run(ctx, request=body)
+async def submit_run(body: SubmitRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
+    require_repo(user, body.repo.repo_id)
+    return await run_service.submit_run(ctx, request=body, user=user.name)
 
 
 @router.post("/plan")
-async def plan_run(body: SubmitRunRequest, ctx: Ctx) -> PlanResponse:
+async def plan_run(body: SubmitRunRequest, ctx: Ctx, user: CurrentUser) -> PlanResponse:
+    require_repo(user, body.repo.repo_id)
     return await run_service.plan_run(ctx, request=body)
 
 
 @router.post("/upload", status_code=201)
-async def upload_run(body: UploadRunRequest, ctx: Ctx) -> Run:
+async def upload_run(body: UploadRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
+    require_repo(user, body.repo.repo_id)
     return await upload_service.upload_run(ctx, request=body)
 
 
+@router.post("/import", status_code=201)
+async def import_run(body: ImportRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
+    require_repo(user, body.run.repo.repo_id)
+    return await import_service.import_run(ctx, request=body)
+
+
 @router.get("")
-async def list_runs(ctx: Ctx, all: bool = False, repo_id: str | None = None) -> list[Run]:
-    return await run_service.list_runs(ctx, all=all, repo_id=repo_id)
+async def list_runs(
+    ctx: Ctx, user: CurrentUser, all: bool = False, repo_id: str | None = None
+) -> list[Run]:
+    return await run_service.list_runs(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
 
 
-@router.get("/{name}")
+@router.get("/{name}", dependencies=VisibleRun)
 async def get_run(name: str, ctx: Ctx) -> Run:
     return await run_service.get_run(ctx, name=name)
 
 
-@router.post("/{name}/stop")
+@router.post("/{name}/stop", dependencies=VisibleRun)
 async def stop_run(name: str, body: StopRunRequest, ctx: Ctx) -> Run:
     return await run_service.stop_run(ctx, name=name, abort=body.abort)
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, dependencies=VisibleRun)
 async def delete_run(name: str, ctx: Ctx) -> Response:
     await run_service.delete_run(ctx, name=name)
     return Response(status_code=204)
 
 
-@router.get("/{name}/artifacts")
+@router.get("/{name}/artifacts", dependencies=VisibleRun)
 async def get_artifacts(name: str, ctx: Ctx) -> list[JobArtifacts]:
     return await artifact_service.run_artifacts(ctx, run_name=name)
 
 
-@router.get("/{name}/logs")
+@router.get("/{name}/logs", dependencies=VisibleRun)
 async def get_logs(
     name: str,
     ctx: Ctx,

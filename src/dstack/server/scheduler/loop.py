@@ -18,7 +18,12 @@ from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.resources import HostResources
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import JobRow, RunnerRow
-from dstack.server.scheduler.matching import fits_ever, no_capacity_message
+from dstack.server.scheduler.matching import (
+    describe_labels,
+    fits_ever,
+    labels_match,
+    no_capacity_message,
+)
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
@@ -28,6 +33,8 @@ logger = logging.getLogger(__name__)
 _FAILED = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.ABORTED.value})
 
 Hosts = list[tuple[str, HostResources]]
+# name → labels of every registered runner
+Labels = dict[str, dict[str, str]]
 
 
 class Scheduler:
@@ -47,7 +54,7 @@ class Scheduler:
     async def tick(self) -> None:
         async with self.ctx.transaction() as session:
             await runner_service.mark_lost_runners(self.ctx, session)
-            hosts = await _hosts(session)
+            hosts, labels = await _hosts(session)
             waiting = (
                 await session.scalars(
                     select(JobRow)
@@ -57,7 +64,7 @@ class Scheduler:
             ).all()
             statuses = await dependency_statuses(session, waiting)
             for job in waiting:
-                await self._update_waiting(session, job, statuses, hosts)
+                await self._update_waiting(session, job, statuses, hosts, labels)
                 statuses[(job.run_name, job.index)] = job.status
 
     async def _update_waiting(
@@ -65,8 +72,10 @@ class Scheduler:
         session: AsyncSession,
         job: JobRow,
         statuses: dict[tuple[str, int], str],
-        hosts: Hosts,
+        all_hosts: Hosts,
+        labels: Labels,
     ) -> None:
+        hosts = _labelled(job, all_hosts, labels)
         deps = {d: statuses.get((job.run_name, d)) for d in job.deps}
         failed = sorted(d for d, s in deps.items() if s in _FAILED)
         if failed:
@@ -77,7 +86,7 @@ class Scheduler:
             return
         spec = JobSpec.model_validate(job.spec).resources
         if not any(fits_ever(spec, host) for _, host in hosts):
-            await self._no_runner(session, job, hosts)
+            await self._no_runner(session, job, hosts, registered=bool(all_hosts))
             return
         waiting_for = sorted(d for d, s in deps.items() if s != JobStatus.DONE.value)
         if waiting_for:
@@ -94,16 +103,23 @@ class Scheduler:
             "waiting for a free runner",
         )
 
-    async def _no_runner(self, session: AsyncSession, job: JobRow, hosts: Hosts) -> None:
+    async def _no_runner(
+        self, session: AsyncSession, job: JobRow, hosts: Hosts, *, registered: bool
+    ) -> None:
+        """Fail the job with the nearest offers, unless the server just started and no runner
+        registered yet. `hosts` are the runners having the job's labels."""
         spec = JobSpec.model_validate(job.spec).resources
         young = (self.ctx.clock() - self.ctx.started_at).total_seconds()
-        if not hosts and young < self.ctx.settings.no_runner_grace_seconds:
+        if not registered and young < self.ctx.settings.no_runner_grace_seconds:
             message = "waiting for a runner to register"
             await self._set(
                 session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_RUNNER, message
             )
             return
         message = no_capacity_message(spec, hosts)
+        wanted = JobSpec.model_validate(job.spec).labels
+        if wanted and not hosts:
+            message = f"no runner has the labels {describe_labels(wanted)}"
         await self._set(session, job, JobStatus.FAILED, TerminationReason.NO_CAPACITY, message)
 
     async def _set(
@@ -119,9 +135,16 @@ class Scheduler:
         )
 
 
-async def _hosts(session: AsyncSession) -> Hosts:
+async def _hosts(session: AsyncSession) -> tuple[Hosts, Labels]:
     """Every registered runner, online or not: one that is restarting still counts."""
     rows: Sequence[RunnerRow] = (
         await session.scalars(select(RunnerRow).order_by(RunnerRow.name))
     ).all()
-    return [(row.name, HostResources.model_validate(row.resources)) for row in rows]
+    hosts = [(row.name, HostResources.model_validate(row.resources)) for row in rows]
+    return hosts, {row.name: dict(row.labels) for row in rows}
+
+
+def _labelled(job: JobRow, hosts: Hosts, labels: Labels) -> Hosts:
+    """The runners that have every label the job asks for."""
+    wanted = JobSpec.model_validate(job.spec).labels
+    return [(name, host) for name, host in hosts if labels_match(wanted, labels.get(name, {}))]

@@ -6,7 +6,7 @@ at most `cpus` such jobs at once; memory and GPUs are subtracted; GPUs are given
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dstack.models.resources import GpuInfo, HostResources, ResourcesSpec
@@ -72,6 +72,15 @@ def allocate(spec: ResourcesSpec, free: FreeResources) -> Allocation | None:
     if len(matching) < spec.gpu_count:
         return None
     return Allocation(cpus, memory, tuple(matching[: spec.gpu_count]))
+
+
+def labels_match(wanted: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """A runner takes a job only if it has every label the job asks for, with that value."""
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+def describe_labels(labels: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def no_capacity_message(spec: ResourcesSpec, runners: Iterable[tuple[str, HostResources]]) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,13 +17,21 @@ from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import JobRow, RunnerRow, RunRow
-from dstack.server.scheduler.matching import Allocation, allocate, cpu_slots, free_resources
+from dstack.server.scheduler.matching import (
+    Allocation,
+    allocate,
+    cpu_slots,
+    free_resources,
+    labels_match,
+)
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
+from dstack.server.services import secrets as secret_service
 from dstack.server.services.artifacts import job_artifacts
 from dstack.server.services.workflow_caches import caches_for
 from dstack.storage.base import BlobStore
 from dstack.storage.local import LocalBlobStore
+from dstack.storage.s3 import S3BlobStore
 
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 
@@ -47,17 +56,24 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
     """One attempt, no waiting.
 
     The status change is guarded by the job's version, so two servers (or two runners) racing
-    for the same job cannot both get it; the lock only avoids needless lost races here.
+    for the same job cannot both get it. On PostgreSQL the runner's row is locked for the
+    claim (its free resources are computed once at a time) and the job is picked with
+    `FOR UPDATE SKIP LOCKED`, so concurrent claimers in any number of server processes pass
+    over each other's job instead of losing races; SQLite has one writer at a time anyway.
     """
-    async with ctx.claim_lock, ctx.transaction() as session:
+    async with _claim_turn(ctx), ctx.transaction() as session:
+        await _lock_runner(session, runner_id)
         runner = await runner_service.require_runner(session, runner_id)
         _touch(ctx, runner)
         host = HostResources.model_validate(runner.resources)
         held = [_allocation(j) for j in await runner_service.active_jobs(session, runner_id)]
         free = free_resources(host, held)
         for job in await _runnable(session):
-            allocation = allocate(JobSpec.model_validate(job.spec).resources, free)
-            if allocation is None:
+            spec = JobSpec.model_validate(job.spec)
+            if not labels_match(spec.labels, runner.labels):
+                continue
+            allocation = allocate(spec.resources, free)
+            if allocation is None or not await _lock_waiting(session, job):
                 continue
             claimed = await job_service.set_status(
                 session,
@@ -71,6 +87,36 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
             if claimed:
                 return await _assignment(ctx, session, job)
     return None
+
+
+@contextlib.asynccontextmanager
+async def _claim_turn(ctx: ServerContext) -> AsyncIterator[None]:
+    # Within one process, SQLite claims take turns (they would only lose races to each
+    # other); PostgreSQL relies on row locks, which also hold across server processes.
+    if ctx.engine.dialect.name != "sqlite":
+        yield
+        return
+    async with ctx.claim_lock:
+        yield
+
+
+async def _lock_runner(session: AsyncSession, runner_id: str) -> None:
+    """Hold the runner's row until commit (PostgreSQL; SQLite ignores `FOR UPDATE`)."""
+    await session.execute(select(RunnerRow.id).where(RunnerRow.id == runner_id).with_for_update())
+
+
+async def _lock_waiting(session: AsyncSession, job: JobRow) -> bool:
+    """Lock `job` if it is still waiting and nobody else holds it; refreshes the row.
+
+    False when another claimer has it locked or took it meanwhile: try the next job.
+    """
+    locked = await session.scalar(
+        select(JobRow)
+        .where(JobRow.id == job.id, JobRow.status.in_(WAITING_STATUSES))
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return locked is not None
 
 
 def _touch(ctx: ServerContext, runner: RunnerRow) -> None:
@@ -127,6 +173,7 @@ async def _assignment(ctx: ServerContext, session: AsyncSession, job: JobRow) ->
         deps=await dependency_artifacts(session, job),
         caches=await caches_for(session, run.repo_id, job.workflow_name),
         storage=storage_access(ctx.blobs),
+        secrets=await secret_service.job_secrets(session, ctx.settings),
     )
 
 
@@ -150,8 +197,11 @@ async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepAr
 
 
 def storage_access(store: BlobStore) -> StorageAccess:
-    """A local store is read and written in place by runners on this machine; any other
-    store through the server's blob endpoints."""
+    """A local store is read and written in place by runners on this machine; S3 straight
+    from the runner through presigned URLs; any other store through the server's blob
+    endpoints."""
     if isinstance(store, LocalBlobStore):
         return StorageAccess(kind="local", path=str(store.root.resolve()))
+    if isinstance(store, S3BlobStore):
+        return StorageAccess(kind="presigned")
     return StorageAccess(kind="http")

@@ -149,6 +149,16 @@ def to_model(row: JobRow, *, runner_name: str | None, now: datetime) -> Job:
         timings=compute_timings(changes, row.finished_at or now),
         submitted_at=row.submitted_at,
         finished_at=row.finished_at,
+        attempt=attempts(changes),
+    )
+
+
+def attempts(changes: list[StatusChange]) -> int:
+    """Re-queues so far: each one is a `submitted` entry with reason `runner_lost`."""
+    return sum(
+        1
+        for c in changes
+        if c.status is JobStatus.SUBMITTED and c.reason is TerminationReason.RUNNER_LOST
     )
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import NotFoundError
-from dstack.models.job import JobStatus, TerminationReason
+from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
@@ -19,7 +19,7 @@ from dstack.models.protocol import (
 from dstack.models.resources import HostResources
 from dstack.models.runner import Runner, RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, RunnerRow
+from dstack.server.db.models import JobRow, LogRow, RunnerRow
 from dstack.server.services import jobs as job_service
 
 ACTIVE_STATUSES = [s.value for s in JobStatus if s.is_active()]
@@ -146,12 +146,45 @@ async def mark_lost_runners(ctx: ServerContext, session: AsyncSession) -> None:
 async def _fail_active_jobs(
     ctx: ServerContext, session: AsyncSession, runner: RunnerRow, message: str
 ) -> None:
+    """The runner's jobs are lost: re-queue those whose `spec.retry` allows another attempt,
+    fail the others with `runner_lost`."""
     for job in await active_jobs(session, runner.id):
-        await job_service.set_status(
-            session,
-            job,
-            JobStatus.FAILED,
-            now=ctx.clock(),
-            reason=TerminationReason.RUNNER_LOST,
-            message=message,
-        )
+        if not await _requeue(ctx, session, job, message):
+            await job_service.set_status(
+                session,
+                job,
+                JobStatus.FAILED,
+                now=ctx.clock(),
+                reason=TerminationReason.RUNNER_LOST,
+                message=message,
+            )
+
+
+async def _requeue(ctx: ServerContext, session: AsyncSession, job: JobRow, message: str) -> bool:
+    """Back to `submitted` for another runner, when attempts are left; False otherwise.
+
+    The history keeps the `runner_lost` entry (it is what counts attempts). The lost
+    attempt's log lines are dropped: the next attempt numbers its lines from 0 again, and
+    mixing the two would garble both. The old runner, should it come back, is told to forget
+    the job (it is no longer its own) and its late reports get 409.
+    """
+    done = job_service.attempts(job_service.history(job))
+    retry = JobSpec.model_validate(job.spec).retry
+    if done >= retry or job.stop_requested:
+        return False
+    note = f"{message}; re-queued (attempt {done + 2} of {retry + 1})"
+    requeued = await job_service.set_status(
+        session,
+        job,
+        JobStatus.SUBMITTED,
+        now=ctx.clock(),
+        reason=TerminationReason.RUNNER_LOST,
+        message=note,
+        runner_id=None,
+        gpu_indexes=[],
+        host_ports=[],
+        stop_requested=None,
+    )
+    if requeued:
+        await session.execute(delete(LogRow).where(LogRow.job_id == job.id))
+    return requeued

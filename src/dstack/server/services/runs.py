@@ -18,15 +18,18 @@ from dstack.models.run import Run, run_status
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
-from dstack.server.services import caching, dependencies, gc
+from dstack.server.services import caching, dependencies, gc, secrets
 from dstack.server.services import jobs as job_service
 from dstack.server.services.names import random_prefix, run_name
 
 _NAME_ATTEMPTS = 5
 
 
-async def submit_run(ctx: ServerContext, *, request: SubmitRunRequest) -> Run:
-    """Store a run and its jobs under a fresh name; return it.
+async def submit_run(
+    ctx: ServerContext, *, request: SubmitRunRequest, user: str | None = None
+) -> Run:
+    """Store a run and its jobs under a fresh name, submitted by `user` (default: the
+    admin's name); return it. A job referring to a secret that does not exist is refused.
 
     In the same transaction: external deps are resolved (a missing tag or run raises
     `NotFoundError` and nothing is created), each job gets its cache key, and jobs whose
@@ -34,10 +37,11 @@ async def submit_run(ctx: ServerContext, *, request: SubmitRunRequest) -> Run:
     is done when this returns.
     """
     _check_deps(request)
+    await secrets.check_references(ctx, [job.spec for job in request.jobs])
     for attempt in range(_NAME_ATTEMPTS):
         try:
             async with ctx.transaction() as session:
-                name = await _insert_run(ctx, session, request)
+                name = await _insert_run(ctx, session, request, user)
             return await get_run(ctx, name=name)
         except IntegrityError:
             # Another submit took the same name between our count and insert: draw again.
@@ -66,7 +70,9 @@ def _check_deps(request: SubmitRunRequest) -> None:
             )
 
 
-async def _insert_run(ctx: ServerContext, session: AsyncSession, request: SubmitRunRequest) -> str:
+async def _insert_run(
+    ctx: ServerContext, session: AsyncSession, request: SubmitRunRequest, user: str | None
+) -> str:
     externals = await dependencies.resolve_request(session, request)
     decisions = await caching.decide(session, request, externals)
     now = ctx.clock()
@@ -79,6 +85,7 @@ async def _insert_run(ctx: ServerContext, session: AsyncSession, request: Submit
         args=list(request.args),
         variables=dict(request.variables),
         tag=request.tag,
+        user=user,
     )
     rows = [
         _new_job(name, index, job, now, decisions[index], externals[index])
@@ -103,6 +110,7 @@ async def insert_run_row(
     args: list[str],
     variables: dict[str, str],
     tag: str | None,
+    user: str | None = None,
 ) -> str:
     """Add a run under a fresh name (flushed); return the name. A name taken concurrently
     surfaces as `IntegrityError` at commit: the caller draws again."""
@@ -123,7 +131,7 @@ async def insert_run_row(
             args=args,
             variables=variables,
             tag=tag,
-            user=ctx.settings.user,
+            user=user or ctx.settings.user,
             submitted_at=ctx.clock(),
         )
     )
@@ -179,14 +187,20 @@ async def get_run(ctx: ServerContext, *, name: str) -> Run:
 
 
 async def list_runs(
-    ctx: ServerContext, *, all: bool = False, repo_id: str | None = None
+    ctx: ServerContext,
+    *,
+    all: bool = False,
+    repo_id: str | None = None,
+    repos: list[str] | None = None,
 ) -> list[Run]:
-    """Runs, newest first. Without `all`: every unfinished run plus the newest
-    `settings.finished_runs_listed` finished ones."""
+    """Runs, newest first, of `repos` only when given. Without `all`: every unfinished run
+    plus the newest `settings.finished_runs_listed` finished ones."""
     async with ctx.transaction() as session:
         query = select(RunRow).order_by(RunRow.submitted_at.desc(), RunRow.name.desc())
         if repo_id is not None:
             query = query.where(RunRow.repo_id == repo_id)
+        if repos is not None:
+            query = query.where(RunRow.repo_id.in_(repos))
         rows = (await session.scalars(query)).all()
         runs = await _to_models(ctx, session, rows)
     if all:

@@ -1,0 +1,99 @@
+"""S9: many concurrent API clients against the real local server (uvicorn on loopback).
+
+Each client alternates listing runs (`GET /api/runs?all=true`) and reading the first page of a
+run's logs (`GET /api/runs/NAME/logs`), one request at a time. Latency is per request;
+any non-2xx answer or transport error counts as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+from benchmarks.harness import Budget, Row
+from benchmarks.scenarios.base import Bench
+
+LOGGING = """
+workflows:
+  - name: chatty
+    provider: bash
+    commands: [seq 1 200]
+"""
+
+
+def concurrent_clients(bench: Bench) -> list[Row]:
+    from dstack.server.local import ensure_local_server
+
+    sizes = bench.sizes
+    p50: list[float] = []
+    p99: list[float] = []
+    errors = 0
+    with bench.workspace() as ws:
+        ws.workflows(LOGGING)
+        names = []
+        for _ in range(3):
+            ws.dstack("run", "chatty")
+            names.append(ws.newest_run())
+        url, token = ensure_local_server(ws.home)
+        for index in range(sizes.runs + 1):
+            latencies, failed = asyncio.run(
+                _round(url, token, names, sizes.api_clients, sizes.api_requests)
+            )
+            if index:  # the first round is the warm-up
+                quantiles = statistics.quantiles(latencies, n=100)
+                p50.append(quantiles[49] * 1000)
+                p99.append(quantiles[98] * 1000)
+                errors += failed
+    label = f"{sizes.api_clients} clients"
+    return [
+        Row("S9", f"API p50 ({label})", p50, unit="ms", errors=errors),
+        Row(
+            "S9",
+            f"API p99 ({label})",
+            p99,
+            unit="ms",
+            errors=errors,
+            budget=Budget(100),
+            note=f"{errors} failed requests" if errors else "",
+        ),
+    ]
+
+
+async def _round(
+    url: str, token: str, names: list[str], clients: int, requests: int
+) -> tuple[list[float], int]:
+    import httpx
+
+    latencies: list[float] = []
+    failed = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(index: int) -> None:
+        nonlocal failed
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            limits=limits,
+        ) as http:
+            for request in range(requests):
+                path, params = _request(index + request, names)
+                start = time.perf_counter()
+                try:
+                    response = await http.get(path, params=params)
+                    ok = response.is_success
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - start)
+                failed += not ok
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies, failed
+
+
+def _request(counter: int, names: list[str]) -> tuple[str, dict[str, Any]]:
+    if counter % 2:
+        return f"/api/runs/{names[counter % len(names)]}/logs", {}
+    return "/api/runs", {"all": "true"}

@@ -1,0 +1,125 @@
+"""S1-S3: runs through the CLI on the process executor, the local server warm.
+
+Every sample is one `dstack run` from start to exit: the command exits when the run ends,
+so the time includes submitting, scheduling, running, log shipping and artifact sync.
+"""
+
+from __future__ import annotations
+
+import os
+
+from benchmarks.harness import Budget, Row, median, quiet, sample
+from benchmarks.scenarios.base import Bench
+from benchmarks.workspace import BenchError
+
+HELLO = """
+workflows:
+  - name: hello
+    provider: bash
+    commands: [echo hello]
+"""
+
+# Each step passes 1 MB on: A writes it, B and C read what came before and write their own.
+CHAIN = """
+workflows:
+  - name: step-a
+    provider: bash
+    commands:
+      - mkdir -p a && head -c 1000000 /dev/urandom > a/data.bin
+    artifacts: [a]
+  - name: step-b
+    provider: bash
+    deps:
+      - workflow: step-a
+    commands:
+      - mkdir -p b && head -c 1000000 a/data.bin > b/data.bin
+    artifacts: [b]
+  - name: step-c
+    provider: bash
+    deps:
+      - workflow: step-b
+    commands:
+      - mkdir -p c && head -c 1000000 b/data.bin > c/data.bin
+    artifacts: [c]
+"""
+
+
+def one_step(bench: Bench) -> list[Row]:
+    """S1: a one-step `echo hello` workflow against `bash -c`."""
+    with bench.workspace() as ws:
+        ws.workflows(HELLO)
+
+        def run() -> None:
+            if "hello" not in ws.dstack("run", "hello"):
+                raise BenchError("dstack run hello did not print hello")
+
+        ours = sample(run, runs=bench.sizes.runs)
+    base = sample(lambda: quiet(["bash", "-c", "echo hello"]), runs=bench.sizes.runs)
+    return [
+        Row(
+            "S1",
+            "dstack run (echo hello)",
+            ours,
+            baseline=median(base),
+            baseline_name="bash -c",
+            budget=Budget(0.25),
+        ),
+    ]
+
+
+def chain(bench: Bench) -> list[Row]:
+    """S2: A->B->C passing 1 MB artifacts, (a) forced with `--reload`, (b) all cached."""
+    with bench.workspace() as ws:
+        ws.workflows(CHAIN)
+        ws.dstack("run", "step-c")
+        forced = sample(lambda: ws.dstack("run", "step-c", "--reload"), runs=bench.sizes.runs)
+        cached = sample(
+            lambda: _cached_run(*ws.dstack_full("run", "step-c")), runs=bench.sizes.runs
+        )
+    return [
+        Row("S2a", "chain A->B->C, --reload", forced, budget=Budget(0.35)),
+        Row("S2b", "chain A->B->C, cached", cached, budget=Budget(0.25)),
+    ]
+
+
+def _cached_run(out: str, err: str) -> None:
+    if "reused" not in out + err:
+        raise BenchError(f"the unchanged chain was not reused:\n{(out + err)[-1000:]}")
+
+
+def parallel(bench: Bench) -> list[Row]:
+    """S3: N independent `sleep 0.2` jobs, two at a time, against `xargs -P 2`.
+
+    The jobs are the dependencies of one final no-op job, so one `dstack run` holds them
+    all; each asks for half the runner's CPUs, which leaves two slots."""
+    count = bench.sizes.parallel_jobs
+    cpu = max(1, (os.cpu_count() or 2) // 2)
+    with bench.workspace() as ws:
+        ws.workflows(_parallel_workflows(count, cpu))
+        ours = sample(lambda: ws.dstack("run", "all", "--reload"), runs=bench.sizes.runs)
+    xargs = ["bash", "-c", f"seq {count} | xargs -P 2 -I{{}} sleep 0.2"]
+    base = sample(lambda: quiet(xargs), runs=bench.sizes.runs)
+    return [
+        Row(
+            "S3",
+            f"{count} x sleep 0.2, 2 slots",
+            ours,
+            baseline=median(base),
+            baseline_name="xargs -P 2",
+            budget=Budget(2.0 * count / 16),
+        ),
+    ]
+
+
+def _parallel_workflows(count: int, cpu: int) -> str:
+    lines = ["workflows:"]
+    for index in range(count):
+        lines += [
+            f"  - name: sleep-{index}",
+            "    provider: bash",
+            "    commands: [sleep 0.2]",
+            f"    resources: {{cpu: {cpu}}}",
+        ]
+    lines += ["  - name: all", "    provider: bash", "    commands: ['true']", "    deps:"]
+    lines += [f"      - workflow: sleep-{index}" for index in range(count)]
+    return "\n".join(lines) + "\n"

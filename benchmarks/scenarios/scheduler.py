@@ -1,0 +1,163 @@
+"""S7: the scheduler alone — queued single-job runs against simulated runners.
+
+The real local server runs in its own process (uvicorn, SQLite, no local runner), so its CPU
+time is the server's and nothing else's. Simulated runners are asyncio tasks in this process
+speaking the runner API over loopback: register, then claim, report `running` and `done` at
+once, and claim again. The runs are submitted (untimed) before any runner claims; the clock
+runs from the first claim until every job is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from benchmarks.harness import Budget, Row
+from benchmarks.scenarios.base import Bench
+from benchmarks.workspace import BenchError
+
+RUNNER_HEADER = "X-Dstack-Runner-Id"
+
+
+def assignments(bench: Bench) -> list[Row]:
+    import psutil
+
+    from dstack.server.local import ensure_local_server
+
+    sizes = bench.sizes
+    rates: list[float] = []
+    cpu_ms: list[float] = []
+    with bench.workspace(warm=False) as ws:
+        url, token = ensure_local_server(ws.home, start_runner=False)
+        server = psutil.Process(ws.server_pid())
+        runner_token = asyncio.run(_runner_token(url, token))
+        runners = asyncio.run(_register_all(url, runner_token, sizes.sim_runners))
+        rounds = [max(1, sizes.queued_runs // 10)] + [sizes.queued_runs] * min(sizes.runs, 3)
+        for index, count in enumerate(rounds):
+            asyncio.run(_submit_all(url, token, count))
+            before = _cpu(server)
+            seconds = asyncio.run(_drain(url, runner_token, runners, count))
+            used = _cpu(server) - before
+            if index:  # the first round is the warm-up
+                rates.append(count / seconds)
+                cpu_ms.append(used / count * 1000)
+    label = f"{sizes.queued_runs:,} runs, {sizes.sim_runners} runners"
+    return [
+        Row(
+            "S7", f"assignments ({label})", rates, unit="jobs/s", budget=Budget(200, at_least=True)
+        ),
+        Row(
+            "S7",
+            "server CPU per job",
+            cpu_ms,
+            unit="ms",
+            note="claim + running + done reports; server process only (psutil)",
+        ),
+    ]
+
+
+def _cpu(process: Any) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _client(url: str, token: str) -> Any:
+    import httpx
+
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    return httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
+    )
+
+
+async def _runner_token(url: str, token: str) -> str:
+    """A runner registration token, where the server has them (else the server's token)."""
+    async with _client(url, token) as http:
+        response = await http.post("/api/runners/tokens")
+        if response.status_code in (404, 405):
+            return token
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+
+async def _register_all(url: str, token: str, count: int) -> list[str]:
+    host = {"cpus": 1, "memory_mib": 4096, "disk_mib": 10240, "gpus": []}
+    async with _client(url, token) as http:
+        ids = []
+        for index in range(count):
+            body = {
+                "name": f"sim-{index}",
+                "host": "sim",
+                "resources": host,
+                "executors": ["process"],
+            }
+            response = await http.post("/api/runners/register", json=body)
+            response.raise_for_status()
+            ids.append(str(response.json()["runner_id"]))
+        return ids
+
+
+async def _submit_all(url: str, token: str, count: int) -> None:
+    async with _client(url, token) as http:
+        queue = iter(range(count))
+
+        async def worker() -> None:
+            for _ in queue:
+                response = await http.post("/api/runs", json=_submission())
+                if response.is_error:
+                    raise BenchError(f"submit failed: {response.status_code} {response.text}")
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+
+
+def _submission() -> dict[str, Any]:
+    spec = {"provider": "bash", "commands": ["true"], "workflow_name": "sim"}
+    return {
+        "repo": {"repo_id": "bench/sim", "tree": "0" * 40, "commit": "1" * 40, "branch": "main"},
+        "workflow_name": "sim",
+        "jobs": [{"workflow_name": "sim", "spec": spec}],
+    }
+
+
+async def _drain(url: str, token: str, runners: list[str], count: int) -> float:
+    """Seconds until the runners have taken and finished `count` jobs."""
+    done = 0
+    finished = asyncio.Event()
+    async with _client(url, token) as http:
+
+        async def runner(runner_id: str) -> None:
+            nonlocal done
+            while not finished.is_set():
+                response = await http.post(
+                    f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0.5}
+                )
+                response.raise_for_status()
+                if response.status_code == 204:
+                    continue
+                job_id = response.json()["job_id"]
+                for status in ("running", "done"):
+                    body: dict[str, Any] = {"status": status}
+                    if status == "done":
+                        body.update(reason="done", exit_code=0)
+                    reply = await http.post(
+                        f"/api/jobs/{job_id}/status",
+                        json=body,
+                        headers={RUNNER_HEADER: runner_id},
+                    )
+                    if reply.is_error:
+                        raise BenchError(f"status report failed: {reply.status_code} {reply.text}")
+                done += 1
+                if done >= count:
+                    finished.set()
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(runner(r)) for r in runners]
+        waiter = asyncio.create_task(finished.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED, timeout=600)
+        seconds = time.perf_counter() - start
+        finished.set()
+        await asyncio.gather(*tasks)
+        if done < count:
+            raise BenchError(f"only {done} of {count} jobs were assigned and finished")
+        return seconds

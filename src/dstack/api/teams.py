@@ -1,0 +1,63 @@
+"""The team endpoints of the typed client: users, runner tokens and secrets (`Client` has
+them all; this module only keeps `client.py` short)."""
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+
+from dstack.api.base import BaseClient
+from dstack.models.protocol import (
+    CreateUserRequest,
+    CreateUserResponse,
+    RunnerTokenResponse,
+    Secret,
+    SecretRequest,
+    User,
+)
+
+_USERS = TypeAdapter(list[User])
+_SECRETS = TypeAdapter(list[Secret])
+
+
+class TeamsClient(BaseClient):
+    # --- users (admin, but `me`) -------------------------------------------------------------
+    def me(self) -> User:
+        return User.model_validate(self.request("GET", "/api/users/me").json())
+
+    def list_users(self) -> list[User]:
+        return _USERS.validate_python(self.request("GET", "/api/users").json())
+
+    def create_user(
+        self, name: str, *, is_admin: bool = False, repos: list[str] | None = None
+    ) -> CreateUserResponse:
+        """A new user and their token (shown once). `ConflictError` if the name is taken."""
+        body = CreateUserRequest(name=name, is_admin=is_admin, repos=repos)
+        response = self.request("POST", "/api/users", json=body.model_dump(mode="json"))
+        return CreateUserResponse.model_validate(response.json())
+
+    def delete_user(self, name: str) -> None:
+        """Remove a user; their token stops working at once."""
+        self.request("DELETE", f"/api/users/{name}")
+
+    def create_runner_token(self) -> str:
+        """A new runner registration token (admin)."""
+        response = self.request("POST", "/api/runners/tokens")
+        return RunnerTokenResponse.model_validate(response.json()).token
+
+    # --- secrets ---------------------------------------------------------------------------
+    def list_secrets(self) -> list[Secret]:
+        """Names and dates; values never leave the server except to jobs."""
+        return _SECRETS.validate_python(self.request("GET", "/api/secrets").json())
+
+    def add_secret(self, name: str, value: str) -> Secret:
+        """`ConflictError` if a secret of that name exists."""
+        body = SecretRequest(name=name, value=value).model_dump(mode="json")
+        return Secret.model_validate(self.request("POST", "/api/secrets", json=body).json())
+
+    def update_secret(self, name: str, value: str) -> Secret:
+        """`NotFoundError` if there is no secret of that name."""
+        body = SecretRequest(name=name, value=value).model_dump(mode="json")
+        return Secret.model_validate(self.request("PUT", "/api/secrets", json=body).json())
+
+    def delete_secret(self, name: str) -> None:
+        self.request("DELETE", f"/api/secrets/{name}")

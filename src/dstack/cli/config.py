@@ -1,0 +1,96 @@
+"""`dstack config`: add, list and delete remotes (team servers) in `$DSTACK_HOME/config.yaml`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--url", metavar="URL", help="The remote server's URL, e.g. http://host:3000.")
+@click.option("--token", metavar="TOKEN", help="Your token on that server.")
+@click.option("--name", default="default", show_default=True, help="Name of the remote.")
+@click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
+@click.option("--delete", "delete", metavar="NAME", help="Remove the remote NAME.")
+def config(
+    url: str | None, token: str | None, name: str, make_default: bool, delete: str | None
+) -> None:
+    """Add a remote (`--url` and `--token`), delete one, or list them."""
+    from dstack.cli.context import load_config, save_config
+    from dstack.errors import ConfigError
+
+    settings = load_config()
+    if delete is not None:
+        settings.delete(delete)
+        save_config(settings)
+        click.echo(f"Removed remote '{delete}'.")
+        return
+    if url is None and token is None:
+        _print_remotes()
+        return
+    if not url or not token:
+        raise ConfigError(
+            "`dstack config` needs both --url and --token to add a remote",
+            hint="dstack config --url http://HOST:PORT --token TOKEN [--name NAME]",
+        )
+    _add(url, token, name, make_default)
+
+
+def _add(url: str, token: str, name: str, make_default: bool) -> None:
+    from dstack.cli.context import Remote, load_config, save_config
+
+    url = url.rstrip("/")
+    check_remote(url, token)
+    settings = load_config()
+    settings.upsert(Remote(name=name, url=url, token=token), make_default=make_default)
+    save_config(settings)
+    suffix = " (default)" if settings.default == name else ""
+    click.echo(f"Remote '{name}' at {url} saved{suffix}.")
+
+
+def check_remote(url: str, token: str) -> None:
+    """The server answers `/api/health` and accepts the token; else a `DstackError` saying
+    which of the two failed."""
+    from dstack.api.client import Client
+    from dstack.errors import AuthError, NotFoundError, ServerError
+
+    if not url.startswith(("http://", "https://")):
+        from dstack.errors import ConfigError
+
+        raise ConfigError(f"'{url}' is not an http(s) URL", hint="e.g. http://HOST:3000")
+    with Client(url, token, timeout=10.0) as client:
+        try:
+            client.health()
+        except ServerError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            raise ServerError(
+                f"no dstack server answers at {url}: {exc.message}",
+                hint="check the URL and that `dstack server` runs there",
+            ) from exc
+        try:
+            client.request("GET", "/api/users/me")
+        except NotFoundError:
+            # A server without users: any authenticated endpoint proves the token.
+            client.request("GET", "/api/runners")
+
+
+def _print_remotes() -> None:
+    from dstack.cli.context import config_path, load_config
+    from dstack.cli.render import console, table
+
+    settings = load_config()
+    if not settings.remotes:
+        click.echo(f"No remotes in {config_path()}.")
+        click.echo("Add one with `dstack config --url URL --token TOKEN`.")
+        return
+    t = table("NAME", "URL", "TOKEN")
+    for r in settings.remotes:
+        t.add_row(
+            r.name + (" (default)" if r.name == settings.default else ""), r.url, mask(r.token)
+        )
+    console().print(t)
+
+
+def mask(token: str) -> str:
+    """`abcd…wxyz` for long tokens, `****` otherwise: enough to tell tokens apart."""
+    return f"{token[:4]}…{token[-4:]}" if len(token) >= 16 else "****"

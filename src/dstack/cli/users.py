@@ -1,0 +1,55 @@
+"""`dstack users list | add NAME [--admin] [--repo REPO_ID]... | delete [-y] NAME` (admin)"""
+
+from __future__ import annotations
+
+import click
+
+from dstack.cli.context import client_for, remote_option
+
+
+@click.group()
+def users() -> None:
+    """Manage the users of a server and their tokens (admin only)."""
+
+
+@users.command("list")
+@remote_option
+def list_users(remote: str | None) -> None:
+    """List the users, whether they are admins, and the repositories they may see."""
+    from dstack.cli.render import ago, console, table
+
+    t = table("NAME", "ADMIN", "REPOSITORIES", "CREATED")
+    for user in client_for(remote).list_users():
+        repos = "all" if user.repos is None else ", ".join(user.repos) or "none"
+        t.add_row(user.name, "yes" if user.is_admin else "", repos, ago(user.created_at))
+    console().print(t)
+
+
+@users.command("add")
+@remote_option
+@click.option("--admin", "is_admin", is_flag=True, help="The user may manage users and runners.")
+@click.option(
+    "--repo",
+    "repos",
+    multiple=True,
+    metavar="REPO_ID",
+    help="Limit the user to runs of this repository (repeatable; default: all).",
+)
+@click.argument("name")
+def add(name: str, is_admin: bool, repos: tuple[str, ...], remote: str | None) -> None:
+    """Add user NAME and print their token (shown only this once)."""
+    created = client_for(remote).create_user(name, is_admin=is_admin, repos=list(repos) or None)
+    click.echo(f"User '{created.user.name}' added. Their token (shown only now):")
+    click.echo(created.token)
+
+
+@users.command("delete")
+@remote_option
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("name")
+def delete(name: str, yes: bool, remote: str | None) -> None:
+    """Delete user NAME; their token stops working at once."""
+    if not yes and not click.confirm(f"Delete user '{name}' and revoke their token?"):
+        raise click.exceptions.Exit(1)
+    client_for(remote).delete_user(name)
+    click.echo(f"User '{name}' deleted.")

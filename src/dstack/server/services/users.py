@@ -1,0 +1,246 @@
+"""Users, the admin token, runner registration tokens, and who may see which run.
+
+Tokens are random (`secrets.token_urlsafe`), so a plain sha256 is a safe way to keep them:
+only hashes are stored; a token is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from dstack.errors import ConflictError, NotFoundError
+from dstack.models.protocol import CreateUserRequest, CreateUserResponse, User
+from dstack.server.context import ServerContext
+from dstack.server.db.models import RunnerTokenRow, RunRow, UserRow
+from dstack.server.errors import InvalidRequestError
+
+ADMIN_TOKEN_FILE = "admin_token"
+LOCAL_RUNNER_LABEL = "local"
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+    RUNNER = "runner"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who sent a request: a user (maybe an admin) or a runner."""
+
+    name: str
+    role: Role
+    repos: frozenset[str] | None = None
+
+    def can_see(self, repo_id: str) -> bool:
+        """Whether runs of `repo_id` exist for this principal."""
+        return self.repos is None or repo_id in self.repos
+
+    @property
+    def visible_repos(self) -> list[str] | None:
+        return None if self.repos is None else sorted(self.repos)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# --- authentication -------------------------------------------------------------------------
+async def authenticate(ctx: ServerContext, token: str) -> Principal | None:
+    """The principal `token` belongs to; None when it is unknown or revoked.
+
+    A runner token configured in the settings is compared without the database.
+    """
+    configured = ctx.settings.runner_token
+    if configured and hmac.compare_digest(token.encode(), configured.encode()):
+        return Principal(name="runner", role=Role.RUNNER)
+    digest = hash_token(token)
+    async with ctx.transaction() as session:
+        user = await session.scalar(select(UserRow).where(UserRow.token_hash == digest))
+        if user is not None:
+            return _principal(user)
+        runner = await session.get(RunnerTokenRow, digest)
+    if runner is not None:
+        return Principal(name=f"runner:{runner.label}", role=Role.RUNNER)
+    return None
+
+
+def _principal(row: UserRow) -> Principal:
+    repos = None if row.repos is None else frozenset(row.repos)
+    return Principal(name=row.name, role=Role.ADMIN if row.is_admin else Role.USER, repos=repos)
+
+
+# --- the admin ------------------------------------------------------------------------------
+async def bootstrap_admin(ctx: ServerContext) -> str | None:
+    """Make sure the admin user exists; return its token when it was generated just now.
+
+    `settings.token` (`DSTACK_SERVER_ADMIN_TOKEN`) always wins: the admin's hash is set to it
+    on every start. Without it, the first start generates a token, writes it to
+    `server_dir/admin_token` (mode 0600) and returns it so it can be printed once; later
+    starts keep the stored hash. Servers sharing one database may race here: the loser of
+    the insert keeps the winner's token.
+    """
+    settings = ctx.settings
+    token = settings.token
+    async with ctx.transaction() as session:
+        row = await session.get(UserRow, settings.user)
+        if row is not None and token is None:
+            row.is_admin = True
+            return None
+        if row is not None and token is not None:
+            row.token_hash, row.is_admin, row.repos = hash_token(token), True, None
+            return None
+    generated = token is None
+    token = token or new_token()
+    try:
+        async with ctx.transaction() as session:
+            session.add(_user_row(settings.user, token, True, None, ctx))
+    except IntegrityError:
+        return None
+    if generated:
+        write_private(settings.server_dir / ADMIN_TOKEN_FILE, token)
+        return token
+    return None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by its owner only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+# --- users ----------------------------------------------------------------------------------
+async def list_users(ctx: ServerContext) -> list[User]:
+    async with ctx.transaction() as session:
+        rows = (await session.scalars(select(UserRow).order_by(UserRow.name))).all()
+    return [_to_model(row) for row in rows]
+
+
+async def get_user(ctx: ServerContext, *, name: str) -> User:
+    async with ctx.transaction() as session:
+        row = await session.get(UserRow, name)
+    if row is None:
+        raise NotFoundError(f"user '{name}' not found", hint="see `dstack users list`")
+    return _to_model(row)
+
+
+async def create_user(ctx: ServerContext, *, request: CreateUserRequest) -> CreateUserResponse:
+    """A new user with a fresh token (returned once). `ConflictError` if the name is taken."""
+    _check_name(request.name)
+    token = new_token()
+    row = _user_row(request.name, token, request.is_admin, request.repos, ctx)
+    try:
+        async with ctx.transaction() as session:
+            if await session.get(UserRow, request.name) is not None:
+                raise _taken(request.name)
+            session.add(row)
+    except IntegrityError:
+        raise _taken(request.name) from None
+    return CreateUserResponse(user=_to_model(row), token=token)
+
+
+async def delete_user(ctx: ServerContext, *, name: str) -> None:
+    """Remove the user, which revokes their token at once. The server's own admin (the one
+    `settings.user` names) cannot be removed: it would lock everyone out."""
+    if name == ctx.settings.user:
+        raise InvalidRequestError(
+            f"user '{name}' is the server's admin and cannot be deleted",
+            hint="set DSTACK_SERVER_ADMIN_TOKEN to replace its token",
+        )
+    async with ctx.transaction() as session:
+        result = await session.execute(delete(UserRow).where(UserRow.name == name))
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotFoundError(f"user '{name}' not found", hint="see `dstack users list`")
+
+
+def _user_row(
+    name: str, token: str, is_admin: bool, repos: list[str] | None, ctx: ServerContext
+) -> UserRow:
+    return UserRow(
+        name=name,
+        token_hash=hash_token(token),
+        is_admin=is_admin,
+        repos=None if repos is None else sorted(set(repos)),
+        created_at=ctx.clock(),
+    )
+
+
+def _to_model(row: UserRow) -> User:
+    repos = None if row.repos is None else list(row.repos)
+    return User(name=row.name, is_admin=row.is_admin, repos=repos, created_at=row.created_at)
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 200 or not set(name) <= _NAME_CHARS:
+        raise InvalidRequestError(
+            f"invalid user name '{name}'",
+            hint="use letters, digits and . _ - @ (at most 200 characters)",
+        )
+
+
+def _taken(name: str) -> ConflictError:
+    return ConflictError(f"user '{name}' already exists", hint=f"dstack users delete {name}")
+
+
+# --- runner tokens --------------------------------------------------------------------------
+async def create_runner_token(
+    ctx: ServerContext, *, created_by: str, label: str = "", replace: bool = False
+) -> str:
+    """A new runner registration token (returned once; only its hash is kept).
+
+    `replace` first revokes the earlier tokens of the same `label` (the local server makes
+    one for its own runner on every start and needs only the newest).
+    """
+    token = new_token()
+    async with ctx.transaction() as session:
+        if replace:
+            await session.execute(delete(RunnerTokenRow).where(RunnerTokenRow.label == label))
+        session.add(
+            RunnerTokenRow(
+                token_hash=hash_token(token),
+                label=label,
+                created_by=created_by,
+                created_at=ctx.clock(),
+            )
+        )
+    return token
+
+
+# --- visibility -----------------------------------------------------------------------------
+async def require_visible_run(ctx: ServerContext, principal: Principal, name: str) -> None:
+    """`NotFoundError` — the same a missing run gets — when `principal` may not see run
+    `name`; nothing when it may (or when it does not exist: the service says so)."""
+    if principal.repos is None:
+        return
+    async with ctx.transaction() as session:
+        repo_id = await session.scalar(select(RunRow.repo_id).where(RunRow.name == name))
+    if repo_id is not None and not principal.can_see(repo_id):
+        raise NotFoundError(f"run '{name}' not found", hint="see `dstack ps -a`")
+
+
+def require_repo(principal: Principal, repo_id: str) -> None:
+    """`NotFoundError` when `principal` may not submit or read runs of `repo_id`."""
+    if not principal.can_see(repo_id):
+        raise NotFoundError(
+            f"repository '{repo_id}' is not one you have access to",
+            hint="ask an admin to add it to your user (`dstack users add NAME --repo ...`)",
+        )

@@ -1,0 +1,236 @@
+"""`PresignedBlobStore`: bytes straight to and from object storage, with URLs a server signs.
+
+The server answers "which blobs are missing" and hands out short-lived GET/PUT URLs
+(`POST /api/blobs/missing`, `POST /api/blobs/presign`); the bytes never pass through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, NoReturn, Protocol
+
+import httpx
+
+from dstack.errors import AuthError, NotFoundError, StorageError
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, sha256_file
+
+_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+
+class Presigner(Protocol):
+    """What `PresignedBlobStore` asks of the server."""
+
+    def presign(self, digests: list[str], method: str) -> dict[str, str]:
+        """digest → URL valid for a while, for `GET` or `PUT`. Raises `StorageError` when
+        the server has no object storage, `AuthError` for a refused token."""
+
+    def missing(self, digests: list[str]) -> list[str]:
+        """The distinct digests (in the order given) that the store lacks."""
+
+
+class ServerPresigner:
+    """`Presigner` over a server's HTTP API (user or runner token)."""
+
+    def __init__(
+        self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self._base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+            timeout=_TIMEOUT,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def presign(self, digests: list[str], method: str) -> dict[str, str]:
+        body = {"digests": [check_digest(d) for d in digests], "method": method}
+        urls = self._post("/api/blobs/presign", body).get("urls")
+        if not isinstance(urls, dict):
+            raise StorageError(f"unexpected answer from {self._base_url}/api/blobs/presign")
+        return {str(k): str(v) for k, v in urls.items()}
+
+    def missing(self, digests: list[str]) -> list[str]:
+        unique = [check_digest(d) for d in dict.fromkeys(digests)]
+        if not unique:
+            return []
+        listed = self._post("/api/blobs/missing", {"digests": unique}).get("missing")
+        answer = {str(d) for d in listed} if isinstance(listed, list) else set()
+        return [d for d in unique if d in answer]
+
+    def _post(self, path: str, body: object) -> dict[str, object]:
+        try:
+            response = self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise StorageError(
+                f"cannot reach the server at {self._base_url}: {exc}",
+                hint="check that the server is running and reachable",
+            ) from exc
+        if response.status_code == 401:
+            raise AuthError(f"the server at {self._base_url} refused the token")
+        if response.status_code >= 400:
+            raise StorageError(*_error_of(response))
+        data = response.json()
+        return data if isinstance(data, dict) else {}
+
+
+class PresignedBlobStore:
+    """A `BlobStore` whose bytes move between this machine and S3 over presigned URLs.
+
+    Uploads are hashed first and sent with their sha256, which S3 checks itself; downloads
+    are verified before they replace their target. Network failures become `StorageError`.
+    Deleting and listing blobs are the server's business, not a client's. Thread-safe.
+    A single upload is limited to S3's 5 GiB per PUT.
+    """
+
+    def __init__(self, presigner: Presigner, *, transport: httpx.BaseTransport | None = None):
+        self._presigner = presigner
+        self._http = httpx.Client(transport=transport, timeout=_TIMEOUT)
+
+    def close(self) -> None:
+        """Close this store's connections and its presigner's (when it has any)."""
+        self._http.close()
+        close = getattr(self._presigner, "close", None)
+        if callable(close):
+            close()
+
+    def exists(self, digest: str) -> bool:
+        return not self._presigner.missing([check_digest(digest)])
+
+    def missing(self, digests: list[str]) -> list[str]:
+        return self._presigner.missing(digests)
+
+    def put_bytes(self, data: bytes, digest: str) -> None:
+        check_digest(digest)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise mismatch(digest, actual)
+        if self.exists(digest):
+            return
+        self._put(digest, data, len(data))
+
+    def put_file(self, path: Path, digest: str) -> None:
+        if self.exists(digest):
+            return
+        try:
+            actual = sha256_file(path)
+            if actual != digest:
+                raise mismatch(digest, actual)
+            with path.open("rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                self._put(digest, _chunks(file), size)
+        except OSError as exc:
+            raise StorageError(f"cannot upload {path} as blob {digest}: {exc.strerror}") from exc
+
+    def size(self, digest: str) -> int:
+        with self._get(digest) as response:
+            return int(response.headers.get("content-length", "0"))
+
+    def open(self, digest: str) -> Iterator[bytes]:
+        stream = self._get(digest)
+        response = stream.__enter__()  # a missing blob fails here, before the first chunk
+        return self._verified(stream, response, digest)
+
+    def get_file(self, digest: str, target: Path) -> None:
+        chunks = self.open(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def delete(self, digest: str) -> NoReturn:
+        raise StorageError(
+            f"cannot delete blob {digest} through presigned URLs",
+            hint="the server reclaims blobs on `rm`",
+        )
+
+    def list_digests(self) -> NoReturn:
+        raise StorageError("cannot list blobs through presigned URLs")
+
+    def _url(self, digest: str, method: str) -> str:
+        url = self._presigner.presign([check_digest(digest)], method).get(digest)
+        if url is None:
+            raise StorageError(f"the server gave no {method} URL for blob {digest}")
+        return url
+
+    def _put(self, digest: str, content: bytes | Iterator[bytes], size: int) -> None:
+        from dstack.storage.s3 import checksum_header
+
+        headers = {"content-length": str(size), **checksum_header(digest)}
+        url = self._url(digest, "PUT")
+        try:
+            response = self._http.put(url, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _unreachable(exc) from exc
+        if response.status_code >= 300:
+            raise StorageError(
+                f"object storage refused blob {digest} ({response.status_code})",
+                hint="the upload URL may have expired; run the command again",
+            )
+
+    @contextlib.contextmanager
+    def _get(self, digest: str) -> Iterator[httpx.Response]:
+        url = self._url(digest, "GET")
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code == 404:
+                    raise NotFoundError(f"blob {digest} not found")
+                if response.status_code >= 300:
+                    raise StorageError(
+                        f"object storage answered {response.status_code} for blob {digest}"
+                    )
+                yield response
+        except httpx.HTTPError as exc:
+            raise _unreachable(exc) from exc
+
+    @staticmethod
+    def _verified(
+        stream: contextlib.AbstractContextManager[httpx.Response],
+        response: httpx.Response,
+        digest: str,
+    ) -> Iterator[bytes]:
+        hasher = hashlib.sha256()
+        try:
+            for chunk in response.iter_bytes(CHUNK_SIZE):
+                hasher.update(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _unreachable(exc) from exc
+        finally:
+            stream.__exit__(None, None, None)
+        if hasher.hexdigest() != digest:
+            raise mismatch(digest, hasher.hexdigest())
+
+
+def _chunks(file: BinaryIO) -> Iterator[bytes]:
+    while chunk := file.read(CHUNK_SIZE):
+        yield chunk
+
+
+def _unreachable(exc: httpx.HTTPError) -> StorageError:
+    return StorageError(
+        f"cannot reach object storage: {exc}",
+        hint="check that this machine can reach the S3 endpoint the server uses",
+    )
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        error = response.json()["error"]
+        return str(error["message"]), error.get("hint")
+    except (ValueError, KeyError, TypeError):
+        return f"the server answered {response.status_code} to {response.request.url}", None

@@ -1,0 +1,75 @@
+"""The benchmark harness keeps working: `python -m benchmarks --quick` runs every scenario
+through the real CLI and prints its table. No timing is asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--json",
+            str(out),
+            "--dir",
+            str(tmp_path),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(out.read_text())
+
+
+def test_quick_mode_measures_every_process_scenario(tmp_path: Path) -> None:
+    proc, data = _harness(tmp_path, "--only", "S0,S1,S2,S3,S4,S5,S6,S7,S9")
+
+    scenarios = {row["scenario"] for row in data["rows"]}
+    assert scenarios == {"S0", "S1", "S2a", "S2b", "S3", "S4", "S5", "S6", "S7", "S9"}
+    assert data["broken"] == []
+    assert "| scenario | median | min-max | baseline | ratio | budget | result |" in proc.stdout
+    for row in data["rows"]:
+        assert row["median"] > 0, row
+        assert row["errors"] == 0, row  # no log line lost, no API request failed
+    assert not list(tmp_path.glob("dstack-bench-*")), "workspaces are removed at the end"
+
+
+@pytest.mark.docker
+def test_quick_mode_measures_the_docker_executor(tmp_path: Path) -> None:
+    _, data = _harness(tmp_path, "--only", "S8")
+
+    (row,) = data["rows"]
+    assert row["scenario"] == "S8"
+    assert row["note"] == "", row["note"]  # not skipped: the engine and image are there
+    assert row["median"] > row["baseline"] > 0
+
+
+def test_an_unknown_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "S1,S42"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "benchmarks: unknown scenario S42; known: S0, S1, S2, S3, S4, S5, S6, S7, S8, S9"
+    ]

@@ -124,10 +124,17 @@ def _to_model(row: RunnerRow, running: list[str]) -> Runner:
 
 
 async def mark_lost_runners(ctx: ServerContext, session: AsyncSession) -> None:
-    """Runners silent for longer than the heartbeat timeout go offline; their jobs fail."""
+    """Runners silent for longer than the heartbeat timeout go offline; their jobs fail.
+
+    Silence is counted from this server's start at the earliest: while the server was down
+    (a restart, an upgrade) runners could not reach it, and that is not their fault.
+    """
     from datetime import timedelta
 
-    cutoff = ctx.clock() - timedelta(seconds=ctx.settings.runner_heartbeat_timeout)
+    timeout = timedelta(seconds=ctx.settings.runner_heartbeat_timeout)
+    cutoff = ctx.clock() - timeout
+    if cutoff < ctx.started_at:
+        return
     rows = (
         await session.scalars(
             select(RunnerRow).where(

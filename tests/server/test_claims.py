@@ -113,3 +113,15 @@ async def test_dependencies_are_claimed_in_order(ctx: ServerContext) -> None:
     second = await claims.try_claim(ctx, runner_id=runner_id)
     assert second is not None
     assert second.job_index == 1
+
+
+async def test_a_claim_finds_a_fitting_job_behind_a_long_queue(ctx: ServerContext) -> None:
+    """Jobs are read in batches; one that fits is found past many that do not."""
+    runner_id = await register(ctx, "small", host(cpus=2))
+    await runs.submit_run(ctx, request=submission(*[job(cpu=8) for _ in range(70)]))
+    fitting = await runs.submit_run(ctx, request=submission(job(cpu=1)))
+
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+
+    assert assignment is not None
+    assert assignment.run_name == fitting.name

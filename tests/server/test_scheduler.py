@@ -130,3 +130,19 @@ async def test_status_history_and_timings(ctx: ServerContext, clock: FakeClock) 
     assert (done.reason, done.finished_at) == (TerminationReason.DONE, clock.now)
     assert (done.timings.queued, done.timings.provisioning, done.timings.running) == (5, 2, 10)
     assert done.timings.downloading is None
+
+
+async def test_a_pending_job_is_judged_again_when_its_runner_changes(ctx: ServerContext) -> None:
+    await register(ctx, "box", host(cpus=8, gpus=[("A100", 40960)] * 4))
+    run = await runs.submit_run(ctx, request=submission(job(gpus=4, gpu_name="A100")))
+    scheduler = Scheduler(ctx)
+    await scheduler.tick()
+    await scheduler.tick()
+    assert (await runs.get_run(ctx, name=run.name)).jobs[0].status is JobStatus.PENDING
+
+    await register(ctx, "box", host(cpus=8))  # re-registered without its GPUs
+    await scheduler.tick()
+
+    failed = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert failed.status is JobStatus.FAILED
+    assert failed.reason is TerminationReason.NO_CAPACITY

@@ -8,9 +8,10 @@ import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter
 
 from dstack.errors import (
     AuthError,
@@ -32,6 +33,18 @@ _CODES: dict[str, type[DstackError]] = {
 }
 _STATUSES: dict[int, type[DstackError]] = {401: AuthError, 404: NotFoundError, 409: ConflictError}
 _CHUNK = 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
+_LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+def validate_list(model: type[M], data: object) -> list[M]:
+    """`data` validated as a list of `model`. The validator is built on first use (building
+    every one at import would slow down each command's start)."""
+    adapter = _LIST_ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _LIST_ADAPTERS[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
+    result: list[M] = adapter.validate_python(data)
+    return result
 
 
 class BaseClient:
@@ -49,11 +62,18 @@ class BaseClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        mounts: dict[str, httpx.BaseTransport] = {}
+        if transport is None and self.base_url.startswith("http://"):
+            # A plain-HTTP server needs no TLS: skip loading the CA bundle (tens of ms on
+            # every command); an https:// URL still gets a verifying transport, built on use.
+            transport = httpx.HTTPTransport(verify=False)
+            mounts["https://"] = _VerifyingTransport()
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             transport=transport,
+            mounts=mounts or None,
         )
 
     def close(self) -> None:
@@ -141,6 +161,23 @@ class BaseClient:
         except httpx.HTTPError as exc:
             raise ServerError(f"downloading blob {digest} failed: {exc}") from exc
         return hasher.hexdigest()
+
+
+class _VerifyingTransport(httpx.BaseTransport):
+    """`httpx.HTTPTransport()` with the default certificate checks, created at its first
+    request, so that a client that never leaves plain HTTP never builds an SSL context."""
+
+    def __init__(self) -> None:
+        self._inner: httpx.HTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            self._inner = httpx.HTTPTransport()
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
 
 
 def error_from_response(response: httpx.Response) -> DstackError:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter
-
+from dstack.api.base import validate_list
 from dstack.api.teams import TeamsClient
 from dstack.models.artifacts import JobArtifacts, Tag
 from dstack.models.protocol import (
@@ -20,11 +19,6 @@ from dstack.models.protocol import (
 )
 from dstack.models.run import Run
 from dstack.models.runner import Runner
-
-_RUNS = TypeAdapter(list[Run])
-_RUNNERS = TypeAdapter(list[Runner])
-_ARTIFACTS = TypeAdapter(list[JobArtifacts])
-_TAGS = TypeAdapter(list[Tag])
 
 
 class Client(TeamsClient):
@@ -43,7 +37,7 @@ class Client(TeamsClient):
         params: dict[str, Any] = {"all": all}
         if repo_id is not None:
             params["repo_id"] = repo_id
-        return _RUNS.validate_python(self.request("GET", "/api/runs", params=params).json())
+        return validate_list(Run, self.request("GET", "/api/runs", params=params).json())
 
     def get_run(self, name: str) -> Run:
         return Run.model_validate(self.request("GET", f"/api/runs/{name}").json())
@@ -79,7 +73,7 @@ class Client(TeamsClient):
         return LogsPage.model_validate(response.json())
 
     def list_runners(self) -> list[Runner]:
-        return _RUNNERS.validate_python(self.request("GET", "/api/runners").json())
+        return validate_list(Runner, self.request("GET", "/api/runners").json())
 
     # --- artifacts, tags, caches -------------------------------------------------------------
     def plan_run(self, request: SubmitRunRequest) -> PlanResponse:
@@ -90,11 +84,11 @@ class Client(TeamsClient):
     def get_artifacts(self, name: str) -> list[JobArtifacts]:
         """The run's artifacts per job; a cached job shows the run it reuses."""
         response = self.request("GET", f"/api/runs/{name}/artifacts")
-        return _ARTIFACTS.validate_python(response.json())
+        return validate_list(JobArtifacts, response.json())
 
     def list_tags(self, repo_id: str | None = None) -> list[Tag]:
         params = {"repo_id": repo_id} if repo_id is not None else {}
-        return _TAGS.validate_python(self.request("GET", "/api/tags", params=params).json())
+        return validate_list(Tag, self.request("GET", "/api/tags", params=params).json())
 
     def add_tag(self, name: str, run_name: str) -> Tag:
         """Tag a successful run. `ConflictError` if the name is taken or the run not done."""

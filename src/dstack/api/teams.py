@@ -3,9 +3,7 @@ them all; this module only keeps `client.py` short)."""
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter
-
-from dstack.api.base import BaseClient
+from dstack.api.base import BaseClient, validate_list
 from dstack.models.protocol import (
     CreateUserRequest,
     CreateUserResponse,
@@ -15,9 +13,6 @@ from dstack.models.protocol import (
     User,
 )
 
-_USERS = TypeAdapter(list[User])
-_SECRETS = TypeAdapter(list[Secret])
-
 
 class TeamsClient(BaseClient):
     # --- users (admin, but `me`) -------------------------------------------------------------
@@ -25,7 +20,7 @@ class TeamsClient(BaseClient):
         return User.model_validate(self.request("GET", "/api/users/me").json())
 
     def list_users(self) -> list[User]:
-        return _USERS.validate_python(self.request("GET", "/api/users").json())
+        return validate_list(User, self.request("GET", "/api/users").json())
 
     def create_user(
         self, name: str, *, is_admin: bool = False, repos: list[str] | None = None
@@ -47,7 +42,7 @@ class TeamsClient(BaseClient):
     # --- secrets ---------------------------------------------------------------------------
     def list_secrets(self) -> list[Secret]:
         """Names and dates; values never leave the server except to jobs."""
-        return _SECRETS.validate_python(self.request("GET", "/api/secrets").json())
+        return validate_list(Secret, self.request("GET", "/api/secrets").json())
 
     def add_secret(self, name: str, value: str) -> Secret:
         """`ConflictError` if a secret of that name exists."""

@@ -50,7 +50,7 @@ def remote_blob_store(remote: str) -> BlobStore:
     """`HttpBlobStore` of the remote (`""`: the default one)."""
     import click
 
-    from dstack.cli.context import resolve_remote
+    from dstack.cli.remotes import resolve_remote
     from dstack.storage.http import HttpBlobStore
 
     chosen = resolve_remote(remote)

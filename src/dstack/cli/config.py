@@ -15,7 +15,7 @@ def config(
     url: str | None, token: str | None, name: str, make_default: bool, delete: str | None
 ) -> None:
     """Add a remote (`--url` and `--token`), delete one, or list them."""
-    from dstack.cli.context import load_config, save_config
+    from dstack.cli.remotes import load_config, save_config
     from dstack.errors import ConfigError
 
     settings = load_config()
@@ -36,7 +36,7 @@ def config(
 
 
 def _add(url: str, token: str, name: str, make_default: bool) -> None:
-    from dstack.cli.context import Remote, load_config, save_config
+    from dstack.cli.remotes import Remote, load_config, save_config
 
     url = url.rstrip("/")
     check_remote(url, token)
@@ -75,7 +75,7 @@ def check_remote(url: str, token: str) -> None:
 
 
 def _print_remotes() -> None:
-    from dstack.cli.context import config_path, load_config
+    from dstack.cli.remotes import config_path, load_config
     from dstack.cli.render import console, table
 
     settings = load_config()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.models.logs import LogEvent
+    from dstack.models.protocol import LogsPage
     from dstack.models.run import Run
 
 
@@ -38,6 +39,7 @@ class RunFollower:
         show_status: bool = True,
         since: datetime | None = None,
         as_json: bool = False,
+        known: Run | None = None,
     ) -> None:
         self.client = client
         self.run_name = run_name
@@ -46,6 +48,9 @@ class RunFollower:
         self.show_status = show_status
         self.since = since
         self.as_json = as_json
+        # A run that is already finished (e.g. every job reused at submit) does not change:
+        # its final state need not be fetched again.
+        self._known = known if known is not None and known.status.is_finished() else None
         self._seen: dict[str, str] = {}
 
     def follow(self, poll_seconds: float = 1.0) -> Run:
@@ -61,10 +66,15 @@ class RunFollower:
             now = time.monotonic()
             if page.finished or now - last_status_check >= poll_seconds:
                 last_status_check = now
-                run = self.client.get_run(self.run_name)
+                run = self._final_run(page) if page.finished else None
+                run = run or self.client.get_run(self.run_name)
                 self._report_status(run)
                 if page.finished:
                     return run
+
+    def _final_run(self, page: LogsPage) -> Run | None:
+        """The finished run, when the logs page or the caller already told it."""
+        return page.run or self._known
 
     def _report_status(self, run: Run) -> None:
         if not self.show_status:

@@ -66,8 +66,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _skip_unused_imports() -> None:
+    """Keep out modules that libraries import for features the CLI never uses; they would
+    cost more start-up time than the rest of httpx. httpcore imports `trio` (when installed)
+    only to support trio event loops, and httpx imports `httpx._main` (with pygments and
+    much of rich) only for its own command line. A `None` entry in `sys.modules` makes the
+    import raise ImportError, which both libraries handle as "not installed"."""
+    for name in ("trio", "httpx._main"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> Any:
     from dstack.errors import DstackError
+
+    _skip_unused_imports()
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args

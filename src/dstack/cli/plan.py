@@ -106,18 +106,25 @@ def render_explanations(answer: PlanResponse) -> str:
 
 
 def make_plan(
-    cwd: Path, name: str, argv: list[str], environ: Mapping[str, str]
+    cwd: Path,
+    name: str,
+    argv: list[str],
+    environ: Mapping[str, str],
+    *,
+    loaded: tuple[RepoConfig | None, Path | None] | None = None,
 ) -> tuple[RunPlan, str]:
     """Plan `name` as a workflow of the repository at `cwd` if it is one, else as a provider.
 
-    Returns the plan and the folder it is relative to inside the repository (the folder
-    holding `.dstack/` for a workflow, `cwd` for a provider; "" outside git).
+    `loaded` is what `load_repo_config(cwd)` returned, when the caller has it already (it
+    spares reading the configuration twice). Returns the plan and the folder it is relative
+    to inside the repository (the folder holding `.dstack/` for a workflow, `cwd` for a
+    provider; "" outside git).
     """
     from dstack.errors import ConfigError
     from dstack.providers import PROVIDERS, canonical_name
     from dstack.providers.plan import plan_provider, plan_workflow
 
-    config, dstack_root = load_repo_config(cwd)
+    config, dstack_root = loaded if loaded is not None else load_repo_config(cwd)
     if config is not None and dstack_root is not None and name in config.workflow_names():
         subdir = _subdir(dstack_root)
         return plan_workflow(config, name, argv, subdir=subdir, environ=environ), subdir

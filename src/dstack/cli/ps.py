@@ -16,7 +16,7 @@ from dstack.cli.context import client_for, remote_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ps(run_name: str | None, show_all: bool, as_json: bool, remote: str | None) -> None:
     """List runs, or show one run's jobs: status, reason, exit code, runner and phase times."""
-    from dstack.cli.render import console, runs_table
+    from dstack.cli.render import print_runs
 
     client = client_for(remote)
     if run_name:
@@ -32,7 +32,7 @@ def ps(run_name: str | None, show_all: bool, as_json: bool, remote: str | None) 
     elif not runs:
         click.echo("No runs yet. Start one with `dstack run WORKFLOW`.")
     else:
-        console().print(runs_table(runs))
+        print_runs(runs)
 
 
 def _print_run(run: object) -> None:

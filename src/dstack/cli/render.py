@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -103,19 +105,67 @@ def job_label(job: Job) -> str:
     return job.workflow_name or job.spec.provider
 
 
-def runs_table(runs: list[Run]) -> Table:
-    """RUN, WORKFLOW, SUBMITTED, STATUS, TAG; multi-job runs get one indented row per job."""
-    t = table("RUN", "WORKFLOW", "SUBMITTED", "STATUS", "TAG")
+_RUN_COLUMNS = ("RUN", "WORKFLOW", "SUBMITTED", "STATUS", "TAG")
+# Environment variables that make rich style or size its output differently.
+_RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "JUPYTER_COLUMNS")
+_PLAIN_WIDTH = 80  # rich's width when writing to something that is not a terminal
+
+
+def print_runs(runs: list[Run], *, stderr: bool = False) -> None:
+    """Print `runs_table(runs)`. Where rich would write plain text anyway (not a terminal,
+    nothing rich would reinterpret or wrap), the same text is written without importing
+    rich, which would cost a short command a good share of its run time."""
+    stream = sys.stderr if stderr else sys.stdout
+    text = plain_runs_table(runs, stream)
+    if text is None:
+        console(stderr=stderr).print(runs_table(runs))
+    else:
+        stream.write(text)
+        stream.flush()
+
+
+def plain_runs_table(runs: list[Run], stream: TextIO) -> str | None:
+    """The text rich renders for `runs_table(runs)` on `stream`, or None when only rich can
+    tell (a terminal, colour forced, a set width, or cells with markup, emoji codes or
+    characters of other widths)."""
+    if stream.isatty() or any(os.environ.get(name) for name in _RICH_ENV):
+        return None
+    rows = [list(_RUN_COLUMNS)] + [
+        [name, workflow, submitted, status_plain(status, reason), tag]
+        for name, workflow, submitted, status, reason, tag in _run_rows(runs)
+    ]
+    if not all(_plain_cell(cell) for row in rows for cell in row):
+        return None
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_RUN_COLUMNS))]
+    if sum(widths) + 2 * (len(widths) - 1) > _PLAIN_WIDTH:
+        return None
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + "\n"
+        for row in rows
+    )
+
+
+def _plain_cell(cell: str) -> bool:
+    return cell.isascii() and cell.isprintable() and not any(c in cell for c in "[]:\\")
+
+
+def _run_rows(
+    runs: list[Run],
+) -> list[tuple[str, str, str, JobStatus, object, str]]:
+    """Per run, and per job of a multi-job run: the cells, with the status and its reason."""
+    rows: list[tuple[str, str, str, JobStatus, object, str]] = []
     for run in runs:
         reason = run.jobs[-1].reason if len(run.jobs) == 1 else None
-        t.add_row(
-            run.name,
-            run.workflow_name or run.provider or "-",
-            ago(run.submitted_at),
-            status_text(run.status, reason),
-            run.tag or "",
-        )
+        workflow = run.workflow_name or run.provider or "-"
+        rows.append((run.name, workflow, ago(run.submitted_at), run.status, reason, run.tag or ""))
         if len(run.jobs) > 1:
-            for job in run.jobs:
-                t.add_row("", f"  {job_label(job)}", "", status_text(job.status, job.reason), "")
+            rows += [("", f"  {job_label(j)}", "", j.status, j.reason, "") for j in run.jobs]
+    return rows
+
+
+def runs_table(runs: list[Run]) -> Table:
+    """RUN, WORKFLOW, SUBMITTED, STATUS, TAG; multi-job runs get one indented row per job."""
+    t = table(*_RUN_COLUMNS)
+    for name, workflow, submitted, status, reason, tag in _run_rows(runs):
+        t.add_row(name, workflow, submitted, status_text(status, reason), tag)
     return t

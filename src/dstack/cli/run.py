@@ -67,7 +67,8 @@ def run(
     cwd = Path.cwd()
     from dstack.cli.plan import load_repo_config, make_plan
 
-    config, _ = load_repo_config(cwd)
+    loaded = load_repo_config(cwd)
+    config = loaded[0]
     if config is not None and name in config.workflow_names():
         if argv in (["-h"], ["--help"]):
             click.echo(workflow_help(config, name))
@@ -84,8 +85,8 @@ def run(
     from dstack.repo.git import find_repo_root, read_repo_state
 
     repo_root = find_repo_root(cwd)
-    plan, subdir = make_plan(cwd, name, argv, os.environ)
-    state = read_repo_state(repo_root)
+    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded)
+    state = read_repo_state(repo_root, is_toplevel=True)
 
     from dstack.api.submit import submit
     from dstack.cli.context import dstack_home
@@ -111,7 +112,7 @@ def run(
     _print_submitted(submitted)
     if detach:
         return
-    final = _attach(client, submitted.name)
+    final = _attach(client, submitted)
     from dstack.cli.follow import exit_code_of
 
     sys.exit(exit_code_of(final))
@@ -124,7 +125,7 @@ def _remote_or_workflow(
     has that name, it is the workflow (or provider) and `--remote` means the default remote."""
     if not remote:
         return name, args, remote
-    from dstack.cli.context import load_config
+    from dstack.cli.remotes import load_config
 
     if load_config().find(remote) is not None:
         return name, args, remote
@@ -188,15 +189,16 @@ def workflow_help(config: RepoConfig, name: str) -> str:
 
 
 def _print_submitted(submitted: Run) -> None:
-    from dstack.cli.render import console, runs_table
+    from dstack.cli.render import print_runs
 
-    console(stderr=True).print(runs_table([submitted]))
+    print_runs([submitted], stderr=True)
 
 
-def _attach(client: Client, run_name: str) -> Run:
+def _attach(client: Client, submitted: Run) -> Run:
     from dstack.cli.follow import RunFollower
 
-    follower = RunFollower(client, run_name)
+    run_name = submitted.name
+    follower = RunFollower(client, run_name, known=submitted)
     while True:
         try:
             return follower.follow()

@@ -83,6 +83,11 @@ class LogsPage(Model):
     events: list[LogEvent] = Field(description="Ordered by job index, then seq.")
     cursor: str = Field(description="Opaque; pass it back to get the lines after these.")
     finished: bool = Field(description="The run is finished and every line was returned.")
+    run: Run | None = Field(
+        None,
+        description="The run's final state when `finished`, if the server includes it (it "
+        "spares the client a request for it).",
+    )
 
 
 # --- runners -------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from dstack.errors import RepoError
 from dstack.repo.bundle import BUNDLE_REF
 from dstack.repo.command import GitCommandError, rev_parse, run_git
 
-# Checkouts on a runner must not depend on that machine's git configuration.
-_TARGET_CONFIG = {"core.autocrlf": "false", "core.filemode": "true", "advice.detachedHead": "false"}
+# Checkouts on a runner must not depend on that machine's git configuration. Appended to the
+# fresh repository's config file as text: one write instead of a `git config` process per key
+# (git reads repeated sections as one, later keys winning).
+_TARGET_CONFIG = "[core]\n\tautocrlf = false\n\tfilemode = true\n[advice]\n\tdetachedHead = false\n"
 
 
 def materialize(
@@ -37,8 +39,7 @@ def materialize(
     """
     target = _prepare_target(target)
     run_git(["init", "-q", target], cwd=target)
-    for key, value in _TARGET_CONFIG.items():
-        run_git(["config", key, value], cwd=target)
+    _configure(target)
     if remote_url:
         run_git(["remote", "add", "origin", remote_url], cwd=target)
     if commit is not None:
@@ -50,6 +51,14 @@ def materialize(
         _apply(target, diff, commit)
     if expected_tree is not None:
         _verify(target, expected_tree)
+
+
+def _configure(target: Path) -> None:
+    try:
+        with (target / ".git" / "config").open("a", encoding="utf-8") as config:
+            config.write(_TARGET_CONFIG)
+    except OSError as exc:
+        raise RepoError(f"cannot configure the checkout in '{target}': {exc.strerror}") from exc
 
 
 def _prepare_target(target: Path) -> Path:

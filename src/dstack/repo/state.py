@@ -54,13 +54,15 @@ def find_repo_root(start: Path) -> Path:
     return Path(out.decode().strip())
 
 
-def read_repo_state(root: Path) -> RepoState:
+def read_repo_state(root: Path, *, is_toplevel: bool = False) -> RepoState:
     """Read remote, branch, commit, working tree hash and local diff of the repo at ``root``.
 
     Never modifies the user's index or files; may add blobs of changed and untracked files to
     the object store (as ``git add`` would). Raises :class:`RepoError` when git fails.
+    ``is_toplevel``: ``root`` is what :func:`find_repo_root` returned (spares a git process).
     """
-    root = find_repo_root(root)
+    if not is_toplevel:
+        root = find_repo_root(root)
     commit = rev_parse(root, "HEAD^{commit}")
     tree = write_working_tree(root, commit)
     remote_url = _origin_url(root)

@@ -6,6 +6,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dstack.errors import ConflictError, DstackError, NotFoundError
@@ -135,13 +136,20 @@ class JobWorker:
 
     def _execute(self, spool: LogSpool) -> JobStatusUpdate | None:
         """Run the job; the final status to report (None: forgotten, report nothing)."""
-        if not self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING)):
-            return None
+        # `downloading` is posted while the code is fetched: the job starts one round trip
+        # sooner, and nothing is started (nor another status posted) before it was accepted.
+        downloading = _Call(lambda: self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING)))
         try:
-            code_dir = fetch_code(self._api, self.assignment.repo, self.job_dir)
+            code_dir = fetch_code(
+                self._api, self.assignment.repo, self.job_dir, local_store=self._local_store()
+            )
         except DstackError as exc:
+            if not downloading.result():
+                return None
             spool.write_line(f"error: cannot fetch the code: {exc}")
             return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
+        if not downloading.result():
+            return None
         if self._cancelled():
             return self._final(None)
         paths = self._paths(code_dir)
@@ -179,6 +187,16 @@ class JobWorker:
         if self._store is None:
             self._store = self._open_store(self.assignment.storage)
         return self._store
+
+    def _local_store(self) -> BlobStore | None:
+        """The job's store when it is the server's own folder (where the code blobs are)."""
+        if self.assignment.storage.kind != "local":
+            return None
+        try:
+            store = self._blob_store()
+        except (DstackError, OSError):
+            return None  # the code then comes over HTTP, as it would without a local store
+        return store if is_local(store) else None
 
     def _close_store(self) -> None:
         close = getattr(self._store, "close", None)  # HTTP stores hold a connection pool
@@ -324,6 +342,29 @@ class JobWorker:
 
     def _send_logs(self, lines: list[LogLine]) -> None:
         self._api.post_logs(self.job_id, LogBatch.model_construct(lines=lines))
+
+
+class _Call:
+    """`call()` on its own thread; `result()` waits for its answer."""
+
+    def __init__(self, call: Callable[[], bool]) -> None:
+        self._call = call
+        self._answer = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="status-post", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._answer = self._call()
+        except BaseException as exc:  # re-raised in the caller's thread by `result`
+            self._error = exc
+
+    def result(self) -> bool:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._answer
 
 
 def _from_exit(result: ExitResult) -> JobStatusUpdate:

@@ -82,6 +82,17 @@ class ServerContext:
             self.notifier.notify()
 
     @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading only, rolled back at the end.
+
+        It does not wait for the writers' turn: in WAL mode a SQLite reader sees the last
+        commit and never blocks a writer, so requests that only read (authentication,
+        listings, log pages) proceed while a claim or a report is being written.
+        """
+        async with self._sessions() as session:  # closing it rolls the transaction back
+            yield session
+
+    @contextlib.asynccontextmanager
     async def _maybe_turn(self) -> AsyncIterator[None]:
         if not self._serialize:
             yield

@@ -40,12 +40,12 @@ def ensure_local_server(
     `ServerError` (with the end of `server.log`) when a started server does not come up
     within `timeout` seconds.
     """
-    from filelock import FileLock, Timeout
-
     server_dir = home / "server"
     server_dir.mkdir(parents=True, exist_ok=True)
     found = _live(server_dir)
     if found is None:
+        from filelock import FileLock, Timeout
+
         try:
             with FileLock(str(server_dir / "start.lock"), timeout=timeout):
                 found = _live(server_dir) or _start(home, executor, start_runner, timeout)
@@ -85,10 +85,40 @@ def stop_local_server(home: Path, *, timeout: float = 30.0) -> bool:
 
 
 def _live(server_dir: Path) -> LocalServer | None:
+    """The server `server.json` names, when its process exists and its port accepts a
+    connection. `server.json` is written only once the server listens, so this is as good as
+    a health request at a fraction of the cost (no HTTP client on every command); a server
+    that accepts but then fails shows up as an error of the command's own request."""
     info = read_local_server(server_dir.parent)
-    if info is None or not _pid_alive(info.pid) or not (server_dir / "token").exists():
+    if info is None or not _process_exists(info.pid) or not (server_dir / "token").exists():
         return None
-    return info if _answers(info.url) else None
+    return info if _accepts(info.url) else None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _accepts(url: str, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the host and port of `url` succeeds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return False
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _answers(url: str) -> bool:

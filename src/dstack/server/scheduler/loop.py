@@ -8,10 +8,12 @@ runners claim them (`services/claims.py`).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
@@ -30,6 +32,7 @@ from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
 
 logger = logging.getLogger(__name__)
 
+_COALESCE_SECONDS = 0.02
 _FAILED = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.ABORTED.value})
 
 Hosts = list[tuple[str, HostResources]]
@@ -40,6 +43,8 @@ Labels = dict[str, dict[str, str]]
 class Scheduler:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
+        # The runners (names, resources, labels) the last tick judged waiting jobs against.
+        self._judged_hosts: str | None = None
 
     async def run_forever(self) -> None:
         """Tick until cancelled. A failing tick is logged and retried on the next one."""
@@ -50,22 +55,33 @@ class Scheduler:
             except Exception:
                 logger.exception("scheduler tick failed")
             await Notifier.wait(event, self.ctx.settings.scheduler_interval)
+            # Changes come in bursts (a claim, then `running`, then `done`): one tick after
+            # a short pause judges them all, instead of one tick each competing with the
+            # claims for the database. Claims never wait for a tick.
+            await asyncio.sleep(_COALESCE_SECONDS)
 
     async def tick(self) -> None:
         async with self.ctx.transaction() as session:
             await runner_service.mark_lost_runners(self.ctx, session)
             hosts, labels = await _hosts(session)
-            waiting = (
-                await session.scalars(
-                    select(JobRow)
-                    .where(JobRow.status.in_(WAITING_STATUSES))
-                    .order_by(JobRow.run_name, JobRow.index)
+            fingerprint = _fingerprint(hosts, labels)
+            query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
+            if hosts and fingerprint == self._judged_hosts:
+                # A pending job without dependencies was judged against these very runners,
+                # and nothing else decides its fate: only new jobs and jobs whose
+                # dependencies may have moved need a look.
+                query = query.where(
+                    or_(
+                        JobRow.status == JobStatus.SUBMITTED.value,
+                        cast(JobRow.deps, String) != "[]",
+                    )
                 )
-            ).all()
+            waiting = (await session.scalars(query.order_by(JobRow.run_name, JobRow.index))).all()
             statuses = await dependency_statuses(session, waiting)
             for job in waiting:
                 await self._update_waiting(session, job, statuses, hosts, labels)
                 statuses[(job.run_name, job.index)] = job.status
+        self._judged_hosts = fingerprint  # only once the judgements are committed
 
     async def _update_waiting(
         self,
@@ -142,6 +158,13 @@ async def _hosts(session: AsyncSession) -> tuple[Hosts, Labels]:
     ).all()
     hosts = [(row.name, HostResources.model_validate(row.resources)) for row in rows]
     return hosts, {row.name: dict(row.labels) for row in rows}
+
+
+def _fingerprint(hosts: Hosts, labels: Labels) -> str:
+    return json.dumps(
+        [[name, host.model_dump(mode="json"), labels.get(name, {})] for name, host in hosts],
+        sort_keys=True,
+    )
 
 
 def _labelled(job: JobRow, hosts: Hosts, labels: Labels) -> Hosts:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.artifacts import DepArtifacts, StorageAccess
@@ -34,6 +35,8 @@ from dstack.storage.local import LocalBlobStore
 from dstack.storage.s3 import S3BlobStore
 
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
+# Waiting jobs read per query while looking for one to claim.
+_BATCH = 32
 
 
 async def claim(ctx: ServerContext, *, runner_id: str, wait_seconds: float) -> JobAssignment | None:
@@ -68,7 +71,7 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
         host = HostResources.model_validate(runner.resources)
         held = [_allocation(j) for j in await runner_service.active_jobs(session, runner_id)]
         free = free_resources(host, held)
-        for job in await _runnable(session):
+        async for job in _runnable(session):
             spec = JobSpec.model_validate(job.spec)
             if not labels_match(spec.labels, runner.labels):
                 continue
@@ -130,21 +133,29 @@ def _allocation(job: JobRow) -> Allocation:
     return Allocation(cpu_slots(resources), resources.memory_mib or 0, tuple(job.gpu_indexes))
 
 
-async def _runnable(session: AsyncSession) -> list[JobRow]:
-    """Waiting jobs whose dependencies are all done, oldest first."""
-    waiting = (
-        await session.scalars(
-            select(JobRow)
-            .where(JobRow.status.in_(WAITING_STATUSES))
-            .order_by(JobRow.submitted_at, JobRow.run_name, JobRow.index)
-        )
-    ).all()
-    statuses = await dependency_statuses(session, waiting)
-    return [
-        job
-        for job in waiting
-        if all(statuses.get((job.run_name, d)) == JobStatus.DONE.value for d in job.deps)
-    ]
+async def _runnable(session: AsyncSession) -> AsyncIterator[JobRow]:
+    """Waiting jobs whose dependencies are all done, oldest first.
+
+    Read in small batches (keyset pages): a claim usually takes one of the first jobs, so a
+    long queue is not loaded and decoded on every claim.
+    """
+    after: tuple[datetime, str, int] | None = None
+    while True:
+        query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
+        if after is not None:
+            query = query.where(tuple_(JobRow.submitted_at, JobRow.run_name, JobRow.index) > after)
+        order = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
+        batch = (await session.scalars(query.order_by(*order).limit(_BATCH))).all()
+        if not batch:
+            return
+        statuses = await dependency_statuses(session, batch)
+        for job in batch:
+            if all(statuses.get((job.run_name, d)) == JobStatus.DONE.value for d in job.deps):
+                yield job
+        if len(batch) < _BATCH:
+            return
+        last = batch[-1]
+        after = (last.submitted_at, last.run_name, last.index)
 
 
 async def dependency_statuses(

@@ -107,7 +107,7 @@ async def _read_page(
     since: datetime | None,
     limit: int,
 ) -> LogsPage:
-    async with ctx.transaction() as session:
+    async with ctx.read() as session:
         jobs = await _jobs_of(session, run_name)
         # Read the statuses first: lines stored before a job finished are then all visible.
         run_finished = all(job.status.is_finished() for job in jobs)

@@ -180,7 +180,7 @@ def new_job_row(
 
 
 async def get_run(ctx: ServerContext, *, name: str) -> Run:
-    async with ctx.transaction() as session:
+    async with ctx.read() as session:
         row = await _require_run(session, name)
         runs = await _to_models(ctx, session, [row])
     return runs[0]
@@ -195,7 +195,7 @@ async def list_runs(
 ) -> list[Run]:
     """Runs, newest first, of `repos` only when given. Without `all`: every unfinished run
     plus the newest `settings.finished_runs_listed` finished ones."""
-    async with ctx.transaction() as session:
+    async with ctx.read() as session:
         query = select(RunRow).order_by(RunRow.submitted_at.desc(), RunRow.name.desc())
         if repo_id is not None:
             query = query.where(RunRow.repo_id == repo_id)

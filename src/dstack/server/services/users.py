@@ -69,7 +69,7 @@ async def authenticate(ctx: ServerContext, token: str) -> Principal | None:
     if configured and hmac.compare_digest(token.encode(), configured.encode()):
         return Principal(name="runner", role=Role.RUNNER)
     digest = hash_token(token)
-    async with ctx.transaction() as session:
+    async with ctx.read() as session:
         user = await session.scalar(select(UserRow).where(UserRow.token_hash == digest))
         if user is not None:
             return _principal(user)
@@ -231,7 +231,7 @@ async def require_visible_run(ctx: ServerContext, principal: Principal, name: st
     `name`; nothing when it may (or when it does not exist: the service says so)."""
     if principal.repos is None:
         return
-    async with ctx.transaction() as session:
+    async with ctx.read() as session:
         repo_id = await session.scalar(select(RunRow.repo_id).where(RunRow.name == name))
     if repo_id is not None and not principal.can_see(repo_id):
         raise NotFoundError(f"run '{name}' not found", hint="see `dstack ps -a`")

@@ -1,0 +1,108 @@
+"""`RunFollower`: prints every line and the final statuses, asking the server for the run's
+final state only when nothing it already has tells it."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from dstack.cli.follow import RunFollower, exit_code_of
+from dstack.models.job import Job, JobSpec, JobStatus, TerminationReason
+from dstack.models.logs import LogEvent, LogStream
+from dstack.models.protocol import LogsPage
+from dstack.models.repo import RepoRef
+from dstack.models.run import Run
+
+NOW = datetime(2023, 1, 1, tzinfo=UTC)
+
+
+def _run(status: JobStatus, exit_code: int | None = None) -> Run:
+    reason = TerminationReason.EXIT_CODE if status is JobStatus.FAILED else None
+    job = Job(
+        id="j1",
+        run_name="quick-fox-1",
+        index=0,
+        workflow_name="hello",
+        spec=JobSpec(provider="bash", commands=["echo hello"]),
+        status=status,
+        reason=reason,
+        exit_code=exit_code,
+        submitted_at=NOW,
+    )
+    return Run(
+        name="quick-fox-1",
+        repo=RepoRef(repo_id="acme/models", tree="t" * 40),
+        workflow_name="hello",
+        user="admin",
+        submitted_at=NOW,
+        status=status,
+        jobs=[job],
+    )
+
+
+class FakeServer:
+    """Answers `get_logs` with the given pages in turn; counts `get_run` calls."""
+
+    def __init__(self, pages: list[LogsPage], run: Run) -> None:
+        self.pages = pages
+        self.run = run
+        self.get_run_calls = 0
+
+    def get_logs(self, name: str, **_: Any) -> LogsPage:
+        return self.pages.pop(0)
+
+    def get_run(self, name: str) -> Run:
+        self.get_run_calls += 1
+        return self.run
+
+
+def _line(seq: int, text: str) -> LogEvent:
+    return LogEvent(job_id="j1", seq=seq, timestamp=NOW, stream=LogStream.STDOUT, data=text)
+
+
+def _follow(server: FakeServer, known: Run | None = None) -> tuple[Run, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    client = cast(Any, server)
+    final = RunFollower(client, "quick-fox-1", out=out, err=err, known=known).follow()
+    return final, out.getvalue(), err.getvalue()
+
+
+def test_a_run_finished_at_submit_is_not_fetched_again() -> None:
+    done = _run(JobStatus.DONE)
+    server = FakeServer([LogsPage(events=[], cursor="", finished=True)], done)
+
+    final, out, err = _follow(server, known=done)
+
+    assert final == done
+    assert (out, err) == ("", "done\n")
+    assert server.get_run_calls == 0
+
+
+def test_the_final_state_on_the_logs_page_spares_a_request() -> None:
+    failed = _run(JobStatus.FAILED, exit_code=3)
+    page = LogsPage(events=[_line(0, "hello\n")], cursor="0:0", finished=True, run=failed)
+    server = FakeServer([page], failed)
+
+    final, out, err = _follow(server, known=_run(JobStatus.SUBMITTED))
+
+    assert out == "hello\n"
+    assert err == "failed\n"
+    assert exit_code_of(final) == 3
+    assert server.get_run_calls == 0
+
+
+def test_without_either_the_final_state_is_fetched() -> None:
+    done = _run(JobStatus.DONE)
+    pages = [
+        LogsPage(events=[_line(0, "hello\n")], cursor="0:0", finished=False),
+        LogsPage(events=[], cursor="0:0", finished=True),
+    ]
+    server = FakeServer(pages, done)
+
+    final, out, err = _follow(server, known=_run(JobStatus.SUBMITTED))
+
+    assert final == done
+    assert out == "hello\n"
+    assert err.endswith("done\n")
+    assert server.get_run_calls >= 1

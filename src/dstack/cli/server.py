@@ -82,7 +82,11 @@ def server(
         local_runner_executor=os.environ.get("DSTACK_EXECUTOR") or None,
     )
     click.echo(f"dstack server: {settings.url}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    from dstack.server.listen import tcp_socket
+
+    sock = tcp_socket(host, port)
+    config = uvicorn.Config(create_app(settings), log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _database_url(url: str | None) -> str | None:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 
 from dstack.server.settings import ServerSettings
@@ -40,11 +39,11 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
     import uvicorn
 
     from dstack.server.app import create_app
+    from dstack.server.listen import tcp_socket
 
     server_dir = home / "server"
     server_dir.mkdir(parents=True, exist_ok=True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = tcp_socket("127.0.0.1", 0)
     settings = ServerSettings(
         home=home,
         token=load_or_create_token(server_dir / "token"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -68,6 +69,9 @@ class Env:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
+            # Ctrl+C must reach it even when the test run itself ignores SIGINT (a
+            # background job of a non-interactive shell does).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def git(self, *args: str) -> str:

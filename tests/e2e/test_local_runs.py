@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -272,3 +273,31 @@ def _wait_for_line(env: Env, name: str, text: str, timeout: float = 60) -> None:
     while text not in env.dstack("logs", name).out:
         assert time.monotonic() < deadline, f"'{text}' never appeared in the logs of {name}"
         time.sleep(0.2)
+
+
+def test_ctrl_c_without_a_terminal_detaches_and_the_run_goes_on(process_env: Env) -> None:
+    process_env.workflows(
+        """
+        workflows:
+          - name: slow
+            provider: bash
+            commands: [echo started, sleep 600]
+        """
+    )
+    process_env.commit()
+    attached = process_env.spawn("run", "slow")
+    name = ""
+    deadline = time.monotonic() + 60
+    while not name:
+        assert time.monotonic() < deadline, "the run never appeared"
+        runs = json.loads(process_env.dstack("ps", "--json").out)
+        name = runs[0]["name"] if runs and runs[0]["status"] == "running" else ""
+        time.sleep(0.2)
+
+    attached.send_signal(signal.SIGINT)
+    _, err = attached.communicate(timeout=30)
+
+    assert attached.returncode == 0, err
+    assert f"Detached. The run keeps going: `dstack logs -f {name}`" in err
+    assert process_env.run_json(name)["status"] == "running"
+    assert process_env.dstack("stop", "-x", name).code == 0

@@ -6,10 +6,12 @@ suite (`tests/storage/test_blobstore_contract.py`) runs against each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -118,3 +120,28 @@ def mismatch(digest: str, actual: str) -> BlobMismatchError:
         f"blob {digest} does not match its content (sha256 {actual})",
         hint="the data was corrupted in transit or on disk; upload it again",
     )
+
+
+@contextlib.contextmanager
+def replacing(target: Path) -> Iterator[tuple[int, Path]]:
+    """A temp file (open fd, path) beside `target` that replaces it when the block succeeds.
+
+    A reader never sees a partial `target`; on any error the temp file is removed and
+    `target` is left as it was. The caller owns (and closes) the fd.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
+    try:
+        yield fd, Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_chunks(chunks: Iterable[bytes], target: Path) -> None:
+    """Write already verified `chunks` to `target` atomically (see `replacing`)."""
+    with replacing(target) as (fd, _), os.fdopen(fd, "wb") as out:
+        for chunk in chunks:
+            out.write(chunk)

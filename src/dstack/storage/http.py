@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -13,7 +10,7 @@ from typing import NoReturn
 import httpx
 
 from dstack.errors import AuthError, NotFoundError, StorageError
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks
 
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
@@ -97,18 +94,7 @@ class HttpBlobStore:
         return int(response.headers.get("content-length", "0"))
 
     def get_file(self, digest: str, target: Path) -> None:
-        chunks = self.open(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        save_chunks(self.open(digest), target)
 
     def delete(self, digest: str) -> NoReturn:
         raise StorageError(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dstack.errors import NotFoundError, StorageError
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, sha256_file
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing, sha256_file
 from dstack.storage.copying import copy_hashing, copy_range
 
 
@@ -97,18 +97,11 @@ class LocalBlobStore:
 
     def get_file(self, digest: str, target: Path) -> None:
         source = self._open(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
-        try:
+        with replacing(target) as (fd, _):
             with source, os.fdopen(fd, "wb", buffering=0) as out:
                 actual, _ = copy_hashing(source, out)
             if actual != digest:
                 raise mismatch(digest, actual)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

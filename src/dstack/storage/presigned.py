@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NoReturn, Protocol
@@ -17,7 +16,7 @@ from typing import BinaryIO, NoReturn, Protocol
 import httpx
 
 from dstack.errors import AuthError, NotFoundError, StorageError
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, sha256_file
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks, sha256_file
 
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
@@ -139,18 +138,7 @@ class PresignedBlobStore:
         return self._verified(stream, response, digest)
 
     def get_file(self, digest: str, target: Path) -> None:
-        chunks = self.open(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        save_chunks(self.open(digest), target)
 
     def delete(self, digest: str) -> NoReturn:
         raise StorageError(

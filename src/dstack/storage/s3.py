@@ -6,7 +6,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from dstack.errors import NotFoundError, StorageError
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, sha256_file
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing, sha256_file
 
 # Objects above this size are moved in parts, several at a time.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -144,19 +143,12 @@ class S3BlobStore:
         return self._verified_chunks(response["Body"], digest)
 
     def get_file(self, digest: str, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dstack-")
-        os.close(fd)
-        try:
-            self._call("download", digest, lambda: self._download(digest, tmp))
-            actual = sha256_file(Path(tmp))
+        with replacing(target) as (fd, tmp):
+            os.close(fd)
+            self._call("download", digest, lambda: self._download(digest, str(tmp)))
+            actual = sha256_file(tmp)
             if actual != digest:
                 raise mismatch(digest, actual)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
     def delete(self, digest: str) -> None:
         self._call(

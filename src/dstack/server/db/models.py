@@ -62,6 +62,8 @@ class JobRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When every app of the job first answered on its port; None: not yet (or no apps).
+    apps_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RunnerRow(Base):
@@ -171,4 +173,18 @@ class SecretRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RepoCredentialRow(Base):
+    """How runners clone a repository (`dstack init`): its remote URL and, encrypted with the
+    secrets key, a token or an SSH private key. `kind`: `none`, `token` or `ssh-key`."""
+
+    __tablename__ = "repo_credentials"
+
+    repo_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    url: Mapped[str] = mapped_column(String(1000))
+    kind: Mapped[str] = mapped_column(String(20))
+    secret: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

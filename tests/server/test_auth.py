@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dstack.models.workflow import DepKind, DepRef
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
@@ -251,3 +253,49 @@ def _when_up(url: str, token: str) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+async def upload_tag(http: httpx.AsyncClient, tag: str, repo_id: str) -> None:
+    """A tagged run of `repo_id` made by the admin (`dstack tags add TAG -a PATH`)."""
+    content = f"weights of {tag}".encode()
+    digest = hashlib.sha256(content).hexdigest()
+    put = await http.put(f"/api/blobs/{digest}", content=content, headers=bearer(ADMIN))
+    assert put.status_code in (200, 201, 204), put.text
+    file = {"path": "", "size": len(content), "mode": 0o644, "digest": digest}
+    body = {
+        "tag": tag,
+        "repo": submission(repo_id=repo_id).repo.model_dump(mode="json"),
+        "manifests": [{"path": "model.bin", "files": [file]}],
+    }
+    response = await http.post("/api/runs/upload", json=body, headers=bearer(ADMIN))
+    assert response.status_code == 201, response.text
+
+
+async def test_a_user_with_repos_sees_and_uses_only_tags_of_those(
+    http: httpx.AsyncClient,
+) -> None:
+    mine, other = "github.com/acme/mine", "github.com/acme/other"
+    token = await new_user(http, "bob", repos=[mine])
+    await upload_tag(http, "ours", mine)
+    await upload_tag(http, "theirs", other)
+    hidden_run = (await http.get("/api/tags", headers=bearer(ADMIN))).json()[0]["run_name"]
+
+    listed = await http.get("/api/tags", headers=bearer(token))
+    retag = await http.post(
+        "/api/tags", json={"name": "copy", "run_name": hidden_run}, headers=bearer(token)
+    )
+    delete = await http.delete("/api/tags/theirs", headers=bearer(token))
+    dep = DepRef(kind=DepKind.TAG, tag="theirs")
+    body = submission(repo_id=mine)
+    body.jobs[0].external_deps.append(dep)
+    submit = await http.post("/api/runs", json=body.model_dump(mode="json"), headers=bearer(token))
+    prune = await http.delete(
+        "/api/caches", params={"repo_id": other, "workflow": "train"}, headers=bearer(token)
+    )
+
+    assert [t["name"] for t in listed.json()] == ["ours"]
+    assert [retag.status_code, delete.status_code, submit.status_code] == [404, 404, 404]
+    assert submit.json()["error"]["message"] == "tag 'theirs' does not exist"
+    assert prune.status_code == 404
+    everything = await http.get("/api/tags", headers=bearer(ADMIN))
+    assert sorted(t["name"] for t in everything.json()) == ["ours", "theirs"]

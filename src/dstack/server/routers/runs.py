@@ -15,13 +15,14 @@ from dstack.models.protocol import (
     UploadRunRequest,
 )
 from dstack.models.run import Run
-from dstack.server.auth import CurrentUser, VisibleRun, require_token
+from dstack.server.auth import CurrentUser, Principal, VisibleRun, require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import imports as import_service
 from dstack.server.services import logs as log_service
 from dstack.server.services import runs as run_service
+from dstack.server.services import tags as tag_service
 from dstack.server.services import uploads as upload_service
 from dstack.server.services.users import require_repo
 
@@ -31,13 +32,13 @@ Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 @router.post("", status_code=201)
 async def submit_run(body: SubmitRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
-    require_repo(user, body.repo.repo_id)
+    await _require_visible(ctx, user, body)
     return await run_service.submit_run(ctx, request=body, user=user.name)
 
 
 @router.post("/plan")
 async def plan_run(body: SubmitRunRequest, ctx: Ctx, user: CurrentUser) -> PlanResponse:
-    require_repo(user, body.repo.repo_id)
+    await _require_visible(ctx, user, body)
     return await run_service.plan_run(ctx, request=body)
 
 
@@ -95,3 +96,10 @@ async def get_logs(
     return await log_service.get_logs(
         ctx, run_name=name, cursor=cursor, since=since, wait=wait, limit=limit
     )
+
+
+async def _require_visible(ctx: ServerContext, user: Principal, body: SubmitRunRequest) -> None:
+    """The repository, and every tag the jobs depend on, must be the user's to see."""
+    require_repo(user, body.repo.repo_id)
+    tags = {ref.tag for job in body.jobs for ref in job.external_deps if ref.tag}
+    await tag_service.require_visible_tags(ctx, tags, user.repos)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -16,26 +16,38 @@ from dstack.server.db.models import JobRow, ManifestRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
 
 
-async def list_tags(ctx: ServerContext, *, repo_id: str | None = None) -> list[Tag]:
-    """Every tag (of one repository when `repo_id` is given), newest first."""
+async def list_tags(
+    ctx: ServerContext, *, repo_id: str | None = None, repos: Collection[str] | None = None
+) -> list[Tag]:
+    """Every tag (of one repository when `repo_id` is given; only of `repos` when that is not
+    None: a user sees the tags of the repositories they have access to), newest first."""
     async with ctx.transaction() as session:
         query = select(TagRow).order_by(TagRow.created_at.desc(), TagRow.name)
         if repo_id is not None:
             query = query.where(TagRow.repo_id == repo_id)
+        if repos is not None:
+            query = query.where(TagRow.repo_id.in_(list(repos)))
         rows = (await session.scalars(query)).all()
         return await _to_models(session, rows)
 
 
-async def add_tag(ctx: ServerContext, *, name: str, run_name: str) -> Tag:
-    """Tag a run that succeeded. 404: no such run; 409: the name is taken, or the run is
-    not done (yet, or ever)."""
+async def add_tag(
+    ctx: ServerContext, *, name: str, run_name: str, repos: Collection[str] | None = None
+) -> Tag:
+    """Tag a run that succeeded. 404: no such run (or one outside `repos`); 409: the name is
+    taken, or the run is not done (yet, or ever)."""
     _check_name(name)
     async with ctx.transaction() as session:
         run = await session.get(RunRow, run_name)
-        if run is None:
+        if run is None or (repos is not None and run.repo_id not in repos):
             raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
         existing = await session.get(TagRow, name)
         if existing is not None:
+            if repos is not None and existing.repo_id not in repos:
+                raise ConflictError(
+                    f"tag '{name}' is taken by a repository you have no access to",
+                    hint="choose another name",
+                )
             raise ConflictError(
                 f"tag '{name}' already exists (on run {existing.run_name})",
                 hint=f"delete it first: dstack tags delete {name}",
@@ -50,17 +62,39 @@ async def add_tag(ctx: ServerContext, *, name: str, run_name: str) -> Tag:
         return (await _to_models(session, [row]))[0]
 
 
-async def delete_tag(ctx: ServerContext, *, name: str) -> None:
-    """Remove the tag (not the run); then reclaim blobs nothing references. 404 if missing."""
+async def delete_tag(
+    ctx: ServerContext, *, name: str, repos: Collection[str] | None = None
+) -> None:
+    """Remove the tag (not the run); then reclaim blobs nothing references. 404 if missing
+    (or outside `repos`)."""
     from dstack.server.services import gc
 
     async with ctx.transaction() as session:
         row = await session.get(TagRow, name)
-        if row is None:
+        if row is None or (repos is not None and row.repo_id not in repos):
             raise NotFoundError(f"tag '{name}' does not exist", hint="see `dstack tags list`")
         await session.delete(row)
         mark_changed(session)
     await gc.collect(ctx)
+
+
+async def require_visible_tags(
+    ctx: ServerContext, names: Collection[str], repos: Collection[str] | None
+) -> None:
+    """`NotFoundError`, exactly as for a missing tag, when one of `names` belongs to a
+    repository outside `repos` (None: every repository is visible)."""
+    if repos is None or not names:
+        return
+    async with ctx.read() as session:
+        rows = await session.execute(
+            select(TagRow.name, TagRow.repo_id).where(TagRow.name.in_(list(names)))
+        )
+        for name, repo_id in rows:
+            if repo_id not in repos:
+                raise NotFoundError(
+                    f"tag '{name}' does not exist",
+                    hint="see `dstack tags list` for the tags there are",
+                )
 
 
 async def set_tag(session: AsyncSession, name: str, run: RunRow, now: datetime) -> TagRow:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import FileEntry, Manifest
@@ -15,6 +17,7 @@ from dstack.models.repo import RepoRef
 from dstack.models.workflow import DepKind, DepRef
 from dstack.server.app import running_context
 from dstack.server.context import ServerContext
+from dstack.server.db.models import BlobTouchRow
 from dstack.server.services import artifacts, claims, runs, tags, uploads, workflow_caches
 from dstack.server.services import jobs as job_service
 from dstack.server.settings import ServerSettings
@@ -76,6 +79,24 @@ async def test_missing_blobs_lists_what_the_store_lacks(ctx: ServerContext) -> N
     absent = hashlib.sha256(b"absent").hexdigest()
 
     assert await artifacts.missing_blobs(ctx, digests=[present, absent, absent]) == [absent]
+
+
+async def test_concurrent_touches_of_one_blob_both_succeed(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    digest = hashlib.sha256(b"shared").hexdigest()
+    await artifacts.touch_blobs(ctx, [digest])
+    clock.advance(60)
+
+    # Two requests announcing the same new and old blobs at once (two server processes).
+    fresh = hashlib.sha256(b"fresh").hexdigest()
+    await asyncio.gather(*(artifacts.touch_blobs(ctx, [digest, fresh]) for _ in range(8)))
+
+    async with ctx.read() as session:
+        touched = dict(
+            (await session.execute(select(BlobTouchRow.digest, BlobTouchRow.touched_at))).all()
+        )
+    assert touched == {digest: clock(), fresh: clock()}
 
 
 async def test_a_job_moves_through_uploading_before_done(ctx: ServerContext) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import JobArtifacts, Manifest
 from dstack.server.context import ServerContext, mark_changed
+from dstack.server.db.dialects import dialect_insert
 from dstack.server.db.models import BlobTouchRow, JobRow, ManifestRow
-from dstack.storage.base import BlobStore, check_digest
+from dstack.storage.base import BlobStore, check_digest, missing_of
 
 _NAMED = 3  # missing digests named in an error message
 
@@ -25,7 +27,7 @@ async def save_manifest(
     404 when the job is gone; 409 when no runner holds it or another runner does; 400
     (`StorageError`) naming the digests the store lacks — blobs are uploaded first.
     """
-    require_blobs(ctx.blobs, [f.digest for f in manifest.files])
+    await require_blobs(ctx.blobs, [f.digest for f in manifest.files])
     async with ctx.transaction() as session:
         job = await require_job(session, job_id)
         check_runner(job, runner_id)
@@ -46,9 +48,9 @@ def check_runner(job: JobRow, runner_id: str | None) -> None:
         raise ConflictError(f"job {job.id} is not this runner's", hint="forget it")
 
 
-def require_blobs(store: BlobStore, digests: Iterable[str]) -> None:
+async def require_blobs(store: BlobStore, digests: Iterable[str]) -> None:
     """Raise `StorageError` naming the digests `store` lacks."""
-    missing = missing_digests(store, digests)
+    missing = await missing_in(store, digests)
     if missing:
         named = ", ".join(missing[:_NAMED]) + (
             f" and {len(missing) - _NAMED} more" if len(missing) > _NAMED else ""
@@ -59,22 +61,19 @@ def require_blobs(store: BlobStore, digests: Iterable[str]) -> None:
         )
 
 
-def missing_digests(store: BlobStore, digests: Iterable[str]) -> list[str]:
-    """The distinct digests (in the order given) that `store` lacks."""
-    seen: set[str] = set()
-    missing = []
-    for digest in digests:
-        if digest not in seen:
-            seen.add(digest)
-            if not store.exists(check_digest(digest)):
-                missing.append(digest)
-    return missing
+async def missing_in(store: BlobStore, digests: Iterable[str]) -> list[str]:
+    """The distinct digests (in the order given) that `store` lacks, asked off the event loop:
+    an object store answers over the network, a disk store with one stat per digest."""
+    wanted = [check_digest(d) for d in dict.fromkeys(digests)]
+    if not wanted:
+        return []
+    return await anyio.to_thread.run_sync(missing_of, store, wanted)
 
 
 async def missing_blobs(ctx: ServerContext, *, digests: list[str]) -> list[str]:
     """The digests the store lacks. The ones it has are touched: the caller is about to
     reference them, so garbage collection spares them for its grace period."""
-    missing = missing_digests(ctx.blobs, digests)
+    missing = await missing_in(ctx.blobs, digests)
     present = set(digests) - set(missing)
     if present:
         await touch_blobs(ctx, present)
@@ -82,14 +81,18 @@ async def missing_blobs(ctx: ServerContext, *, digests: list[str]) -> list[str]:
 
 
 async def touch_blobs(ctx: ServerContext, digests: Iterable[str]) -> None:
+    """Mark the blobs as just announced: one upsert, safe when two requests touch the same
+    digest at once (several server processes on PostgreSQL)."""
     now = ctx.clock()
+    rows = [{"digest": d, "touched_at": now} for d in sorted(set(digests))]
+    if not rows:
+        return
+    insert = dialect_insert(ctx.engine.dialect.name, BlobTouchRow)
+    upsert = insert.on_conflict_do_update(
+        index_elements=["digest"], set_={"touched_at": insert.excluded.touched_at}
+    )
     async with ctx.transaction() as session:
-        for digest in sorted(set(digests)):
-            row = await session.get(BlobTouchRow, digest)
-            if row is None:
-                session.add(BlobTouchRow(digest=digest, touched_at=now))
-            else:
-                row.touched_at = now
+        await session.execute(upsert, rows)
 
 
 async def put_manifest(

@@ -30,7 +30,9 @@ async def import_run(ctx: ServerContext, *, request: ImportRunRequest) -> Run:
     """
     run = request.run
     manifests = manifests_by_job(run, request.artifacts)
-    require_blobs(ctx.blobs, [f.digest for ms in manifests.values() for m in ms for f in m.files])
+    await require_blobs(
+        ctx.blobs, [f.digest for ms in manifests.values() for m in ms for f in m.files]
+    )
     async with ctx.transaction() as session:
         existing = await session.get(RunRow, run.name)
         if existing is not None:

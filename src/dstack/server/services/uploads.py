@@ -29,7 +29,7 @@ async def upload_run(ctx: ServerContext, *, request: UploadRunRequest) -> Run:
     paths = [m.path for m in request.manifests]
     if len(set(paths)) != len(paths):
         raise InvalidRequestError("two uploaded artifacts have the same path", hint="rename one")
-    require_blobs(ctx.blobs, [f.digest for m in request.manifests for f in m.files])
+    await require_blobs(ctx.blobs, [f.digest for m in request.manifests for f in m.files])
     async with ctx.transaction() as session:
         if await session.get(TagRow, request.tag) is not None:
             raise ConflictError(

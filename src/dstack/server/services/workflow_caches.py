@@ -20,7 +20,7 @@ async def save_cache(
     Same checks as artifact manifests: 404 job gone, 409 not this runner's, 400 blobs
     missing.
     """
-    require_blobs(ctx.blobs, [f.digest for f in manifest.files])
+    await require_blobs(ctx.blobs, [f.digest for f in manifest.files])
     async with ctx.transaction() as session:
         job = await require_job(session, job_id)
         check_runner(job, runner_id)

@@ -2,9 +2,12 @@
 
     python -m benchmarks.artifacts [--quick] [--dir DIR]
 
-Cases: store a large file (`scan` + `push`, fresh store, fresh stat cache), re-store it
-unchanged (`scan` + `push` with the stat cache), store 10,000 files of 1 KiB, `place` the
-large file back. Each is timed after a warm-up run, `--runs` times (1 with `--quick`).
+Cases, each the way the runner does it: store a large file while a job runs (`scan` that
+stores each new file in the read that hashes it, then `push`; fresh store, fresh stat
+cache); the final sync of a finished job (`scan` with a settled stat cache, then `push`
+moving the file into the store); re-store it unchanged (stat cache warm); the same two for
+10,000 files of 1 KiB; `place` the large file back (verified copy). Each is timed after a
+warm-up run, `--runs` times (1 with `--quick`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def run_all(work: Path, *, big_mib: int, small_count: int, runs: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(1024))
     blobs = work / "blobs"
+    job = work / "job"
     store = LocalBlobStore(blobs)
     cache = StatCache(None)
     copy = work / "copy.bin"
@@ -82,26 +86,43 @@ def run_all(work: Path, *, big_mib: int, small_count: int, runs: int) -> None:
         nonlocal cache
         cache = StatCache(None)
 
-    def store_big() -> None:
-        push(scan(big, "data.bin", base=work, stat_cache=cache), big, store, stat_cache=cache)
+    def fresh_job(source: Path) -> Callable[[], None]:
+        """A fresh store and a job dir holding a copy of `source` (as a job leaves it)."""
 
-    def store_small() -> None:
-        manifest = scan(small, "small", base=work, stat_cache=cache)
-        push(manifest, small, store, workers=8, stat_cache=cache)
+        def setup() -> None:
+            fresh_store()
+            shutil.rmtree(job, ignore_errors=True)
+            job.mkdir()
+            _cp(source, job / source.name)
+            cache.settle()  # the job's processes are gone
+
+        return setup
+
+    def ingest(path: Path, st: os.stat_result) -> str:
+        return store.ingest(path, st)[0]
+
+    def sync(root: Path, *, move: bool = False) -> None:
+        manifest = scan(root, "out", base=work, stat_cache=cache, ingest=None if move else ingest)
+        push(manifest, root, store, move=move, stat_cache=cache)
 
     manifest = scan(big, "data.bin", base=work)
     cp = timings(fresh_store, lambda: _cp(big, copy), runs)
     cp_median = statistics.median(cp)
     print(f"{'case':<38} {'median':>10}  {'min-max':>14}  {'baseline':>8}  ratio")
     print(row(f"cp {big_mib} MiB (baseline)", cp, None))
-    stored = timings(fresh_store, store_big, runs)
+    stored = timings(fresh_store, lambda: sync(big), runs)
     print(row(f"scan+push {big_mib} MiB", stored, cp_median))
-    again = statistics.median(timings(lambda: None, store_big, runs))
+    again = statistics.median(timings(lambda: None, lambda: sync(big), runs))
     print(f"{f're-push unchanged {big_mib} MiB':<38} {again:8.3f} s  ", end="")
     print(f"= {again / statistics.median(stored):.1%} of scan+push")
-    small_runs = timings(fresh_store, store_small, runs)
+    moved = timings(fresh_job(big), lambda: sync(job / big.name, move=True), runs)
+    print(row(f"final sync (move) {big_mib} MiB", moved, cp_median))
+    small_runs = timings(fresh_store, lambda: sync(small), runs)
     print(row(f"scan+push {small_count} x 1 KiB", small_runs, None))
     print(f"{'':<38} {small_count / statistics.median(small_runs):8.0f} files/s")
+    small_moved = timings(fresh_job(small), lambda: sync(job / small.name, move=True), runs)
+    print(row(f"final sync (move) {small_count} x 1 KiB", small_moved, None))
+    print(f"{'':<38} {small_count / statistics.median(small_moved):8.0f} files/s")
     push(manifest, big, store)
 
     def unplace() -> None:
@@ -112,7 +133,7 @@ def run_all(work: Path, *, big_mib: int, small_count: int, runs: int) -> None:
 
 
 def _cp(source: Path, target: Path) -> None:
-    subprocess.run(["cp", str(source), str(target)], check=True)
+    subprocess.run(["cp", "-r", str(source), str(target)], check=True)
 
 
 if __name__ == "__main__":

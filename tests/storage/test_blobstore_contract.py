@@ -147,10 +147,15 @@ def test_local_store_shards_and_detects_corruption_on_read(tmp_path: Path) -> No
 
 def test_local_store_leaves_no_temp_files_after_a_failed_put(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024))
     with pytest.raises(StorageError):
         store.put_bytes(b"data", sha(b"other"))
+    with pytest.raises(StorageError):
+        store.put_file(source, sha(b"other"))
 
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    assert list(store.list_digests()) == []
 
 
 def test_missing_lists_absent_digests_once_in_order(store: BlobStore) -> None:

@@ -63,8 +63,15 @@ def remote_blob_store(remote: str) -> BlobStore:
 
 @contextmanager
 def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr for transfers over 64 MiB; otherwise nothing is drawn."""
+    """A progress bar on stderr for transfers over 64 MiB when stderr is a terminal;
+    otherwise nothing is drawn (a bar's refresh thread would take CPU from the copy)."""
     if total < 64 << 20:
+        yield lambda _: None
+        return
+    from dstack.cli.render import console
+
+    err = console(stderr=True)
+    if not err.is_terminal:
         yield lambda _: None
         return
     from rich.progress import (
@@ -74,14 +81,12 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         TransferSpeedColumn,
     )
 
-    from dstack.cli.render import console
-
     bar = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=console(stderr=True),
+        console=err,
         transient=True,
     )
     with bar:

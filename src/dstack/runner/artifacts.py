@@ -10,6 +10,7 @@ keeps everything that was written.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from dstack.runner.sizes import format_size
 from dstack.storage.base import BlobStore
 
 if TYPE_CHECKING:
+    from dstack.storage.base import SupportsIngest
     from dstack.storage.statcache import StatCache
     from dstack.storage.transfer import TransferStats
 
@@ -48,9 +50,9 @@ class _Tracked:
     uploaded_files: int = 0
     uploaded_bytes: int = 0
 
-    def record(self, stats: TransferStats) -> None:
-        self.uploaded_files += stats.files
-        self.uploaded_bytes += stats.bytes
+    def record(self, stats: TransferStats, stored: _Stored) -> None:
+        self.uploaded_files += stats.files + stored.files
+        self.uploaded_bytes += stats.bytes + stored.bytes
 
     def summary(self, manifest: Manifest, *, cache: bool) -> str:
         """`uploaded 3 files (1.2 GB) of model/; 10 unchanged` (over the whole job)."""
@@ -60,6 +62,27 @@ class _Tracked:
         if cache:
             return f"saved cache {self.declared}: {uploaded}; {unchanged} unchanged"
         return f"{uploaded} of {self.declared}; {unchanged} unchanged"
+
+
+class _Stored:
+    """Wraps a store's `ingest` for `scan`, counting the blobs it stored (they are uploads
+    as much as those `push` makes)."""
+
+    def __init__(self, store: SupportsIngest | None) -> None:
+        self._store = store
+        self.files = 0
+        self.bytes = 0
+
+    def ingest(self) -> Callable[[Path, os.stat_result], str] | None:
+        return None if self._store is None else self._ingest
+
+    def _ingest(self, path: Path, st: os.stat_result) -> str:
+        assert self._store is not None
+        digest, stored = self._store.ingest(path, st)
+        if stored:
+            self.files += 1
+            self.bytes += st.st_size
+        return digest
 
 
 class ArtifactSync:
@@ -120,13 +143,19 @@ class ArtifactSync:
         the job dir is about to be deleted. Raises `DstackError` when a push or post failed.
         """
         self.stop()
+        # The job's processes are gone: digests computed now stay true, so the store may
+        # move (or copy) each file on the strength of this scan's hash alone.
+        self._stat_cache.settle()
         saved = self._caches if caches else []
-        scanned = [(t, self._scan(t)) for t in [*self._artifacts, *saved]]
+        every = [*self._artifacts, *saved]
+        scanned = [(t, *self._scan(t, ingest=not (move and t.movable))) for t in every]
         lines = []
-        for tracked, manifest in scanned:
+        for tracked, manifest, stored in scanned:
             is_cache = tracked in saved
             post = self._post_cache if is_cache else self._post_artifact
-            self._push(tracked, manifest, post, move=move and tracked.movable, force=is_cache)
+            self._push(
+                tracked, manifest, stored, post, move=move and tracked.movable, force=is_cache
+            )
             lines.append(tracked.summary(manifest, cache=is_cache))
         return lines
 
@@ -138,9 +167,9 @@ class ArtifactSync:
                 continue
             tracked.due = now + tracked.interval
             try:
-                manifest = self._scan(tracked)
+                manifest, stored = self._scan(tracked)
                 if manifest.files or tracked.posted is not None:
-                    self._push(tracked, manifest, self._post_artifact, move=False)
+                    self._push(tracked, manifest, stored, self._post_artifact, move=False)
             except (DstackError, OSError) as exc:
                 # Files change under a running job; the next round (or the final one) retries.
                 log.info("syncing %s failed, retrying later: %s", tracked.declared, exc)
@@ -152,15 +181,30 @@ class ArtifactSync:
     def _until_due(self) -> float:
         return max(0.0, min(t.due for t in self._artifacts) - self._clock())
 
-    def _scan(self, tracked: _Tracked) -> Manifest:
+    def _scan(self, tracked: _Tracked, *, ingest: bool = True) -> tuple[Manifest, _Stored]:
+        """The manifest of a declared path, and what the scan stored. With `ingest` and a
+        store on this disk, each new or changed file is stored in the same read that hashes
+        it, so a sync costs one pass over the bytes; the final sync of files about to be
+        moved into the store only hashes them (a rename then stores them)."""
+        from dstack.storage.base import SupportsIngest
         from dstack.storage.manifests import scan
 
-        return scan(tracked.host, tracked.declared, base=self._base, stat_cache=self._stat_cache)
+        store = self._store if ingest and isinstance(self._store, SupportsIngest) else None
+        stored = _Stored(store)
+        manifest = scan(
+            tracked.host,
+            tracked.declared,
+            base=self._base,
+            stat_cache=self._stat_cache,
+            ingest=stored.ingest(),
+        )
+        return manifest, stored
 
     def _push(
         self,
         tracked: _Tracked,
         manifest: Manifest,
+        stored: _Stored,
         post: PostManifest,
         *,
         move: bool,
@@ -176,7 +220,7 @@ class ArtifactSync:
         if manifest.digest() == tracked.posted and not force:
             return
         stats = push(manifest, tracked.host, self._store, move=move, stat_cache=self._stat_cache)
-        tracked.record(stats)
+        tracked.record(stats, stored)
         post(manifest)
         tracked.posted = manifest.digest()
 

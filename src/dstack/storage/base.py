@@ -84,6 +84,17 @@ class SupportsCopyIn(Protocol):
         """Store `path` as `digest`, hashed by the caller when its stat was `expected`."""
 
 
+@runtime_checkable
+class SupportsIngest(Protocol):
+    """A store that can take a file whose digest nobody knows yet in one read: hashed while
+    it is copied in (a local store; a remote one would need the digest before the upload)."""
+
+    def ingest(self, path: Path, expected: os.stat_result | None = None) -> tuple[str, bool]:
+        """Store `path` if it did not change while read (and has the stat `expected`);
+        (digest of what was read, whether a new blob was stored). See
+        `LocalBlobStore.ingest`."""
+
+
 class BlobMismatchError(StorageError):
     """Content does not hash to the digest it was stored or read under."""
 
@@ -106,11 +117,15 @@ def check_digest(digest: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file, read in chunks (unbuffered: most artifact files are small, and
+    Python's buffered file objects cost more than the read)."""
     digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK_SIZE):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while chunk := os.read(fd, CHUNK_SIZE):
             digest.update(chunk)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
+import itertools
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from dstack.errors import NotFoundError, StorageError
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing, sha256_file
-from dstack.storage.copying import copy_hashing, copy_range
+from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing
+from dstack.storage.copying import copy_hashing, copy_range, copy_verified, hash_fd
 
 
 class LocalBlobStore:
@@ -30,6 +29,10 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._tmp = root / "tmp"
+        self._prefix = str(root) + os.sep
+        # Unique temp names without mkstemp's random retries: pid + a counter (thread-safe
+        # in CPython); two processes sharing the store differ by pid.
+        self._counter = itertools.count()
 
     def path(self, digest: str) -> Path:
         """Where the blob lives (whether or not it exists)."""
@@ -37,24 +40,55 @@ class LocalBlobStore:
         return self.root / digest[:2] / digest[2:]
 
     def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return os.path.isfile(self._where(check_digest(digest)))
 
     def missing(self, digests: list[str]) -> list[str]:
-        """The distinct digests (in the order given) that are not stored."""
-        return [d for d in dict.fromkeys(digests) if not self.exists(d)]
+        """The distinct digests (in the order given) that are not stored: one `stat` each,
+        on string paths (this runs for every file of every manifest pushed)."""
+        unique = [check_digest(d) for d in dict.fromkeys(digests)]
+        return [d for d in unique if not os.path.isfile(self._where(d))]
+
+    def _where(self, digest: str) -> str:
+        """`path(digest)` as a string, for a digest already checked (cheap: per file)."""
+        return f"{self._prefix}{digest[:2]}{os.sep}{digest[2:]}"
 
     def put_file(self, path: Path, digest: str) -> None:
         if self.exists(digest):
             return
         try:
             with path.open("rb", buffering=0) as source:
-                self._write(source, digest)
+                self._write(source.fileno(), digest)
         except OSError as exc:
             raise StorageError(f"cannot store {path} as blob {digest}: {exc.strerror}") from exc
 
     def put_bytes(self, data: bytes, digest: str) -> None:
-        if not self.exists(digest):
-            self._write(io.BytesIO(data), digest)
+        if self.exists(digest):
+            return
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise mismatch(digest, actual)
+        self._save(data, digest)
+
+    def ingest(self, path: Path, expected: os.stat_result | None = None) -> tuple[str, bool]:
+        """Store `path`, reading the file once: it is hashed while it is copied (a small
+        file is hashed first and written only when missing). Returns (digest of what was
+        read, whether a new blob was stored).
+
+        The blob is stored only when the file's stat (size, mtime, inode) stayed the same
+        while it was read, and equals `expected` when given; otherwise nothing is stored
+        (the file is being written: `push` stores it later, verified). Reading `path` fails
+        with the `OSError` of the file (missing, unreadable); writing the store fails with
+        `StorageError`.
+        """
+        with path.open("rb", buffering=0) as source:
+            fd = source.fileno()
+            before = os.fstat(fd)
+            if before.st_size < CHUNK_SIZE:
+                return self._ingest_small(fd, before, expected)
+            try:
+                return self._ingest_large(fd, before, expected)
+            except OSError as exc:
+                raise StorageError(f"cannot store {path} as a blob: {exc.strerror}") from exc
 
     def copy_in(self, path: Path, digest: str, expected: os.stat_result) -> None:
         """Store `path` as `digest` without hashing it again.
@@ -96,10 +130,16 @@ class LocalBlobStore:
             raise NotFoundError(f"blob {digest} not found") from None
 
     def get_file(self, digest: str, target: Path) -> None:
+        """See `BlobStore.get_file`. The kernel copies the blob while this thread hashes it
+        (a stored blob never changes, so both read the same bytes)."""
         source = self._open(digest)
         with replacing(target) as (fd, _):
-            with source, os.fdopen(fd, "wb", buffering=0) as out:
-                actual, _ = copy_hashing(source, out)
+            try:
+                with source:
+                    size = os.fstat(source.fileno()).st_size
+                    actual = copy_verified(source.fileno(), fd, size)
+            finally:
+                os.close(fd)
             if actual != digest:
                 raise mismatch(digest, actual)
 
@@ -133,82 +173,171 @@ class LocalBlobStore:
         if hasher.hexdigest() != digest:
             raise mismatch(digest, hasher.hexdigest())
 
-    def _temp(self) -> tuple[int, str]:
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(dir=self._tmp)
+    def _temp_name(self) -> str:
+        """A fresh name in the store's temp folder (which is created when missing)."""
+        if not os.path.isdir(self._tmp):
+            _make_dir(self._tmp)
+        return f"{self._tmp}{os.sep}{os.getpid()}-{next(self._counter)}"
 
-    def _write(self, source: BinaryIO, digest: str) -> None:
-        """Copy `source` into a temp file while hashing, then rename it into place."""
+    def _temp(self) -> tuple[int, str]:
+        """A new temp file in the store: (fd open for writing, path)."""
+        name = self._temp_name()
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
+
+    def _write(self, source_fd: int, digest: str) -> None:
+        """Copy `source_fd` into a temp file while hashing, then rename it into place."""
         fd, tmp = self._temp()
         try:
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                actual, _ = copy_hashing(source, out)
+            try:
+                actual, _ = copy_hashing(source_fd, fd)
+            finally:
+                os.close(fd)
             if actual != digest:
                 raise mismatch(digest, actual)
             self._commit(tmp, digest)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            _discard(tmp)
+
+    def _save(self, data: bytes, digest: str) -> None:
+        """Write already hashed bytes as blob `digest`."""
+        fd, tmp = self._temp()
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self._commit(tmp, digest)
+        finally:
+            _discard(tmp)
+
+    def _ingest_small(
+        self, fd: int, before: os.stat_result, expected: os.stat_result | None
+    ) -> tuple[str, bool]:
+        chunks = []
+        while chunk := os.read(fd, CHUNK_SIZE):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        digest = hashlib.sha256(data).hexdigest()
+        if not _stable(expected, before, os.fstat(fd)) or self.exists(digest):
+            return digest, False
+        try:
+            self._save(data, digest)
+        except OSError as exc:
+            raise StorageError(f"cannot store blob {digest}: {exc.strerror}") from exc
+        return digest, True
+
+    def _ingest_large(
+        self, fd: int, before: os.stat_result, expected: os.stat_result | None
+    ) -> tuple[str, bool]:
+        out, tmp = self._temp()
+        try:
+            try:
+                digest, _ = copy_hashing(fd, out)
+            finally:
+                os.close(out)
+            if not _stable(expected, before, os.fstat(fd)) or self.exists(digest):
+                return digest, False
+            self._commit(tmp, digest)
+            return digest, True
+        finally:
+            _discard(tmp)
 
     def _copy_in(self, path: Path, digest: str, expected: os.stat_result) -> None:
         fd, tmp = self._temp()
         try:
-            with path.open("rb", buffering=0) as source, os.fdopen(fd, "wb", buffering=0) as out:
-                before = os.fstat(source.fileno())
-                copy_range(source.fileno(), out.fileno(), before.st_size)
-                after = os.fstat(source.fileno())
+            with path.open("rb", buffering=0) as source:
+                try:
+                    before = os.fstat(source.fileno())
+                    copy_range(source.fileno(), fd, before.st_size)
+                    after = os.fstat(source.fileno())
+                finally:
+                    os.close(fd)
             if not (_same(expected, before) and _same(before, after)):
-                self._verify(Path(tmp), digest)
+                self._verify(tmp, digest)
             self._commit(tmp, digest)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            _discard(tmp)
 
     def _adopt(self, path: Path, digest: str, expected: os.stat_result | None) -> None:
         if self.exists(digest):
-            path.unlink()
+            os.unlink(path)
             return
-        st = path.lstat()
+        st = os.lstat(path)
         if st.st_nlink > 1 or not stat.S_ISREG(st.st_mode):
             # Renaming would leave another hard link, writable, pointing at the stored blob
             # (or would move a symbolic link instead of the content).
-            self.put_file(path, digest)
-            path.unlink()
+            self._copy_then_unlink(path, digest)
             return
-        fd, tmp = self._temp()
-        os.close(fd)
+        tmp = self._temp_name()
         try:
             os.rename(path, tmp)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            os.unlink(tmp)
-            self.put_file(path, digest)
-            path.unlink()
+            self._copy_then_unlink(path, digest)
             return
-        if expected is None or not _same(expected, os.stat(tmp)):
+        moved = os.lstat(tmp)
+        if moved.st_nlink > 1:  # a link was made between the check and the rename
+            os.rename(tmp, path)
+            self._copy_then_unlink(path, digest)
+            return
+        if expected is None or not _same(expected, moved):
             self._verify_adopted(path, tmp, digest)
         self._commit(tmp, digest)
 
+    def _copy_then_unlink(self, path: Path, digest: str) -> None:
+        self.put_file(path, digest)
+        path.unlink()
+
     def _verify_adopted(self, original: Path, tmp: str, digest: str) -> None:
         try:
-            self._verify(Path(tmp), digest)
+            self._verify(tmp, digest)
         except StorageError:
             os.rename(tmp, original)
             raise
 
     @staticmethod
-    def _verify(file: Path, digest: str) -> None:
-        actual = sha256_file(file)
+    def _verify(file: str, digest: str) -> None:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            actual = hash_fd(fd)
+        finally:
+            os.close(fd)
         if actual != digest:
             raise mismatch(digest, actual)
 
     def _commit(self, tmp: str, digest: str) -> None:
         os.chmod(tmp, 0o444)
-        final = self.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        final = self._where(check_digest(digest))
+        try:
+            os.replace(tmp, final)
+        except FileNotFoundError:  # the shard folder is new (or the store was emptied)
+            _make_dir(Path(final).parent)
+            os.replace(tmp, final)
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ino)
+
+
+def _stable(expected: os.stat_result | None, before: os.stat_result, after: os.stat_result) -> bool:
+    """True when a file read between `before` and `after` did not change meanwhile."""
+    return (expected is None or _same(expected, before)) and _same(before, after)
+
+
+def _make_dir(path: Path) -> None:
+    """Create `path` (and its parents); one `mkdir` call when only the last part is new or
+    it already exists (the common cases: this runs per stored file)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)

@@ -16,22 +16,35 @@ Rules, so that what a job leaves behind is stored the same way everywhere:
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import FileEntry, Manifest
 from dstack.storage.statcache import StatCache
 
+Ingest = Callable[[Path, os.stat_result], str]
+"""Reads a file whose stat is the one given, stores it and returns its digest
+(`LocalBlobStore.ingest`)."""
+
 
 def scan(
-    root: Path, artifact_path: str, *, base: Path, stat_cache: StatCache | None = None
+    root: Path,
+    artifact_path: str,
+    *,
+    base: Path,
+    stat_cache: StatCache | None = None,
+    ingest: Ingest | None = None,
 ) -> Manifest:
     """The manifest of `root` (the resolved folder or file of the declared `artifact_path`).
 
     `base` bounds where symbolic links may point (see the module docstring). Digests come
-    from `stat_cache` when given (unchanged files are not read again), else are computed.
+    from `stat_cache` when given (unchanged files are not read again), else are computed:
+    by `ingest` when given, which stores each file it hashes in the same read (a later
+    `push` then finds its blob there), else by hashing.
     """
     cache = stat_cache if stat_cache is not None else StatCache(None)
     allowed = _Bounds(root, base)
@@ -40,11 +53,12 @@ def scan(
     except (FileNotFoundError, NotADirectoryError):
         return Manifest(path=artifact_path)
     if stat.S_ISREG(st.st_mode):
-        entry = _entry("", root, st, cache)
+        entry = _entry("", root, st, cache, ingest)
         return Manifest(path=artifact_path, files=[entry] if entry else [])
     if not stat.S_ISDIR(st.st_mode):
         return Manifest(path=artifact_path)
-    found = (_entry(rel, file, fst, cache) for rel, file, fst in _walk(root, "", allowed))
+    walked = _walk(root, "", allowed)
+    found = (_entry(rel, file, fst, cache, ingest) for rel, file, fst in walked)
     files = [entry for entry in found if entry is not None]
     files.sort(key=lambda entry: entry.path)
     return Manifest(path=artifact_path, files=files)
@@ -96,10 +110,13 @@ def _followed_link(link: Path, bounds: _Bounds) -> os.stat_result | None:
     return st
 
 
-def _entry(rel: str, file: Path, st: os.stat_result, cache: StatCache) -> FileEntry | None:
+def _entry(
+    rel: str, file: Path, st: os.stat_result, cache: StatCache, ingest: Ingest | None
+) -> FileEntry | None:
     """The entry of one file; None when it vanished since it was listed."""
+    hasher = None if ingest is None else functools.partial(_ingest_as, ingest, st)
     try:
-        digest = cache.digest(file, st)
+        digest = cache.digest(file, st, hasher=hasher)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -108,3 +125,7 @@ def _entry(rel: str, file: Path, st: os.stat_result, cache: StatCache) -> FileEn
             hint="make the job leave its artifact files readable",
         ) from exc
     return FileEntry(path=rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest)
+
+
+def _ingest_as(ingest: Ingest, st: os.stat_result, file: Path) -> str:
+    return ingest(file, st)

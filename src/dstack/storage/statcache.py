@@ -3,7 +3,8 @@
 Keyed like git's index: (path, size, mtime_ns, inode). A file whose mtime is within
 `RACY_NS` of the moment its hashing began is not remembered ("racily clean", as git calls
 it): a later write in the same timestamp tick could keep size and mtime, so its digest is
-computed again next time instead of being trusted.
+computed again next time instead of being trusted. `settle()` lifts that rule once the
+writers are known to be gone (a finished job), so the final sync hashes each file once.
 """
 
 from __future__ import annotations
@@ -37,14 +38,26 @@ class StatCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[Key, str]] = self._load() if path else {}
         self._dirty = False
+        self._settled = False
 
-    def digest(self, file: Path, st: os.stat_result) -> str:
-        """The sha256 of `file`, whose current stat is `st`; hashes only when not cached."""
+    def settle(self) -> None:
+        """Say that the files asked about no longer change (whoever wrote them is gone, as
+        after a job's processes ended): from now on a digest is remembered even when the
+        file was modified just before it was hashed, so the digest can vouch for the file
+        (a store then moves or copies it without reading it a second time)."""
+        with self._lock:
+            self._settled = True
+
+    def digest(
+        self, file: Path, st: os.stat_result, *, hasher: Callable[[Path], str] | None = None
+    ) -> str:
+        """The sha256 of `file`, whose current stat is `st`; hashes only when not cached,
+        with `hasher` when given (e.g. one that stores the file while hashing it)."""
         cached = self.lookup(file, st)
         if cached is not None:
             return cached
         started = time.time_ns()
-        digest = self._hasher(file)
+        digest = (hasher or self._hasher)(file)
         self.remember(file, st, digest, hashed_at=started)
         return digest
 
@@ -60,7 +73,7 @@ class StatCache:
         """Record that `file` in state `st` hashed to `digest`, the hash having started at
         `hashed_at` (time.time_ns()); racily clean files are forgotten instead."""
         with self._lock:
-            if st.st_mtime_ns >= hashed_at - RACY_NS:
+            if not self._settled and st.st_mtime_ns >= hashed_at - RACY_NS:
                 self._dirty |= self._entries.pop(str(file), None) is not None
                 return
             self._entries[str(file)] = (_key(st), digest)

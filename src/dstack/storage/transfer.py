@@ -1,20 +1,20 @@
 """Moving artifact files between a folder and a blob store: `push` and `place`.
 
-Both run files through a thread pool (hashing, copying and HTTP release the GIL), so many
-small files go at disk speed rather than at one file per round trip. Neither fsyncs: see
+Both run files through a thread pool (hashing, copying and HTTP release the GIL), in
+batches of small files, so many small files go at disk speed rather than at one file (or one
+pool task) per round trip. Neither fsyncs: see
 `LocalBlobStore` for why that is safe for the store; placed files are re-placed on a retry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import FileEntry, Manifest
@@ -29,6 +29,9 @@ from dstack.storage.statcache import StatCache
 
 Progress = Callable[[int], None]
 _ATTEMPTS = 3
+_BATCH_FILES = 256
+_BATCH_BYTES = 16 * 1024 * 1024
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -79,8 +82,9 @@ def push(
             stats.skip(entry)
     replaced: dict[str, FileEntry | None] = {}
     uploader = _Uploader(store, root, move=move, stat_cache=stat_cache)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = [pool.submit(uploader.upload_group, group) for group in groups.values()]
+    batches = _batches(list(groups.values()), lambda group: group[0].size)
+    with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
+        futures = [pool.submit(uploader.upload_batch, batch) for batch in batches]
         for future in as_completed(futures):
             tried, untried = future.result()
             for entry in untried:
@@ -108,6 +112,16 @@ class _Uploader:
         self._root = root
         self._move = move
         self._cache = stat_cache
+
+    def upload_batch(self, batch: list[list[FileEntry]]) -> tuple[Tried, list[FileEntry]]:
+        """`upload_group` for each group of the batch, results joined."""
+        tried: Tried = []
+        untried: list[FileEntry] = []
+        for group in batch:
+            done, left = self.upload_group(group)
+            tried += done
+            untried += left
+        return tried, untried
 
     def upload_group(self, group: list[FileEntry]) -> tuple[Tried, list[FileEntry]]:
         """Store one of the files sharing a digest; the next is tried when one turns out to
@@ -190,32 +204,65 @@ def place(
             stats.skip(entry)
         else:
             todo.append((entry, dest))
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(_fetch, store, e, dest): e for e, dest in todo}
+    _make_parents(dest for _, dest in todo)
+    batches = _batches(todo, lambda item: item[0].size)
+    with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
+        futures = [pool.submit(_fetch_batch, store, batch) for batch in batches]
         for future in as_completed(futures):
-            future.result()
-            entry = futures[future]
-            stats.add(entry)
-            if progress:
-                progress(entry.size)
+            for entry in future.result():
+                stats.add(entry)
+                if progress:
+                    progress(entry.size)
     return stats
 
 
+def _fetch_batch(store: BlobStore, batch: list[tuple[FileEntry, Path]]) -> list[FileEntry]:
+    for entry, dest in batch:
+        _fetch(store, entry, dest)
+    return [entry for entry, _ in batch]
+
+
 def _fetch(store: BlobStore, entry: FileEntry, dest: Path) -> None:
-    tmp = dest.with_name(f".dstack-{uuid.uuid4().hex[:12]}-{dest.name}"[:255])
+    """The blob as `dest` (replaced atomically by `get_file`), with the entry's mode."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        store.get_file(entry.digest, tmp)
-        os.chmod(tmp, entry.mode)
-        os.replace(tmp, dest)
+        store.get_file(entry.digest, dest)
+        os.chmod(dest, entry.mode)
     except OSError as exc:
         raise StorageError(
             f"cannot place {dest}: {exc.strerror}",
             hint="a file or folder in the way must be removed first",
         ) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+
+
+def _make_parents(dests: Iterable[Path]) -> None:
+    """Create each distinct parent folder once (not once per file)."""
+    for parent in dict.fromkeys(dest.parent for dest in dests):
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot place files in {parent}: {exc.strerror}",
+                hint="a file in the way must be removed first",
+            ) from exc
+
+
+def _batches(items: list[_T], size_of: Callable[[_T], int]) -> list[list[_T]]:
+    """`items` in runs of up to `_BATCH_FILES` items or `_BATCH_BYTES` bytes, in order: a
+    thread pool task per small file costs more than storing it, while a large file keeps
+    a task to itself so large files still go in parallel."""
+    batches: list[list[_T]] = []
+    current: list[_T] = []
+    current_bytes = 0
+    for item in items:
+        size = size_of(item)
+        if current and (len(current) >= _BATCH_FILES or current_bytes + size > _BATCH_BYTES):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _already_there(dest: Path, entry: FileEntry, cache: StatCache | None) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from dstack.errors import ServerError
 from dstack.models.logs import LogStream
 from dstack.models.protocol import LogLine
-from dstack.runner.logs import LogShipper, LogSpool
+from dstack.runner.logs import MAX_ENTRY, LogShipper, LogSpool
 
 
 class Sink:
@@ -123,21 +123,58 @@ def test_a_torn_last_record_is_dropped_on_reopen(tmp_path: Path) -> None:
     assert [(r[0], r[3]) for r in records] == [(0, "kept\n"), (1, "next\n")]
 
 
-def test_a_million_lines_ship_in_large_batches(tmp_path: Path) -> None:
+def test_a_million_lines_ship_as_few_entries_and_batches(tmp_path: Path) -> None:
     spool = LogSpool(tmp_path)
-    received = 0
+    received: list[LogLine] = []
     calls = 0
 
-    def count(lines: list[LogLine]) -> None:
-        nonlocal received, calls
-        received += len(lines)
+    def keep(lines: list[LogLine]) -> None:
+        nonlocal calls
+        received.extend(lines)
         calls += 1
 
-    shipper = LogShipper(spool, count).start()
+    shipper = LogShipper(spool, keep).start()
     chunk = b"".join(b"%d\n" % i for i in range(10_000))
     for _ in range(100):
         spool.write(LogStream.STDOUT, chunk)
     spool.close()
     assert shipper.drain(timeout=120)
-    assert received == 1_000_000
-    assert calls <= 1_100  # batched: about 1,000 lines per call, never one call per line
+    text = "".join(line.data for line in received)
+    assert text == chunk.decode() * 100
+    assert [line.seq for line in received] == list(range(len(received)))
+    assert len(received) <= 200  # one entry per write (cut at 64 KiB), not one per line
+    assert calls <= 20
+
+
+def test_a_long_write_is_cut_after_newlines(tmp_path: Path) -> None:
+    spool = LogSpool(tmp_path)
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    text = "".join(f"{i:07d}\n" for i in range(20_000))  # 160,000 characters
+    spool.write(LogStream.STDOUT, text.encode())
+    spool.write(LogStream.STDOUT, b"x" * 70_000)  # one line longer than an entry
+    spool.close()
+    assert shipper.drain(timeout=10)
+    entries = [sink.lines[s].data for s in sorted(sink.lines)]
+    assert "".join(entries) == text + "x" * 70_000
+    assert all(len(e) <= MAX_ENTRY for e in entries)
+    assert all(e.endswith("\n") for e in entries[:3])  # the lines were cut at line ends
+    assert len(entries) == 5
+
+
+def test_a_secret_at_an_entry_cut_is_still_masked(tmp_path: Path) -> None:
+    secret = "s3cr3t-token"
+    spool = LogSpool(tmp_path, secrets=[secret])
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    # No newline near the cut: the value straddles the 64 KiB mark of one write...
+    text = "a" * (MAX_ENTRY - 5) + secret + "b" * 10 + "\n"
+    spool.write(LogStream.STDOUT, text.encode())
+    # ...and here it is split across two reads of the job's output.
+    spool.write(LogStream.STDOUT, b"then s3cr3t")
+    spool.write(LogStream.STDOUT, b"-token again\n")
+    spool.close()
+    assert shipper.drain(timeout=10)
+    expected = "a" * (MAX_ENTRY - 5) + "***" + "b" * 10 + "\nthen *** again\n"
+    assert sink.text() == expected
+    assert b"s3cr3t" not in (tmp_path / "spool.jsonl").read_bytes()

@@ -138,3 +138,35 @@ async def test_bad_cursor_and_unknown_run(ctx: ServerContext) -> None:
         await logs.get_logs(ctx, run_name=name, cursor="garbage")
     with pytest.raises(NotFoundError, match="run 'nope' not found"):
         await logs.get_logs(ctx, run_name="nope")
+
+
+async def test_pages_of_large_entries_stay_bounded_and_cover_everything(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    name, [job_id], runner_id = await _started_run(ctx)
+    chunk = "".join(f"{i:07d}\n" for i in range(8192))  # 64 KiB: one entry of many lines
+    entries = 300  # about 19.7 M characters in all
+    for start in range(0, entries, 50):
+        lines = [
+            LogLine(seq=s, timestamp=clock.now, stream=LogStream.STDOUT, data=chunk)
+            for s in range(start, start + 50)
+        ]
+        await logs.append_logs(ctx, job_id=job_id, batch=LogBatch(lines=lines))
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=job_id, update=done, runner_id=runner_id)
+
+    seqs: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await logs.get_logs(ctx, run_name=name, cursor=cursor)
+        pages += 1
+        assert sum(len(e.data) for e in page.events) <= logs.MAX_PAGE_CHARS
+        assert all(e.data == chunk for e in page.events)
+        seqs += [e.seq for e in page.events]
+        cursor = page.cursor
+        if page.finished:
+            break
+
+    assert seqs == list(range(entries))
+    assert pages == 3  # 128 entries fill a page of 8 M characters

@@ -146,3 +146,42 @@ async def test_a_pending_job_is_judged_again_when_its_runner_changes(ctx: Server
     failed = (await runs.get_run(ctx, name=run.name)).jobs[0]
     assert failed.status is JobStatus.FAILED
     assert failed.reason is TerminationReason.NO_CAPACITY
+
+
+async def test_a_scheduler_that_judged_everything_still_sees_new_jobs_and_silent_runners(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    scheduler = Scheduler(ctx)
+    runner_id = await register(ctx)
+    first = await runs.submit_run(ctx, request=submission(job()))
+    await scheduler.tick()
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+    await scheduler.tick()  # nothing left to judge
+
+    second = await runs.submit_run(ctx, request=submission(job()))
+    await scheduler.tick()
+    waiting = (await runs.get_run(ctx, name=second.name)).jobs[0]
+    assert (waiting.status, waiting.reason) == (
+        JobStatus.PENDING,
+        TerminationReason.WAITING_FOR_RUNNER,
+    )
+
+    clock.advance(ctx.settings.runner_heartbeat_timeout + 1)
+    await scheduler.tick()
+    lost = (await runs.get_run(ctx, name=first.name)).jobs[0]
+    assert (lost.status, lost.reason) == (JobStatus.FAILED, TerminationReason.RUNNER_LOST)
+
+
+async def test_claiming_keeps_a_runner_alive_without_heartbeats(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    runner_id = await register(ctx)
+    clock.advance(ctx.settings.runner_heartbeat_timeout - 1)
+    assert await claims.try_claim(ctx, runner_id=runner_id) is None  # asks; nothing to do
+
+    clock.advance(2)
+    await Scheduler(ctx).tick()
+
+    [runner] = await runner_service.list_runners(ctx)
+    assert runner.status.value == "ready"

@@ -36,7 +36,12 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 @click.argument("run_name", metavar="RUN")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option("--since", metavar="WHEN", help="Only lines since: 10m, 2h or an ISO time.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per chunk of output (job, seq, timestamp, stream, data).",
+)
 def logs(run_name: str, follow: bool, since: str | None, as_json: bool, remote: str | None) -> None:
     """Show the output of a run (stdout to stdout, stderr to stderr)."""
     import sys

@@ -1,11 +1,15 @@
 """A job's output: spooled to disk first, then shipped to the server in ordered batches.
 
-`LogSpool` appends one JSON record per line (or partial chunk) to `spool.jsonl`:
-``[seq, timestamp, stream, text]``. `LogShipper` reads it from the last shipped offset and
-posts batches; after each accepted batch it records ``seq offset`` in `shipped`, so a
-restarted runner resumes there. Resending is harmless (the server ignores seen seqs), which
-is why the marker is written without fsync. Secret values are masked before anything
-reaches the disk.
+`LogSpool` appends one JSON record per chunk of output to `spool.jsonl`:
+``[seq, timestamp, stream, text]``. A chunk is what the job wrote in one go (several lines,
+possibly ending in a partial one), cut at line ends into entries of at most `MAX_ENTRY`
+characters: output stays byte-exact and ordered, and a million lines become a few hundred
+records, batches and rows instead of a million of each.
+
+`LogShipper` reads the spool from the last shipped offset and posts batches; after each
+accepted batch it records ``seq offset`` in `shipped`, so a restarted runner resumes there.
+Resending is harmless (the server ignores seen seqs), which is why the marker is written
+without fsync. Secret values are masked before anything reaches the disk.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 SPOOL_FILE = "spool.jsonl"
 MARKER_FILE = "shipped"
 MASK = "***"
+# Characters per log entry; a longer chunk is cut after its last newline within the limit.
+MAX_ENTRY = 1 << 16
 _STREAM_CODES = {LogStream.STDOUT: "o", LogStream.STDERR: "e"}
 _CODE_STREAMS = {code: stream for stream, code in _STREAM_CODES.items()}
 
@@ -137,8 +143,9 @@ class LogSpool:
         timestamp = datetime.now(UTC).isoformat()
         code = _STREAM_CODES[stream]
         records = []
-        for piece in _split_lines(text):
-            records.append(json.dumps([self._next_seq, timestamp, code, self._mask(piece)]))
+        # Masked as a whole, before cutting, so a cut never splits a secret value.
+        for piece in _split_entries(self._mask(text), MAX_ENTRY):
+            records.append(json.dumps([self._next_seq, timestamp, code, piece]))
             self._next_seq += 1
         payload = ("\n".join(records) + "\n").encode()
         self._file.write(payload)
@@ -160,7 +167,7 @@ class LogShipper:
         send: SendBatch,
         *,
         max_lines: int = 1000,
-        max_bytes: int = 1 << 20,
+        max_bytes: int = 4 << 20,
         backoff: float = 0.2,
         backoff_max: float = 5.0,
     ) -> None:
@@ -253,13 +260,20 @@ def _parse_record(raw: bytes) -> LogLine:
     )
 
 
-def _split_lines(text: str) -> list[str]:
-    """Split after each newline, keeping it; a trailing partial line is its own piece."""
-    pieces = text.split("\n")
-    result = [piece + "\n" for piece in pieces[:-1]]
-    if pieces[-1]:
-        result.append(pieces[-1])
-    return result
+def _split_entries(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters, each cut after a newline where the
+    piece holds one (a longer line is cut where the limit falls)."""
+    pieces = []
+    start = 0
+    while len(text) - start > limit:
+        cut = text.rfind("\n", start, start + limit) + 1
+        if cut <= start:
+            cut = start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
 
 
 def _recover(path: Path) -> tuple[int, int]:

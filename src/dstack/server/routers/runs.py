@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, TypeAdapter
 
 from dstack.models.artifacts import JobArtifacts
 from dstack.models.protocol import (
@@ -25,6 +26,8 @@ from dstack.server.services import runs as run_service
 from dstack.server.services import tags as tag_service
 from dstack.server.services import uploads as upload_service
 from dstack.server.services.users import require_repo
+
+_RUNS = TypeAdapter(list[Run])
 
 router = APIRouter(prefix="/api/runs", dependencies=[Depends(require_token)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -54,11 +57,12 @@ async def import_run(body: ImportRunRequest, ctx: Ctx, user: CurrentUser) -> Run
     return await import_service.import_run(ctx, request=body)
 
 
-@router.get("")
+@router.get("", response_model=list[Run])
 async def list_runs(
     ctx: Ctx, user: CurrentUser, all: bool = False, repo_id: str | None = None
-) -> list[Run]:
-    return await run_service.list_runs(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
+) -> Response:
+    runs = await run_service.list_runs(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
+    return Response(content=_RUNS.dump_json(runs), media_type="application/json")
 
 
 @router.get("/{name}", dependencies=VisibleRun)
@@ -82,7 +86,7 @@ async def get_artifacts(name: str, ctx: Ctx) -> list[JobArtifacts]:
     return await artifact_service.run_artifacts(ctx, run_name=name)
 
 
-@router.get("/{name}/logs", dependencies=VisibleRun)
+@router.get("/{name}/logs", dependencies=VisibleRun, response_model=LogsPage)
 async def get_logs(
     name: str,
     ctx: Ctx,
@@ -90,12 +94,19 @@ async def get_logs(
     since: datetime | None = None,
     wait: Annotated[float, Query(ge=0, le=60)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=log_service.MAX_PAGE)] = log_service.MAX_PAGE,
-) -> LogsPage:
+) -> Response:
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # a time without a zone is UTC, as the API returns
-    return await log_service.get_logs(
+    page = await log_service.get_logs(
         ctx, run_name=name, cursor=cursor, since=since, wait=wait, limit=limit
     )
+    return _json(page)
+
+
+def _json(model: BaseModel) -> Response:
+    """The model as JSON in one step: the service built it from typed rows, so FastAPI's
+    dump-validate-dump of the return value would only repeat work on a large page."""
+    return Response(content=model.model_dump_json(), media_type="application/json")
 
 
 async def _require_visible(ctx: ServerContext, user: Principal, body: SubmitRunRequest) -> None:

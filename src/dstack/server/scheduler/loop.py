@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +45,8 @@ class Scheduler:
         self.ctx = ctx
         # The runners (names, resources, labels) the last tick judged waiting jobs against.
         self._judged_hosts: str | None = None
+        # The runners as last read, validated: ticks come with every change, runners rarely.
+        self._known_hosts: tuple[str, Hosts, Labels] | None = None
 
     async def run_forever(self) -> None:
         """Tick until cancelled. A failing tick is logged and retried on the next one."""
@@ -61,10 +63,13 @@ class Scheduler:
             await asyncio.sleep(_COALESCE_SECONDS)
 
     async def tick(self) -> None:
+        # Ticks come with every change; most find nothing to do. Finding that out needs no
+        # write transaction, which would make claims and reports wait for their turn.
+        if not await self._has_work():
+            return
         async with self.ctx.transaction() as session:
             await runner_service.mark_lost_runners(self.ctx, session)
-            hosts, labels = await _hosts(session)
-            fingerprint = _fingerprint(hosts, labels)
+            hosts, labels, fingerprint = await self._hosts(session)
             query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
             if hosts and fingerprint == self._judged_hosts:
                 # A pending job without dependencies was judged against these very runners,
@@ -82,6 +87,33 @@ class Scheduler:
                 await self._update_waiting(session, job, statuses, hosts, labels)
                 statuses[(job.run_name, job.index)] = job.status
         self._judged_hosts = fingerprint  # only once the judgements are committed
+
+    async def _has_work(self) -> bool:
+        """Whether a tick could change anything: a runner went silent, the runners changed
+        since the last judgement (or there are none), or a waiting job is new or has
+        dependencies that may have moved."""
+        async with self.ctx.read() as session:
+            if await runner_service.any_lost_runners(self.ctx, session):
+                return True
+            hosts, _, fingerprint = await self._hosts(session)
+            if not hosts or fingerprint != self._judged_hosts:
+                return True
+            unjudged = select(JobRow.id).where(
+                JobRow.status.in_(WAITING_STATUSES),
+                or_(JobRow.status == JobStatus.SUBMITTED.value, cast(JobRow.deps, String) != "[]"),
+            )
+            return await session.scalar(unjudged.limit(1)) is not None
+
+    async def _hosts(self, session: AsyncSession) -> tuple[Hosts, Labels, str]:
+        """The runners' resources and labels, and a fingerprint of both; validated again
+        only when the fingerprint changed."""
+        rows = await _runner_rows(session)
+        fingerprint = json.dumps(rows, sort_keys=True)
+        if self._known_hosts is None or self._known_hosts[0] != fingerprint:
+            hosts = [(name, HostResources.model_validate(res)) for name, res, _ in rows]
+            self._known_hosts = (fingerprint, hosts, {name: lab for name, _, lab in rows})
+        _, hosts, labels = self._known_hosts
+        return hosts, labels, fingerprint
 
     async def _update_waiting(
         self,
@@ -151,20 +183,12 @@ class Scheduler:
         )
 
 
-async def _hosts(session: AsyncSession) -> tuple[Hosts, Labels]:
+async def _runner_rows(session: AsyncSession) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
     """Every registered runner, online or not: one that is restarting still counts."""
-    rows: Sequence[RunnerRow] = (
-        await session.scalars(select(RunnerRow).order_by(RunnerRow.name))
-    ).all()
-    hosts = [(row.name, HostResources.model_validate(row.resources)) for row in rows]
-    return hosts, {row.name: dict(row.labels) for row in rows}
-
-
-def _fingerprint(hosts: Hosts, labels: Labels) -> str:
-    return json.dumps(
-        [[name, host.model_dump(mode="json"), labels.get(name, {})] for name, host in hosts],
-        sort_keys=True,
+    rows = await session.execute(
+        select(RunnerRow.name, RunnerRow.resources, RunnerRow.labels).order_by(RunnerRow.name)
     )
+    return [(name, resources, dict(labels)) for name, resources, labels in rows]
 
 
 def _labelled(job: JobRow, hosts: Hosts, labels: Labels) -> Hosts:

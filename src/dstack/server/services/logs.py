@@ -21,6 +21,11 @@ from dstack.server.db.models import JobRow, LogRow, RunRow
 from dstack.server.errors import InvalidRequestError
 
 MAX_PAGE = 10_000
+# A page stops growing once it holds this many characters of output (at least one entry):
+# entries are chunks of up to 64 KiB, so 10,000 of them would be far too much for one answer.
+MAX_PAGE_CHARS = 8 << 20
+# Entries read per query while filling a page.
+_FETCH = 256
 
 
 async def append_logs(
@@ -111,52 +116,92 @@ async def _read_page(
         jobs = await _jobs_of(session, run_name)
         # Read the statuses first: lines stored before a job finished are then all visible.
         run_finished = all(job.status.is_finished() for job in jobs)
-        events: list[LogEvent] = []
-        more = False
+        page = _PageBuilder(limit, positions)
         for job in jobs:
-            left = limit - len(events)
-            if left <= 0:
-                more = True
+            if not await _fill(session, page, job, since):
                 break
-            rows = await _lines(session, job.id, positions.get(job.index, -1), since, left + 1)
-            if len(rows) > left:
-                rows, more = rows[:left], True
-            events.extend(_event(row) for row in rows)
-            if rows:
-                positions = {**positions, job.index: rows[-1].seq}
-    return LogsPage(
-        events=events, cursor=format_cursor(positions), finished=run_finished and not more
+    return LogsPage.model_construct(
+        events=page.events,
+        cursor=format_cursor(page.positions),
+        finished=run_finished and not page.more,
+        run=None,
     )
 
 
+class _PageBuilder:
+    """Collects entries until the page holds `limit` of them or `MAX_PAGE_CHARS`."""
+
+    def __init__(self, limit: int, positions: dict[int, int]) -> None:
+        self.limit = limit
+        self.positions = dict(positions)
+        self.events: list[LogEvent] = []
+        self.chars = 0
+        self.more = False
+
+    def full(self) -> bool:
+        return len(self.events) >= self.limit or self.chars >= MAX_PAGE_CHARS
+
+    def add(self, job: _JobPosition, row: _Line) -> None:
+        seq, timestamp, stream, data = row
+        # Rows come from the database, typed by the ORM: validating each again costs more
+        # than the query on a page of thousands.
+        self.events.append(
+            LogEvent.model_construct(
+                job_id=job.id, seq=seq, timestamp=timestamp, stream=LogStream(stream), data=data
+            )
+        )
+        self.chars += len(data)
+        self.positions[job.index] = seq
+
+
+async def _fill(
+    session: AsyncSession, page: _PageBuilder, job: _JobPosition, since: datetime | None
+) -> bool:
+    """Add the job's entries after its position; False when the page filled up first (the
+    job, or a later one, has more)."""
+    while True:
+        if page.full():
+            page.more = True
+            return False
+        after = page.positions.get(job.index, -1)
+        rows = await _lines(
+            session, job.id, after, since, min(page.limit - len(page.events), _FETCH)
+        )
+        for row in rows:
+            if page.full():
+                page.more = True
+                return False
+            page.add(job, row)
+        if len(rows) < _FETCH:
+            return True
+
+
 async def _jobs_of(session: AsyncSession, run_name: str) -> list[_JobPosition]:
-    if await session.get(RunRow, run_name) is None:
-        raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
     rows = await session.execute(
         select(JobRow.id, JobRow.index, JobRow.status)
         .where(JobRow.run_name == run_name)
         .order_by(JobRow.index)
     )
-    return [_JobPosition(id, index, JobStatus(status)) for id, index, status in rows]
+    jobs = [_JobPosition(id, index, JobStatus(status)) for id, index, status in rows]
+    # Every run has a job: the run's row is read only when none was found.
+    if not jobs and await session.get(RunRow, run_name) is None:
+        raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
+    return jobs
+
+
+_Line = tuple[int, datetime, str, str]
 
 
 async def _lines(
     session: AsyncSession, job_id: str, after: int, since: datetime | None, limit: int
-) -> Sequence[LogRow]:
-    query = select(LogRow).where(LogRow.job_id == job_id, LogRow.seq > after)
+) -> Sequence[_Line]:
+    query = select(LogRow.seq, LogRow.timestamp, LogRow.stream, LogRow.data).where(
+        LogRow.job_id == job_id, LogRow.seq > after
+    )
     if since is not None:
         query = query.where(LogRow.timestamp >= since)
-    return (await session.scalars(query.order_by(LogRow.seq).limit(limit))).all()
-
-
-def _event(row: LogRow) -> LogEvent:
-    return LogEvent(
-        job_id=row.job_id,
-        seq=row.seq,
-        timestamp=row.timestamp,
-        stream=LogStream(row.stream),
-        data=row.data,
-    )
+    result = await session.execute(query.order_by(LogRow.seq).limit(limit))
+    return [(seq, timestamp, stream, data) for seq, timestamp, stream, data in result]
 
 
 def parse_cursor(cursor: str | None) -> dict[int, int]:

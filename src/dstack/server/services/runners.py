@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import NotFoundError
@@ -129,25 +130,35 @@ async def mark_lost_runners(ctx: ServerContext, session: AsyncSession) -> None:
     Silence is counted from this server's start at the earliest: while the server was down
     (a restart, an upgrade) runners could not reach it, and that is not their fault.
     """
-    from datetime import timedelta
-
-    timeout = timedelta(seconds=ctx.settings.runner_heartbeat_timeout)
-    cutoff = ctx.clock() - timeout
-    if cutoff < ctx.started_at:
+    cutoff = _lost_cutoff(ctx)
+    if cutoff is None:
         return
-    rows = (
-        await session.scalars(
-            select(RunnerRow).where(
-                RunnerRow.status != RunnerStatus.OFFLINE.value, RunnerRow.last_heartbeat < cutoff
-            )
-        )
-    ).all()
+    rows = (await session.scalars(select(RunnerRow).where(*_lost(cutoff)))).all()
     for runner in rows:
         runner.status = RunnerStatus.OFFLINE.value
         mark_changed(session)
         await _fail_active_jobs(
             ctx, session, runner, f"runner '{runner.name}' stopped sending heartbeats"
         )
+
+
+async def any_lost_runners(ctx: ServerContext, session: AsyncSession) -> bool:
+    """Whether `mark_lost_runners` would find a runner to take offline now."""
+    cutoff = _lost_cutoff(ctx)
+    if cutoff is None:
+        return False
+    found = await session.scalar(select(RunnerRow.id).where(*_lost(cutoff)).limit(1))
+    return found is not None
+
+
+def _lost_cutoff(ctx: ServerContext) -> datetime | None:
+    """Heartbeats older than this are lost; None while the server is younger than that."""
+    cutoff = ctx.clock() - timedelta(seconds=ctx.settings.runner_heartbeat_timeout)
+    return None if cutoff < ctx.started_at else cutoff
+
+
+def _lost(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (RunnerRow.status != RunnerStatus.OFFLINE.value, RunnerRow.last_heartbeat < cutoff)
 
 
 async def _fail_active_jobs(

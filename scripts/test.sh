@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
-# postgresql: the DB suite starts its own throwaway cluster from these binaries.
-APT_PACKAGES=(git docker.io busybox-static postgresql)
+# postgresql, openssh-server: the DB suite and the SSH clone tests start their own throwaway
+# server from these binaries.
+APT_PACKAGES=(git docker.io busybox-static postgresql openssh-server)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from dstack.api.base import validate_list
+from dstack.api.repos import ReposClient
 from dstack.api.teams import TeamsClient
 from dstack.models.artifacts import JobArtifacts, Tag
 from dstack.models.protocol import (
@@ -21,7 +22,7 @@ from dstack.models.run import Run
 from dstack.models.runner import Runner
 
 
-class Client(TeamsClient):
+class Client(ReposClient, TeamsClient):
     """`Client(base_url, token, timeout=30)`; use as a context manager or call `close()`."""
 
     def health(self) -> dict[str, str]:

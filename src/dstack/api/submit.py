@@ -32,10 +32,16 @@ def sha256_file(path: Path) -> str:
 def upload_code(client: Client, state: RepoState, subdir: str, cache_dir: Path) -> RepoRef:
     """Make the run's code available to runners and describe it.
 
-    The bundle of a commit is built and uploaded once: its digest is remembered in
-    `cache_dir/bundles/<commit>` and re-uploaded only when the server lost it.
+    When the server knows how to clone the repository (`dstack init`) and the commit was
+    pushed to that remote, runners clone it and no bundle is uploaded. Otherwise the bundle
+    of a commit is built and uploaded once: its digest is remembered in
+    `cache_dir/bundles/<commit>` and re-uploaded only when the server lost it. The diff of
+    local changes is uploaded either way.
     """
-    bundle_digest = _upload_bundle(client, state, cache_dir) if state.commit else None
+    clone_url = clone_url_for(client, state)
+    bundle_digest = None
+    if state.commit and clone_url is None:
+        bundle_digest = _upload_bundle(client, state, cache_dir)
     diff_digest = None
     if state.diff:
         diff_digest = hashlib.sha256(state.diff).hexdigest()
@@ -53,7 +59,22 @@ def upload_code(client: Client, state: RepoState, subdir: str, cache_dir: Path) 
         subdir=subdir,
         diff_digest=diff_digest,
         bundle_digest=bundle_digest,
+        clone_url=clone_url,
     )
+
+
+def clone_url_for(client: Client, state: RepoState) -> str | None:
+    """The URL runners clone for this run, or None when the commit must travel as a bundle:
+    no commit or remote, no clone settings on the server, or a commit that no
+    remote-tracking branch of that URL contains (not pushed, or not fetched since)."""
+    if state.commit is None or state.remote_url is None:
+        return None
+    from dstack.repo.remotes import is_pushed
+
+    credentials = client.get_repo_credentials(state.repo_id)
+    if credentials is None:
+        return None
+    return credentials.url if is_pushed(state.root, state.commit, credentials.url) else None
 
 
 def _upload_bundle(client: Client, state: RepoState, cache_dir: Path) -> str:

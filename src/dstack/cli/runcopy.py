@@ -141,25 +141,33 @@ def run_copy_command(source: Side, target: Side, ref: str, verb: str) -> None:
 
 
 class _Bar:
-    """A rich progress bar, started when the total is known."""
+    """A rich progress bar, started when the total is known, and only on a terminal: rich
+    leaves a blank line on a redirected stderr, ahead of any error printed after it."""
 
     def __init__(self, description: str) -> None:
         self._description = description
         self._progress: object | None = None
         self._task: object | None = None
+        self._off = False
 
     def update(self, total: int, advance: int) -> None:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
         from dstack.cli.render import console
 
+        if self._off:
+            return
         if self._progress is None:
+            err = console(stderr=True)
+            if not err.is_terminal:
+                self._off = True
+                return
             progress = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
-                console=console(stderr=True),
+                console=err,
                 transient=True,
             )
             progress.start()

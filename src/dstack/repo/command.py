@@ -58,18 +58,30 @@ def run_git(
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     what: str | None = None,
+    timeout: float | None = None,
 ) -> bytes:
     """Run ``git ARGS`` in ``cwd`` and return its stdout.
 
     ``env`` adds variables to :func:`git_env`. ``what`` names the operation for the error
     message (default: the git subcommand). Raises :class:`RepoError` when git is missing,
-    ``cwd`` does not exist, and :class:`GitCommandError` when git exits non-zero.
+    ``cwd`` does not exist, and :class:`GitCommandError` when git exits non-zero or runs
+    longer than ``timeout`` seconds (then it is killed).
     """
     argv = ["git", *(os.fspath(a) for a in args)]
+    label = what or f"git {argv[1]}"
     try:
         done = subprocess.run(
-            argv, cwd=cwd, env=git_env(env), input=input, capture_output=True, check=False
+            argv,
+            cwd=cwd,
+            env=git_env(env),
+            input=input,
+            capture_output=True,
+            check=False,
+            timeout=timeout,
         )
+    except subprocess.TimeoutExpired as exc:
+        summary = f"no answer within {timeout:g} s"
+        raise GitCommandError(f"{label} failed in '{cwd}': {summary}", summary) from exc
     except FileNotFoundError as exc:
         if not cwd.is_dir():
             raise RepoError(f"folder '{cwd}' does not exist") from exc
@@ -79,19 +91,23 @@ def run_git(
     except OSError as exc:
         raise RepoError(f"cannot run git in '{cwd}': {exc.strerror or exc}") from exc
     if done.returncode != 0:
-        label = what or f"git {argv[1]}"
         summary = summarize_stderr(done.stderr)
         raise GitCommandError(f"{label} failed in '{cwd}': {summary}", summary)
     return done.stdout
 
 
 def summarize_stderr(stderr: bytes) -> str:
-    """One line out of git's stderr: its ``fatal:``/``error:`` line, else its last line."""
+    """One line out of git's stderr: its ``fatal:``/``error:`` line, else its last line.
+    git's generic "Could not read from remote repository." is led by the line before it:
+    ssh's own reason (a refused key, a changed host key, a refused connection)."""
     lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-    for line in lines:
+    for index, line in enumerate(lines):
         for prefix in ("fatal: ", "error: "):
             if line.startswith(prefix):
-                return line[len(prefix) :]
+                found = line[len(prefix) :]
+                if found.startswith("Could not read from remote") and index > 0:
+                    return f"{lines[index - 1]} {found}"
+                return found
     return lines[-1] if lines else "no error message"
 
 

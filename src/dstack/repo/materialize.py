@@ -28,14 +28,16 @@ def materialize(
     remote_url: str | None = None,
     branch: str | None = None,
     expected_tree: str | None = None,
+    mirror: Path | None = None,
 ) -> None:
     """Make ``target`` (absent or an empty folder) hold the recorded tree.
 
-    ``commit`` comes from ``bundle`` when given, else is fetched from ``remote_url``; with no
-    commit the tree is the diff alone. ``diff`` (a ``git diff --binary`` file) is applied on
-    top. With ``branch`` the checkout is on a branch of that name (else detached). With
-    ``expected_tree`` the result is checked against it. Raises :class:`RepoError` saying what
-    went wrong; ``target`` may then hold a partial checkout.
+    ``commit`` comes from ``bundle`` when given, else from ``mirror`` (a local repository
+    holding it under :func:`mirror_ref`, maybe shallow), else is fetched from ``remote_url``;
+    with no commit the tree is the diff alone. ``diff`` (a ``git diff --binary`` file) is
+    applied on top. With ``branch`` the checkout is on a branch of that name (else detached).
+    With ``expected_tree`` the result is checked against it. Raises :class:`RepoError` saying
+    what went wrong; ``target`` may then hold a partial checkout.
     """
     target = _prepare_target(target)
     run_git(["init", "-q", target], cwd=target)
@@ -43,7 +45,7 @@ def materialize(
     if remote_url:
         run_git(["remote", "add", "origin", remote_url], cwd=target)
     if commit is not None:
-        _fetch_commit(target, commit, bundle=bundle, remote_url=remote_url)
+        _fetch_commit(target, commit, bundle=bundle, remote_url=remote_url, mirror=mirror)
         _checkout(target, commit, branch)
     elif branch:
         run_git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], cwd=target)
@@ -79,11 +81,27 @@ def _size(diff: Path) -> int:
         raise RepoError(f"cannot read the recorded local changes '{diff}': {exc.strerror}") from exc
 
 
+def mirror_ref(commit: str) -> str:
+    """The ref under which a runner's mirror of a remote keeps ``commit`` (so that git's
+    garbage collection keeps it, and a checkout can fetch it by name)."""
+    return f"refs/dstack/commits/{commit}"
+
+
 def _fetch_commit(
-    target: Path, commit: str, *, bundle: Path | None, remote_url: str | None
+    target: Path,
+    commit: str,
+    *,
+    bundle: Path | None,
+    remote_url: str | None,
+    mirror: Path | None = None,
 ) -> None:
+    extra: list[str] = []
     if bundle is not None:
         source, refspec, where = str(bundle.resolve()), f"+{BUNDLE_REF}:{BUNDLE_REF}", "the bundle"
+    elif mirror is not None:
+        # A shallow mirror gives a shallow checkout; git refuses that without the flag.
+        source, refspec, where = str(mirror), f"+{mirror_ref(commit)}:{BUNDLE_REF}", "the mirror"
+        extra = ["--update-shallow"]
     elif remote_url:
         source, refspec, where = remote_url, commit, f"'{remote_url}'"
     else:
@@ -92,7 +110,7 @@ def _fetch_commit(
             "push the commit to a remote the runner can reach, or re-run to upload a bundle",
         )
     try:
-        run_git(["fetch", "-q", "--no-tags", source, refspec], cwd=target)
+        run_git(["fetch", "-q", "--no-tags", *extra, source, refspec], cwd=target)
     except GitCommandError as exc:
         raise RepoError(
             f"cannot fetch commit {commit[:12]} from {where}: {exc.summary}",

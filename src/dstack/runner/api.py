@@ -26,6 +26,7 @@ from dstack.models.protocol import (
     RegisterRunnerRequest,
     RegisterRunnerResponse,
 )
+from dstack.models.repo import CloneCredentials
 
 if TYPE_CHECKING:
     import httpx
@@ -55,6 +56,10 @@ class RunnerApi(Protocol):
 
     def post_cache(self, job_id: str, manifest: Manifest) -> None:
         """Save one workflow cache path after the job; its blobs are stored already."""
+
+    def get_repo_credentials(self, job_id: str) -> CloneCredentials:
+        """The URL and secret to clone the code of a job this runner holds (runs whose
+        `RepoRef.clone_url` is set); `ConflictError` when the job is not active here."""
 
 
 class HttpRunnerApi:
@@ -128,6 +133,10 @@ class HttpRunnerApi:
 
     def post_cache(self, job_id: str, manifest: Manifest) -> None:
         self._request("POST", f"/api/jobs/{job_id}/caches", json_body=manifest.model_dump_json())
+
+    def get_repo_credentials(self, job_id: str) -> CloneCredentials:
+        response = self._request("GET", f"/api/jobs/{job_id}/repo-credentials", json_body="")
+        return CloneCredentials.model_validate_json(response.content)
 
     def get_blob(self, digest: str, target: Path) -> None:
         import httpx

@@ -12,18 +12,29 @@ from dstack.storage.base import BlobStore
 
 
 def fetch_code(
-    api: RunnerApi, repo: RepoRef, job_dir: Path, *, local_store: BlobStore | None = None
+    api: RunnerApi,
+    repo: RepoRef,
+    job_dir: Path,
+    *,
+    local_store: BlobStore | None = None,
+    job_id: str | None = None,
+    mirrors_dir: Path | None = None,
 ) -> Path:
     """Fetch the bundle and diff of `repo` into `job_dir` and check the tree out.
 
     `local_store` (the server's blob folder, when this runner can read it) is read directly,
     which spares two HTTP round trips per job; a blob it lacks is downloaded from the API.
     Both blobs are fetched at the same time and each is verified against its digest.
+    A run with `repo.clone_url` is cloned instead of read from a bundle: the runner asks the
+    server for the credentials of job `job_id` (default: `job_dir`'s name) and keeps a mirror
+    per URL in `mirrors_dir` (default: `mirrors` beside the jobs' folder).
     Returns `<job_dir>/code`, which then holds exactly the recorded tree. Raises the
     `ServerError`/`RepoError` of the step that failed.
     """
     from dstack.repo import materialize
 
+    if repo.clone_url is not None:
+        return _clone(api, repo, job_dir, local_store, job_id, mirrors_dir)
     wanted = [
         (repo.bundle_digest, job_dir / "repo.bundle"),
         (repo.diff_digest, job_dir / "repo.diff"),
@@ -58,3 +69,25 @@ def _fetch(api: RunnerApi, store: BlobStore | None, digest: str, target: Path) -
         except NotFoundError:
             pass  # not in this folder (another store holds the code): ask the server
     api.get_blob(digest, target)
+
+
+def _clone(
+    api: RunnerApi,
+    repo: RepoRef,
+    job_dir: Path,
+    store: BlobStore | None,
+    job_id: str | None,
+    mirrors_dir: Path | None,
+) -> Path:
+    from dstack.runner.clone import clone_code
+
+    credentials = api.get_repo_credentials(job_id or job_dir.name)
+    diff = None
+    if repo.diff_digest is not None:
+        diff = job_dir / "repo.diff"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        _fetch(api, store, repo.diff_digest, diff)
+    code_dir = job_dir / "code"
+    mirrors = mirrors_dir or job_dir.resolve().parent.parent / "mirrors"
+    clone_code(credentials, repo, code_dir, diff=diff, mirrors_dir=mirrors)
+    return code_dir

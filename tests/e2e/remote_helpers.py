@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,16 +42,18 @@ def _answers(url: str) -> bool:
 
 @dataclass
 class TeamServer:
-    """`dstack server` on 127.0.0.1 with a known admin token and a short runner timeout."""
+    """`dstack server` on `host` (127.0.0.1 unless told) with a known admin token and a
+    short runner timeout."""
 
     home: Path
     port: int = field(default_factory=free_port)
     runner_timeout: float = 3.0
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         # Older servers read their single token from this file; newer ones take the env var.
@@ -67,7 +70,7 @@ class TeamServer:
                 "dstack",
                 "server",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--home",
@@ -116,6 +119,9 @@ class RunnerProcess:
     server: TeamServer
     labels: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    launcher: Callable[[list[str]], list[str]] | None = None
+    """Turns the runner's command line into the one started (e.g. `NetNs.command`, to run
+    it inside a network namespace); it must exec the runner, not fork it."""
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +130,8 @@ class RunnerProcess:
         args += ["--work-dir", str(self.work_dir)]
         if self.labels:
             args += ["--labels", self.labels]
+        if self.launcher is not None:
+            args = self.launcher(args)
         env = dict(os.environ, DSTACK_RUNNER_TOKEN=self.server.runner_token())
         log = open(self.work_dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -4,6 +4,7 @@ import pytest
 
 from dstack.models.job import AppSpec, PortSpec
 from dstack.providers import JobContext, job_specs
+from dstack.providers.app import served_apps
 
 from .builders import workflow
 
@@ -46,14 +47,18 @@ def test_apps_need_their_target(provider: str, key: str) -> None:
         job_specs(workflow(provider), CTX)
 
 
-@pytest.mark.parametrize(("provider", "app"), [("lab", "lab"), ("notebook", "notebook")])
-def test_jupyter_gets_a_token_in_its_env_and_url(provider: str, app: str) -> None:
+@pytest.mark.parametrize(
+    ("provider", "app", "path"), [("lab", "lab", "/lab"), ("notebook", "notebook", "/tree")]
+)
+def test_jupyter_gets_a_token_in_its_env_and_url(provider: str, app: str, path: str) -> None:
     [job] = job_specs(workflow(provider), CTX)
     assert job.commands[-1] == (
         f'jupyter {app} --ip 0.0.0.0 --port "$PORT_0" --no-browser --allow-root'
     )
     assert job.env["JUPYTER_TOKEN"] == "T0KEN"
-    assert job.apps == [AppSpec(name=provider, port_index=0, url_query={"token": "T0KEN"})]
+    assert job.apps == [
+        AppSpec(name=provider, port_index=0, url_path=path, url_query={"token": "T0KEN"})
+    ]
 
 
 def test_code_gets_a_connection_token() -> None:
@@ -77,3 +82,13 @@ def test_the_apps_port_comes_after_the_ports_the_workflow_asked_for() -> None:
     assert job.ports == [PortSpec(), PortSpec()]
     assert '--port "$PORT_1"' in job.commands[-1]
     assert job.apps[0].port_index == 1
+
+
+def test_served_apps_add_the_ports_no_app_uses() -> None:
+    [lab] = job_specs(workflow("lab", port_count=1), CTX)
+    [bash] = job_specs(
+        workflow("bash", commands=["python -m http.server $PORT_0"], port_count=1), CTX
+    )
+
+    assert [(a.name, a.port_index) for a in served_apps(lab)] == [("lab", 1), ("port 0", 0)]
+    assert served_apps(bash) == [AppSpec(name="port 0", port_index=0)]

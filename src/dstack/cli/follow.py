@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
@@ -15,13 +16,22 @@ if TYPE_CHECKING:
 
 
 def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool = False) -> None:
+    """Print a page: consecutive events of one stream go out in one `write`."""
+    if as_json:
+        out.write("".join(event.model_dump_json() + "\n" for event in events))
+        out.flush()
+        return
+    run: list[str] = []
+    target = out
     for event in events:
-        if as_json:
-            out.write(event.model_dump_json() + "\n")
-        elif event.stream == "stderr":
-            err.write(event.data)
-        else:
-            out.write(event.data)
+        stream = err if event.stream == "stderr" else out
+        if stream is not target and run:
+            target.write("".join(run))
+            run = []
+        target = stream
+        run.append(event.data)
+    if run:
+        target.write("".join(run))
     out.flush()
     err.flush()
 
@@ -40,7 +50,11 @@ class RunFollower:
         since: datetime | None = None,
         as_json: bool = False,
         known: Run | None = None,
+        transform: Callable[[list[LogEvent]], list[LogEvent]] | None = None,
+        on_run: Callable[[Run], None] | None = None,
     ) -> None:
+        """`transform` may change events before they are printed (the attached view rewrites
+        app URLs); `on_run` sees the run at each status check (it prints the apps' URLs)."""
         self.client = client
         self.run_name = run_name
         self.out = out or sys.stdout
@@ -52,6 +66,8 @@ class RunFollower:
         # its final state need not be fetched again.
         self._known = known if known is not None and known.status.is_finished() else None
         self._seen: dict[str, str] = {}
+        self.transform = transform
+        self.on_run = on_run
 
     def follow(self, poll_seconds: float = 1.0) -> Run:
         """Block until the run is finished and every line was printed; return the final run."""
@@ -61,7 +77,8 @@ class RunFollower:
             page = self.client.get_logs(
                 self.run_name, cursor=cursor, since=self.since, wait=poll_seconds
             )
-            write_events(page.events, self.out, self.err, self.as_json)
+            events = self.transform(page.events) if self.transform else page.events
+            write_events(events, self.out, self.err, self.as_json)
             cursor = page.cursor
             now = time.monotonic()
             if page.finished or now - last_status_check >= poll_seconds:
@@ -69,6 +86,8 @@ class RunFollower:
                 run = self._final_run(page) if page.finished else None
                 run = run or self.client.get_run(self.run_name)
                 self._report_status(run)
+                if self.on_run is not None:
+                    self.on_run(run)
                 if page.finished:
                     return run
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("dstack.cli.run:run", "Run a workflow or a provider."),
     "ps": ("dstack.cli.ps:ps", "List runs, or show one run's jobs."),
     "logs": ("dstack.cli.logs:logs", "Show the output of a run."),
+    "attach": ("dstack.cli.attach:attach", "Follow a running run's logs and show its apps."),
     "stop": ("dstack.cli.stop:stop", "Stop runs."),
     "rm": ("dstack.cli.rm:rm", "Remove finished runs."),
     "runners": ("dstack.cli.runners:runners", "List the runners; `runners token` makes a token."),
@@ -33,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("dstack.cli.prune:prune", "Empty saved workflow caches."),
     "server": ("dstack.cli.server:server", "Run a dstack server in the foreground."),
     "config": ("dstack.cli.config:config", "Add, list or delete remote servers."),
+    "init": ("dstack.cli.init:init", "Let runners clone this repository (token or SSH key)."),
     "push": ("dstack.cli.push:push", "Copy a local run and its artifacts to a remote."),
     "pull": ("dstack.cli.pull:pull", "Copy a remote run and its artifacts here."),
 }

@@ -30,7 +30,8 @@ the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, --rel
 --explain and --remote[=NAME], which may also follow a workflow's name (use `--` to pass
 them on instead). `--remote` submits to the default remote server (see `dstack config`).
 For a provider, dstack's options go before the provider's name.
-The command shows the logs live and exits with the run's exit code.
+The command shows the logs live, and the URL of each app the run serves once it answers
+(`dstack attach RUN` shows them again), and exits with the run's exit code.
 """
 
 
@@ -112,7 +113,7 @@ def run(
     _print_submitted(submitted)
     if detach:
         return
-    final = _attach(client, submitted)
+    final = _attach(client, submitted, remote)
     from dstack.cli.follow import exit_code_of
 
     sys.exit(exit_code_of(final))
@@ -194,32 +195,7 @@ def _print_submitted(submitted: Run) -> None:
     print_runs([submitted], stderr=True)
 
 
-def _attach(client: Client, submitted: Run) -> Run:
-    from dstack.cli.follow import RunFollower
+def _attach(client: Client, submitted: Run, remote: str | None) -> Run:
+    from dstack.cli.attach import attach_run
 
-    run_name = submitted.name
-    follower = RunFollower(client, run_name, known=submitted)
-    while True:
-        try:
-            return follower.follow()
-        except KeyboardInterrupt:
-            if not _ask_to_stop(client, run_name):
-                click.echo(
-                    f"\nDetached. The run keeps going: `dstack logs -f {run_name}`,"
-                    f" `dstack stop {run_name}`.",
-                    err=True,
-                )
-                sys.exit(0)
-
-
-def _ask_to_stop(client: Client, run_name: str) -> bool:
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return False
-    try:
-        stop = click.confirm(f"\nStop the run {run_name}?", default=False, err=True)
-    except click.exceptions.Abort:
-        return False
-    if stop:
-        client.stop_run(run_name, abort=False)
-        click.echo("Stopping... (Ctrl+C again to detach)", err=True)
-    return stop
+    return attach_run(client, submitted, remote=remote)

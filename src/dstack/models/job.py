@@ -127,6 +127,9 @@ class Job(Model):
     runner_name: str | None = None
     gpu_indexes: list[int] = Field(default_factory=list)
     host_ports: list[int] = Field(default_factory=list, description="Ports published, in order.")
+    apps_ready_at: datetime | None = Field(
+        None, description="When every app of the job first answered on its port."
+    )
     cache_key: str | None = None
     reused_from: str | None = Field(None, description="Run whose results this job reuses.")
     history: list[StatusChange] = Field(default_factory=list)

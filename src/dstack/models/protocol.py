@@ -145,6 +145,9 @@ class JobStatusUpdate(Model):
     message: str | None = None
     exit_code: int | None = None
     host_ports: list[int] | None = None
+    apps_ready: bool | None = Field(
+        None, description="True: every app of the running job answers on its port."
+    )
 
 
 class LogLine(Model):

@@ -24,10 +24,11 @@ from dstack.providers.base import (
 
 @dataclass(frozen=True)
 class Launch:
-    """How an app starts: its command, its env, and the query its URL needs (a token)."""
+    """How an app starts: its command, its env, and the path and query of its URL (a token)."""
 
     command: str
     env: dict[str, str] = field(default_factory=dict)
+    url_path: str = "/"
     url_query: dict[str, str] = field(default_factory=dict)
 
 
@@ -54,7 +55,12 @@ class AppProvider(Provider):
             *self.install_commands(),
             launch.command,
         ]
-        app = AppSpec(name=self.name, port_index=port_index, url_query=launch.url_query)
+        app = AppSpec(
+            name=self.name,
+            port_index=port_index,
+            url_path=launch.url_path,
+            url_query=launch.url_query,
+        )
         return base_job_spec(
             workflow, ctx, commands=commands, env=launch.env, ports=ports, apps=[app]
         )
@@ -65,3 +71,15 @@ class AppProvider(Provider):
     @abstractmethod
     def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
         """The app's command; `port` is the shell variable of its port (`$PORT_0`)."""
+
+
+def served_apps(spec: JobSpec) -> list[AppSpec]:
+    """The apps of a job, plus one `port N` app for each port no app uses (`ports: 1` of a
+    `bash` workflow serving its own server): what the runner probes and the CLI shows."""
+    used = {app.port_index for app in spec.apps}
+    extra = [
+        AppSpec(name=f"port {index}", port_index=index)
+        for index in range(len(spec.ports))
+        if index not in used
+    ]
+    return [*spec.apps, *extra]

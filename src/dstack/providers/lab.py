@@ -7,11 +7,20 @@ from dstack.providers.app import AppProvider, Launch
 from dstack.providers.base import JobContext
 
 
-def jupyter_launch(app: str, port: str, token: str) -> Launch:
-    """`jupyter lab|notebook` on 0.0.0.0; the token goes through `JUPYTER_TOKEN`, which every
-    Jupyter server reads, so it stays off the command line."""
+def jupyter_launch(app: str, port: str, token: str, url_path: str) -> Launch:
+    """`jupyter lab|notebook` (JupyterLab 4, Notebook 7: both Jupyter Server 2) on 0.0.0.0.
+
+    The token goes through `JUPYTER_TOKEN`, which Jupyter Server reads as the default of
+    `--IdentityProvider.token`, so it stays off the command line (and out of `ps`).
+    `--allow-root`: containers usually run as root, where Jupyter refuses to start without it.
+    """
     command = f'jupyter {app} --ip 0.0.0.0 --port "{port}" --no-browser --allow-root'
-    return Launch(command=command, env={"JUPYTER_TOKEN": token}, url_query={"token": token})
+    return Launch(
+        command=command,
+        env={"JUPYTER_TOKEN": token},
+        url_path=url_path,
+        url_query={"token": token},
+    )
 
 
 class LabProvider(AppProvider):
@@ -21,4 +30,4 @@ class LabProvider(AppProvider):
     needs_token = True
 
     def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
-        return jupyter_launch("lab", port, token)
+        return jupyter_launch("lab", port, token, "/lab")

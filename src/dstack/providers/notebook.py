@@ -15,4 +15,4 @@ class NotebookProvider(AppProvider):
     needs_token = True
 
     def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
-        return jupyter_launch("notebook", port, token)
+        return jupyter_launch("notebook", port, token, "/tree")

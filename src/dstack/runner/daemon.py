@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from dstack.errors import AuthError, DstackError, NotFoundError
 from dstack.models.protocol import (
@@ -26,11 +26,29 @@ from dstack.runner.executors import Executor, create_executor
 from dstack.runner.job import JobWorker
 from dstack.runner.resources import detect_resources
 from dstack.runner.settings import RunnerSettings
+from dstack.tunnel.ports import JobPorts, PortRecorder
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 ExecutorFactory = Callable[[RunnerSettings], Executor]
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+TunnelFactory = Callable[[RunnerSettings, str, Callable[[str, int], bool]], Closeable]
+
+
+def start_tunnel_agent(
+    settings: RunnerSettings, runner_id: str, allowed: Callable[[str, int], bool]
+) -> Closeable:
+    """The app tunnel of this runner (`dstack.tunnel.agent`), connecting in the background."""
+    from dstack.tunnel.agent import TunnelAgent
+
+    agent = TunnelAgent(settings.server_url, settings.token, runner_id, allowed=allowed)
+    return agent.start()
 
 
 class Runner:
@@ -39,6 +57,7 @@ class Runner:
     `AuthError` from the server ends `run()` with that error: a bad token will not heal.
     `blob_store` opens the blob store a job's `StorageAccess` names (default:
     `open_blob_store`: the server's folder when this runner can write it, else HTTP).
+    `tunnel` starts the app tunnel once registered (None: no tunnel); it is closed on exit.
     """
 
     def __init__(
@@ -49,8 +68,13 @@ class Runner:
         *,
         resources: Callable[[], HostResources] | None = None,
         blob_store: BlobStoreFactory | None = None,
+        tunnel: TunnelFactory | None = start_tunnel_agent,
     ) -> None:
         self.settings = settings
+        self._tunnel_factory = tunnel
+        self._tunnel: Closeable | None = None
+        # Host ports of the running jobs, noted from their reports: what the tunnel may dial.
+        self._ports = JobPorts()
         self._blob_store = blob_store
         self._api = api
         self._executor_factory = executor_factory
@@ -69,6 +93,7 @@ class Runner:
         self._executor.reconcile(owned_job_ids=set())
         try:
             self._register()
+            self._start_tunnel()
             heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
             heartbeat.start()
             # The claim long-poll (and its retries while the server is away) may block for
@@ -80,6 +105,8 @@ class Runner:
             self._fatal = exc
         finally:
             self._shutdown.set()
+            if self._tunnel is not None:
+                self._tunnel.close()
             self._stop_all()
         if self._fatal is not None:
             raise self._fatal
@@ -95,6 +122,15 @@ class Runner:
     def worker(self, job_id: str) -> JobWorker | None:
         with self._lock:
             return self._workers.get(job_id)
+
+    def tunnel_allows(self, job_id: str, port: int) -> bool:
+        """Whether `port` is a host port of job `job_id`, running here now."""
+        worker = self.worker(job_id)
+        return worker is not None and worker.is_alive() and self._ports.has(job_id, port)
+
+    def _start_tunnel(self) -> None:
+        if self._tunnel_factory is not None and self.runner_id is not None:
+            self._tunnel = self._tunnel_factory(self.settings, self.runner_id, self.tunnel_allows)
 
     def _register(self) -> None:
         request = RegisterRunnerRequest(
@@ -146,7 +182,7 @@ class Runner:
             worker = JobWorker(
                 assignment,
                 settings=self.settings,
-                api=self._api,
+                api=PortRecorder(self._api, self._ports).as_api(),
                 executor=self._executor,
                 shutdown=self._shutdown,
                 blob_store=self._blob_store,

@@ -13,6 +13,7 @@ from dstack.errors import ConflictError, DstackError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
 from dstack.runner.api import RunnerApi
+from dstack.runner.apps import AppProbe, probe_targets
 from dstack.runner.artifacts import ArtifactSync
 from dstack.runner.blobs import BlobStoreFactory, is_local, open_blob_store
 from dstack.runner.code import fetch_code
@@ -166,7 +167,38 @@ class JobWorker:
             handle.kill()
             return None
         self._sync = self._artifact_sync(paths).start()
-        return self._final(handle.wait())
+        probe = self._probe_apps(host_ports)
+        try:
+            result = handle.wait()
+        finally:
+            if probe is not None:
+                probe.stop()
+        return self._final(result)
+
+    def _probe_apps(self, host_ports: list[int]) -> AppProbe | None:
+        """Start probing the job's apps; when they all answer, tell the server once."""
+        targets = probe_targets(self.assignment.spec, host_ports)
+        if not targets:
+            return None
+        return AppProbe(targets, self._report_apps_ready).start()
+
+    def _report_apps_ready(self) -> None:
+        """Best effort, a few tries: a lost report only keeps the CLI waiting, and a refusal
+        (the job moved on meanwhile) must not make the runner forget a job still running."""
+        update = JobStatusUpdate(status=JobStatus.RUNNING, apps_ready=True)
+        pause = self._settings.retry_backoff
+        for _ in range(3):
+            if self._cancelled() or self._shutdown.is_set():
+                return
+            try:
+                self._api.post_status(self.job_id, update)
+                return
+            except (ConflictError, NotFoundError):
+                return
+            except DstackError as exc:
+                log.warning("reporting the apps of job %s as ready failed: %s", self.job_id, exc)
+                self._shutdown.wait(pause)
+                pause = min(pause * 2, self._settings.retry_backoff_max)
 
     def _paths(self, code_dir: Path) -> JobPaths:
         spec, assignment = self.assignment.spec, self.assignment

@@ -15,7 +15,7 @@ from dstack.server.context import Clock, ServerContext, utcnow
 from dstack.server.db.engine import create_engine
 from dstack.server.db.migrate import upgrade_to_head
 from dstack.server.errors import install_error_handlers
-from dstack.server.routers import caches, health, jobs, runners, runs, tags
+from dstack.server.routers import caches, health, jobs, repos, runners, runs, tags, tunnel
 from dstack.server.routers import secrets as secret_routes
 from dstack.server.routers import users as user_routes
 from dstack.server.scheduler.loop import Scheduler
@@ -43,11 +43,13 @@ def create_app(
     install_error_handlers(app)
     from dstack.server.routers import blobs as blob_routes
 
-    for module in (health, runs, runners, jobs, blob_routes, tags, caches):
+    for module in (health, runs, runners, jobs, blob_routes, tags, caches, tunnel):
         app.include_router(module.router)
     app.include_router(user_routes.router)
     app.include_router(user_routes.tokens_router)
     app.include_router(secret_routes.router)
+    app.include_router(repos.router)
+    app.include_router(repos.runner_router)
     return app
 
 

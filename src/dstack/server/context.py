@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import BlobStore
+from dstack.tunnel.hub import TunnelHub
 
 Clock = Callable[[], datetime]
 
@@ -62,6 +63,8 @@ class ServerContext:
         self.notifier = Notifier()
         self.started_at = clock()
         self.claim_lock = asyncio.Lock()
+        # Runners' tunnel connections live in this process (see docs/api.md, "App tunnels").
+        self.tunnels = TunnelHub()
         # SQLite allows one writer, and a transaction that read before another one committed
         # cannot write at all (SQLITE_BUSY_SNAPSHOT, which no busy timeout cures). This
         # process is the only client, so its transactions simply take turns.

@@ -26,7 +26,11 @@ from dstack.server.errors import InvalidRequestError
 logger = logging.getLogger(__name__)
 
 # Fields a caller may change together with the status (the claim sets the runner, ...).
-_EXTRA_FIELDS = frozenset({"runner_id", "gpu_indexes", "host_ports", "stop_requested"})
+_EXTRA_FIELDS = frozenset(
+    {"runner_id", "gpu_indexes", "host_ports", "stop_requested", "apps_ready_at"}
+)
+# Back in the queue: the apps of the earlier attempt are gone.
+_REQUEUED = frozenset({JobStatus.SUBMITTED, JobStatus.PENDING})
 
 
 async def set_status(
@@ -46,7 +50,9 @@ async def set_status(
     The update applies only if the job is unchanged since it was read (its `version`); it
     returns False when another writer got there first (a concurrent claim, a runner's report)
     and changes nothing. A change out of a finished status is ignored, logged, and returns
-    False. Re-stating the current status with the same reason and message is a no-op (True).
+    False. Re-stating the current status with the same reason and message is a no-op (True),
+    or, with `fields`, changes only those (no history entry: the status did not change).
+    A job put back in the queue loses its `apps_ready_at`.
     A job becoming done may complete its run, which then gets the tag it was submitted with.
     """
     unknown = set(fields) - _EXTRA_FIELDS
@@ -65,9 +71,10 @@ async def set_status(
         "reason": reason.value if reason else None,
         "message": message,
         "exit_code": exit_code if exit_code is not None else job.exit_code,
-        "history": [*job.history, change.model_dump(mode="json")],
+        "history": job.history if same else [*job.history, change.model_dump(mode="json")],
         "finished_at": now if status.is_finished() else None,
         "version": job.version + 1,
+        **({"apps_ready_at": None} if status in _REQUEUED else {}),
         **fields,
     }
     result = await session.execute(
@@ -143,6 +150,7 @@ def to_model(row: JobRow, *, runner_name: str | None, now: datetime) -> Job:
         runner_name=runner_name,
         gpu_indexes=list(row.gpu_indexes),
         host_ports=list(row.host_ports),
+        apps_ready_at=row.apps_ready_at,
         cache_key=row.cache_key,
         reused_from=row.reused_from,
         history=changes,
@@ -169,6 +177,9 @@ async def report_status(
 
     409 when the job is not claimed, belongs to another runner (when `runner_id` is given),
     or is already finished. A runner reports only what it does: active or terminal statuses.
+    `apps_ready` stamps `apps_ready_at` (once); it is ignored unless the job still has the
+    status the report names: the report comes from a probe beside the job, and may arrive
+    after the job moved on.
     """
     if not (update.status.is_active() or update.status.is_finished()):
         raise InvalidRequestError(f"a runner cannot set a job to {update.status.value}")
@@ -177,6 +188,8 @@ async def report_status(
         if job is None:
             raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
         _check_owner(job, runner_id)
+        if update.apps_ready and JobStatus(job.status) is not update.status:
+            return
         applied = await set_status(
             session,
             job,
@@ -185,10 +198,19 @@ async def report_status(
             reason=update.reason or _default_reason(job, update),
             message=update.message,
             exit_code=update.exit_code,
-            **({"host_ports": update.host_ports} if update.host_ports is not None else {}),
+            **_reported_fields(job, update, ctx.clock()),
         )
         if not applied:
             raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
+
+
+def _reported_fields(job: JobRow, update: JobStatusUpdate, now: datetime) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if update.host_ports is not None:
+        fields["host_ports"] = update.host_ports
+    if update.apps_ready and job.apps_ready_at is None:
+        fields["apps_ready_at"] = now
+    return fields
 
 
 def _check_owner(job: JobRow, runner_id: str | None) -> None:

@@ -1,0 +1,249 @@
+"""`dstack attach RUN`: follow a run's logs and reach its apps; also what `dstack run` does
+while it stays attached.
+
+Where an app is reached is decided in one place, `app_addresses`: a run of the local server
+publishes its ports on this machine's 127.0.0.1 (the host ports are the addresses); a run of a
+remote server is reached through forwards the server tunnels (`dstack.tunnel.client`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+import click
+
+from dstack.cli.context import client_for, remote_option
+
+if TYPE_CHECKING:
+    from dstack.api.client import Client
+    from dstack.cli.urls import LogRewriter
+    from dstack.models.job import Job
+    from dstack.models.logs import LogEvent
+    from dstack.models.run import Run
+    from dstack.tunnel.client import PortForwards
+
+# (job index, port index) → `127.0.0.1:PORT`, where this machine reaches that port.
+Target = tuple[int, int]
+LOCAL_HOST = "127.0.0.1"
+
+
+class AppAddresses(Protocol):
+    """Where this machine reaches the ports of a run's running jobs."""
+
+    def addresses(self, run: Run) -> dict[Target, str]:
+        """The address of each port of the run's running jobs reachable now; never raises
+        for a port it cannot reach (that port is left out)."""
+
+    def close(self) -> None:
+        """Release what `addresses` opened; harmless to call twice."""
+
+
+class HostPorts:
+    """A local run: its ports are published on 127.0.0.1 of this machine."""
+
+    def addresses(self, run: Run) -> dict[Target, str]:
+        return {
+            (job.index, index): f"{LOCAL_HOST}:{port}"
+            for job in run.jobs
+            if _running(job)
+            for index, port in enumerate(job.host_ports)
+        }
+
+    def close(self) -> None:
+        pass
+
+
+class TunnelForwards:
+    """A remote run: one set of forwards per running job, opened the first time it is seen
+    running, all closed by `close`. A forward that cannot be opened is said once on `say`."""
+
+    def __init__(self, base_url: str, token: str, run_name: str, say: Callable[[str], None]):
+        self._base_url, self._token, self._run_name = base_url, token, run_name
+        self._say = say
+        self._open: dict[int, PortForwards] = {}
+        self._addresses: dict[Target, str] = {}
+        self._failed: set[int] = set()
+
+    def addresses(self, run: Run) -> dict[Target, str]:
+        for job in run.jobs:
+            wanted = _running(job) and job.spec.ports
+            if wanted and job.index not in self._open and job.index not in self._failed:
+                self._forward(job)
+        return dict(self._addresses)
+
+    def _forward(self, job: Job) -> None:
+        from dstack.errors import DstackError
+        from dstack.tunnel.client import ForwardTarget, PortForwards
+
+        targets = [
+            ForwardTarget(job_index=job.index, port_index=i) for i in range(len(job.spec.ports))
+        ]
+        forwards = PortForwards(
+            self._base_url, self._token, self._run_name, targets, on_event=self._say
+        )
+        try:
+            local = forwards.start()
+        except DstackError as exc:
+            self._failed.add(job.index)
+            self._say(f"cannot forward the ports of job {job.index}: {exc.message}")
+            return
+        self._open[job.index] = forwards
+        for target, port in local.items():
+            self._addresses[(target.job_index, target.port_index)] = f"{LOCAL_HOST}:{port}"
+
+    def close(self) -> None:
+        opened, self._open = list(self._open.values()), {}
+        for forwards in opened:
+            forwards.close()
+
+
+def app_addresses(run_name: str, *, remote: str | None, err: TextIO) -> AppAddresses:
+    """The seam: host ports for a run of the local server (`remote` None), forwards through
+    the server for a run of a remote one (`remote` as `client_for` takes it)."""
+    if remote is None:
+        return HostPorts()
+    from dstack.cli.remotes import resolve_remote
+
+    def say(message: str) -> None:
+        err.write(message + "\n")
+        err.flush()
+
+    chosen = resolve_remote(remote)
+    return TunnelForwards(chosen.url, chosen.token, run_name, say)
+
+
+def _running(job: Job) -> bool:
+    return job.status.value == "running"
+
+
+class AppAnnouncer:
+    """At each look at the run: says once per app "waiting for APP on port N…" while its job
+    runs and the app does not answer yet, then once its URL; keeps the rewriter's ports."""
+
+    def __init__(self, addresses: AppAddresses, rewriter: LogRewriter, err: TextIO) -> None:
+        self._addresses = addresses
+        self._rewriter = rewriter
+        self._err = err
+        self._waiting: set[str] = set()
+        self._announced: set[str] = set()
+
+    def __call__(self, run: Run) -> None:
+        addresses = self._addresses.addresses(run)
+        for job in run.jobs:
+            ports = {
+                port: addresses[(job.index, i)]
+                for i, port in enumerate(job.host_ports)
+                if (job.index, i) in addresses
+            }
+            if ports:
+                self._rewriter.set_ports(job.id, ports)
+            if _running(job):
+                self._announce(job, addresses, many=len(run.jobs) > 1)
+
+    def _announce(self, job: Job, addresses: dict[Target, str], *, many: bool) -> None:
+        from dstack.cli.urls import app_url
+        from dstack.providers.app import served_apps
+
+        label = f"{job.workflow_name or job.spec.provider}: " if many else ""
+        apps = [a for a in served_apps(job.spec) if a.port_index < len(job.host_ports)]
+        if job.apps_ready_at is None:
+            if job.id not in self._waiting and job.id not in self._announced:
+                self._waiting.add(job.id)
+                for app in apps:
+                    port = job.host_ports[app.port_index]
+                    self._write(f"{label}waiting for {app.name} on port {port}…")
+            return
+        if job.id in self._announced:
+            return
+        reachable = [(a, addresses.get((job.index, a.port_index))) for a in apps]
+        if any(address is None for _, address in reachable):
+            return  # a forward is not open yet: say it at the next look
+        self._announced.add(job.id)
+        for app, address in reachable:
+            assert address is not None
+            self._write(f"{label}{app.name}: {app_url(address, app)}")
+
+    def _write(self, line: str) -> None:
+        self._err.write(line + "\n")
+        self._err.flush()
+
+
+class AttachedView:
+    """The hooks `RunFollower` calls: URLs rewritten in the logs, apps announced."""
+
+    def __init__(self, client: Client, run_name: str, addresses: AppAddresses, err: TextIO):
+        from dstack.cli.urls import LogRewriter
+
+        self._client = client
+        self._run_name = run_name
+        self.rewriter = LogRewriter()
+        self.announcer = AppAnnouncer(addresses, self.rewriter, err)
+        self._looked: set[str] = set()
+
+    def on_run(self, run: Run) -> None:
+        self.announcer(run)
+
+    def transform(self, events: list[LogEvent]) -> list[LogEvent]:
+        """Rewrite URLs; a job's first lines may come before the follower saw it running,
+        so the run is looked at once for each job whose ports are not known yet."""
+        unknown = {e.job_id for e in events if not self.rewriter.knows(e.job_id)}
+        unknown -= self._looked
+        if unknown:
+            self._looked |= unknown
+            self.announcer(self._client.get_run(self._run_name))
+        return self.rewriter(events)
+
+
+def attach_run(client: Client, run: Run, *, remote: str | None, err: TextIO | None = None) -> Run:
+    """Follow `run` until it ends, showing its apps; Ctrl+C asks whether to stop it (at a
+    terminal) or detaches. Forwards opened for its apps are closed when this returns."""
+    from dstack.cli.follow import RunFollower
+
+    err = err or sys.stderr
+    addresses = app_addresses(run.name, remote=remote, err=err)
+    view = AttachedView(client, run.name, addresses, err)
+    follower = RunFollower(
+        client, run.name, known=run, err=err, transform=view.transform, on_run=view.on_run
+    )
+    try:
+        while True:
+            try:
+                return follower.follow()
+            except KeyboardInterrupt:
+                if not _ask_to_stop(client, run.name):
+                    click.echo(
+                        f"\nDetached. The run keeps going: `dstack logs -f {run.name}`,"
+                        f" `dstack attach {run.name}`, `dstack stop {run.name}`.",
+                        err=True,
+                    )
+                    sys.exit(0)
+    finally:
+        addresses.close()
+
+
+def _ask_to_stop(client: Client, run_name: str) -> bool:
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    try:
+        stop = click.confirm(f"\nStop the run {run_name}?", default=False, err=True)
+    except click.exceptions.Abort:
+        return False
+    if stop:
+        client.stop_run(run_name, abort=False)
+        click.echo("Stopping... (Ctrl+C again to detach)", err=True)
+    return stop
+
+
+@click.command()
+@remote_option
+@click.argument("run_name", metavar="RUN")
+def attach(run_name: str, remote: str | None) -> None:
+    """Follow a run's logs again and show the URLs of its apps (until the run ends)."""
+    from dstack.cli.follow import exit_code_of
+
+    client = client_for(remote)
+    run = client.get_run(run_name)
+    final = attach_run(client, run, remote=remote)
+    sys.exit(exit_code_of(final))

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from dstack.errors import StorageError
+from dstack.storage.http import HttpBlobStore
+
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 
 
@@ -157,3 +160,29 @@ def online_runners(server: TeamServer) -> set[str]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     response = httpx.get(f"{server.url}/api/runners", headers=headers, timeout=5)
     return {r["name"] for r in response.json() if r["status"] != "offline"}
+
+
+class BrokenLinkStore(HttpBlobStore):
+    """A remote's blob store whose link breaks after `uploads` uploads or `downloads`
+    downloads (None: never), as an interrupted `dstack push` or `pull` sees it."""
+
+    def __init__(
+        self, url: str, token: str, *, uploads: int | None = None, downloads: int | None = None
+    ) -> None:
+        super().__init__(url, token)
+        self.uploads = uploads
+        self.downloads = downloads
+
+    def put_file(self, path: Path, digest: str) -> None:
+        if self.uploads is not None:
+            if self.uploads <= 0:
+                raise StorageError("connection reset by peer")
+            self.uploads -= 1
+        super().put_file(path, digest)
+
+    def get_file(self, digest: str, target: Path) -> None:
+        if self.downloads is not None:
+            if self.downloads <= 0:
+                raise StorageError("connection reset by peer")
+            self.downloads -= 1
+        super().get_file(digest, target)

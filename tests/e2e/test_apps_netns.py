@@ -148,3 +148,25 @@ def test_jupyterlab_inside_another_network_runs_code_through_the_forward(user: E
         kernel = httpx.post(f"{base}/api/kernels", headers=auth, json={}, timeout=30).json()
         assert _execute(base, token, kernel["id"], "print(6*7)") == "42"
         _stop_and_check_closed(user, name, attached, f"{base}/lab")
+
+
+def test_a_streamlit_app_inside_another_network_answers_through_the_forward(user: Env) -> None:
+    user.write("app.py", "import streamlit as st\n\nst.write('hello')\n")
+    user.workflows(
+        """
+        workflows:
+          - name: dash
+            provider: streamlit
+            file: app.py
+        """
+    )
+    user.commit()
+    with _attached(user, "run", "--remote", "dash") as attached:
+        match = attached.expect(r"^streamlit: (http://127\.0\.0\.1:(\d+))/$", timeout=120)
+        url, local = match.group(1), int(match.group(2))
+        name, host_port = _running_remote_run(user)
+        _assert_forwarded(local, host_port)
+
+        assert httpx.get(url + "/", timeout=30).status_code == 200
+        assert httpx.get(url + "/_stcore/health", timeout=30).text == "ok"
+        _stop_and_check_closed(user, name, attached, url + "/")

@@ -12,33 +12,18 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
-from tests.e2e.remote_helpers import ADMIN_TOKEN, TeamServer
+from tests.e2e.remote_helpers import ADMIN_TOKEN, BrokenLinkStore, TeamServer
 from tests.e2e.test_remote import run_name_in
 
 from dstack.api.client import Client
 from dstack.cli.runcopy import Side, copy_run
 from dstack.errors import StorageError
 from dstack.server.local import ensure_local_server
-from dstack.storage.http import HttpBlobStore
 from dstack.storage.local import LocalBlobStore
 
 FILES = 30
 READ_BEFORE_FAILURE = 12
 TAG = "base"
-
-
-class FailingAfter(HttpBlobStore):
-    """The remote's blob store, whose link breaks after `limit` downloads."""
-
-    def __init__(self, url: str, token: str, limit: int) -> None:
-        super().__init__(url, token)
-        self.limit = limit
-
-    def get_file(self, digest: str, target: Path) -> None:
-        if self.limit <= 0:
-            raise StorageError("connection reset by peer")
-        self.limit -= 1
-        super().get_file(digest, target)
 
 
 @dataclass(frozen=True)
@@ -137,7 +122,7 @@ def test_an_interrupted_pull_resumes_with_the_missing_blobs(
     bob: Env, published: Published, tmp_path: Path
 ) -> None:
     url, token = ensure_local_server(bob.home)
-    broken = FailingAfter(published.server.url, ADMIN_TOKEN, READ_BEFORE_FAILURE)
+    broken = BrokenLinkStore(published.server.url, ADMIN_TOKEN, downloads=READ_BEFORE_FAILURE)
     source = Side(Client(published.server.url, ADMIN_TOKEN), broken)
     target = Side(Client(url, token), LocalBlobStore(bob.home / "server" / "blobs"))
 
@@ -149,7 +134,7 @@ def test_an_interrupted_pull_resumes_with_the_missing_blobs(
         target.client.close()
         broken.close()
 
-    assert broken.limit == 0  # it did get part-way
+    assert broken.downloads == 0  # it did get part-way
     assert_nothing_pulled(bob, published)
     assert_resumes(bob, published, tmp_path)
 

@@ -8,32 +8,17 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
-from tests.e2e.remote_helpers import ADMIN_TOKEN, TeamServer
+from tests.e2e.remote_helpers import ADMIN_TOKEN, BrokenLinkStore, TeamServer
 from tests.e2e.test_remote import run_name_in
 
 from dstack.api.client import Client
 from dstack.cli.runcopy import Side, copy_run
 from dstack.errors import StorageError
 from dstack.server.local import ensure_local_server
-from dstack.storage.http import HttpBlobStore
 from dstack.storage.local import LocalBlobStore
 
 FILES = 30
 SENT_BEFORE_FAILURE = 12
-
-
-class FailingAfter(HttpBlobStore):
-    """The remote's blob store, whose link breaks after `limit` uploads."""
-
-    def __init__(self, url: str, token: str, limit: int) -> None:
-        super().__init__(url, token)
-        self.limit = limit
-
-    def put_file(self, path: Path, digest: str) -> None:
-        if self.limit <= 0:
-            raise StorageError("connection reset by peer")
-        self.limit -= 1
-        super().put_file(path, digest)
 
 
 @pytest.fixture
@@ -76,7 +61,7 @@ def test_an_interrupted_push_resumes_with_the_missing_blobs(
     name = run_name_in(made.out + made.err)
     url, token = ensure_local_server(user.home)
     source = Side(Client(url, token), LocalBlobStore(user.home / "server" / "blobs"))
-    broken = FailingAfter(server.url, ADMIN_TOKEN, SENT_BEFORE_FAILURE)
+    broken = BrokenLinkStore(server.url, ADMIN_TOKEN, uploads=SENT_BEFORE_FAILURE)
     target = Side(Client(server.url, ADMIN_TOKEN), broken)
 
     try:

@@ -128,10 +128,17 @@ def run_copy_command(source: Side, target: Side, ref: str, verb: str) -> None:
     import click
 
     from dstack.cli.render import size
+    from dstack.errors import StorageError
 
     bar = _Bar(f"{verb} {ref}")
     try:
         result = copy_run(source, target, ref, on_progress=bar.update)
+    except StorageError as exc:
+        if exc.hint:
+            raise
+        command = {"pushed": "push", "pulled": "pull"}.get(verb, verb)
+        again = f"run `dstack {command} {ref}` again when it is fixed: blobs already copied stay"
+        raise StorageError(exc.message, hint=again) from exc
     finally:
         bar.close()
     click.echo(

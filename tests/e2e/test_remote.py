@@ -193,7 +193,7 @@ def test_runner_killed_mid_job_is_lost_then_retried_elsewhere(
     assert "finished" in logs.out
 
 
-def test_server_restarted_mid_run_loses_no_log_line(
+def test_server_restarted_mid_run_loses_no_log_line_or_artifact(
     user: Env, team: tuple[TeamServer, list[RunnerProcess]]
 ) -> None:
     server, _ = team
@@ -203,7 +203,9 @@ def test_server_restarted_mid_run_loses_no_log_line(
           - name: long
             provider: bash
             commands:
-              - for i in $(seq 1 30); do echo "tick $i"; sleep 0.2; done
+              - mkdir -p out
+              - for i in $(seq 1 30); do echo "tick $i" | tee out/tick-$i; sleep 0.2; done
+            artifacts: [out]
         """
     )
     user.commit("workflows")
@@ -217,6 +219,11 @@ def test_server_restarted_mid_run_loses_no_log_line(
     logs = user.dstack("logs", name, "--remote")
     ticks = [line for line in logs.out.splitlines() if line.startswith("tick")]
     assert ticks == [f"tick {i}" for i in range(1, 31)]
+    target = user.repo.parent / "got"
+    copied = user.dstack("cp", name, "out", str(target), "--remote")
+    assert copied.code == 0, copied
+    got = {p.name: p.read_text() for p in target.iterdir()}
+    assert got == {f"tick-{i}": f"tick {i}\n" for i in range(1, 31)}
 
 
 def test_push_a_tag_then_depend_on_it_remotely_and_pull_back(user: Env) -> None:

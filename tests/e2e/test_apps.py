@@ -152,7 +152,10 @@ def test_a_fastapi_app_gets_its_url_printed_and_answers_there(app_env: Env) -> N
         attached.expect(rf"Uvicorn running on http://127\.0\.0\.1:{port}\b")
         name = _running_run(app_env)
         stored = app_env.dstack("logs", name)
-        assert f"Uvicorn running on http://0.0.0.0:{port}" in stored.out + stored.err
+        # a plain process listens on loopback only: the network cannot reach it
+        assert f"Uvicorn running on http://127.0.0.1:{port}" in stored.out + stored.err
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((_outside_address(), int(port)), timeout=5).close()
         _stop(app_env, name, attached)
         assert "waiting for fastapi on port" in attached.text()
 

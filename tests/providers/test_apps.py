@@ -16,7 +16,7 @@ def test_streamlit_serves_the_file_on_port_0() -> None:
     assert job.commands == [
         "echo hi",
         "python -m pip show streamlit >/dev/null 2>&1 || pip install -q streamlit",
-        'streamlit run app.py --server.address 0.0.0.0 --server.port "$PORT_0"'
+        'streamlit run app.py --server.address "${DSTACK_APP_HOST:-0.0.0.0}" --server.port "$PORT_0"'
         " --server.headless true",
     ]
     assert job.ports == [PortSpec()]
@@ -35,7 +35,7 @@ def test_fastapi_runs_uvicorn_and_installs_what_is_missing() -> None:
         "pip install -r r.txt",
         "python -m pip show fastapi >/dev/null 2>&1 || pip install -q fastapi",
         "python -m pip show uvicorn >/dev/null 2>&1 || pip install -q uvicorn",
-        'uvicorn main:app --host 0.0.0.0 --port "$PORT_0"',
+        'uvicorn main:app --host "${DSTACK_APP_HOST:-0.0.0.0}" --port "$PORT_0"',
     ]
 
 
@@ -53,7 +53,7 @@ def test_apps_need_their_target(provider: str, key: str) -> None:
 def test_jupyter_gets_a_token_in_its_env_and_url(provider: str, app: str, path: str) -> None:
     [job] = job_specs(workflow(provider), CTX)
     assert job.commands[-1] == (
-        f'jupyter {app} --ip 0.0.0.0 --port "$PORT_0" --no-browser --allow-root'
+        f'jupyter {app} --ip "${{DSTACK_APP_HOST:-0.0.0.0}}" --port "$PORT_0" --no-browser --allow-root'
     )
     assert job.env["JUPYTER_TOKEN"] == "T0KEN"
     assert job.apps == [

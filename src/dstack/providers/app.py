@@ -1,4 +1,5 @@
-"""What the web-app providers share: one port on `$PORT_<n>`, bound to 0.0.0.0, and an `AppSpec`.
+"""What the web-app providers share: one port on `$PORT_<n>`, bound to `APP_HOST`, and an
+`AppSpec`.
 
 The app's port comes after the ports the workflow asked for (`ports: 1` keeps `$PORT_0` for
 the user's own server, as the early docs showed), so with no extra ports it is `$PORT_0`.
@@ -20,6 +21,10 @@ from dstack.providers.base import (
     pip_install_requirements,
     user_ports,
 )
+
+# The address apps listen on, as the runner sets it: 0.0.0.0 inside a container (published on
+# the host's 127.0.0.1 only), 127.0.0.1 for a plain process: never the host's network.
+APP_HOST = '"${DSTACK_APP_HOST:-0.0.0.0}"'
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
-from dstack.providers.app import AppProvider, Launch
+from dstack.providers.app import APP_HOST, AppProvider, Launch
 from dstack.providers.base import JobContext, quote_all, require
 
 
@@ -17,4 +17,4 @@ class FastAPIProvider(AppProvider):
     def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
         app = require(workflow, workflow.app, "app", "main:app")
         args = quote_all([app, *workflow.args, *ctx.run_args])
-        return Launch(command=f'uvicorn {args} --host 0.0.0.0 --port "{port}"')
+        return Launch(command=f'uvicorn {args} --host {APP_HOST} --port "{port}"')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
-from dstack.providers.app import AppProvider, Launch
+from dstack.providers.app import APP_HOST, AppProvider, Launch
 from dstack.providers.base import JobContext, quote_all, require
 
 
@@ -18,7 +18,7 @@ class StreamlitProvider(AppProvider):
         file = require(workflow, workflow.file, "file", "app.py")
         # headless: otherwise Streamlit asks for an e-mail address on first start
         command = (
-            f"streamlit run {quote_all([file])} --server.address 0.0.0.0"
+            f"streamlit run {quote_all([file])} --server.address {APP_HOST}"
             f' --server.port "{port}" --server.headless true'
         )
         args = [*workflow.args, *ctx.run_args]

@@ -275,6 +275,10 @@ class JobWorker:
         self, spool: LogSpool, code_dir: Path, paths: JobPaths, host_ports: list[int]
     ) -> JobContext:
         env = job_env(self.assignment, host_ports)
+        # Where apps listen: a container's own interface (Docker publishes it on the host's
+        # 127.0.0.1), or the host's loopback for a plain process, so that no app is reachable
+        # from the network. The runner's probe and tunnel dial 127.0.0.1 either way.
+        env["DSTACK_APP_HOST"] = "127.0.0.1" if self._executor.name == "process" else "0.0.0.0"
         if self._executor.name == "process":
             env.update(gpu_env(self.assignment.gpu_indexes))
         if paths.home is not None:

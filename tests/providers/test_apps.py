@@ -16,8 +16,8 @@ def test_streamlit_serves_the_file_on_port_0() -> None:
     assert job.commands == [
         "echo hi",
         "python -m pip show streamlit >/dev/null 2>&1 || pip install -q streamlit",
-        'streamlit run app.py --server.address "${DSTACK_APP_HOST:-0.0.0.0}" --server.port "$PORT_0"'
-        " --server.headless true",
+        'streamlit run app.py --server.address "${DSTACK_APP_HOST:-0.0.0.0}"'
+        ' --server.port "$PORT_0" --server.headless true',
     ]
     assert job.ports == [PortSpec()]
     assert job.apps == [AppSpec(name="streamlit", port_index=0)]
@@ -25,8 +25,10 @@ def test_streamlit_serves_the_file_on_port_0() -> None:
 
 def test_gradio_reads_address_and_port_from_its_env() -> None:
     [job] = job_specs(workflow("gradio", file="app.py"), CTX)
-    assert job.commands[-1] == 'GRADIO_SERVER_PORT="$PORT_0" python app.py'
-    assert job.env["GRADIO_SERVER_NAME"] == "0.0.0.0"
+    assert job.commands[-1] == (
+        'GRADIO_SERVER_NAME="${DSTACK_APP_HOST:-0.0.0.0}" GRADIO_SERVER_PORT="$PORT_0"'
+        " python app.py"
+    )
 
 
 def test_fastapi_runs_uvicorn_and_installs_what_is_missing() -> None:
@@ -53,7 +55,8 @@ def test_apps_need_their_target(provider: str, key: str) -> None:
 def test_jupyter_gets_a_token_in_its_env_and_url(provider: str, app: str, path: str) -> None:
     [job] = job_specs(workflow(provider), CTX)
     assert job.commands[-1] == (
-        f'jupyter {app} --ip "${{DSTACK_APP_HOST:-0.0.0.0}}" --port "$PORT_0" --no-browser --allow-root'
+        f'jupyter {app} --ip "${{DSTACK_APP_HOST:-0.0.0.0}}" --port "$PORT_0"'
+        " --no-browser --allow-root"
     )
     assert job.env["JUPYTER_TOKEN"] == "T0KEN"
     assert job.apps == [
@@ -66,6 +69,7 @@ def test_code_gets_a_connection_token() -> None:
     assert "openvscode-server" in job.commands[-1]
     assert '--port "$PORT_0"' in job.commands[-1]
     assert job.env["DSTACK_CODE_TOKEN"] == "T0KEN"
+    assert "T0KEN" not in "\n".join(job.commands)  # off the command line: `ps` shows it
     assert job.apps[0].url_query == {"tkn": "T0KEN"}
 
 

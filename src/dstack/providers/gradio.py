@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
-from dstack.providers.app import AppProvider, Launch
+from dstack.providers.app import APP_HOST, AppProvider, Launch
 from dstack.providers.base import JobContext, quote_all, require
 
 
 class GradioProvider(AppProvider):
-    """Gradio reads its address and port from `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`."""
+    """Gradio reads its address and port from `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`
+    (unless the app passes `server_name` / `server_port` to `launch()` itself)."""
 
     name = "gradio"
     usage = "FILE [ARGS]..."
@@ -18,7 +19,7 @@ class GradioProvider(AppProvider):
 
     def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
         file = require(workflow, workflow.file, "file", "app.py")
-        # the port is known only when the job starts, so it is set on the command line
+        # both are known only when the job starts, so they are set on the command line
         args = quote_all([file, *workflow.args, *ctx.run_args])
-        command = f'GRADIO_SERVER_PORT="{port}" python {args}'
-        return Launch(command=command, env={"GRADIO_SERVER_NAME": "0.0.0.0"})
+        command = f'GRADIO_SERVER_NAME={APP_HOST} GRADIO_SERVER_PORT="{port}" python {args}'
+        return Launch(command=command)

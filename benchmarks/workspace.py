@@ -23,6 +23,16 @@ class BenchError(RuntimeError):
     """A scenario could not be measured (a command failed, output was wrong)."""
 
 
+def user_environ() -> dict[str, str]:
+    """This process's environment as a user's shell would have it: without
+    `PYTHONDONTWRITEBYTECODE`, which a sandbox or CI may set. An installed package has its
+    bytecode compiled (pip does it at install time); without it every sample would compile
+    every module it imports, and `dstack` would be timed slower than any user sees it."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def dstack_command() -> list[str]:
     """The installed console script next to this interpreter (what a user types), or
     `python -m dstack` when there is none. Never a pyenv shim: it would add its own
@@ -49,7 +59,7 @@ class Workspace:
         return cls(Path(tempfile.mkdtemp(prefix="dstack-bench-", dir=parent)), executor=executor)
 
     def environ(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = user_environ()
         env.update(
             DSTACK_HOME=str(self.home),
             DSTACK_EXECUTOR=self.executor,

@@ -6,13 +6,14 @@ import sys
 
 from benchmarks.harness import Budget, Row, median, quiet, sample
 from benchmarks.scenarios.base import Bench
-from benchmarks.workspace import dstack_command
+from benchmarks.workspace import dstack_command, user_environ
 
 
 def help_startup(bench: Bench) -> list[Row]:
     runs = max(bench.sizes.runs, 5) * 2  # cheap, and the noisiest of all
-    ours = sample(lambda: quiet([*dstack_command(), "--help"]), runs=runs)
-    base = sample(lambda: quiet([sys.executable, "-c", "pass"]), runs=runs)
+    env = user_environ()
+    ours = sample(lambda: quiet([*dstack_command(), "--help"], env=env), runs=runs)
+    base = sample(lambda: quiet([sys.executable, "-c", "pass"], env=env), runs=runs)
     return [
         Row(
             "S0",

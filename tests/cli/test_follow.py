@@ -106,3 +106,17 @@ def test_without_either_the_final_state_is_fetched() -> None:
     assert out == "hello\n"
     assert err.endswith("done\n")
     assert server.get_run_calls >= 1
+
+
+def test_a_just_submitted_run_is_not_looked_at_before_its_output() -> None:
+    done = _run(JobStatus.DONE)
+    pages = [
+        LogsPage(events=[_line(0, "hello\n")], cursor="0:0", finished=False),
+        LogsPage(events=[], cursor="0:0", finished=True, run=done),
+    ]
+    server = FakeServer(pages, done)
+
+    final, out, err = _follow(server, known=_run(JobStatus.SUBMITTED))
+
+    assert (final, out, err) == (done, "hello\n", "done\n")
+    assert server.get_run_calls == 0

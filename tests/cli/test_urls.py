@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
 
-from dstack.cli.attach import AppAnnouncer, HostPorts
+from dstack.cli.attach import AppAnnouncer, AttachedView, HostPorts
 from dstack.cli.urls import LogRewriter, app_url, rewrite_urls
 from dstack.models.job import AppSpec, Job, JobSpec, JobStatus, PortSpec
 from dstack.models.logs import LogEvent, LogStream
@@ -131,3 +132,27 @@ def test_forwarded_addresses_are_shown_and_used_for_the_rewrite() -> None:
     )
     [line] = rewriter([_event("job-1", "http://abc:8888/lab")])
     assert line.data == "http://127.0.0.1:20001/lab"
+
+
+class _CountingClient:
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.get_run_calls = 0
+
+    def get_run(self, name: str) -> Run:
+        self.get_run_calls += 1
+        return self.run
+
+
+def test_the_run_is_looked_at_only_for_the_output_of_jobs_with_ports() -> None:
+    plain = _job(0, status=JobStatus.RUNNING, host_ports=[], ready=False)
+    served = _job(1, status=JobStatus.RUNNING, host_ports=[8888], ready=False)
+    client = _CountingClient(_run(plain, served))
+    known = _run(plain, served.model_copy(update={"host_ports": []}))
+    view = AttachedView(cast(Any, client), "wise-cat-1", HostPorts(), io.StringIO(), known=known)
+
+    view.transform([_event("job-0", "hello\n")])
+    assert client.get_run_calls == 0
+    [line] = view.transform([_event("job-1", "http://0.0.0.0:8888/\n")])
+    assert client.get_run_calls == 1
+    assert line.data == "http://127.0.0.1:8888/\n"

@@ -130,6 +130,19 @@ async def test_wait_returns_when_the_run_finishes(ctx: ServerContext) -> None:
 
     assert page.events == []
     assert page.finished
+    assert page.run is not None
+    assert page.run.status is JobStatus.DONE
+    assert [j.exit_code for j in page.run.jobs] == [0]
+
+
+async def test_only_the_last_page_carries_the_run(ctx: ServerContext, clock: FakeClock) -> None:
+    name, [job_id], _ = await _started_run(ctx)
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(3)))
+
+    page = await logs.get_logs(ctx, run_name=name)
+
+    assert not page.finished
+    assert page.run is None
 
 
 async def test_bad_cursor_and_unknown_run(ctx: ServerContext) -> None:

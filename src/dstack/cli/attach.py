@@ -173,14 +173,23 @@ class AppAnnouncer:
 class AttachedView:
     """The hooks `RunFollower` calls: URLs rewritten in the logs, apps announced."""
 
-    def __init__(self, client: Client, run_name: str, addresses: AppAddresses, err: TextIO):
+    def __init__(
+        self,
+        client: Client,
+        run_name: str,
+        addresses: AppAddresses,
+        err: TextIO,
+        known: Run | None = None,
+    ):
+        """`known`: the run as the caller has it; its jobs that publish no port need no
+        look at the run for their URLs."""
         from dstack.cli.urls import LogRewriter
 
         self._client = client
         self._run_name = run_name
         self.rewriter = LogRewriter()
         self.announcer = AppAnnouncer(addresses, self.rewriter, err)
-        self._looked: set[str] = set()
+        self._looked: set[str] = {j.id for j in known.jobs if not j.spec.ports} if known else set()
 
     def on_run(self, run: Run) -> None:
         self.announcer(run)
@@ -203,7 +212,7 @@ def attach_run(client: Client, run: Run, *, remote: str | None, err: TextIO | No
 
     err = err or sys.stderr
     addresses = app_addresses(run.name, remote=remote, err=err)
-    view = AttachedView(client, run.name, addresses, err)
+    view = AttachedView(client, run.name, addresses, err, known=run)
     follower = RunFollower(
         client, run.name, known=run, err=err, transform=view.transform, on_run=view.on_run
     )

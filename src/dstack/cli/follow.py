@@ -63,8 +63,10 @@ class RunFollower:
         self.since = since
         self.as_json = as_json
         # A run that is already finished (e.g. every job reused at submit) does not change:
-        # its final state need not be fetched again.
+        # its final state need not be fetched again. One that is not counts as a first look
+        # at its statuses: the next is due a poll interval later, or with the last page.
         self._known = known if known is not None and known.status.is_finished() else None
+        self._looked_at_start = known is not None
         self._seen: dict[str, str] = {}
         self.transform = transform
         self.on_run = on_run
@@ -72,7 +74,7 @@ class RunFollower:
     def follow(self, poll_seconds: float = 1.0) -> Run:
         """Block until the run is finished and every line was printed; return the final run."""
         cursor: str | None = None
-        last_status_check = 0.0
+        last_status_check = time.monotonic() if self._looked_at_start else 0.0
         while True:
             page = self.client.get_logs(
                 self.run_name, cursor=cursor, since=self.since, wait=poll_seconds

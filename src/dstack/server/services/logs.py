@@ -19,6 +19,7 @@ from dstack.models.protocol import LogBatch, LogsPage
 from dstack.server.context import Notifier, ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, RunRow
 from dstack.server.errors import InvalidRequestError
+from dstack.server.services import runs as run_service
 
 MAX_PAGE = 10_000
 # A page stops growing once it holds this many characters of output (at least one entry):
@@ -120,11 +121,12 @@ async def _read_page(
         for job in jobs:
             if not await _fill(session, page, job, since):
                 break
+        finished = run_finished and not page.more
+        # The last page carries the run's final state: a client following the logs (`dstack
+        # run`) would otherwise ask for it in one more request.
+        run = await run_service.read_run(ctx, session, run_name) if finished else None
     return LogsPage.model_construct(
-        events=page.events,
-        cursor=format_cursor(page.positions),
-        finished=run_finished and not page.more,
-        run=None,
+        events=page.events, cursor=format_cursor(page.positions), finished=finished, run=run
     )
 
 

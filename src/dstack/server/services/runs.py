@@ -181,8 +181,13 @@ def new_job_row(
 
 async def get_run(ctx: ServerContext, *, name: str) -> Run:
     async with ctx.read() as session:
-        row = await _require_run(session, name)
-        runs = await _to_models(ctx, session, [row])
+        return await read_run(ctx, session, name)
+
+
+async def read_run(ctx: ServerContext, session: AsyncSession, name: str) -> Run:
+    """The run `name` as of `session` (`NotFoundError` when it does not exist)."""
+    row = await _require_run(session, name)
+    runs = await _to_models(ctx, session, [row])
     return runs[0]
 
 

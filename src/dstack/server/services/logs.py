@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, select
+from sqlalchemy import Insert, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
@@ -75,6 +75,8 @@ class _JobPosition:
     id: str
     index: int
     status: JobStatus
+    last_seq: int | None
+    """The job's highest stored seq when its status was read (None: no line yet)."""
 
 
 async def get_logs(
@@ -162,10 +164,16 @@ async def _fill(
     """Add the job's entries after its position; False when the page filled up first (the
     job, or a later one, has more)."""
     while True:
+        after = page.positions.get(job.index, -1)
+        if job.last_seq is None or job.last_seq <= after:
+            # Nothing new: a run of many jobs, most of them waiting or read to their end,
+            # costs one query per page instead of one per job. Lines stored after the
+            # statuses were read come with the next page; they cannot belong to a job that
+            # was finished then (runners ship every line before the final status).
+            return True
         if page.full():
             page.more = True
             return False
-        after = page.positions.get(job.index, -1)
         rows = await _lines(
             session, job.id, after, since, min(page.limit - len(page.events), _FETCH)
         )
@@ -179,12 +187,13 @@ async def _fill(
 
 
 async def _jobs_of(session: AsyncSession, run_name: str) -> list[_JobPosition]:
+    last_seq = select(func.max(LogRow.seq)).where(LogRow.job_id == JobRow.id).scalar_subquery()
     rows = await session.execute(
-        select(JobRow.id, JobRow.index, JobRow.status)
+        select(JobRow.id, JobRow.index, JobRow.status, last_seq)
         .where(JobRow.run_name == run_name)
         .order_by(JobRow.index)
     )
-    jobs = [_JobPosition(id, index, JobStatus(status)) for id, index, status in rows]
+    jobs = [_JobPosition(id, index, JobStatus(status), last) for id, index, status, last in rows]
     # Every run has a job: the run's row is read only when none was found.
     if not jobs and await session.get(RunRow, run_name) is None:
         raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")

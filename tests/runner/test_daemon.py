@@ -85,6 +85,21 @@ def test_a_claimed_job_reports_statuses_and_ships_its_logs(
         time.sleep(0.02)
 
 
+def test_the_next_job_of_the_same_code_copies_it_and_skips_downloading(
+    runner: Runner, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    fake_api.assignments.put(_assign(repo_ref, "bash train.sh", job_id="job-1"))
+    assert fake_api.wait_final("job-1").status is JobStatus.DONE
+    fake_api.blobs.clear()  # the bundle is not needed again
+
+    fake_api.assignments.put(_assign(repo_ref, "bash train.sh", job_id="job-2"))
+
+    assert fake_api.wait_final("job-2").status is JobStatus.DONE
+    statuses = [u.status for u in fake_api.statuses["job-2"]]
+    assert statuses == [JobStatus.RUNNING, JobStatus.DONE]
+    assert fake_api.text("job-2") == "training on cats\n"
+
+
 def test_a_failing_job_reports_its_exit_code_after_its_last_lines(
     runner: Runner, fake_api: FakeRunnerApi, repo_ref: RepoRef
 ) -> None:

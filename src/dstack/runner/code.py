@@ -8,6 +8,7 @@ from pathlib import Path
 from dstack.errors import NotFoundError
 from dstack.models.repo import RepoRef
 from dstack.runner.api import RunnerApi
+from dstack.runner.checkouts import CheckoutCache
 from dstack.storage.base import BlobStore
 
 
@@ -19,6 +20,7 @@ def fetch_code(
     local_store: BlobStore | None = None,
     job_id: str | None = None,
     mirrors_dir: Path | None = None,
+    checkouts: CheckoutCache | None = None,
 ) -> Path:
     """Fetch the bundle and diff of `repo` into `job_dir` and check the tree out.
 
@@ -28,13 +30,27 @@ def fetch_code(
     A run with `repo.clone_url` is cloned instead of read from a bundle: the runner asks the
     server for the credentials of job `job_id` (default: `job_dir`'s name) and keeps a mirror
     per URL in `mirrors_dir` (default: `mirrors` beside the jobs' folder).
+    With `checkouts`, an earlier checkout of the same code is copied instead, and a fresh
+    one is kept there for the next jobs.
     Returns `<job_dir>/code`, which then holds exactly the recorded tree. Raises the
     `ServerError`/`RepoError` of the step that failed.
     """
+    code_dir = job_dir / "code"
+    if checkouts is not None and checkouts.copy_to(repo, code_dir):
+        return code_dir
+    if repo.clone_url is not None:
+        _clone(api, repo, job_dir, local_store, job_id, mirrors_dir)
+    else:
+        _check_out(api, repo, job_dir, local_store)
+    if checkouts is not None:
+        checkouts.save(repo, code_dir)
+    return code_dir
+
+
+def _check_out(api: RunnerApi, repo: RepoRef, job_dir: Path, local_store: BlobStore | None) -> None:
+    """The bundle and the diff of `repo`, checked out into `<job_dir>/code`."""
     from dstack.repo import materialize
 
-    if repo.clone_url is not None:
-        return _clone(api, repo, job_dir, local_store, job_id, mirrors_dir)
     wanted = [
         (repo.bundle_digest, job_dir / "repo.bundle"),
         (repo.diff_digest, job_dir / "repo.diff"),
@@ -48,9 +64,8 @@ def fetch_code(
         for digest, target in todo:
             _fetch(api, local_store, digest, target)
     bundle, diff = (target if digest is not None else None for digest, target in wanted)
-    code_dir = job_dir / "code"
     materialize(
-        code_dir,
+        job_dir / "code",
         commit=repo.commit,
         bundle=bundle,
         diff=diff,
@@ -58,7 +73,6 @@ def fetch_code(
         branch=repo.branch,
         expected_tree=repo.tree,
     )
-    return code_dir
 
 
 def _fetch(api: RunnerApi, store: BlobStore | None, digest: str, target: Path) -> None:

@@ -22,6 +22,7 @@ from dstack.models.protocol import (
 from dstack.models.resources import HostResources
 from dstack.runner.api import RunnerApi
 from dstack.runner.blobs import BlobStoreFactory
+from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.executors import Executor, create_executor
 from dstack.runner.job import JobWorker
 from dstack.runner.resources import detect_resources
@@ -80,6 +81,11 @@ class Runner:
         self._executor_factory = executor_factory
         self._resources = resources or (lambda: detect_resources(settings.work_dir))
         self._executor: Executor | None = None
+        self._checkouts = (
+            CheckoutCache(settings.checkouts_dir, keep=settings.checkouts_kept)
+            if settings.checkouts_kept > 0
+            else None
+        )
         self._shutdown = threading.Event()
         self._workers: dict[str, JobWorker] = {}
         self._lock = threading.Lock()
@@ -186,6 +192,7 @@ class Runner:
                 executor=self._executor,
                 shutdown=self._shutdown,
                 blob_store=self._blob_store,
+                checkouts=self._checkouts,
             )
             self._workers[assignment.job_id] = worker
         log.info("running job %s of run %s", assignment.job_id, assignment.run_name)

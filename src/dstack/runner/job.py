@@ -16,6 +16,7 @@ from dstack.runner.api import RunnerApi
 from dstack.runner.apps import AppProbe, probe_targets
 from dstack.runner.artifacts import ArtifactSync
 from dstack.runner.blobs import BlobStoreFactory, is_local, open_blob_store
+from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.code import fetch_code
 from dstack.runner.environment import allocate_ports, job_env, with_secret_references
 from dstack.runner.errors import JobStartError
@@ -34,11 +35,13 @@ class JobWorker:
     """Runs one assignment and reports it: downloading → running → uploading → final status.
 
     `downloading` fetches the code and places the dependencies' artifacts and the workflow
-    caches; `uploading` (only for jobs with artifacts or caches) is the final artifact sync,
+    caches (a job whose code is checked out here already and that has neither goes straight
+    to `running`); `uploading` (only for jobs with artifacts or caches) is the final artifact sync,
     after the job's processes are gone, whatever way they ended. `request_stop`,
     `request_abort` and `forget` may be called from any thread at any time; the final status
     is posted only after every log line was shipped. `blob_store` opens the store a job's
-    `StorageAccess` names (default: `open_blob_store`).
+    `StorageAccess` names (default: `open_blob_store`); `checkouts` keeps checked-out code
+    for later jobs of the same code (default: none).
     """
 
     def __init__(
@@ -50,8 +53,10 @@ class JobWorker:
         executor: Executor,
         shutdown: threading.Event,
         blob_store: BlobStoreFactory | None = None,
+        checkouts: CheckoutCache | None = None,
     ) -> None:
         self.assignment = assignment
+        self._checkouts = checkouts
         self._open_store = blob_store or (lambda access: open_blob_store(access, settings))
         self._store: BlobStore | None = None
         self._sync: ArtifactSync | None = None
@@ -139,17 +144,23 @@ class JobWorker:
         """Run the job; the final status to report (None: forgotten, report nothing)."""
         # `downloading` is posted while the code is fetched: the job starts one round trip
         # sooner, and nothing is started (nor another status posted) before it was accepted.
-        downloading = _Call(lambda: self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING)))
+        # A job with nothing to download (its code checked out already, no inputs) goes
+        # straight to `running`, which the server must accept before the job goes on.
+        downloading = None if self._nothing_to_download() else _Call(self._post_downloading)
         try:
             code_dir = fetch_code(
-                self._api, self.assignment.repo, self.job_dir, local_store=self._local_store()
+                self._api,
+                self.assignment.repo,
+                self.job_dir,
+                local_store=self._local_store(),
+                checkouts=self._checkouts,
             )
         except DstackError as exc:
-            if not downloading.result():
+            if downloading is not None and not downloading.result():
                 return None
             spool.write_line(f"error: cannot fetch the code: {exc}")
             return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
-        if not downloading.result():
+        if downloading is not None and not downloading.result():
             return None
         if self._cancelled():
             return self._final(None)
@@ -174,6 +185,15 @@ class JobWorker:
             if probe is not None:
                 probe.stop()
         return self._final(result)
+
+    def _nothing_to_download(self) -> bool:
+        assignment = self.assignment
+        if assignment.deps or assignment.caches or self._checkouts is None:
+            return False
+        return self._checkouts.has(assignment.repo)
+
+    def _post_downloading(self) -> bool:
+        return self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING))
 
     def _probe_apps(self, host_ports: list[int]) -> AppProbe | None:
         """Start probing the job's apps; when they all answer, tell the server once."""

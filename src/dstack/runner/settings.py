@@ -34,6 +34,8 @@ class RunnerSettings:
     retry_backoff_max: float = 10.0
     images: ImageSettings = field(default_factory=ImageSettings)
     """Default images of jobs that name none (`DSTACK_DEFAULT_IMAGE`)."""
+    checkouts_kept: int = 8
+    """Checked-out trees kept for the next jobs of the same code (0: check out every job)."""
     keep_job_dirs: bool = False
     """Keep each job's code and log spool after its final status was accepted."""
     artifact_sync_interval: float = 15.0
@@ -44,3 +46,7 @@ class RunnerSettings:
     @property
     def jobs_dir(self) -> Path:
         return self.work_dir / "jobs"
+
+    @property
+    def checkouts_dir(self) -> Path:
+        return self.work_dir / "checkouts"

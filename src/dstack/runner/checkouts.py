@@ -1,0 +1,118 @@
+"""A runner's checked-out code, kept for the next jobs of the same code.
+
+Checking a tree out costs a job several git processes (init, fetch from the bundle, checkout,
+write-tree, `apply` for local changes); a copy of an earlier checkout costs a few file copies.
+Entries live in `<work_dir>/checkouts/<key>`, keyed by everything that decides the checkout
+(`checkout_key`); the least recently used beyond `keep` are removed. In a copy, git's object
+files are hard links (git never changes an object file, `git clone --local` links them too);
+every other file is a copy of its own, because a job may change its code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from dstack.models.repo import RepoRef
+
+log = logging.getLogger(__name__)
+
+_TEMP = ".tmp-"
+# What makes two checkouts the same: `repo_id` and `subdir` only say where the code is used.
+_KEY_FIELDS = {
+    "commit",
+    "tree",
+    "branch",
+    "remote_url",
+    "bundle_digest",
+    "diff_digest",
+    "clone_url",
+}
+
+
+def checkout_key(repo: RepoRef) -> str:
+    return hashlib.sha256(repo.model_dump_json(include=_KEY_FIELDS).encode()).hexdigest()[:32]
+
+
+class CheckoutCache:
+    """Checkouts under `root`, at most `keep` of them. Thread-safe; several runners may share
+    `root`. Every method is best effort: a cache that cannot be used is no cache."""
+
+    def __init__(self, root: Path, *, keep: int = 8) -> None:
+        self.root = root
+        self.keep = keep
+        self._lock = threading.Lock()
+
+    def has(self, repo: RepoRef) -> bool:
+        """Whether a checkout of `repo` is kept (`copy_to` may still fail: a full disk)."""
+        return (self.root / checkout_key(repo)).is_dir()
+
+    def copy_to(self, repo: RepoRef, target: Path) -> bool:
+        """Copy the checkout of `repo` to `target` (which must not exist); False when there
+        is none, or it could not be copied (then `target` does not exist either)."""
+        entry = self.root / checkout_key(repo)
+        if not entry.is_dir():
+            return False
+        try:
+            os.utime(entry)  # recently used: pruned last
+            _copy_tree(entry, target)
+        except OSError as exc:  # pruned meanwhile, or a full disk: check the code out instead
+            log.info("cannot reuse the checkout %s: %s", entry.name, exc)
+            shutil.rmtree(target, ignore_errors=True)
+            return False
+        return True
+
+    def save(self, repo: RepoRef, source: Path) -> None:
+        """Keep a copy of `source`, the fresh checkout of `repo`, then prune."""
+        if self.keep <= 0:
+            return
+        entry = self.root / checkout_key(repo)
+        if entry.exists():
+            return
+        temp = self.root / f"{_TEMP}{uuid.uuid4().hex}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _copy_tree(source, temp)
+            os.rename(temp, entry)  # fails when another job saved the same code meanwhile
+        except OSError as exc:
+            if not entry.exists():
+                log.info("cannot keep the checkout %s: %s", entry.name, exc)
+            shutil.rmtree(temp, ignore_errors=True)
+            return
+        self._prune()
+
+    def _prune(self) -> None:
+        with self._lock:
+            try:
+                entries = [e for e in os.scandir(self.root) if not e.name.startswith(_TEMP)]
+                entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+            except OSError:
+                return
+            for old in entries[self.keep :]:
+                # Renamed first, so that no job copies from a half-removed entry.
+                doomed = self.root / f"{_TEMP}{uuid.uuid4().hex}"
+                try:
+                    os.rename(old.path, doomed)
+                except OSError:
+                    continue
+                shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    objects = os.path.join(source, ".git", "objects") + os.sep
+
+    def copy(src: str, dst: str) -> None:
+        if src.startswith(objects):
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass  # another file system: copy it
+        shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, symlinks=True, copy_function=copy)

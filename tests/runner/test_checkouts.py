@@ -1,0 +1,84 @@
+"""`CheckoutCache`: a runner checks a tree out once and copies it for the next jobs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.runner.conftest import FakeRunnerApi, git
+
+from dstack.models.repo import RepoRef
+from dstack.runner.checkouts import CheckoutCache, checkout_key
+from dstack.runner.code import fetch_code
+
+
+def _fetch(fake_api: FakeRunnerApi, repo: RepoRef, job_dir: Path, cache: CheckoutCache) -> Path:
+    job_dir.mkdir(parents=True)
+    return fetch_code(fake_api, repo, job_dir, checkouts=cache)
+
+
+def test_a_second_job_of_the_same_code_gets_a_copy_of_its_own(
+    tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    cache = CheckoutCache(tmp_path / "checkouts")
+    first = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "a", cache)
+    assert cache.has(repo_ref)
+    fake_api.blobs.clear()  # a copy needs no blob
+
+    second = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "b", cache)
+
+    assert (second / "train.sh").read_text() == (first / "train.sh").read_text()
+    assert git(second, "rev-parse", "HEAD") == repo_ref.commit
+    assert git(second, "status", "--porcelain") == ""
+    assert git(second, "write-tree") == repo_ref.tree
+    # The job may change its code: working files and the index are copies, not links ...
+    assert os.stat(second / "train.sh").st_ino != os.stat(first / "train.sh").st_ino
+    (second / "train.sh").write_text("changed\n")
+    assert (first / "train.sh").read_text() != "changed\n"
+    # ... while git's objects, which never change, are shared.
+    packs = sorted((second / ".git" / "objects").rglob("*.pack"))
+    assert packs
+    assert all(p.stat().st_nlink > 1 for p in packs)
+
+
+def test_other_code_is_checked_out_anew(
+    tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    cache = CheckoutCache(tmp_path / "checkouts")
+    _fetch(fake_api, repo_ref, tmp_path / "jobs" / "a", cache)
+    other = repo_ref.model_copy(update={"branch": "feature"})
+    assert checkout_key(other) != checkout_key(repo_ref)
+    assert not cache.has(other)
+    # Where the code is used does not make it other code.
+    assert cache.has(repo_ref.model_copy(update={"subdir": "sub", "repo_id": "elsewhere"}))
+
+    code = _fetch(fake_api, other, tmp_path / "jobs" / "b", cache)
+
+    assert git(code, "rev-parse", "--abbrev-ref", "HEAD") == "feature"
+    assert cache.has(other)
+
+
+def test_only_the_most_recently_used_checkouts_are_kept(
+    tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    cache = CheckoutCache(tmp_path / "checkouts", keep=2)
+    refs = [repo_ref.model_copy(update={"branch": f"b{i}"}) for i in range(3)]
+    for i, ref in enumerate(refs[:2]):
+        _fetch(fake_api, ref, tmp_path / "jobs" / str(i), cache)
+        os.utime(tmp_path / "checkouts" / checkout_key(ref), (i, i))
+    assert cache.copy_to(refs[0], tmp_path / "jobs" / "again")  # used: now the newest
+
+    _fetch(fake_api, refs[2], tmp_path / "jobs" / "2", cache)
+
+    assert [cache.has(ref) for ref in refs] == [True, False, True]
+    assert sorted(os.listdir(tmp_path / "checkouts")) == sorted(
+        checkout_key(ref) for ref in (refs[0], refs[2])
+    )
+
+
+def test_no_cache_when_none_is_kept(
+    tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    cache = CheckoutCache(tmp_path / "checkouts", keep=0)
+    _fetch(fake_api, repo_ref, tmp_path / "jobs" / "a", cache)
+    assert not cache.has(repo_ref)

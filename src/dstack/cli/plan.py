@@ -112,13 +112,14 @@ def make_plan(
     environ: Mapping[str, str],
     *,
     loaded: tuple[RepoConfig | None, Path | None] | None = None,
+    repo_root: Path | None = None,
 ) -> tuple[RunPlan, str]:
     """Plan `name` as a workflow of the repository at `cwd` if it is one, else as a provider.
 
-    `loaded` is what `load_repo_config(cwd)` returned, when the caller has it already (it
-    spares reading the configuration twice). Returns the plan and the folder it is relative
-    to inside the repository (the folder holding `.dstack/` for a workflow, `cwd` for a
-    provider; "" outside git).
+    `loaded` is what `load_repo_config(cwd)` returned, and `repo_root` what
+    `find_repo_root(cwd)` did, when the caller has them already (each spares reading it
+    twice). Returns the plan and the folder it is relative to inside the repository (the
+    folder holding `.dstack/` for a workflow, `cwd` for a provider; "" outside git).
     """
     from dstack.errors import ConfigError
     from dstack.providers import PROVIDERS, canonical_name
@@ -126,10 +127,10 @@ def make_plan(
 
     config, dstack_root = loaded if loaded is not None else load_repo_config(cwd)
     if config is not None and dstack_root is not None and name in config.workflow_names():
-        subdir = _subdir(dstack_root)
+        subdir = _subdir(dstack_root, repo_root)
         return plan_workflow(config, name, argv, subdir=subdir, environ=environ), subdir
     if canonical_name(name) is not None:
-        subdir = _subdir(cwd)
+        subdir = _subdir(cwd, repo_root)
         return plan_provider(name, argv, subdir=subdir, environ=environ), subdir
     known = ", ".join(config.workflow_names()) if config is not None else ""
     raise ConfigError(
@@ -150,16 +151,23 @@ def load_repo_config(cwd: Path) -> tuple[RepoConfig | None, Path | None]:
     return load_config(root), root
 
 
-def _subdir(folder: Path) -> str:
-    """`folder` relative to the repository root; "" outside git (nothing to be relative to)."""
+def _subdir(folder: Path, repo_root: Path | None = None) -> str:
+    """`folder` relative to the repository root; "" outside git (nothing to be relative to).
+
+    `repo_root` is the root of a folder below `folder` (the current one): no repository
+    starts between the two, so it is `folder`'s root too when it holds `folder`."""
     from dstack.errors import RepoError
     from dstack.repo import find_repo_root
 
-    try:
-        root = find_repo_root(folder)
-    except RepoError:
-        return ""
-    rel = folder.resolve().relative_to(root).as_posix()
+    folder = folder.resolve()
+    if repo_root is not None and folder.is_relative_to(repo_root):
+        root = repo_root
+    else:
+        try:
+            root = find_repo_root(folder)
+        except RepoError:
+            return ""
+    rel = folder.relative_to(root).as_posix()
     return "" if rel == "." else rel
 
 

@@ -86,7 +86,7 @@ def run(
     from dstack.repo.git import find_repo_root, read_repo_state
 
     repo_root = find_repo_root(cwd)
-    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded)
+    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
     state = read_repo_state(repo_root, is_toplevel=True)
 
     from dstack.api.submit import submit

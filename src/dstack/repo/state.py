@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dstack.errors import RepoError
-from dstack.repo.command import GitCommandError, rev_parse, run_git
+from dstack.repo.command import Background, GitCommandError, run_git
 from dstack.repo.remote import repo_id_for, sanitize_remote_url
-from dstack.repo.worktree import diff_to_tree, write_working_tree
+from dstack.repo.worktree import diff_to_tree, index_path, write_working_tree
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,33 @@ def read_repo_state(root: Path, *, is_toplevel: bool = False) -> RepoState:
     """
     if not is_toplevel:
         root = find_repo_root(root)
-    commit = rev_parse(root, "HEAD^{commit}")
-    tree = write_working_tree(root, commit)
-    remote_url = _origin_url(root)
+    # Independent questions, asked at once: each is a git process to start.
+    origin = Background(lambda: _origin_url(root))
+    branch = Background(lambda: _branch(root))
+    index = Background(lambda: index_path(root))
+    commit, head_tree = _head(root)
+    tree = write_working_tree(root, commit, user_index=index.result())
+    remote_url = origin.result()
     return RepoState(
         root=root,
         repo_id=repo_id_for(root, remote_url),
         remote_url=sanitize_remote_url(remote_url) if remote_url else None,
-        branch=_branch(root),
+        branch=branch.result(),
         commit=commit,
         tree=tree,
-        diff=diff_to_tree(root, commit, tree),
+        # A clean working copy is HEAD's tree: nothing to diff.
+        diff=b"" if tree == head_tree else diff_to_tree(root, commit, tree),
     )
+
+
+def _head(root: Path) -> tuple[str | None, str | None]:
+    """The HEAD commit and its tree; (None, None) when there is no commit yet."""
+    try:
+        out = run_git(["rev-parse", "HEAD^{commit}", "HEAD^{tree}"], cwd=root)
+    except GitCommandError:
+        return None, None
+    commit, tree = out.decode().split()
+    return commit, tree
 
 
 def _origin_url(root: Path) -> str | None:

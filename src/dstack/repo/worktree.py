@@ -14,17 +14,18 @@ from pathlib import Path
 from dstack.repo.command import EMPTY_TREE, run_git
 
 
-def write_working_tree(root: Path, head: str | None) -> str:
+def write_working_tree(root: Path, head: str | None, *, user_index: Path | None = None) -> str:
     """Write the tree of the working copy at ``root`` into its object store; return its hash.
 
-    ``head`` is the HEAD commit (None in a repository with no commit yet). Respects
-    ``.gitignore``. Adds blob objects for new and changed files to the repository's object
-    store (as ``git add`` would), and changes nothing else.
+    ``head`` is the HEAD commit (None in a repository with no commit yet); ``user_index`` is
+    what :func:`index_path` says, when the caller asked already. Respects ``.gitignore``.
+    Adds blob objects for new and changed files to the repository's object store (as
+    ``git add`` would), and changes nothing else.
     """
     with tempfile.TemporaryDirectory(prefix="dstack-index-") as tmp:
         index = Path(tmp) / "index"
         env = {"GIT_INDEX_FILE": str(index)}
-        _seed_index(root, head, index, env)
+        _seed_index(root, head, user_index or index_path(root), index, env)
         run_git(["add", "-A", "--", "."], cwd=root, env=env, what="reading the working copy")
         return run_git(["write-tree"], cwd=root, env=env).decode().strip()
 
@@ -53,12 +54,13 @@ def diff_to_tree(root: Path, head: str | None, tree: str) -> bytes:
     return run_git(args, cwd=root, what="computing the local changes")
 
 
-def _seed_index(root: Path, head: str | None, index: Path, env: dict[str, str]) -> None:
-    real = Path(
-        run_git(["rev-parse", "--path-format=absolute", "--git-path", "index"], cwd=root)
-        .decode()
-        .strip()
-    )
+def index_path(root: Path) -> Path:
+    """Where the index of the working copy at ``root`` is (it may not exist yet)."""
+    out = run_git(["rev-parse", "--path-format=absolute", "--git-path", "index"], cwd=root)
+    return Path(out.decode().strip())
+
+
+def _seed_index(root: Path, head: str | None, real: Path, index: Path, env: dict[str, str]) -> None:
     if real.is_file():
         # Copying keeps the stat cache: `git add -A` then hashes only files that changed.
         # copy2 keeps the index's mtime too: git compares it with file mtimes to spot files

@@ -9,6 +9,7 @@ keeps everything that was written.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -136,11 +137,13 @@ class ArtifactSync:
         """True when the job declared artifacts (or caches, with `caches`) to sync at the end."""
         return bool(self._artifacts or (caches and self._caches))
 
-    def finish(self, *, move: bool, caches: bool) -> list[str]:
-        """Final scan and push of every artifact (and cache, with `caches`); summary lines.
+    def finish(self, *, move: bool, caches: bool, say: Callable[[str], None]) -> None:
+        """Final scan and push of every artifact (and cache, with `caches`).
 
         With `move`, files inside the job dir are moved into a local store instead of copied:
-        the job dir is about to be deleted. Raises `DstackError` when a push or post failed.
+        the job dir is about to be deleted. `say` gets a summary line per path once its blobs
+        are stored, before its manifest is posted (the line travels meanwhile). Raises
+        `DstackError` when a push or post failed.
         """
         self.stop()
         # The job's processes are gone: digests computed now stay true, so the store may
@@ -149,15 +152,18 @@ class ArtifactSync:
         saved = self._caches if caches else []
         every = [*self._artifacts, *saved]
         scanned = [(t, *self._scan(t, ingest=not (move and t.movable))) for t in every]
-        lines = []
         for tracked, manifest, stored in scanned:
             is_cache = tracked in saved
             post = self._post_cache if is_cache else self._post_artifact
             self._push(
-                tracked, manifest, stored, post, move=move and tracked.movable, force=is_cache
+                tracked,
+                manifest,
+                stored,
+                post,
+                move=move and tracked.movable,
+                force=is_cache,
+                pushed=functools.partial(_say_summary, say, tracked, manifest, is_cache),
             )
-            lines.append(tracked.summary(manifest, cache=is_cache))
-        return lines
 
     def sync_due(self) -> None:
         """One periodic round: sync the artifacts whose interval has passed."""
@@ -209,20 +215,32 @@ class ArtifactSync:
         *,
         move: bool,
         force: bool = False,
+        pushed: Callable[[], None] | None = None,
     ) -> None:
         """Upload the missing blobs, then post the manifest if the server lacks it.
 
         `push` corrects the manifest for files that changed or vanished since the scan, so
-        what is posted always names stored blobs only.
+        what is posted always names stored blobs only. `pushed` is called between the two
+        (also when the server has the manifest already).
         """
         from dstack.storage.transfer import push
 
         if manifest.digest() == tracked.posted and not force:
+            if pushed is not None:
+                pushed()
             return
         stats = push(manifest, tracked.host, self._store, move=move, stat_cache=self._stat_cache)
         tracked.record(stats, stored)
+        if pushed is not None:
+            pushed()
         post(manifest)
         tracked.posted = manifest.digest()
+
+
+def _say_summary(
+    say: Callable[[str], None], tracked: _Tracked, manifest: Manifest, cache: bool
+) -> None:
+    say(tracked.summary(manifest, cache=cache))
 
 
 def _tracked(declared: str, paths: JobPaths, now: float, interval: float) -> _Tracked:

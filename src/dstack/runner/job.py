@@ -279,17 +279,17 @@ class JobWorker:
         caches = update is not None and update.status is not JobStatus.ABORTED
         if update is None or not sync.has_work(caches=caches):
             return update
-        if not self._post(JobStatusUpdate(status=JobStatus.UPLOADING)):
-            return None
+        # `uploading` is posted while the sync runs; the final status waits for its answer.
+        uploading = _Call(lambda: self._post(JobStatusUpdate(status=JobStatus.UPLOADING)))
         move = is_local(self._blob_store()) and not self._settings.keep_job_dirs
         try:
-            lines = sync.finish(move=move, caches=caches)
+            sync.finish(move=move, caches=caches, say=spool.write_line)
         except (DstackError, OSError) as exc:
+            if not uploading.result():
+                return None
             spool.write_line(f"error: cannot upload the artifacts: {exc}")
             return _upload_failed(update, exc)
-        for line in lines:
-            spool.write_line(line)
-        return update
+        return update if uploading.result() else None
 
     def _context(
         self, spool: LogSpool, code_dir: Path, paths: JobPaths, host_ports: list[int]

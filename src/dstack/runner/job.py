@@ -174,17 +174,25 @@ class JobWorker:
             spool.write_line(f"error: {exc}")
             return _failed(exc.reason, str(exc))
         self._attach(handle)
-        if not self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
-            handle.kill()
-            return None
+        # `running` is posted while the job runs (a short job may be over before the answer
+        # comes); the job is killed if the server refuses it, and its end waits for it.
+        running = _Call(lambda: self._report_running(handle, host_ports))
         self._sync = self._artifact_sync(paths).start()
-        probe = self._probe_apps(host_ports)
+        probe = self._probe_apps(host_ports, running)
         try:
             result = handle.wait()
         finally:
             if probe is not None:
                 probe.stop()
+        if not running.result():
+            return None
         return self._final(result)
+
+    def _report_running(self, handle: JobHandle, host_ports: list[int]) -> bool:
+        if self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
+            return True
+        handle.kill()
+        return False
 
     def _nothing_to_download(self) -> bool:
         assignment = self.assignment
@@ -195,10 +203,11 @@ class JobWorker:
     def _post_downloading(self) -> bool:
         return self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING))
 
-    def _probe_apps(self, host_ports: list[int]) -> AppProbe | None:
-        """Start probing the job's apps; when they all answer, tell the server once."""
+    def _probe_apps(self, host_ports: list[int], running: _Call) -> AppProbe | None:
+        """Start probing the job's apps once the server has it running (it ignores an
+        apps-ready report about a job in another status); when they all answer, tell it."""
         targets = probe_targets(self.assignment.spec, host_ports)
-        if not targets:
+        if not targets or not running.result():
             return None
         return AppProbe(targets, self._report_apps_ready).start()
 

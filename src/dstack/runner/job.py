@@ -60,6 +60,8 @@ class JobWorker:
         self._open_store = blob_store or (lambda access: open_blob_store(access, settings))
         self._store: BlobStore | None = None
         self._sync: ArtifactSync | None = None
+        self._running: _Call | None = None
+        """The `running` report, once the job started: every later report waits for it."""
         self._settings = settings
         self._api = api
         self._executor = executor
@@ -131,6 +133,8 @@ class JobWorker:
             update = _upload_failed(update, exc)
         finally:
             spool.close()
+        if not self._running_accepted():
+            update = None
         try:
             self._finish(update, shipper)
         finally:
@@ -142,11 +146,16 @@ class JobWorker:
 
     def _execute(self, spool: LogSpool) -> JobStatusUpdate | None:
         """Run the job; the final status to report (None: forgotten, report nothing)."""
-        # `downloading` is posted while the code is fetched: the job starts one round trip
-        # sooner, and nothing is started (nor another status posted) before it was accepted.
-        # A job with nothing to download (its code checked out already, no inputs) goes
-        # straight to `running`, which the server must accept before the job goes on.
+        # `downloading` is posted while the code is fetched and the inputs are placed: the
+        # job starts one round trip sooner, and nothing is started (nor another status
+        # posted) before it was accepted. A job with nothing to download (its code checked
+        # out already, no inputs) goes straight to `running`, which the server must accept
+        # before the job goes on.
         downloading = None if self._nothing_to_download() else _Call(self._post_downloading)
+
+        def accepted() -> bool:
+            return downloading is None or downloading.result()
+
         try:
             code_dir = fetch_code(
                 self._api,
@@ -156,27 +165,30 @@ class JobWorker:
                 checkouts=self._checkouts,
             )
         except DstackError as exc:
-            if downloading is not None and not downloading.result():
+            if not accepted():
                 return None
             spool.write_line(f"error: cannot fetch the code: {exc}")
             return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
-        if downloading is not None and not downloading.result():
-            return None
-        if self._cancelled():
-            return self._final(None)
         paths = self._paths(code_dir)
         host_ports = allocate_ports(self.assignment.spec)
         try:
-            if self.assignment.deps or self.assignment.caches:
+            if (self.assignment.deps or self.assignment.caches) and not self._cancelled():
                 place_inputs(self.assignment, paths, self._blob_store(), spool.write_line)
+            if not accepted():
+                return None
+            if self._cancelled():
+                return self._final(None)
             handle = self._executor.start(self._context(spool, code_dir, paths, host_ports))
         except JobStartError as exc:
+            if not accepted():
+                return None
             spool.write_line(f"error: {exc}")
             return _failed(exc.reason, str(exc))
         self._attach(handle)
         # `running` is posted while the job runs (a short job may be over before the answer
-        # comes); the job is killed if the server refuses it, and its end waits for it.
-        running = _Call(lambda: self._report_running(handle, host_ports))
+        # comes, and its final sync starts meanwhile); the job is killed if the server
+        # refuses it, and every later report waits for the answer.
+        self._running = running = _Call(lambda: self._report_running(handle, host_ports))
         self._sync = self._artifact_sync(paths).start()
         probe = self._probe_apps(host_ports, running)
         try:
@@ -184,9 +196,11 @@ class JobWorker:
         finally:
             if probe is not None:
                 probe.stop()
-        if not running.result():
-            return None
         return self._final(result)
+
+    def _running_accepted(self) -> bool:
+        """False when the server refused the `running` report (the job is not ours)."""
+        return self._running is None or self._running.result()
 
     def _report_running(self, handle: JobHandle, host_ports: list[int]) -> bool:
         if self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
@@ -288,8 +302,13 @@ class JobWorker:
         caches = update is not None and update.status is not JobStatus.ABORTED
         if update is None or not sync.has_work(caches=caches):
             return update
-        # `uploading` is posted while the sync runs; the final status waits for its answer.
-        uploading = _Call(lambda: self._post(JobStatusUpdate(status=JobStatus.UPLOADING)))
+        # `uploading` is posted (after `running` was accepted) while the sync runs; the
+        # final status waits for its answer.
+        uploading = _Call(
+            lambda: (
+                self._running_accepted() and self._post(JobStatusUpdate(status=JobStatus.UPLOADING))
+            )
+        )
         move = is_local(self._blob_store()) and not self._settings.keep_job_dirs
         try:
             sync.finish(move=move, caches=caches, say=spool.write_line)

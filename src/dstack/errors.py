@@ -34,6 +34,10 @@ class NotFoundError(DstackError):
     """A run, job, tag, runner or blob that was asked for does not exist."""
 
 
+class MissingBlobsError(NotFoundError):
+    """A request names blobs the server's store does not hold (upload them, then ask again)."""
+
+
 class ConflictError(DstackError):
     """The request clashes with the current state (name taken, run still running, ...)."""
 

@@ -18,6 +18,7 @@ from dstack.errors import (
     ConfigError,
     ConflictError,
     DstackError,
+    MissingBlobsError,
     NotFoundError,
     ServerError,
     StorageError,
@@ -26,6 +27,7 @@ from dstack.models.protocol import MissingBlobsRequest, MissingBlobsResponse
 
 _CODES: dict[str, type[DstackError]] = {
     "unauthorized": AuthError,
+    "missing_blobs": MissingBlobsError,
     "not_found": NotFoundError,
     "conflict": ConflictError,
     "storage": StorageError,

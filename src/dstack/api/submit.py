@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dstack.errors import MissingBlobsError
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
 
@@ -29,27 +30,33 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload_code(client: Client, state: RepoState, subdir: str, cache_dir: Path) -> RepoRef:
+def upload_code(
+    client: Client, state: RepoState, subdir: str, cache_dir: Path, *, trust_memo: bool = False
+) -> RepoRef:
     """Make the run's code available to runners and describe it.
 
     When the server knows how to clone the repository (`dstack init`) and the commit was
     pushed to that remote, runners clone it and no bundle is uploaded. Otherwise the bundle
     of a commit is built and uploaded once: its digest is remembered in
     `cache_dir/bundles/<commit>` and re-uploaded only when the server lost it. The diff of
-    local changes is uploaded either way.
+    local changes is uploaded unless the server has it; an uploaded one is remembered in
+    `cache_dir/diffs/<digest>`. With `trust_memo`, what was remembered is not asked about:
+    the server refuses the submission (`MissingBlobsError`) if it lost it.
     """
     clone_url = clone_url_for(client, state)
     bundle_digest = None
     if state.commit and clone_url is None:
-        bundle_digest = _upload_bundle(client, state, cache_dir)
+        bundle_digest = _upload_bundle(client, state, cache_dir, trust_memo=trust_memo)
     diff_digest = None
     if state.diff:
         diff_digest = hashlib.sha256(state.diff).hexdigest()
-        if not client.has_blob(diff_digest):
+        memo = cache_dir / "diffs" / diff_digest
+        if not (trust_memo and memo.exists()) and not client.has_blob(diff_digest):
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp, "diff")
                 path.write_bytes(state.diff)
                 client.put_blob(path, diff_digest)
+        _remember(memo, diff_digest)
     return RepoRef(
         repo_id=state.repo_id,
         remote_url=state.remote_url,
@@ -77,14 +84,14 @@ def clone_url_for(client: Client, state: RepoState) -> str | None:
     return credentials.url if is_pushed(state.root, state.commit, credentials.url) else None
 
 
-def _upload_bundle(client: Client, state: RepoState, cache_dir: Path) -> str:
+def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_memo: bool) -> str:
     from dstack.repo.git import create_bundle
 
     assert state.commit is not None
     memo = cache_dir / "bundles" / state.commit
     if memo.exists():
         digest = memo.read_text().strip()
-        if client.has_blob(digest):
+        if trust_memo or client.has_blob(digest):
             return digest
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "code.bundle")
@@ -92,9 +99,19 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path) -> str:
         digest = sha256_file(path)
         if not client.has_blob(digest):
             client.put_blob(path, digest)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(digest)
+    _remember(memo, digest)
     return digest
+
+
+def _remember(memo: Path, digest: str) -> None:
+    """Note that the server had (or was given) blob `digest`; best effort."""
+    if memo.exists():
+        return
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(digest)
+    except OSError:
+        pass  # the next run asks the server again
 
 
 def code_key(spec_triggers: list[str], state: RepoState, subdir: str) -> str:
@@ -160,5 +177,11 @@ def submit(
 ) -> Run:
     # Built before uploading: a bad plan must not leave blobs behind.
     request = build_request(plan, state, subdir=subdir, tag=tag, reload=reload)
-    repo = upload_code(client, state, subdir, cache_dir)
-    return client.submit_run(request.model_copy(update={"repo": repo}))
+    # Code uploaded before is not asked about: one round trip less per run. If the server
+    # lost it, it refuses the run, and the code is checked and uploaded before a retry.
+    repo = upload_code(client, state, subdir, cache_dir, trust_memo=True)
+    try:
+        return client.submit_run(request.model_copy(update={"repo": repo}))
+    except MissingBlobsError:
+        repo = upload_code(client, state, subdir, cache_dir)
+        return client.submit_run(request.model_copy(update={"repo": repo}))

@@ -17,6 +17,7 @@ from dstack.errors import (
     ConfigError,
     ConflictError,
     DstackError,
+    MissingBlobsError,
     NotFoundError,
     StorageError,
 )
@@ -43,6 +44,7 @@ class Forbidden(Exception):
 # Most specific first: the first matching class wins.
 ERROR_CODES: list[tuple[type[DstackError], str, int]] = [
     (AuthError, "unauthorized", 401),
+    (MissingBlobsError, "missing_blobs", 404),
     (NotFoundError, "not_found", 404),
     (ConflictError, "conflict", 409),
     (StorageError, "storage", 400),

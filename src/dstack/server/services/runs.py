@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dstack.errors import ConflictError, NotFoundError
+from dstack.errors import ConflictError, MissingBlobsError, NotFoundError
 from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
@@ -20,6 +20,7 @@ from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunR
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import caching, dependencies, gc, secrets
 from dstack.server.services import jobs as job_service
+from dstack.server.services.artifacts import missing_in
 from dstack.server.services.names import random_prefix, run_name
 
 _NAME_ATTEMPTS = 5
@@ -37,6 +38,7 @@ async def submit_run(
     is done when this returns.
     """
     _check_deps(request)
+    await _require_code(ctx, request.repo)
     await secrets.check_references(ctx, [job.spec for job in request.jobs])
     for attempt in range(_NAME_ATTEMPTS):
         try:
@@ -48,6 +50,18 @@ async def submit_run(
             if attempt == _NAME_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _require_code(ctx: ServerContext, repo: RepoRef) -> None:
+    """`MissingBlobsError` when the store lacks the run's bundle or diff: runners could not
+    fetch its code. Clients may submit without checking first, and upload on this error."""
+    digests = [d for d in (repo.bundle_digest, repo.diff_digest) if d is not None]
+    missing = await missing_in(ctx.blobs, digests)
+    if missing:
+        raise MissingBlobsError(
+            f"the code of this run is not on the server (blob {', '.join(missing)})",
+            hint="upload the bundle and the diff, then submit again (`dstack run` does)",
+        )
 
 
 async def plan_run(ctx: ServerContext, *, request: SubmitRunRequest) -> PlanResponse:

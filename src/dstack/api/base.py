@@ -23,7 +23,7 @@ from dstack.errors import (
     ServerError,
     StorageError,
 )
-from dstack.models.protocol import MissingBlobsRequest, MissingBlobsResponse
+from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
 
 _CODES: dict[str, type[DstackError]] = {
     "unauthorized": AuthError,

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dstack.api.base import validate_list
 from dstack.api.repos import ReposClient
 from dstack.api.teams import TeamsClient
 from dstack.models.artifacts import JobArtifacts, Tag
-from dstack.models.protocol import (
-    ImportRunRequest,
+from dstack.models.run import Run
+from dstack.models.runs_api import (
     LogsPage,
     PlanResponse,
     StopRunRequest,
     SubmitRunRequest,
     TagRequest,
-    UploadRunRequest,
 )
-from dstack.models.run import Run
-from dstack.models.runner import Runner
+
+if TYPE_CHECKING:  # the models of other endpoints are defined when used, not at every start
+    from dstack.models.protocol import ImportRunRequest, UploadRunRequest
+    from dstack.models.runner import Runner
 
 
 class Client(ReposClient, TeamsClient):
@@ -74,6 +75,8 @@ class Client(ReposClient, TeamsClient):
         return LogsPage.model_validate(response.json())
 
     def list_runners(self) -> list[Runner]:
+        from dstack.models.runner import Runner
+
         return validate_list(Runner, self.request("GET", "/api/runners").json())
 
     # --- artifacts, tags, caches -------------------------------------------------------------

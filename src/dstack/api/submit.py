@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dstack.errors import MissingBlobsError
-from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
+from dstack.models.runs_api import JobSubmission, PlanResponse, SubmitRunRequest
 
 if TYPE_CHECKING:
     from dstack.api.client import Client

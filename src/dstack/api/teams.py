@@ -3,29 +3,33 @@ them all; this module only keeps `client.py` short)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dstack.api.base import BaseClient, validate_list
-from dstack.models.protocol import (
-    CreateUserRequest,
-    CreateUserResponse,
-    RunnerTokenResponse,
-    Secret,
-    SecretRequest,
-    User,
-)
+
+# The models of these endpoints are defined when a method needs them: `dstack run` does not.
+if TYPE_CHECKING:
+    from dstack.models.protocol import CreateUserResponse, Secret, User
 
 
 class TeamsClient(BaseClient):
     # --- users (admin, but `me`) -------------------------------------------------------------
     def me(self) -> User:
+        from dstack.models.protocol import User
+
         return User.model_validate(self.request("GET", "/api/users/me").json())
 
     def list_users(self) -> list[User]:
+        from dstack.models.protocol import User
+
         return validate_list(User, self.request("GET", "/api/users").json())
 
     def create_user(
         self, name: str, *, is_admin: bool = False, repos: list[str] | None = None
     ) -> CreateUserResponse:
         """A new user and their token (shown once). `ConflictError` if the name is taken."""
+        from dstack.models.protocol import CreateUserRequest, CreateUserResponse
+
         body = CreateUserRequest(name=name, is_admin=is_admin, repos=repos)
         response = self.request("POST", "/api/users", json=body.model_dump(mode="json"))
         return CreateUserResponse.model_validate(response.json())
@@ -36,21 +40,29 @@ class TeamsClient(BaseClient):
 
     def create_runner_token(self) -> str:
         """A new runner registration token (admin)."""
+        from dstack.models.protocol import RunnerTokenResponse
+
         response = self.request("POST", "/api/runners/tokens")
         return RunnerTokenResponse.model_validate(response.json()).token
 
     # --- secrets ---------------------------------------------------------------------------
     def list_secrets(self) -> list[Secret]:
         """Names and dates; values never leave the server except to jobs."""
+        from dstack.models.protocol import Secret
+
         return validate_list(Secret, self.request("GET", "/api/secrets").json())
 
     def add_secret(self, name: str, value: str) -> Secret:
         """`ConflictError` if a secret of that name exists."""
+        from dstack.models.protocol import Secret, SecretRequest
+
         body = SecretRequest(name=name, value=value).model_dump(mode="json")
         return Secret.model_validate(self.request("POST", "/api/secrets", json=body).json())
 
     def update_secret(self, name: str, value: str) -> Secret:
         """`NotFoundError` if there is no secret of that name."""
+        from dstack.models.protocol import Secret, SecretRequest
+
         body = SecretRequest(name=name, value=value).model_dump(mode="json")
         return Secret.model_validate(self.request("PUT", "/api/secrets", json=body).json())
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.models.logs import LogEvent
-    from dstack.models.protocol import LogsPage
     from dstack.models.run import Run
+    from dstack.models.runs_api import LogsPage
 
 
 def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool = False) -> None:

@@ -14,7 +14,7 @@ import click
 if TYPE_CHECKING:
     from dstack.config import RepoConfig
     from dstack.models.job import JobSpec
-    from dstack.models.protocol import PlanResponse
+    from dstack.models.runs_api import PlanResponse
     from dstack.providers.images import ImageSettings
     from dstack.providers.plan import PlannedJob, RunPlan
 

@@ -1,7 +1,8 @@
 """Request and response bodies of the server's HTTP API.
 
 The server, the typed client (`dstack.api`) and the runner all use these; the endpoint list
-is in `docs/api.md`.
+is in `docs/api.md`. The bodies of the run endpoints live in `dstack.models.runs_api` (the
+CLI's start defines only those) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,50 +14,25 @@ from pydantic import Field
 from dstack.models.artifacts import (
     DepArtifacts,
     JobArtifacts,
-    JobExplanation,
     Manifest,
     StorageAccess,
 )
 from dstack.models.common import Model
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
-from dstack.models.logs import LogEvent, LogStream
+from dstack.models.logs import LogStream
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.models.run import Run
-from dstack.models.workflow import DepRef
+from dstack.models.runs_api import JobSubmission as JobSubmission
+from dstack.models.runs_api import LogsPage as LogsPage
+from dstack.models.runs_api import MissingBlobsRequest as MissingBlobsRequest
+from dstack.models.runs_api import MissingBlobsResponse as MissingBlobsResponse
+from dstack.models.runs_api import PlanResponse as PlanResponse
+from dstack.models.runs_api import StopRunRequest as StopRunRequest
+from dstack.models.runs_api import SubmitRunRequest as SubmitRunRequest
+from dstack.models.runs_api import TagRequest as TagRequest
 
-
-# --- users -------------------------------------------------------------------------------
-class JobSubmission(Model):
-    workflow_name: str | None
-    spec: JobSpec
-    deps: list[int] = Field(default_factory=list, description="Indexes of jobs it waits for.")
-    external_deps: list[DepRef] = Field(
-        default_factory=list, description="Tags and `X:latest`: artifacts of earlier runs."
-    )
-    code_key: str = Field(
-        "", description="The code the job sees: the tree hash, or `tree_of(triggers)`."
-    )
-
-
-class SubmitRunRequest(Model):
-    repo: RepoRef
-    workflow_name: str | None = None
-    provider: str | None = None
-    args: list[str] = Field(default_factory=list)
-    variables: dict[str, str] = Field(default_factory=dict)
-    tag: str | None = None
-    reload: bool = Field(False, description="Run every job even when an earlier result fits.")
-    jobs: list[JobSubmission] = Field(min_length=1, description="In dependency order.")
-
-
-class PlanResponse(Model):
-    jobs: list[JobExplanation]
-
-
-class TagRequest(Model):
-    name: str
-    run_name: str
+# --- users (the run endpoints' bodies are in `dstack.models.runs_api`) ---------------------
 
 
 class UploadRunRequest(Model):
@@ -65,29 +41,6 @@ class UploadRunRequest(Model):
     tag: str
     repo: RepoRef
     manifests: list[Manifest] = Field(min_length=1, description="Blobs uploaded beforehand.")
-
-
-class MissingBlobsRequest(Model):
-    digests: list[str]
-
-
-class MissingBlobsResponse(Model):
-    missing: list[str]
-
-
-class StopRunRequest(Model):
-    abort: bool = False
-
-
-class LogsPage(Model):
-    events: list[LogEvent] = Field(description="Ordered by job index, then seq.")
-    cursor: str = Field(description="Opaque; pass it back to get the lines after these.")
-    finished: bool = Field(description="The run is finished and every line was returned.")
-    run: Run | None = Field(
-        None,
-        description="The run's final state when `finished`, if the server includes it (it "
-        "spares the client a request for it).",
-    )
 
 
 # --- runners -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Engine set-up: SQLite in WAL mode with a busy timeout; PostgreSQL through asyncpg."""
+"""Engine set-up: SQLite in WAL mode with a busy timeout, on the event loop's thread;
+PostgreSQL through asyncpg."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dstack.errors import ConfigError
+from dstack.server.db import sqlite
 
 # The async driver for each database a server supports; a URL naming none gets this one.
 _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
@@ -22,7 +24,10 @@ def create_engine(url: str) -> AsyncEngine:
     restarted does not fail the next request."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url)
+        # `sqlite+aiosqlite` is how a URL names SQLite; the server runs it with its own
+        # driver, on the event loop's thread (see `db/sqlite.py`).
+        sqlite.register()
+        engine = create_async_engine(make_url(url).set(drivername=f"sqlite+{sqlite.DRIVER}"))
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -49,6 +49,12 @@ import click
     metavar="SECONDS",
     help="Mark a runner offline after this long without a heartbeat.",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="Log a line for every HTTP request.",
+)
 def server(
     host: str,
     port: int,
@@ -58,6 +64,7 @@ def server(
     s3_endpoint_url: str | None,
     local_runner: bool,
     runner_timeout: float,
+    access_log: bool,
 ) -> None:
     """Run a dstack server in the foreground until interrupted."""
     import uvicorn
@@ -85,7 +92,7 @@ def server(
     from dstack.server.listen import tcp_socket
 
     sock = tcp_socket(host, port)
-    config = uvicorn.Config(create_app(settings), log_level="info")
+    config = uvicorn.Config(create_app(settings), log_level="info", access_log=access_log)
     uvicorn.Server(config).run(sockets=[sock])
 
 

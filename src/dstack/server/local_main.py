@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from dstack.server.settings import ServerSettings
@@ -32,7 +34,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(args.home, executor=args.executor, runner=not args.no_runner))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve(args.home, executor=args.executor, runner=not args.no_runner))
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (it is a dependency where it builds), else
+    asyncio's: what uvicorn picks by itself when it makes the loop."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
@@ -51,8 +65,11 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
         local_runner=runner,
         local_runner_executor=executor,
     )
-    # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait.
-    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=2)
+    # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
+    # access log: a line per request is CPU this server spends on nobody's behalf.
+    config = uvicorn.Config(
+        create_app(settings), log_level="info", access_log=False, timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

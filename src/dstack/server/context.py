@@ -40,9 +40,14 @@ class Notifier:
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout: float) -> None:
-        """Wait until `event` is set or `timeout` seconds passed."""
+        """Wait until `event` is set or `timeout` seconds passed.
+
+        Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives as the
+        event is set, and the scheduler loop then never stops; it also starts a task per wait.
+        """
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0))
+            async with asyncio.timeout(max(timeout, 0)):
+                await event.wait()
 
 
 class ServerContext:

@@ -12,11 +12,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from dstack.models.protocol import CreateUserRequest
 from dstack.models.workflow import DepKind, DepRef
-from dstack.server.app import create_app
+from dstack.server.app import create_app, running_context
+from dstack.server.services import users as user_service
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
 
@@ -134,6 +137,41 @@ async def test_a_deleted_user_is_refused_at_once(http: httpx.AsyncClient) -> Non
     assert (await http.get("/api/runs", headers=bearer(token))).status_code == 401
     names = [u["name"] for u in (await http.get("/api/users", headers=bearer(ADMIN))).json()]
     assert names == ["admin"]
+
+
+async def test_a_replaced_runner_token_is_refused_at_once(tmp_path: Path) -> None:
+    settings = ServerSettings(home=tmp_path / "home", token=ADMIN)
+    async with running_context(settings, blobs=MemoryBlobStore(), background=False) as ctx:
+        old = await user_service.create_runner_token(ctx, created_by="admin", label="gpu")
+        assert await user_service.authenticate(ctx, old) is not None  # now remembered
+
+        new = await user_service.create_runner_token(
+            ctx, created_by="admin", label="gpu", replace=True
+        )
+
+        assert await user_service.authenticate(ctx, old) is None
+        assert await user_service.authenticate(ctx, new) is not None
+
+
+async def test_another_servers_revocation_holds_once_the_cache_expires(tmp_path: Path) -> None:
+    # Two servers sharing one database: a deletion in one reaches the other's cache only
+    # when its entry expires.
+    settings = ServerSettings(home=tmp_path / "home", token=ADMIN, auth_cache_seconds=0.2)
+    async with (
+        running_context(settings, blobs=MemoryBlobStore(), background=False) as here,
+        running_context(settings, blobs=MemoryBlobStore(), background=False) as there,
+    ):
+        request = CreateUserRequest(name="bob", is_admin=False, repos=None)
+        token = (await user_service.create_user(here, request=request)).token
+        assert await user_service.authenticate(there, token) is not None
+
+        await user_service.delete_user(here, name="bob")
+
+        assert await user_service.authenticate(here, token) is None
+        deadline = time.monotonic() + 30
+        while await user_service.authenticate(there, token) is not None:
+            assert time.monotonic() < deadline
+            await anyio.sleep(0.05)
 
 
 async def test_user_names_are_unique_and_the_admin_stays(http: httpx.AsyncClient) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -13,7 +15,12 @@ from dstack.server.settings import ServerSettings
 from dstack.storage.base import BlobStore
 from dstack.tunnel.hub import TunnelHub
 
+if TYPE_CHECKING:
+    from dstack.server.services.users import Principal
+
 Clock = Callable[[], datetime]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def utcnow() -> datetime:
@@ -50,6 +57,41 @@ class Notifier:
                 await event.wait()
 
 
+class ExpiringCache(Generic[K, V]):
+    """Values kept for `ttl` seconds of this process's monotonic time; at most `size` of
+    them (when full, everything is forgotten: the entries are cheap to look up again).
+
+    `generation` changes with every `clear`: a value looked up before a clear is stale, and
+    `put` drops it when given the generation its lookup started in.
+    """
+
+    def __init__(self, ttl: float, size: int = 1024) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: dict[K, tuple[float, V]] = {}
+        self.generation = 0
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V, *, generation: int) -> None:
+        if self._ttl <= 0 or generation != self.generation:
+            return
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self._ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.generation += 1
+
+
 class ServerContext:
     """One server's shared state; built by `create_app` (or by tests, with a fake clock)."""
 
@@ -70,6 +112,10 @@ class ServerContext:
         self.claim_lock = asyncio.Lock()
         # Runners' tunnel connections live in this process (see docs/api.md, "App tunnels").
         self.tunnels = TunnelHub()
+        # Token digest → principal (`services/users.authenticate`), so that a request does
+        # not cost a database lookup of its token. Cleared whenever users or tokens change
+        # in this process; another process's change takes effect within the TTL.
+        self.principals: ExpiringCache[str, Principal] = ExpiringCache(settings.auth_cache_seconds)
         # SQLite allows one writer, and a transaction that read before another one committed
         # cannot write at all (SQLITE_BUSY_SNAPSHOT, which no busy timeout cures). This
         # process is the only client, so its transactions simply take turns.

@@ -40,6 +40,9 @@ class ServerSettings:
     # runner can take fail with `no_capacity`.
     no_runner_grace_seconds: float = 30.0
     scheduler_interval: float = 1.0
+    # How long a token, once checked, is trusted without the database. Revocations in this
+    # process take effect at once; those of another server sharing the database within it.
+    auth_cache_seconds: float = 2.0
     finished_runs_listed: int = 10
     local_runner: bool = False
     local_runner_executor: str | None = None

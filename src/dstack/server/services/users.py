@@ -63,12 +63,24 @@ def new_token() -> str:
 async def authenticate(ctx: ServerContext, token: str) -> Principal | None:
     """The principal `token` belongs to; None when it is unknown or revoked.
 
-    A runner token configured in the settings is compared without the database.
+    A runner token configured in the settings is compared without the database; a known
+    token is remembered for `settings.auth_cache_seconds` (`ctx.principals`, which every
+    change to users and tokens here clears, so a revocation in this process holds at once).
     """
     configured = ctx.settings.runner_token
     if configured and hmac.compare_digest(token.encode(), configured.encode()):
         return Principal(name="runner", role=Role.RUNNER)
     digest = hash_token(token)
+    principal = ctx.principals.get(digest)
+    if principal is None:
+        generation = ctx.principals.generation
+        principal = await _lookup(ctx, digest)
+        if principal is not None:
+            ctx.principals.put(digest, principal, generation=generation)
+    return principal
+
+
+async def _lookup(ctx: ServerContext, digest: str) -> Principal | None:
     async with ctx.read() as session:
         user = await session.scalar(select(UserRow).where(UserRow.token_hash == digest))
         if user is not None:
@@ -168,6 +180,7 @@ async def delete_user(ctx: ServerContext, *, name: str) -> None:
         )
     async with ctx.transaction() as session:
         result = await session.execute(delete(UserRow).where(UserRow.name == name))
+    ctx.principals.clear()
     if not result.rowcount:  # type: ignore[attr-defined]
         raise NotFoundError(f"user '{name}' not found", hint="see `dstack users list`")
 
@@ -222,6 +235,8 @@ async def create_runner_token(
                 created_at=ctx.clock(),
             )
         )
+    if replace:
+        ctx.principals.clear()
     return token
 
 

@@ -108,6 +108,10 @@ class ServerContext:
         self.blobs = blobs
         self.clock = clock
         self.notifier = Notifier()
+        # Woken only by changes that can give a runner something to claim or the scheduler
+        # something to judge: new or re-queued jobs, finished jobs (freed resources, met
+        # dependencies), runners that came or changed. A job's `running` report is not one.
+        self.work = Notifier()
         self.started_at = clock()
         self.claim_lock = asyncio.Lock()
         # Runners' tunnel connections live in this process (see docs/api.md, "App tunnels").
@@ -127,13 +131,15 @@ class ServerContext:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed on success.
 
-        Services that changed something waiters care about set `session.info["changed"]`;
-        waiters are woken only after the commit, so they never read the old state.
+        Services that changed something waiters care about call `mark_changed`; waiters are
+        woken only after the commit, so they never read the old state.
         """
         async with self._maybe_turn(), self._sessions() as session, session.begin():
             yield session
         if session.info.pop("changed", False):
             self.notifier.notify()
+        if session.info.pop("work", False):
+            self.work.notify()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -155,6 +161,9 @@ class ServerContext:
             yield
 
 
-def mark_changed(session: AsyncSession) -> None:
-    """Wake long-polls and the scheduler once this session's transaction commits."""
+def mark_changed(session: AsyncSession, *, work: bool = False) -> None:
+    """Wake long-polls once this session's transaction commits; with `work`, also claims
+    and the scheduler (see `ServerContext.work`)."""
     session.info["changed"] = True
+    if work:
+        session.info["work"] = True

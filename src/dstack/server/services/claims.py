@@ -44,17 +44,30 @@ _FRESH = timedelta(seconds=1)
 async def claim(ctx: ServerContext, *, runner_id: str, wait_seconds: float) -> JobAssignment | None:
     """Assign a job to the runner, waiting up to `wait_seconds` for one; None if none came.
 
-    Wakes as soon as anything changes (a submit, a finished dependency, a freed slot).
+    Wakes as soon as there may be new work (a submit, a finished job: a freed slot or a met
+    dependency; see `ServerContext.work`), and at least every `scheduler_interval`.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
+    woken = False
     while True:
-        event = ctx.notifier.current()
-        assignment = await try_claim(ctx, runner_id=runner_id)
+        event = ctx.work.current()
+        assignment = None
+        # Every waiting runner wakes at once: when the queue is empty (the usual case for
+        # an idle fleet), one read says so instead of a claim transaction each.
+        if not woken or await _any_waiting(ctx):
+            assignment = await try_claim(ctx, runner_id=runner_id)
         remaining = deadline - loop.time()
         if assignment is not None or remaining <= 0:
             return assignment
         await Notifier.wait(event, min(remaining, ctx.settings.scheduler_interval))
+        woken = True
+
+
+async def _any_waiting(ctx: ServerContext) -> bool:
+    async with ctx.read() as session:
+        query = select(JobRow.id).where(JobRow.status.in_(WAITING_STATUSES)).limit(1)
+        return await session.scalar(query) is not None
 
 
 async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | None:

@@ -87,7 +87,11 @@ async def set_status(
         return False
     for key, value in values.items():
         set_committed(job, key, value)
-    mark_changed(session)
+    # A finished job frees resources and may complete dependencies; a job back in the
+    # queue can be claimed. Other moves give no runner anything new to do.
+    mark_changed(
+        session, work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED)
+    )
     if status is JobStatus.DONE:
         from dstack.server.services import tags
 

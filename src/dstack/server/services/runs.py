@@ -96,7 +96,7 @@ async def _insert_run(
     for row, decision in zip(rows, decisions, strict=True):
         if decision.origin is not None:
             await caching.apply_hit(session, row, decision, now)
-    mark_changed(session)
+    mark_changed(session, work=True)
     return name
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import BlobStore
@@ -134,7 +134,7 @@ class ServerContext:
         Services that changed something waiters care about call `mark_changed`; waiters are
         woken only after the commit, so they never read the old state.
         """
-        async with self._maybe_turn(), self._sessions() as session, session.begin():
+        async with self._maybe_turn(), self._session() as session, session.begin():
             yield session
         if session.info.pop("changed", False):
             self.notifier.notify()
@@ -149,8 +149,42 @@ class ServerContext:
         commit and never blocks a writer, so requests that only read (authentication,
         listings, log pages) proceed while a claim or a report is being written.
         """
-        async with self._sessions() as session:  # closing it rolls the transaction back
+        async with self._session() as session:  # closing it rolls the transaction back
             yield session
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reading with Core statements, rolled back at the end, like
+        `read`: for the busiest reads (listings, log pages), it skips the ORM session's
+        work per statement (identity map, loading objects) that rows read once do not need.
+        """
+        if not self._serialize:
+            async with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = await self.engine.connect()
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        # SQLAlchemy's async context managers close in a task of their own (so that a
+        # cancellation cannot cut the close short) and the connection goes back to the pool
+        # only once that task ran: meanwhile each concurrent request checks out a connection
+        # of its own, and those beyond the pool's size are opened and closed every time. On
+        # SQLite (run on this thread, see `db/sqlite.py`) closing never suspends, so it is
+        # done in place and gives the connection back at once.
+        if not self._serialize:
+            async with self._sessions() as session:
+                yield session
+            return
+        session = self._sessions()
+        try:
+            yield session
+        finally:
+            await session.close()
 
     @contextlib.asynccontextmanager
     async def _maybe_turn(self) -> AsyncIterator[None]:

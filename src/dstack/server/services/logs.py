@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobStatus
@@ -112,13 +112,13 @@ async def _read_page(
     since: datetime | None,
     limit: int,
 ) -> LogsPage:
-    async with ctx.read() as session:
-        jobs = await _jobs_of(session, run_name)
+    async with ctx.connect() as connection:
+        jobs = await _jobs_of(connection, run_name)
         # Read the statuses first: lines stored before a job finished are then all visible.
         run_finished = all(job.status.is_finished() for job in jobs)
         page = _PageBuilder(limit, positions)
         for job in jobs:
-            if not await _fill(session, page, job, since):
+            if not await _fill(connection, page, job, since):
                 break
     return LogsPage.model_construct(
         events=page.events,
@@ -155,7 +155,7 @@ class _PageBuilder:
 
 
 async def _fill(
-    session: AsyncSession, page: _PageBuilder, job: _JobPosition, since: datetime | None
+    connection: AsyncConnection, page: _PageBuilder, job: _JobPosition, since: datetime | None
 ) -> bool:
     """Add the job's entries after its position; False when the page filled up first (the
     job, or a later one, has more)."""
@@ -165,7 +165,7 @@ async def _fill(
             return False
         after = page.positions.get(job.index, -1)
         rows = await _lines(
-            session, job.id, after, since, min(page.limit - len(page.events), _FETCH)
+            connection, job.id, after, since, min(page.limit - len(page.events), _FETCH)
         )
         for row in rows:
             if page.full():
@@ -176,31 +176,36 @@ async def _fill(
             return True
 
 
-async def _jobs_of(session: AsyncSession, run_name: str) -> list[_JobPosition]:
-    rows = await session.execute(
+async def _jobs_of(connection: AsyncConnection, run_name: str) -> list[_JobPosition]:
+    rows = await connection.execute(
         select(JobRow.id, JobRow.index, JobRow.status)
         .where(JobRow.run_name == run_name)
         .order_by(JobRow.index)
     )
     jobs = [_JobPosition(id, index, JobStatus(status)) for id, index, status in rows]
     # Every run has a job: the run's row is read only when none was found.
-    if not jobs and await session.get(RunRow, run_name) is None:
+    if not jobs and not await _exists(connection, run_name):
         raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
     return jobs
+
+
+async def _exists(connection: AsyncConnection, run_name: str) -> bool:
+    found = await connection.scalar(select(RunRow.name).where(RunRow.name == run_name))
+    return found is not None
 
 
 _Line = tuple[int, datetime, str, str]
 
 
 async def _lines(
-    session: AsyncSession, job_id: str, after: int, since: datetime | None, limit: int
+    connection: AsyncConnection, job_id: str, after: int, since: datetime | None, limit: int
 ) -> Sequence[_Line]:
     query = select(LogRow.seq, LogRow.timestamp, LogRow.stream, LogRow.data).where(
         LogRow.job_id == job_id, LogRow.seq > after
     )
     if since is not None:
         query = query.where(LogRow.timestamp >= since)
-    result = await session.execute(query.order_by(LogRow.seq).limit(limit))
+    result = await connection.execute(query.order_by(LogRow.seq).limit(limit))
     return [(seq, timestamp, stream, data) for seq, timestamp, stream, data in result]
 
 

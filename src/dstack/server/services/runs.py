@@ -222,17 +222,14 @@ async def _to_models(
     """Runs from rows of the runs table, with their jobs (Core rows: read once, they need
     no ORM objects)."""
     names = [r.name for r in rows]
-    job_rows = (
-        (
-            await connection.execute(
-                select(_JOBS).where(_JOBS.c.run_name.in_(names)).order_by(_JOBS.c.index)
-            )
-        ).all()
-        if names
-        else []
+    runners = RunnerRow.__table__
+    query = (
+        select(_JOBS, runners.c.name.label("runner_name"))
+        .outerjoin(runners, runners.c.id == _JOBS.c.runner_id)
+        .where(_JOBS.c.run_name.in_(names))
+        .order_by(_JOBS.c.index)
     )
-    runners = RunnerRow.__table__.c
-    runner_names = dict((await connection.execute(select(runners.id, runners.name))).all())
+    job_rows = (await connection.execute(query)).all() if names else []
     now = ctx.clock()
     by_run: dict[str, list[Row[Any]]] = {}
     for job in job_rows:
@@ -240,7 +237,7 @@ async def _to_models(
     result = []
     for row in rows:
         jobs = [
-            job_service.to_model(j, runner_name=runner_names.get(j.runner_id or ""), now=now)
+            job_service.to_model(j, runner_name=j.runner_name, now=now)
             for j in by_run.get(row.name, [])
         ]
         result.append(

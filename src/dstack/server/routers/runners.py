@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from dstack.models.protocol import (
     ClaimRequest,
@@ -40,8 +40,10 @@ async def heartbeat(runner_id: str, body: HeartbeatRequest, ctx: Ctx) -> Heartbe
 
 
 @router.post("/{runner_id}/claim", response_model=JobAssignment, dependencies=RunnerOnly)
-async def claim(runner_id: str, body: ClaimRequest, ctx: Ctx) -> Response:
-    assignment = await claim_service.claim(ctx, runner_id=runner_id, wait_seconds=body.wait_seconds)
+async def claim(runner_id: str, body: ClaimRequest, ctx: Ctx, request: Request) -> Response:
+    assignment = await claim_service.claim(
+        ctx, runner_id=runner_id, wait_seconds=body.wait_seconds, gone=request.is_disconnected
+    )
     if assignment is None:
         return Response(status_code=204)
     # Serialised once: FastAPI would walk the returned model with its generic encoder.

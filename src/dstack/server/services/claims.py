@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,11 +42,19 @@ _BATCH = 4
 _FRESH = timedelta(seconds=1)
 
 
-async def claim(ctx: ServerContext, *, runner_id: str, wait_seconds: float) -> JobAssignment | None:
+async def claim(
+    ctx: ServerContext,
+    *,
+    runner_id: str,
+    wait_seconds: float,
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> JobAssignment | None:
     """Assign a job to the runner, waiting up to `wait_seconds` for one; None if none came.
 
     Wakes as soon as there may be new work (a submit, a finished job: a freed slot or a met
-    dependency; see `ServerContext.work`), and at least every `scheduler_interval`.
+    dependency; see `ServerContext.work`), and at least every `scheduler_interval`. `gone`
+    says whether the runner stopped waiting (its connection closed): a runner that died
+    while its claim waited must not be handed a job, which nobody would then run.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
@@ -56,6 +64,8 @@ async def claim(ctx: ServerContext, *, runner_id: str, wait_seconds: float) -> J
         assignment = None
         # Every waiting runner wakes at once: when the queue is empty (the usual case for
         # an idle fleet), one read says so instead of a claim transaction each.
+        if woken and gone is not None and await gone():
+            return None
         if not woken or await _any_waiting(ctx):
             assignment = await try_claim(ctx, runner_id=runner_id)
         remaining = deadline - loop.time()

@@ -93,6 +93,25 @@ async def test_claim_long_poll_wakes_on_submit(ctx: ServerContext) -> None:
     assert assignment.repo.repo_id == "github.com/acme/models"
 
 
+async def test_a_claim_whose_runner_is_gone_takes_no_job(ctx: ServerContext) -> None:
+    # A runner killed while its claim waits: the job must stay for a live one.
+    runner_id = await register(ctx)
+    gone = False
+
+    async def is_gone() -> bool:
+        return gone
+
+    waiting = asyncio.create_task(
+        claims.claim(ctx, runner_id=runner_id, wait_seconds=30, gone=is_gone)
+    )
+    await asyncio.sleep(0.1)
+    gone = True
+    await runs.submit_run(ctx, request=submission(job()))
+
+    assert await asyncio.wait_for(waiting, timeout=10) is None
+    assert await claims.try_claim(ctx, runner_id=runner_id) is not None
+
+
 async def test_claim_returns_none_after_wait(ctx: ServerContext) -> None:
     runner_id = await register(ctx)
 

@@ -92,7 +92,14 @@ def server(
     from dstack.server.listen import tcp_socket
 
     sock = tcp_socket(host, port)
-    config = uvicorn.Config(create_app(settings), log_level="info", access_log=access_log)
+    from dstack.server.local_main import KEEP_ALIVE_SECONDS
+
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info",
+        access_log=access_log,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

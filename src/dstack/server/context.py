@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import BlobStore
@@ -108,6 +108,10 @@ class ServerContext:
         self.blobs = blobs
         self.clock = clock
         self.notifier = Notifier()
+        # Woken only by changes that can give a runner something to claim or the scheduler
+        # something to judge: new or re-queued jobs, finished jobs (freed resources, met
+        # dependencies), runners that came or changed. A job's `running` report is not one.
+        self.work = Notifier()
         self.started_at = clock()
         self.claim_lock = asyncio.Lock()
         # Runners' tunnel connections live in this process (see docs/api.md, "App tunnels").
@@ -127,13 +131,15 @@ class ServerContext:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed on success.
 
-        Services that changed something waiters care about set `session.info["changed"]`;
-        waiters are woken only after the commit, so they never read the old state.
+        Services that changed something waiters care about call `mark_changed`; waiters are
+        woken only after the commit, so they never read the old state.
         """
-        async with self._maybe_turn(), self._sessions() as session, session.begin():
+        async with self._maybe_turn(), self._session() as session, session.begin():
             yield session
         if session.info.pop("changed", False):
             self.notifier.notify()
+        if session.info.pop("work", False):
+            self.work.notify()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -143,8 +149,42 @@ class ServerContext:
         commit and never blocks a writer, so requests that only read (authentication,
         listings, log pages) proceed while a claim or a report is being written.
         """
-        async with self._sessions() as session:  # closing it rolls the transaction back
+        async with self._session() as session:  # closing it rolls the transaction back
             yield session
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reading with Core statements, rolled back at the end, like
+        `read`: for the busiest reads (listings, log pages), it skips the ORM session's
+        work per statement (identity map, loading objects) that rows read once do not need.
+        """
+        if not self._serialize:
+            async with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = await self.engine.connect()
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        # SQLAlchemy's async context managers close in a task of their own (so that a
+        # cancellation cannot cut the close short) and the connection goes back to the pool
+        # only once that task ran: meanwhile each concurrent request checks out a connection
+        # of its own, and those beyond the pool's size are opened and closed every time. On
+        # SQLite (run on this thread, see `db/sqlite.py`) closing never suspends, so it is
+        # done in place and gives the connection back at once.
+        if not self._serialize:
+            async with self._sessions() as session:
+                yield session
+            return
+        session = self._sessions()
+        try:
+            yield session
+        finally:
+            await session.close()
 
     @contextlib.asynccontextmanager
     async def _maybe_turn(self) -> AsyncIterator[None]:
@@ -155,6 +195,9 @@ class ServerContext:
             yield
 
 
-def mark_changed(session: AsyncSession) -> None:
-    """Wake long-polls and the scheduler once this session's transaction commits."""
+def mark_changed(session: AsyncSession, *, work: bool = False) -> None:
+    """Wake long-polls once this session's transaction commits; with `work`, also claims
+    and the scheduler (see `ServerContext.work`)."""
     session.info["changed"] = True
+    if work:
+        session.info["work"] = True

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from dstack.models.protocol import (
     ClaimRequest,
@@ -39,7 +39,12 @@ async def heartbeat(runner_id: str, body: HeartbeatRequest, ctx: Ctx) -> Heartbe
     return await runner_service.heartbeat(ctx, runner_id=runner_id, request=body)
 
 
-@router.post("/{runner_id}/claim", response_model=None, dependencies=RunnerOnly)
-async def claim(runner_id: str, body: ClaimRequest, ctx: Ctx) -> JobAssignment | Response:
-    assignment = await claim_service.claim(ctx, runner_id=runner_id, wait_seconds=body.wait_seconds)
-    return assignment if assignment is not None else Response(status_code=204)
+@router.post("/{runner_id}/claim", response_model=JobAssignment, dependencies=RunnerOnly)
+async def claim(runner_id: str, body: ClaimRequest, ctx: Ctx, request: Request) -> Response:
+    assignment = await claim_service.claim(
+        ctx, runner_id=runner_id, wait_seconds=body.wait_seconds, gone=request.is_disconnected
+    )
+    if assignment is None:
+        return Response(status_code=204)
+    # Serialised once: FastAPI would walk the returned model with its generic encoder.
+    return Response(content=assignment.model_dump_json(), media_type="application/json")

@@ -1,4 +1,5 @@
-"""The scheduler loop: runs a tick whenever something changed, and at least every second.
+"""The scheduler loop: runs a tick whenever there may be new work (`ServerContext.work`: a
+submit, a finished job, a runner that came or changed), and at least every second.
 
 A tick (a) fails jobs whose dependencies failed or were stopped, (b) takes runners that
 stopped sending heartbeats offline and fails their jobs, (c) fails jobs no runner could ever
@@ -51,15 +52,15 @@ class Scheduler:
     async def run_forever(self) -> None:
         """Tick until cancelled. A failing tick is logged and retried on the next one."""
         while True:
-            event = self.ctx.notifier.current()
+            event = self.ctx.work.current()
             try:
                 await self.tick()
             except Exception:
                 logger.exception("scheduler tick failed")
             await Notifier.wait(event, self.ctx.settings.scheduler_interval)
-            # Changes come in bursts (a claim, then `running`, then `done`): one tick after
-            # a short pause judges them all, instead of one tick each competing with the
-            # claims for the database. Claims never wait for a tick.
+            # Changes come in bursts (many runners finishing jobs, a run of many jobs): one
+            # tick after a short pause judges them all, instead of one tick each competing
+            # with the claims for the database. Claims never wait for a tick.
             await asyncio.sleep(_COALESCE_SECONDS)
 
     async def tick(self) -> None:

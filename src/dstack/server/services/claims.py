@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,24 +38,47 @@ from dstack.storage.s3 import S3BlobStore
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 # Waiting jobs read per query while looking for one to claim: a claim usually takes the
 # first that fits, and each row read carries its spec and history to decode.
-_BATCH = 8
+_BATCH = 4
 _FRESH = timedelta(seconds=1)
 
 
-async def claim(ctx: ServerContext, *, runner_id: str, wait_seconds: float) -> JobAssignment | None:
+async def claim(
+    ctx: ServerContext,
+    *,
+    runner_id: str,
+    wait_seconds: float,
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> JobAssignment | None:
     """Assign a job to the runner, waiting up to `wait_seconds` for one; None if none came.
 
-    Wakes as soon as anything changes (a submit, a finished dependency, a freed slot).
+    Wakes as soon as there may be new work (a submit, a finished job: a freed slot or a met
+    dependency; see `ServerContext.work`), and at least every `scheduler_interval`. `gone`
+    says whether the runner stopped waiting (its connection closed): a runner that died
+    while its claim waited must not be handed a job, which nobody would then run.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
+    woken = False
     while True:
-        event = ctx.notifier.current()
-        assignment = await try_claim(ctx, runner_id=runner_id)
+        event = ctx.work.current()
+        assignment = None
+        # Every waiting runner wakes at once: when the queue is empty (the usual case for
+        # an idle fleet), one read says so instead of a claim transaction each.
+        if woken and gone is not None and await gone():
+            return None
+        if not woken or await _any_waiting(ctx):
+            assignment = await try_claim(ctx, runner_id=runner_id)
         remaining = deadline - loop.time()
         if assignment is not None or remaining <= 0:
             return assignment
         await Notifier.wait(event, min(remaining, ctx.settings.scheduler_interval))
+        woken = True
+
+
+async def _any_waiting(ctx: ServerContext) -> bool:
+    async with ctx.read() as session:
+        query = select(JobRow.id).where(JobRow.status.in_(WAITING_STATUSES)).limit(1)
+        return await session.scalar(query) is not None
 
 
 async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | None:
@@ -73,7 +97,7 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
         runner = await runner_service.require_runner(session, runner_id)
         _touch(ctx, runner)
         host = HostResources.model_validate(runner.resources)
-        held = [_allocation(j) for j in await runner_service.active_jobs(session, runner_id)]
+        held = await _held(session, runner_id)
         free = free_resources(host, held)
         async for job in _runnable(session):
             spec = JobSpec.model_validate(job.spec)
@@ -96,7 +120,7 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
                 gpu_indexes=list(allocation.gpu_indexes),
             )
             if claimed:
-                return await _assignment(ctx, session, job)
+                return await _assignment(ctx, session, job, spec)
     return None
 
 
@@ -140,9 +164,19 @@ def _touch(ctx: ServerContext, runner: RunnerRow) -> None:
         runner.status = RunnerStatus.READY.value
 
 
-def _allocation(job: JobRow) -> Allocation:
-    resources = JobSpec.model_validate(job.spec).resources
-    return Allocation(cpu_slots(resources), resources.memory_mib or 0, tuple(job.gpu_indexes))
+async def _held(session: AsyncSession, runner_id: str) -> list[Allocation]:
+    """What the runner's active jobs hold (only the columns that say so are read)."""
+    rows = await session.execute(
+        select(JobRow.spec, JobRow.gpu_indexes).where(
+            JobRow.runner_id == runner_id, JobRow.status.in_(runner_service.ACTIVE_STATUSES)
+        )
+    )
+    return [_allocation(spec, gpu_indexes) for spec, gpu_indexes in rows]
+
+
+def _allocation(spec: dict[str, Any], gpu_indexes: list[int]) -> Allocation:
+    resources = JobSpec.model_validate(spec).resources
+    return Allocation(cpu_slots(resources), resources.memory_mib or 0, tuple(gpu_indexes))
 
 
 async def _runnable(session: AsyncSession) -> AsyncIterator[JobRow]:
@@ -183,14 +217,19 @@ async def dependency_statuses(
     return {(run, index): status for run, index, status in rows}
 
 
-async def _assignment(ctx: ServerContext, session: AsyncSession, job: JobRow) -> JobAssignment:
-    run = await session.get(RunRow, job.run_name)
-    assert run is not None
+async def _assignment(
+    ctx: ServerContext, session: AsyncSession, job: JobRow, spec: JobSpec
+) -> JobAssignment:
+    run = (
+        await session.execute(
+            select(RunRow.repo, RunRow.repo_id).where(RunRow.name == job.run_name)
+        )
+    ).one()
     return JobAssignment(
         job_id=job.id,
         run_name=job.run_name,
         job_index=job.index,
-        spec=JobSpec.model_validate(job.spec),
+        spec=spec,
         repo=RepoRef.model_validate(run.repo),
         gpu_indexes=list(job.gpu_indexes),
         deps=await dependency_artifacts(session, job),

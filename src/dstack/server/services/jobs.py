@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Row, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
@@ -87,7 +87,11 @@ async def set_status(
         return False
     for key, value in values.items():
         set_committed(job, key, value)
-    mark_changed(session)
+    # A finished job frees resources and may complete dependencies; a job back in the
+    # queue can be claimed. Other moves give no runner anything new to do.
+    mark_changed(
+        session, work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED)
+    )
     if status is JobStatus.DONE:
         from dstack.server.services import tags
 
@@ -102,7 +106,7 @@ def set_committed(row: JobRow, key: str, value: Any) -> None:
     set_committed_value(row, key, value)
 
 
-def history(row: JobRow) -> list[StatusChange]:
+def history(row: JobRow | Row[Any]) -> list[StatusChange]:
     return [StatusChange.model_validate(item) for item in row.history]
 
 
@@ -133,7 +137,8 @@ def _secs(start: datetime, end: datetime) -> float:
     return max((end - start).total_seconds(), 0.0)
 
 
-def to_model(row: JobRow, *, runner_name: str | None, now: datetime) -> Job:
+def to_model(row: JobRow | Row[Any], *, runner_name: str | None, now: datetime) -> Job:
+    """The job of an ORM row or of a Core row of the jobs table (same names)."""
     changes = history(row)
     return Job(
         id=row.id,

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobStatus
@@ -116,17 +116,20 @@ async def _read_page(
     limit: int,
 ) -> LogsPage:
     async with ctx.read() as session:
-        jobs = await _jobs_of(session, run_name)
+        # Lines and positions are read with Core on the session's connection: rows read once
+        # need none of the ORM's work per statement (identity map, loading objects).
+        connection = await session.connection()
+        jobs = await _jobs_of(connection, run_name)
         # Read the statuses first: lines stored before a job finished are then all visible.
         run_finished = all(job.status.is_finished() for job in jobs)
         page = _PageBuilder(limit, positions)
         for job in jobs:
-            if not await _fill(session, page, job, since):
+            if not await _fill(connection, page, job, since):
                 break
         finished = run_finished and not page.more
         # The last page carries the run's final state: a client following the logs (`dstack
         # run`) would otherwise ask for it in one more request.
-        run = await run_service.read_run(ctx, session, run_name) if finished else None
+        run = await run_service.read_run(ctx, connection, run_name) if finished else None
     return LogsPage.model_construct(
         events=page.events, cursor=format_cursor(page.positions), finished=finished, run=run
     )
@@ -159,7 +162,7 @@ class _PageBuilder:
 
 
 async def _fill(
-    session: AsyncSession, page: _PageBuilder, job: _JobPosition, since: datetime | None
+    connection: AsyncConnection, page: _PageBuilder, job: _JobPosition, since: datetime | None
 ) -> bool:
     """Add the job's entries after its position; False when the page filled up first (the
     job, or a later one, has more)."""
@@ -175,7 +178,7 @@ async def _fill(
             page.more = True
             return False
         rows = await _lines(
-            session, job.id, after, since, min(page.limit - len(page.events), _FETCH)
+            connection, job.id, after, since, min(page.limit - len(page.events), _FETCH)
         )
         for row in rows:
             if page.full():
@@ -186,32 +189,37 @@ async def _fill(
             return True
 
 
-async def _jobs_of(session: AsyncSession, run_name: str) -> list[_JobPosition]:
+async def _jobs_of(connection: AsyncConnection, run_name: str) -> list[_JobPosition]:
     last_seq = select(func.max(LogRow.seq)).where(LogRow.job_id == JobRow.id).scalar_subquery()
-    rows = await session.execute(
+    rows = await connection.execute(
         select(JobRow.id, JobRow.index, JobRow.status, last_seq)
         .where(JobRow.run_name == run_name)
         .order_by(JobRow.index)
     )
     jobs = [_JobPosition(id, index, JobStatus(status), last) for id, index, status, last in rows]
     # Every run has a job: the run's row is read only when none was found.
-    if not jobs and await session.get(RunRow, run_name) is None:
+    if not jobs and not await _exists(connection, run_name):
         raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
     return jobs
+
+
+async def _exists(connection: AsyncConnection, run_name: str) -> bool:
+    found = await connection.scalar(select(RunRow.name).where(RunRow.name == run_name))
+    return found is not None
 
 
 _Line = tuple[int, datetime, str, str]
 
 
 async def _lines(
-    session: AsyncSession, job_id: str, after: int, since: datetime | None, limit: int
+    connection: AsyncConnection, job_id: str, after: int, since: datetime | None, limit: int
 ) -> Sequence[_Line]:
     query = select(LogRow.seq, LogRow.timestamp, LogRow.stream, LogRow.data).where(
         LogRow.job_id == job_id, LogRow.seq > after
     )
     if since is not None:
         query = query.where(LogRow.timestamp >= since)
-    result = await session.execute(query.order_by(LogRow.seq).limit(limit))
+    result = await connection.execute(query.order_by(LogRow.seq).limit(limit))
     return [(seq, timestamp, stream, data) for seq, timestamp, stream, data in result]
 
 

@@ -46,7 +46,7 @@ async def register(ctx: ServerContext, *, request: RegisterRunnerRequest) -> Reg
         row.labels = dict(request.labels)
         row.status = RunnerStatus.READY.value
         row.last_heartbeat = now
-        mark_changed(session)
+        mark_changed(session, work=True)
         return RegisterRunnerResponse(runner_id=row.id)
 
 
@@ -82,7 +82,7 @@ async def heartbeat(
         runner.last_heartbeat = ctx.clock()
         if runner.status == RunnerStatus.OFFLINE.value:
             runner.status = RunnerStatus.READY.value
-            mark_changed(session)
+            mark_changed(session, work=True)
         jobs = await active_jobs(session, runner_id)
     mine = {j.id for j in jobs}
     return HeartbeatResponse(
@@ -136,7 +136,7 @@ async def mark_lost_runners(ctx: ServerContext, session: AsyncSession) -> None:
     rows = (await session.scalars(select(RunnerRow).where(*_lost(cutoff)))).all()
     for runner in rows:
         runner.status = RunnerStatus.OFFLINE.value
-        mark_changed(session)
+        mark_changed(session, work=True)
         await _fail_active_jobs(
             ctx, session, runner, f"runner '{runner.name}' stopped sending heartbeats"
         )

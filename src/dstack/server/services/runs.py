@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.errors import ConflictError, MissingBlobsError, NotFoundError
 from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
@@ -24,6 +25,8 @@ from dstack.server.services.artifacts import missing_in
 from dstack.server.services.names import random_prefix, run_name
 
 _NAME_ATTEMPTS = 5
+_RUNS = RunRow.__table__
+_JOBS = JobRow.__table__
 
 
 async def submit_run(
@@ -110,7 +113,7 @@ async def _insert_run(
     for row, decision in zip(rows, decisions, strict=True):
         if decision.origin is not None:
             await caching.apply_hit(session, row, decision, now)
-    mark_changed(session)
+    mark_changed(session, work=True)
     return name
 
 
@@ -194,14 +197,16 @@ def new_job_row(
 
 
 async def get_run(ctx: ServerContext, *, name: str) -> Run:
-    async with ctx.read() as session:
-        return await read_run(ctx, session, name)
+    async with ctx.connect() as connection:
+        return await read_run(ctx, connection, name)
 
 
-async def read_run(ctx: ServerContext, session: AsyncSession, name: str) -> Run:
-    """The run `name` as of `session` (`NotFoundError` when it does not exist)."""
-    row = await _require_run(session, name)
-    runs = await _to_models(ctx, session, [row])
+async def read_run(ctx: ServerContext, connection: AsyncConnection, name: str) -> Run:
+    """The run `name` as of `connection` (`NotFoundError` when it does not exist)."""
+    row = (await connection.execute(select(_RUNS).where(_RUNS.c.name == name))).first()
+    if row is None:
+        raise NotFoundError(f"run '{name}' not found", hint="see `dstack ps -a`")
+    runs = await _to_models(ctx, connection, [row])
     return runs[0]
 
 
@@ -214,14 +219,14 @@ async def list_runs(
 ) -> list[Run]:
     """Runs, newest first, of `repos` only when given. Without `all`: every unfinished run
     plus the newest `settings.finished_runs_listed` finished ones."""
-    async with ctx.read() as session:
-        query = select(RunRow).order_by(RunRow.submitted_at.desc(), RunRow.name.desc())
+    async with ctx.connect() as connection:
+        query = select(_RUNS).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
         if repo_id is not None:
-            query = query.where(RunRow.repo_id == repo_id)
+            query = query.where(_RUNS.c.repo_id == repo_id)
         if repos is not None:
-            query = query.where(RunRow.repo_id.in_(repos))
-        rows = (await session.scalars(query)).all()
-        runs = await _to_models(ctx, session, rows)
+            query = query.where(_RUNS.c.repo_id.in_(repos))
+        rows = (await connection.execute(query)).all()
+        runs = await _to_models(ctx, connection, rows)
     if all:
         return runs
     limit = ctx.settings.finished_runs_listed
@@ -231,27 +236,27 @@ async def list_runs(
 
 
 async def _to_models(
-    ctx: ServerContext, session: AsyncSession, rows: Sequence[RunRow]
+    ctx: ServerContext, connection: AsyncConnection, rows: Sequence[Row[Any]]
 ) -> list[Run]:
+    """Runs from rows of the runs table, with their jobs (Core rows: read once, they need
+    no ORM objects)."""
     names = [r.name for r in rows]
-    job_rows = (
-        (
-            await session.scalars(
-                select(JobRow).where(JobRow.run_name.in_(names)).order_by(JobRow.index)
-            )
-        ).all()
-        if names
-        else []
+    runners = RunnerRow.__table__
+    query = (
+        select(_JOBS, runners.c.name.label("runner_name"))
+        .outerjoin(runners, runners.c.id == _JOBS.c.runner_id)
+        .where(_JOBS.c.run_name.in_(names))
+        .order_by(_JOBS.c.index)
     )
-    runner_names = dict((await session.execute(select(RunnerRow.id, RunnerRow.name))).all())
+    job_rows = (await connection.execute(query)).all() if names else []
     now = ctx.clock()
-    by_run: dict[str, list[JobRow]] = {}
+    by_run: dict[str, list[Row[Any]]] = {}
     for job in job_rows:
         by_run.setdefault(job.run_name, []).append(job)
     result = []
     for row in rows:
         jobs = [
-            job_service.to_model(j, runner_name=runner_names.get(j.runner_id or ""), now=now)
+            job_service.to_model(j, runner_name=j.runner_name, now=now)
             for j in by_run.get(row.name, [])
         ]
         result.append(

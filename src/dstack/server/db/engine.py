@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -27,10 +28,26 @@ def create_engine(url: str) -> AsyncEngine:
         # `sqlite+aiosqlite` is how a URL names SQLite; the server runs it with its own
         # driver, on the event loop's thread (see `db/sqlite.py`).
         sqlite.register()
-        engine = create_async_engine(make_url(url).set(drivername=f"sqlite+{sqlite.DRIVER}"))
+        engine = create_async_engine(
+            make_url(url).set(drivername=f"sqlite+{sqlite.DRIVER}"), **_JSON_CODEC
+        )
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, **_JSON_CODEC
+    )
+
+
+def _to_json(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+# JSON columns (specs, histories) are encoded and decoded by pydantic's Rust codec: the
+# standard library's is most of the cost of reading a listing's rows.
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": _to_json,
+    "json_deserializer": pydantic_core.from_json,
+}
 
 
 def normalize_url(url: str) -> str:

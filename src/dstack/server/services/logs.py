@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, func, select
+from sqlalchemy import Insert, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dstack.errors import ConflictError, NotFoundError
@@ -189,37 +189,55 @@ async def _fill(
             return True
 
 
+# The statements of a page are built once: building a statement and its cache key costs
+# more than running it on SQLite (values go in as bound parameters).
+_LAST_SEQ = select(func.max(LogRow.seq)).where(LogRow.job_id == JobRow.id).scalar_subquery()
+_JOBS_OF = (
+    select(JobRow.id, JobRow.index, JobRow.status, _LAST_SEQ)
+    .where(JobRow.run_name == bindparam("run_name"))
+    .order_by(JobRow.index)
+)
+_RUN_EXISTS = select(RunRow.name).where(RunRow.name == bindparam("run_name"))
+
+
 async def _jobs_of(connection: AsyncConnection, run_name: str) -> list[_JobPosition]:
-    last_seq = select(func.max(LogRow.seq)).where(LogRow.job_id == JobRow.id).scalar_subquery()
-    rows = await connection.execute(
-        select(JobRow.id, JobRow.index, JobRow.status, last_seq)
-        .where(JobRow.run_name == run_name)
-        .order_by(JobRow.index)
-    )
+    rows = await connection.execute(_JOBS_OF, {"run_name": run_name})
     jobs = [_JobPosition(id, index, JobStatus(status), last) for id, index, status, last in rows]
     # Every run has a job: the run's row is read only when none was found.
-    if not jobs and not await _exists(connection, run_name):
+    if not jobs and await connection.scalar(_RUN_EXISTS, {"run_name": run_name}) is None:
         raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
     return jobs
-
-
-async def _exists(connection: AsyncConnection, run_name: str) -> bool:
-    found = await connection.scalar(select(RunRow.name).where(RunRow.name == run_name))
-    return found is not None
 
 
 _Line = tuple[int, datetime, str, str]
 
 
+_LINES = (
+    select(LogRow.seq, LogRow.timestamp, LogRow.stream, LogRow.data)
+    .where(LogRow.job_id == bindparam("job_id"), LogRow.seq > bindparam("after"))
+    .order_by(LogRow.seq)
+    .limit(bindparam("limit"))
+)
+_LINES_SINCE = (
+    select(LogRow.seq, LogRow.timestamp, LogRow.stream, LogRow.data)
+    .where(
+        LogRow.job_id == bindparam("job_id"),
+        LogRow.seq > bindparam("after"),
+        LogRow.timestamp >= bindparam("since"),
+    )
+    .order_by(LogRow.seq)
+    .limit(bindparam("limit"))
+)
+
+
 async def _lines(
     connection: AsyncConnection, job_id: str, after: int, since: datetime | None, limit: int
 ) -> Sequence[_Line]:
-    query = select(LogRow.seq, LogRow.timestamp, LogRow.stream, LogRow.data).where(
-        LogRow.job_id == job_id, LogRow.seq > after
-    )
+    params: dict[str, Any] = {"job_id": job_id, "after": after, "limit": limit}
+    query = _LINES
     if since is not None:
-        query = query.where(LogRow.timestamp >= since)
-    result = await connection.execute(query.order_by(LogRow.seq).limit(limit))
+        query, params["since"] = _LINES_SINCE, since
+    result = await connection.execute(query, params)
     return [(seq, timestamp, stream, data) for seq, timestamp, stream, data in result]
 
 

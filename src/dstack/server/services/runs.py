@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import Row, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -27,6 +27,17 @@ from dstack.server.services.names import random_prefix, run_name
 _NAME_ATTEMPTS = 5
 _RUNS = RunRow.__table__
 _JOBS = JobRow.__table__
+# Listings' statements are built once (building one and its cache key costs more than
+# running it on SQLite); values go in as bound parameters.
+_RUNS_NEWEST_FIRST = select(_RUNS).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
+_RUN_NAMED = select(_RUNS).where(_RUNS.c.name == bindparam("name"))
+_RUNNERS = RunnerRow.__table__
+_JOBS_OF_RUNS = (
+    select(_JOBS, _RUNNERS.c.name.label("runner_name"))
+    .outerjoin(_RUNNERS, _RUNNERS.c.id == _JOBS.c.runner_id)
+    .where(_JOBS.c.run_name.in_(bindparam("names", expanding=True)))
+    .order_by(_JOBS.c.index)
+)
 
 
 async def submit_run(
@@ -203,7 +214,7 @@ async def get_run(ctx: ServerContext, *, name: str) -> Run:
 
 async def read_run(ctx: ServerContext, connection: AsyncConnection, name: str) -> Run:
     """The run `name` as of `connection` (`NotFoundError` when it does not exist)."""
-    row = (await connection.execute(select(_RUNS).where(_RUNS.c.name == name))).first()
+    row = (await connection.execute(_RUN_NAMED, {"name": name})).first()
     if row is None:
         raise NotFoundError(f"run '{name}' not found", hint="see `dstack ps -a`")
     runs = await _to_models(ctx, connection, [row])
@@ -220,7 +231,7 @@ async def list_runs(
     """Runs, newest first, of `repos` only when given. Without `all`: every unfinished run
     plus the newest `settings.finished_runs_listed` finished ones."""
     async with ctx.connect() as connection:
-        query = select(_RUNS).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
+        query = _RUNS_NEWEST_FIRST
         if repo_id is not None:
             query = query.where(_RUNS.c.repo_id == repo_id)
         if repos is not None:
@@ -241,14 +252,7 @@ async def _to_models(
     """Runs from rows of the runs table, with their jobs (Core rows: read once, they need
     no ORM objects)."""
     names = [r.name for r in rows]
-    runners = RunnerRow.__table__
-    query = (
-        select(_JOBS, runners.c.name.label("runner_name"))
-        .outerjoin(runners, runners.c.id == _JOBS.c.runner_id)
-        .where(_JOBS.c.run_name.in_(names))
-        .order_by(_JOBS.c.index)
-    )
-    job_rows = (await connection.execute(query)).all() if names else []
+    job_rows = (await connection.execute(_JOBS_OF_RUNS, {"names": names})).all() if names else []
     now = ctx.clock()
     by_run: dict[str, list[Row[Any]]] = {}
     for job in job_rows:

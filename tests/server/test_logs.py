@@ -121,7 +121,7 @@ async def test_wait_returns_as_soon_as_a_line_arrives(ctx: ServerContext, clock:
 
 async def test_wait_returns_when_the_run_finishes(ctx: ServerContext) -> None:
     name, [job_id], runner_id = await _started_run(ctx)
-    polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30))
+    polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30, with_run=True))
     await asyncio.sleep(0.1)
 
     done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
@@ -133,13 +133,17 @@ async def test_wait_returns_when_the_run_finishes(ctx: ServerContext) -> None:
     assert page.run is not None
     assert page.run.status is JobStatus.DONE
     assert [j.exit_code for j in page.run.jobs] == [0]
+    # Without asking, the last page is the same but for the run.
+    plain = await logs.get_logs(ctx, run_name=name)
+    assert plain.finished
+    assert plain.run is None
 
 
 async def test_only_the_last_page_carries_the_run(ctx: ServerContext, clock: FakeClock) -> None:
     name, [job_id], _ = await _started_run(ctx)
     await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(3)))
 
-    page = await logs.get_logs(ctx, run_name=name)
+    page = await logs.get_logs(ctx, run_name=name, with_run=True)
 
     assert not page.finished
     assert page.run is None

@@ -57,9 +57,13 @@ class Client(ReposClient, TeamsClient):
         cursor: str | None = None,
         since: datetime | None = None,
         wait: float | None = None,
+        with_run: bool = False,
     ) -> LogsPage:
-        """One page of the run's logs after `cursor`; `wait` long-polls that many seconds."""
+        """One page of the run's logs after `cursor`; `wait` long-polls that many seconds;
+        with `with_run`, the last page carries the finished run."""
         params: dict[str, Any] = {}
+        if with_run:
+            params["with_run"] = "true"
         if cursor:
             params["cursor"] = cursor
         if since is not None:

@@ -77,7 +77,7 @@ class RunFollower:
         last_status_check = time.monotonic() if self._looked_at_start else 0.0
         while True:
             page = self.client.get_logs(
-                self.run_name, cursor=cursor, since=self.since, wait=poll_seconds
+                self.run_name, cursor=cursor, since=self.since, wait=poll_seconds, with_run=True
             )
             events = self.transform(page.events) if self.transform else page.events
             write_events(events, self.out, self.err, self.as_json)

@@ -94,11 +94,12 @@ async def get_logs(
     since: datetime | None = None,
     wait: Annotated[float, Query(ge=0, le=60)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=log_service.MAX_PAGE)] = log_service.MAX_PAGE,
+    with_run: bool = False,
 ) -> Response:
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # a time without a zone is UTC, as the API returns
     page = await log_service.get_logs(
-        ctx, run_name=name, cursor=cursor, since=since, wait=wait, limit=limit
+        ctx, run_name=name, cursor=cursor, since=since, wait=wait, limit=limit, with_run=with_run
     )
     return _json(page)
 

@@ -87,12 +87,14 @@ async def get_logs(
     since: datetime | None = None,
     wait: float = 0.0,
     limit: int = MAX_PAGE,
+    with_run: bool = False,
 ) -> LogsPage:
     """Up to `limit` (≤ 10,000) lines after `cursor`, at or after `since`.
 
     With `wait` > 0 and nothing new, waits up to that many seconds for lines or for the run to
     finish, returning as soon as either happens. `finished` is true once the run is finished
-    and this page holds its last line. Runners must ship a job's lines before reporting its
+    and this page holds its last line; with `with_run`, that page also carries the run
+    (`LogsPage.run`). Runners must ship a job's lines before reporting its
     final status, or lines may arrive after a client saw `finished`.
     """
     limit = max(1, min(limit, MAX_PAGE))
@@ -101,7 +103,7 @@ async def get_logs(
     deadline = loop.time() + wait
     while True:
         event = ctx.notifier.current()
-        page = await _read_page(ctx, run_name, positions, since, limit)
+        page = await _read_page(ctx, run_name, positions, since, limit, with_run)
         remaining = deadline - loop.time()
         if page.events or page.finished or remaining <= 0:
             return page
@@ -114,6 +116,7 @@ async def _read_page(
     positions: dict[int, int],
     since: datetime | None,
     limit: int,
+    with_run: bool,
 ) -> LogsPage:
     async with ctx.read() as session:
         # Lines and positions are read with Core on the session's connection: rows read once
@@ -127,9 +130,12 @@ async def _read_page(
             if not await _fill(connection, page, job, since):
                 break
         finished = run_finished and not page.more
-        # The last page carries the run's final state: a client following the logs (`dstack
-        # run`) would otherwise ask for it in one more request.
-        run = await run_service.read_run(ctx, connection, run_name) if finished else None
+        # With `with_run`, the last page carries the run's final state: a client following
+        # the logs (`dstack run`) would otherwise ask for it in one more request. Others
+        # (`dstack logs`, dashboards) do not pay for reading it.
+        run = (
+            await run_service.read_run(ctx, connection, run_name) if with_run and finished else None
+        )
     return LogsPage.model_construct(
         events=page.events, cursor=format_cursor(page.positions), finished=finished, run=run
     )

@@ -118,10 +118,8 @@ async def _read_page(
     limit: int,
     with_run: bool,
 ) -> LogsPage:
-    async with ctx.read() as session:
-        # Lines and positions are read with Core on the session's connection: rows read once
-        # need none of the ORM's work per statement (identity map, loading objects).
-        connection = await session.connection()
+    # Read with Core: rows read once need none of an ORM session's work per statement.
+    async with ctx.connect() as connection:
         jobs = await _jobs_of(connection, run_name)
         # Read the statuses first: lines stored before a job finished are then all visible.
         run_finished = all(job.status.is_finished() for job in jobs)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.artifacts import DepArtifacts, StorageAccess
@@ -40,6 +40,29 @@ WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 # first that fits, and each row read carries its spec and history to decode.
 _BATCH = 4
 _FRESH = timedelta(seconds=1)
+
+# A claim's statements are built once (building one and its cache key costs more than
+# running it on SQLite); values go in as bound parameters.
+_JOBS = JobRow.__table__
+_ANY_WAITING = select(_JOBS.c.id).where(_JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
+_HELD = select(_JOBS.c.spec, _JOBS.c.gpu_indexes).where(
+    _JOBS.c.runner_id == bindparam("runner_id"),
+    _JOBS.c.status.in_(runner_service.ACTIVE_STATUSES),
+)
+_QUEUE_ORDER = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
+_WAITING = (
+    select(JobRow).where(JobRow.status.in_(WAITING_STATUSES)).order_by(*_QUEUE_ORDER).limit(_BATCH)
+)
+# The keys of a tuple comparison take no type from their columns: they are given them.
+_WAITING_AFTER = _WAITING.where(
+    tuple_(*_QUEUE_ORDER)
+    > tuple_(
+        *(bindparam(key, type_=c.type) for key, c in zip(("at", "run", "index"), _QUEUE_ORDER))
+    )
+)
+_RUN_REPO = select(RunRow.__table__.c.repo, RunRow.__table__.c.repo_id).where(
+    RunRow.__table__.c.name == bindparam("name")
+)
 
 
 async def claim(
@@ -76,9 +99,8 @@ async def claim(
 
 
 async def _any_waiting(ctx: ServerContext) -> bool:
-    async with ctx.read() as session:
-        query = select(JobRow.id).where(JobRow.status.in_(WAITING_STATUSES)).limit(1)
-        return await session.scalar(query) is not None
+    async with ctx.connect() as connection:
+        return await connection.scalar(_ANY_WAITING) is not None
 
 
 async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | None:
@@ -166,11 +188,7 @@ def _touch(ctx: ServerContext, runner: RunnerRow) -> None:
 
 async def _held(session: AsyncSession, runner_id: str) -> list[Allocation]:
     """What the runner's active jobs hold (only the columns that say so are read)."""
-    rows = await session.execute(
-        select(JobRow.spec, JobRow.gpu_indexes).where(
-            JobRow.runner_id == runner_id, JobRow.status.in_(runner_service.ACTIVE_STATUSES)
-        )
-    )
+    rows = await session.execute(_HELD, {"runner_id": runner_id})
     return [_allocation(spec, gpu_indexes) for spec, gpu_indexes in rows]
 
 
@@ -185,13 +203,12 @@ async def _runnable(session: AsyncSession) -> AsyncIterator[JobRow]:
     Read in small batches (keyset pages): a claim usually takes one of the first jobs, so a
     long queue is not loaded and decoded on every claim.
     """
-    after: tuple[datetime, str, int] | None = None
+    after: dict[str, Any] | None = None
     while True:
-        query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
-        if after is not None:
-            query = query.where(tuple_(JobRow.submitted_at, JobRow.run_name, JobRow.index) > after)
-        order = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
-        batch = (await session.scalars(query.order_by(*order).limit(_BATCH))).all()
+        if after is None:
+            batch = (await session.scalars(_WAITING)).all()
+        else:
+            batch = (await session.scalars(_WAITING_AFTER, after)).all()
         if not batch:
             return
         statuses = await dependency_statuses(session, batch)
@@ -201,7 +218,7 @@ async def _runnable(session: AsyncSession) -> AsyncIterator[JobRow]:
         if len(batch) < _BATCH:
             return
         last = batch[-1]
-        after = (last.submitted_at, last.run_name, last.index)
+        after = {"at": last.submitted_at, "run": last.run_name, "index": last.index}
 
 
 async def dependency_statuses(
@@ -220,11 +237,7 @@ async def dependency_statuses(
 async def _assignment(
     ctx: ServerContext, session: AsyncSession, job: JobRow, spec: JobSpec
 ) -> JobAssignment:
-    run = (
-        await session.execute(
-            select(RunRow.repo, RunRow.repo_id).where(RunRow.name == job.run_name)
-        )
-    ).one()
+    run = (await session.execute(_RUN_REPO, {"name": job.run_name})).one()
     return JobAssignment(
         job_id=job.id,
         run_name=job.run_name,

@@ -39,6 +39,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
+_ALL_SECRETS = select(SecretRow)
+
+
 def cipher(settings: ServerSettings) -> Fernet:
     """The server's cipher; creates `server_dir/secret_key` when no key is configured."""
     from cryptography.fernet import Fernet
@@ -98,8 +101,10 @@ async def job_secrets(session: AsyncSession, settings: ServerSettings) -> dict[s
     refer to it fail with its name."""
     from cryptography.fernet import InvalidToken
 
+    rows = (await session.scalars(_ALL_SECRETS)).all()
+    if not rows:
+        return {}
     fernet = cipher(settings)
-    rows = (await session.scalars(select(SecretRow))).all()
     values = {}
     for row in rows:
         try:

@@ -3,7 +3,7 @@ same workflow in the same repository."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.artifacts import Manifest
@@ -37,16 +37,19 @@ async def save_cache(
         row.updated_at = ctx.clock()
 
 
+_CACHES_OF = (
+    select(WorkflowCacheRow)
+    .where(
+        WorkflowCacheRow.repo_id == bindparam("repo_id"),
+        WorkflowCacheRow.workflow_name == bindparam("workflow"),
+    )
+    .order_by(WorkflowCacheRow.path)
+)
+
+
 async def caches_for(session: AsyncSession, repo_id: str, workflow: str | None) -> list[Manifest]:
     """The saved caches of a workflow, by path."""
-    rows = await session.scalars(
-        select(WorkflowCacheRow)
-        .where(
-            WorkflowCacheRow.repo_id == repo_id,
-            WorkflowCacheRow.workflow_name == (workflow or ""),
-        )
-        .order_by(WorkflowCacheRow.path)
-    )
+    rows = await session.scalars(_CACHES_OF, {"repo_id": repo_id, "workflow": workflow or ""})
     return [Manifest.model_validate(r.manifest) for r in rows]
 
 

@@ -57,7 +57,10 @@ _WAITING = (
 _WAITING_AFTER = _WAITING.where(
     tuple_(*_QUEUE_ORDER)
     > tuple_(
-        *(bindparam(key, type_=c.type) for key, c in zip(("at", "run", "index"), _QUEUE_ORDER))
+        *(
+            bindparam(key, type_=c.type)
+            for key, c in zip(("at", "run", "index"), _QUEUE_ORDER, strict=True)
+        )
     )
 )
 _RUN_REPO = select(RunRow.__table__.c.repo, RunRow.__table__.c.repo_id).where(

@@ -121,32 +121,40 @@ def _submission() -> dict[str, Any]:
 
 
 async def _drain(url: str, token: str, runners: list[str], count: int) -> float:
-    """Seconds until the runners have taken and finished `count` jobs."""
+    """Seconds until the runners have taken and finished `count` jobs.
+
+    The simulated runners speak HTTP with aiohttp: they share the 2 cores with the server,
+    and httpx spends about three times its CPU per request, so with it this process, not
+    the server, set the pace.
+    """
+    import aiohttp
+
     done = 0
     finished = asyncio.Event()
-    async with _client(url, token) as http:
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(url, headers=headers, connector=connector) as http:
 
         async def runner(runner_id: str) -> None:
             nonlocal done
             while not finished.is_set():
-                response = await http.post(
+                async with http.post(
                     f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0.5}
-                )
-                response.raise_for_status()
-                if response.status_code == 204:
-                    continue
-                job_id = response.json()["job_id"]
+                ) as response:
+                    response.raise_for_status()
+                    if response.status == 204:
+                        continue
+                    job_id = (await response.json())["job_id"]
                 for status in ("running", "done"):
                     body: dict[str, Any] = {"status": status}
                     if status == "done":
                         body.update(reason="done", exit_code=0)
-                    reply = await http.post(
-                        f"/api/jobs/{job_id}/status",
-                        json=body,
-                        headers={RUNNER_HEADER: runner_id},
-                    )
-                    if reply.is_error:
-                        raise BenchError(f"status report failed: {reply.status_code} {reply.text}")
+                    async with http.post(
+                        f"/api/jobs/{job_id}/status", json=body, headers={RUNNER_HEADER: runner_id}
+                    ) as reply:
+                        if reply.status >= 400:
+                            text = await reply.text()
+                            raise BenchError(f"status report failed: {reply.status} {text}")
                 done += 1
                 if done >= count:
                     finished.set()

@@ -1,3 +1,3 @@
-from dstack.cli.main import main
+from dstack.cli.main import entry
 
-main()
+entry()

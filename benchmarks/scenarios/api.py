@@ -8,6 +8,7 @@ any non-2xx answer or transport error counts as an error.
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import time
 from typing import Any
@@ -38,6 +39,12 @@ def concurrent_clients(bench: Bench) -> list[Row]:
             names.append(ws.newest_run())
         url, token = ensure_local_server(ws.home)
         for index in range(sizes.runs + 1):
+            # This process holds dstack, pydantic and httpx: a full collection of that heap
+            # took 115-135 ms and stalled all 50 clients at once (a round's p99 went from
+            # about 100 to 180 ms). A user's client is a process of its own; here what is
+            # alive before a round is frozen out of the collector's sight.
+            gc.collect()
+            gc.freeze()
             latencies, failed = asyncio.run(
                 _round(url, token, names, sizes.api_clients, sizes.api_requests)
             )

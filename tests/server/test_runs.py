@@ -152,3 +152,39 @@ async def test_runner_restarting_without_its_id_loses_its_jobs(ctx: ServerContex
     lost = (await runs.get_run(ctx, name=run.name)).jobs[0]
     assert (lost.status, lost.reason) == (JobStatus.FAILED, TerminationReason.RUNNER_LOST)
     assert lost.message == "runner 'local' restarted"
+
+
+async def test_listings_keep_finished_jobs_fixed_and_running_ones_current(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    runner_id = await register(ctx, "a")
+    run = await runs.submit_run(ctx, request=submission(job(cpu=1), job(cpu=1)))
+    first = await claims.try_claim(ctx, runner_id=runner_id)
+    second = await claims.try_claim(ctx, runner_id=runner_id)
+    assert first is not None
+    assert second is not None
+    for assignment in (first, second):
+        await job_service.report_status(
+            ctx,
+            job_id=assignment.job_id,
+            update=JobStatusUpdate(status=JobStatus.RUNNING),
+            runner_id=runner_id,
+        )
+    clock.advance(5)
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=first.job_id, update=done, runner_id=runner_id)
+
+    before = {j.id: j for j in (await runs.get_run(ctx, name=run.name)).jobs}
+    clock.advance(60)
+    listed = await runs.list_runs(ctx, all=True)
+    after = {j.id: j for j in next(r for r in listed if r.name == run.name).jobs}
+
+    # The finished job reads the same however often it is listed; the running one counts up.
+    assert after[first.job_id] == before[first.job_id]
+    assert after[first.job_id].timings.running == pytest.approx(5)
+    assert after[second.job_id].timings.running == pytest.approx(65)
+    await job_service.report_status(ctx, job_id=second.job_id, update=done, runner_id=runner_id)
+    final = {j.id: j for j in (await runs.get_run(ctx, name=run.name)).jobs}
+    assert final[second.job_id].status is JobStatus.DONE
+    assert final[second.job_id].timings.running == pytest.approx(65)
+    assert final[second.job_id].runner_name == "a"

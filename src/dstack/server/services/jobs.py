@@ -140,8 +140,27 @@ def _secs(start: datetime, end: datetime) -> float:
     return max((end - start).total_seconds(), 0.0)
 
 
+# A finished job never changes (`set_status` refuses to move it, and every change bumps
+# `version`): its model is kept, by id and version, so that listings of many finished runs
+# (`dstack ps -a`) do not decode and validate each of them again on every request.
+_FINISHED: dict[tuple[str, int, str | None], Job] = {}
+_FINISHED_KEPT = 4096
+
+
 def to_model(row: JobRow | Row[Any], *, runner_name: str | None, now: datetime) -> Job:
     """The job of an ORM row or of a Core row of the jobs table (same names)."""
+    if row.finished_at is None:
+        return _build_model(row, runner_name, now)
+    key = (row.id, row.version, runner_name)
+    job = _FINISHED.get(key)
+    if job is None:
+        if len(_FINISHED) >= _FINISHED_KEPT:
+            _FINISHED.clear()
+        job = _FINISHED[key] = _build_model(row, runner_name, now)
+    return job
+
+
+def _build_model(row: JobRow | Row[Any], runner_name: str | None, now: datetime) -> Job:
     changes = history(row)
     return Job(
         id=row.id,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_
@@ -274,12 +276,18 @@ async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepAr
     return inner + outer
 
 
+@functools.lru_cache(maxsize=8)
+def _resolved(root: Path) -> str:
+    # A store's root does not move while the server runs: one `realpath` per claim is saved.
+    return str(root.resolve())
+
+
 def storage_access(store: BlobStore) -> StorageAccess:
     """A local store is read and written in place by runners on this machine; S3 straight
     from the runner through presigned URLs; any other store through the server's blob
     endpoints."""
     if isinstance(store, LocalBlobStore):
-        return StorageAccess(kind="local", path=str(store.root.resolve()))
+        return StorageAccess(kind="local", path=_resolved(store.root))
     if isinstance(store, S3BlobStore):
         return StorageAccess(kind="presigned")
     return StorageAccess(kind="http")

@@ -39,7 +39,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-_ALL_SECRETS = select(SecretRow)
+_ALL_SECRETS = select(SecretRow.__table__.c.name, SecretRow.__table__.c.value)
 
 
 def cipher(settings: ServerSettings) -> Fernet:
@@ -101,16 +101,16 @@ async def job_secrets(session: AsyncSession, settings: ServerSettings) -> dict[s
     refer to it fail with its name."""
     from cryptography.fernet import InvalidToken
 
-    rows = (await session.scalars(_ALL_SECRETS)).all()
+    rows = (await session.execute(_ALL_SECRETS)).all()
     if not rows:
         return {}
     fernet = cipher(settings)
     values = {}
-    for row in rows:
+    for name, value in rows:
         try:
-            values[row.name] = fernet.decrypt(row.value.encode()).decode()
+            values[name] = fernet.decrypt(value.encode()).decode()
         except InvalidToken:
-            logger.error("secret '%s' cannot be decrypted: the secret key changed", row.name)
+            logger.error("secret '%s' cannot be decrypted: the secret key changed", name)
     return values
 
 

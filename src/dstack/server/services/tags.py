@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
@@ -109,9 +109,15 @@ async def set_tag(session: AsyncSession, name: str, run: RunRow, now: datetime) 
     return existing
 
 
+_RUN_TAG = select(RunRow.__table__.c.tag).where(RunRow.__table__.c.name == bindparam("name"))
+
+
 async def on_job_done(session: AsyncSession, job: JobRow, now: datetime) -> None:
     """Called when a job became done: a run submitted with a tag gets it once every job is
     done (the tag moves if it pointed at another run)."""
+    # Most runs have no tag: that is asked without loading the run.
+    if not await session.scalar(_RUN_TAG, {"name": job.run_name}):
+        return
     run = await session.get(RunRow, job.run_name)
     if run is None or not run.tag:
         return

@@ -38,7 +38,7 @@ async def save_cache(
 
 
 _CACHES_OF = (
-    select(WorkflowCacheRow)
+    select(WorkflowCacheRow.__table__.c.manifest)
     .where(
         WorkflowCacheRow.repo_id == bindparam("repo_id"),
         WorkflowCacheRow.workflow_name == bindparam("workflow"),
@@ -50,7 +50,7 @@ _CACHES_OF = (
 async def caches_for(session: AsyncSession, repo_id: str, workflow: str | None) -> list[Manifest]:
     """The saved caches of a workflow, by path."""
     rows = await session.scalars(_CACHES_OF, {"repo_id": repo_id, "workflow": workflow or ""})
-    return [Manifest.model_validate(r.manifest) for r in rows]
+    return [Manifest.model_validate(manifest) for manifest in rows]
 
 
 async def prune_caches(ctx: ServerContext, *, repo_id: str, workflow: str) -> int:

@@ -87,6 +87,7 @@ def server(
         local_runner=local_runner,
         runner_heartbeat_timeout=runner_timeout,
         local_runner_executor=os.environ.get("DSTACK_EXECUTOR") or None,
+        freeze_heap_at_start=True,
     )
     click.echo(f"dstack server: {settings.url}")
     from dstack.server.listen import tcp_socket

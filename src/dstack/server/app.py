@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -37,6 +38,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_context(settings, blobs=blobs, clock=clock) as ctx:
             app.state.ctx = ctx
+            if settings.freeze_heap_at_start:
+                gc.collect()
+                gc.freeze()
             yield
 
     app = FastAPI(title="dstack", version=__version__, lifespan=lifespan)

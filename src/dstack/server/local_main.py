@@ -69,6 +69,7 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
         port=sock.getsockname()[1],
         local_runner=runner,
         local_runner_executor=executor,
+        freeze_heap_at_start=True,
     )
     # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
     # access log: a line per request is CPU this server spends on nobody's behalf.

@@ -44,6 +44,11 @@ class ServerSettings:
     # process take effect at once; those of another server sharing the database within it.
     auth_cache_seconds: float = 2.0
     finished_runs_listed: int = 10
+    # Once started, move everything alive (modules, schemas, routes) out of the garbage
+    # collector's sight: its full collections then walk only what requests made since,
+    # instead of pausing every request in flight for tens of milliseconds. For server
+    # processes (`dstack server`, the local server), not for tests that share a process.
+    freeze_heap_at_start: bool = False
     local_runner: bool = False
     local_runner_executor: str | None = None
     local_runner_work_dir: Path | None = None

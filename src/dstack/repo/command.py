@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from dstack.errors import RepoError
 
@@ -37,8 +35,6 @@ class GitCommandError(RepoError):
         super().__init__(message)
         self.summary = summary
 
-
-T = TypeVar("T")
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 """Hash of git's empty tree: the base of the diff in a repository with no commit."""
@@ -122,28 +118,3 @@ def rev_parse(cwd: Path, *args: str) -> str | None:
     except GitCommandError:
         return None
     return out.decode().strip() or None
-
-
-class Background(Generic[T]):
-    """`call()` on a thread of its own, started at once: independent questions to git are
-    asked together, so their process starts overlap. `result()` waits for the answer and
-    raises what `call` raised."""
-
-    def __init__(self, call: Callable[[], T]) -> None:
-        self._call = call
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._call()
-        except BaseException as exc:  # re-raised by `result`, in the caller's thread
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]

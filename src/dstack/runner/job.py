@@ -6,9 +6,9 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from dstack.background import Background
 from dstack.errors import ConflictError, DstackError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
@@ -60,7 +60,7 @@ class JobWorker:
         self._open_store = blob_store or (lambda access: open_blob_store(access, settings))
         self._store: BlobStore | None = None
         self._sync: ArtifactSync | None = None
-        self._running: _Call | None = None
+        self._running: Background[bool] | None = None
         """The `running` report, once the job started: every later report waits for it."""
         self._settings = settings
         self._api = api
@@ -151,7 +151,9 @@ class JobWorker:
         # posted) before it was accepted. A job with nothing to download (its code checked
         # out already, no inputs) goes straight to `running`, which the server must accept
         # before the job goes on.
-        downloading = None if self._nothing_to_download() else _Call(self._post_downloading)
+        downloading = None
+        if not self._nothing_to_download():
+            downloading = Background(self._post_downloading, name="status-post")
 
         def accepted() -> bool:
             return downloading is None or downloading.result()
@@ -188,7 +190,9 @@ class JobWorker:
         # `running` is posted while the job runs (a short job may be over before the answer
         # comes, and its final sync starts meanwhile); the job is killed if the server
         # refuses it, and every later report waits for the answer.
-        self._running = running = _Call(lambda: self._report_running(handle, host_ports))
+        self._running = running = Background(
+            lambda: self._report_running(handle, host_ports), name="status-post"
+        )
         self._sync = self._artifact_sync(paths).start()
         probe = self._probe_apps(host_ports, running)
         try:
@@ -217,7 +221,7 @@ class JobWorker:
     def _post_downloading(self) -> bool:
         return self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING))
 
-    def _probe_apps(self, host_ports: list[int], running: _Call) -> AppProbe | None:
+    def _probe_apps(self, host_ports: list[int], running: Background[bool]) -> AppProbe | None:
         """Start probing the job's apps once the server has it running (it ignores an
         apps-ready report about a job in another status); when they all answer, tell it."""
         targets = probe_targets(self.assignment.spec, host_ports)
@@ -304,10 +308,11 @@ class JobWorker:
             return update
         # `uploading` is posted (after `running` was accepted) while the sync runs; the
         # final status waits for its answer.
-        uploading = _Call(
+        uploading = Background(
             lambda: (
                 self._running_accepted() and self._post(JobStatusUpdate(status=JobStatus.UPLOADING))
-            )
+            ),
+            name="status-post",
         )
         move = is_local(self._blob_store()) and not self._settings.keep_job_dirs
         try:
@@ -426,29 +431,6 @@ class JobWorker:
 
     def _send_logs(self, lines: list[LogLine]) -> None:
         self._api.post_logs(self.job_id, LogBatch.model_construct(lines=lines))
-
-
-class _Call:
-    """`call()` on its own thread; `result()` waits for its answer."""
-
-    def __init__(self, call: Callable[[], bool]) -> None:
-        self._call = call
-        self._answer = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="status-post", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._answer = self._call()
-        except BaseException as exc:  # re-raised in the caller's thread by `result`
-            self._error = exc
-
-    def result(self) -> bool:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._answer
 
 
 def _from_exit(result: ExitResult) -> JobStatusUpdate:

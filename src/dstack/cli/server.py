@@ -90,17 +90,10 @@ def server(
         freeze_heap_at_start=True,
     )
     click.echo(f"dstack server: {settings.url}")
-    from dstack.server.listen import tcp_socket
+    from dstack.server.listen import server_config, tcp_socket
 
     sock = tcp_socket(host, port)
-    from dstack.server.local_main import KEEP_ALIVE_SECONDS
-
-    config = uvicorn.Config(
-        create_app(settings),
-        log_level="info",
-        access_log=access_log,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+    config = server_config(create_app(settings), access_log=access_log)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -1,10 +1,20 @@
-"""The server's listening socket."""
+"""The server's listening socket and its HTTP settings."""
 
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import ConfigError
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+# Longer than clients keep an idle connection (httpx: 5 s). With equal times, a client
+# may send a request on a connection in the very moment the server closes it: the request
+# fails with a read error, and a POST (a claim, a report) is not retried.
+KEEP_ALIVE_SECONDS = 30
 
 
 def tcp_socket(host: str, port: int) -> socket.socket:
@@ -29,3 +39,16 @@ def tcp_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def server_config(app: FastAPI, *, access_log: bool, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for a dstack server (`dstack server`, the local server)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level="info",
+        access_log=access_log,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        **options,
+    )

@@ -19,11 +19,6 @@ from pathlib import Path
 from dstack.server.settings import ServerSettings
 from dstack.server.tokens import load_or_create_token
 
-# Longer than clients keep an idle connection (httpx: 5 s). With equal times, a client
-# may send a request on a connection in the very moment the server closes it: the request
-# fails with a read error, and a POST (a claim, a report) is not retried.
-KEEP_ALIVE_SECONDS = 30
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dstack.server.local_main")
@@ -58,7 +53,7 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
     import uvicorn
 
     from dstack.server.app import create_app
-    from dstack.server.listen import tcp_socket
+    from dstack.server.listen import server_config, tcp_socket
 
     server_dir = home / "server"
     server_dir.mkdir(parents=True, exist_ok=True)
@@ -73,13 +68,7 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
     )
     # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
     # access log: a line per request is CPU this server spends on nobody's behalf.
-    config = uvicorn.Config(
-        create_app(settings),
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=2,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+    config = server_config(create_app(settings), access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

@@ -50,11 +50,18 @@ class RegisterRunnerRequest(Model):
     resources: HostResources
     executors: list[str]
     labels: dict[str, str] = Field(default_factory=dict)
-    runner_id: str | None = Field(None, description="Set when a runner re-registers.")
 
 
 class RegisterRunnerResponse(Model):
+    """Sent with a registration token: a new runner, and its own credential (shown this once).
+    Sent again with that credential (a restarted runner): the same runner, `runner_token` None.
+    """
+
     runner_id: str
+    runner_token: str | None = Field(
+        None, description="The runner's own credential; every later request carries it."
+    )
+    server_id: str = Field("", description="The server's id; runners label containers with it.")
 
 
 class HeartbeatRequest(Model):

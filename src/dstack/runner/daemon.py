@@ -145,7 +145,6 @@ class Runner:
             resources=self._resources(),
             executors=[self._executor.name if self._executor else "process"],
             labels=dict(self.settings.labels),
-            runner_id=self.runner_id,
         )
         self.runner_id = self._retrying(lambda: self._api.register(request)).runner_id
         log.info("registered as %s (%s)", self.settings.name, self.runner_id)

@@ -78,6 +78,8 @@ class RunnerRow(Base):
     backend: Mapped[str] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(20))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # sha256 of the runner's own credential, issued at registration; None: none issued yet.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -188,3 +190,13 @@ class RepoCredentialRow(Base):
     secret: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ServerMetaRow(Base):
+    """Facts about this server kept in its database, e.g. `server_id` (generated once), which
+    runners label their containers with."""
+
+    __tablename__ = "server_meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

@@ -37,7 +37,7 @@ async def register(ctx: ServerContext, *, request: RegisterRunnerRequest) -> Reg
         if row is None:
             row = RunnerRow(id=uuid.uuid4().hex, registered_at=now, backend="local")
             session.add(row)
-        elif request.runner_id != row.id:
+        else:
             await _fail_active_jobs(ctx, session, row, f"runner '{row.name}' restarted")
         row.name = request.name
         row.host = request.host
@@ -51,10 +51,6 @@ async def register(ctx: ServerContext, *, request: RegisterRunnerRequest) -> Reg
 
 
 async def _find(session: AsyncSession, request: RegisterRunnerRequest) -> RunnerRow | None:
-    if request.runner_id:
-        row = await session.get(RunnerRow, request.runner_id)
-        if row is not None:
-            return row
     return await session.scalar(select(RunnerRow).where(RunnerRow.name == request.name))
 
 

@@ -41,6 +41,9 @@ class Principal:
     name: str
     role: Role
     repos: frozenset[str] | None = None
+    # Role.RUNNER only: the runner this credential belongs to; None for a registration token,
+    # which may only register.
+    runner_id: str | None = None
 
     def can_see(self, repo_id: str) -> bool:
         """Whether runs of `repo_id` exist for this principal."""

@@ -5,12 +5,17 @@ PostgreSQL, through the HTTP API and the tunnel's WebSockets."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from tests.infra.fixtures import postgres  # noqa: F401  (a fixture `db_url` asks for)
@@ -20,6 +25,7 @@ from dstack.models.job import JobSpec, PortSpec
 from dstack.models.protocol import JobSubmission
 from dstack.server.app import create_app
 from dstack.server.context import ServerContext
+from dstack.server.local import ensure_local_server, stop_local_server
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
 
@@ -365,3 +371,45 @@ class _Forward:
         self._thread.join(timeout=30)
         assert self._codes, "the forward got no answer"
         return self._codes[0]
+
+
+# --- through the CLI ------------------------------------------------------------------------
+def test_dstack_runners_rm_revokes_a_runner(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    url, _ = ensure_local_server(home, start_runner=False)
+    try:
+        minted = _cli(home, "runners", "token")[1].strip()
+        body = _body("stolen-box")
+        answer = httpx.post(f"{url}/api/runners/register", json=body, headers=bearer(minted))
+        runner = Runner(answer.json()["runner_id"], answer.json()["runner_token"])
+        beat = f"{url}/api/runners/{runner.id}/heartbeat"
+        assert httpx.post(beat, json={"running_jobs": []}, headers=runner.auth).status_code == 200
+
+        removed = _cli(home, "runners", "rm", "stolen-box")
+        again = _cli(home, "runners", "rm", "stolen-box")
+
+        assert removed == (0, "Removed runner stolen-box\n")
+        assert again[0] == 1
+        assert again[1].splitlines() == [
+            "Error: runner 'stolen-box' not found",
+            "Hint: see `dstack runners`",
+        ]
+        assert httpx.post(beat, json={"running_jobs": []}, headers=runner.auth).status_code == 401
+        assert "stolen-box" not in _cli(home, "runners")[1]
+    finally:
+        stop_local_server(home)
+
+
+def _cli(home: Path, *args: str) -> tuple[int, str]:
+    """Run `dstack ARGS` as a user does; its exit code and what it printed (both streams)."""
+    env = {**os.environ, "DSTACK_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "dstack", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr

@@ -17,8 +17,6 @@ from benchmarks.harness import Budget, Row
 from benchmarks.scenarios.base import Bench
 from benchmarks.workspace import BenchError
 
-RUNNER_HEADER = "X-Dstack-Runner-Id"
-
 
 def assignments(bench: Bench) -> list[Row]:
     import psutil
@@ -37,7 +35,7 @@ def assignments(bench: Bench) -> list[Row]:
         for index, count in enumerate(rounds):
             asyncio.run(_submit_all(url, token, count))
             before = _cpu(server)
-            seconds = asyncio.run(_drain(url, runner_token, runners, count))
+            seconds = asyncio.run(_drain(url, runners, count))
             used = _cpu(server) - before
             if index:  # the first round is the warm-up
                 rates.append(count / seconds)
@@ -81,7 +79,8 @@ async def _runner_token(url: str, token: str) -> str:
         return str(response.json()["token"])
 
 
-async def _register_all(url: str, token: str, count: int) -> list[str]:
+async def _register_all(url: str, token: str, count: int) -> list[tuple[str, str]]:
+    """(id, own credential) of `count` new runners registered with registration token `token`."""
     host = {"cpus": 1, "memory_mib": 4096, "disk_mib": 10240, "gpus": []}
     async with _client(url, token) as http:
         ids = []
@@ -94,7 +93,8 @@ async def _register_all(url: str, token: str, count: int) -> list[str]:
             }
             response = await http.post("/api/runners/register", json=body)
             response.raise_for_status()
-            ids.append(str(response.json()["runner_id"]))
+            answer = response.json()
+            ids.append((str(answer["runner_id"]), str(answer.get("runner_token") or token)))
         return ids
 
 
@@ -120,7 +120,7 @@ def _submission() -> dict[str, Any]:
     }
 
 
-async def _drain(url: str, token: str, runners: list[str], count: int) -> float:
+async def _drain(url: str, runners: list[tuple[str, str]], count: int) -> float:
     """Seconds until the runners have taken and finished `count` jobs.
 
     The simulated runners speak HTTP with aiohttp: they share the 2 cores with the server,
@@ -131,15 +131,15 @@ async def _drain(url: str, token: str, runners: list[str], count: int) -> float:
 
     done = 0
     finished = asyncio.Event()
-    headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=200)
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector) as http:
+    async with aiohttp.ClientSession(url, connector=connector) as http:
 
-        async def runner(runner_id: str) -> None:
+        async def runner(runner_id: str, token: str) -> None:
             nonlocal done
+            headers = {"Authorization": f"Bearer {token}"}  # the runner's own credential
             while not finished.is_set():
                 async with http.post(
-                    f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0.5}
+                    f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0.5}, headers=headers
                 ) as response:
                     response.raise_for_status()
                     if response.status == 204:
@@ -150,7 +150,7 @@ async def _drain(url: str, token: str, runners: list[str], count: int) -> float:
                     if status == "done":
                         body.update(reason="done", exit_code=0)
                     async with http.post(
-                        f"/api/jobs/{job_id}/status", json=body, headers={RUNNER_HEADER: runner_id}
+                        f"/api/jobs/{job_id}/status", json=body, headers=headers
                     ) as reply:
                         if reply.status >= 400:
                             text = await reply.text()
@@ -160,7 +160,7 @@ async def _drain(url: str, token: str, runners: list[str], count: int) -> float:
                     finished.set()
 
         start = time.perf_counter()
-        tasks = [asyncio.create_task(runner(r)) for r in runners]
+        tasks = [asyncio.create_task(runner(r, t)) for r, t in runners]
         waiter = asyncio.create_task(finished.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED, timeout=600)
         seconds = time.perf_counter() - start

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from dstack.api import RunnerClient
+from dstack.models.protocol import RegisterRunnerRequest
+from dstack.models.resources import HostResources
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 
@@ -47,3 +50,20 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+
+
+def registered_runner(server: LiveServer, name: str = "fake") -> RunnerClient:
+    """A runner registered with the server's registration token, speaking with the credential
+    the registration returned (a registration token only registers)."""
+    request = RegisterRunnerRequest(
+        name=name,
+        host="localhost",
+        resources=HostResources(cpus=2, memory_mib=4096, disk_mib=10_000),
+        executors=["process"],
+    )
+    with RunnerClient(server.url, server.runner_token) as registrar:
+        answer = registrar.register(request)
+    assert answer.runner_token is not None
+    runner = RunnerClient(server.url, answer.runner_token)
+    runner.runner_id = answer.runner_id
+    return runner

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from dstack.api import Client, RunnerClient
-from dstack.errors import AuthError, ConflictError, NotFoundError, ServerError, StorageError
+from dstack.errors import (
+    AuthError,
+    ConflictError,
+    DstackError,
+    NotFoundError,
+    ServerError,
+    StorageError,
+)
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
@@ -18,13 +25,11 @@ from dstack.models.protocol import (
     JobSubmission,
     LogBatch,
     LogLine,
-    RegisterRunnerRequest,
     SubmitRunRequest,
 )
 from dstack.models.repo import RepoRef
-from dstack.models.resources import HostResources
 
-from .conftest import LiveServer
+from .conftest import LiveServer, registered_runner
 
 
 def _request(jobs: int = 1) -> SubmitRunRequest:
@@ -37,16 +42,7 @@ def _request(jobs: int = 1) -> SubmitRunRequest:
 
 
 def _runner(server: LiveServer) -> RunnerClient:
-    runner = RunnerClient(server.url, server.runner_token)
-    runner.register(
-        RegisterRunnerRequest(
-            name="fake",
-            host="localhost",
-            resources=HostResources(cpus=2, memory_mib=4096, disk_mib=10_000),
-            executors=["process"],
-        )
-    )
-    return runner
+    return registered_runner(server)
 
 
 def _line(seq: int, text: str) -> LogLine:
@@ -81,8 +77,10 @@ def test_submit_claim_report_logs_done(live_server: LiveServer) -> None:
         assert final.jobs[0].runner_name == "fake"
         assert [r.name for r in user.list_runners()] == ["fake"]
         assert [r.name for r in user.list_runs()] == [run.name]
-        with pytest.raises(ConflictError, match="already done"):
-            runner.report_status(assignment.job_id, done)
+        runner.report_status(assignment.job_id, done)  # resent unchanged: a harmless no-op
+        failed = JobStatusUpdate(status=JobStatus.FAILED, exit_code=1)
+        with pytest.raises(DstackError, match="already done"):  # 403: final
+            runner.report_status(assignment.job_id, failed)
         assert runner.heartbeat([assignment.job_id]).forget_jobs == [assignment.job_id]
 
         user.delete_run(run.name)

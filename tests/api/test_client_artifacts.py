@@ -15,15 +15,13 @@ from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import (
     JobStatusUpdate,
     JobSubmission,
-    RegisterRunnerRequest,
     SubmitRunRequest,
     UploadRunRequest,
 )
 from dstack.models.repo import RepoRef
-from dstack.models.resources import HostResources
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef
 
-from .conftest import LiveServer
+from .conftest import LiveServer, registered_runner
 
 REPO = RepoRef(repo_id="acme/models", tree="t" * 40)
 
@@ -39,12 +37,7 @@ def _request(tag: str | None = None, external: list[DepRef] | None = None) -> Su
 
 
 def _runner(server: LiveServer) -> RunnerClient:
-    runner = RunnerClient(server.url, server.runner_token)
-    resources = HostResources(cpus=2, memory_mib=4096, disk_mib=10_000)
-    runner.register(
-        RegisterRunnerRequest(name="fake", host="h", resources=resources, executors=["process"])
-    )
-    return runner
+    return registered_runner(server)
 
 
 def _upload(client: BaseClient, tmp_path: Path, path: str, content: bytes) -> Manifest:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.infra.fixtures import Postgres, moto_s3, postgres, s3_bucket
 
@@ -123,10 +124,33 @@ def host(
 async def register(
     ctx: ServerContext, name: str = "local", resources: HostResources | None = None
 ) -> str:
+    """Register runner `name` as `dstack-runner` does: the first time with a registration
+    token (a new runner), later with the runner's own credential (it restarted: same id, its
+    jobs lost). Returns the runner's id."""
     request = RegisterRunnerRequest(
         name=name, host="localhost", resources=resources or host(), executors=["process"]
     )
-    return (await runner_service.register(ctx, request=request)).runner_id
+    known = {r.name: r.id for r in await runner_service.list_runners(ctx)}
+    answer = await runner_service.register(ctx, runner_id=known.get(name), request=request)
+    return answer.runner_id
+
+
+async def register_over_http(
+    http: httpx.AsyncClient, registration_token: str, name: str = "r1"
+) -> tuple[str, dict[str, str]]:
+    """Register a new runner with a registration token, as `dstack-runner start` does; returns
+    its id and the headers that carry its own credential (which every later request uses)."""
+    body = {
+        "name": name,
+        "host": "h",
+        "resources": {"cpus": 1, "memory_mib": 1024, "disk_mib": 1024},
+        "executors": ["process"],
+    }
+    headers = {"Authorization": f"Bearer {registration_token}"}
+    answer = await http.post("/api/runners/register", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    registered = answer.json()
+    return registered["runner_id"], {"Authorization": f"Bearer {registered['runner_token']}"}
 
 
 # --- artifacts ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dstack.models.workflow import DepKind, DepRef
 from dstack.server.app import running_context
 from dstack.server.context import ServerContext
 from dstack.server.db.models import BlobTouchRow
+from dstack.server.errors import Forbidden
 from dstack.server.services import artifacts, claims, runs, tags, uploads, workflow_caches
 from dstack.server.services import jobs as job_service
 from dstack.server.settings import ServerSettings
@@ -62,10 +63,8 @@ async def test_a_manifest_from_another_runner_or_with_missing_blobs_is_refused(
     absent = hashlib.sha256(b"never uploaded").hexdigest()
     bad = Manifest(path="out", files=[FileEntry(path="x", size=1, mode=0o644, digest=absent)])
 
-    with pytest.raises(ConflictError, match="not this runner's"):
-        await artifacts.save_manifest(
-            ctx, job_id=job_id, manifest=stored_manifest(ctx.blobs), runner_id="other"
-        )
+    with pytest.raises(Forbidden, match="not held by this runner"):
+        await artifacts.save_manifest(ctx, job_id=job_id, manifest=bad, runner_id="other")
     with pytest.raises(StorageError, match=f"not stored: {absent}"):
         await artifacts.save_manifest(ctx, job_id=job_id, manifest=bad, runner_id=runner)
     with pytest.raises(NotFoundError):

@@ -23,7 +23,7 @@ from dstack.server.services import users as user_service
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
 
-from .conftest import submission
+from .conftest import register_over_http, submission
 
 pytestmark = pytest.mark.anyio
 ADMIN = "secret-token"
@@ -91,7 +91,10 @@ async def test_each_kind_of_token_reaches_only_its_endpoints(http: httpx.AsyncCl
     assert await statuses(http, {"Authorization": ADMIN}) == [401, 401, 401, 401]
     assert await statuses(http, bearer(ADMIN)) == [200, 200, 403, 404]
     assert await statuses(http, bearer(user)) == [200, 403, 403, 404]
-    assert await statuses(http, bearer(runner)) == [403, 403, 200, 404]
+    # A registration token registers (a new runner, `r1`) and does nothing else.
+    assert await statuses(http, bearer(runner)) == [403, 403, 200, 403]
+    again = await http.post("/api/runners/register", json=REGISTER, headers=bearer(runner))
+    assert again.status_code == 409  # `r1` is taken: a name is not an identity
 
 
 async def test_401_says_nothing_and_403_says_why(http: httpx.AsyncClient) -> None:
@@ -110,10 +113,10 @@ async def test_401_says_nothing_and_403_says_why(http: httpx.AsyncClient) -> Non
 async def test_runner_endpoints_refuse_user_tokens(http: httpx.AsyncClient) -> None:
     user = await new_user(http, "bob")
     runner = await new_runner_token(http)
-    registered = await http.post("/api/runners/register", json=REGISTER, headers=bearer(runner))
-    runner_id = registered.json()["runner_id"]
+    runner_id, credential = await register_over_http(http, runner)
+    assert await statuses(http, credential) == [403, 403, 200, 404]  # 200: a restart
 
-    for token in (user, ADMIN):
+    for token in (user, ADMIN, runner):
         claim = await http.post(
             f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=bearer(token)
         )
@@ -122,7 +125,7 @@ async def test_runner_endpoints_refuse_user_tokens(http: httpx.AsyncClient) -> N
         )
         assert (claim.status_code, report.status_code) == (403, 403)
     claim = await http.post(
-        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=bearer(runner)
+        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=credential
     )
     assert claim.status_code == 204
 

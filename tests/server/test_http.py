@@ -12,11 +12,10 @@ from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
 
-from .conftest import submission
+from .conftest import register_over_http, submission
 
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": "Bearer secret-token"}
-RUNNER_AUTH = {"Authorization": "Bearer runner-token"}
 
 
 @pytest.fixture
@@ -96,26 +95,23 @@ async def test_blobs_put_head_get_and_mismatch(http: httpx.AsyncClient) -> None:
 
 
 async def test_claim_without_work_is_204(http: httpx.AsyncClient) -> None:
-    register = {
-        "name": "r1",
-        "host": "h",
-        "resources": {"cpus": 1, "memory_mib": 1024, "disk_mib": 1024},
-        "executors": ["process"],
-    }
-    registered = await http.post("/api/runners/register", json=register, headers=RUNNER_AUTH)
-    runner_id = registered.json()["runner_id"]
+    runner_id, credential = await register_over_http(http, "runner-token")
 
     response = await http.post(
-        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=RUNNER_AUTH
+        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=credential
     )
 
     assert response.status_code == 204
 
 
-async def test_heartbeat_of_unknown_runner_is_404(http: httpx.AsyncClient) -> None:
-    response = await http.post(
-        "/api/runners/nope/heartbeat", json={"running_jobs": []}, headers=RUNNER_AUTH
-    )
+async def test_a_removed_runners_credential_is_refused(http: httpx.AsyncClient) -> None:
+    runner_id, credential = await register_over_http(http, "runner-token")
+    beat = f"/api/runners/{runner_id}/heartbeat"
+    assert (await http.post(beat, json={"running_jobs": []}, headers=credential)).is_success
 
-    assert response.status_code == 404
-    assert response.json()["error"]["hint"] == "the runner must register again"
+    removed = await http.delete("/api/runners/r1", headers=AUTH)
+    again = await http.delete("/api/runners/r1", headers=AUTH)
+
+    assert (removed.status_code, again.status_code) == (204, 404)
+    response = await http.post(beat, json={"running_jobs": []}, headers=credential)
+    assert (response.status_code, response.content) == (401, b"")

@@ -47,9 +47,13 @@ async def _started_run(ctx: ServerContext, jobs: int = 1) -> tuple[str, list[str
 async def test_resent_lines_are_ignored_and_order_is_by_seq(
     ctx: ServerContext, clock: FakeClock
 ) -> None:
-    name, [job_id], _ = await _started_run(ctx)
-    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(5, 10)))
-    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 7), prefix="again"))
+    name, [job_id], runner_id = await _started_run(ctx)
+    await logs.append_logs(
+        ctx, job_id=job_id, batch=batch(clock, range(5, 10)), runner_id=runner_id
+    )
+    await logs.append_logs(
+        ctx, job_id=job_id, batch=batch(clock, range(0, 7), prefix="again"), runner_id=runner_id
+    )
 
     page = await logs.get_logs(ctx, run_name=name)
 
@@ -62,8 +66,12 @@ async def test_pages_with_cursor_cover_every_line_once(
     ctx: ServerContext, clock: FakeClock
 ) -> None:
     name, [first, second], runner_id = await _started_run(ctx, jobs=2)
-    await logs.append_logs(ctx, job_id=second, batch=batch(clock, range(0, 3000)))
-    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(0, 25_000)))
+    await logs.append_logs(
+        ctx, job_id=second, batch=batch(clock, range(0, 3000)), runner_id=runner_id
+    )
+    await logs.append_logs(
+        ctx, job_id=first, batch=batch(clock, range(0, 25_000)), runner_id=runner_id
+    )
     for job_id in (first, second):
         done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
         await job_service.report_status(ctx, job_id=job_id, update=done, runner_id=runner_id)
@@ -87,11 +95,11 @@ async def test_pages_with_cursor_cover_every_line_once(
 async def test_lines_of_an_earlier_job_after_the_cursor_moved_on_are_not_lost(
     ctx: ServerContext, clock: FakeClock
 ) -> None:
-    name, [first, second], _ = await _started_run(ctx, jobs=2)
-    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(0, 2)))
-    await logs.append_logs(ctx, job_id=second, batch=batch(clock, range(0, 2)))
+    name, [first, second], runner_id = await _started_run(ctx, jobs=2)
+    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(0, 2)), runner_id=runner_id)
+    await logs.append_logs(ctx, job_id=second, batch=batch(clock, range(0, 2)), runner_id=runner_id)
     page = await logs.get_logs(ctx, run_name=name)
-    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(2, 4)))
+    await logs.append_logs(ctx, job_id=first, batch=batch(clock, range(2, 4)), runner_id=runner_id)
 
     later = await logs.get_logs(ctx, run_name=name, cursor=page.cursor)
 
@@ -99,8 +107,10 @@ async def test_lines_of_an_earlier_job_after_the_cursor_moved_on_are_not_lost(
 
 
 async def test_since_filters_by_timestamp(ctx: ServerContext, clock: FakeClock) -> None:
-    name, [job_id], _ = await _started_run(ctx)
-    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 10)))
+    name, [job_id], runner_id = await _started_run(ctx)
+    await logs.append_logs(
+        ctx, job_id=job_id, batch=batch(clock, range(0, 10)), runner_id=runner_id
+    )
 
     page = await logs.get_logs(ctx, run_name=name, since=clock.now + timedelta(seconds=7))
 
@@ -108,12 +118,12 @@ async def test_since_filters_by_timestamp(ctx: ServerContext, clock: FakeClock) 
 
 
 async def test_wait_returns_as_soon_as_a_line_arrives(ctx: ServerContext, clock: FakeClock) -> None:
-    name, [job_id], _ = await _started_run(ctx)
+    name, [job_id], runner_id = await _started_run(ctx)
     polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30))
     await asyncio.sleep(0.1)
     assert not polling.done()
 
-    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 1)))
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(0, 1)), runner_id=runner_id)
     page = await asyncio.wait_for(polling, timeout=10)
 
     assert [e.data for e in page.events] == ["line 0\n"]
@@ -140,8 +150,8 @@ async def test_wait_returns_when_the_run_finishes(ctx: ServerContext) -> None:
 
 
 async def test_only_the_last_page_carries_the_run(ctx: ServerContext, clock: FakeClock) -> None:
-    name, [job_id], _ = await _started_run(ctx)
-    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(3)))
+    name, [job_id], runner_id = await _started_run(ctx)
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(3)), runner_id=runner_id)
 
     page = await logs.get_logs(ctx, run_name=name, with_run=True)
 
@@ -168,7 +178,7 @@ async def test_pages_of_large_entries_stay_bounded_and_cover_everything(
             LogLine(seq=s, timestamp=clock.now, stream=LogStream.STDOUT, data=chunk)
             for s in range(start, start + 50)
         ]
-        await logs.append_logs(ctx, job_id=job_id, batch=LogBatch(lines=lines))
+        await logs.append_logs(ctx, job_id=job_id, batch=LogBatch(lines=lines), runner_id=runner_id)
     done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
     await job_service.report_status(ctx, job_id=job_id, update=done, runner_id=runner_id)
 

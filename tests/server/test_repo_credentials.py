@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from tests.runner.git_http import GitHttp, bare_repo_from, serving
-from tests.server.conftest import submission
+from tests.server.conftest import register_over_http, submission
 
 from dstack.server.app import create_app
 from dstack.server.db.models import RepoCredentialRow
@@ -22,12 +22,6 @@ pytestmark = pytest.mark.anyio
 ADMIN = "admin-token-for-repos"
 REPO = "127.0.0.1/models"
 TOKEN = "ghp-secret-5b1e0c7d9a"
-REGISTER = {
-    "name": "r1",
-    "host": "h",
-    "resources": {"cpus": 1, "memory_mib": 1024, "disk_mib": 1024},
-    "executors": ["process"],
-}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -182,8 +176,9 @@ async def test_an_unreachable_host_is_only_a_warning(http: httpx.AsyncClient) ->
     assert "cannot reach" in answer.json()["warning"]
 
 
-async def _claimed_job(http: httpx.AsyncClient) -> tuple[str, str, str]:
-    """(runner token, runner id, job id) of a cloning run's job claimed by a runner."""
+async def _claimed_job(http: httpx.AsyncClient) -> tuple[str, dict[str, str], str]:
+    """(registration token, the runner's credential headers, job id) of a cloning run's job
+    claimed by a runner."""
     await http.put("/api/repos/credentials", json=body(), headers=bearer(ADMIN))
     request = submission(repo_id=REPO)
     request.repo.clone_url = "https://git.example/models.git"
@@ -192,20 +187,17 @@ async def _claimed_job(http: httpx.AsyncClient) -> tuple[str, str, str]:
     )
     assert submitted.status_code in (200, 201), submitted.text
     token = (await http.post("/api/runners/tokens", headers=bearer(ADMIN))).json()["token"]
-    runner_id = (
-        await http.post("/api/runners/register", json=REGISTER, headers=bearer(token))
-    ).json()["runner_id"]
+    runner_id, credential = await register_over_http(http, token)
     claimed = await http.post(
-        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=bearer(token)
+        f"/api/runners/{runner_id}/claim", json={"wait_seconds": 0}, headers=credential
     )
     assert claimed.status_code == 200, claimed.text
-    return token, runner_id, claimed.json()["job_id"]
+    return token, credential, claimed.json()["job_id"]
 
 
 async def test_only_the_runner_holding_the_job_gets_the_secret(http: httpx.AsyncClient) -> None:
-    token, runner_id, job_id = await _claimed_job(http)
+    token, mine, job_id = await _claimed_job(http)
     path = f"/api/jobs/{job_id}/repo-credentials"
-    mine = {**bearer(token), "X-Dstack-Runner-Id": runner_id}
 
     answer = await http.get(path, headers=mine)
     assert answer.status_code == 200, answer.text
@@ -216,10 +208,11 @@ async def test_only_the_runner_holding_the_job_gets_the_secret(http: httpx.Async
     }
     assert (await http.get(path)).status_code == 401
     assert (await http.get(path, headers=bearer(ADMIN))).status_code == 403
-    assert (await http.get(path, headers=bearer(token))).status_code == 409  # no runner id
-    other = {**bearer(token), "X-Dstack-Runner-Id": "someone-else"}
-    assert (await http.get(path, headers=other)).status_code == 409
+    assert (await http.get(path, headers=bearer(token))).status_code == 403  # registration
+    _, other = await register_over_http(http, token, name="r2")
+    assert (await http.get(path, headers=other)).status_code == 403
+    assert (await http.get("/api/jobs/nope/repo-credentials", headers=mine)).status_code == 404
 
     done = {"status": "done"}
     await http.post(f"/api/jobs/{job_id}/status", json=done, headers=mine)
-    assert (await http.get(path, headers=mine)).status_code == 409  # finished: no more
+    assert (await http.get(path, headers=mine)).status_code == 403  # finished: no more

@@ -8,7 +8,7 @@ from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate
 from dstack.server.context import ServerContext
-from dstack.server.errors import InvalidRequestError
+from dstack.server.errors import Forbidden, InvalidRequestError
 from dstack.server.services import claims, runs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
@@ -107,24 +107,35 @@ async def test_stop_ends_waiting_jobs_at_once_and_asks_runner_for_running_ones(
     assert final.jobs[0].reason is TerminationReason.ABORTED_BY_USER
 
 
-async def test_reports_on_finished_or_foreign_jobs_conflict(ctx: ServerContext) -> None:
+async def test_reports_on_finished_or_foreign_jobs_are_forbidden(ctx: ServerContext) -> None:
     runner_id = await register(ctx, "a")
-    await register(ctx, "b")
+    other = await register(ctx, "b")
     await runs.submit_run(ctx, request=submission(job()))
     assignment = await claims.try_claim(ctx, runner_id=runner_id)
     assert assignment is not None
     running = JobStatusUpdate(status=JobStatus.RUNNING)
 
-    with pytest.raises(ConflictError, match="not this runner's"):
+    with pytest.raises(Forbidden, match="not held by this runner"):
         await job_service.report_status(
-            ctx, job_id=assignment.job_id, update=running, runner_id="someone-else"
+            ctx, job_id=assignment.job_id, update=running, runner_id=other
         )
     done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
-    await job_service.report_status(ctx, job_id=assignment.job_id, update=done, runner_id=None)
-    with pytest.raises(ConflictError, match="already done"):
+    await job_service.report_status(ctx, job_id=assignment.job_id, update=done, runner_id=runner_id)
+    # The same final report again (its answer was lost) changes nothing and is not an error.
+    await job_service.report_status(ctx, job_id=assignment.job_id, update=done, runner_id=runner_id)
+    with pytest.raises(Forbidden, match="already done"):
         await job_service.report_status(
             ctx, job_id=assignment.job_id, update=running, runner_id=runner_id
         )
+    failed = JobStatusUpdate(status=JobStatus.FAILED, exit_code=1)
+    with pytest.raises(Forbidden, match="already done"):
+        await job_service.report_status(
+            ctx, job_id=assignment.job_id, update=failed, runner_id=runner_id
+        )
+    with pytest.raises(Forbidden, match="not held by this runner"):
+        await job_service.report_status(ctx, job_id=assignment.job_id, update=done, runner_id=other)
+    final = (await runs.list_runs(ctx))[0].jobs[0]
+    assert (final.status, final.exit_code) == (JobStatus.DONE, 0)
 
 
 async def test_delete_refuses_unfinished_runs_then_removes_everything(
@@ -142,7 +153,7 @@ async def test_delete_refuses_unfinished_runs_then_removes_everything(
     assert await runs.list_runs(ctx, all=True) == []
 
 
-async def test_runner_restarting_without_its_id_loses_its_jobs(ctx: ServerContext) -> None:
+async def test_a_restarted_runner_keeps_its_id_and_loses_its_jobs(ctx: ServerContext) -> None:
     runner_id = await register(ctx)
     run = await runs.submit_run(ctx, request=submission())
     assert await claims.try_claim(ctx, runner_id=runner_id) is not None

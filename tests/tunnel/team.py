@@ -63,19 +63,26 @@ class RunningJob:
 
 
 class Team:
-    """The server at `url` plus one registered runner (`runner_id`)."""
+    """The server at `url` plus one registered runner (`runner_id`), which speaks with its
+    own credential (`runner_token`); `RUNNER_TOKEN` only registered it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.admin = httpx.Client(base_url=url, headers=_auth(ADMIN_TOKEN), timeout=30)
-        self.runner = HttpRunnerApi(url, RUNNER_TOKEN, retry_for=5)
         request = RegisterRunnerRequest(
             name="apps-runner",
             host="apps-host",
             resources=HostResources(cpus=4, memory_mib=8192, disk_mib=10240),
             executors=["process"],
         )
-        self.runner_id = self.runner.register(request).runner_id
+        registrar = HttpRunnerApi(url, RUNNER_TOKEN, retry_for=5)
+        try:
+            answer = registrar.register(request)
+        finally:
+            registrar.close()
+        assert answer.runner_token is not None
+        self.runner_id, self.runner_token = answer.runner_id, answer.runner_token
+        self.runner = HttpRunnerApi(url, self.runner_token, retry_for=5)
         self.allowed = Allowed()
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ them all; this module only keeps `client.py` short)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from dstack.api.base import BaseClient, validate_list
 
@@ -44,6 +45,10 @@ class TeamsClient(BaseClient):
 
         response = self.request("POST", "/api/runners/tokens")
         return RunnerTokenResponse.model_validate(response.json()).token
+
+    def delete_runner(self, name: str) -> None:
+        """Remove a runner (admin): its credential stops working, its jobs are lost."""
+        self.request("DELETE", f"/api/runners/{quote(name, safe='')}")
 
     # --- secrets ---------------------------------------------------------------------------
     def list_secrets(self) -> list[Secret]:

@@ -1,4 +1,5 @@
-"""`dstack runners [--json]` lists the runners; `dstack runners token` makes a runner token."""
+"""`dstack runners [--json]` lists the runners; `dstack runners token` makes a registration
+token; `dstack runners rm NAME` removes a runner."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def token(ctx: click.Context, remote: str | None) -> None:
     if remote is None and ctx.parent is not None:
         remote = ctx.parent.params.get("remote")
     click.echo(client_for(remote).create_runner_token())
+
+
+@runners.command("rm")
+@click.argument("name")
+@remote_option
+@click.pass_context
+def rm(ctx: click.Context, name: str, remote: str | None) -> None:
+    """Remove runner NAME (admin only): its credential stops working at once, the jobs it
+    holds fail as lost (or are re-queued when they may retry), and its name is free again.
+    """
+    if remote is None and ctx.parent is not None:
+        remote = ctx.parent.params.get("remote")
+    client_for(remote).delete_runner(name)
+    click.echo(f"Removed runner {name}")
 
 
 def _list(as_json: bool, remote: str | None) -> None:

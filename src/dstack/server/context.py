@@ -120,6 +120,8 @@ class ServerContext:
         # not cost a database lookup of its token. Cleared whenever users or tokens change
         # in this process; another process's change takes effect within the TTL.
         self.principals: ExpiringCache[str, Principal] = ExpiringCache(settings.auth_cache_seconds)
+        # This server's id (`server_meta`), read or made once by `services/runners.server_id`.
+        self.server_id: str | None = None
         # SQLite allows one writer, and a transaction that read before another one committed
         # cannot write at all (SQLITE_BUSY_SNAPSHOT, which no busy timeout cures). This
         # process is the only client, so its transactions simply take turns.

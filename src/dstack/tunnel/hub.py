@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
 log = logging.getLogger(__name__)
+CLOSE_POLICY = 1008  # the runner may no longer use this connection (it was removed)
 
 
 @dataclass
@@ -63,7 +64,9 @@ class TunnelHub:
         """Keep runner `runner_id`'s accepted control WebSocket until it closes.
 
         A newer connection of the same runner replaces an older one (a runner that
-        reconnected before the server noticed the old connection was dead).
+        reconnected before the server noticed the old connection was dead). The caller has
+        made sure the connection's credential is runner `runner_id`'s own: one runner can
+        never replace another's connection.
         """
         previous = self._links.get(runner_id)
         self._links[runner_id] = ws
@@ -76,6 +79,16 @@ class TunnelHub:
             if self._links.get(runner_id) is ws:
                 del self._links[runner_id]
                 self._fail_pending(runner_id, "the runner's tunnel connection was lost")
+
+    async def disconnect(self, runner_id: str, reason: str = "the runner was removed") -> None:
+        """Close runner `runner_id`'s control connection (its credential was revoked) and
+        fail the connections waiting on it; nothing when it has none here."""
+        link = self._links.pop(runner_id, None)
+        if link is None:
+            return
+        self._fail_pending(runner_id, reason)
+        with contextlib.suppress(Exception):
+            await link.close(CLOSE_POLICY, reason)
 
     async def open(self, runner_id: str, *, job_id: str, port: int) -> RunnerStream:
         """A data stream to 127.0.0.1:`port` on runner `runner_id`, for job `job_id`.

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Response
 
 from dstack.models.artifacts import Manifest
 from dstack.models.protocol import JobStatusUpdate, LogBatch
-from dstack.server.auth import require_runner
+from dstack.server.auth import RunnerId, require_runner
 from dstack.server.context import ServerContext
-from dstack.server.routers.deps import get_ctx, runner_id_header
+from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import jobs as job_service
 from dstack.server.services import logs as log_service
@@ -16,7 +16,6 @@ from dstack.server.services import workflow_caches as cache_service
 
 router = APIRouter(prefix="/api/jobs", dependencies=[Depends(require_runner)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
-RunnerId = Annotated[str | None, Depends(runner_id_header)]
 
 
 @router.post("/{job_id}/status", status_code=204)

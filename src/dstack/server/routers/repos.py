@@ -8,16 +8,15 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from dstack.models.repo import CloneCredentials, RepoCredentials, RepoCredentialsRequest
 from dstack.models.repo import RepoCredentialsResponse as SetResponse
-from dstack.server.auth import CurrentUser, require_runner
+from dstack.server.auth import CurrentUser, RunnerId, require_runner
 from dstack.server.context import ServerContext
-from dstack.server.routers.deps import get_ctx, runner_id_header
+from dstack.server.routers.deps import get_ctx
 from dstack.server.services import repos as repo_service
 
 router = APIRouter(prefix="/api/repos")
 runner_router = APIRouter(prefix="/api/jobs", dependencies=[Depends(require_runner)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 RepoId = Annotated[str, Query(min_length=1, max_length=500)]
-RunnerId = Annotated[str | None, Depends(runner_id_header)]
 
 
 @router.get("/credentials")

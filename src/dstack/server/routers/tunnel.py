@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse, Response
 
+from dstack.server.auth import REGISTRATION_ONLY
 from dstack.server.context import ServerContext
 from dstack.server.errors import error_body
 from dstack.server.services.users import Principal, Role, authenticate
@@ -21,9 +22,10 @@ router = APIRouter()
 
 @router.websocket("/api/runners/{runner_id}/tunnel")
 async def runner_control(ws: WebSocket, runner_id: str) -> None:
-    """The runner's control connection: `open` requests down, refusals up."""
+    """The runner's control connection: `open` requests down, refusals up. Only runner
+    `runner_id`'s own credential opens it, so no runner can replace another's."""
     ctx = _ctx(ws)
-    if not await _admit(ws, ctx, Role.RUNNER):
+    if not await _admit_runner(ws, ctx, runner_id):
         return
     if not await runner_exists(ctx, runner_id):
         await _refuse(ws, TunnelError(f"runner {runner_id} is not registered", status=404))
@@ -36,7 +38,7 @@ async def runner_control(ws: WebSocket, runner_id: str) -> None:
 async def runner_data(ws: WebSocket, runner_id: str, conn_id: str) -> None:
     """One connection's bytes from the runner; held open until its relay ends."""
     ctx = _ctx(ws)
-    if not await _admit(ws, ctx, Role.RUNNER):
+    if not await _admit_runner(ws, ctx, runner_id):
         return
     await ws.accept()
     stream = ctx.tunnels.attach(runner_id, conn_id, ws)
@@ -95,6 +97,21 @@ async def _admit(ws: WebSocket, ctx: ServerContext, *roles: Role) -> Principal |
         await ws.send_denial_response(JSONResponse(error_body("forbidden", message, None), 403))
         return None
     return principal
+
+
+async def _admit_runner(ws: WebSocket, ctx: ServerContext, runner_id: str) -> bool:
+    """Whether the caller is runner `runner_id` itself (its own credential, not a
+    registration token, not another runner's); refused with 403 otherwise."""
+    principal = await _admit(ws, ctx, Role.RUNNER)
+    if principal is None:
+        return False
+    if principal.runner_id == runner_id:
+        return True
+    message = REGISTRATION_ONLY
+    if principal.runner_id is not None:
+        message = f"this credential belongs to runner {principal.runner_id}, not to {runner_id}"
+    await ws.send_denial_response(JSONResponse(error_body("forbidden", message, None), 403))
+    return False
 
 
 async def _refuse(ws: WebSocket, exc: TunnelError) -> None:

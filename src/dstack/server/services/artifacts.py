@@ -9,24 +9,27 @@ import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dstack.errors import ConflictError, NotFoundError, StorageError
+from dstack.errors import NotFoundError, StorageError
 from dstack.models.artifacts import JobArtifacts, Manifest
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.dialects import dialect_insert
 from dstack.server.db.models import BlobTouchRow, JobRow, ManifestRow
+from dstack.server.services import jobs as job_service
 from dstack.storage.base import BlobStore, check_digest, missing_of
 
 _NAMED = 3  # missing digests named in an error message
 
 
 async def save_manifest(
-    ctx: ServerContext, *, job_id: str, manifest: Manifest, runner_id: str | None
+    ctx: ServerContext, *, job_id: str, manifest: Manifest, runner_id: str
 ) -> None:
     """Replace the job's manifest of `manifest.path` (runners post one per periodic sync).
 
-    404 when the job is gone; 409 when no runner holds it or another runner does; 400
+    404 when the job is gone; 403 unless runner `runner_id` holds it and it is not final
+    (checked before anything else, and again when the manifest is written); 400
     (`StorageError`) naming the digests the store lacks — blobs are uploaded first.
     """
+    await check_runner_of(ctx, job_id, runner_id)
     await require_blobs(ctx.blobs, [f.digest for f in manifest.files])
     async with ctx.transaction() as session:
         job = await require_job(session, job_id)
@@ -42,10 +45,16 @@ async def require_job(session: AsyncSession, job_id: str) -> JobRow:
     return job
 
 
-def check_runner(job: JobRow, runner_id: str | None) -> None:
-    """A report about a job must come from the runner that holds it (when it says who it is)."""
-    if job.runner_id is None or (runner_id is not None and job.runner_id != runner_id):
-        raise ConflictError(f"job {job.id} is not this runner's", hint="forget it")
+def check_runner(job: JobRow, runner_id: str) -> None:
+    """A report about a job must come from the runner that holds it, while it is not final."""
+    job_service.check_holder(job, runner_id)
+
+
+async def check_runner_of(ctx: ServerContext, job_id: str, runner_id: str) -> None:
+    """`check_runner` in a read of its own: a runner learns nothing about another's job
+    (not even which blobs its manifest lacks)."""
+    async with ctx.read() as session:
+        await job_service.require_held_job(session, job_id, runner_id)
 
 
 async def require_blobs(store: BlobStore, digests: Iterable[str]) -> None:

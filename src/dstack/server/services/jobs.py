@@ -21,7 +21,7 @@ from dstack.models.job import (
 from dstack.models.protocol import JobStatusUpdate
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow
-from dstack.server.errors import InvalidRequestError
+from dstack.server.errors import Forbidden, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -198,23 +198,24 @@ def attempts(changes: list[StatusChange]) -> int:
 
 
 async def report_status(
-    ctx: ServerContext, *, job_id: str, update: JobStatusUpdate, runner_id: str | None
+    ctx: ServerContext, *, job_id: str, update: JobStatusUpdate, runner_id: str
 ) -> None:
-    """Apply a runner's report on its job.
+    """Apply runner `runner_id`'s report on its job.
 
-    409 when the job is not claimed, belongs to another runner (when `runner_id` is given),
-    or is already finished. A runner reports only what it does: active or terminal statuses.
-    `apps_ready` stamps `apps_ready_at` (once); it is ignored unless the job still has the
-    status the report names: the report comes from a probe beside the job, and may arrive
-    after the job moved on.
+    404 when the job does not exist; 403 (`check_holder`) when the runner does not hold it or
+    it is final — except the runner's own final report sent again unchanged (its answer was
+    lost on the way), which changes nothing. 409 when the job changed meanwhile. A runner
+    reports only what it does: active or terminal statuses. `apps_ready` stamps
+    `apps_ready_at` (once); it is ignored unless the job still has the status the report
+    names: the report comes from a probe beside the job, and may arrive after the job moved on.
     """
     if not (update.status.is_active() or update.status.is_finished()):
         raise InvalidRequestError(f"a runner cannot set a job to {update.status.value}")
     async with ctx.transaction() as session:
-        job = await session.get(JobRow, job_id)
-        if job is None:
-            raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
-        _check_owner(job, runner_id)
+        job = await require_job(session, job_id)
+        if _repeated_final(job, runner_id, update):
+            return
+        check_holder(job, runner_id)
         if update.apps_ready and JobStatus(job.status) is not update.status:
             return
         applied = await set_status(
@@ -240,12 +241,42 @@ def _reported_fields(job: JobRow, update: JobStatusUpdate, now: datetime) -> dic
     return fields
 
 
-def _check_owner(job: JobRow, runner_id: str | None) -> None:
+def _repeated_final(job: JobRow, runner_id: str, update: JobStatusUpdate) -> bool:
+    """Whether `update` is the final report the job's runner already made (a retry)."""
+    return (
+        job.runner_id == runner_id
+        and JobStatus(job.status).is_finished()
+        and update.status.value == job.status
+        and update.exit_code == job.exit_code
+    )
+
+
+async def require_job(session: AsyncSession, job_id: str) -> JobRow:
+    """The job, or `NotFoundError` (404)."""
+    job = await session.get(JobRow, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
+    return job
+
+
+async def require_held_job(session: AsyncSession, job_id: str, runner_id: str) -> JobRow:
+    """The job, when runner `runner_id` holds it and it is not final: 404 or 403 otherwise."""
+    job = await require_job(session, job_id)
+    check_holder(job, runner_id)
+    return job
+
+
+def check_holder(job: JobRow, runner_id: str) -> None:
+    """`Forbidden` (403) unless runner `runner_id` holds `job` and the job is not final.
+
+    Every runner report about a job (status, logs, manifests, caches, clone credentials)
+    passes here: a runner touches only the jobs it holds, only while they are not final.
+    """
+    if job.runner_id != runner_id:
+        raise Forbidden(f"job {job.id} is not held by this runner; forget it")
     status = JobStatus(job.status)
     if status.is_finished():
-        raise ConflictError(f"job {job.id} is already {status.value}", hint="forget it")
-    if job.runner_id is None or (runner_id is not None and job.runner_id != runner_id):
-        raise ConflictError(f"job {job.id} is not this runner's", hint="forget it")
+        raise Forbidden(f"job {job.id} is already {status.value}; forget it")
 
 
 def _default_reason(job: JobRow, update: JobStatusUpdate) -> TerminationReason | None:

@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import Insert, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dstack.errors import ConflictError, NotFoundError
+from dstack.errors import NotFoundError
 from dstack.models.job import JobStatus
 from dstack.models.logs import LogEvent, LogStream
 from dstack.models.protocol import LogBatch, LogsPage
 from dstack.server.context import Notifier, ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, RunRow
 from dstack.server.errors import InvalidRequestError
+from dstack.server.services import jobs as job_service
 from dstack.server.services import runs as run_service
 
 MAX_PAGE = 10_000
@@ -29,21 +30,19 @@ MAX_PAGE_CHARS = 8 << 20
 _FETCH = 256
 
 
-async def append_logs(
-    ctx: ServerContext, *, job_id: str, batch: LogBatch, runner_id: str | None = None
-) -> None:
+async def append_logs(ctx: ServerContext, *, job_id: str, batch: LogBatch, runner_id: str) -> None:
     """Store the lines; lines whose seq is already stored are ignored (resending is safe).
 
-    Lines that arrive after the job finished are still kept: none may be lost.
+    Only runner `runner_id`, while it holds the job and the job is not final (404/403
+    otherwise, `jobs.require_held_job`): a runner ships every line before it reports the
+    final status.
     """
     if not batch.lines:
+        async with ctx.read() as session:
+            await job_service.require_held_job(session, job_id, runner_id)
         return
     async with ctx.transaction() as session:
-        job = await session.get(JobRow, job_id)
-        if job is None:
-            raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
-        if runner_id is not None and job.runner_id not in (None, runner_id):
-            raise ConflictError(f"job {job_id} is not this runner's", hint="forget it")
+        await job_service.require_held_job(session, job_id, runner_id)
         rows = [
             {
                 "job_id": job_id,

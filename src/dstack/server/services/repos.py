@@ -25,6 +25,7 @@ from dstack.models.repo import (
 from dstack.server.context import ServerContext
 from dstack.server.db.models import JobRow, RepoCredentialRow, RunRow
 from dstack.server.errors import Forbidden, InvalidRequestError
+from dstack.server.services import jobs as job_service
 from dstack.server.services.secrets import cipher
 from dstack.server.services.users import Principal, Role
 
@@ -93,13 +94,12 @@ async def delete_credentials(ctx: ServerContext, *, principal: Principal, repo_i
         raise NotFoundError(f"no clone settings for repository '{repo_id}'")
 
 
-async def clone_credentials(
-    ctx: ServerContext, *, job_id: str, runner_id: str | None
-) -> CloneCredentials:
+async def clone_credentials(ctx: ServerContext, *, job_id: str, runner_id: str) -> CloneCredentials:
     """The URL and secret to clone the code of `job_id`, for the runner holding it.
 
-    `ConflictError` unless the job is active on `runner_id` (which must be given) and its run
-    clones its code; `NotFoundError` when the job, or the repository's settings, are gone.
+    `Forbidden` (403) unless runner `runner_id` holds the job and it is not final;
+    `ConflictError` when its run does not clone its code; `NotFoundError` when the job, or the
+    repository's settings, are gone.
     """
     async with ctx.read() as session:
         job = await session.get(JobRow, job_id)
@@ -120,9 +120,8 @@ async def clone_credentials(
     return CloneCredentials(url=row.url, kind=CredentialKind(row.kind), secret=secret)
 
 
-def _check_holder(job: JobRow, runner_id: str | None) -> None:
-    if runner_id is None or job.runner_id != runner_id:
-        raise ConflictError(f"job {job.id} is not this runner's", hint="forget it")
+def _check_holder(job: JobRow, runner_id: str) -> None:
+    job_service.check_holder(job, runner_id)
     if not JobStatus(job.status).is_active():
         raise ConflictError(f"job {job.id} is {job.status}: it needs no code now")
 

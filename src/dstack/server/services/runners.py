@@ -1,4 +1,4 @@
-"""Runners: register, heartbeat, list; which of their jobs to stop, abort or forget."""
+"""Runners: register, heartbeat, list, remove; which of their jobs to stop, abort or forget."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dstack.errors import NotFoundError
+from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import (
     HeartbeatRequest,
@@ -20,38 +21,128 @@ from dstack.models.protocol import (
 from dstack.models.resources import HostResources
 from dstack.models.runner import Runner, RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, LogRow, RunnerRow
+from dstack.server.db.dialects import dialect_insert
+from dstack.server.db.models import JobRow, LogRow, RunnerRow, ServerMetaRow
 from dstack.server.services import jobs as job_service
+from dstack.server.services.users import hash_token, new_token
 
 ACTIVE_STATUSES = [s.value for s in JobStatus if s.is_active()]
+SERVER_ID_KEY = "server_id"
 
 
-async def register(ctx: ServerContext, *, request: RegisterRunnerRequest) -> RegisterRunnerResponse:
-    """Create or update the runner (matched by `runner_id`, else by name) and mark it ready.
+async def register(
+    ctx: ServerContext, *, runner_id: str | None, request: RegisterRunnerRequest
+) -> RegisterRunnerResponse:
+    """Register a runner and mark it ready.
 
-    A runner registering without its id has restarted: jobs it held are lost.
+    `runner_id` None (the request carried a registration token): a new runner, with a fresh
+    id and a fresh credential returned this once (only its sha256 is kept); a name another
+    runner holds is refused (`ConflictError`): a name is not an identity. `runner_id` set
+    (the runner's own credential): that runner restarted — same id, its host, resources,
+    executors and labels updated, the jobs it held lost; `runner_token` is None.
     """
-    now = ctx.clock()
-    async with ctx.transaction() as session:
-        row = await _find(session, request)
-        if row is None:
-            row = RunnerRow(id=uuid.uuid4().hex, registered_at=now, backend="local")
+    server = await server_id(ctx)
+    token = None
+    if runner_id is None:
+        runner_id, token = await _create(ctx, request)
+    else:
+        await _restart(ctx, runner_id, request)
+    return RegisterRunnerResponse(runner_id=runner_id, runner_token=token, server_id=server)
+
+
+async def _create(ctx: ServerContext, request: RegisterRunnerRequest) -> tuple[str, str]:
+    """A new runner row; returns its id and credential."""
+    token = new_token()
+    row = RunnerRow(id=uuid.uuid4().hex, backend="local", token_hash=hash_token(token))
+    try:
+        async with ctx.transaction() as session:
+            existing = await _by_name(session, request.name)
+            if existing is not None and existing.token_hash is not None:
+                raise _name_taken(request.name)
+            if existing is not None:  # registered before runners had credentials: none to keep
+                await _forget(ctx, session, existing, f"runner '{existing.name}' registered anew")
+            row.registered_at = ctx.clock()
+            _apply(ctx, row, request)
             session.add(row)
-        else:
+            mark_changed(session, work=True)
+    except IntegrityError:  # the same name, registered at the same time
+        raise _name_taken(request.name) from None
+    return row.id, token
+
+
+async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRequest) -> None:
+    try:
+        async with ctx.transaction() as session:
+            row = await require_runner(session, runner_id)
+            if request.name != row.name and await _by_name(session, request.name) is not None:
+                raise _name_taken(request.name)
             await _fail_active_jobs(ctx, session, row, f"runner '{row.name}' restarted")
-        row.name = request.name
-        row.host = request.host
-        row.resources = request.resources.model_dump(mode="json")
-        row.executors = list(request.executors)
-        row.labels = dict(request.labels)
-        row.status = RunnerStatus.READY.value
-        row.last_heartbeat = now
-        mark_changed(session, work=True)
-        return RegisterRunnerResponse(runner_id=row.id)
+            _apply(ctx, row, request)
+            mark_changed(session, work=True)
+    except IntegrityError:
+        raise _name_taken(request.name) from None
 
 
-async def _find(session: AsyncSession, request: RegisterRunnerRequest) -> RunnerRow | None:
-    return await session.scalar(select(RunnerRow).where(RunnerRow.name == request.name))
+def _apply(ctx: ServerContext, row: RunnerRow, request: RegisterRunnerRequest) -> None:
+    row.name = request.name
+    row.host = request.host
+    row.resources = request.resources.model_dump(mode="json")
+    row.executors = list(request.executors)
+    row.labels = dict(request.labels)
+    row.status = RunnerStatus.READY.value
+    row.last_heartbeat = ctx.clock()
+
+
+async def _by_name(session: AsyncSession, name: str) -> RunnerRow | None:
+    return await session.scalar(select(RunnerRow).where(RunnerRow.name == name))
+
+
+def _name_taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"runner name '{name}' is taken by another runner",
+        hint=f"start this runner with another --name, or free the name: dstack runners rm {name}",
+    )
+
+
+async def remove_runner(ctx: ServerContext, *, name: str) -> None:
+    """`dstack runners rm NAME`: delete the runner and revoke its credential (at once in this
+    process, within `auth_cache_seconds` in others sharing the database); its active jobs are
+    lost (re-queued when their retries allow, failed with `runner_lost` otherwise) and its
+    tunnel connection closed. `NotFoundError` when no runner has that name."""
+    async with ctx.transaction() as session:
+        row = await _by_name(session, name)
+        if row is None:
+            raise NotFoundError(f"runner '{name}' not found", hint="see `dstack runners`")
+        await _forget(ctx, session, row, f"runner '{name}' was removed")
+    ctx.principals.clear()
+    await ctx.tunnels.disconnect(row.id)
+
+
+async def _forget(ctx: ServerContext, session: AsyncSession, row: RunnerRow, message: str) -> None:
+    """Fail (or re-queue) the runner's active jobs, then delete it."""
+    await _fail_active_jobs(ctx, session, row, message)
+    await session.execute(delete(RunnerRow).where(RunnerRow.id == row.id))
+    mark_changed(session, work=True)
+
+
+async def server_id(ctx: ServerContext) -> str:
+    """This server's id: made on first use, kept in `server_meta` (so it survives restarts
+    and is shared by every process on the database), cached in `ctx.server_id`."""
+    if ctx.server_id is None:
+        ctx.server_id = await _load_server_id(ctx)
+    return ctx.server_id
+
+
+async def _load_server_id(ctx: ServerContext) -> str:
+    insert = dialect_insert(ctx.engine.dialect.name, ServerMetaRow)
+    made = insert.values(key=SERVER_ID_KEY, value=uuid.uuid4().hex)
+    async with ctx.transaction() as session:
+        await session.execute(made.on_conflict_do_nothing(index_elements=["key"]))
+        value = await session.scalar(
+            select(ServerMetaRow.value).where(ServerMetaRow.key == SERVER_ID_KEY)
+        )
+    assert value is not None
+    return value
 
 
 async def require_runner(session: AsyncSession, runner_id: str) -> RunnerRow:

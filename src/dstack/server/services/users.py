@@ -1,4 +1,5 @@
-"""Users, the admin token, runner registration tokens, and who may see which run.
+"""Users, the admin token, runner registration tokens and runners' credentials, and who may
+see which run.
 
 Tokens are random (`secrets.token_urlsafe`), so a plain sha256 is a safe way to keep them:
 only hashes are stored; a token is shown once, when it is created.
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.protocol import CreateUserRequest, CreateUserResponse, User
 from dstack.server.context import ServerContext
-from dstack.server.db.models import RunnerTokenRow, RunRow, UserRow
+from dstack.server.db.models import RunnerRow, RunnerTokenRow, RunRow, UserRow
 from dstack.server.errors import InvalidRequestError
 
 ADMIN_TOKEN_FILE = "admin_token"
@@ -66,9 +67,12 @@ def new_token() -> str:
 async def authenticate(ctx: ServerContext, token: str) -> Principal | None:
     """The principal `token` belongs to; None when it is unknown or revoked.
 
-    A runner token configured in the settings is compared without the database; a known
-    token is remembered for `settings.auth_cache_seconds` (`ctx.principals`, which every
-    change to users and tokens here clears, so a revocation in this process holds at once).
+    A user's token, a runner registration token (`runner_id` None: it may only register), or
+    a runner's own credential (`runner_id` set: the runner is the one found by the token's
+    hash, nothing else). A registration token configured in the settings is compared without
+    the database; a known token is remembered for `settings.auth_cache_seconds`
+    (`ctx.principals`, which every change to users, tokens and runners here clears, so a
+    revocation in this process holds at once).
     """
     configured = ctx.settings.runner_token
     if configured and hmac.compare_digest(token.encode(), configured.encode()):
@@ -88,9 +92,16 @@ async def _lookup(ctx: ServerContext, digest: str) -> Principal | None:
         user = await session.scalar(select(UserRow).where(UserRow.token_hash == digest))
         if user is not None:
             return _principal(user)
-        runner = await session.get(RunnerTokenRow, digest)
+        registration = await session.get(RunnerTokenRow, digest)
+        if registration is not None:
+            return Principal(name=f"runner:{registration.label}", role=Role.RUNNER)
+        runner = (
+            await session.execute(
+                select(RunnerRow.id, RunnerRow.name).where(RunnerRow.token_hash == digest)
+            )
+        ).first()
     if runner is not None:
-        return Principal(name=f"runner:{runner.label}", role=Role.RUNNER)
+        return Principal(name=f"runner:{runner.name}", role=Role.RUNNER, runner_id=runner.id)
     return None
 
 

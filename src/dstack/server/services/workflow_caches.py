@@ -9,17 +9,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dstack.models.artifacts import Manifest
 from dstack.server.context import ServerContext
 from dstack.server.db.models import RunRow, WorkflowCacheRow
-from dstack.server.services.artifacts import check_runner, require_blobs, require_job
+from dstack.server.services.artifacts import (
+    check_runner,
+    check_runner_of,
+    require_blobs,
+    require_job,
+)
 
 
 async def save_cache(
-    ctx: ServerContext, *, job_id: str, manifest: Manifest, runner_id: str | None
+    ctx: ServerContext, *, job_id: str, manifest: Manifest, runner_id: str
 ) -> None:
     """Replace the saved cache of `manifest.path` for the job's (repository, workflow).
 
-    Same checks as artifact manifests: 404 job gone, 409 not this runner's, 400 blobs
-    missing.
+    Same checks as artifact manifests: 404 job gone, 403 not held by runner `runner_id` or
+    final, 400 blobs missing.
     """
+    await check_runner_of(ctx, job_id, runner_id)
     await require_blobs(ctx.blobs, [f.digest for f in manifest.files])
     async with ctx.transaction() as session:
         job = await require_job(session, job_id)

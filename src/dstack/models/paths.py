@@ -39,7 +39,8 @@ class PathError(ValueError):
 
 
 def normalize_declared(path: str) -> str:
-    """The canonical form of a declared path: `model`, `~/.cache/pip`, `/output`, `~`.
+    """The canonical form of a declared path: `model`, `~/.cache/pip`, `/output`, `~`, `.`
+    (the working directory itself).
 
     Raises `PathError` for a path that is not allowed (see the module docstring).
     """
@@ -54,7 +55,9 @@ def normalize_declared(path: str) -> str:
     if prefix == "~":
         return "/".join(["~", *parts])
     if not parts:
-        raise PathError(f"artifact path {path!r} names no folder inside the job")
+        if prefix == "/":
+            raise PathError(f"artifact path {path!r} is the root of the filesystem")
+        return "."
     return prefix + "/".join(parts)
 
 

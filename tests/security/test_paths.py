@@ -183,6 +183,23 @@ async def test_an_import_with_an_escaping_manifest_is_422(http: httpx.AsyncClien
     assert "'../../home'" in response.json()["error"]["message"]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/blobs/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/api/blobs/..%2F..%2Fetc%2Fpasswd",
+        "/api/blobs/%2e%2e",
+        "/api/runs/%2e%2e%2f%2e%2e/artifacts",
+    ],
+)
+async def test_encoded_dots_in_urls_reach_no_file(http: httpx.AsyncClient, url: str) -> None:
+    response = await http.get(url, headers=AUTH)
+
+    assert 400 <= response.status_code < 500
+    assert b"root:" not in response.content
+
+
 # --- the runner: nothing of the host is uploaded ---------------------------------------
 def _secret(tmp_path: Path) -> Path:
     folder = tmp_path / "host"

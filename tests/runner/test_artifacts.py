@@ -218,25 +218,36 @@ def test_caches_are_restored_into_the_jobs_home_and_saved_after_it(
     assert store.content(digest_of(b"fresh\n")) == b"fresh\n"
 
 
-def test_home_and_absolute_artifact_paths_of_a_process_job(
+def test_home_artifact_paths_of_a_process_job_are_in_its_own_home(
     tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
 ) -> None:
     store = CountingStore()
-    output = tmp_path / "host-output"
     job = assign(
         repo_ref,
         "mkdir -p ~/.cache/models",
         "echo cached > ~/.cache/models/m",
-        f"mkdir -p {output}",
-        f"echo out > {output}/o",
-        artifacts=["~/.cache/models", str(output)],
+        artifacts=["~/.cache/models"],
     )
     with running(tmp_path, fake_api, store):
         fake_api.assignments.put(job)
         assert fake_api.wait_final("job-1").status is JobStatus.DONE
     assert files_of(fake_api.latest("job-1", "~/.cache/models")) == {"m": digest_of(b"cached\n")}
-    assert files_of(fake_api.latest("job-1", str(output))) == {"o": digest_of(b"out\n")}
-    assert (output / "o").read_text() == "out\n"  # host files are stored, never moved away
+
+
+def test_an_absolute_artifact_path_of_a_process_job_is_refused_before_it_starts(
+    tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    output = tmp_path / "host-output"
+    output.mkdir()
+    (output / "o").write_text("host file\n")
+    job = assign(repo_ref, "echo started > started", artifacts=[str(output)])
+    with running(tmp_path, fake_api, CountingStore()):
+        fake_api.assignments.put(job)
+        final = fake_api.wait_final("job-1")
+    assert final.status is JobStatus.FAILED
+    assert f"artifact path '{output}' is absolute" in (final.message or "")
+    assert not fake_api.artifacts.get("job-1")
+    assert (output / "o").read_text() == "host file\n"
 
 
 def test_a_local_store_takes_the_files_and_the_job_dir_goes(

@@ -6,6 +6,7 @@ import pytest
 
 from dstack.models.artifacts import StorageAccess
 from dstack.runner.blobs import is_local, open_blob_store
+from dstack.runner.errors import JobStartError
 from dstack.runner.paths import container_path, job_paths
 from dstack.runner.settings import RunnerSettings
 from dstack.storage.http import HttpBlobStore
@@ -33,15 +34,16 @@ def test_docker_binds_a_job_folder_at_each_absolute_or_home_path(tmp_path: Path)
     assert all(paths.inside_job_dir(p) for p in declared)
 
 
-def test_a_process_job_has_its_own_home_and_uses_host_absolute_paths(tmp_path: Path) -> None:
-    paths = job_paths(["~/.cache/pip", "/output"], job_dir=tmp_path, working_dir=tmp_path / "code",
+def test_a_process_job_has_its_own_home_and_no_host_absolute_paths(tmp_path: Path) -> None:
+    paths = job_paths(["~/.cache/pip"], job_dir=tmp_path, working_dir=tmp_path / "code",
                       executor="process")  # fmt: skip
     assert paths.home == tmp_path / "home"
     assert paths.host_path("~/.cache/pip") == tmp_path / "home" / ".cache" / "pip"
     assert paths.host_path("~") == tmp_path / "home"
-    assert paths.host_path("/output") == Path("/output")
-    assert not paths.inside_job_dir("/output")
     assert paths.mounts == {}
+    with pytest.raises(JobStartError, match="'/output' is absolute"):
+        job_paths(["/output"], job_dir=tmp_path, working_dir=tmp_path / "code",
+                  executor="process")  # fmt: skip
 
 
 def test_container_paths_expand_home_to_root() -> None:

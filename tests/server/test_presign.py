@@ -86,7 +86,7 @@ def test_artifacts_go_between_runner_and_s3_without_the_server(
     (out / "model.bin").write_bytes(b"w" * 300_000)
     (out / "metrics.json").write_text('{"loss": 0.1}')
 
-    manifest = scan(out, "out", base=tmp_path / "job")
+    manifest = scan(out, "out")
     with contextlib.closing(store):
         push(manifest, out, store)
         place(manifest, tmp_path / "elsewhere", store)

@@ -52,7 +52,7 @@ def test_push_and_place_through_the_server(
 ) -> None:
     url, server_blobs = server
     write_tree(tmp_path / "out", {"a": b"a" * 3_000_000, "b/c": b"c"})
-    manifest = scan(tmp_path / "out", "out", base=tmp_path)
+    manifest = scan(tmp_path / "out", "out")
 
     with HttpBlobStore(url, TOKEN) as store:
         first = push(manifest, tmp_path / "out", store)

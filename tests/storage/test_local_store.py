@@ -66,7 +66,6 @@ def test_scan_with_ingest_stores_every_file_so_push_sends_nothing(tmp_path: Path
     manifest = scan(
         tmp_path / "out",
         "out",
-        base=tmp_path,
         stat_cache=cache,
         ingest=lambda path, st: store.ingest(path, st)[0],
     )
@@ -95,7 +94,7 @@ def test_a_settled_cache_vouches_for_fresh_files_so_a_move_reads_them_once(
 
     cache = StatCache(None, hasher=counting)
     cache.settle()
-    manifest = scan(tmp_path / "out", "out", base=tmp_path, stat_cache=cache)
+    manifest = scan(tmp_path / "out", "out", stat_cache=cache)
     st = (tmp_path / "out" / "new.bin").stat()
 
     assert cache.lookup(tmp_path / "out" / "new.bin", st) == sha(data)

@@ -28,8 +28,8 @@ def test_second_scan_reads_nothing(tmp_path: Path) -> None:
     hasher = CountingHasher()
     cache = StatCache(None, hasher=hasher)
 
-    first = scan(tmp_path / "out", "out", base=tmp_path, stat_cache=cache)
-    second = scan(tmp_path / "out", "out", base=tmp_path, stat_cache=cache)
+    first = scan(tmp_path / "out", "out", stat_cache=cache)
+    second = scan(tmp_path / "out", "out", stat_cache=cache)
 
     assert hasher.calls == 30
     assert second == first

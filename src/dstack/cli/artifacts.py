@@ -28,7 +28,21 @@ def resolve_run(client: Client, ref: str) -> str:
 
 
 def run_artifacts(client: Client, ref: str) -> list[JobArtifacts]:
-    return client.get_artifacts(resolve_run(client, ref))
+    """The run's artifacts; a manifest that fails the checks of `dstack.models` (a path
+    with `..`, a mode beyond the permission bits: from an older or hostile server) is a
+    `StorageError`, and nothing is written."""
+    from pydantic import ValidationError
+
+    from dstack.errors import StorageError
+
+    try:
+        return client.get_artifacts(resolve_run(client, ref))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise StorageError(
+            f"the server sent an invalid manifest: {error['msg']}",
+            hint="nothing was copied; ask the server's admin to remove that run",
+        ) from None
 
 
 def blob_store(remote: str | None = None) -> BlobStore:

@@ -19,14 +19,14 @@ def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
     from dstack.errors import NotFoundError
     from dstack.models.artifacts import FileEntry, Manifest
 
-    wanted = source.strip("/")
+    wanted = _key(source)
     entries: list[FileEntry] = []
     single = False
     for job in artifacts:
         for manifest in job.manifests:
-            root = manifest.path.strip("/")
+            root = _key(manifest.path)
             for entry in manifest.files:
-                full = f"{root}/{entry.path}" if entry.path else root
+                full = "/".join(part for part in (root, entry.path) if part)
                 if full == wanted:
                     entries.append(entry.model_copy(update={"path": ""}))
                     single = True
@@ -35,7 +35,20 @@ def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
                     entries.append(entry.model_copy(update={"path": rel}))
     if not entries:
         raise NotFoundError(f"no artifact file or folder '{source}'", hint="see `dstack ls RUN -r`")
-    return Manifest(path=source, files=entries), single
+    # Not validated here: `place` checks every entry path again before writing anything.
+    return Manifest.model_construct(path=source, files=entries), single
+
+
+def _key(path: str) -> str:
+    """A declared path as `select` compares it: normalized, without the leading `/`, and ""
+    for the working directory itself (`data/` and `./data` are `data`; `/out` is `out`)."""
+    from dstack.models.paths import PathError, normalize_declared
+
+    try:
+        normal = normalize_declared(path)
+    except PathError:
+        return path.strip("/")  # matches nothing a valid manifest holds
+    return "" if normal == "." else normal.lstrip("/")
 
 
 @click.command()

@@ -80,7 +80,7 @@ def _upload(client: Client, tag: str, paths: list[Path], remote: str | None) -> 
     from dstack.storage.transfer import push
 
     cwd = Path.cwd()
-    manifests = [scan(p.resolve(), _declared(p, cwd), base=cwd) for p in paths]
+    manifests = [scan(p.resolve(), _declared(p, cwd)) for p in paths]
     store = blob_store(remote)
     total = sum(m.size for m in manifests)
     with progress(total, f"uploading {tag}") as advance:

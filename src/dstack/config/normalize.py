@@ -12,6 +12,7 @@ from dstack.config.files import LineDict
 from dstack.config.location import Where, show
 from dstack.config.schema import (
     RawArtifact,
+    RawCache,
     RawDep,
     RawGpu,
     RawResources,
@@ -20,6 +21,7 @@ from dstack.config.schema import (
     RawWorkflow,
 )
 from dstack.errors import ConfigError
+from dstack.models.paths import PathError, check_declared
 from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef, RegistryAuth, WorkflowSpec
 
@@ -114,8 +116,8 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
             python=python or version or glued_python,
             requirements=raw.requirements,
             env=_env(raw, here),
-            artifacts=_artifacts(raw.artifacts),
-            cache=[item if isinstance(item, str) else item.path for item in raw.cache or []],
+            artifacts=_artifacts(raw.artifacts, here.at("artifacts")),
+            cache=_cache(raw.cache, here.at("cache")),
             deps=_deps(raw, here),
             triggers=_triggers(raw.triggers),
             resources=_resources(raw.resources, here.sub("resources")),
@@ -247,11 +249,26 @@ def _env(raw: RawWorkflow, here: _KeyWhere) -> dict[str, str | None]:
     return env
 
 
-def _artifacts(items: list[str | RawArtifact] | None) -> list[ArtifactSpec]:
-    return [
-        ArtifactSpec(path=item) if isinstance(item, str) else ArtifactSpec(**item.model_dump())
-        for item in items or []
-    ]
+def _artifacts(items: list[str | RawArtifact] | None, where: Where) -> list[ArtifactSpec]:
+    raws = [RawArtifact(path=item) if isinstance(item, str) else item for item in items or []]
+    return [ArtifactSpec(path=_path(raw.path, where, "artifacts"), mount=raw.mount) for raw in raws]
+
+
+def _cache(items: list[str | RawCache] | None, where: Where) -> list[str]:
+    paths = [item if isinstance(item, str) else item.path for item in items or []]
+    return [_path(path, where, "cache") for path in paths]
+
+
+def _path(path: str, where: Where, key: str) -> str:
+    """`path` when the one path check accepts it, else a `ConfigError` at the key's line."""
+    try:
+        return check_declared(path)
+    except PathError as exc:
+        raise where.error(
+            f"invalid '{key}' item: {exc}",
+            hint="use a path relative to the working directory (no '..'), under ~, "
+            "or an absolute path in the container",
+        ) from None
 
 
 def split_repo(text: str) -> tuple[str | None, str]:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dstack.models.common import Model
+from dstack.models.paths import DeclaredPath, EntryPath
+
+MAX_FILE_SIZE = 1 << 50
+"""Bytes of one artifact file (1 PiB): a bound for sizes that come in with manifests."""
 
 
 class FileEntry(Model):
-    path: str = Field(description="Relative to the artifact's root, `/`-separated.")
-    size: int = Field(ge=0)
-    mode: int = Field(description="Permission bits, e.g. 0o644 or 0o755.")
+    path: EntryPath = Field(
+        description="Relative to the artifact's root, `/`-separated, normalized (no `.`, `..` "
+        'or empty names); "" for a single-file artifact.'
+    )
+    size: int = Field(ge=0, le=MAX_FILE_SIZE, description="Bytes, at most 2^50.")
+    mode: int = Field(ge=0, le=0o777, description="Permission bits only, e.g. 0o644 or 0o755.")
     digest: str = Field(description="sha256 of the content, hex.")
 
 
@@ -25,8 +32,27 @@ class Manifest(Model):
     path "".
     """
 
-    path: str
+    path: DeclaredPath
     files: list[FileEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_place_per_file(self) -> Manifest:
+        """Refuse entries that would overlap when placed: a path twice, a file that is also
+        a folder of another entry (`a` and `a/b`), or "" beside other entries."""
+        names = {f.path for f in self.files}
+        if len(names) != len(self.files):
+            raise ValueError(f"manifest {self.path!r} lists a file twice")
+        if "" in names and len(names) > 1:
+            raise ValueError(f"manifest {self.path!r} mixes a single file with other entries")
+        for name in names:
+            parent, _, _ = name.rpartition("/")
+            while parent:
+                if parent in names:
+                    raise ValueError(
+                        f"manifest {self.path!r} has {parent!r} both as a file and a folder"
+                    )
+                parent, _, _ = parent.rpartition("/")
+        return self
 
     @property
     def size(self) -> int:

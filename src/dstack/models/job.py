@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from dstack.models.common import Model
+from dstack.models.paths import DeclaredPath
 from dstack.models.resources import ResourcesSpec
 from dstack.models.workflow import ArtifactSpec, RegistryAuth
 
@@ -83,7 +84,7 @@ class JobSpec(Model):
     python: str | None = None
     requirements: str | None = None
     artifacts: list[ArtifactSpec] = Field(default_factory=list)
-    cache: list[str] = Field(default_factory=list)
+    cache: list[DeclaredPath] = Field(default_factory=list)
     ports: list[PortSpec] = Field(default_factory=list)
     apps: list[AppSpec] = Field(default_factory=list)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

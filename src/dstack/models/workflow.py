@@ -11,6 +11,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from dstack.models.common import Model
+from dstack.models.paths import DeclaredPath
 from dstack.models.resources import ResourcesSpec
 
 
@@ -46,7 +47,10 @@ class DepRef(Model):
 
 
 class ArtifactSpec(Model):
-    path: str = Field(description="Folder (or file) the job writes, relative to its working dir.")
+    path: DeclaredPath = Field(
+        description="Folder (or file) the job writes, relative to its working dir (see "
+        "`models/paths.py` for the accepted forms)."
+    )
     mount: bool = Field(False, description="Sync continuously, for very large or live outputs.")
 
 
@@ -75,7 +79,7 @@ class WorkflowSpec(Model):
         default_factory=dict, description="None means: take the value from the caller's env."
     )
     artifacts: list[ArtifactSpec] = Field(default_factory=list)
-    cache: list[str] = Field(default_factory=list)
+    cache: list[DeclaredPath] = Field(default_factory=list)
     deps: list[DepRef] = Field(default_factory=list)
     triggers: list[str] = Field(
         default_factory=list, description="Path patterns: only these files count as code input."

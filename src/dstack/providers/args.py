@@ -16,6 +16,7 @@ import click
 from pydantic import ValidationError
 
 from dstack.errors import ConfigError
+from dstack.models.paths import PathError, check_declared
 from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef, SourceLocation, WorkflowSpec
 from dstack.providers.base import Provider
@@ -121,7 +122,7 @@ def _workflow_from_params(provider: Provider, params: dict[str, Any]) -> Workflo
     fields.update(
         requirements=params["requirements"],
         env=_parse_env(params["env"]),
-        artifacts=[ArtifactSpec(path=a) for a in params["artifacts"]],
+        artifacts=[_artifact(provider, a) for a in params["artifacts"]],
         deps=[_cli_dep(d) for d in params["deps"]],
         working_dir=params["working_dir"],
         resources=_resources(params),
@@ -140,6 +141,17 @@ def _workflow_from_params(provider: Provider, params: dict[str, Any]) -> Workflo
             f"dstack run {provider.name}: {exc.errors()[0]['msg']}",
             hint=provider_usage(provider.name),
         ) from exc
+
+
+def _artifact(provider: Provider, path: str) -> ArtifactSpec:
+    try:
+        return ArtifactSpec(path=check_declared(path))
+    except PathError as exc:
+        raise ConfigError(
+            f"dstack run {provider.name}: invalid --artifact: {exc}",
+            hint="use a path relative to the working directory (no '..'), under ~, "
+            "or an absolute path in the container",
+        ) from None
 
 
 def _positional_fields(provider: Provider, args: list[str], commands: list[str]) -> dict[str, Any]:

@@ -5,6 +5,10 @@ While the job runs, each artifact path is scanned every `artifact_sync_interval`
 and the server gets the manifest when it changed. After the job's processes are gone,
 `finish` scans and pushes once more and saves the workflow caches, so a crash, stop or abort
 keeps everything that was written.
+
+Every round checks each path on disk first (`JobPaths.check_root`): a path that is, or lies
+under, a symbolic link is not read (the job could point it at any file of the host); at the
+end such a path gets a warning line in the job's log and the other paths are saved.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dstack.runner.paths import JobPaths
 from dstack.runner.settings import RunnerSettings
 from dstack.runner.sizes import format_size
 from dstack.storage.base import BlobStore
+from dstack.storage.paths import UnsafePathError
 
 if TYPE_CHECKING:
     from dstack.storage.base import SupportsIngest
@@ -112,7 +117,7 @@ class ArtifactSync:
         self._post_artifact = post_artifact
         self._post_cache = post_cache
         self._clock = clock
-        self._base = paths.working_dir
+        self._paths = paths
         self._stat_cache: StatCache = StatCache(None)
         now = clock()
         self._artifacts = [
@@ -151,7 +156,14 @@ class ArtifactSync:
         self._stat_cache.settle()
         saved = self._caches if caches else []
         every = [*self._artifacts, *saved]
-        scanned = [(t, *self._scan(t, ingest=not (move and t.movable))) for t in every]
+        scanned = []
+        for tracked in every:
+            try:
+                scanned.append(
+                    (tracked, *self._scan(tracked, ingest=not (move and tracked.movable)))
+                )
+            except UnsafePathError as exc:  # the others are still saved
+                say(f"warning: {'cache' if tracked in saved else 'artifact'} not saved: {exc}")
         for tracked, manifest, stored in scanned:
             is_cache = tracked in saved
             post = self._post_cache if is_cache else self._post_artifact
@@ -198,9 +210,9 @@ class ArtifactSync:
         store = self._store if ingest and isinstance(self._store, SupportsIngest) else None
         stored = _Stored(store)
         manifest = scan(
-            tracked.host,
+            self._paths.check_root(tracked.declared),
             tracked.declared,
-            base=self._base,
+            within=self._paths.job_dir,
             stat_cache=self._stat_cache,
             ingest=stored.ingest(),
         )
@@ -229,7 +241,14 @@ class ArtifactSync:
             if pushed is not None:
                 pushed()
             return
-        stats = push(manifest, tracked.host, self._store, move=move, stat_cache=self._stat_cache)
+        stats = push(
+            manifest,
+            tracked.host,
+            self._store,
+            move=move,
+            within=self._paths.job_dir,
+            stat_cache=self._stat_cache,
+        )
         tracked.record(stats, stored)
         if pushed is not None:
             pushed()

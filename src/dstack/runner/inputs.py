@@ -1,7 +1,10 @@
 """The `downloading` step after the code: dependency artifacts and saved workflow caches.
 
 Every file is a verified copy of its blob (never a hard link), so a job writing to a placed
-file cannot corrupt the store.
+file cannot corrupt the store. Every path is checked again before anything is written (a
+manifest may come from anyone who can tag a run): the artifact path must map inside the job's
+directory with no symbolic link on the way (the job's code may hold some), and each entry is
+written only into folders made or checked one name at a time (`storage.transfer.place`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _place(manifest: Manifest, paths: JobPaths, store: BlobStore, *, what: str) 
     from dstack.storage.transfer import place
 
     try:
-        place(manifest, paths.host_path(manifest.path), store)
+        place(manifest, paths.check_root(manifest.path), store, within=paths.job_dir)
     except DstackError as exc:
         raise JobStartError(f"cannot place {what}: {exc.message}", exc.hint) from exc
     except OSError as exc:

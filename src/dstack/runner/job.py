@@ -171,9 +171,9 @@ class JobWorker:
                 return None
             spool.write_line(f"error: cannot fetch the code: {exc}")
             return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
-        paths = self._paths(code_dir)
         host_ports = allocate_ports(self.assignment.spec)
         try:
+            paths = self._paths(code_dir)  # refuses a path that would leave the job's dir
             if (self.assignment.deps or self.assignment.caches) and not self._cancelled():
                 place_inputs(self.assignment, paths, self._blob_store(), spool.write_line)
             if not accepted():

@@ -61,6 +61,10 @@ class StatCache:
         self.remember(file, st, digest, hashed_at=started)
         return digest
 
+    def hash_file(self, file: Path) -> str:
+        """The sha256 of `file`, computed by this cache's hasher (nothing is remembered)."""
+        return self._hasher(file)
+
     def lookup(self, file: Path, st: os.stat_result) -> str | None:
         """The remembered digest of `file` in state `st`, or None."""
         with self._lock:

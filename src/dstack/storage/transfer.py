@@ -13,17 +13,25 @@ import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TypeVar
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.paths import PathError, check_entry
 from dstack.storage.base import (
     BlobMismatchError,
     BlobStore,
     SupportsAdopt,
     SupportsCopyIn,
     missing_of,
+)
+from dstack.storage.paths import (
+    UnsafePathError,
+    make_dirs,
+    open_inside,
+    real_folder,
+    refuse_links,
 )
 from dstack.storage.statcache import StatCache
 
@@ -58,12 +66,17 @@ def push(
     store: BlobStore,
     *,
     move: bool = False,
+    within: Path | None = None,
     workers: int = 4,
     progress: Progress | None = None,
     stat_cache: StatCache | None = None,
 ) -> TransferStats:
     """Upload the blobs of `manifest` (files under `root`, its artifact root) that `store`
     lacks; blobs already stored are never sent again.
+
+    Files are read as `scan` reads them: the root must not be a link (and must lie in
+    `within` when given: `UnsafePathError`), and a file is read only when its real path is
+    inside the root; one that is not (any more) counts as vanished.
 
     One `missing()` query for the whole manifest when the store offers it. `move=True` lets
     a store that can `adopt` take the files by rename (the folder is about to be deleted).
@@ -81,7 +94,7 @@ def push(
         else:
             stats.skip(entry)
     replaced: dict[str, FileEntry | None] = {}
-    uploader = _Uploader(store, root, move=move, stat_cache=stat_cache)
+    uploader = _Uploader(store, _real_root(root, within), move=move, stat_cache=stat_cache)
     batches = _batches(list(groups.values()), lambda group: group[0].size)
     with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
         futures = [pool.submit(uploader.upload_batch, batch) for batch in batches]
@@ -104,12 +117,20 @@ def push(
 Tried = list[tuple[FileEntry, FileEntry | None]]
 
 
+def _real_root(root: Path, within: Path | None) -> tuple[Path, Path]:
+    """(root, its real path); a root that is gone keeps its own path (nothing is read)."""
+    try:
+        return root, real_folder(root, within=within, what="artifact path")
+    except (FileNotFoundError, NotADirectoryError):
+        return root, Path(os.path.abspath(root))
+
+
 class _Uploader:
     def __init__(
-        self, store: BlobStore, root: Path, *, move: bool, stat_cache: StatCache | None
+        self, store: BlobStore, root: tuple[Path, Path], *, move: bool, stat_cache: StatCache | None
     ) -> None:
         self._store = store
-        self._root = root
+        self._root, self._real_root = root
         self._move = move
         self._cache = stat_cache
 
@@ -136,15 +157,15 @@ class _Uploader:
 
     def upload(self, entry: FileEntry, file: Path) -> FileEntry | None:
         """Store `file`; return the entry it was stored as (a new one when it changed since
-        the scan), or None when it is gone."""
+        the scan), or None when it is gone (or is no longer a regular file inside the
+        root: a link swapped in since the scan is never read through)."""
         for _ in range(_ATTEMPTS):
-            st = _stat(file)
-            if st is None:
-                return None
-            if st.st_size == entry.size and self._put(entry.digest, file, st):
-                return entry
-            fresh = self._rehash(entry, file)
-            if fresh is None:
+            try:
+                with open_inside(file, self._real_root) as (source, st, real):
+                    if st.st_size == entry.size and self._put(entry.digest, file, source, real, st):
+                        return entry
+                    fresh = self._rehash(entry, file, source, st)
+            except FileNotFoundError:
                 return None
             entry = fresh
         raise StorageError(
@@ -152,29 +173,24 @@ class _Uploader:
             hint="stop writing to it, or exclude it from the artifact paths",
         )
 
-    def _put(self, digest: str, file: Path, st: os.stat_result) -> bool:
-        """Store `file` as `digest`; False when its content no longer hashes to it."""
+    def _put(self, digest: str, file: Path, source: Path, real: Path, st: os.stat_result) -> bool:
+        """Store the opened `source` (the file listed as `file`, really at `real`) as
+        `digest`; False when its content no longer hashes to it."""
         vouched = self._cache is not None and self._cache.lookup(file, st) == digest
         try:
             if self._move and isinstance(self._store, SupportsAdopt):
-                self._store.adopt(file, digest, st if vouched else None)
+                self._store.adopt(real, digest, st if vouched else None)
             elif vouched and isinstance(self._store, SupportsCopyIn):
-                self._store.copy_in(file, digest, st)
+                self._store.copy_in(source, digest, st)
             else:
-                self._store.put_file(file, digest)
+                self._store.put_file(source, digest)
         except BlobMismatchError:
             return False
         return True
 
-    def _rehash(self, entry: FileEntry, file: Path) -> FileEntry | None:
+    def _rehash(self, entry: FileEntry, file: Path, source: Path, st: os.stat_result) -> FileEntry:
         cache = self._cache if self._cache is not None else StatCache(None)
-        st = _stat(file)
-        try:
-            digest = cache.digest(file, st) if st is not None else None
-        except FileNotFoundError:
-            digest = None
-        if st is None or digest is None:
-            return None
+        digest = cache.digest(file, st, hasher=lambda _: cache.hash_file(source))
         return FileEntry(path=entry.path, size=st.st_size, mode=st.st_mode & 0o777, digest=digest)
 
 
@@ -183,12 +199,19 @@ def place(
     target: Path,
     store: BlobStore,
     *,
+    within: Path | None = None,
     workers: int = 4,
     progress: Progress | None = None,
     stat_cache: StatCache | None = None,
 ) -> TransferStats:
     """Write the files of `manifest` under `target` (its artifact root; for a single-file
     artifact, the file itself), creating folders and restoring modes.
+
+    Every path is checked again here, whoever checked it before: an entry path must be
+    normalized and relative, and no folder on the way from `target` to a file (nor, with
+    `within`, from `within` to `target`) may be a symbolic link or a file: folders are made
+    one name at a time and looked at with `lstat`, so nothing is written through a link
+    (one from the job's code, or an earlier entry). `UnsafePathError` otherwise.
 
     Each file is a verified copy of its blob, written to a temp name and renamed: never a
     hard link, so a job writing to it cannot corrupt the store. A corrupt blob raises
@@ -197,14 +220,15 @@ def place(
     `target` is refused. `progress(n)` is called in the calling thread per file placed.
     """
     stats = TransferStats()
+    dests = [(entry, _dest(target, entry)) for entry in manifest.files]
+    _make_root(target, within, single=any(entry.path == "" for entry in manifest.files))
     todo: list[tuple[FileEntry, Path]] = []
-    for entry in manifest.files:
-        dest = _dest(target, entry)
+    for entry, dest in dests:
         if _already_there(dest, entry, stat_cache):
             stats.skip(entry)
         else:
             todo.append((entry, dest))
-    _make_parents(dest for _, dest in todo)
+    _make_parents(target, (dest for _, dest in todo))
     batches = _batches(todo, lambda item: item[0].size)
     with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
         futures = [pool.submit(_fetch_batch, store, batch) for batch in batches]
@@ -234,11 +258,34 @@ def _fetch(store: BlobStore, entry: FileEntry, dest: Path) -> None:
         ) from exc
 
 
-def _make_parents(dests: Iterable[Path]) -> None:
-    """Create each distinct parent folder once (not once per file)."""
+def _make_root(target: Path, within: Path | None, *, single: bool) -> None:
+    """The folder files go into: `target` (or, for a single file, its parent), made from
+    `within` down when given, else as it is (the caller chose it, as `dstack cp` does)."""
+    folder = target.parent if single else target
+    try:
+        if within is not None:
+            refuse_links(within, target, what="artifact path")
+            make_dirs(within, folder, what=str(target))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+    except UnsafePathError:
+        raise
+    except OSError as exc:
+        raise StorageError(
+            f"cannot place files in {folder}: {exc.strerror}",
+            hint="a file in the way must be removed first",
+        ) from exc
+
+
+def _make_parents(target: Path, dests: Iterable[Path]) -> None:
+    """Create each distinct parent folder once (not once per file), never through a link."""
     for parent in dict.fromkeys(dest.parent for dest in dests):
+        if parent == target or parent == target.parent:
+            continue
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(target, parent, what=str(parent))
+        except UnsafePathError:
+            raise
         except OSError as exc:
             raise StorageError(
                 f"cannot place files in {parent}: {exc.strerror}",
@@ -280,27 +327,20 @@ def _already_there(dest: Path, entry: FileEntry, cache: StatCache | None) -> boo
 
 
 def _dest(target: Path, entry: FileEntry) -> Path:
-    """Where an entry goes; refuses paths that would leave `target`."""
-    if entry.path == "":
-        return target
-    rel = PurePosixPath(entry.path)
-    if rel.is_absolute() or ".." in rel.parts or "\0" in entry.path:
-        raise StorageError(
-            f"manifest entry '{entry.path}' points outside its artifact folder",
+    """Where an entry goes; refuses paths that would leave `target` (checked again: a
+    manifest built in memory, as `dstack cp` does, was not validated)."""
+    try:
+        check_entry(entry.path)
+    except PathError as exc:
+        raise UnsafePathError(
+            f"{exc}: it would leave its artifact folder",
             hint="the manifest is corrupt; upload the artifact again",
-        )
-    return target.joinpath(*rel.parts)
+        ) from None
+    return target.joinpath(*entry.path.split("/")) if entry.path else target
 
 
 def _file(root: Path, entry: FileEntry) -> Path:
     return root / entry.path if entry.path else root
-
-
-def _stat(file: Path) -> os.stat_result | None:
-    try:
-        return os.stat(file)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
 
 
 def _replace(files: list[FileEntry], replaced: dict[str, FileEntry | None]) -> list[FileEntry]:

@@ -33,7 +33,7 @@ from dstack.models.protocol import ImportRunRequest, JobSubmission, SubmitRunReq
 from dstack.models.repo import RepoRef
 from dstack.models.run import Run
 from dstack.models.workflow import DepKind, DepRef
-from dstack.server.app import create_app
+from dstack.server.app import create_app, running_context
 from dstack.server.context import ServerContext
 from dstack.server.services import claims
 from dstack.server.settings import ServerSettings
@@ -70,8 +70,10 @@ class Team:
 
     async def run_done(self, token: str, request: SubmitRunRequest) -> str:
         """Submit and let a runner finish every job; the run's name."""
+        runner = await register(self.ctx, name=uuid.uuid4().hex[:8])
         run = await self.submit(token, request)
-        await run_to_done(self.ctx, await register(self.ctx, name=uuid.uuid4().hex[:8]))
+        await run_to_done(self.ctx, runner)
+        assert (await self.run(run["name"]))["status"] == "done"
         return str(run["name"])
 
     async def run(self, name: str) -> dict[str, Any]:
@@ -83,8 +85,11 @@ class Team:
 @pytest.fixture
 async def team(tmp_path: Path, db_url: str | None) -> AsyncIterator[Team]:
     settings = ServerSettings(home=tmp_path / "home", token=ADMIN, database_url=db_url)
-    app = create_app(settings, blobs=MemoryBlobStore())
-    async with app.router.lifespan_context(app):
+    blobs = MemoryBlobStore()
+    app = create_app(settings, blobs=blobs)
+    # Without the scheduler loop (the test plays the runner; nothing runs by itself).
+    async with running_context(settings, blobs=blobs, background=False) as ctx:
+        app.state.ctx = ctx
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             body = {"name": "bob", "repos": [X]}
@@ -92,7 +97,7 @@ async def team(tmp_path: Path, db_url: str | None) -> AsyncIterator[Team]:
                 "/api/users", json=body, headers={"Authorization": f"Bearer {ADMIN}"}
             )
             assert created.status_code == 201, created.text
-            yield Team(http, app.state.ctx, created.json()["token"])
+            yield Team(http, ctx, created.json()["token"])
 
 
 def chain(repo: str) -> SubmitRunRequest:

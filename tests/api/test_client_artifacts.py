@@ -81,7 +81,7 @@ def test_artifacts_cache_and_tags_end_to_end(live_server: LiveServer, tmp_path: 
 
         with pytest.raises(ConflictError, match="tagged 'best'"):
             user.delete_run(run.name)
-        user.delete_tag("best")
+        user.delete_tag("best", REPO.repo_id)
         user.delete_run(run.name)
         assert user.get_artifacts(cached.name)[0].manifests == [out]
         assert user.missing_blobs([out.files[0].digest]) == []
@@ -119,4 +119,4 @@ def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path)
         with pytest.raises(StorageError, match=absent):
             runner.post_artifacts(assignment.job_id, bad)
         with pytest.raises(NotFoundError):
-            user.delete_tag("v2")
+            user.delete_tag("v2", REPO.repo_id)

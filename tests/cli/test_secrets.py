@@ -13,14 +13,21 @@ import pytest
 from click.testing import CliRunner
 
 from dstack.cli.main import cli
+from dstack.errors import NotFoundError, RepoError
 from dstack.server.local import stop_local_server
 
 VALUE = "hf_Zq8vX3-very-secret"
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The local server's home; the commands run in a fresh git repository (whose secrets
+    `dstack secrets` manages)."""
     home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    monkeypatch.chdir(work)
     try:
         yield home
     finally:
@@ -65,6 +72,34 @@ def test_update_and_delete(home: Path) -> None:
     assert invoke(home, "secrets", "update", "KEY", "two") == (0, "Secret 'KEY' updated.\n")
     assert invoke(home, "secrets", "delete", "-y", "KEY") == (0, "Secret 'KEY' deleted.\n")
     assert "No secrets yet" in invoke(home, "secrets", "list")[1]
+
+
+def test_secrets_belong_to_the_current_repository_or_are_global(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert invoke(home, "secrets", "add", "KEY", "here")[0] == 0
+    assert invoke(home, "secrets", "add", "--global", "SHARED", "everywhere")[0] == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    monkeypatch.chdir(other)
+
+    listed = invoke(home, "secrets", "list")
+    with pytest.raises(NotFoundError, match="secret 'KEY' not found"):
+        invoke(home, "secrets", "update", "KEY", "v")
+    added = invoke(home, "secrets", "add", "KEY", "there")  # no question: none here
+    monkeypatch.chdir(tmp_path)  # no repository: only --global works
+    with pytest.raises(RepoError) as outside:
+        invoke(home, "secrets", "list")
+    global_only = invoke(home, "secrets", "list", "--global")
+
+    assert "SHARED" in listed[1]
+    assert "global" in listed[1]
+    assert "KEY" not in listed[1]
+    assert added == (0, "Secret 'KEY' added.\n")
+    assert "`dstack secrets` works in the current repository" in outside.value.message
+    assert outside.value.hint == "run it inside the repository, or pass --global (admins)"
+    assert ("SHARED" in global_only[1], "KEY" in global_only[1]) == (True, False)
 
 
 def test_the_local_admin_manages_users_and_runner_tokens(home: Path) -> None:

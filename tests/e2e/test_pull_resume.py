@@ -24,6 +24,8 @@ from dstack.storage.local import LocalBlobStore
 FILES = 30
 READ_BEFORE_FAILURE = 12
 TAG = "base"
+# Alice and Bob work in clones of one repository: tags belong to a repository.
+ORIGIN = "https://github.com/acme/models.git"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     server = TeamServer(home=tmp / "server-home")
     (tmp / "alice").mkdir()
     alice = make_env(tmp / "alice", "process")
+    alice.git("remote", "add", "origin", ORIGIN)
     try:
         server.start()
         assert alice.dstack("config", "--url", server.url, "--token", ADMIN_TOKEN).code == 0
@@ -80,6 +83,7 @@ def bob(tmp_path: Path, published: Published) -> Iterator[Env]:
     """A teammate with no runs of his own, whose CLI points at the team server."""
     (tmp_path / "bob").mkdir()
     env = make_env(tmp_path / "bob", "process")
+    env.git("remote", "add", "origin", ORIGIN)
     assert env.dstack("config", "--url", published.server.url, "--token", ADMIN_TOKEN).code == 0
     try:
         yield env
@@ -119,8 +123,9 @@ def assert_resumes(bob: Env, published: Published, tmp_path: Path) -> None:
 
 
 def test_an_interrupted_pull_resumes_with_the_missing_blobs(
-    bob: Env, published: Published, tmp_path: Path
+    bob: Env, published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(bob.repo)  # `:TAG` is a tag of the current repository
     url, token = ensure_local_server(bob.home)
     broken = BrokenLinkStore(published.server.url, ADMIN_TOKEN, downloads=READ_BEFORE_FAILURE)
     source = Side(Client(published.server.url, ADMIN_TOKEN), broken)

@@ -74,8 +74,9 @@ async def new_runner_token(http: httpx.AsyncClient) -> str:
 
 async def statuses(http: httpx.AsyncClient, headers: dict[str, str]) -> list[int]:
     """Status codes of: a user endpoint, an admin endpoint, a runner endpoint, a blob."""
+    repo = {"repo_id": "github.com/acme/models"}
     return [
-        (await http.get("/api/runs", headers=headers)).status_code,
+        (await http.get("/api/runs", params=repo, headers=headers)).status_code,
         (await http.get("/api/users", headers=headers)).status_code,
         (await http.post("/api/runners/register", json=REGISTER, headers=headers)).status_code,
         (await http.head(f"/api/blobs/{'0' * 64}", headers=headers)).status_code,
@@ -209,8 +210,13 @@ async def test_a_user_with_repos_sees_only_runs_of_those(http: httpx.AsyncClient
         runs[repo] = (await http.post("/api/runs", json=body, headers=bearer(ADMIN))).json()["name"]
     hidden = runs[other]
 
-    listed = await http.get("/api/runs", params={"all": True}, headers=bearer(token))
+    listed = await http.get(
+        "/api/runs", params={"all": True, "repo_id": mine}, headers=bearer(token)
+    )
     assert [r["name"] for r in listed.json()] == [runs[mine]]
+    theirs = await http.get("/api/runs", params={"repo_id": other}, headers=bearer(token))
+    every = await http.get("/api/runs", params={"all": True}, headers=bearer(token))
+    assert (theirs.status_code, every.status_code) == (404, 403)
     assert (await http.get(f"/api/runs/{runs[mine]}", headers=bearer(token))).status_code == 200
     answers = [
         await http.get(f"/api/runs/{hidden}", headers=bearer(token)),
@@ -321,11 +327,11 @@ async def test_a_user_with_repos_sees_and_uses_only_tags_of_those(
     await upload_tag(http, "theirs", other)
     hidden_run = (await http.get("/api/tags", headers=bearer(ADMIN))).json()[0]["run_name"]
 
-    listed = await http.get("/api/tags", headers=bearer(token))
+    listed = await http.get("/api/tags", params={"repo_id": mine}, headers=bearer(token))
     retag = await http.post(
         "/api/tags", json={"name": "copy", "run_name": hidden_run}, headers=bearer(token)
     )
-    delete = await http.delete("/api/tags/theirs", headers=bearer(token))
+    delete = await http.delete("/api/tags/theirs", params={"repo_id": other}, headers=bearer(token))
     dep = DepRef(kind=DepKind.TAG, tag="theirs")
     body = submission(repo_id=mine)
     body.jobs[0].external_deps.append(dep)

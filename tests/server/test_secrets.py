@@ -56,7 +56,7 @@ async def test_values_are_never_answered(http: httpx.AsyncClient) -> None:
     assert [a.status_code for a in answers] == [201, 200, 200, 201, 200]
     assert all(VALUE not in a.text for a in answers)
     assert [s["name"] for s in answers[2].json()] == ["HF_TOKEN"]
-    assert set(answers[0].json()) == {"name", "created_at", "updated_at"}
+    assert set(answers[0].json()) == {"name", "repo_id", "created_at", "updated_at"}
 
 
 async def test_values_are_encrypted_in_the_database(
@@ -108,7 +108,7 @@ async def test_a_run_referring_to_an_unknown_secret_is_refused(http: httpx.Async
     assert (await http.get("/api/runs", headers=AUTH)).json() == []
 
 
-async def test_claimed_jobs_get_every_secret(ctx: ServerContext) -> None:
+async def test_claimed_jobs_get_the_global_secrets(ctx: ServerContext) -> None:
     await secret_service.add_secret(ctx, name="HF_TOKEN", value=VALUE)
     await secret_service.add_secret(ctx, name="OTHER", value="o")
     await run_service.submit_run(
@@ -129,11 +129,11 @@ async def test_another_key_cannot_read_the_values(
     settings.secret_key = "key one"
     async with running_context(settings, blobs=MemoryBlobStore(), background=False) as ctx:
         await secret_service.add_secret(ctx, name="A", value=VALUE)
-        assert await secret_service.secret_values(ctx) == {"A": VALUE}
+        assert await secret_service.secret_values(ctx, repo_id="r") == {"A": VALUE}
     settings.secret_key = "key two"
     async with running_context(settings, blobs=MemoryBlobStore(), background=False) as ctx:
-        assert await secret_service.secret_values(ctx) == {}
-        assert [s.name for s in await secret_service.list_secrets(ctx)] == ["A"]
+        assert await secret_service.secret_values(ctx, repo_id="r") == {}
+        assert [s.name for s in await secret_service.list_secrets(ctx, repo_id=None)] == ["A"]
 
 
 def test_references_are_found_in_commands_and_env_values() -> None:

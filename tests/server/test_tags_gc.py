@@ -36,10 +36,10 @@ async def test_add_list_and_delete_a_tag(ctx: ServerContext) -> None:
     )
     assert [t.name for t in await tags.list_tags(ctx, repo_id="github.com/acme/models")] == ["v1"]
     assert await tags.list_tags(ctx, repo_id="other") == []
-    await tags.delete_tag(ctx, name="v1")
+    await tags.delete_tag(ctx, name="v1", repo_id="github.com/acme/models")
     assert await tags.list_tags(ctx) == []
     with pytest.raises(NotFoundError, match="tag 'v1' does not exist"):
-        await tags.delete_tag(ctx, name="v1")
+        await tags.delete_tag(ctx, name="v1", repo_id="github.com/acme/models")
 
 
 async def test_tag_conflicts(ctx: ServerContext) -> None:
@@ -86,7 +86,7 @@ async def test_a_tagged_run_cannot_be_deleted_until_the_tag_is(ctx: ServerContex
     with pytest.raises(ConflictError, match="tagged 'v1'") as refused:
         await runs.delete_run(ctx, name=name)
     assert refused.value.hint == "delete the tag first: dstack tags delete v1"
-    await tags.delete_tag(ctx, name="v1")
+    await tags.delete_tag(ctx, name="v1", repo_id="github.com/acme/models")
     await runs.delete_run(ctx, name=name)
     assert await runs.list_runs(ctx, all=True) == []
 

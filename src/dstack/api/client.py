@@ -103,8 +103,9 @@ class Client(ReposClient, TeamsClient):
         body = TagRequest(name=name, run_name=run_name).model_dump(mode="json")
         return Tag.model_validate(self.request("POST", "/api/tags", json=body).json())
 
-    def delete_tag(self, name: str) -> None:
-        self.request("DELETE", f"/api/tags/{name}")
+    def delete_tag(self, name: str, repo_id: str) -> None:
+        """Delete the tag `name` of repository `repo_id` (the run stays)."""
+        self.request("DELETE", f"/api/tags/{name}", params={"repo_id": repo_id})
 
     def upload_run(self, request: UploadRunRequest) -> Run:
         """Store uploaded manifests as a finished run, tagged (blobs must be uploaded first)."""

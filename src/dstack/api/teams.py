@@ -51,25 +51,31 @@ class TeamsClient(BaseClient):
         self.request("DELETE", f"/api/runners/{quote(name, safe='')}")
 
     # --- secrets ---------------------------------------------------------------------------
-    def list_secrets(self) -> list[Secret]:
-        """Names and dates; values never leave the server except to jobs."""
+    def list_secrets(self, repo_id: str | None = None) -> list[Secret]:
+        """Names and dates of the secrets of `repo_id` (and, for an admin, the global ones);
+        the global ones alone without it (admins). Values never leave the server except to
+        jobs."""
         from dstack.models.protocol import Secret
 
-        return validate_list(Secret, self.request("GET", "/api/secrets").json())
+        params = {"repo_id": repo_id} if repo_id is not None else {}
+        return validate_list(Secret, self.request("GET", "/api/secrets", params=params).json())
 
-    def add_secret(self, name: str, value: str) -> Secret:
-        """`ConflictError` if a secret of that name exists."""
+    def add_secret(self, name: str, value: str, repo_id: str | None = None) -> Secret:
+        """A secret of `repo_id` (None: global, admins). `ConflictError` if one of that name
+        exists there."""
         from dstack.models.protocol import Secret, SecretRequest
 
-        body = SecretRequest(name=name, value=value).model_dump(mode="json")
+        body = SecretRequest(name=name, value=value, repo_id=repo_id).model_dump(mode="json")
         return Secret.model_validate(self.request("POST", "/api/secrets", json=body).json())
 
-    def update_secret(self, name: str, value: str) -> Secret:
-        """`NotFoundError` if there is no secret of that name."""
+    def update_secret(self, name: str, value: str, repo_id: str | None = None) -> Secret:
+        """`NotFoundError` if `repo_id` (None: global) has no secret of that name."""
         from dstack.models.protocol import Secret, SecretRequest
 
-        body = SecretRequest(name=name, value=value).model_dump(mode="json")
+        body = SecretRequest(name=name, value=value, repo_id=repo_id).model_dump(mode="json")
         return Secret.model_validate(self.request("PUT", "/api/secrets", json=body).json())
 
-    def delete_secret(self, name: str) -> None:
-        self.request("DELETE", f"/api/secrets/{name}")
+    def delete_secret(self, name: str, repo_id: str | None = None) -> None:
+        """Delete secret `name` of `repo_id` (None: global, admins)."""
+        params = {"repo_id": repo_id} if repo_id is not None else {}
+        self.request("DELETE", f"/api/secrets/{name}", params=params)

@@ -15,13 +15,15 @@ if TYPE_CHECKING:
 
 
 def resolve_run(client: Client, ref: str) -> str:
-    """`:TAG` → the tagged run's name; anything else is a run name."""
+    """`:TAG` → the name of the run the current repository's tag names; anything else is a
+    run name."""
     if not ref.startswith(":"):
         return ref
+    from dstack.cli.scope import tags_repo_id
     from dstack.errors import NotFoundError
 
     tag = ref[1:]
-    for t in client.list_tags():
+    for t in client.list_tags(repo_id=tags_repo_id()):
         if t.name == tag:
             return t.run_name
     raise NotFoundError(f"tag '{tag}' does not exist", hint="see `dstack tags list`")

@@ -1,4 +1,4 @@
-"""`dstack ps [-a] [RUN] [--json]`"""
+"""`dstack ps [-a] [--all-repos] [RUN] [--json]`"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.scope import all_repos_option, repo_for
 
 
 @click.command()
@@ -14,8 +15,12 @@ from dstack.cli.context import client_for, remote_option
 @click.argument("run_name", metavar="RUN", required=False)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all runs, not only recent ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ps(run_name: str | None, show_all: bool, as_json: bool, remote: str | None) -> None:
-    """List runs, or show one run's jobs: status, reason, exit code, runner and phase times."""
+@all_repos_option
+def ps(
+    run_name: str | None, show_all: bool, as_json: bool, all_repos: bool, remote: str | None
+) -> None:
+    """List the current repository's runs, or show one run's jobs: status, reason, exit code,
+    runner and phase times."""
     from dstack.cli.render import print_runs
 
     client = client_for(remote)
@@ -26,7 +31,7 @@ def ps(run_name: str | None, show_all: bool, as_json: bool, remote: str | None) 
         else:
             _print_run(run)
         return
-    runs = client.list_runs(all=show_all)
+    runs = client.list_runs(all=show_all, repo_id=repo_for("ps", all_repos=all_repos))
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
     elif not runs:

@@ -1,18 +1,22 @@
-"""`dstack rm [-y] (RUN | -a)`"""
+"""`dstack rm [-y] (RUN | -a [--all-repos])`"""
 
 from __future__ import annotations
 
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.scope import all_repos_option, repo_for
 
 
 @click.command()
 @remote_option
 @click.argument("run_name", metavar="RUN", required=False)
-@click.option("-a", "--all", "rm_all", is_flag=True, help="Remove every finished run.")
+@click.option(
+    "-a", "--all", "rm_all", is_flag=True, help="Remove every finished run of this repository."
+)
+@all_repos_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def rm(run_name: str | None, rm_all: bool, yes: bool, remote: str | None) -> None:
+def rm(run_name: str | None, rm_all: bool, all_repos: bool, yes: bool, remote: str | None) -> None:
     """Remove finished runs with their logs."""
     from dstack.errors import ConfigError
 
@@ -22,7 +26,8 @@ def rm(run_name: str | None, rm_all: bool, yes: bool, remote: str | None) -> Non
     if run_name:
         names = [run_name]
     else:
-        names = [r.name for r in client.list_runs(all=True) if r.status.is_finished()]
+        runs = client.list_runs(all=True, repo_id=repo_for("rm -a", all_repos=all_repos))
+        names = [r.name for r in runs if r.status.is_finished()]
         if not names:
             click.echo("No finished runs.")
             return

@@ -61,7 +61,7 @@ def copy_run(
         report(0, sizes[digest])
     copied = target.client.import_run(ImportRunRequest(run=run, artifacts=artifacts))
     if ref.startswith(":"):
-        _ensure_tag(target.client, ref[1:], name)
+        _ensure_tag(target.client, ref[1:], copied)
     return CopyResult(
         run=copied,
         copied=len(missing),
@@ -109,10 +109,12 @@ def keyed_by_job(run: Run, artifacts: list[JobArtifacts]) -> list[JobArtifacts]:
     return result
 
 
-def _ensure_tag(client: Client, tag: str, run_name: str) -> None:
+def _ensure_tag(client: Client, tag: str, run: Run) -> None:
+    """Tag the copied run `tag` in its repository there (unless it is already)."""
     from dstack.errors import ConflictError
 
-    for existing in client.list_tags():
+    run_name = run.name
+    for existing in client.list_tags(repo_id=run.repo.repo_id):
         if existing.name == tag:
             if existing.run_name != run_name:
                 raise ConflictError(

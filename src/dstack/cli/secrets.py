@@ -1,14 +1,44 @@
-"""`dstack secrets list | add [-y] NAME [VALUE] | update NAME [VALUE] | delete [-y] NAME`
+"""`dstack secrets list | add [-y] NAME [VALUE] | update NAME [VALUE] | delete [-y] NAME`,
+each with `--global` (admins) instead of the current repository.
 
-A value left out is read from a hidden prompt, twice, so it never lands in the shell's
-history or on screen.
+A secret belongs to the repository of the working copy the command runs in; jobs of that
+repository get it, and the global ones. A value left out is read from a hidden prompt,
+twice, so it never lands in the shell's history or on screen.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
 import click
 
 from dstack.cli.context import client_for, remote_option
+
+if TYPE_CHECKING:
+    from dstack.api.client import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def global_option(func: F) -> F:
+    return click.option(
+        "--global",
+        "is_global",
+        is_flag=True,
+        help="A global secret, which every repository's jobs get (admins).",
+    )(func)
+
+
+def _scope(is_global: bool) -> str | None:
+    """The repository the command works in; None for the global secrets."""
+    from dstack.cli.scope import repo_for
+
+    return repo_for("secrets", all_repos=is_global, instead="--global (admins)")
+
+
+def _exists(client: Client, name: str, repo_id: str | None) -> bool:
+    return any(s.name == name and s.repo_id == repo_id for s in client.list_secrets(repo_id))
 
 
 @click.group()
@@ -17,65 +47,74 @@ def secrets() -> None:
 
 
 @secrets.command("list")
+@global_option
 @remote_option
-def list_secrets(remote: str | None) -> None:
-    """List the secrets' names (values are never shown)."""
+def list_secrets(is_global: bool, remote: str | None) -> None:
+    """List the secrets' names (values are never shown): the current repository's, and the
+    global ones when you are an admin."""
     from dstack.cli.render import ago, console, table
 
-    items = client_for(remote).list_secrets()
+    items = client_for(remote).list_secrets(_scope(is_global))
     if not items:
         click.echo("No secrets yet. Add one with `dstack secrets add NAME`.")
         return
-    t = table("NAME", "UPDATED")
+    t = table("NAME", "SCOPE", "UPDATED")
     for item in items:
-        t.add_row(item.name, ago(item.updated_at))
+        t.add_row(item.name, item.repo_id or "global", ago(item.updated_at))
     console().print(t)
 
 
 @secrets.command("add")
+@global_option
 @remote_option
 @click.option("-y", "--yes", is_flag=True, help="Overwrite an existing secret without asking.")
 @click.argument("name")
 @click.argument("value", required=False)
-def add(name: str, value: str | None, yes: bool, remote: str | None) -> None:
+def add(name: str, value: str | None, yes: bool, is_global: bool, remote: str | None) -> None:
     """Add secret NAME (the value is asked for when left out)."""
+    repo_id = _scope(is_global)
     client = client_for(remote)
-    exists = any(item.name == name for item in client.list_secrets())
+    exists = _exists(client, name, repo_id)
     if exists and not yes and not click.confirm(f"Secret '{name}' exists. Overwrite it?"):
         raise click.exceptions.Exit(1)
     value = value if value is not None else _prompt(name)
     if exists:
-        client.update_secret(name, value)
+        client.update_secret(name, value, repo_id)
         click.echo(f"Secret '{name}' updated.")
     else:
-        client.add_secret(name, value)
+        client.add_secret(name, value, repo_id)
         click.echo(f"Secret '{name}' added.")
 
 
 @secrets.command("update")
+@global_option
 @remote_option
 @click.argument("name")
 @click.argument("value", required=False)
-def update(name: str, value: str | None, remote: str | None) -> None:
+def update(name: str, value: str | None, is_global: bool, remote: str | None) -> None:
     """Change the value of secret NAME (asked for when left out)."""
+    repo_id = _scope(is_global)
     client = client_for(remote)
-    if not any(item.name == name for item in client.list_secrets()):
+    if not _exists(client, name, repo_id):
         from dstack.errors import NotFoundError
 
-        raise NotFoundError(f"secret '{name}' not found", hint=f"dstack secrets add {name}")
-    client.update_secret(name, value if value is not None else _prompt(name))
+        flag = " --global" if repo_id is None else ""
+        raise NotFoundError(f"secret '{name}' not found", hint=f"dstack secrets add{flag} {name}")
+    client.update_secret(name, value if value is not None else _prompt(name), repo_id)
     click.echo(f"Secret '{name}' updated.")
 
 
 @secrets.command("delete")
+@global_option
 @remote_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.argument("name")
-def delete(name: str, yes: bool, remote: str | None) -> None:
+def delete(name: str, yes: bool, is_global: bool, remote: str | None) -> None:
     """Delete secret NAME."""
+    repo_id = _scope(is_global)
     if not yes and not click.confirm(f"Delete secret '{name}'?"):
         raise click.exceptions.Exit(1)
-    client_for(remote).delete_secret(name)
+    client_for(remote).delete_secret(name, repo_id)
     click.echo(f"Secret '{name}' deleted.")
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.scope import repo_for
 
 
 @click.command()
 @remote_option
 @click.argument("run_name", metavar="RUN", required=False)
-@click.option("-a", "--all", "stop_all", is_flag=True, help="Stop every unfinished run.")
+@click.option(
+    "-a", "--all", "stop_all", is_flag=True, help="Stop every unfinished run of this repository."
+)
 @click.option("-x", "--abort", is_flag=True, help="Kill at once instead of stopping gracefully.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool, remote: str | None) -> None:
@@ -25,7 +28,8 @@ def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool, remote: s
     if run_name:
         names = [run_name]
     else:
-        names = [r.name for r in client.list_runs(all=True) if not r.status.is_finished()]
+        runs = client.list_runs(all=True, repo_id=repo_for("stop -a"))
+        names = [r.name for r in runs if not r.status.is_finished()]
         if not names:
             click.echo("No unfinished runs.")
             return

@@ -1,4 +1,8 @@
-"""`dstack tags list | add TAG (RUN | -a PATH...) | delete [-y] TAG`"""
+"""`dstack tags list [--all-repos] | add TAG (RUN | -a PATH...) | delete [-y] TAG`
+
+Tags belong to a repository: these commands work on the current one's (outside a git
+repository, on the uploads made there), and a run's tag is in the run's repository.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.scope import UPLOADS_REPO, all_repos_option, tags_repo_id
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -23,23 +28,24 @@ def tags() -> None:
 
 @tags.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@all_repos_option
 @remote_option
-def list_tags(as_json: bool, remote: str | None) -> None:
-    """The tags, newest first."""
+def list_tags(as_json: bool, all_repos: bool, remote: str | None) -> None:
+    """The tags of the current repository, newest first."""
     from dstack.cli.render import ago, console, size, table
 
-    items = client_for(remote).list_tags()
+    items = client_for(remote).list_tags(repo_id=None if all_repos else tags_repo_id())
     if as_json:
         click.echo(json.dumps([t.model_dump(mode="json") for t in items], indent=2))
         return
     if not items:
         click.echo("No tags yet. Tag a run with `dstack tags add TAG RUN`.")
         return
-    t = table("TAG", "RUN", "WORKFLOW", "SIZE", "CREATED")
+    columns = ["TAG", "RUN", "WORKFLOW", "SIZE", "CREATED"]
+    t = table(*columns, *(["REPOSITORY"] if all_repos else []))
     for tag in items:
-        t.add_row(
-            tag.name, tag.run_name, tag.workflow_name or "-", size(tag.size), ago(tag.created_at)
-        )
+        cells = [tag.name, tag.run_name, tag.workflow_name or "-", size(tag.size)]
+        t.add_row(*cells, ago(tag.created_at), *([tag.repo_id] if all_repos else []))
     console().print(t)
 
 
@@ -106,7 +112,7 @@ def _repo_ref(cwd: Path) -> RepoRef:
     try:
         state = read_repo_state(find_repo_root(cwd))
     except RepoError:
-        return RepoRef(repo_id="local:uploads", tree=EMPTY_TREE)
+        return RepoRef(repo_id=UPLOADS_REPO, tree=EMPTY_TREE)
     return RepoRef(repo_id=state.repo_id, tree=state.tree, commit=state.commit)
 
 
@@ -115,9 +121,9 @@ def _repo_ref(cwd: Path) -> RepoRef:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @remote_option
 def delete_tag(tag: str, yes: bool, remote: str | None) -> None:
-    """Delete a tag (the run stays)."""
+    """Delete a tag of the current repository (the run stays)."""
 
     if not yes:
         click.confirm(f"Delete the tag {tag}?", abort=True)
-    client_for(remote).delete_tag(tag)
+    client_for(remote).delete_tag(tag, tags_repo_id())
     click.echo(f"Deleted the tag {tag}")

@@ -150,6 +150,9 @@ class Secret(Model):
     """A secret's name and dates; the value never leaves the server except to a job."""
 
     name: str
+    repo_id: str | None = Field(
+        None, description="Its repository; None: global (every repository's jobs get it)."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -157,6 +160,9 @@ class Secret(Model):
 class SecretRequest(Model):
     name: str
     value: str
+    repo_id: str | None = Field(
+        None, description="The repository whose jobs get it; None: global (admins only)."
+    )
 
 
 # --- storage without passing bytes through the server -----------------------------------------

@@ -107,11 +107,13 @@ class ManifestRow(Base):
 
 
 class TagRow(Base):
+    """A tag: a name, unique within its repository, pointing at a successful run of it."""
+
     __tablename__ = "tags"
 
+    repo_id: Mapped[str] = mapped_column(String(500), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     run_name: Mapped[str] = mapped_column(ForeignKey("runs.name"), index=True)
-    repo_id: Mapped[str] = mapped_column(String(500), index=True)
     workflow_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -168,10 +170,12 @@ class RunnerTokenRow(Base):
 
 
 class SecretRow(Base):
-    """A secret; `value` is the Fernet token of the value, never the value itself."""
+    """A secret of one repository, or global (`repo_id` = "": an admin's, seen by every
+    repository's jobs); `value` is the Fernet token of the value, never the value itself."""
 
     __tablename__ = "secrets"
 
+    repo_id: Mapped[str] = mapped_column(String(500), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -16,15 +16,15 @@ from dstack.models.protocol import (
     UploadRunRequest,
 )
 from dstack.models.run import Run
-from dstack.server.auth import CurrentUser, Principal, VisibleRun, require_token
+from dstack.server.auth import CurrentUser, VisibleRun, require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import imports as import_service
 from dstack.server.services import logs as log_service
 from dstack.server.services import runs as run_service
-from dstack.server.services import tags as tag_service
 from dstack.server.services import uploads as upload_service
+from dstack.server.services.scope import require_listing
 from dstack.server.services.users import require_repo
 
 _RUNS = TypeAdapter(list[Run])
@@ -35,32 +35,34 @@ Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 @router.post("", status_code=201)
 async def submit_run(body: SubmitRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
-    await _require_visible(ctx, user, body)
+    require_repo(user, body.repo.repo_id)
     return await run_service.submit_run(ctx, request=body, user=user.name)
 
 
 @router.post("/plan")
 async def plan_run(body: SubmitRunRequest, ctx: Ctx, user: CurrentUser) -> PlanResponse:
-    await _require_visible(ctx, user, body)
+    require_repo(user, body.repo.repo_id)
     return await run_service.plan_run(ctx, request=body)
 
 
 @router.post("/upload", status_code=201)
 async def upload_run(body: UploadRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
     require_repo(user, body.repo.repo_id)
-    return await upload_service.upload_run(ctx, request=body)
+    return await upload_service.upload_run(ctx, request=body, user=user.name)
 
 
 @router.post("/import", status_code=201)
 async def import_run(body: ImportRunRequest, ctx: Ctx, user: CurrentUser) -> Run:
     require_repo(user, body.run.repo.repo_id)
-    return await import_service.import_run(ctx, request=body)
+    return await import_service.import_run(ctx, request=body, user=user.name)
 
 
 @router.get("", response_model=list[Run])
 async def list_runs(
     ctx: Ctx, user: CurrentUser, all: bool = False, repo_id: str | None = None
 ) -> Response:
+    """The runs of `repo_id`; of every repository (admins) without it."""
+    require_listing(user, repo_id, what="runs")
     runs = await run_service.list_runs(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
     return Response(content=_RUNS.dump_json(runs), media_type="application/json")
 
@@ -108,10 +110,3 @@ def _json(model: BaseModel) -> Response:
     """The model as JSON in one step: the service built it from typed rows, so FastAPI's
     dump-validate-dump of the return value would only repeat work on a large page."""
     return Response(content=model.model_dump_json(), media_type="application/json")
-
-
-async def _require_visible(ctx: ServerContext, user: Principal, body: SubmitRunRequest) -> None:
-    """The repository, and every tag the jobs depend on, must be the user's to see."""
-    require_repo(user, body.repo.repo_id)
-    tags = {ref.tag for job in body.jobs for ref in job.external_deps if ref.tag}
-    await tag_service.require_visible_tags(ctx, tags, user.repos)

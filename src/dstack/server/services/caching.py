@@ -1,9 +1,12 @@
 """Cache keys, reuse of earlier results, and why a job will run.
 
-A job's cache key is the sha256 of the canonical JSON of: its spec without `resources` (and
-without the apps' `url_query`, which holds per-run tokens), the code it sees (`code_key`),
-the sorted cache keys of its in-run dependencies, and the manifest digests of its resolved
-external dependencies. The spec's `env` already holds the run's variables.
+A job's cache key is the sha256 of the canonical JSON of: its repository's id, its spec
+without `resources` (and without the apps' `url_query`, which holds per-run tokens), the code
+it sees (`code_key`), the sorted cache keys of its in-run dependencies, and the manifest
+digests of its resolved external dependencies. The spec's `env` already holds the run's
+variables. A result is reused only from a run of the same repository (the key says so, and
+the lookup checks it too): a cache hit, or a plan naming a run, never crosses repositories.
+Keys are computed here, never taken from a client (imported runs carry none).
 
 `decide` is the one place that says, for every job of a request, whether an earlier result
 is reused and, if not, why the job runs. `submit_run` applies its answer; `plan_run` only
@@ -104,8 +107,9 @@ def spec_fingerprint(spec: JobSpec) -> dict[str, Any]:
     return data
 
 
-def cache_key(spec: JobSpec, inputs: CacheInputs) -> str:
+def cache_key(repo_id: str, spec: JobSpec, inputs: CacheInputs) -> str:
     payload = {
+        "repo_id": repo_id,
         "spec": spec_fingerprint(spec),
         "code_key": inputs.code_key,
         "deps": sorted(inputs.deps.values()),
@@ -132,7 +136,7 @@ async def decide(
             deps={dep_name(request, d): decisions[d].cache_key for d in job.deps},
             external=[_external_input(r) for r in externals[index]],
         )
-        key = cache_key(job.spec, inputs)
+        key = cache_key(request.repo.repo_id, job.spec, inputs)
         decision = Decision(index, job.workflow_name, key, inputs, None, "")
         await _decide_one(session, request, job, decision, decisions)
         decisions.append(decision)
@@ -164,19 +168,24 @@ async def _decide_one(
     elif running:
         decision.reason = "; ".join(f"dependency '{name}' will run" for name in running)
     else:
-        decision.origin = await find_reusable(session, decision.cache_key)
+        decision.origin = await find_reusable(
+            session, decision.cache_key, repo_id=request.repo.repo_id
+        )
         if decision.origin is not None:
             decision.reason = CACHED
         else:
             decision.reason = await explain_miss(session, request, job, decision.inputs)
 
 
-async def find_reusable(session: AsyncSession, key: str) -> JobRow | None:
-    """The newest done job with this key. Its manifests live as long as it does (they are
-    deleted with it), and a cached job holds its own copies, so done means reusable."""
+async def find_reusable(session: AsyncSession, key: str, *, repo_id: str) -> JobRow | None:
+    """The newest done job with this key in a run of `repo_id`. Its manifests live as long
+    as it does (they are deleted with it), and a cached job holds its own copies, so done
+    means reusable."""
     query = (
         select(JobRow)
+        .join(RunRow, RunRow.name == JobRow.run_name)
         .where(JobRow.cache_key == key, JobRow.status == JobStatus.DONE.value)
+        .where(RunRow.repo_id == repo_id)
         .order_by(JobRow.finished_at.desc())
         .limit(1)
     )

@@ -253,7 +253,7 @@ async def _assignment(
         deps=await dependency_artifacts(session, job),
         caches=await caches_for(session, run.repo_id, job.workflow_name),
         storage=storage_access(ctx.blobs),
-        secrets=await secret_service.job_secrets(session, ctx.settings),
+        secrets=await secret_service.job_secrets(session, ctx.settings, repo_id=run.repo_id),
     )
 
 

@@ -1,5 +1,8 @@
 """External dependencies: `tag: T`, `X:T` and `X:latest` resolved to earlier runs' artifacts.
 
+Each resolves in the repository of the run that depends on it, never in another one: a tag
+is looked up by (repository, name), `X:latest` among that repository's runs.
+
 Resolution happens once, when a run is submitted (or planned); the result is fixed on the job
 (`JobRow.external_artifacts`) so a tag that moves later does not change what a job receives.
 """
@@ -56,8 +59,13 @@ async def resolve_request(
 
 
 async def resolve(session: AsyncSession, ref: DepRef, *, repo_id: str) -> ResolvedDep:
+    if ref.repo:
+        raise InvalidRequestError(
+            f"'{ref}': dependencies on another repository are not supported",
+            hint="depend on a tag or a workflow of this repository",
+        )
     if ref.kind is DepKind.TAG:
-        return await _resolve_tag(session, ref)
+        return await _resolve_tag(session, ref, repo_id)
     if ref.kind is DepKind.LATEST:
         return await _resolve_latest(session, ref, repo_id)
     raise InvalidRequestError(
@@ -66,11 +74,12 @@ async def resolve(session: AsyncSession, ref: DepRef, *, repo_id: str) -> Resolv
     )
 
 
-async def _resolve_tag(session: AsyncSession, ref: DepRef) -> ResolvedDep:
-    tag = await session.get(TagRow, ref.tag or "")
+async def _resolve_tag(session: AsyncSession, ref: DepRef, repo_id: str) -> ResolvedDep:
+    tag = await session.get(TagRow, (repo_id, ref.tag or ""))
     if tag is None:
         raise NotFoundError(
-            f"tag '{ref.tag}' does not exist", hint="see `dstack tags list` for the tags there are"
+            f"tag '{ref.tag}' does not exist",
+            hint="see `dstack tags list` for the tags of this repository",
         )
     query = select(JobRow).where(JobRow.run_name == tag.run_name).order_by(JobRow.index)
     if ref.workflow:
@@ -85,11 +94,6 @@ async def _resolve_tag(session: AsyncSession, ref: DepRef) -> ResolvedDep:
 
 
 async def _resolve_latest(session: AsyncSession, ref: DepRef, repo_id: str) -> ResolvedDep:
-    if ref.repo:
-        raise InvalidRequestError(
-            f"'{ref}': `latest` of another repository is not supported",
-            hint="tag that run and depend on the tag",
-        )
     candidates = await session.execute(
         select(RunRow.name)
         .join(JobRow, JobRow.run_name == RunRow.name)

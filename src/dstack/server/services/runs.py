@@ -53,7 +53,8 @@ async def submit_run(
     """
     _check_deps(request)
     await _require_code(ctx, request.repo)
-    await secrets.check_references(ctx, [job.spec for job in request.jobs])
+    specs = [job.spec for job in request.jobs]
+    await secrets.check_references(ctx, specs, repo_id=request.repo.repo_id)
     for attempt in range(_NAME_ATTEMPTS):
         try:
             async with ctx.transaction() as session:

@@ -1,8 +1,10 @@
 """Secrets: encrypted at rest (Fernet), listed by name only, handed to jobs when claimed.
 
-Scope: one set per server, shared by every user and every repository. Every claimed job
-gets all of them (as environment variables; `${{ secrets.NAME }}` in its commands and env
-refers to them), which is what early dstack did; values are masked in logs by the runner.
+Scope: a secret belongs to one repository, or is global (added by an admin). A claimed job
+gets its repository's secrets and the global ones, a repository's winning over a global one
+of the same name (as environment variables; `${{ secrets.NAME }}` in its commands and env
+refers to them); values are masked in logs by the runner. Who may manage which scope is
+decided in `services/scope.py`.
 The key comes from `settings.secret_key` or, when unset, from `server_dir/secret_key`
 (generated once, mode 0600). Any string works as a key: it is stretched with sha256.
 """
@@ -16,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
@@ -39,7 +41,12 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-_ALL_SECRETS = select(SecretRow.__table__.c.name, SecretRow.__table__.c.value)
+GLOBAL = ""
+"""`SecretRow.repo_id` of a global secret."""
+_COLUMNS = SecretRow.__table__.c
+_SECRETS_OF = select(_COLUMNS.name, _COLUMNS.value, _COLUMNS.repo_id).where(
+    _COLUMNS.repo_id.in_(bindparam("scopes", expanding=True))
+)
 
 
 def cipher(settings: ServerSettings) -> Fernet:
@@ -50,63 +57,84 @@ def cipher(settings: ServerSettings) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
 
 
-async def list_secrets(ctx: ServerContext) -> list[Secret]:
+async def list_secrets(
+    ctx: ServerContext, *, repo_id: str | None, with_global: bool = False
+) -> list[Secret]:
+    """The secrets of `repo_id` (None: the global ones), by name; with `with_global`, the
+    global ones too, each listed with its scope."""
+    scopes = _scopes(repo_id, with_global)
     async with ctx.transaction() as session:
-        rows = (await session.scalars(select(SecretRow).order_by(SecretRow.name))).all()
+        query = select(SecretRow).where(SecretRow.repo_id.in_(scopes))
+        rows = (await session.scalars(query.order_by(SecretRow.name, SecretRow.repo_id))).all()
     return [_to_model(row) for row in rows]
 
 
-async def add_secret(ctx: ServerContext, *, name: str, value: str) -> Secret:
-    """Store a new secret; `ConflictError` if the name exists."""
+async def add_secret(
+    ctx: ServerContext, *, name: str, value: str, repo_id: str | None = None
+) -> Secret:
+    """Store a new secret of `repo_id` (None: global); `ConflictError` if the name exists
+    there."""
     _check_name(name)
     token = _encrypt(ctx, value)
+    key = (_scope(repo_id), name)
     async with ctx.transaction() as session:
-        if await session.get(SecretRow, name) is not None:
+        if await session.get(SecretRow, key) is not None:
             raise ConflictError(
-                f"secret '{name}' already exists", hint=f"dstack secrets update {name}"
+                f"secret '{name}' already exists{_where(repo_id)}",
+                hint=f"dstack secrets update {name}{_flag(repo_id)}",
             )
         now = ctx.clock()
-        row = SecretRow(name=name, value=token, created_at=now, updated_at=now)
+        row = SecretRow(repo_id=key[0], name=name, value=token, created_at=now, updated_at=now)
         session.add(row)
     return _to_model(row)
 
 
-async def update_secret(ctx: ServerContext, *, name: str, value: str) -> Secret:
-    """Replace the value of an existing secret; `NotFoundError` if there is none."""
+async def update_secret(
+    ctx: ServerContext, *, name: str, value: str, repo_id: str | None = None
+) -> Secret:
+    """Replace the value of an existing secret of `repo_id` (None: global);
+    `NotFoundError` if there is none."""
     token = _encrypt(ctx, value)
     async with ctx.transaction() as session:
-        row = await session.get(SecretRow, name)
+        row = await session.get(SecretRow, (_scope(repo_id), name))
         if row is None:
-            raise _missing(name)
+            raise _missing(name, repo_id)
         row.value, row.updated_at = token, ctx.clock()
     return _to_model(row)
 
 
-async def delete_secret(ctx: ServerContext, *, name: str) -> None:
+async def delete_secret(ctx: ServerContext, *, name: str, repo_id: str | None = None) -> None:
+    """Remove secret `name` of `repo_id` (None: global); `NotFoundError` if there is none."""
     async with ctx.transaction() as session:
-        result = await session.execute(delete(SecretRow).where(SecretRow.name == name))
+        result = await session.execute(
+            delete(SecretRow).where(SecretRow.repo_id == _scope(repo_id), SecretRow.name == name)
+        )
     if not result.rowcount:  # type: ignore[attr-defined]
-        raise _missing(name)
+        raise _missing(name, repo_id)
 
 
-async def secret_values(ctx: ServerContext) -> dict[str, str]:
-    """Every secret's value (see `job_secrets`)."""
+async def secret_values(ctx: ServerContext, *, repo_id: str) -> dict[str, str]:
+    """The values a job of `repo_id` gets (see `job_secrets`)."""
     async with ctx.transaction() as session:
-        return await job_secrets(session, ctx.settings)
+        return await job_secrets(session, ctx.settings, repo_id=repo_id)
 
 
-async def job_secrets(session: AsyncSession, settings: ServerSettings) -> dict[str, str]:
-    """Every secret's value, for a job being claimed (in the claim's transaction). A value
-    the current key cannot decrypt (the key changed) is left out and logged: jobs that
-    refer to it fail with its name."""
+async def job_secrets(
+    session: AsyncSession, settings: ServerSettings, *, repo_id: str
+) -> dict[str, str]:
+    """The values a job of `repo_id` gets, for a job being claimed (in the claim's
+    transaction): the global secrets and the repository's own, which win over a global one
+    of the same name. A value the current key cannot decrypt (the key changed) is left out
+    and logged: jobs that refer to it fail with its name."""
     from cryptography.fernet import InvalidToken
 
-    rows = (await session.execute(_ALL_SECRETS)).all()
+    rows = (await session.execute(_SECRETS_OF, {"scopes": [GLOBAL, repo_id]})).all()
     if not rows:
         return {}
     fernet = cipher(settings)
     values = {}
-    for name, value in rows:
+    # Global first, so the repository's own value replaces it.
+    for name, value, _ in sorted(rows, key=lambda r: r[2] != GLOBAL):
         try:
             values[name] = fernet.decrypt(value.encode()).decode()
         except InvalidToken:
@@ -123,13 +151,15 @@ def references(specs: Iterable[JobSpec]) -> set[str]:
     return found
 
 
-async def check_references(ctx: ServerContext, specs: Iterable[JobSpec]) -> None:
-    """`InvalidRequestError` naming the first secret the specs refer to that does not exist."""
+async def check_references(ctx: ServerContext, specs: Iterable[JobSpec], *, repo_id: str) -> None:
+    """`InvalidRequestError` naming the first secret the specs refer to that a job of
+    `repo_id` would not get (neither the repository's nor a global one)."""
     wanted = references(specs)
     if not wanted:
         return
     async with ctx.transaction() as session:
-        known = set((await session.scalars(select(SecretRow.name))).all())
+        query = select(SecretRow.name).where(SecretRow.repo_id.in_([GLOBAL, repo_id]))
+        known = set((await session.scalars(query)).all())
     missing = sorted(wanted - known)
     if missing:
         raise InvalidRequestError(
@@ -151,9 +181,38 @@ def _check_name(name: str) -> None:
         )
 
 
-def _missing(name: str) -> NotFoundError:
-    return NotFoundError(f"secret '{name}' not found", hint="see `dstack secrets list`")
+def _scope(repo_id: str | None) -> str:
+    if repo_id == GLOBAL:
+        raise InvalidRequestError(
+            "a secret's repository cannot be empty", hint="leave repo_id out for a global secret"
+        )
+    return GLOBAL if repo_id is None else repo_id
+
+
+def _scopes(repo_id: str | None, with_global: bool) -> list[str]:
+    scope = _scope(repo_id)
+    return [GLOBAL, scope] if with_global else [scope]
+
+
+def _where(repo_id: str | None) -> str:
+    return " (global)" if repo_id is None else f" in {repo_id}"
+
+
+def _flag(repo_id: str | None) -> str:
+    return " --global" if repo_id is None else ""
+
+
+def _missing(name: str, repo_id: str | None) -> NotFoundError:
+    return NotFoundError(
+        f"secret '{name}' not found{_where(repo_id)}",
+        hint=f"see `dstack secrets list{_flag(repo_id)}`",
+    )
 
 
 def _to_model(row: SecretRow) -> Secret:
-    return Secret(name=row.name, created_at=row.created_at, updated_at=row.updated_at)
+    return Secret(
+        name=row.name,
+        repo_id=row.repo_id or None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

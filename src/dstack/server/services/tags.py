@@ -1,4 +1,6 @@
-"""Tags: a name (unique per server) pointing at a successful run and so at its artifacts."""
+"""Tags: a name (unique within its repository) pointing at a successful run of that repository,
+and so at its artifacts. The same name in two repositories is two tags: tagging, moving
+(`dstack run -t`), deleting and resolving (`deps: - tag:`) a tag happen in one repository."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ async def list_tags(
     """Every tag (of one repository when `repo_id` is given; only of `repos` when that is not
     None: a user sees the tags of the repositories they have access to), newest first."""
     async with ctx.transaction() as session:
-        query = select(TagRow).order_by(TagRow.created_at.desc(), TagRow.name)
+        query = select(TagRow).order_by(TagRow.created_at.desc(), TagRow.name, TagRow.repo_id)
         if repo_id is not None:
             query = query.where(TagRow.repo_id == repo_id)
         if repos is not None:
@@ -34,20 +36,16 @@ async def list_tags(
 async def add_tag(
     ctx: ServerContext, *, name: str, run_name: str, repos: Collection[str] | None = None
 ) -> Tag:
-    """Tag a run that succeeded. 404: no such run (or one outside `repos`); 409: the name is
-    taken, or the run is not done (yet, or ever)."""
+    """Tag a run that succeeded, in the run's repository. 404: no such run (or one outside
+    `repos`); 409: the name is taken in that repository, or the run is not done (yet, or
+    ever)."""
     _check_name(name)
     async with ctx.transaction() as session:
         run = await session.get(RunRow, run_name)
         if run is None or (repos is not None and run.repo_id not in repos):
             raise NotFoundError(f"run '{run_name}' not found", hint="see `dstack ps -a`")
-        existing = await session.get(TagRow, name)
+        existing = await session.get(TagRow, (run.repo_id, name))
         if existing is not None:
-            if repos is not None and existing.repo_id not in repos:
-                raise ConflictError(
-                    f"tag '{name}' is taken by a repository you have no access to",
-                    hint="choose another name",
-                )
             raise ConflictError(
                 f"tag '{name}' already exists (on run {existing.run_name})",
                 hint=f"delete it first: dstack tags delete {name}",
@@ -63,48 +61,32 @@ async def add_tag(
 
 
 async def delete_tag(
-    ctx: ServerContext, *, name: str, repos: Collection[str] | None = None
+    ctx: ServerContext, *, name: str, repo_id: str, repos: Collection[str] | None = None
 ) -> None:
-    """Remove the tag (not the run); then reclaim blobs nothing references. 404 if missing
-    (or outside `repos`)."""
+    """Remove the tag `name` of `repo_id` (not the run); then reclaim blobs nothing
+    references. 404 if missing (or `repo_id` is outside `repos`)."""
     from dstack.server.services import gc
 
     async with ctx.transaction() as session:
-        row = await session.get(TagRow, name)
+        row = await session.get(TagRow, (repo_id, name))
         if row is None or (repos is not None and row.repo_id not in repos):
-            raise NotFoundError(f"tag '{name}' does not exist", hint="see `dstack tags list`")
+            raise NotFoundError(
+                f"tag '{name}' does not exist", hint=f"see `dstack tags list` ({repo_id})"
+            )
         await session.delete(row)
         mark_changed(session)
     await gc.collect(ctx)
 
 
-async def require_visible_tags(
-    ctx: ServerContext, names: Collection[str], repos: Collection[str] | None
-) -> None:
-    """`NotFoundError`, exactly as for a missing tag, when one of `names` belongs to a
-    repository outside `repos` (None: every repository is visible)."""
-    if repos is None or not names:
-        return
-    async with ctx.read() as session:
-        rows = await session.execute(
-            select(TagRow.name, TagRow.repo_id).where(TagRow.name.in_(list(names)))
-        )
-        for name, repo_id in rows:
-            if repo_id not in repos:
-                raise NotFoundError(
-                    f"tag '{name}' does not exist",
-                    hint="see `dstack tags list` for the tags there are",
-                )
-
-
 async def set_tag(session: AsyncSession, name: str, run: RunRow, now: datetime) -> TagRow:
-    """Point `name` at `run`, moving it if it points elsewhere."""
-    existing = await session.get(TagRow, name)
+    """Point `name` at `run`, moving it if it points at another run of the same repository
+    (a tag of another repository with that name is another tag, left alone)."""
+    existing = await session.get(TagRow, (run.repo_id, name))
     if existing is None:
         row = _new_row(name, run, now)
         session.add(row)
         return row
-    existing.run_name, existing.repo_id = run.name, run.repo_id
+    existing.run_name = run.name
     existing.workflow_name, existing.created_at = run.workflow_name, now
     return existing
 

@@ -20,27 +20,32 @@ from dstack.server.services.artifacts import put_manifest, require_blobs
 PROVIDER = "upload"
 
 
-async def upload_run(ctx: ServerContext, *, request: UploadRunRequest) -> Run:
-    """Create a done run holding `request.manifests` and tag it `request.tag`.
+async def upload_run(
+    ctx: ServerContext, *, request: UploadRunRequest, user: str | None = None
+) -> Run:
+    """Create a done run of `request.repo`, submitted by `user`, holding `request.manifests`,
+    and tag it `request.tag` there.
 
-    400 (`StorageError`) naming the blobs the store lacks; 409 when the tag exists; 400 when
-    two manifests share a path. Nothing is created on error.
+    400 (`StorageError`) naming the blobs the store lacks; 409 when the tag exists in that
+    repository; 400 when two manifests share a path. Nothing is created on error.
     """
     paths = [m.path for m in request.manifests]
     if len(set(paths)) != len(paths):
         raise InvalidRequestError("two uploaded artifacts have the same path", hint="rename one")
     await require_blobs(ctx.blobs, [f.digest for m in request.manifests for f in m.files])
     async with ctx.transaction() as session:
-        if await session.get(TagRow, request.tag) is not None:
+        if await session.get(TagRow, (request.repo.repo_id, request.tag)) is not None:
             raise ConflictError(
-                f"tag '{request.tag}' already exists",
+                f"tag '{request.tag}' already exists in {request.repo.repo_id}",
                 hint=f"delete it first: dstack tags delete {request.tag}",
             )
-        name = await _insert(ctx, session, request)
+        name = await _insert(ctx, session, request, user)
     return await run_service.get_run(ctx, name=name)
 
 
-async def _insert(ctx: ServerContext, session: AsyncSession, request: UploadRunRequest) -> str:
+async def _insert(
+    ctx: ServerContext, session: AsyncSession, request: UploadRunRequest, user: str | None
+) -> str:
     now = ctx.clock()
     name = await run_service.insert_run_row(
         ctx,
@@ -51,6 +56,7 @@ async def _insert(ctx: ServerContext, session: AsyncSession, request: UploadRunR
         args=[],
         variables={},
         tag=request.tag,
+        user=user,
     )
     spec = JobSpec(
         provider=PROVIDER, artifacts=[ArtifactSpec(path=p.path) for p in request.manifests]

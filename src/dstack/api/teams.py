@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dstack.api.base import BaseClient, validate_list
+from dstack.models.names import url_segment
 
 # The models of these endpoints are defined when a method needs them: `dstack run` does not.
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class TeamsClient(BaseClient):
 
     def delete_user(self, name: str) -> None:
         """Remove a user; their token stops working at once."""
-        self.request("DELETE", f"/api/users/{name}")
+        self.request("DELETE", f"/api/users/{url_segment(name)}")
 
     def create_runner_token(self) -> str:
         """A new runner registration token (admin)."""
@@ -67,4 +68,4 @@ class TeamsClient(BaseClient):
         return Secret.model_validate(self.request("PUT", "/api/secrets", json=body).json())
 
     def delete_secret(self, name: str) -> None:
-        self.request("DELETE", f"/api/secrets/{name}")
+        self.request("DELETE", f"/api/secrets/{url_segment(name)}")

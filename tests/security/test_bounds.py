@@ -43,6 +43,7 @@ RUNNER = {
     "resources": {"cpus": 2, "memory_mib": 4096, "disk_mib": 4096},
     "executors": ["process"],
 }
+REPO = {"repo_id": "github.com/acme/models", "tree": "0" * 40}
 BAD_NAMES = [
     ".",
     "..",
@@ -524,3 +525,127 @@ def test_runs_stored_before_the_rule_can_be_removed(live_server: LiveServer, nam
         assert name in [r.name for r in client.list_runs(all=True)]
         client.delete_run(name)
         assert name not in [r.name for r in client.list_runs(all=True)]
+
+
+# --- every route: no request a client can make ends in a 500 --------------------------------
+
+BAD_VALUES: list[Any] = [
+    2**70,
+    -(2**63),
+    1e308,
+    "x" * 5000,
+    "\u202e\u200b\x00",
+    "..",
+    [],
+    {},
+    None,
+    [2**64],
+    {"\x00": 2**70},
+]
+BAD_SEGMENTS = ["..%2F..", "%00", "x" * 3000, "%E2%80%AE", "-1", str(2**70)]
+
+
+def _routes(app: Any) -> list[tuple[str, str, list[str]]]:
+    """(method, path, body field names) of every HTTP route, from the app's OpenAPI schema."""
+    schema = app.openapi()
+    models = schema.get("components", {}).get("schemas", {})
+    found = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+            fields = list(models.get(ref.rpartition("/")[2], {}).get("properties", {}))
+            found.append((method.upper(), path, fields))
+    assert len(found) > 30
+    return found
+
+
+async def test_no_route_answers_500_to_bad_input(settings: ServerSettings) -> None:
+    app = create_app(settings, blobs=MemoryBlobStore())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            runner_id, runner_headers = await _runner(http)
+            failures = []
+            for method, template, fields in _routes(app):
+                headers = runner_headers if _for_runners(template) else AUTH
+                for segment in BAD_SEGMENTS:
+                    path = template.replace("{runner_id}", runner_id)
+                    path = _fill(path, segment)
+                    bodies: list[Any] = [None, b"{", b"[]", b'"x"']
+                    bodies += [dict.fromkeys(fields, value) for value in BAD_VALUES]
+                    for body in bodies:
+                        answer = await _send(http, method, path, body, headers)
+                        if answer.status_code >= 500:
+                            failures.append((method, path[:60], repr(body)[:60], answer.text[:200]))
+    assert failures == []
+
+
+def _for_runners(template: str) -> bool:
+    return template.startswith(("/api/jobs/", "/api/runners/{", "/api/runners/register"))
+
+
+def _fill(template: str, segment: str) -> str:
+    import re
+
+    return re.sub(r"\{[a-z_]+(:[a-z]+)?\}", segment, template)
+
+
+async def _send(
+    http: httpx.AsyncClient, method: str, path: str, body: Any, headers: dict[str, str]
+) -> httpx.Response:
+    if body is None:
+        return await http.request(method, path, headers=headers)
+    if isinstance(body, bytes):
+        return await http.request(method, path, content=body, headers={**headers, **JSON})
+    return await http.request(method, path, json=body, headers=headers)
+
+
+def _mutations(body: Any) -> Iterator[Any]:
+    """`body` with one leaf at a time replaced by each of `BAD_VALUES`."""
+    if isinstance(body, dict):
+        for key, value in body.items():
+            for changed in _mutations(value):
+                yield {**body, key: changed}
+    elif isinstance(body, list):
+        for index, value in enumerate(body):
+            for changed in _mutations(value):
+                yield [*body[:index], changed, *body[index + 1 :]]
+    else:
+        yield from BAD_VALUES
+
+
+async def test_no_deep_value_in_a_valid_body_makes_a_500(server: Server) -> None:
+    http = server.http
+    job_id, runner_headers = await _claimed_job(http)
+    runner_id = runner_headers["X-Dstack-Runner-Id"]
+    now = datetime.now(UTC).isoformat()
+    manifest = {"path": "out", "files": [{"path": "a", "size": 1, "mode": 420, "digest": "0" * 64}]}
+    cases: list[tuple[str, str, Any, dict[str, str]]] = [
+        ("POST", "/api/runs", submission().model_dump(mode="json"), AUTH),
+        ("POST", "/api/runs/import", _finished_run("old-owl-9", "f" * 32), AUTH),
+        ("POST", "/api/runners/register", RUNNER, runner_headers),
+        ("POST", f"/api/jobs/{job_id}/logs", _lines([5]), runner_headers),
+        ("POST", f"/api/jobs/{job_id}/artifacts", manifest, runner_headers),
+        ("POST", f"/api/runners/{runner_id}/heartbeat", {"running_jobs": [job_id]}, runner_headers),
+        ("POST", "/api/users", {"name": "bob", "repos": ["r"]}, AUTH),
+        ("PUT", "/api/repos/credentials", {"repo_id": "r", "url": "u", "kind": "https"}, AUTH),
+        ("POST", "/api/runs/upload", {"tag": "t", "repo": REPO, "manifests": [manifest]}, AUTH),
+    ]
+    failures = []
+    for method, path, body, headers in cases:
+        for changed in _mutations(body):
+            answer = await http.request(method, path, json=changed, headers=headers)
+            if answer.status_code >= 500:
+                failures.append((path, repr(changed)[:150], answer.text[:200]))
+    queries = ["limit", "wait", "cursor", "since", "all", "repo_id", "workflow", "with_run"]
+    listings = ["/api/runs", "/api/runs/x/logs", "/api/tags", "/api/caches"]
+    listings += ["/api/repos/credentials"]
+    for path in listings:
+        for value in ["%00", "9" * 40, "-1", "\u202e", "x" * 3000, "2026-13-45"]:
+            url = path + "?" + "&".join(f"{q}={value}" for q in queries)
+            for method in ("GET", "DELETE"):
+                answer = await http.request(method, url, headers=AUTH)
+                if answer.status_code >= 500:
+                    failures.append((method, url[:80], answer.text[:200]))
+    assert failures == [], now

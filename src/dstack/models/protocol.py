@@ -200,6 +200,9 @@ class ImportRunRequest(Model):
         for kind, value in named:
             if value is not None and name_problem(value) is not None:
                 raise ValueError(check_name_message(value, kind))
+        counter = run.name.rpartition("-")[2]  # `wise-owl-3`: names drawn later count on
+        if counter.isdigit() and int(counter) > INT32_MAX:
+            raise ValueError(f"run name {run.name!r}: its number is out of range")
         for job in run.jobs:
             numbers = [job.index, job.attempt, job.exit_code or 0, *job.deps]
             if len(job.id) > JOB_ID_MAX or not all(abs(n) <= INT32_MAX for n in numbers):

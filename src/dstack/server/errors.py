@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from dstack.errors import (
@@ -70,6 +70,7 @@ FOREIGN_ERRORS: list[tuple[type[Exception], str, int, str, str | None]] = [
     (DataError, "invalid", 422, "a value in the request does not fit what the server stores", None),
     (OverflowError, "invalid", 422, "a number in the request is out of range", None),
 ]
+_OUT_OF_RANGE = FOREIGN_ERRORS[-1]
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -83,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Unauthorized, _unauthorized)
     app.add_exception_handler(Forbidden, _forbidden)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    for cls, *_ in FOREIGN_ERRORS:
+    for cls in (*(entry[0] for entry in FOREIGN_ERRORS), DBAPIError):
         app.add_exception_handler(cls, _foreign_error)
 
 
@@ -144,9 +145,12 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _foreign_error(_request: Request, exc: Exception) -> JSONResponse:
-    code, status, message, hint = next(
-        (c, s, m, h) for cls, c, s, m, h in FOREIGN_ERRORS if isinstance(exc, cls)
-    )
+    entry = next((e for e in FOREIGN_ERRORS if isinstance(exc, e[0])), None)
+    if entry is None and _bad_value(exc):
+        entry = _OUT_OF_RANGE
+    if entry is None:  # the database failed: that is the server's 500
+        raise exc
+    _, code, status, message, hint = entry
     logger.info("request refused (%s): %s", status, exc)
     return JSONResponse(error_body(code, message, hint), status_code=status)
 
@@ -157,3 +161,16 @@ async def _unauthorized(_request: Request, _exc: Exception) -> Response:
 
 async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
     return JSONResponse(error_body("forbidden", exc.message, None), status_code=403)
+
+
+def _bad_value(exc: BaseException) -> bool:
+    """A database driver refusing a value before sending it (asyncpg: an int past int32 is a
+    `DataError` that SQLAlchemy passes on as a bare `DBAPIError`)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OverflowError) or any(
+            cls.__name__ == "DataError" for cls in type(seen).__mro__
+        ):
+            return True
+        seen = seen.__cause__
+    return False

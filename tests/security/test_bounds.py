@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -649,3 +650,57 @@ async def test_no_deep_value_in_a_valid_body_makes_a_500(server: Server) -> None
                 if answer.status_code >= 500:
                     failures.append((method, url[:80], answer.text[:200]))
     assert failures == [], now
+
+
+# --- the edges: configuration files and the command line -------------------------------------
+
+
+@pytest.mark.parametrize("name", ["train model", "..", "tr\u0430in", "a/b"], ids=ascii)
+def test_a_workflow_named_outside_the_rule_is_an_error_at_its_line(
+    tmp_path: Path, name: str
+) -> None:
+    from tests.config.helpers import resolve
+
+    workflows = f"workflows:\n  - name: {json.dumps(name)}\n    provider: bash\n"
+    workflows += "    commands: [echo hi]\n"
+
+    with pytest.raises(ConfigError, match=r"workflows\.yaml:2: .*invalid workflow name"):
+        resolve(tmp_path, workflows, name=name)
+
+
+def _cli(args: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`dstack ARGS` as the console script runs it: (exit code, what it printed)."""
+    from dstack.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("secrets", "add", "TOKEN", "x" * (65 * 1024)), "at most 64 KiB"),
+        (("secrets", "update", "TOKEN", "a\x00b"), "NUL"),
+        (("secrets", "add", "MY-TOKEN", "v"), "invalid secret name 'MY-TOKEN'"),
+        (("tags", "add", "..", "wise-owl-1"), "invalid tag name '..'"),
+        (("users", "add", "bob smith"), "invalid user name 'bob smith'"),
+    ],
+    ids=["secret-65k", "secret-nul", "secret-name", "tag-dots", "user-space"],
+)
+def test_the_cli_refuses_bad_names_and_values_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    words: str,
+) -> None:
+    monkeypatch.setenv("DSTACK_HOME", str(tmp_path / "home"))
+
+    code, output = _cli(args, capsys)
+
+    assert code == 1
+    assert words in output
+    assert "Traceback" not in output
+    assert len(output.strip().splitlines()) <= 2  # the line and its hint

@@ -88,8 +88,8 @@ async def test_add_update_delete_answer_conflicts_and_misses(http: httpx.AsyncCl
     assert (await http.delete("/api/secrets/KEY", headers=AUTH)).status_code == 404
     assert (await http.put("/api/secrets", json=body, headers=AUTH)).status_code == 404
     bad = await http.post("/api/secrets", json={"name": "my-key", "value": "v"}, headers=AUTH)
-    assert bad.status_code == 400
-    assert bad.json()["error"]["message"] == "invalid secret name 'my-key'"
+    assert bad.status_code == 422
+    assert "invalid secret name 'my-key'" in bad.json()["error"]["message"]
 
 
 async def test_a_run_referring_to_an_unknown_secret_is_refused(http: httpx.AsyncClient) -> None:

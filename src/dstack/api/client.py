@@ -9,6 +9,7 @@ from dstack.api.base import validate_list
 from dstack.api.repos import ReposClient
 from dstack.api.teams import TeamsClient
 from dstack.models.artifacts import JobArtifacts, Tag
+from dstack.models.names import url_segment
 from dstack.models.run import Run
 from dstack.models.runs_api import (
     LogsPage,
@@ -21,6 +22,13 @@ from dstack.models.runs_api import (
 if TYPE_CHECKING:  # the models of other endpoints are defined when used, not at every start
     from dstack.models.protocol import ImportRunRequest, UploadRunRequest
     from dstack.models.runner import Runner
+
+_URL_SEGMENT_MAX = 4096
+
+
+def _unaddressable(name: str) -> bool:
+    """A name stored before the name rule that no URL path can carry: it is sent in a body."""
+    return "/" in name or len(url_segment(name)) > _URL_SEGMENT_MAX
 
 
 class Client(ReposClient, TeamsClient):
@@ -42,14 +50,19 @@ class Client(ReposClient, TeamsClient):
         return validate_list(Run, self.request("GET", "/api/runs", params=params).json())
 
     def get_run(self, name: str) -> Run:
-        return Run.model_validate(self.request("GET", f"/api/runs/{name}").json())
+        return Run.model_validate(self.request("GET", f"/api/runs/{url_segment(name)}").json())
 
     def stop_run(self, name: str, abort: bool = False) -> Run:
         body = StopRunRequest(abort=abort).model_dump(mode="json")
-        return Run.model_validate(self.request("POST", f"/api/runs/{name}/stop", json=body).json())
+        return Run.model_validate(
+            self.request("POST", f"/api/runs/{url_segment(name)}/stop", json=body).json()
+        )
 
     def delete_run(self, name: str) -> None:
-        self.request("DELETE", f"/api/runs/{name}")
+        if _unaddressable(name):
+            self.request("POST", "/api/runs/delete", json={"name": name})
+            return
+        self.request("DELETE", f"/api/runs/{url_segment(name)}")
 
     def get_logs(
         self,
@@ -74,7 +87,7 @@ class Client(ReposClient, TeamsClient):
             # The read timeout must outlast the long-poll.
             extensions["timeout"] = {"connect": 10.0, "read": wait + 30, "write": 30, "pool": 30}
         response = self.request(
-            "GET", f"/api/runs/{name}/logs", params=params, extensions=extensions
+            "GET", f"/api/runs/{url_segment(name)}/logs", params=params, extensions=extensions
         )
         return LogsPage.model_validate(response.json())
 
@@ -91,7 +104,7 @@ class Client(ReposClient, TeamsClient):
 
     def get_artifacts(self, name: str) -> list[JobArtifacts]:
         """The run's artifacts per job; a cached job shows the run it reuses."""
-        response = self.request("GET", f"/api/runs/{name}/artifacts")
+        response = self.request("GET", f"/api/runs/{url_segment(name)}/artifacts")
         return validate_list(JobArtifacts, response.json())
 
     def list_tags(self, repo_id: str | None = None) -> list[Tag]:
@@ -105,7 +118,10 @@ class Client(ReposClient, TeamsClient):
 
     def delete_tag(self, name: str, repo_id: str) -> None:
         """Delete the tag `name` of repository `repo_id` (the run stays)."""
-        self.request("DELETE", f"/api/tags/{name}", params={"repo_id": repo_id})
+        if _unaddressable(name):
+            self.request("POST", "/api/tags/delete", json={"name": name, "repo_id": repo_id})
+            return
+        self.request("DELETE", f"/api/tags/{url_segment(name)}", params={"repo_id": repo_id})
 
     def upload_run(self, request: UploadRunRequest) -> Run:
         """Store uploaded manifests as a finished run, tagged (blobs must be uploaded first)."""

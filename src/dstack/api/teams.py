@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from dstack.api.base import BaseClient, validate_list
+from dstack.models.names import url_segment
 
 # The models of these endpoints are defined when a method needs them: `dstack run` does not.
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class TeamsClient(BaseClient):
 
     def delete_user(self, name: str) -> None:
         """Remove a user; their token stops working at once."""
-        self.request("DELETE", f"/api/users/{name}")
+        self.request("DELETE", f"/api/users/{url_segment(name)}")
 
     def create_runner_token(self) -> str:
         """A new runner registration token (admin)."""
@@ -78,4 +79,4 @@ class TeamsClient(BaseClient):
     def delete_secret(self, name: str, repo_id: str | None = None) -> None:
         """Delete secret `name` of `repo_id` (None: global, admins)."""
         params = {"repo_id": repo_id} if repo_id is not None else {}
-        self.request("DELETE", f"/api/secrets/{name}", params=params)
+        self.request("DELETE", f"/api/secrets/{url_segment(name)}", params=params)

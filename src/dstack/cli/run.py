@@ -83,6 +83,10 @@ def run(
             remote = late_remote
         late_tag = late.get("tag")
         tag = tag or (late_tag if isinstance(late_tag, str) else None)
+    if tag is not None:
+        from dstack.models.names import check_name
+
+        check_name(tag, "tag")
     from dstack.repo.git import find_repo_root, read_repo_state
 
     repo_root = find_repo_root(cwd)

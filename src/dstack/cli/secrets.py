@@ -72,12 +72,13 @@ def list_secrets(is_global: bool, remote: str | None) -> None:
 @click.argument("value", required=False)
 def add(name: str, value: str | None, yes: bool, is_global: bool, remote: str | None) -> None:
     """Add secret NAME (the value is asked for when left out)."""
+    _check(name, value)
     repo_id = _scope(is_global)
     client = client_for(remote)
     exists = _exists(client, name, repo_id)
     if exists and not yes and not click.confirm(f"Secret '{name}' exists. Overwrite it?"):
         raise click.exceptions.Exit(1)
-    value = value if value is not None else _prompt(name)
+    value = _check(name, value if value is not None else _prompt(name))
     if exists:
         client.update_secret(name, value, repo_id)
         click.echo(f"Secret '{name}' updated.")
@@ -93,6 +94,7 @@ def add(name: str, value: str | None, yes: bool, is_global: bool, remote: str | 
 @click.argument("value", required=False)
 def update(name: str, value: str | None, is_global: bool, remote: str | None) -> None:
     """Change the value of secret NAME (asked for when left out)."""
+    _check(name, value)
     repo_id = _scope(is_global)
     client = client_for(remote)
     if not _exists(client, name, repo_id):
@@ -100,7 +102,7 @@ def update(name: str, value: str | None, is_global: bool, remote: str | None) ->
 
         flag = " --global" if repo_id is None else ""
         raise NotFoundError(f"secret '{name}' not found", hint=f"dstack secrets add{flag} {name}")
-    client.update_secret(name, value if value is not None else _prompt(name), repo_id)
+    client.update_secret(name, _check(name, value if value is not None else _prompt(name)), repo_id)
     click.echo(f"Secret '{name}' updated.")
 
 
@@ -116,6 +118,22 @@ def delete(name: str, yes: bool, is_global: bool, remote: str | None) -> None:
         raise click.exceptions.Exit(1)
     client_for(remote).delete_secret(name, repo_id)
     click.echo(f"Secret '{name}' deleted.")
+
+
+def _check(name: str, value: str | None) -> str:
+    """The value, once name and value are within the server's bounds; else one line."""
+    from dstack.errors import ConfigError
+    from dstack.models.names import SECRET_VALUE_MAX, check_name, secret_value_problem
+
+    check_name(name, "secret")
+    problem = None if value is None else secret_value_problem(value)
+    if problem is not None:
+        raise ConfigError(
+            f"secret {name}: {problem}",
+            hint=f"a value is text of at most {SECRET_VALUE_MAX // 1024} KiB; "
+            "pass a file's path, not its contents, for larger data",
+        )
+    return value or ""
 
 
 def _prompt(name: str) -> str:

@@ -64,7 +64,9 @@ def list_tags(as_json: bool, all_repos: bool, remote: str | None) -> None:
 def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...], remote: str | None) -> None:
     """Tag a successful RUN, or upload local folders (-a) as a new tagged run."""
     from dstack.errors import ConfigError
+    from dstack.models.names import check_name
 
+    check_name(tag, "tag")
     if bool(run_name) == bool(paths):
         raise ConfigError(
             "name a run or pass -a PATH, not both",

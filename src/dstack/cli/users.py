@@ -38,6 +38,9 @@ def list_users(remote: str | None) -> None:
 @click.argument("name")
 def add(name: str, is_admin: bool, repos: tuple[str, ...], remote: str | None) -> None:
     """Add user NAME and print their token (shown only this once)."""
+    from dstack.models.names import check_name
+
+    check_name(name, "user")
     created = client_for(remote).create_user(name, is_admin=is_admin, repos=list(repos) or None)
     click.echo(f"User '{created.user.name}' added. Their token (shown only now):")
     click.echo(created.token)

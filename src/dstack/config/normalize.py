@@ -102,7 +102,7 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
     version = _python_version(raw.version, here.at("version"))
     try:
         return WorkflowSpec(
-            name=raw.name,
+            name=_workflow_name(raw.name, here.at("name")),
             provider=provider,
             help=raw.help,
             source=where.source,
@@ -133,6 +133,16 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"])
         raise where.error(f"invalid '{key}': {error['msg']}") from None
+
+
+def _workflow_name(name: str, where: Where) -> str:
+    """The one name rule (`dstack.models.names`): the server refuses any other name."""
+    from dstack.models.names import NAME_RULE, name_problem
+
+    problem = name_problem(name)
+    if problem is not None:
+        raise where.error(f"invalid workflow name {name[:40]!r}: {problem}", hint=NAME_RULE)
+    return name
 
 
 class _KeyWhere:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dstack.models.artifacts import (
     DepArtifacts,
@@ -17,9 +17,19 @@ from dstack.models.artifacts import (
     Manifest,
     StorageAccess,
 )
+from dstack.models.bounds import INT32_MAX, JOB_ID_MAX, ExitCode, Port, Text
 from dstack.models.common import Model
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.logs import LogStream
+from dstack.models.names import (
+    RunnerName,
+    SecretName,
+    SecretValue,
+    TagName,
+    UserName,
+    check_name_message,
+    name_problem,
+)
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.models.run import Run
@@ -27,9 +37,11 @@ from dstack.models.runs_api import JobSubmission as JobSubmission
 from dstack.models.runs_api import LogsPage as LogsPage
 from dstack.models.runs_api import MissingBlobsRequest as MissingBlobsRequest
 from dstack.models.runs_api import MissingBlobsResponse as MissingBlobsResponse
+from dstack.models.runs_api import NameRef as NameRef
 from dstack.models.runs_api import PlanResponse as PlanResponse
 from dstack.models.runs_api import StopRunRequest as StopRunRequest
 from dstack.models.runs_api import SubmitRunRequest as SubmitRunRequest
+from dstack.models.runs_api import TagRef as TagRef
 from dstack.models.runs_api import TagRequest as TagRequest
 
 # --- users (the run endpoints' bodies are in `dstack.models.runs_api`) ---------------------
@@ -38,18 +50,18 @@ from dstack.models.runs_api import TagRequest as TagRequest
 class UploadRunRequest(Model):
     """`dstack tags add TAG -a PATH...`: local folders become a finished, tagged run."""
 
-    tag: str
+    tag: TagName
     repo: RepoRef
     manifests: list[Manifest] = Field(min_length=1, description="Blobs uploaded beforehand.")
 
 
 # --- runners -------------------------------------------------------------------------------
 class RegisterRunnerRequest(Model):
-    name: str
-    host: str
+    name: RunnerName
+    host: str = Field(max_length=200)
     resources: HostResources
-    executors: list[str]
-    labels: dict[str, str] = Field(default_factory=dict)
+    executors: list[Text]
+    labels: dict[Text, Text] = Field(default_factory=dict)
 
 
 class RegisterRunnerResponse(Model):
@@ -65,7 +77,7 @@ class RegisterRunnerResponse(Model):
 
 
 class HeartbeatRequest(Model):
-    running_jobs: list[str] = Field(description="Ids of the jobs the runner is executing.")
+    running_jobs: list[Text] = Field(description="Ids of the jobs the runner is executing.")
 
 
 class HeartbeatResponse(Model):
@@ -102,16 +114,18 @@ class JobAssignment(Model):
 class JobStatusUpdate(Model):
     status: JobStatus
     reason: TerminationReason | None = None
-    message: str | None = None
-    exit_code: int | None = None
-    host_ports: list[int] | None = None
+    message: str | None = Field(None, max_length=64 * 1024)
+    exit_code: ExitCode | None = None
+    host_ports: list[Port] | None = None
     apps_ready: bool | None = Field(
         None, description="True: every app of the running job answers on its port."
     )
 
 
 class LogLine(Model):
-    seq: int = Field(description="Position in the job's log from 0; resending is harmless.")
+    seq: int = Field(
+        ge=0, le=INT32_MAX, description="Position in the job's log from 0; resending is harmless."
+    )
     timestamp: datetime
     stream: LogStream
     data: str
@@ -123,6 +137,8 @@ class LogBatch(Model):
 
 # --- teams: users, runner tokens, secrets ----------------------------------------------------
 class User(Model):
+    """A user as the server shows it (a name stored before the name rule is still listed)."""
+
     name: str
     is_admin: bool = False
     repos: list[str] | None = Field(
@@ -132,9 +148,9 @@ class User(Model):
 
 
 class CreateUserRequest(Model):
-    name: str
+    name: UserName
     is_admin: bool = False
-    repos: list[str] | None = None
+    repos: list[Text] | None = None
 
 
 class CreateUserResponse(Model):
@@ -158,8 +174,8 @@ class Secret(Model):
 
 
 class SecretRequest(Model):
-    name: str
-    value: str
+    name: SecretName
+    value: SecretValue = Field(description="At most 64 KiB (UTF-8), no NUL character.")
     repo_id: str | None = Field(
         None, description="The repository whose jobs get it; None: global (admins only)."
     )
@@ -167,8 +183,8 @@ class SecretRequest(Model):
 
 # --- storage without passing bytes through the server -----------------------------------------
 class PresignRequest(Model):
-    digests: list[str]
-    method: str = Field("GET", description="`GET` or `PUT`.")
+    digests: list[Text]
+    method: str = Field("GET", max_length=8, description="`GET` or `PUT`.")
 
 
 class PresignResponse(Model):
@@ -181,3 +197,21 @@ class ImportRunRequest(Model):
 
     run: Run
     artifacts: list[JobArtifacts]
+
+    @field_validator("run")
+    @classmethod
+    def _bounded(cls, run: Run) -> Run:
+        """The imported run's names follow the rule a run made here follows; its numbers fit
+        the server's columns."""
+        named = [("run", run.name), ("tag", run.tag), ("workflow", run.workflow_name)]
+        for kind, value in named:
+            if value is not None and name_problem(value) is not None:
+                raise ValueError(check_name_message(value, kind))
+        counter = run.name.rpartition("-")[2]  # `wise-owl-3`: names drawn later count on
+        if counter.isdigit() and int(counter) > INT32_MAX:
+            raise ValueError(f"run name {run.name!r}: its number is out of range")
+        for job in run.jobs:
+            numbers = [job.index, job.attempt, job.exit_code or 0, *job.deps]
+            if len(job.id) > JOB_ID_MAX or not all(abs(n) <= INT32_MAX for n in numbers):
+                raise ValueError(f"job {job.id[:40]!r}: an id or a number out of range")
+        return run

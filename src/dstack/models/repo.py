@@ -17,7 +17,9 @@ class RepoRef(Model):
     `clone_url` is set, as a clone of that URL with the credentials `dstack init` stored.
     """
 
-    repo_id: str = Field(description="Stable id of the repository (from its remote, or its path).")
+    repo_id: str = Field(
+        max_length=500, description="Stable id of the repository (from its remote, or its path)."
+    )
     remote_url: str | None = None
     branch: str | None = None
     commit: str | None = Field(None, description="HEAD commit; None in a repo with no commits.")

@@ -11,33 +11,35 @@ from __future__ import annotations
 from pydantic import Field
 
 from dstack.models.artifacts import JobExplanation
+from dstack.models.bounds import Count, Text
 from dstack.models.common import Model
 from dstack.models.job import JobSpec
 from dstack.models.logs import LogEvent
+from dstack.models.names import TagName, WorkflowName
 from dstack.models.repo import RepoRef
 from dstack.models.run import Run
 from dstack.models.workflow import DepRef
 
 
 class JobSubmission(Model):
-    workflow_name: str | None
+    workflow_name: WorkflowName | None
     spec: JobSpec
-    deps: list[int] = Field(default_factory=list, description="Indexes of jobs it waits for.")
+    deps: list[Count] = Field(default_factory=list, description="Indexes of jobs it waits for.")
     external_deps: list[DepRef] = Field(
         default_factory=list, description="Tags and `X:latest`: artifacts of earlier runs."
     )
-    code_key: str = Field(
+    code_key: Text = Field(
         "", description="The code the job sees: the tree hash, or `tree_of(triggers)`."
     )
 
 
 class SubmitRunRequest(Model):
     repo: RepoRef
-    workflow_name: str | None = None
-    provider: str | None = None
+    workflow_name: WorkflowName | None = None
+    provider: Text | None = None
     args: list[str] = Field(default_factory=list)
     variables: dict[str, str] = Field(default_factory=dict)
-    tag: str | None = None
+    tag: TagName | None = None
     reload: bool = Field(False, description="Run every job even when an earlier result fits.")
     jobs: list[JobSubmission] = Field(min_length=1, description="In dependency order.")
 
@@ -47,12 +49,25 @@ class PlanResponse(Model):
 
 
 class TagRequest(Model):
+    name: TagName
+    run_name: Text
+
+
+class NameRef(Model):
+    """A run or a tag by its name, whatever it is: one stored before names had a rule (with a
+    `/`, or too long for a URL) is still found."""
+
     name: str
-    run_name: str
+
+
+class TagRef(NameRef):
+    """A tag by its name, whatever it is, in repository `repo_id`."""
+
+    repo_id: str = Field(max_length=500)
 
 
 class MissingBlobsRequest(Model):
-    digests: list[str]
+    digests: list[Text]
 
 
 class MissingBlobsResponse(Model):

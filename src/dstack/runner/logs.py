@@ -167,7 +167,7 @@ class LogShipper:
         send: SendBatch,
         *,
         max_lines: int = 1000,
-        max_bytes: int = 4 << 20,
+        max_bytes: int = 3 << 20,  # of spool records: the JSON body stays under the server's 4 MiB
         backoff: float = 0.2,
         backoff_max: float = 5.0,
     ) -> None:

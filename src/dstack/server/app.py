@@ -16,6 +16,7 @@ from dstack.server.context import Clock, ServerContext, utcnow
 from dstack.server.db.engine import create_engine
 from dstack.server.db.migrate import upgrade_to_head
 from dstack.server.errors import install_error_handlers
+from dstack.server.middleware import RequestGuard
 from dstack.server.routers import caches, health, jobs, repos, runners, runs, tags, tunnel
 from dstack.server.routers import secrets as secret_routes
 from dstack.server.routers import users as user_routes
@@ -32,7 +33,8 @@ def create_app(
     settings: ServerSettings, *, blobs: BlobStore | None = None, clock: Clock = utcnow
 ) -> FastAPI:
     """The server app. Its lifespan migrates the database, then runs the scheduler loop and,
-    when `settings.local_runner` is set, the local runner process."""
+    when `settings.local_runner` is set, the local runner process. Every HTTP request is
+    authenticated and its body bounded before it is read (`RequestGuard`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +47,7 @@ def create_app(
 
     app = FastAPI(title="dstack", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, settings=settings)
     from dstack.server.routers import blobs as blob_routes
 
     for module in (health, runs, runners, jobs, blob_routes, tags, caches, tunnel):

@@ -44,6 +44,14 @@ class ServerSettings:
     # process take effect at once; those of another server sharing the database within it.
     auth_cache_seconds: float = 2.0
     finished_runs_listed: int = 10
+    # Request body limits in bytes (413 past them; docs/api.md, "Limits"). Every body but a
+    # blob's is parsed in memory, so each endpoint gets the least its callers need.
+    max_body_bytes: int = 1 << 20
+    max_log_batch_bytes: int = 4 << 20
+    max_run_bytes: int = 4 << 20  # submit and plan: every job's spec
+    max_manifest_bytes: int = 64 << 20  # a manifest lists every file of an artifact
+    # Blob uploads stream to the store (never held in memory): None leaves them unbounded.
+    max_blob_bytes: int | None = None
     # Once started, move everything alive (modules, schemas, routes) out of the garbage
     # collector's sight: its full collections then walk only what requests made since,
     # instead of pausing every request in flight for tens of milliseconds. For server

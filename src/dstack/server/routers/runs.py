@@ -3,20 +3,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, TypeAdapter
 
 from dstack.models.artifacts import JobArtifacts
 from dstack.models.protocol import (
     ImportRunRequest,
     LogsPage,
+    NameRef,
     PlanResponse,
     StopRunRequest,
     SubmitRunRequest,
     UploadRunRequest,
 )
 from dstack.models.run import Run
-from dstack.server.auth import CurrentUser, VisibleRun, require_token
+from dstack.server.auth import (
+    CurrentUser,
+    VisibleRun,
+    require_token,
+    require_visible_run,
+)
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
@@ -81,6 +87,16 @@ async def stop_run(name: str, body: StopRunRequest, ctx: Ctx) -> Run:
 async def delete_run(name: str, ctx: Ctx) -> Response:
     await run_service.delete_run(ctx, name=name)
     return Response(status_code=204)
+
+
+@router.post("/delete", status_code=204)
+async def delete_run_named_in_body(
+    body: NameRef, ctx: Ctx, request: Request, user: CurrentUser
+) -> Response:
+    """`DELETE /api/runs/{name}` for a name no URL path carries (a run imported before names
+    had a rule, with a `/` in its name)."""
+    await require_visible_run(body.name, request, user)
+    return await delete_run(body.name, ctx)
 
 
 @router.get("/{name}/artifacts", dependencies=VisibleRun)

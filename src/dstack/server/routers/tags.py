@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from dstack.models.artifacts import Tag
-from dstack.models.protocol import TagRequest
+from dstack.models.protocol import TagRef, TagRequest
 from dstack.server.auth import CurrentUser, require_token
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
@@ -35,3 +35,10 @@ async def delete_tag(name: str, repo_id: str, ctx: Ctx, user: CurrentUser) -> Re
     require_repo(user, repo_id)
     await tag_service.delete_tag(ctx, name=name, repo_id=repo_id, repos=user.repos)
     return Response(status_code=204)
+
+
+@router.post("/delete", status_code=204)
+async def delete_tag_named_in_body(body: TagRef, ctx: Ctx, user: CurrentUser) -> Response:
+    """`DELETE /api/tags/{name}` for a name no URL can carry (one stored before names had a
+    rule: tens of thousands of characters)."""
+    return await delete_tag(body.name, body.repo_id, ctx, user)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from tests.tunnel.apps import EchoServer
-from tests.tunnel.team import RUNNER_TOKEN, Team, team_server
+from tests.tunnel.team import Team, team_server
 
 from dstack.tunnel.agent import TunnelAgent
 
@@ -18,7 +18,8 @@ def team(tmp_path: Path) -> Iterator[Team]:
 
 @pytest.fixture
 def agent(team: Team) -> Iterator[TunnelAgent]:
-    tunnel = TunnelAgent(team.url, RUNNER_TOKEN, team.runner_id, allowed=team.allowed)
+    credential = team.runner.credential  # the runner's own, as the daemon's agent uses
+    tunnel = TunnelAgent(team.url, credential, team.runner_id, allowed=team.allowed)
     tunnel.start()
     try:
         assert tunnel.wait_connected(15), "the agent did not connect to the server"

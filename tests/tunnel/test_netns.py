@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.infra.netns import NetNs, netns
 from tests.tunnel.forwards import assert_closed, connect, forwarding, recv_exactly
-from tests.tunnel.team import ADMIN_TOKEN, RUNNER_TOKEN, Team, team_server
+from tests.tunnel.team import ADMIN_TOKEN, Team, team_server
 
 from dstack.tunnel.client import ForwardTarget
 
@@ -36,7 +36,13 @@ def ns_side(netns: NetNs, remote_team: Team) -> Iterator[tuple[subprocess.Popen[
     script = str(Path(__file__).with_name("ns_side.py"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     proc = netns.popen(
-        [sys.executable, script, remote_team.url, RUNNER_TOKEN, remote_team.runner_id],
+        [
+            sys.executable,
+            script,
+            remote_team.url,
+            remote_team.runner.credential,
+            remote_team.runner_id,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,

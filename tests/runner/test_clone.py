@@ -22,8 +22,10 @@ TOKEN = "tok-3f9a7c21e5d84b60"
 
 
 def clone_api(credentials: CloneCredentials) -> FakeRunnerApi:
-    """The in-memory server twin, registered, answering the clone credentials of its jobs."""
+    """The in-memory server twin, registered, holding jobs `job-1` and `job-2` and answering
+    the clone credentials of its jobs."""
     api = FakeRunnerApi().registered()
+    api.hold("job-1", "job-2")
     api.clone_credentials = credentials
     return api
 

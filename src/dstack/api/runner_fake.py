@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from dstack.errors import AuthError, NotFoundError, ServerError
+from dstack.errors import AuthError, ForbiddenError, NotFoundError, ServerError
 from dstack.models.artifacts import Manifest, StorageAccess
 from dstack.models.job import JobStatus
 from dstack.models.logs import LogStream
@@ -48,11 +48,14 @@ class FakeRunnerApi:
         self,
         *,
         registration_token: str = REGISTRATION_TOKEN,
-        server_id: str = "fake-server",
+        server_id: str | None = None,
         legacy: bool = False,
     ) -> None:
         self.registration_token = registration_token
-        self.server_id = server_id
+        """What the client registers with."""
+        self._valid_registration_token = registration_token
+        # Unique unless given: runners of two fakes on one Docker engine are of two servers.
+        self.server_id = server_id or f"fake-{secrets.token_hex(6)}"
         self.legacy = legacy
         self.registrations: list[RegisterRunnerRequest] = []
         self.heartbeats: list[HeartbeatRequest] = []
@@ -74,6 +77,9 @@ class FakeRunnerApi:
         self.batches = 0
         self.tokens: dict[str, str] = {}
         """The server's side: runner credential → runner id (revoked ones removed)."""
+        self.holders: dict[str, str] = {}
+        """The server's side: job id → the runner that claimed it."""
+        self.finished: set[str] = set()
         self._names: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._token = registration_token
@@ -108,19 +114,25 @@ class FakeRunnerApi:
     def claim(self, wait_seconds: float) -> JobAssignment | None:
         self._call("claim")
         try:
-            return self.assignments.get(timeout=min(wait_seconds, 0.05))
+            assignment = self.assignments.get(timeout=min(wait_seconds, 0.05))
         except queue.Empty:
             return None
+        with self._cond:
+            assert self.runner_id is not None
+            self.holders[assignment.job_id] = self.runner_id
+        return assignment
 
     def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
-        self._call("post_status")
+        self._call("post_status", job_id)
         with self._cond:
+            if update.status.is_finished():
+                self.finished.add(job_id)
             self.statuses[job_id].append(update)
             self.events[job_id].append(f"status:{update.status}")
             self._cond.notify_all()
 
     def post_logs(self, job_id: str, batch: LogBatch) -> None:
-        self._call("post_logs")
+        self._call("post_logs", job_id)
         with self._cond:
             if self.log_failures > 0:
                 self.log_failures -= 1
@@ -130,21 +142,21 @@ class FakeRunnerApi:
                 self.lines[job_id].setdefault(line.seq, line)
 
     def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
-        self._call("post_artifacts")
+        self._call("post_artifacts", job_id)
         with self._cond:
             self.artifacts[job_id].append(manifest)
             self.events[job_id].append(f"artifacts:{manifest.path}")
             self._cond.notify_all()
 
     def post_cache(self, job_id: str, manifest: Manifest) -> None:
-        self._call("post_cache")
+        self._call("post_cache", job_id)
         with self._cond:
             self.caches[job_id].append(manifest)
             self.events[job_id].append(f"cache:{manifest.path}")
             self._cond.notify_all()
 
     def get_repo_credentials(self, job_id: str) -> CloneCredentials:
-        self._call("get_repo_credentials")
+        self._call("get_repo_credentials", job_id)
         self.clone_requests.append(job_id)
         if self.clone_credentials is None:
             raise NotFoundError(f"job {job_id} has no clone credentials")
@@ -164,10 +176,14 @@ class FakeRunnerApi:
         with self._cond:
             self.tokens = {t: r for t, r in self.tokens.items() if r != runner_id}
 
+    def rotate_registration_token(self, new: str) -> None:
+        """The server accepts only `new` from now on (the client keeps sending its own)."""
+        self._valid_registration_token = new
+
     def _register(self, request: RegisterRunnerRequest, token: str) -> RegisterRunnerResponse:
         if token in self.tokens:
             return RegisterRunnerResponse(runner_id=self.tokens[token], server_id=self.server_id)
-        if token != self.registration_token:
+        if token != self._valid_registration_token:
             raise AuthError("the dstack server refused the token")
         if self.legacy:
             runner_id = self._names.setdefault(request.name, f"runner-{next(self._ids)}")
@@ -178,17 +194,21 @@ class FakeRunnerApi:
             runner_id=runner_id, runner_token=runner_token, server_id=self.server_id
         )
 
-    def _call(self, method: str) -> None:
-        """Note the call and check its token as the server would: a runner's own credential,
-        or (`legacy`) the registration token, of a registered runner."""
+    def _call(self, method: str, job_id: str | None = None) -> None:
+        """Note the call and check it as the server would: a runner's own credential (or, when
+        `legacy`, the registration token) of a registered runner; for a job, one this runner
+        claimed and that is not final."""
         with self._cond:
             token = self._token
             self.sent.append((method, token))
             if self.runner_id is None:
                 raise RuntimeError("register() first")
-        if token in self.tokens or (self.legacy and token == self.registration_token):
-            return
-        raise AuthError("the dstack server refused the token")
+            if token not in self.tokens and not (self.legacy and token == self.registration_token):
+                raise AuthError("the dstack server refused the token")
+            if job_id is None:
+                return
+            if self.holders.get(job_id) != self.runner_id or job_id in self.finished:
+                raise ForbiddenError(f"job {job_id} is not, or no longer, this runner's")
 
     # --- for tests ---------------------------------------------------------------------------
     def registered(self, name: str = "test-runner") -> FakeRunnerApi:
@@ -200,6 +220,12 @@ class FakeRunnerApi:
             RegisterRunnerRequest(name=name, host="test", resources=resources, executors=[])
         )
         return self
+
+    def hold(self, *job_ids: str) -> None:
+        """Give these jobs to the registered runner, as if it had claimed them."""
+        with self._cond:
+            assert self.runner_id is not None, "register() first"
+            self.holders.update(dict.fromkeys(job_ids, self.runner_id))
 
     def add_blob(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()

@@ -126,6 +126,11 @@ class DockerExecutor:
             args["entrypoint"] = list(spec.entrypoint)
         return args
 
+    @property
+    def owner(self) -> RunnerIdentity | None:
+        """Whose containers this executor starts and reconciles (None before `reconcile`)."""
+        return self._owner
+
     def _registered(self) -> RunnerIdentity:
         if self._owner is None:
             raise RuntimeError("reconcile() first: containers are labelled with their owner")

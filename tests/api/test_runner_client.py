@@ -92,7 +92,7 @@ def test_a_refused_credential_changes_nothing() -> None:
         return httpx.Response(401)
 
     api = _api(handler)
-    with pytest.raises(AuthError, match="refused the token"):
+    with pytest.raises(AuthError, match="rejected the token"):
         api.register(REQUEST, credential="revoked")
     assert api.credential == "reg"
 

@@ -434,3 +434,22 @@ def _build_test_images() -> None:
 
     root = Path(__file__).resolve().parents[2]
     subprocess.run(["bash", str(root / "scripts" / "build-test-images.sh")], check=True)
+
+
+def test_the_local_servers_runner_keeps_its_credential_across_new_ports(tmp_path: Path) -> None:
+    """The local server listens on a new port at each start; its runner must sign in as the
+    same runner, not register a second `local` one."""
+    from dstack.server.local_runner import LocalRunnerSupervisor
+    from dstack.server.settings import ServerSettings
+
+    api = FakeRunnerApi()
+    work_dir = tmp_path / "home" / "runner"
+    with running(api, _settings(work_dir, server_url="http://127.0.0.1:41001")) as first:
+        first_id = first.runner_id
+    settings = ServerSettings(home=tmp_path / "home", token="admin", port=41002)
+    LocalRunnerSupervisor(settings, token=api.registration_token)._keep_credential()
+
+    with running(api, _settings(work_dir, server_url=settings.url)) as second:
+        assert second.runner_id == first_id
+    assert list(api.tokens.values()) == [first_id]
+    assert _mode(work_dir / "credential.json") == 0o600

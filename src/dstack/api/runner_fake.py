@@ -184,7 +184,7 @@ class FakeRunnerApi:
         if token in self.tokens:
             return RegisterRunnerResponse(runner_id=self.tokens[token], server_id=self.server_id)
         if token != self._valid_registration_token:
-            raise AuthError("the dstack server refused the token")
+            raise AuthError("the dstack server rejected the token")
         if self.legacy:
             runner_id = self._names.setdefault(request.name, f"runner-{next(self._ids)}")
             return RegisterRunnerResponse(runner_id=runner_id, server_id=self.server_id)
@@ -204,7 +204,7 @@ class FakeRunnerApi:
             if self.runner_id is None:
                 raise RuntimeError("register() first")
             if token not in self.tokens and not (self.legacy and token == self.registration_token):
-                raise AuthError("the dstack server refused the token")
+                raise AuthError("the dstack server rejected the token")
             if job_id is None:
                 return
             if self.holders.get(job_id) != self.runner_id or job_id in self.finished:

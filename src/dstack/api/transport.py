@@ -186,8 +186,8 @@ def error_from_response(
         error = response.json()["error"]
         code, message, hint = error.get("code"), error.get("message"), error.get("hint")
     if response.status_code == 401:
-        where = f" at {server}" if server else ""
-        return AuthError(f"the dstack server{where} refused the token", hint=hint or auth_hint)
+        where = f" ({server})" if server else ""
+        return AuthError(f"the dstack server rejected the token{where}", hint=hint or auth_hint)
     cls = _CODES.get(str(code)) or _STATUSES.get(response.status_code, ServerError)
     if not message:
         where = f"{response.request.method} {response.request.url.path}"

@@ -61,3 +61,17 @@ def save_credential(path: Path, credential: StoredCredential) -> None:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
         raise
+
+
+def rebind_credential(path: Path, server_url: str) -> None:
+    """Name `server_url` in the credential at `path`, whatever server URL it names now.
+
+    Only for a work dir that belongs to one server whose URL changes: the local server listens
+    on a new port at each start, and its runner's work dir lies in that server's home.
+    """
+    try:
+        stored = StoredCredential.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return
+    if not same_server(stored.server_url, server_url):
+        save_credential(path, stored.model_copy(update={"server_url": server_url}))

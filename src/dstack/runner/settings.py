@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dstack.providers.images import ImageSettings
+from dstack.runner.credential import CREDENTIAL_FILE
 
 
 def _default_name() -> str:
@@ -56,4 +57,4 @@ class RunnerSettings:
     @property
     def credential_path(self) -> Path:
         """The runner's own credential for `server_url` (`dstack.runner.credential`)."""
-        return self.work_dir / "credential.json"
+        return self.work_dir / CREDENTIAL_FILE

@@ -56,3 +56,13 @@ class ServerError(DstackError):
 
 class AuthError(ServerError):
     """The token is missing or invalid."""
+
+
+class ServerUnreachableError(ServerError):
+    """No answer from the server (connection refused, DNS, TLS, timeout): the one error every
+    client raises for it, so callers can tell "retry later" from "the server said no"."""
+
+
+class ForbiddenError(ConflictError):
+    """The token is valid but may not do this (HTTP 403): another runner's job, a final one,
+    another repository's run. A conflict to a runner: the job is not, or no longer, its own."""

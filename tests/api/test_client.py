@@ -13,7 +13,6 @@ from dstack.api import Client, RunnerClient
 from dstack.errors import (
     AuthError,
     ConflictError,
-    DstackError,
     NotFoundError,
     ServerError,
     StorageError,
@@ -21,6 +20,7 @@ from dstack.errors import (
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
+    HeartbeatRequest,
     JobStatusUpdate,
     JobSubmission,
     LogBatch,
@@ -52,22 +52,22 @@ def _line(seq: int, text: str) -> LogLine:
 def test_submit_claim_report_logs_done(live_server: LiveServer) -> None:
     with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
         run = user.submit_run(_request())
-        assignment = runner.claim(wait_seconds=10)
+        assignment = runner.claim(10)
         assert assignment is not None
         assert assignment.run_name == run.name
 
-        runner.report_status(assignment.job_id, JobStatusUpdate(status=JobStatus.RUNNING))
+        runner.post_status(assignment.job_id, JobStatusUpdate(status=JobStatus.RUNNING))
         assert user.get_run(run.name).status is JobStatus.RUNNING
         batch = LogBatch(lines=[_line(0, "hello\n"), _line(1, "world\n")])
-        runner.send_logs(assignment.job_id, batch)
-        runner.send_logs(assignment.job_id, batch)  # a retry after a lost answer is harmless
+        runner.post_logs(assignment.job_id, batch)
+        runner.post_logs(assignment.job_id, batch)  # a retry after a lost answer is harmless
 
         page = user.get_logs(run.name, wait=5)
         assert [e.data for e in page.events] == ["hello\n", "world\n"]
         assert not page.finished
 
         done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
-        runner.report_status(assignment.job_id, done)
+        runner.post_status(assignment.job_id, done)
         last = user.get_logs(run.name, cursor=page.cursor, wait=5)
         assert last.events == []
         assert last.finished
@@ -77,11 +77,13 @@ def test_submit_claim_report_logs_done(live_server: LiveServer) -> None:
         assert final.jobs[0].runner_name == "fake"
         assert [r.name for r in user.list_runners()] == ["fake"]
         assert [r.name for r in user.list_runs()] == [run.name]
-        runner.report_status(assignment.job_id, done)  # resent unchanged: a harmless no-op
+        runner.post_status(assignment.job_id, done)  # resent unchanged: a harmless no-op
         failed = JobStatusUpdate(status=JobStatus.FAILED, exit_code=1)
-        with pytest.raises(DstackError, match="already done"):  # 403: final
-            runner.report_status(assignment.job_id, failed)
-        assert runner.heartbeat([assignment.job_id]).forget_jobs == [assignment.job_id]
+        with pytest.raises(ConflictError, match="already done"):  # 403: final
+            runner.post_status(assignment.job_id, failed)
+        assert runner.heartbeat(HeartbeatRequest(running_jobs=[assignment.job_id])).forget_jobs == [
+            assignment.job_id
+        ]
 
         user.delete_run(run.name)
         with pytest.raises(NotFoundError, match=f"run '{run.name}' not found"):
@@ -91,14 +93,16 @@ def test_submit_claim_report_logs_done(live_server: LiveServer) -> None:
 def test_stop_reaches_the_runner_through_heartbeat(live_server: LiveServer) -> None:
     with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
         run = user.submit_run(_request())
-        assignment = runner.claim(wait_seconds=10)
+        assignment = runner.claim(10)
         assert assignment is not None
 
         user.stop_run(run.name)
         with pytest.raises(ConflictError, match="stop it first"):
             user.delete_run(run.name)
-        assert runner.heartbeat([assignment.job_id]).stop_jobs == [assignment.job_id]
-        runner.report_status(assignment.job_id, JobStatusUpdate(status=JobStatus.STOPPED))
+        assert runner.heartbeat(HeartbeatRequest(running_jobs=[assignment.job_id])).stop_jobs == [
+            assignment.job_id
+        ]
+        runner.post_status(assignment.job_id, JobStatusUpdate(status=JobStatus.STOPPED))
 
         stopped = user.get_run(run.name)
         assert stopped.status is JobStatus.STOPPED

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from dstack.api import Client, RunnerClient
-from dstack.api.base import BaseClient
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import FileEntry, Manifest
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
@@ -20,6 +19,7 @@ from dstack.models.protocol import (
 )
 from dstack.models.repo import RepoRef
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef
+from dstack.storage.http import HttpBlobStore
 
 from .conftest import LiveServer, registered_runner
 
@@ -40,12 +40,12 @@ def _runner(server: LiveServer) -> RunnerClient:
     return registered_runner(server)
 
 
-def _upload(client: BaseClient, tmp_path: Path, path: str, content: bytes) -> Manifest:
+def _upload(store: HttpBlobStore, tmp_path: Path, path: str, content: bytes) -> Manifest:
     digest = hashlib.sha256(content).hexdigest()
-    if client.missing_blobs([digest]):
+    if store.missing([digest]):
         file = tmp_path / digest
         file.write_bytes(content)
-        client.put_blob(file, digest)
+        store.put_file(file, digest)
     entry = FileEntry(path="file.bin", size=len(content), mode=0o644, digest=digest)
     return Manifest(path=path, files=[entry])
 
@@ -55,15 +55,17 @@ def test_artifacts_cache_and_tags_end_to_end(live_server: LiveServer, tmp_path: 
     with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
         assert [j.reason for j in user.plan_run(_request()).jobs] == ["no earlier run"]
         run = user.submit_run(_request(tag="best"))
-        assignment = runner.claim(wait_seconds=10)
+        assignment = runner.claim(10)
         assert assignment is not None
         assert assignment.storage.kind == "local"
-        out = _upload(runner, tmp_path, "out", b"model")
-        pip = _upload(runner, tmp_path, "~/.cache/pip", b"wheel")
+        store = runner.blob_store(assignment.storage)
+        assert isinstance(store, HttpBlobStore)
+        out = _upload(store, tmp_path, "out", b"model")
+        pip = _upload(store, tmp_path, "~/.cache/pip", b"wheel")
         runner.post_artifacts(assignment.job_id, out)
         runner.post_cache(assignment.job_id, pip)
         for status in (JobStatus.RUNNING, JobStatus.UPLOADING, JobStatus.DONE):
-            runner.report_status(assignment.job_id, JobStatusUpdate(status=status))
+            runner.post_status(assignment.job_id, JobStatusUpdate(status=status))
 
         [produced] = user.get_artifacts(run.name)
         assert produced.manifests == [out]
@@ -96,14 +98,14 @@ def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path)
             user.submit_run(_request(external=[DepRef(kind=DepKind.TAG, tag="data")]))
         assert user.list_runs(all=True) == []
 
-        data = _upload(user, tmp_path, "data", b"rows")
+        data = _upload(HttpBlobStore.sharing(user.transport), tmp_path, "data", b"rows")
         uploaded = user.upload_run(UploadRunRequest(tag="data", repo=REPO, manifests=[data]))
         assert (uploaded.status, uploaded.tag) == (JobStatus.DONE, "data")
         [tag] = user.list_tags()
         assert (tag.name, tag.run_name, tag.size) == ("data", uploaded.name, 4)
 
         user.submit_run(_request(external=[DepRef(kind=DepKind.TAG, tag="data")]))
-        assignment = runner.claim(wait_seconds=10)
+        assignment = runner.claim(10)
         assert assignment is not None
         assert [(d.run_name, d.manifests) for d in assignment.deps] == [(uploaded.name, [data])]
 

@@ -39,8 +39,7 @@ def test_image() -> str:
 
 def _docker(settings: RunnerSettings) -> DockerExecutor:
     client = docker_client(required=True)
-    name = f"{settings.name}-{time.monotonic_ns()}"
-    return DockerExecutor(client, runner_name=name, images=ImageSettings(default_image=IMAGE))
+    return DockerExecutor(client, images=ImageSettings(default_image=IMAGE))
 
 
 def test_home_and_absolute_paths_in_a_container(

@@ -14,6 +14,8 @@ from dstack.runner.code import fetch_code
 
 def _fetch(fake_api: FakeRunnerApi, repo: RepoRef, job_dir: Path, cache: CheckoutCache) -> Path:
     job_dir.mkdir(parents=True)
+    if fake_api.runner_id is None:
+        fake_api.registered()
     return fetch_code(fake_api, repo, job_dir, checkouts=cache)
 
 
@@ -23,7 +25,7 @@ def test_a_second_job_of_the_same_code_gets_a_copy_of_its_own(
     cache = CheckoutCache(tmp_path / "checkouts")
     first = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "a", cache)
     assert cache.has(repo_ref)
-    fake_api.blobs.clear()  # a copy needs no blob
+    fake_api.clear_blobs()  # a copy needs no blob
 
     second = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "b", cache)
 

@@ -21,17 +21,13 @@ from .git_http import GitHttp, bare_repo_from, serving
 TOKEN = "tok-3f9a7c21e5d84b60"
 
 
-class CloneApi(FakeRunnerApi):
-    """The in-memory server twin, also answering the clone credentials of its jobs."""
-
-    def __init__(self, credentials: CloneCredentials) -> None:
-        super().__init__()
-        self.credentials = credentials
-        self.asked: list[str] = []
-
-    def get_repo_credentials(self, job_id: str) -> CloneCredentials:
-        self.asked.append(job_id)
-        return self.credentials
+def clone_api(credentials: CloneCredentials) -> FakeRunnerApi:
+    """The in-memory server twin, registered, holding jobs `job-1` and `job-2` and answering
+    the clone credentials of its jobs."""
+    api = FakeRunnerApi().registered()
+    api.hold("job-1", "job-2")
+    api.clone_credentials = credentials
+    return api
 
 
 @pytest.fixture
@@ -79,7 +75,7 @@ def test_clones_the_commit_and_applies_the_diff(
     tmp_path: Path, upstream: Path, server: GitHttp
 ) -> None:
     url = server.url("models.git")
-    api = CloneApi(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=TOKEN))
+    api = clone_api(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=TOKEN))
     repo = recorded(upstream, api, url)
     work_dir = tmp_path / "runner"
 
@@ -88,7 +84,7 @@ def test_clones_the_commit_and_applies_the_diff(
     assert (code / "train.sh").read_text() == "echo train\n"
     assert (code / "local.txt").read_text() == "only in the working copy\n"
     assert git(code, "rev-parse", "HEAD") == repo.commit
-    assert api.asked == ["job-1"]
+    assert api.clone_requests == ["job-1"]
     assert all(ok for _, _, ok in server.seen)
     assert (work_dir / "mirrors").is_dir()
     # The token is in no file the runner keeps: mirror, checkout, configs.
@@ -99,7 +95,7 @@ def test_a_second_job_of_the_commit_uses_the_mirror(
     tmp_path: Path, upstream: Path, server: GitHttp
 ) -> None:
     url = server.url("models.git")
-    api = CloneApi(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=TOKEN))
+    api = clone_api(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=TOKEN))
     repo = recorded(upstream, api, url)
     fetch_code(api, repo, tmp_path / "runner" / "jobs" / "job-1")
     requests = len(server.seen)
@@ -115,7 +111,7 @@ def test_a_wrong_token_fails_with_one_line_naming_the_url(
 ) -> None:
     url = server.url("models.git")
     wrong = "wrong-token-0123456789"
-    api = CloneApi(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=wrong))
+    api = clone_api(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=wrong))
     repo = recorded(upstream, api, url)
 
     with pytest.raises(RepoError) as caught:
@@ -133,7 +129,7 @@ def test_a_commit_the_remote_lacks_says_to_push_it(
     tmp_path: Path, upstream: Path, server: GitHttp
 ) -> None:
     url = server.url("models.git")
-    api = CloneApi(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=TOKEN))
+    api = clone_api(CloneCredentials(url=url, kind=CredentialKind.TOKEN, secret=TOKEN))
     (upstream / "later.txt").write_text("not pushed\n")
     git(upstream, "add", "-A")
     git(upstream, "commit", "-qm", "later")

@@ -16,8 +16,8 @@ from dstack.errors import RepoError
 from dstack.models.repo import CloneCredentials, CredentialKind
 from dstack.runner.code import fetch_code
 
-from .conftest import git
-from .test_clone import CloneApi, every_file_under, recorded
+from .conftest import FakeRunnerApi, git
+from .test_clone import clone_api, every_file_under, recorded
 
 
 @pytest.fixture
@@ -57,8 +57,8 @@ def key(tmp_path: Path, sshd: Sshd) -> str:
     return private
 
 
-def ssh_api(url: str, key: str) -> CloneApi:
-    return CloneApi(CloneCredentials(url=url, kind=CredentialKind.SSH_KEY, secret=key))
+def ssh_api(url: str, key: str) -> FakeRunnerApi:
+    return clone_api(CloneCredentials(url=url, kind=CredentialKind.SSH_KEY, secret=key))
 
 
 def known_host_keys(known_hosts: Path, host: str) -> list[str]:

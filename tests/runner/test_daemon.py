@@ -90,7 +90,7 @@ def test_the_next_job_of_the_same_code_copies_it_and_skips_downloading(
 ) -> None:
     fake_api.assignments.put(_assign(repo_ref, "bash train.sh", job_id="job-1"))
     assert fake_api.wait_final("job-1").status is JobStatus.DONE
-    fake_api.blobs.clear()  # the bundle is not needed again
+    fake_api.clear_blobs()  # the bundle is not needed again
 
     fake_api.assignments.put(_assign(repo_ref, "bash train.sh", job_id="job-2"))
 
@@ -186,7 +186,7 @@ def test_jobs_run_concurrently_and_heartbeats_list_them(
 class _HangingClaims(FakeRunnerApi):
     """A server whose claim long-poll never answers (gone, or a very long wait)."""
 
-    def claim(self, runner_id: str, wait_seconds: float) -> JobAssignment | None:
+    def claim(self, wait_seconds: float) -> JobAssignment | None:
         threading.Event().wait(3600)
         return None
 

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from dstack.api.runner import RunnerClient
+from dstack.api.runner_fake import FakeRunnerApi
 from dstack.models.artifacts import StorageAccess
 from dstack.runner.blobs import is_local, open_blob_store
 from dstack.runner.errors import JobStartError
 from dstack.runner.paths import container_path, job_paths
-from dstack.runner.settings import RunnerSettings
 from dstack.storage.http import HttpBlobStore
 from dstack.storage.local import LocalBlobStore
 
@@ -53,8 +54,7 @@ def test_container_paths_expand_home_to_root() -> None:
 
 
 def test_a_store_folder_the_runner_can_write_is_used_directly(tmp_path: Path) -> None:
-    settings = RunnerSettings(server_url="http://server", token="t", name="box")
-    store = open_blob_store(StorageAccess(kind="local", path=str(tmp_path)), settings)
+    store = open_blob_store(StorageAccess(kind="local", path=str(tmp_path)), FakeRunnerApi())
     assert isinstance(store, LocalBlobStore)
     assert store.root == tmp_path
     assert is_local(store)
@@ -62,9 +62,8 @@ def test_a_store_folder_the_runner_can_write_is_used_directly(tmp_path: Path) ->
 
 @pytest.mark.parametrize("kind", ["local", "http"])
 def test_otherwise_blobs_go_through_the_server(tmp_path: Path, kind: str) -> None:
-    settings = RunnerSettings(server_url="http://server", token="t", name="box")
     access = StorageAccess(kind=kind, path=str(tmp_path / "not-here"))
-    store = open_blob_store(access, settings)
-    assert isinstance(store, HttpBlobStore)
-    assert not is_local(store)
-    store.close()
+    with RunnerClient("http://server", "t") as api:
+        store = open_blob_store(access, api)
+        assert isinstance(store, HttpBlobStore)
+        assert not is_local(store)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
-from dstack.errors import AuthError, NotFoundError, StorageError
+from dstack.errors import AuthError, NotFoundError, ServerUnreachableError, StorageError
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 from dstack.storage import LocalBlobStore
@@ -103,7 +103,7 @@ def test_corrupt_blob_on_the_server_is_detected_on_download(
     assert not (tmp_path / "t").exists()
 
 
-def test_unreachable_server_is_one_storage_error() -> None:
+def test_unreachable_server_is_the_one_unreachable_error() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -111,7 +111,7 @@ def test_unreachable_server_is_one_storage_error() -> None:
 
     with (
         HttpBlobStore(f"http://127.0.0.1:{port}", TOKEN) as store,
-        pytest.raises(StorageError, match="cannot reach the blob store"),
+        pytest.raises(ServerUnreachableError, match="cannot reach the dstack server"),
     ):
         store.exists(sha(b"x"))
 

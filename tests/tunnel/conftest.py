@@ -18,7 +18,8 @@ def team(tmp_path: Path) -> Iterator[Team]:
 
 @pytest.fixture
 def agent(team: Team) -> Iterator[TunnelAgent]:
-    tunnel = TunnelAgent(team.url, team.runner_token, team.runner_id, allowed=team.allowed)
+    credential = team.runner.credential  # the runner's own, as the daemon's agent uses
+    tunnel = TunnelAgent(team.url, credential, team.runner_id, allowed=team.allowed)
     tunnel.start()
     try:
         assert tunnel.wait_connected(15), "the agent did not connect to the server"

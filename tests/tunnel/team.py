@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from tests.tunnel.apps import serve_asgi
 
+from dstack.api.runner import RunnerClient
 from dstack.models.job import JobSpec, JobStatus, PortSpec
 from dstack.models.protocol import (
     JobStatusUpdate,
@@ -25,7 +26,6 @@ from dstack.models.protocol import (
 )
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
-from dstack.runner.api import HttpRunnerApi
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 
@@ -63,26 +63,20 @@ class RunningJob:
 
 
 class Team:
-    """The server at `url` plus one registered runner (`runner_id`), which speaks with its
-    own credential (`runner_token`); `RUNNER_TOKEN` only registered it."""
+    """The server at `url` plus one registered runner (`runner_id`, whose own credential is
+    `runner.credential`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.admin = httpx.Client(base_url=url, headers=_auth(ADMIN_TOKEN), timeout=30)
+        self.runner = RunnerClient(url, RUNNER_TOKEN, retry_for=5)
         request = RegisterRunnerRequest(
             name="apps-runner",
             host="apps-host",
             resources=HostResources(cpus=4, memory_mib=8192, disk_mib=10240),
             executors=["process"],
         )
-        registrar = HttpRunnerApi(url, RUNNER_TOKEN, retry_for=5)
-        try:
-            answer = registrar.register(request)
-        finally:
-            registrar.close()
-        assert answer.runner_token is not None
-        self.runner_id, self.runner_token = answer.runner_id, answer.runner_token
-        self.runner = HttpRunnerApi(url, self.runner_token, retry_for=5)
+        self.runner_id = self.runner.register(request).runner_id
         self.allowed = Allowed()
 
     def close(self) -> None:
@@ -110,7 +104,7 @@ class Team:
         return [self._claim(list(ports_per_job)) for _ in ports_per_job]
 
     def _claim(self, ports_per_job: list[list[int]]) -> RunningJob:
-        assignment = self.runner.claim(self.runner_id, 10)
+        assignment = self.runner.claim(10)
         assert assignment is not None, "the runner got no job"
         ports = ports_per_job[assignment.job_index]
         self.runner.post_status(assignment.job_id, JobStatusUpdate(status=JobStatus.DOWNLOADING))

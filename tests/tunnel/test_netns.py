@@ -36,7 +36,13 @@ def ns_side(netns: NetNs, remote_team: Team) -> Iterator[tuple[subprocess.Popen[
     script = str(Path(__file__).with_name("ns_side.py"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     proc = netns.popen(
-        [sys.executable, script, remote_team.url, remote_team.runner_token, remote_team.runner_id],
+        [
+            sys.executable,
+            script,
+            remote_team.url,
+            remote_team.runner.credential,
+            remote_team.runner_id,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,

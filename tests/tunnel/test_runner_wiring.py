@@ -27,13 +27,18 @@ class FakeTunnel:
     """Stands in for `TunnelAgent`: records how the daemon set it up and closed it."""
 
     runner_id: str | None = None
+    credential: str | None = None
     allowed: Callable[[str, int], bool] | None = None
     closed: threading.Event = field(default_factory=threading.Event)
 
     def __call__(
-        self, settings: RunnerSettings, runner_id: str, allowed: Callable[[str, int], bool]
+        self,
+        settings: RunnerSettings,
+        runner_id: str,
+        credential: str,
+        allowed: Callable[[str, int], bool],
     ) -> Closeable:
-        self.runner_id, self.allowed = runner_id, allowed
+        self.runner_id, self.credential, self.allowed = runner_id, credential, allowed
         return self
 
     def close(self) -> None:
@@ -71,6 +76,9 @@ def test_the_tunnel_may_dial_only_ports_of_running_jobs(
         )
         running = fake_api.wait_status("job-1", lambda status: status is JobStatus.RUNNING)
         assert tunnel.runner_id == "runner-1"
+        # The tunnel dials with the runner's own credential, never the registration token.
+        assert tunnel.credential == fake_api.credential
+        assert tunnel.credential in fake_api.tokens
         assert tunnel.allowed is not None
         ports = running.host_ports or []
         assert len(ports) == 2

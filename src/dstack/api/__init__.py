@@ -1,18 +1,22 @@
-"""Typed HTTP clients of the dstack server: `Client` (users), `RunnerClient` (runners)."""
+"""Typed HTTP clients of the dstack server: `Client` (users), `RunnerClient` (runners), both on
+one `Transport` (`dstack.api.transport`)."""
 
 from typing import TYPE_CHECKING, Any
 
-from dstack.api.client import Client
-
 if TYPE_CHECKING:
+    from dstack.api.client import Client
     from dstack.api.runner import RunnerClient
 
 __all__ = ["Client", "RunnerClient"]
 
 
 def __getattr__(name: str) -> Any:
-    # `RunnerClient` brings the runner endpoints' models: defined on first use only, so
-    # that a command's start (which imports `Client`) does not pay for them.
+    # Defined on first use only: a command's start imports `Client` and not the runner
+    # endpoints' models, and the blob stores import `dstack.api.transport` and neither.
+    if name == "Client":
+        from dstack.api.client import Client
+
+        return Client
     if name == "RunnerClient":
         from dstack.api.runner import RunnerClient
 

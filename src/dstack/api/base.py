@@ -1,4 +1,4 @@
-"""What every client of the server shares: the HTTP session, error translation, blobs."""
+"""What every client of the server shares: the session (`Transport`), blobs, list models."""
 
 from __future__ import annotations
 
@@ -13,27 +13,12 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from dstack.errors import (
-    AuthError,
-    ConfigError,
-    ConflictError,
-    DstackError,
-    MissingBlobsError,
-    NotFoundError,
-    ServerError,
-    StorageError,
-)
+from dstack.api.transport import Transport, error_from_response
+from dstack.errors import NotFoundError, StorageError
 from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
 
-_CODES: dict[str, type[DstackError]] = {
-    "unauthorized": AuthError,
-    "missing_blobs": MissingBlobsError,
-    "not_found": NotFoundError,
-    "conflict": ConflictError,
-    "storage": StorageError,
-    "invalid": ConfigError,
-}
-_STATUSES: dict[int, type[DstackError]] = {401: AuthError, 404: NotFoundError, 409: ConflictError}
+__all__ = ["BaseClient", "error_from_response", "validate_list"]
+
 _CHUNK = 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
 _LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
@@ -50,9 +35,9 @@ def validate_list(model: type[M], data: object) -> list[M]:
 
 
 class BaseClient:
-    """An HTTP session with the server. Every failure becomes a `DstackError`:
-    unreachable → `ServerError`, 401 → `AuthError`, 404 → `NotFoundError`, 409 →
-    `ConflictError`, a digest mismatch → `StorageError`, carrying the server's message and hint.
+    """A user's session with the server (`Transport`): every failure is a `DstackError`,
+    unreachable → `ServerUnreachableError`, 401 → `AuthError`, 403 → `ForbiddenError`, 404 →
+    `NotFoundError`, 409 → `ConflictError`, carrying the server's message and hint.
     """
 
     def __init__(
@@ -63,23 +48,17 @@ class BaseClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        mounts: dict[str, httpx.BaseTransport] = {}
-        if transport is None and self.base_url.startswith("http://"):
-            # A plain-HTTP server needs no TLS: skip loading the CA bundle (tens of ms on
-            # every command); an https:// URL still gets a verifying transport, built on use.
-            transport = httpx.HTTPTransport(verify=False)
-            mounts["https://"] = _VerifyingTransport()
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
+        self.transport = Transport(
+            base_url,
+            token,
             timeout=timeout,
             transport=transport,
-            mounts=mounts or None,
+            auth_hint="check the token of this server (`dstack config`)",
         )
+        self.base_url = self.transport.base_url
 
     def close(self) -> None:
-        self._http.close()
+        self.transport.close()
 
     def __enter__(self) -> Self:
         return self
@@ -94,21 +73,7 @@ class BaseClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; return the response when it is a success, else raise."""
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ServerError(
-                f"the dstack server at {self.base_url} did not answer in time",
-                hint="check that it is running and reachable",
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise ServerError(
-                f"cannot reach the dstack server at {self.base_url}: {exc}",
-                hint="check that it is running and reachable",
-            ) from exc
-        if response.is_error:
-            raise error_from_response(response)
-        return response
+        return self.transport.request(method, path, **kwargs)
 
     # --- blobs -----------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
@@ -152,50 +117,8 @@ class BaseClient:
 
     def _download(self, digest: str, out: Any) -> str:
         hasher = hashlib.sha256()
-        try:
-            with self._http.stream("GET", f"/api/blobs/{digest}") as response:
-                if response.is_error:
-                    response.read()
-                    raise error_from_response(response)
-                for chunk in response.iter_bytes(_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-        except httpx.HTTPError as exc:
-            raise ServerError(f"downloading blob {digest} failed: {exc}") from exc
+        with self.transport.stream("GET", f"/api/blobs/{digest}") as response:
+            for chunk in response.iter_bytes(_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
         return hasher.hexdigest()
-
-
-class _VerifyingTransport(httpx.BaseTransport):
-    """`httpx.HTTPTransport()` with the default certificate checks, created at its first
-    request, so that a client that never leaves plain HTTP never builds an SSL context."""
-
-    def __init__(self) -> None:
-        self._inner: httpx.HTTPTransport | None = None
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._inner is None:
-            self._inner = httpx.HTTPTransport()
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        if self._inner is not None:
-            self._inner.close()
-
-
-def error_from_response(response: httpx.Response) -> DstackError:
-    """The `DstackError` an error response stands for."""
-    code, message, hint = None, None, None
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        error = response.json()["error"]
-        code, message, hint = error.get("code"), error.get("message"), error.get("hint")
-    if response.status_code == 401:
-        return AuthError(
-            "the dstack server rejected the token",
-            hint="check the token of this server (`dstack config`)",
-        )
-    cls = _CODES.get(code or "") or _STATUSES.get(response.status_code, ServerError)
-    text = (
-        message
-        or f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}"
-    )
-    return cls(text, hint)

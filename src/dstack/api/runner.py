@@ -1,11 +1,23 @@
-"""`RunnerClient`: the runner's side of the API (register, heartbeat, claim, report)."""
+"""The runner's side of the API: `RunnerApi`, what the runner daemon depends on, and
+`RunnerClient`, its one HTTP implementation. `dstack.api.runner_fake.FakeRunnerApi` is the
+in-memory twin; `tests/api/test_runner_contract.py` runs one suite against both.
+
+Every method raises `AuthError` when the server refuses the token sent; `ConflictError` (or
+its kind `ForbiddenError`, 403) when the job is not, or no longer, this runner's (forget it);
+`NotFoundError` when the server does not know the runner or the job; `ServerUnreachableError`
+when the server did not answer within the client's retry time; `ServerError` for the rest.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dstack.api.base import BaseClient
-from dstack.models.artifacts import Manifest
+from dstack.api.transport import Transport
+from dstack.errors import ServerError
+from dstack.models.artifacts import Manifest, StorageAccess
 from dstack.models.protocol import (
     ClaimRequest,
     HeartbeatRequest,
@@ -16,63 +28,184 @@ from dstack.models.protocol import (
     RegisterRunnerRequest,
     RegisterRunnerResponse,
 )
+from dstack.models.repo import CloneCredentials
 
-RUNNER_HEADER = "X-Dstack-Runner-Id"
+if TYPE_CHECKING:
+    import httpx
+
+    from dstack.storage.base import BlobStore
 
 
-class RunnerClient(BaseClient):
-    """Job reports carry the runner's id (once registered) so the server can refuse reports
-    about jobs that are no longer this runner's (`ConflictError`: forget the job)."""
+class RunnerApi(Protocol):
+    @property
+    def credential(self) -> str:
+        """The token this client sends now: the registration token until `register` got the
+        runner's own credential (or had a stored one accepted), then that one. Connections the
+        client does not make itself (the tunnel's WebSockets) must carry it too."""
 
-    runner_id: str | None = None
+    def register(
+        self, request: RegisterRunnerRequest, *, credential: str | None = None
+    ) -> RegisterRunnerResponse:
+        """Register this runner and bind the client to it (its id, its credential).
 
-    def register(self, request: RegisterRunnerRequest) -> RegisterRunnerResponse:
-        body = request.model_dump(mode="json")
-        response = self.request("POST", "/api/runners/register", json=body)
-        result = RegisterRunnerResponse.model_validate(response.json())
-        self.runner_id = result.runner_id
-        return result
+        Without `credential`, sent with the registration token: a new runner, whose answer
+        carries its `runner_token` (shown once: store it), sent by every later request. With
+        `credential` (the `runner_token` of an earlier registration), sent with it: the same
+        runner (same `runner_id`, `runner_token` None), and every later request carries it.
+        `ServerError` when a new registration got no credential. `AuthError` when the token
+        sent is refused (a revoked credential, or a server that lost its database); the client
+        is then as before.
+        """
 
-    def heartbeat(self, running_jobs: list[str]) -> HeartbeatResponse:
-        body = HeartbeatRequest(running_jobs=running_jobs).model_dump(mode="json")
-        response = self.request("POST", f"/api/runners/{self._id()}/heartbeat", json=body)
-        return HeartbeatResponse.model_validate(response.json())
+    def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        """Report the registered runner's running jobs; the answer says which to stop, abort or
+        forget. `NotFoundError`: the server no longer knows this runner (register again)."""
 
-    def claim(self, wait_seconds: float = 10.0) -> JobAssignment | None:
-        """The next job for this runner, or None when none came within `wait_seconds`."""
-        body = ClaimRequest(wait_seconds=wait_seconds).model_dump(mode="json")
-        extensions = {
-            "timeout": {"connect": 10.0, "read": wait_seconds + 30, "write": 30, "pool": 30}
-        }
-        response = self.request(
-            "POST", f"/api/runners/{self._id()}/claim", json=body, extensions=extensions
-        )
-        if response.status_code == 204:
-            return None
-        return JobAssignment.model_validate(response.json())
+    def claim(self, wait_seconds: float) -> JobAssignment | None:
+        """Long-poll up to `wait_seconds` (plus the network's time) for a job; None when none
+        came. `NotFoundError` as for `heartbeat`."""
 
-    def report_status(self, job_id: str, update: JobStatusUpdate) -> None:
-        body = update.model_dump(mode="json")
-        self.request("POST", f"/api/jobs/{job_id}/status", json=body, headers=self._headers())
+    def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
+        """Record a status change of a job this runner holds."""
 
-    def send_logs(self, job_id: str, batch: LogBatch) -> None:
-        body = batch.model_dump(mode="json")
-        self.request("POST", f"/api/jobs/{job_id}/logs", json=body, headers=self._headers())
+    def post_logs(self, job_id: str, batch: LogBatch) -> None:
+        """Store log lines; lines whose seq the server already has are ignored (so a batch
+        may be sent again after a lost answer)."""
 
     def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
-        """Replace the job's manifest of `manifest.path`; its blobs must be stored already."""
-        body = manifest.model_dump(mode="json")
-        self.request("POST", f"/api/jobs/{job_id}/artifacts", json=body, headers=self._headers())
+        """Replace the manifest of one artifact path of the job; its blobs are stored already
+        (else `MissingBlobsError`, a `NotFoundError`)."""
 
     def post_cache(self, job_id: str, manifest: Manifest) -> None:
-        """Save a workflow cache path after the job; its blobs must be stored already."""
-        body = manifest.model_dump(mode="json")
-        self.request("POST", f"/api/jobs/{job_id}/caches", json=body, headers=self._headers())
+        """Save one workflow cache path after the job; its blobs are stored already."""
+
+    def get_repo_credentials(self, job_id: str) -> CloneCredentials:
+        """The URL and secret to clone the code of a job this runner holds (runs whose
+        `RepoRef.clone_url` is set); `ConflictError` when the job is not active here."""
+
+    def get_blob(self, digest: str, target: Path) -> None:
+        """Download blob `digest` into `target` (created or replaced once verified; a corrupt
+        download raises `StorageError` and leaves `target` as it was). Missing: `NotFoundError`.
+        """
+
+    def blob_store(self, access: StorageAccess) -> BlobStore:
+        """The server's blob store as this runner reaches it, with its credential: through
+        presigned URLs when `access.kind` is `presigned`, else the server's `/api/blobs`. (A
+        `local` folder the runner can write is its own business: `runner.blobs`.) The store
+        shares this client's session and credential; closing it is not needed."""
+
+
+class RunnerClient:
+    """`RunnerApi` over HTTP, on one `Transport` that carries the credential.
+
+    Requests that never reached the server are sent again with exponential backoff for up to
+    `retry_for` seconds, because the server may be restarting; error answers are not retried.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str,
+        *,
+        retry_for: float = 60.0,
+        backoff: float = 0.5,
+        backoff_max: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import httpx
+
+        self.transport = Transport(
+            server_url,
+            token,
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            retry_for=retry_for,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            auth_hint="check --token (DSTACK_RUNNER_TOKEN)",
+            transport=transport,
+            sleep=sleep,
+        )
+        self._registration_token = token
+        self._headers: dict[str, str] = {"Content-Type": "application/json"}
+        self.runner_id: str | None = None
+
+    @property
+    def credential(self) -> str:
+        return self.transport.token
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> RunnerClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def register(
+        self, request: RegisterRunnerRequest, *, credential: str | None = None
+    ) -> RegisterRunnerResponse:
+        token = credential if credential is not None else self._registration_token
+        response = self._post("/api/runners/register", request.model_dump_json(), token=token)
+        answer = RegisterRunnerResponse.model_validate_json(response.content)
+        if credential is None and answer.runner_token is None:
+            raise ServerError(
+                "the server registered this runner without a credential of its own",
+                hint="upgrade the dstack server to the runner's version",
+            )
+        self.runner_id = answer.runner_id
+        self.transport.token = answer.runner_token or token
+        return answer
+
+    def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        response = self._post(f"/api/runners/{self._id()}/heartbeat", request.model_dump_json())
+        return HeartbeatResponse.model_validate_json(response.content)
+
+    def claim(self, wait_seconds: float) -> JobAssignment | None:
+        body = ClaimRequest(wait_seconds=wait_seconds).model_dump_json()
+        path = f"/api/runners/{self._id()}/claim"
+        response = self._post(path, body, timeout=wait_seconds + 30)
+        if response.status_code == 204 or not response.content:
+            return None
+        return JobAssignment.model_validate_json(response.content)
+
+    def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
+        self._post(f"/api/jobs/{job_id}/status", update.model_dump_json(exclude_none=True))
+
+    def post_logs(self, job_id: str, batch: LogBatch) -> None:
+        self._post(f"/api/jobs/{job_id}/logs", batch.model_dump_json())
+
+    def post_artifacts(self, job_id: str, manifest: Manifest) -> None:
+        self._post(f"/api/jobs/{job_id}/artifacts", manifest.model_dump_json())
+
+    def post_cache(self, job_id: str, manifest: Manifest) -> None:
+        self._post(f"/api/jobs/{job_id}/caches", manifest.model_dump_json())
+
+    def get_repo_credentials(self, job_id: str) -> CloneCredentials:
+        path = f"/api/jobs/{job_id}/repo-credentials"
+        response = self.transport.request("GET", path, headers=dict(self._headers))
+        return CloneCredentials.model_validate_json(response.content)
+
+    def get_blob(self, digest: str, target: Path) -> None:
+        from dstack.storage.http import HttpBlobStore
+
+        HttpBlobStore.sharing(self.transport).get_file(digest, target)
+
+    def blob_store(self, access: StorageAccess) -> BlobStore:
+        if access.kind == "presigned":
+            from dstack.storage.presigned import PresignedBlobStore, ServerPresigner
+
+            return PresignedBlobStore(ServerPresigner.sharing(self.transport))
+        from dstack.storage.http import HttpBlobStore
+
+        return HttpBlobStore.sharing(self.transport)
+
+    def _post(self, path: str, body: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(self._headers)
+        return self.transport.request("POST", path, content=body, headers=headers, **kwargs)
 
     def _id(self) -> str:
         if self.runner_id is None:
             raise RuntimeError("register() first")
         return self.runner_id
-
-    def _headers(self) -> dict[str, Any]:
-        return {RUNNER_HEADER: self.runner_id} if self.runner_id else {}

@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dstack.models.artifacts import StorageAccess
-from dstack.runner.settings import RunnerSettings
 from dstack.storage.base import BlobStore
+
+if TYPE_CHECKING:
+    from dstack.api.runner import RunnerApi
 
 BlobStoreFactory = Callable[[StorageAccess], BlobStore]
 
 
-def open_blob_store(access: StorageAccess, settings: RunnerSettings) -> BlobStore:
-    """`LocalBlobStore` when `access` names a folder this runner can write,
-    `PresignedBlobStore` when the server stores blobs in S3, else HTTP.
+def open_blob_store(access: StorageAccess, api: RunnerApi) -> BlobStore:
+    """`LocalBlobStore` when `access` names a folder this runner can write, else the server's
+    store as `api` reaches it with the runner's credential (`RunnerApi.blob_store`:
+    `PresignedBlobStore` when the server stores blobs in S3, else HTTP).
 
     The local server hands its own runner the folder, which saves copying every byte through
     HTTP; a runner on another machine (or another user) cannot write it and uses the API.
@@ -25,13 +29,7 @@ def open_blob_store(access: StorageAccess, settings: RunnerSettings) -> BlobStor
         from dstack.storage.local import LocalBlobStore
 
         return LocalBlobStore(Path(access.path))
-    if access.kind == "presigned":
-        from dstack.storage.presigned import PresignedBlobStore, ServerPresigner
-
-        return PresignedBlobStore(ServerPresigner(settings.server_url, settings.token))
-    from dstack.storage.http import HttpBlobStore
-
-    return HttpBlobStore(settings.server_url, settings.token)
+    return api.blob_store(access)
 
 
 def is_local(store: BlobStore) -> bool:

@@ -44,7 +44,13 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--server", "server_url", required=True, help="URL of the dstack server.")
-@click.option("--token", required=True, envvar="DSTACK_RUNNER_TOKEN", help="Runner token.")
+@click.option(
+    "--token",
+    required=True,
+    envvar="DSTACK_RUNNER_TOKEN",
+    help="Registration token (`dstack runners token`); it only registers: the runner's own "
+    "credential is then kept in WORK_DIR/credential.json.",
+)
 @click.option("--name", default=None, help="Name shown by `dstack runners` (default: hostname).")
 @click.option(
     "--work-dir",
@@ -84,8 +90,8 @@ def start(
     parent_pid: int | None,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
+    from dstack.api.runner import RunnerClient
     from dstack.providers.images import ImageSettings
-    from dstack.runner.api import HttpRunnerApi
     from dstack.runner.daemon import Runner
     from dstack.runner.settings import RunnerSettings
 
@@ -101,7 +107,8 @@ def start(
         settings = dataclasses.replace(settings, name=name)
     if work_dir:
         settings = dataclasses.replace(settings, work_dir=work_dir.resolve())
-    runner = Runner(settings, HttpRunnerApi(server_url, token))
+    api = RunnerClient(server_url, token)
+    runner = Runner(settings, api)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         runner.shutdown()
@@ -110,7 +117,10 @@ def start(
     signal.signal(signal.SIGINT, on_signal)
     if parent_pid is not None:
         _exit_with_parent(parent_pid, runner.shutdown)
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        api.close()
 
 
 def _exit_with_parent(pid: int, shutdown: Callable[[], None]) -> None:

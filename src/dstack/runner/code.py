@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dstack.api.runner import RunnerApi
 from dstack.errors import NotFoundError
 from dstack.models.repo import RepoRef
-from dstack.runner.api import RunnerApi
 from dstack.runner.checkouts import CheckoutCache
 from dstack.storage.base import BlobStore
 

@@ -2,6 +2,11 @@
 
 The server decides what fits on this machine; the runner claims again as soon as it got a
 job and runs each on its own `JobWorker` thread. Heartbeat answers stop, abort or forget jobs.
+
+Registration: the registration token only registers. The runner's own credential from the
+answer is stored (`<work_dir>/credential.json`, 0600) and carries every later request; a
+restarted runner registers with it as the same runner, and falls back to the registration
+token once when the server refuses it (revoked, or the server lost its database).
 """
 
 from __future__ import annotations
@@ -12,18 +17,20 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from dstack.api.runner import RunnerApi
 from dstack.errors import AuthError, DstackError, NotFoundError
 from dstack.models.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
     JobAssignment,
     RegisterRunnerRequest,
+    RegisterRunnerResponse,
 )
 from dstack.models.resources import HostResources
-from dstack.runner.api import RunnerApi
-from dstack.runner.blobs import BlobStoreFactory
+from dstack.runner.blobs import BlobStoreFactory, open_blob_store
 from dstack.runner.checkouts import CheckoutCache
-from dstack.runner.executors import Executor, create_executor
+from dstack.runner.credential import StoredCredential, load_credential, save_credential
+from dstack.runner.executors import Executor, RunnerIdentity, create_executor
 from dstack.runner.job import JobWorker
 from dstack.runner.resources import detect_resources
 from dstack.runner.settings import RunnerSettings
@@ -39,16 +46,19 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
-TunnelFactory = Callable[[RunnerSettings, str, Callable[[str, int], bool]], Closeable]
+PortCheck = Callable[[str, int], bool]
+TunnelFactory = Callable[[RunnerSettings, str, str, PortCheck], Closeable]
+"""`(settings, runner_id, credential, allowed)` → the started tunnel."""
 
 
 def start_tunnel_agent(
-    settings: RunnerSettings, runner_id: str, allowed: Callable[[str, int], bool]
+    settings: RunnerSettings, runner_id: str, credential: str, allowed: PortCheck
 ) -> Closeable:
-    """The app tunnel of this runner (`dstack.tunnel.agent`), connecting in the background."""
+    """The app tunnel of this runner (`dstack.tunnel.agent`), connecting in the background
+    with the runner's own credential."""
     from dstack.tunnel.agent import TunnelAgent
 
-    agent = TunnelAgent(settings.server_url, settings.token, runner_id, allowed=allowed)
+    agent = TunnelAgent(settings.server_url, credential, runner_id, allowed=allowed)
     return agent.start()
 
 
@@ -57,7 +67,8 @@ class Runner:
 
     `AuthError` from the server ends `run()` with that error: a bad token will not heal.
     `blob_store` opens the blob store a job's `StorageAccess` names (default:
-    `open_blob_store`: the server's folder when this runner can write it, else HTTP).
+    `open_blob_store`: the server's folder when this runner can write it, else the server's
+    store through `api`, with the runner's credential).
     `tunnel` starts the app tunnel once registered (None: no tunnel); it is closed on exit.
     """
 
@@ -76,8 +87,8 @@ class Runner:
         self._tunnel: Closeable | None = None
         # Host ports of the running jobs, noted from their reports: what the tunnel may dial.
         self._ports = JobPorts()
-        self._blob_store = blob_store
         self._api = api
+        self._blob_store = blob_store or (lambda access: open_blob_store(access, api))
         self._executor_factory = executor_factory
         self._resources = resources or (lambda: detect_resources(settings.work_dir))
         self._executor: Executor | None = None
@@ -96,7 +107,6 @@ class Runner:
         """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._executor = self._executor_factory(self.settings)
-        self._executor.reconcile(owned_job_ids=set())
         try:
             self._register()
             self._start_tunnel()
@@ -136,9 +146,14 @@ class Runner:
 
     def _start_tunnel(self) -> None:
         if self._tunnel_factory is not None and self.runner_id is not None:
-            self._tunnel = self._tunnel_factory(self.settings, self.runner_id, self.tunnel_allows)
+            credential = self._api.credential
+            self._tunnel = self._tunnel_factory(
+                self.settings, self.runner_id, credential, self.tunnel_allows
+            )
 
     def _register(self) -> None:
+        """Register (see the module's docstring), store a new credential, then let the
+        executor clean up after earlier runs of this same runner."""
         request = RegisterRunnerRequest(
             name=self.settings.name,
             host=socket.gethostname(),
@@ -146,8 +161,36 @@ class Runner:
             executors=[self._executor.name if self._executor else "process"],
             labels=dict(self.settings.labels),
         )
-        self.runner_id = self._retrying(lambda: self._api.register(request)).runner_id
+        answer = self._retrying(lambda: self._sign_in(request))
+        self.runner_id = answer.runner_id
+        if answer.runner_token is not None:
+            credential = StoredCredential(
+                server_url=self.settings.server_url,
+                runner_id=answer.runner_id,
+                runner_token=answer.runner_token,
+            )
+            save_credential(self.settings.credential_path, credential)
         log.info("registered as %s (%s)", self.settings.name, self.runner_id)
+        if self._executor is not None:
+            with self._lock:
+                owned = set(self._workers)
+            owner = RunnerIdentity(runner_id=answer.runner_id, server_id=answer.server_id)
+            self._executor.reconcile(owner, owned_job_ids=owned)
+
+    def _sign_in(self, request: RegisterRunnerRequest) -> RegisterRunnerResponse:
+        """Register with the stored credential of this server when there is one, else (or
+        when the server refuses it) with the registration token."""
+        stored = load_credential(self.settings.credential_path, self.settings.server_url)
+        if stored is not None:
+            try:
+                return self._api.register(request, credential=stored.runner_token)
+            except AuthError:
+                log.warning(
+                    "the server refused the stored credential of runner %s (revoked, or a new "
+                    "server database); registering with the registration token",
+                    stored.runner_id,
+                )
+        return self._api.register(request)
 
     def _claim_thread(self) -> None:
         try:
@@ -162,10 +205,8 @@ class Runner:
 
     def _claim_loop(self) -> None:
         while not self._shutdown.is_set():
-            assert self.runner_id is not None
-            runner_id = self.runner_id
             try:
-                assignment = self._api.claim(runner_id, self.settings.claim_wait)
+                assignment = self._api.claim(self.settings.claim_wait)
             except NotFoundError:
                 self._register()
                 continue
@@ -201,9 +242,8 @@ class Runner:
         while not self._shutdown.wait(self.settings.heartbeat_interval):
             self._prune_workers()
             try:
-                assert self.runner_id is not None
                 request = HeartbeatRequest(running_jobs=self.running_job_ids())
-                self._apply(self._api.heartbeat(self.runner_id, request))
+                self._apply(self._api.heartbeat(request))
             except NotFoundError:
                 self._register_quietly()
             except AuthError as exc:

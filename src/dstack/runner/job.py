@@ -8,11 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+from dstack.api.runner import RunnerApi
 from dstack.background import Background
 from dstack.errors import ConflictError, DstackError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
-from dstack.runner.api import RunnerApi
 from dstack.runner.apps import AppProbe, probe_targets
 from dstack.runner.artifacts import ArtifactSync
 from dstack.runner.blobs import BlobStoreFactory, is_local, open_blob_store
@@ -57,7 +57,7 @@ class JobWorker:
     ) -> None:
         self.assignment = assignment
         self._checkouts = checkouts
-        self._open_store = blob_store or (lambda access: open_blob_store(access, settings))
+        self._open_store = blob_store or (lambda access: open_blob_store(access, api))
         self._store: BlobStore | None = None
         self._sync: ArtifactSync | None = None
         self._running: Background[bool] | None = None

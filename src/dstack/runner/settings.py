@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dstack.providers.images import ImageSettings
+from dstack.runner.credential import CREDENTIAL_FILE
 
 
 def _default_name() -> str:
@@ -19,6 +20,8 @@ class RunnerSettings:
 
     server_url: str
     token: str
+    """The registration token: it only registers; the runner's own credential (stored at
+    `credential_path`) carries every later request."""
     name: str = field(default_factory=_default_name)
     work_dir: Path = field(default_factory=lambda: Path.home() / ".dstack" / "runner")
     executor: str | None = None
@@ -50,3 +53,8 @@ class RunnerSettings:
     @property
     def checkouts_dir(self) -> Path:
         return self.work_dir / "checkouts"
+
+    @property
+    def credential_path(self) -> Path:
+        """The runner's own credential for `server_url` (`dstack.runner.credential`)."""
+        return self.work_dir / CREDENTIAL_FILE

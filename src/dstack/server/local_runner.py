@@ -55,6 +55,7 @@ class LocalRunnerSupervisor:
         """Run the runner until it exits; return how long it lived."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self._keep_credential()
         log_path = self.settings.server_dir / "runner.log"
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -70,6 +71,15 @@ class LocalRunnerSupervisor:
             await asyncio.sleep(0.5)
         logger.warning("the local runner exited with code %s", self.process.returncode)
         return loop.time() - started
+
+    def _keep_credential(self) -> None:
+        """This server listens on a new port at each start: its runner's credential, in a work
+        dir only this server's runner uses, is made to name the new URL, so that the runner
+        signs in with it as the same runner instead of registering another one."""
+        from dstack.runner.credential import CREDENTIAL_FILE, rebind_credential
+
+        work_dir = self.settings.resolved_runner_work_dir()
+        rebind_credential(work_dir / CREDENTIAL_FILE, self.settings.url)
 
     async def _wait_for_server(self) -> None:
         async with httpx.AsyncClient(timeout=2.0) as client:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 
-from dstack.errors import AuthError, NotFoundError, StorageError
+from dstack.api.transport import Transport
+from dstack.errors import NotFoundError, StorageError
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks
 
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
@@ -20,25 +21,30 @@ class HttpBlobStore:
 
     Uploads are streamed and hashed on the way (a file that no longer matches its digest
     raises `BlobMismatchError`; the server refuses it too); downloads are verified before
-    they replace their target. Network failures become `StorageError` naming the server.
+    they replace their target. Failures are the server's session's (`Transport`): an
+    unreachable server is `ServerUnreachableError`, a refused token `AuthError`.
     Deleting and listing blobs are the server's business (`dstack rm`), not a client's.
-    Thread-safe (one pooled `httpx.Client`).
+    Thread-safe (one pooled session).
     """
 
     def __init__(
         self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self._base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            transport=transport,
-            timeout=_TIMEOUT,
-        )
+        self._session = Transport(base_url, token, timeout=_TIMEOUT, transport=transport)
+        self._owned = True
+
+    @classmethod
+    def sharing(cls, session: Transport) -> HttpBlobStore:
+        """A store on an open session (its credential, its connections); `close()` leaves the
+        session open."""
+        store = cls.__new__(cls)
+        store._session, store._owned = session, False
+        return store
 
     def close(self) -> None:
-        """Close the pooled connections (also on leaving a `with` block)."""
-        self._client.close()
+        """Close the pooled connections (also on leaving a `with` block) of an own session."""
+        if self._owned:
+            self._session.close()
 
     def __enter__(self) -> HttpBlobStore:
         return self
@@ -90,7 +96,7 @@ class HttpBlobStore:
     def size(self, digest: str) -> int:
         response = self._request("HEAD", f"/api/blobs/{check_digest(digest)}", missing_ok=True)
         if response.status_code == 404:
-            raise NotFoundError(f"blob {digest} not found on {self._base_url}")
+            raise NotFoundError(f"blob {digest} not found on {self._session.base_url}")
         return int(response.headers.get("content-length", "0"))
 
     def get_file(self, digest: str, target: Path) -> None:
@@ -109,59 +115,24 @@ class HttpBlobStore:
 
     def _chunks(self, digest: str) -> Iterator[bytes]:
         hasher = hashlib.sha256()
-        try:
-            with self._client.stream("GET", f"/api/blobs/{digest}") as response:
-                _raise_for(response, self._base_url)
-                for chunk in response.iter_bytes(CHUNK_SIZE):
-                    hasher.update(chunk)
-                    yield chunk
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
+        with self._session.stream("GET", f"/api/blobs/{digest}", timeout=_TIMEOUT) as response:
+            for chunk in response.iter_bytes(CHUNK_SIZE):
+                hasher.update(chunk)
+                yield chunk
         if hasher.hexdigest() != digest:
             raise mismatch(digest, hasher.hexdigest())
 
     def _request(
-        self, method: str, url: str, *, missing_ok: bool = False, **kwargs: object
+        self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        try:
-            response = self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        if not (missing_ok and response.status_code in (404, 405)):
-            _raise_for(response, self._base_url)
-        return response
-
-    def _unreachable(self, exc: httpx.HTTPError) -> StorageError:
-        return StorageError(
-            f"cannot reach the blob store at {self._base_url}: {exc}",
-            hint="check that the server is running and reachable",
-        )
+        accept = (404, 405) if missing_ok else ()
+        return self._session.request(method, url, accept=accept, timeout=_TIMEOUT, **kwargs)
 
 
 def _hashing(read: Callable[[int], bytes], hasher: hashlib._Hash) -> Iterator[bytes]:
     while chunk := read(CHUNK_SIZE):
         hasher.update(chunk)
         yield chunk
-
-
-def _raise_for(response: httpx.Response, base_url: str) -> None:
-    if response.status_code < 400:
-        return
-    if response.status_code == 401:
-        raise AuthError(f"the server at {base_url} refused the token", hint="check the token")
-    response.read()
-    message, hint = _error_of(response)
-    if response.status_code == 404:
-        raise NotFoundError(message, hint)
-    raise StorageError(message, hint)
-
-
-def _error_of(response: httpx.Response) -> tuple[str, str | None]:
-    try:
-        error = response.json()["error"]
-        return str(error["message"]), error.get("hint")
-    except (ValueError, KeyError, TypeError):
-        return f"the blob store answered {response.status_code} to {response.request.url}", None
 
 
 def _json(response: httpx.Response, key: str) -> list[str]:

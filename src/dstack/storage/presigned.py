@@ -15,7 +15,8 @@ from typing import BinaryIO, NoReturn, Protocol
 
 import httpx
 
-from dstack.errors import AuthError, NotFoundError, StorageError
+from dstack.api.transport import Transport
+from dstack.errors import NotFoundError, StorageError
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks, sha256_file
 
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
@@ -33,27 +34,30 @@ class Presigner(Protocol):
 
 
 class ServerPresigner:
-    """`Presigner` over a server's HTTP API (user or runner token)."""
+    """`Presigner` over a server's HTTP API (user or runner credential), on its `Transport`."""
 
     def __init__(
         self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self._base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            transport=transport,
-            timeout=_TIMEOUT,
-        )
+        self._session = Transport(base_url, token, timeout=_TIMEOUT, transport=transport)
+        self._owned = True
+
+    @classmethod
+    def sharing(cls, session: Transport) -> ServerPresigner:
+        """A presigner on an open session; `close()` leaves the session open."""
+        presigner = cls.__new__(cls)
+        presigner._session, presigner._owned = session, False
+        return presigner
 
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._session.close()
 
     def presign(self, digests: list[str], method: str) -> dict[str, str]:
         body = {"digests": [check_digest(d) for d in digests], "method": method}
         urls = self._post("/api/blobs/presign", body).get("urls")
         if not isinstance(urls, dict):
-            raise StorageError(f"unexpected answer from {self._base_url}/api/blobs/presign")
+            raise StorageError(f"unexpected answer from {self._session.base_url}/api/blobs/presign")
         return {str(k): str(v) for k, v in urls.items()}
 
     def missing(self, digests: list[str]) -> list[str]:
@@ -65,17 +69,7 @@ class ServerPresigner:
         return [d for d in unique if d in answer]
 
     def _post(self, path: str, body: object) -> dict[str, object]:
-        try:
-            response = self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise StorageError(
-                f"cannot reach the server at {self._base_url}: {exc}",
-                hint="check that the server is running and reachable",
-            ) from exc
-        if response.status_code == 401:
-            raise AuthError(f"the server at {self._base_url} refused the token")
-        if response.status_code >= 400:
-            raise StorageError(*_error_of(response))
+        response = self._session.request("POST", path, json=body, timeout=_TIMEOUT)
         data = response.json()
         return data if isinstance(data, dict) else {}
 
@@ -214,11 +208,3 @@ def _unreachable(exc: httpx.HTTPError) -> StorageError:
         f"cannot reach object storage: {exc}",
         hint="check that this machine can reach the S3 endpoint the server uses",
     )
-
-
-def _error_of(response: httpx.Response) -> tuple[str, str | None]:
-    try:
-        error = response.json()["error"]
-        return str(error["message"]), error.get("hint")
-    except (ValueError, KeyError, TypeError):
-        return f"the server answered {response.status_code} to {response.request.url}", None

@@ -13,7 +13,7 @@ from dstack.models.job import JobStatus
 from dstack.models.protocol import JobStatusUpdate
 
 if TYPE_CHECKING:
-    from dstack.runner.api import RunnerApi
+    from dstack.api.runner import RunnerApi
 
 
 class JobPorts:

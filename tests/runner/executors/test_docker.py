@@ -16,7 +16,7 @@ from dstack.models.resources import ResourcesSpec
 from dstack.providers.images import ImageSettings
 from dstack.runner.environment import free_port
 from dstack.runner.errors import JobStartError
-from dstack.runner.executors.base import JobContext
+from dstack.runner.executors.base import JobContext, RunnerIdentity
 from dstack.runner.executors.docker import DockerExecutor, DockerHandle, docker_client
 
 pytestmark = pytest.mark.docker
@@ -41,9 +41,11 @@ def client(test_image: str) -> Iterator[Any]:
 @pytest.fixture
 def executor(client: Any, request: pytest.FixtureRequest) -> Iterator[DockerExecutor]:
     name = f"test-{request.node.name[:40]}-{time.monotonic_ns()}"
-    executor = DockerExecutor(client, runner_name=name, images=ImageSettings(default_image=IMAGE))
+    owner = RunnerIdentity(runner_id=name, server_id="test-executors")
+    executor = DockerExecutor(client, images=ImageSettings(default_image=IMAGE))
+    executor.reconcile(owner, owned_job_ids=set())
     yield executor
-    executor.reconcile(owned_job_ids=set())
+    executor.reconcile(owner, owned_job_ids=set())
 
 
 def _spec(*commands: str, **kwargs: Any) -> JobSpec:
@@ -179,9 +181,11 @@ def test_leftover_containers_are_removed_on_restart(
 ) -> None:
     handle, output, _ = _start(executor, tmp_path, _spec("echo ready", "sleep 300"))
     _wait_for(lambda: "ready" in output.text(LogStream.STDOUT))
-    # A restarted runner with the same name owns no jobs yet: the container must go.
-    DockerExecutor(client, runner_name=executor._runner_name).reconcile(owned_job_ids=set())
+    # The same runner of the same server, restarted, owns no jobs yet: the container must go.
+    owner = executor.owner
+    assert owner is not None
+    DockerExecutor(client).reconcile(owner, owned_job_ids=set())
     result = handle.wait(30)
     assert result is not None
-    label = f"dstack.runner={executor._runner_name}"
+    label = f"dstack.runner-id={owner.runner_id}"
     assert client.containers.list(all=True, filters={"label": label}) == []

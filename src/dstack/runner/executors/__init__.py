@@ -5,14 +5,28 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dstack.errors import ConfigError
-from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
+from dstack.runner.executors.base import (
+    Executor,
+    ExitResult,
+    JobContext,
+    JobHandle,
+    RunnerIdentity,
+)
 
 if TYPE_CHECKING:
     from dstack.runner.settings import RunnerSettings
 
 EXECUTORS = ("docker", "process")
 
-__all__ = ["EXECUTORS", "Executor", "ExitResult", "JobContext", "JobHandle", "create_executor"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "ExitResult",
+    "JobContext",
+    "JobHandle",
+    "RunnerIdentity",
+    "create_executor",
+]
 
 
 def create_executor(settings: RunnerSettings) -> Executor:
@@ -28,7 +42,7 @@ def create_executor(settings: RunnerSettings) -> Executor:
 
         client = docker_client(required=choice == "docker")
         if client is not None:
-            return DockerExecutor(client, runner_name=settings.name, images=settings.images)
+            return DockerExecutor(client, images=settings.images)
     from dstack.runner.executors.process import ProcessExecutor
 
     return ProcessExecutor()

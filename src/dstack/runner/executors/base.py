@@ -47,6 +47,19 @@ class JobContext:
 
 
 @dataclass(frozen=True)
+class RunnerIdentity:
+    """Who owns what an executor leaves on the host: this runner, on this server.
+
+    Docker containers are labelled with both. A name is not an identity: every local runner
+    is called `local`, and two local servers (two users, two `DSTACK_HOME`s) may share an
+    engine; ids are unique, and the server id tells two servers' runners apart.
+    """
+
+    runner_id: str
+    server_id: str
+
+
+@dataclass(frozen=True)
 class ExitResult:
     """How a job's main process ended."""
 
@@ -91,8 +104,12 @@ class Executor(Protocol):
         Raises `JobStartError` with the termination reason when it cannot start.
         """
 
-    def reconcile(self, owned_job_ids: set[str]) -> None:
-        """Remove what earlier runs of this runner left behind for jobs it no longer owns."""
+    def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
+        """Work for `owner` from now on, and remove what earlier runs of that same runner (same
+        runner id and server id, nothing else) left behind for jobs not in `owned_job_ids`.
+
+        Called after each registration, before any `start`; what is already gone is skipped.
+        """
 
 
 def script_of(commands: list[str]) -> str:

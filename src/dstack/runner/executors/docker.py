@@ -21,10 +21,17 @@ from dstack.models.job import JobSpec, TerminationReason
 from dstack.models.logs import LogStream
 from dstack.providers.images import ImageSettings, resolve_image
 from dstack.runner.errors import JobStartError
-from dstack.runner.executors.base import ExitResult, JobContext, OutputSink, script_of
+from dstack.runner.executors.base import (
+    ExitResult,
+    JobContext,
+    OutputSink,
+    RunnerIdentity,
+    script_of,
+)
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-RUNNER_LABEL = "dstack.runner"
+RUNNER_ID_LABEL = "dstack.runner-id"
+SERVER_ID_LABEL = "dstack.server-id"
 JOB_LABEL = "dstack.job"
 _LOG_JOIN_TIMEOUT = 10.0
 
@@ -52,7 +59,8 @@ def docker_client(*, required: bool, timeout: float = 3.0) -> Any | None:
 
 
 class DockerExecutor:
-    """`Executor` running each job in its own container, labelled with runner and job."""
+    """`Executor` running each job in its own container, labelled with its job, its runner's
+    id and its server's id (`RunnerIdentity`, set by `reconcile` once registered)."""
 
     name = "docker"
 
@@ -60,12 +68,11 @@ class DockerExecutor:
         self,
         client: Any,
         *,
-        runner_name: str,
         images: ImageSettings | None = None,
         ca_bundle: Path = CA_BUNDLE,
     ) -> None:
         self._client = client
-        self._runner_name = runner_name
+        self._owner: RunnerIdentity | None = None
         self._images = images or ImageSettings()
         self._ca_bundle = ca_bundle
 
@@ -86,12 +93,15 @@ class DockerExecutor:
         handle.follow()
         return handle
 
-    def reconcile(self, owned_job_ids: set[str]) -> None:
+    def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
         from docker.errors import DockerException
 
-        label = f"{RUNNER_LABEL}={self._runner_name}"
-        for container in self._client.containers.list(all=True, filters={"label": label}):
-            if container.labels.get(JOB_LABEL) in owned_job_ids:
+        self._owner = owner
+        labels = _owner_labels(owner)
+        wanted = [f"{key}={value}" for key, value in labels.items()]
+        for container in self._client.containers.list(all=True, filters={"label": wanted}):
+            mine = all(container.labels.get(k) == v for k, v in labels.items())
+            if not mine or container.labels.get(JOB_LABEL) in owned_job_ids:
                 continue
             # Gone already, or the engine removes it anyway.
             with contextlib.suppress(DockerException):
@@ -103,7 +113,7 @@ class DockerExecutor:
             "environment": {**job.env, "TINI_KILL_PROCESS_GROUP": "1"},
             "working_dir": posixpath.normpath(posixpath.join("/workflow", spec.working_dir)),
             "volumes": self._volumes(job),
-            "labels": {RUNNER_LABEL: self._runner_name, JOB_LABEL: job.job_id},
+            "labels": {**_owner_labels(self._registered()), JOB_LABEL: job.job_id},
             "ports": {f"{port}/tcp": ("127.0.0.1", port) for port in job.host_ports},
             "init": True,
             "detach": True,
@@ -115,6 +125,16 @@ class DockerExecutor:
         elif spec.entrypoint:
             args["entrypoint"] = list(spec.entrypoint)
         return args
+
+    @property
+    def owner(self) -> RunnerIdentity | None:
+        """Whose containers this executor starts and reconciles (None before `reconcile`)."""
+        return self._owner
+
+    def _registered(self) -> RunnerIdentity:
+        if self._owner is None:
+            raise RuntimeError("reconcile() first: containers are labelled with their owner")
+        return self._owner
 
     def _volumes(self, job: JobContext) -> dict[str, dict[str, str]]:
         volumes = {str(job.code_dir.resolve()): {"bind": "/workflow", "mode": "rw"}}
@@ -246,6 +266,10 @@ class DockerHandle:
             return ExitResult(exit_code=137)  # removed while running: it was killed
         state = self._container.attrs.get("State", {})
         return ExitResult(exit_code=int(state.get("ExitCode", 0)), oom=bool(state.get("OOMKilled")))
+
+
+def _owner_labels(owner: RunnerIdentity) -> dict[str, str]:
+    return {RUNNER_ID_LABEL: owner.runner_id, SERVER_ID_LABEL: owner.server_id}
 
 
 def _limits(spec: JobSpec, gpu_indexes: list[int]) -> dict[str, Any]:

@@ -22,7 +22,13 @@ from typing import IO
 from dstack.models.job import TerminationReason
 from dstack.models.logs import LogStream
 from dstack.runner.errors import JobStartError
-from dstack.runner.executors.base import ExitResult, JobContext, OutputSink, command_of
+from dstack.runner.executors.base import (
+    ExitResult,
+    JobContext,
+    OutputSink,
+    RunnerIdentity,
+    command_of,
+)
 
 _READ_SIZE = 1 << 16
 _PUMP_JOIN_TIMEOUT = 5.0
@@ -66,7 +72,7 @@ class ProcessExecutor:
             raise JobStartError(f"cannot start workflow '{job.label}': {exc}") from exc
         return ProcessHandle(process, job.output)
 
-    def reconcile(self, owned_job_ids: set[str]) -> None:
+    def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
         """Nothing to do: a job's processes do not outlive the runner's handle on them."""
 
 

@@ -17,6 +17,7 @@ from dstack.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    ServerError,
     ServerUnreachableError,
     StorageError,
 )
@@ -97,15 +98,13 @@ def test_a_refused_credential_changes_nothing() -> None:
     assert api.credential == "reg"
 
 
-def test_a_server_without_runner_credentials_gets_the_runner_id_header() -> None:
+def test_a_new_registration_without_a_credential_is_refused() -> None:
     seen: list[httpx.Request] = []
     api = _api(_server({"runner_id": "r42"}, seen))
 
-    api.register(REQUEST)
-    api.post_status("j1", JobStatusUpdate(status=JobStatus.RUNNING))
-
-    assert seen[-1].headers["X-Dstack-Runner-Id"] == "r42"
-    assert seen[-1].headers["Authorization"] == "Bearer reg"
+    with pytest.raises(ServerError, match="without a credential"):
+        api.register(REQUEST)
+    assert api.credential == "reg"
 
 
 def test_errors_are_decoded_once_for_every_request() -> None:
@@ -144,7 +143,7 @@ def test_connection_errors_are_retried_then_reported() -> None:
         calls += 1
         if calls < 3:
             raise httpx.ConnectError("refused")
-        return httpx.Response(200, json={"runner_id": "r9"})
+        return httpx.Response(200, json={"runner_id": "r9", "runner_token": "own"})
 
     sleeps: list[float] = []
     api = _api(handler, sleep=sleeps.append, retry_for=60)
@@ -182,6 +181,6 @@ def test_downloaded_blobs_are_verified(tmp_path: Path) -> None:
 
 def test_the_register_body_is_the_request() -> None:
     seen: list[httpx.Request] = []
-    api = _api(_server({"runner_id": "r1"}, seen))
+    api = _api(_server({"runner_id": "r1", "runner_token": "own"}, seen))
     api.register(REQUEST)
     assert json.loads(seen[0].content)["name"] == "box"

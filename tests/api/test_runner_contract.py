@@ -142,10 +142,14 @@ def test_a_claimed_job_is_reported_until_final_and_then_refused(side: Side, tmp_
     side.api.post_artifacts(job_id, Manifest(path="out", files=[entry]))
     side.api.get_blob(digest, tmp_path / "copy")
     assert (tmp_path / "copy").read_bytes() == data
-    side.api.post_status(job_id, JobStatusUpdate(status=JobStatus.DONE, exit_code=0))
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    side.api.post_status(job_id, done)
+    side.api.post_status(job_id, done)  # resent after a lost answer: a no-op
 
     with pytest.raises(ConflictError):
-        side.api.post_status(job_id, JobStatusUpdate(status=JobStatus.DONE, exit_code=0))
+        side.api.post_status(job_id, JobStatusUpdate(status=JobStatus.FAILED, exit_code=1))
+    with pytest.raises(ConflictError):
+        side.api.post_logs(job_id, LogBatch(lines=[_line(1, "late\n")]))
 
 
 def test_a_missing_blob_is_not_found_and_leaves_no_file(side: Side, tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ import pytest
 import uvicorn
 from tests.infra.moto import MotoServer
 
+from dstack.api.runner import RunnerClient
 from dstack.models.artifacts import StorageAccess
+from dstack.models.protocol import RegisterRunnerRequest
+from dstack.models.resources import HostResources
 from dstack.runner.blobs import open_blob_store
-from dstack.runner.settings import RunnerSettings
 from dstack.server.app import create_app, running_context
 from dstack.server.services import claims, runs
 from dstack.server.settings import ServerSettings
@@ -53,6 +55,7 @@ def s3_server(
     settings = ServerSettings(
         home=tmp_path / "home",
         token="secret-token",
+        runner_token="runner-registration-token",
         port=sock.getsockname()[1],
         database_url=db_url,
         storage=f"s3://{s3_bucket}/team",
@@ -78,7 +81,15 @@ def test_artifacts_go_between_runner_and_s3_without_the_server(
     s3_server: tuple[ServerSettings, Recorder], moto_s3: MotoServer, tmp_path: Path
 ) -> None:
     settings, recorder = s3_server
-    runner = RunnerSettings(server_url=settings.url, token="secret-token")
+    runner = RunnerClient(settings.url, "runner-registration-token")
+    runner.register(
+        RegisterRunnerRequest(
+            name="s3-runner",
+            host="h",
+            resources=HostResources(cpus=1, memory_mib=1024, disk_mib=1024),
+            executors=["process"],
+        )
+    )
     store = open_blob_store(StorageAccess(kind="presigned"), runner)
     assert isinstance(store, PresignedBlobStore)
     out = tmp_path / "job" / "out"
@@ -87,7 +98,7 @@ def test_artifacts_go_between_runner_and_s3_without_the_server(
     (out / "metrics.json").write_text('{"loss": 0.1}')
 
     manifest = scan(out, "out")
-    with contextlib.closing(store):
+    with contextlib.closing(store), contextlib.closing(runner):
         push(manifest, out, store)
         place(manifest, tmp_path / "elsewhere", store)
 
@@ -96,7 +107,7 @@ def test_artifacts_go_between_runner_and_s3_without_the_server(
     assert sorted(bucket.list_digests()) == sorted(f.digest for f in manifest.files)
     paths = {path for _, path in recorder.requests}
     assert "/api/blobs/presign" in paths
-    assert paths <= {"/api/blobs/presign", "/api/blobs/missing"}  # no bytes through it
+    assert paths <= {"/api/runners/register", "/api/blobs/presign", "/api/blobs/missing"}
 
 
 def test_presigning_needs_a_token(s3_server: tuple[ServerSettings, Recorder]) -> None:

@@ -117,9 +117,14 @@ class FakeRunnerApi:
         with self._cond:
             assert self.runner_id is not None
             self.holders[assignment.job_id] = self.runner_id
+            self.finished.discard(assignment.job_id)  # handed out again: active again
         return assignment
 
     def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
+        with self._cond:
+            last = self.statuses[job_id][-1] if self.statuses[job_id] else None
+        if job_id in self.finished and last is not None and _same_final(last, update):
+            return  # the holder resending its final status (a lost answer): a no-op
         self._call("post_status", job_id)
         with self._cond:
             if update.status.is_finished():
@@ -267,3 +272,7 @@ class FakeRunnerApi:
     def text(self, job_id: str, stream: LogStream | None = None) -> str:
         lines = [self.lines[job_id][seq] for seq in sorted(self.lines[job_id])]
         return "".join(line.data for line in lines if stream is None or line.stream == stream)
+
+
+def _same_final(last: JobStatusUpdate, update: JobStatusUpdate) -> bool:
+    return (last.status, last.exit_code) == (update.status, update.exit_code)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dstack.server.settings import ServerSettings
+from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.tokens import load_or_create_token
 
 
@@ -56,7 +56,7 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
     from dstack.server.listen import server_config, tcp_socket
 
     server_dir = home / "server"
-    server_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(server_dir)
     sock = tcp_socket("127.0.0.1", 0)
     settings = ServerSettings(
         home=home,

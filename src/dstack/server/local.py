@@ -47,7 +47,7 @@ def ensure_local_server(
         from filelock import FileLock, Timeout
 
         try:
-            with FileLock(str(server_dir / "start.lock"), timeout=timeout):
+            with FileLock(str(server_dir / "start.lock"), timeout=timeout, mode=0o600):
                 found = _live(server_dir) or _start(home, executor, start_runner, timeout)
         except Timeout:
             raise ServerError(

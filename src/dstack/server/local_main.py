@@ -101,7 +101,8 @@ def _detach(log: Path) -> None:
 
 def _write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(json.dumps(data))
     os.replace(tmp, path)
 
 

@@ -7,7 +7,8 @@ importable as before, while `pip install` in the job writes into the job's venv,
 change neither dstack's installation nor the next job's Python. The venv is written directly
 (a `pyvenv.cfg`, links to the interpreter, an empty `site-packages`, `pip` scripts): a few
 file operations per job, where `python -m venv` costs a Python start, and with pip seconds.
-Only when the interpreter has no pip is `python -m venv` (which installs one) used.
+A workflow with `requirements` gets a venv of only what it installs (as `python -m venv`
+makes it, with pip: seconds), and so does one whose interpreter has no pip.
 Interpreters are probed once per runner, as the user jobs run as.
 """
 
@@ -119,11 +120,14 @@ def write_venv(venv: Path, interpreter: Interpreter) -> Path:
     return bin_dir
 
 
-def run_venv_module(venv: Path, interpreter: Interpreter) -> subprocess.CompletedProcess[bytes]:
-    """`python -m venv --system-site-packages` (which installs pip into the venv): for an
-    interpreter without pip of its own. Its output is returned for the job's log."""
+def run_venv_module(
+    venv: Path, interpreter: Interpreter, *, system_site_packages: bool
+) -> subprocess.CompletedProcess[bytes]:
+    """`python -m venv` (which installs pip into the venv): for a venv of its own packages
+    only, or an interpreter without pip. Its output is returned for the job's log."""
+    options = ["--system-site-packages"] if system_site_packages else []
     return subprocess.run(
-        [interpreter.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        [interpreter.executable, "-m", "venv", *options, str(venv)],
         capture_output=True,
         timeout=600,
         check=False,

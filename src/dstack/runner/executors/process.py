@@ -4,7 +4,8 @@ Each job is a bash process in its own session (so its process group holds every 
 starts), in `<job dir>/code/<working_dir>`. Its environment is its own variables plus the
 host's allowlisted ones (`dstack.runner.environment.host_env`), never the runner's; its
 Python is a virtualenv of its own (`dstack.runner.pythons`): `python: X.Y` picks the
-interpreter, `python`/`pip` on its PATH are the venv's. A spec that names an image is
+interpreter, `python`/`pip` on its PATH are the venv's, and `requirements` makes it a venv of
+only what the job installs. A spec that names an image is
 refused: this executor cannot honour it. The runner gives each job its own `HOME` in its
 job dir (`dstack.runner.paths`), so `~/.cache/...` artifacts and caches are the job's.
 
@@ -112,9 +113,13 @@ class ProcessExecutor:
             job.notice("warning: no python3 on this runner's PATH; the job has no Python")
             return None
         venv = job.job_dir / "venv"
+        if job.spec.requirements:
+            job.notice(f"creating a virtual environment for {job.spec.requirements} in {venv}")
+            return _make_venv(job, venv, interpreter, system_site_packages=False)
         if interpreter.has_pip:
             return write_venv(venv, interpreter)
-        return _make_venv(job, venv, interpreter)
+        job.notice(f"creating a virtual environment with pip in {venv}")
+        return _make_venv(job, venv, interpreter, system_site_packages=True)
 
     def _interpreter(self, job: JobContext, env: Mapping[str, str]) -> Interpreter | None:
         version = job.spec.python
@@ -218,10 +223,11 @@ def _start_pump(pipe: IO[bytes], stream: LogStream, output: OutputSink) -> threa
     return thread
 
 
-def _make_venv(job: JobContext, venv: Path, interpreter: Interpreter) -> Path:
+def _make_venv(
+    job: JobContext, venv: Path, interpreter: Interpreter, *, system_site_packages: bool
+) -> Path:
     """`python -m venv` (it installs pip) in the job dir; its output goes to the job's log."""
-    job.notice(f"creating a virtual environment with pip in {venv}")
-    result = run_venv_module(venv, interpreter)
+    result = run_venv_module(venv, interpreter, system_site_packages=system_site_packages)
     if result.stdout:
         job.output(LogStream.STDOUT, result.stdout)
     if result.stderr:

@@ -118,3 +118,24 @@ def test_make_private_dir_closes_an_open_folder(tmp_path: Path) -> None:
     make_private_dir(folder)
 
     assert _mode(folder) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root")
+def test_a_blob_adopted_from_a_job_users_file_is_the_stores(tmp_path: Path) -> None:
+    import hashlib
+
+    from dstack.runner.jobuser import DEFAULT_JOB_USER, resolve_job_user
+
+    user = resolve_job_user(DEFAULT_JOB_USER)
+    assert user is not None
+    store = LocalBlobStore(tmp_path / "blobs")
+    artifact = tmp_path / "model.bin"
+    artifact.write_bytes(b"weights")
+    os.chown(artifact, user.uid, user.gid)
+
+    digest = hashlib.sha256(b"weights").hexdigest()
+    store.adopt(artifact, digest)
+
+    blob = store.path(digest)
+    assert blob.stat().st_uid == os.geteuid()
+    assert _mode(blob) == 0o400

@@ -251,3 +251,36 @@ def test_a_container_sees_no_runner_variable_nor_file(tmp_path: Path) -> None:
     assert "runner-secret" not in out
     assert "no-home" in out
     assert out.splitlines()[-1] == "0"
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@needs_root
+def test_handing_a_job_its_folders_never_gives_it_a_runner_file(tmp_path: Path) -> None:
+    from dstack.runner.jobuser import DEFAULT_JOB_USER, hand_over, resolve_job_user
+
+    user = resolve_job_user(DEFAULT_JOB_USER)
+    assert user is not None
+    runner_file = tmp_path / "credential.json"
+    runner_file.write_text("secret")
+    shared_object = tmp_path / "kept-checkout-object"
+    shared_object.write_text("git object")
+    code = tmp_path / "job" / "code"
+    (code / "sub").mkdir(parents=True)
+    (code / "sub" / "train.py").write_text("print(1)")
+    (code / "link-to-credential").symlink_to(runner_file)  # a symlink chain in the code
+    (code / "sub" / "chain").symlink_to(code / "link-to-credential")
+    os.link(shared_object, code / "object")  # the checkout cache shares git objects
+
+    hand_over([code], user)
+
+    assert (code / "sub" / "train.py").stat().st_uid == user.uid
+    assert _mode(code) == 0o700
+    assert runner_file.stat().st_uid == 0
+    assert shared_object.stat().st_uid == 0
+    assert (code / "link-to-credential").lstat().st_uid == user.uid
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)

@@ -87,6 +87,10 @@ class Attached:
 @pytest.fixture
 def app_env(tmp_path: Path) -> Iterator[Env]:
     e = make_env(tmp_path, "process")
+    # The apps (streamlit, jupyter, gradio) are installed in the test run's own Python, under
+    # root's home, which the runner's job user cannot read (it would install them from PyPI):
+    # these jobs run as root. tests/security/test_job_env.py covers the job user.
+    e.extra_env["DSTACK_RUNNER_JOB_USER"] = "root"
     try:
         yield e
     finally:

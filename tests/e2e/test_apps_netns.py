@@ -41,9 +41,12 @@ def square(n: int) -> dict[str, int]:
 
 
 @pytest.fixture
-def user(netns: NetNs, tmp_path: Path) -> Iterator[Env]:
+def user(netns: NetNs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     """A user on the host whose remote is a team server on the host's end of the veth pair,
     with one runner inside the namespace that reaches the server only through the pair."""
+    # The apps are installed in the test run's own Python, under root's home, which the
+    # runner's job user cannot read: these jobs run as root (see tests/security).
+    monkeypatch.setenv("DSTACK_RUNNER_JOB_USER", "root")
     server = TeamServer(home=tmp_path / "server-home", host=netns.host_ip)
     runner = RunnerProcess(RUNNER, tmp_path / "runners" / RUNNER, server, launcher=netns.command)
     (tmp_path / "user").mkdir()

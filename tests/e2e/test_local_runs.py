@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pytest
 
     from conftest import Env
@@ -211,11 +212,19 @@ def test_logs_since_and_follow(process_env: Env) -> None:
     assert "--since" in bad.err
 
 
-def test_concurrent_runs_overlap(process_env: Env, tmp_path: Path) -> None:
+def test_concurrent_runs_overlap(process_env: Env) -> None:
     # Each job announces itself, then waits for the other one: both finish only if the
     # runner really ran them at the same time (one after the other, the first times out).
-    meeting = tmp_path / "meeting"
-    meeting.mkdir()
+    # The jobs run as the runner's job user, who cannot enter pytest's 0700 temp folders.
+    meeting = Path(tempfile.mkdtemp(prefix="dstack-meeting-"))
+    meeting.chmod(0o1777)
+    try:
+        _meet(process_env, meeting)
+    finally:
+        shutil.rmtree(meeting, ignore_errors=True)
+
+
+def _meet(process_env: Env, meeting: Path) -> None:
     process_env.workflows(
         f"""
         workflows:

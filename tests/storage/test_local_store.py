@@ -32,7 +32,7 @@ def test_ingest_stores_the_file_and_returns_its_digest(tmp_path: Path, size: int
     assert store.ingest(tmp_path / "f") == (sha(data), True)
     assert store.ingest(tmp_path / "f") == (sha(data), False)
     assert store.path(sha(data)).read_bytes() == data
-    assert stat.S_IMODE(store.path(sha(data)).stat().st_mode) == 0o444
+    assert stat.S_IMODE(store.path(sha(data)).stat().st_mode) == 0o400
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
 
 

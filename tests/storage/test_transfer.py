@@ -100,7 +100,7 @@ def test_move_adopts_files_read_only_and_unlinked(tmp_path: Path) -> None:
     for data in (b"weights", b"twin"):
         blob = store.path(sha(data))
         st = blob.stat()
-        assert stat.S_IMODE(st.st_mode) == 0o444
+        assert stat.S_IMODE(st.st_mode) == 0o400
         assert st.st_nlink == 1  # nothing in the job's folder shares the stored inode
         assert blob.read_bytes() == data
     assert not (tmp_path / "out" / "model.bin").exists()

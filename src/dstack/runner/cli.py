@@ -73,6 +73,13 @@ def cli() -> None:
     help="Seconds between SIGTERM and SIGKILL when a job is stopped.",
 )
 @click.option(
+    "--job-user",
+    default=None,
+    envvar="DSTACK_RUNNER_JOB_USER",
+    help="User process jobs run as, created when missing (default: dstack-job when started "
+    "as root, else the runner's own user; the runner's own user name opts out).",
+)
+@click.option(
     "--parent-pid",
     type=int,
     default=None,
@@ -87,13 +94,23 @@ def start(
     executor: str | None,
     labels: str | None,
     stop_grace: float,
+    job_user: str | None,
     parent_pid: int | None,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
     from dstack.api.runner import RunnerClient
     from dstack.providers.images import ImageSettings
     from dstack.runner.daemon import Runner
+    from dstack.runner.jobuser import default_job_user, is_own_user
     from dstack.runner.settings import RunnerSettings
+
+    job_user = job_user or default_job_user()
+    if job_user is not None and is_own_user(job_user):
+        logging.getLogger(__name__).warning(
+            "process jobs run as %s, the runner's own user: they can read its credential",
+            job_user,
+        )
+        job_user = None
 
     settings = RunnerSettings(
         server_url=server_url,
@@ -102,6 +119,7 @@ def start(
         labels=parse_labels(labels),
         stop_grace=stop_grace,
         images=ImageSettings.from_env(os.environ),
+        job_user=job_user,
     )
     if name:
         settings = dataclasses.replace(settings, name=name)

@@ -105,7 +105,7 @@ class Runner:
 
     def run(self) -> None:
         """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.create_dirs()
         self._executor = self._executor_factory(self.settings)
         try:
             self._register()

@@ -1,10 +1,18 @@
 """The environment variables and host ports every job gets, whatever the executor; and how
-`${{ secrets.NAME }}` in a job's spec reaches it without the value entering the spec."""
+`${{ secrets.NAME }}` in a job's spec reaches it without the value entering the spec.
+
+A job never inherits the runner's environment (which holds the runner's token, its
+configuration, its virtualenv): it gets its own variables (`job_env`) and, for a process job,
+the few host variables of `HOST_VARIABLES` (`host_env`).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import sys
+from collections.abc import Mapping
 
 from dstack.models.job import JobSpec
 from dstack.models.protocol import JobAssignment
@@ -12,6 +20,56 @@ from dstack.runner.errors import JobStartError
 
 # `${{ secrets.NAME }}`, as the configuration layer leaves it in commands and env values.
 SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+HOST_VARIABLES = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "USER",
+        "LOGNAME",
+        "LD_LIBRARY_PATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        *(
+            name
+            for proxy in ("http", "https", "no", "all")
+            for name in (f"{proxy}_proxy", f"{proxy.upper()}_PROXY")
+        ),
+    }
+)
+"""What a process job takes from the runner's environment (plus every `LC_*`): how the
+machine is set up (locale, time zone, proxies, libraries), never how the runner is."""
+
+SYSTEM_BIN_DIRS = frozenset(
+    {"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"}
+)
+
+
+def host_env(
+    environ: Mapping[str, str], *, drop_dirs: frozenset[str] | None = None
+) -> dict[str, str]:
+    """The variables of `environ` a process job may see: `HOST_VARIABLES` and `LC_*`.
+
+    PATH loses the folders of `drop_dirs` (default: `runner_bin_dirs()`), so that `pip` or
+    `python3.11` of the runner's own Python are not what a job finds.
+    """
+    env = {k: v for k, v in environ.items() if k in HOST_VARIABLES or k.startswith("LC_")}
+    drop = runner_bin_dirs() if drop_dirs is None else drop_dirs
+    path = env.get("PATH", os.defpath).split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in path if p and os.path.normpath(p) not in drop)
+    return env
+
+
+def runner_bin_dirs() -> frozenset[str]:
+    """The `bin` folders of the Python the runner runs on (its virtualenv's, its
+    interpreter's), except the system's own folders, which hold everything else too."""
+    dirs = {os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin")}
+    return frozenset(os.path.normpath(d) for d in dirs) - SYSTEM_BIN_DIRS
 
 
 def allocate_ports(spec: JobSpec) -> list[int]:

@@ -165,6 +165,7 @@ class JobWorker:
                 self.job_dir,
                 local_store=self._local_store(),
                 checkouts=self._checkouts,
+                mirrors_dir=self._settings.mirrors_dir,
             )
         except DstackError as exc:
             if not accepted():

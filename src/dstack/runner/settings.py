@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dstack.errors import ConfigError
 from dstack.providers.images import ImageSettings
 from dstack.runner.credential import CREDENTIAL_FILE
+
+JOB_USER_DIR = Path("/var/lib/dstack-runner")
+"""Where the folders of jobs that run as a user of their own live (see `jobs_dir`)."""
 
 
 def _default_name() -> str:
@@ -45,10 +52,43 @@ class RunnerSettings:
     """Seconds between two syncs of a running job's artifacts (changed files only)."""
     mount_sync_interval: float = 2.0
     """The same for `mount: true` artifacts, which users watch while the job runs."""
+    job_user: str | None = None
+    """The user process jobs run as (`--job-user`); None: the runner's own user."""
+    job_user_dir: Path = JOB_USER_DIR
 
     @property
     def jobs_dir(self) -> Path:
-        return self.work_dir / "jobs"
+        """The jobs' folders: in the work dir, or, when jobs run as a user of their own
+        (who must not enter the work dir, nor may reach it: it is often under root's home),
+        in `job_user_dir/jobs/<hash of the work dir>`."""
+        if self.job_user is None:
+            return self.work_dir / "jobs"
+        key = hashlib.sha256(str(self.work_dir).encode()).hexdigest()[:16]
+        return self.job_user_dir / "jobs" / key
+
+    @property
+    def mirrors_dir(self) -> Path:
+        return self.work_dir / "mirrors"
+
+    def create_dirs(self) -> None:
+        """Create the work dir, 0700: the runner's alone (its credential, checkouts and
+        mirrors of every repository it served). With a job user, also the folders on the
+        way to `jobs_dir`, which that user must enter but not list (0711, owned by this
+        process's user: a folder someone else owns is refused with `ConfigError`)."""
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.work_dir, 0o700)
+        if self.job_user is None:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            return
+        for folder in (self.job_user_dir, self.job_user_dir / "jobs", self.jobs_dir):
+            folder.mkdir(mode=0o711, parents=True, exist_ok=True)
+            st = os.lstat(folder)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                raise ConfigError(
+                    f"{folder} is not a folder of this runner's user",
+                    hint="remove it; the runner creates it, owned by root",
+                )
+            os.chmod(folder, 0o711)
 
     @property
     def checkouts_dir(self) -> Path:

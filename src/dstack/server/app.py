@@ -22,7 +22,7 @@ from dstack.server.routers import secrets as secret_routes
 from dstack.server.routers import users as user_routes
 from dstack.server.scheduler.loop import Scheduler
 from dstack.server.services import users as user_service
-from dstack.server.settings import ServerSettings
+from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.storage import close_blob_store, open_blob_store
 from dstack.storage.base import BlobStore
 
@@ -71,7 +71,7 @@ async def running_context(
     """A migrated database, the scheduler loop and the local runner, for as long as it is
     entered. Usable without HTTP; with `background=False` nothing runs by itself (tests
     call `Scheduler.tick` when they choose)."""
-    settings.server_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.server_dir)
     engine = create_engine(settings.resolved_database_url())
     store = blobs if blobs is not None else open_blob_store(settings)
     try:

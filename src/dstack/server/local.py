@@ -1,6 +1,6 @@
 """The local server: started on demand in the background, reused while it answers.
 
-Files in `<home>/server/`: `server.json` (url, pid) written by a server once it listens,
+Files in `<home>/server/` (0700): `server.json` (url, pid) written by a server once it listens,
 `token` (mode 0600), `server.log`, and `start.lock`, which makes racing CLIs start only one.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dstack.errors import ServerError
+from dstack.server.settings import make_private_dir
 
 _POLL = 0.05
 
@@ -40,14 +41,13 @@ def ensure_local_server(
     `ServerError` (with the end of `server.log`) when a started server does not come up
     within `timeout` seconds.
     """
-    server_dir = home / "server"
-    server_dir.mkdir(parents=True, exist_ok=True)
+    server_dir = make_private_dir(home / "server")
     found = _live(server_dir)
     if found is None:
         from filelock import FileLock, Timeout
 
         try:
-            with FileLock(str(server_dir / "start.lock"), timeout=timeout):
+            with FileLock(str(server_dir / "start.lock"), timeout=timeout, mode=0o600):
                 found = _live(server_dir) or _start(home, executor, start_runner, timeout)
         except Timeout:
             raise ServerError(

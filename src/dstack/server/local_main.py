@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dstack.server.settings import ServerSettings
+from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.tokens import load_or_create_token
 
 
@@ -56,7 +56,7 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
     from dstack.server.listen import server_config, tcp_socket
 
     server_dir = home / "server"
-    server_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(server_dir)
     sock = tcp_socket("127.0.0.1", 0)
     settings = ServerSettings(
         home=home,
@@ -101,7 +101,8 @@ def _detach(log: Path) -> None:
 
 def _write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(json.dumps(data))
     os.replace(tmp, path)
 
 

@@ -57,7 +57,7 @@ class LocalRunnerSupervisor:
         started = loop.time()
         self._keep_credential()
         log_path = self.settings.server_dir / "runner.log"
-        with log_path.open("ab") as log:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+"""The server's folder (database, blobs, tokens, log) is its user's alone."""
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` (with its parents) and make it 0700, also when it existed with a wider
+    mode (written by an older version); returns `path`."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
 
 
 @dataclass
 class ServerSettings:
     """Configuration of one server. Nothing here is read from the environment.
 
-    `home` is the dstack home (`~/.dstack`); the server keeps its files in `home/server/`.
+    `home` is the dstack home (`~/.dstack`); the server keeps its files in `home/server/`
+    (0700; `make_private_dir`), the SQLite database there 0600.
     """
 
     home: Path

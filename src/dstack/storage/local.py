@@ -16,14 +16,20 @@ from dstack.errors import NotFoundError, StorageError
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing
 from dstack.storage.copying import copy_hashing, copy_range, copy_verified, hash_fd
 
+BLOB_MODE = 0o400
+DIR_MODE = 0o700
+
 
 class LocalBlobStore:
     """Blobs under `root/ab/cdef...`; writes go to `root/tmp/` first and are renamed in.
 
     Renames within one filesystem are atomic, so readers see a whole blob or none. Stored
-    files are read-only so a job cannot corrupt them through a stray hard link. Nothing is
-    fsync'ed: after a power loss a blob may be truncated, which every read detects (digest
-    check) and names; the runner re-syncs artifacts, so durability is traded for speed.
+    files are read-only (0400) so a job cannot corrupt them through a stray hard link, and
+    owned by the store's user (a file adopted from a job that ran as another user is
+    `chown`ed); the folders the store creates are 0700: nobody else on the machine reads it.
+    Nothing is fsync'ed: after a power loss a blob may be truncated, which every read
+    detects (digest check) and names; the runner re-syncs artifacts, so durability is
+    traded for speed.
     """
 
     def __init__(self, root: Path) -> None:
@@ -107,7 +113,7 @@ class LocalBlobStore:
 
     def adopt(self, path: Path, digest: str, expected: os.stat_result | None = None) -> None:
         """Move `path` into the store as `digest` (rename when on the same filesystem and
-        the file has no other hard link, else copy); the blob is made 0o444.
+        the file has no other hard link, else copy); the blob is made read-only.
 
         Verified by hashing, unless the caller vouches for the digest with `expected` (the
         stat it hashed the file in, as for `copy_in`) and the moved file still has it. On a
@@ -283,6 +289,8 @@ class LocalBlobStore:
             os.rename(tmp, path)
             self._copy_then_unlink(path, digest)
             return
+        if moved.st_uid != os.geteuid():  # a job's user must not own (so chmod) a blob
+            os.chown(tmp, os.geteuid(), os.getegid())
         if expected is None or not _same(expected, moved):
             self._verify_adopted(path, tmp, digest)
         self._commit(tmp, digest)
@@ -309,7 +317,7 @@ class LocalBlobStore:
             raise mismatch(digest, actual)
 
     def _commit(self, tmp: str, digest: str) -> None:
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, BLOB_MODE)
         final = self._where(check_digest(digest))
         try:
             os.replace(tmp, final)
@@ -328,14 +336,15 @@ def _stable(expected: os.stat_result | None, before: os.stat_result, after: os.s
 
 
 def _make_dir(path: Path) -> None:
-    """Create `path` (and its parents); one `mkdir` call when only the last part is new or
-    it already exists (the common cases: this runs per stored file)."""
+    """Create `path` (and its missing parents), 0700; one `mkdir` call when only the last
+    part is new or it already exists (the common cases: this runs per stored file)."""
     try:
-        os.mkdir(path)
+        os.mkdir(path, DIR_MODE)
     except FileExistsError:
         pass
     except FileNotFoundError:
-        path.mkdir(parents=True, exist_ok=True)
+        _make_dir(path.parent)
+        _make_dir(path)
 
 
 def _discard(tmp: str) -> None:

@@ -44,5 +44,6 @@ def create_executor(settings: RunnerSettings) -> Executor:
         if client is not None:
             return DockerExecutor(client, images=settings.images)
     from dstack.runner.executors.process import ProcessExecutor
+    from dstack.runner.jobuser import resolve_job_user
 
-    return ProcessExecutor()
+    return ProcessExecutor(job_user=resolve_job_user(settings.job_user))

@@ -1,26 +1,33 @@
 """Runs jobs as host processes, for machines without Docker.
 
 Each job is a bash process in its own session (so its process group holds every process it
-starts), in `<job dir>/code/<working_dir>`. `python: X.Y` puts `pythonX.Y` first on PATH as
-`python`/`python3`/`pip`; `requirements` gives the job its own venv. A spec that names an image
-is refused: this executor cannot honour it. The runner gives each job its own `HOME` in its
+starts), in `<job dir>/code/<working_dir>`. Its environment is its own variables plus the
+host's allowlisted ones (`dstack.runner.environment.host_env`), never the runner's; its
+Python is a virtualenv of its own (`dstack.runner.pythons`): `python: X.Y` picks the
+interpreter, `python`/`pip` on its PATH are the venv's, and `requirements` makes it a venv of
+only what the job installs. A spec that names an image is
+refused: this executor cannot honour it. The runner gives each job its own `HOME` in its
 job dir (`dstack.runner.paths`), so `~/.cache/...` artifacts and caches are the job's.
+
+With a `JobUser` (a runner started as root), the job runs as that user: its folders are
+handed over to it first (`dstack.runner.jobuser.hand_over`), its PATH keeps only folders that
+user can enter, and `USER`/`LOGNAME` name it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from dstack.models.job import TerminationReason
 from dstack.models.logs import LogStream
+from dstack.runner.environment import host_env
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import (
     ExitResult,
@@ -29,21 +36,35 @@ from dstack.runner.executors.base import (
     RunnerIdentity,
     command_of,
 )
+from dstack.runner.jobuser import JobUser, hand_over
+from dstack.runner.pythons import Interpreter, Interpreters, run_venv_module, write_venv
 
 _READ_SIZE = 1 << 16
 _PUMP_JOIN_TIMEOUT = 5.0
+RUNNER_ONLY = frozenset({"logs"})
+"""Entries of a job dir that stay the runner's (its log spool) when the job runs as a
+user of its own; everything else there is the job's."""
 
 
 class ProcessExecutor:
     """`Executor` running each job as a host process group.
 
-    `base_env` is the environment jobs start from (None: this process's at start time).
+    `base_env` is the environment whose allowlisted variables jobs get (None: this
+    process's at start time). `job_user`: the user jobs run as (None: the runner's own).
     """
 
     name = "process"
 
-    def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_env: Mapping[str, str] | None = None,
+        *,
+        job_user: JobUser | None = None,
+        interpreters: Interpreters | None = None,
+    ) -> None:
         self._base_env = base_env
+        self._user = job_user
+        self._pythons = interpreters or Interpreters(job_user)
 
     def start(self, job: JobContext) -> ProcessHandle:
         if job.spec.image:
@@ -54,10 +75,10 @@ class ProcessExecutor:
         argv = command_of(job.spec)
         if argv is None:
             raise JobStartError(f"workflow '{job.label}' has no commands to run")
-        env = dict(os.environ if self._base_env is None else self._base_env)
-        env.update(job.env)
-        env["PATH"] = _job_path(job, env.get("PATH", os.defpath))
+        env = self._environment(job)
         job.working_dir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            self._hand_over(job)
         try:
             process = subprocess.Popen(
                 argv,
@@ -67,6 +88,7 @@ class ProcessExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                **self._identity(),
             )
         except OSError as exc:
             raise JobStartError(f"cannot start workflow '{job.label}': {exc}") from exc
@@ -74,6 +96,66 @@ class ProcessExecutor:
 
     def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
         """Nothing to do: a job's processes do not outlive the runner's handle on them."""
+
+    def _environment(self, job: JobContext) -> dict[str, str]:
+        """The host's allowlisted variables, the job's own, and its venv first on PATH."""
+        env = host_env(os.environ if self._base_env is None else self._base_env)
+        user = self._user
+        if user is not None:
+            path = env["PATH"].split(os.pathsep)
+            env["PATH"] = os.pathsep.join(p for p in path if user.can_enter(Path(p)))
+            env["USER"] = env["LOGNAME"] = user.name
+        env.update(job.env)
+        bin_dir = self._venv(job, env)
+        if bin_dir is not None:
+            env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", os.defpath)])
+            env["VIRTUAL_ENV"] = str(bin_dir.parent)
+        return env
+
+    def _venv(self, job: JobContext, env: Mapping[str, str]) -> Path | None:
+        """The job's own virtualenv (its `bin`); None when the host has no Python at all."""
+        interpreter = self._interpreter(job, env)
+        if interpreter is None:
+            job.notice("warning: no python3 on this runner's PATH; the job has no Python")
+            return None
+        venv = job.job_dir / "venv"
+        if job.spec.requirements:
+            job.notice(f"creating a virtual environment for {job.spec.requirements} in {venv}")
+            return _make_venv(job, venv, interpreter, system_site_packages=False)
+        if interpreter.has_pip:
+            return write_venv(venv, interpreter)
+        job.notice(f"creating a virtual environment with pip in {venv}")
+        return _make_venv(job, venv, interpreter, system_site_packages=True)
+
+    def _interpreter(self, job: JobContext, env: Mapping[str, str]) -> Interpreter | None:
+        version = job.spec.python
+        if version:
+            found = self._pythons.find(f"python{version}", env)
+            if found is not None:
+                return found
+        default = self._pythons.find("python3", env)
+        if version:
+            fallback = default.executable if default else "no Python"
+            job.notice(
+                f"warning: python {version} is not installed on this runner; "
+                f"using {fallback} instead"
+            )
+        return default
+
+    def _hand_over(self, job: JobContext) -> None:
+        """Give the job user its folders; the job dir itself stays the runner's (0711:
+        entered, not listed), and so does its log spool."""
+        assert self._user is not None
+        os.chmod(job.job_dir, 0o711)
+        entries = [e for e in job.job_dir.iterdir() if e.name not in RUNNER_ONLY]
+        hand_over(entries, self._user)
+
+    def _identity(self) -> dict[str, Any]:
+        """`Popen` arguments that switch to the job user (none without one)."""
+        user = self._user
+        if user is None:
+            return {}
+        return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
 
 
 class ProcessHandle:
@@ -147,62 +229,19 @@ def _start_pump(pipe: IO[bytes], stream: LogStream, output: OutputSink) -> threa
     return thread
 
 
-def _job_path(job: JobContext, path: str) -> str:
-    """PATH for the job: the requested Python (or a venv of it) in front of the host's."""
-    interpreter = _find_python(job.spec.python, path) if job.spec.python else None
-    if job.spec.python and interpreter is None:
-        fallback = shutil.which("python3", path=path) or "python3"
-        job.notice(
-            f"warning: python {job.spec.python} is not installed on this runner; "
-            f"using {fallback} instead"
-        )
-    prefix: list[str] = []
-    if interpreter is not None:
-        prefix.append(str(_python_shims(job.job_dir / "python-bin", interpreter)))
-    if job.spec.requirements:
-        base = interpreter or shutil.which("python3", path=path) or "python3"
-        prefix.insert(0, str(_make_venv(job, base)))
-    return os.pathsep.join([*prefix, path])
-
-
-def _find_python(version: str, path: str) -> str | None:
-    """`pythonX.Y` from PATH when it actually runs (pyenv shims exist for missing versions)."""
-    candidate = shutil.which(f"python{version}", path=path)
-    if candidate is None:
-        return None
-    probe = subprocess.run(
-        [candidate, "-c", "import sys"], capture_output=True, timeout=30, check=False
-    )
-    return candidate if probe.returncode == 0 else None
-
-
-def _python_shims(directory: Path, interpreter: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in ("python", "python3"):
-        link = directory / name
-        link.unlink(missing_ok=True)
-        link.symlink_to(interpreter)
-    for name in ("pip", "pip3"):
-        script = directory / name
-        script.write_text(f'#!/bin/sh\nexec "{interpreter}" -m pip "$@"\n')
-        script.chmod(0o755)
-    return directory
-
-
-def _make_venv(job: JobContext, interpreter: str) -> Path:
-    """A fresh venv in the job dir; returns its `bin`. Its output goes to the job's log."""
-    venv = job.job_dir / "venv"
-    job.notice(f"creating a virtual environment for {job.spec.requirements} in {venv}")
-    result = subprocess.run(
-        [interpreter, "-m", "venv", str(venv)], capture_output=True, timeout=600, check=False
-    )
+def _make_venv(
+    job: JobContext, venv: Path, interpreter: Interpreter, *, system_site_packages: bool
+) -> Path:
+    """`python -m venv` (it installs pip) in the job dir; its output goes to the job's log."""
+    result = run_venv_module(venv, interpreter, system_site_packages=system_site_packages)
     if result.stdout:
         job.output(LogStream.STDOUT, result.stdout)
     if result.stderr:
         job.output(LogStream.STDERR, result.stderr)
     if result.returncode != 0:
         raise JobStartError(
-            f"cannot create a virtual environment with {interpreter} for workflow '{job.label}'",
+            f"cannot create a virtual environment with {interpreter.executable} "
+            f"for workflow '{job.label}'",
             "check that the venv module is installed (Debian: apt-get install python3-venv)",
             reason=TerminationReason.EXECUTOR_ERROR,
         )

@@ -3,6 +3,7 @@ PostgreSQL through asyncpg."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pydantic_core
@@ -27,6 +28,7 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         # `sqlite+aiosqlite` is how a URL names SQLite; the server runs it with its own
         # driver, on the event loop's thread (see `db/sqlite.py`).
+        _private_file(make_url(url).database)
         sqlite.register()
         engine = create_async_engine(
             make_url(url).set(drivername=f"sqlite+{sqlite.DRIVER}"), **_JSON_CODEC
@@ -80,6 +82,27 @@ def _unsupported(url: str) -> ConfigError:
         f"unsupported database URL '{safe_url(url)}'",
         hint="use postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB or sqlite+aiosqlite:///PATH",
     )
+
+
+SQLITE_FILE_MODE = 0o600
+
+
+def _private_file(database: str | None) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use the umask: 0644), or
+    make an existing one 0600; its `-wal` and `-shm` files get the same mode from SQLite.
+    An in-memory database or a file that cannot be made (a missing folder) is left to
+    SQLite, which reports it."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT, SQLITE_FILE_MODE)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, SQLITE_FILE_MODE)
+    finally:
+        os.close(fd)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

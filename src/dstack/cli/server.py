@@ -50,6 +50,30 @@ import click
     help="Mark a runner offline after this long without a heartbeat.",
 )
 @click.option(
+    "--provisioning-timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Re-queue a claimed job (once; then fail it) whose runner does not confirm it in time.",
+)
+@click.option(
+    "--downloading-timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Fail a job that downloads its code, inputs or image for longer.",
+)
+@click.option(
+    "--uploading-timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Fail a job whose final artifact upload takes longer.",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=False,
     show_default=True,
@@ -64,6 +88,9 @@ def server(
     s3_endpoint_url: str | None,
     local_runner: bool,
     runner_timeout: float,
+    provisioning_timeout: float,
+    downloading_timeout: float,
+    uploading_timeout: float,
     access_log: bool,
 ) -> None:
     """Run a dstack server in the foreground until interrupted."""
@@ -86,6 +113,9 @@ def server(
         s3_endpoint_url=s3_endpoint_url,
         local_runner=local_runner,
         runner_heartbeat_timeout=runner_timeout,
+        provisioning_timeout=provisioning_timeout,
+        downloading_timeout=downloading_timeout,
+        uploading_timeout=uploading_timeout,
         local_runner_executor=os.environ.get("DSTACK_EXECUTOR") or None,
         freeze_heap_at_start=True,
     )

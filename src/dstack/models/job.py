@@ -54,6 +54,9 @@ class TerminationReason(StrEnum):
     STOPPED_BY_USER = "stopped_by_user"
     ABORTED_BY_USER = "aborted_by_user"
     DEPENDENCY_FAILED = "dependency_failed"
+    # A state outlived its limit (`ServerSettings`, "Deadlines" in docs/server.md): the
+    # message names the state and the limit.
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     WAITING_FOR_DEPENDENCIES = "waiting_for_dependencies"
     WAITING_FOR_RUNNER = "waiting_for_runner"
 

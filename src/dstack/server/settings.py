@@ -46,7 +46,17 @@ class ServerSettings:
     # Encrypts secrets at rest (`DSTACK_SERVER_SECRET_KEY`; any string). None: generated once
     # in `home/server/secret_key` (mode 0600). Servers sharing a database must share it.
     secret_key: str | None = None
+    # A runner silent this long (no heartbeat, no claim) is offline and its jobs are lost,
+    # counted only over time this server was listening (not while it was down or stalled).
     runner_heartbeat_timeout: float = 15.0
+    # Deadlines of the states a live runner could leave a job in forever (docs: "Deadlines"
+    # in README.md). Past them the job is final with `deadline_exceeded`, except
+    # `provisioning`: a claim its runner never confirmed (the answer was lost) goes back to
+    # the queue once, and fails with `runner_lost` the second time. Counted from when the
+    # job entered the state, over time this server was listening. `running` has none.
+    provisioning_timeout: float = 300.0
+    downloading_timeout: float = 3600.0
+    uploading_timeout: float = 3600.0
     # Unreferenced blobs younger than this survive garbage collection: an upload whose
     # manifest has not arrived yet must never be deleted.
     gc_grace_seconds: float = 3600.0

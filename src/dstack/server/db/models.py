@@ -30,7 +30,11 @@ class RunRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_submitted", "status", "submitted_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_submitted", "status", "submitted_at"),
+        # The scheduler's deadlines: jobs of one status that entered it before a time.
+        Index("ix_jobs_status_at", "status", "status_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_name: Mapped[str] = mapped_column(ForeignKey("runs.name", ondelete="CASCADE"), index=True)
@@ -61,6 +65,9 @@ class JobRow(Base):
     # it was read (optimistic lock, portable to PostgreSQL).
     version: Mapped[int] = mapped_column(Integer)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the job entered its current status (`set_status` stamps it); deadlines count
+    # from it.
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When every app of the job first answered on its port; None: not yet (or no apps).
     apps_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

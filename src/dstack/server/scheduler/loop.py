@@ -2,9 +2,14 @@
 submit, a finished job, a runner that came or changed), and at least every second.
 
 A tick (a) fails jobs whose dependencies failed or were stopped, (b) takes runners that
-stopped sending heartbeats offline and fails their jobs, (c) fails jobs no runner could ever
-take, and marks the rest `pending` with the reason they wait. Assigning jobs is not done here:
-runners claim them (`services/claims.py`).
+stopped sending heartbeats offline and fails their jobs, (c) ends jobs stuck in a state past
+its deadline (`deadlines.py`), (d) fails jobs no runner could ever take, and marks the rest
+`pending` with the reason they wait. Assigning jobs is not done here: runners claim them
+(`services/claims.py`).
+
+Silence and deadlines count only over time the scheduler was listening: a wake-up long
+after the one before (the machine was suspended, the process stalled) starts the count
+afresh, since runners could not reach a server that did not run.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, or_, select
@@ -21,6 +27,7 @@ from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.resources import HostResources
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import JobRow, RunnerRow
+from dstack.server.scheduler import deadlines
 from dstack.server.scheduler.matching import (
     describe_labels,
     fits_ever,
@@ -48,6 +55,11 @@ class Scheduler:
         self._judged_hosts: str | None = None
         # The runners as last read, validated: ticks come with every change, runners rarely.
         self._known_hosts: tuple[str, Hosts, Labels] | None = None
+        # The last wake-up, and since when the scheduler has been listening without a stall.
+        self._woke_at: datetime | None = None
+        self._listening_since = ctx.started_at
+        # Deadlines are looked for once per `scheduler_interval`, not at every wake-up.
+        self._deadlines_at: datetime | None = None
 
     async def run_forever(self) -> None:
         """Tick until cancelled. A failing tick is logged and retried on the next one."""
@@ -66,10 +78,14 @@ class Scheduler:
     async def tick(self) -> None:
         # Ticks come with every change; most find nothing to do. Finding that out needs no
         # write transaction, which would make claims and reports wait for their turn.
-        if not await self._has_work():
+        since = self._listen()
+        look_for_overdue = self._deadlines_due()
+        if not await self._has_work(since, look_for_overdue):
             return
         async with self.ctx.transaction() as session:
-            await runner_service.mark_lost_runners(self.ctx, session)
+            await runner_service.mark_lost_runners(self.ctx, session, listening_since=since)
+            if look_for_overdue:
+                await deadlines.expire_overdue(self.ctx, session, since=since)
             hosts, labels, fingerprint = await self._hosts(session)
             query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
             if hosts and fingerprint == self._judged_hosts:
@@ -89,12 +105,41 @@ class Scheduler:
                 statuses[(job.run_name, job.index)] = job.status
         self._judged_hosts = fingerprint  # only once the judgements are committed
 
-    async def _has_work(self) -> bool:
-        """Whether a tick could change anything: a runner went silent, the runners changed
-        since the last judgement (or there are none), or a waiting job is new or has
-        dependencies that may have moved."""
+    def _listen(self) -> datetime:
+        """Note this wake-up; since when the scheduler has listened without a stall.
+
+        Wake-ups come at least every `scheduler_interval`; a gap of half the heartbeat
+        timeout (or three intervals, if more) means the server itself did not run.
+        """
+        now = self.ctx.clock()
+        settings = self.ctx.settings
+        stall = max(settings.runner_heartbeat_timeout / 2, 3 * settings.scheduler_interval)
+        if self._woke_at is not None and now - self._woke_at > timedelta(seconds=stall):
+            logger.warning(
+                "the scheduler did not run for %s; silences count afresh", now - self._woke_at
+            )
+            self._listening_since = now
+        self._woke_at = now
+        return self._listening_since
+
+    def _deadlines_due(self) -> bool:
+        """Whether this tick looks for overdue jobs: at most once per `scheduler_interval`
+        (limits are minutes long; the wake-ups of a busy server come many a second)."""
+        now = self.ctx.clock()
+        interval = timedelta(seconds=self.ctx.settings.scheduler_interval)
+        if self._deadlines_at is not None and now - self._deadlines_at < interval:
+            return False
+        self._deadlines_at = now
+        return True
+
+    async def _has_work(self, since: datetime, look_for_overdue: bool) -> bool:
+        """Whether a tick could change anything: a runner went silent, a job is past a
+        deadline, the runners changed since the last judgement (or there are none), or a
+        waiting job is new or has dependencies that may have moved."""
         async with self.ctx.read() as session:
-            if await runner_service.any_lost_runners(self.ctx, session):
+            if await runner_service.any_lost_runners(self.ctx, session, listening_since=since):
+                return True
+            if look_for_overdue and await deadlines.any_overdue(self.ctx, session, since=since):
                 return True
             hosts, _, fingerprint = await self._hosts(session)
             if not hosts or fingerprint != self._judged_hosts:

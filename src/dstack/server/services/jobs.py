@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, update
+from sqlalchemy import Row, Table, bindparam, delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
@@ -20,7 +20,7 @@ from dstack.models.job import (
 )
 from dstack.models.protocol import JobStatusUpdate
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow
+from dstack.server.db.models import JobRow, LogRow
 from dstack.server.errors import Forbidden, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ async def set_status(
     exit_code: int | None = None,
     **fields: Any,
 ) -> bool:
-    """Move `job` to `status`: stamp the time, append to the history, record reason, message
-    and exit code, set `finished_at` for a terminal status, and wake waiters after commit.
+    """Move `job` to `status`: stamp the time (`status_at`, which deadlines count from),
+    append to the history, record reason, message and exit code, set `finished_at` for a
+    terminal status, and wake waiters after commit.
 
     The update applies only if the job is unchanged since it was read (its `version`); it
     returns False when another writer got there first (a concurrent claim, a runner's report)
@@ -79,6 +80,7 @@ async def set_status(
         "exit_code": exit_code if exit_code is not None else job.exit_code,
         "history": job.history if same else [*job.history, change.model_dump(mode="json")],
         "finished_at": now if status.is_finished() else None,
+        "status_at": job.status_at if current is status else now,
         "version": job.version + 1,
         **({"apps_ready_at": None} if status in _REQUEUED else {}),
         **fields,
@@ -100,6 +102,40 @@ async def set_status(
 
         await tags.on_job_done(session, job, now)
     return True
+
+
+async def requeue(
+    session: AsyncSession,
+    job: JobRow,
+    *,
+    now: datetime,
+    reason: TerminationReason,
+    message: str,
+) -> bool:
+    """Put `job` back in the queue (`submitted`) for any runner; False when it changed
+    meanwhile (`set_status`).
+
+    Its runner, GPUs, ports and stop request are dropped, and so are the lost attempt's log
+    lines: the next attempt numbers its lines from 0 again, and mixing the two would garble
+    both. The old runner, should it come back, is told to forget the job (it is no longer
+    its own) and its late reports are refused. The history keeps `reason` (what counts
+    attempts: `attempts`, `claim_requeues`).
+    """
+    requeued = await set_status(
+        session,
+        job,
+        JobStatus.SUBMITTED,
+        now=now,
+        reason=reason,
+        message=message,
+        runner_id=None,
+        gpu_indexes=[],
+        host_ports=[],
+        stop_requested=None,
+    )
+    if requeued:
+        await session.execute(delete(LogRow).where(LogRow.job_id == job.id))
+    return requeued
 
 
 def set_committed(row: JobRow, key: str, value: Any) -> None:
@@ -190,11 +226,17 @@ def _build_model(row: JobRow | Row[Any], runner_name: str | None, now: datetime)
 
 def attempts(changes: list[StatusChange]) -> int:
     """Re-queues so far: each one is a `submitted` entry with reason `runner_lost`."""
-    return sum(
-        1
-        for c in changes
-        if c.status is JobStatus.SUBMITTED and c.reason is TerminationReason.RUNNER_LOST
-    )
+    return _requeues(changes, TerminationReason.RUNNER_LOST)
+
+
+def claim_requeues(changes: list[StatusChange]) -> int:
+    """Re-queues of claims their runner never confirmed (`deadline_exceeded`): these do not
+    count against `JobSpec.retry`, the job having never started."""
+    return _requeues(changes, TerminationReason.DEADLINE_EXCEEDED)
+
+
+def _requeues(changes: list[StatusChange], reason: TerminationReason) -> int:
+    return sum(1 for c in changes if c.status is JobStatus.SUBMITTED and c.reason is reason)
 
 
 async def report_status(

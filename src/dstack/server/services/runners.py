@@ -22,7 +22,7 @@ from dstack.models.resources import HostResources
 from dstack.models.runner import Runner, RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.dialects import dialect_insert
-from dstack.server.db.models import JobRow, LogRow, RunnerRow, ServerMetaRow
+from dstack.server.db.models import JobRow, RunnerRow, ServerMetaRow
 from dstack.server.services import jobs as job_service
 from dstack.server.services.users import hash_token, new_token
 
@@ -211,13 +211,18 @@ def _to_model(row: RunnerRow, running: list[str]) -> Runner:
     )
 
 
-async def mark_lost_runners(ctx: ServerContext, session: AsyncSession) -> None:
-    """Runners silent for longer than the heartbeat timeout go offline; their jobs fail.
+async def mark_lost_runners(
+    ctx: ServerContext, session: AsyncSession, *, listening_since: datetime | None = None
+) -> None:
+    """Runners silent for longer than the heartbeat timeout go offline; their jobs are lost
+    (re-queued when their `retry` allows, failed with `runner_lost` otherwise).
 
-    Silence is counted from this server's start at the earliest: while the server was down
-    (a restart, an upgrade) runners could not reach it, and that is not their fault.
+    Silence counts only while this server was listening: from `listening_since` (its start,
+    or the end of its last stall: see `Scheduler`) at the earliest. While the server was
+    down (a restart, an upgrade) or stalled (a suspended machine, a blocked process),
+    runners could not reach it, and that is not their fault.
     """
-    cutoff = _lost_cutoff(ctx)
+    cutoff = _lost_cutoff(ctx, listening_since)
     if cutoff is None:
         return
     rows = (await session.scalars(select(RunnerRow).where(*_lost(cutoff)))).all()
@@ -229,19 +234,23 @@ async def mark_lost_runners(ctx: ServerContext, session: AsyncSession) -> None:
         )
 
 
-async def any_lost_runners(ctx: ServerContext, session: AsyncSession) -> bool:
+async def any_lost_runners(
+    ctx: ServerContext, session: AsyncSession, *, listening_since: datetime | None = None
+) -> bool:
     """Whether `mark_lost_runners` would find a runner to take offline now."""
-    cutoff = _lost_cutoff(ctx)
+    cutoff = _lost_cutoff(ctx, listening_since)
     if cutoff is None:
         return False
     found = await session.scalar(select(RunnerRow.id).where(*_lost(cutoff)).limit(1))
     return found is not None
 
 
-def _lost_cutoff(ctx: ServerContext) -> datetime | None:
-    """Heartbeats older than this are lost; None while the server is younger than that."""
+def _lost_cutoff(ctx: ServerContext, listening_since: datetime | None) -> datetime | None:
+    """Heartbeats older than this are lost; None while the server has listened for less
+    than that."""
+    since = max(listening_since or ctx.started_at, ctx.started_at)
     cutoff = ctx.clock() - timedelta(seconds=ctx.settings.runner_heartbeat_timeout)
-    return None if cutoff < ctx.started_at else cutoff
+    return None if cutoff < since else cutoff
 
 
 def _lost(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
@@ -266,30 +275,14 @@ async def _fail_active_jobs(
 
 
 async def _requeue(ctx: ServerContext, session: AsyncSession, job: JobRow, message: str) -> bool:
-    """Back to `submitted` for another runner, when attempts are left; False otherwise.
-
-    The history keeps the `runner_lost` entry (it is what counts attempts). The lost
-    attempt's log lines are dropped: the next attempt numbers its lines from 0 again, and
-    mixing the two would garble both. The old runner, should it come back, is told to forget
-    the job (it is no longer its own) and its late reports get 409.
+    """Back to `submitted` for another runner (`jobs.requeue`), when attempts are left;
+    False otherwise. The history keeps the `runner_lost` entry (it is what counts attempts).
     """
     done = job_service.attempts(job_service.history(job))
     retry = JobSpec.model_validate(job.spec).retry
     if done >= retry or job.stop_requested:
         return False
     note = f"{message}; re-queued (attempt {done + 2} of {retry + 1})"
-    requeued = await job_service.set_status(
-        session,
-        job,
-        JobStatus.SUBMITTED,
-        now=ctx.clock(),
-        reason=TerminationReason.RUNNER_LOST,
-        message=note,
-        runner_id=None,
-        gpu_indexes=[],
-        host_ports=[],
-        stop_requested=None,
+    return await job_service.requeue(
+        session, job, now=ctx.clock(), reason=TerminationReason.RUNNER_LOST, message=note
     )
-    if requeued:
-        await session.execute(delete(LogRow).where(LogRow.job_id == job.id))
-    return requeued

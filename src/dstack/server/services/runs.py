@@ -205,6 +205,7 @@ def new_job_row(
         history=[first.model_dump(mode="json")],
         version=0,
         submitted_at=now,
+        status_at=now,
     )
 
 

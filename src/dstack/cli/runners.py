@@ -76,8 +76,7 @@ def _list(as_json: bool, remote: str | None) -> None:
 
 
 def _disk(host: HostResources) -> str:
-    """`12GB`, or `300MB (low, min 1GB)` for a runner that takes no job for want of disk."""
+    """`12GB`, or `300MB (low)` for a runner that takes no job for want of disk (its minimum
+    is in `--json`)."""
     free = format_memory(host.disk_mib)
-    if host.low_disk:
-        return f"{free} (low, min {format_memory(host.min_free_disk_mib)})"
-    return free
+    return f"{free} (low)" if host.low_disk else free

@@ -8,6 +8,7 @@ import json
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.models.resources import HostResources, format_memory
 
 
 @click.group(invoke_without_command=True)
@@ -15,7 +16,9 @@ from dstack.cli.context import client_for, remote_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def runners(ctx: click.Context, as_json: bool, remote: str | None) -> None:
-    """List the runners: host, resources, executors, status, jobs and last heartbeat."""
+    """List the runners: host, resources, free disk, executors, status, jobs and last
+    heartbeat. A runner whose free disk is below its minimum (`dstack-runner start
+    --min-free-disk`) is marked `low` and gets no job until there is room again."""
     if ctx.invoked_subcommand is None:
         _list(as_json, remote)
 
@@ -57,15 +60,23 @@ def _list(as_json: bool, remote: str | None) -> None:
     if not items:
         click.echo("No runners yet.")
         return
-    t = table("NAME", "HOST", "RESOURCES", "EXECUTORS", "STATUS", "JOBS", "HEARTBEAT")
+    t = table("NAME", "HOST", "RESOURCES", "DISK FREE", "EXECUTORS", "STATUS", "JOBS", "HEARTBEAT")
     for r in items:
         t.add_row(
             r.name,
             r.host,
             r.resources.describe(),
+            _disk(r.resources),
             ", ".join(r.executors),
             r.status.value,
             str(len(r.running_jobs)),
             ago(r.last_heartbeat),
         )
     console().print(t)
+
+
+def _disk(host: HostResources) -> str:
+    """`12GB`, or `300MB (low)` for a runner that takes no job for want of disk (its minimum
+    is in `--json`)."""
+    free = format_memory(host.disk_mib)
+    return f"{free} (low)" if host.low_disk else free

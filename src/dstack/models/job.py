@@ -46,6 +46,7 @@ class TerminationReason(StrEnum):
     CACHED = "cached"
     EXIT_CODE = "exit_code"
     OOM = "oom"
+    DISK_FULL = "disk_full"
     RUNNER_LOST = "runner_lost"
     INTERRUPTED = "interrupted"
     NO_CAPACITY = "no_capacity"

@@ -78,6 +78,13 @@ class RegisterRunnerResponse(Model):
 
 class HeartbeatRequest(Model):
     running_jobs: list[Text] = Field(description="Ids of the jobs the runner is executing.")
+    disk_free_mib: int | None = Field(
+        None,
+        ge=0,
+        le=1 << 40,
+        description="Free space of the folder the runner's jobs live in, in MiB; None: not "
+        "measured (an older runner). Below the runner's `min_free_disk_mib` it gets no job.",
+    )
 
 
 class HeartbeatResponse(Model):

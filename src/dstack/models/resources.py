@@ -90,8 +90,18 @@ class HostResources(Model):
 
     cpus: int
     memory_mib: int
-    disk_mib: int
+    disk_mib: int = Field(
+        description="Free space of the folder jobs live in (updated by each heartbeat)."
+    )
     gpus: list[GpuInfo] = Field(default_factory=list)
+    min_free_disk_mib: int = Field(
+        0, ge=0, description="The runner takes no job while `disk_mib` is below this."
+    )
+
+    @property
+    def low_disk(self) -> bool:
+        """Too little free disk for the runner to take a job."""
+        return self.disk_mib < self.min_free_disk_mib
 
     def describe(self) -> str:
         text = f"{self.cpus} CPU, {format_memory(self.memory_mib)}"

@@ -80,6 +80,13 @@ def cli() -> None:
     "as root, else the runner's own user; the runner's own user name opts out).",
 )
 @click.option(
+    "--min-free-disk",
+    default="1GB",
+    show_default=True,
+    envvar="DSTACK_RUNNER_MIN_FREE_DISK",
+    help="Take no job while the folder of the jobs has less free disk (`512MB`, `2GB`, `0`).",
+)
+@click.option(
     "--parent-pid",
     type=int,
     default=None,
@@ -95,6 +102,7 @@ def start(
     labels: str | None,
     stop_grace: float,
     job_user: str | None,
+    min_free_disk: str,
     parent_pid: int | None,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
@@ -120,6 +128,7 @@ def start(
         stop_grace=stop_grace,
         images=ImageSettings.from_env(os.environ),
         job_user=job_user,
+        min_free_disk_mib=_size_mib(min_free_disk, "--min-free-disk"),
     )
     if name:
         settings = dataclasses.replace(settings, name=name)
@@ -139,6 +148,15 @@ def start(
         runner.run()
     finally:
         api.close()
+
+
+def _size_mib(text: str, option: str) -> int:
+    from dstack.models.resources import parse_memory_mib
+
+    try:
+        return parse_memory_mib(text)
+    except ValueError as exc:
+        raise ConfigError(f"invalid {option}: {exc}", "write a size such as 512MB or 2GB") from None
 
 
 def _exit_with_parent(pid: int, shutdown: Callable[[], None]) -> None:

@@ -32,7 +32,7 @@ from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.credential import StoredCredential, load_credential, save_credential
 from dstack.runner.executors import Executor, RunnerIdentity, create_executor
 from dstack.runner.job import JobWorker
-from dstack.runner.resources import detect_resources
+from dstack.runner.resources import detect_resources, free_disk_mib
 from dstack.runner.settings import RunnerSettings
 from dstack.tunnel.ports import JobPorts, PortRecorder
 
@@ -90,7 +90,11 @@ class Runner:
         self._api = api
         self._blob_store = blob_store or (lambda access: open_blob_store(access, api))
         self._executor_factory = executor_factory
-        self._resources = resources or (lambda: detect_resources(settings.work_dir))
+        self._resources = resources or (
+            lambda: detect_resources(
+                settings.jobs_dir, min_free_disk_mib=settings.min_free_disk_mib
+            )
+        )
         self._executor: Executor | None = None
         self._checkouts = (
             CheckoutCache(settings.checkouts_dir, keep=settings.checkouts_kept)
@@ -242,7 +246,10 @@ class Runner:
         while not self._shutdown.wait(self.settings.heartbeat_interval):
             self._prune_workers()
             try:
-                request = HeartbeatRequest(running_jobs=self.running_job_ids())
+                request = HeartbeatRequest(
+                    running_jobs=self.running_job_ids(),
+                    disk_free_mib=free_disk_mib(self.settings.jobs_dir),
+                )
                 self._apply(self._api.heartbeat(request))
             except NotFoundError:
                 self._register_quietly()

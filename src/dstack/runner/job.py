@@ -24,7 +24,7 @@ from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHa
 from dstack.runner.inputs import place_inputs
 from dstack.runner.logs import LogShipper, LogSpool
 from dstack.runner.paths import JobPaths, job_paths
-from dstack.runner.resources import gpu_env
+from dstack.runner.resources import disk_space, gpu_env, is_no_space
 from dstack.runner.settings import RunnerSettings
 from dstack.storage.base import BlobStore
 
@@ -119,13 +119,18 @@ class JobWorker:
         self.request_abort()
 
     def _run(self) -> None:
-        spool = LogSpool(self.job_dir / "logs", secrets=self.assignment.secrets.values())
+        try:
+            spool = LogSpool(self.job_dir / "logs", secrets=self.assignment.secrets.values())
+        except OSError as exc:  # not even an empty log fits: the job cannot start here
+            self._post(_failed_by(exc, self.job_dir, "cannot start the job's log"), final=True)
+            return
         shipper = LogShipper(spool, self._send_logs).start()
         try:
             update = self._execute(spool)
         except Exception as exc:  # a bug must still end the job, with its reason shown
             log.exception("job %s crashed the runner's worker", self.job_id)
-            update = _failed(TerminationReason.EXECUTOR_ERROR, f"runner error: {exc}")
+            update = _failed_by(exc, self.job_dir, "runner error")
+        update = _disk_verdict(update, self.job_dir)
         try:
             update = self._upload(update, spool)
         except Exception as exc:  # as above: report the job, keep the reason of its end
@@ -133,6 +138,7 @@ class JobWorker:
             update = _upload_failed(update, exc)
         finally:
             spool.close()
+        update = _lost_output_verdict(update, spool)
         if not self._running_accepted():
             update = None
         try:
@@ -455,4 +461,64 @@ def _upload_failed(update: JobStatusUpdate | None, exc: Exception) -> JobStatusU
     """A job that was done fails when its artifacts could not be stored; others keep their end."""
     if update is None or update.status is not JobStatus.DONE:
         return update
+    if is_no_space(exc):
+        return _failed(TerminationReason.DISK_FULL, f"cannot upload the artifacts: {exc}")
     return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot upload the artifacts: {exc}")
+
+
+def _failed_by(exc: BaseException, job_dir: Path, what: str) -> JobStatusUpdate:
+    """A job failed by an error of the runner: `disk_full` when a disk was full, naming it."""
+    if not is_no_space(exc):
+        return _failed(TerminationReason.EXECUTOR_ERROR, f"{what}: {exc}")
+    filename = getattr(exc, "filename", None)
+    space = disk_space(Path(filename) if filename else job_dir)
+    message = f"{what}: no space left on device in {space.path} ({space.describe()}): {exc}"
+    return _failed(TerminationReason.DISK_FULL, message)
+
+
+_DISK_SUSPECTS = frozenset({TerminationReason.EXIT_CODE, TerminationReason.EXECUTOR_ERROR})
+
+
+def _disk_verdict(update: JobStatusUpdate | None, job_dir: Path) -> JobStatusUpdate | None:
+    """A job that failed while its folder's disk is full failed of it (a write of the job
+    met ENOSPC, or the runner's did): `disk_full`, naming the folder and its space."""
+    if update is None or update.status is not JobStatus.FAILED:
+        return update
+    if update.reason not in _DISK_SUSPECTS:
+        return update
+    space = disk_space(job_dir)
+    if not space.full:
+        return update
+    message = (
+        f"no space left on device in {job_dir} ({space.describe()}); "
+        f"{update.message or 'the job failed'}"
+    )
+    return update.model_copy(update={"reason": TerminationReason.DISK_FULL, "message": message})
+
+
+def _lost_output_verdict(update: JobStatusUpdate | None, spool: LogSpool) -> JobStatusUpdate | None:
+    """Output the spool could not keep fails a job that was done: its log is part of its
+    result. A job that failed of another cause keeps that cause, told of the loss too."""
+    if update is None or not spool.lost or update.status not in _LOSS_FAILS:
+        return update
+    cause = spool.write_error
+    space = disk_space(spool.path)
+    message = (
+        f"{spool.lost} bytes of the job's output were lost: cannot write {spool.path} "
+        f"({cause.strerror if cause and cause.strerror else cause}; {space.describe()})"
+    )
+    if update.status is JobStatus.FAILED and update.reason is not TerminationReason.EXIT_CODE:
+        return update.model_copy(update={"message": f"{update.message}; {message}"})
+    reason = TerminationReason.DISK_FULL if cause and is_no_space(cause) else None
+    if update.status is JobStatus.FAILED:  # exited non-zero: the full disk likely did it
+        message = f"{message}; {update.message}"
+    return update.model_copy(
+        update={
+            "status": JobStatus.FAILED,
+            "reason": reason or TerminationReason.EXECUTOR_ERROR,
+            "message": message,
+        }
+    )
+
+
+_LOSS_FAILS = frozenset({JobStatus.DONE, JobStatus.FAILED})

@@ -10,15 +10,24 @@ records, batches and rows instead of a million of each.
 accepted batch it records ``seq offset`` in `shipped`, so a restarted runner resumes there.
 Resending is harmless (the server ignores seen seqs), which is why the marker is written
 without fsync. Secret values are masked before anything reaches the disk.
+
+A full disk never stops the job's output from being read (a job whose pipe is closed dies
+of SIGPIPE): output that cannot be written is held in memory, at most `HOLD_CHARS`, the
+oldest dropped first and counted in `lost`. Each later write tries the disk again; once it
+takes records again, a line saying how much was lost and where comes first, then what was
+held. The spool keeps `RESERVE_BYTES` of disk from its start, given up at `close` so that
+the notice and the held tail of a job that filled the disk still reach its log.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +41,11 @@ log = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.jsonl"
 MARKER_FILE = "shipped"
+RESERVE_FILE = "reserve"
+RESERVE_BYTES = 1 << 20
+"""Disk kept by each spool for its last words on a full disk (see the module's docstring)."""
+HOLD_CHARS = 1 << 17
+"""Characters of output held in memory while the spool's disk is full."""
 MASK = "***"
 # Characters per log entry; a longer chunk is cut after its last newline within the limit.
 MAX_ENTRY = 1 << 16
@@ -85,8 +99,17 @@ class LogSpool:
         # Per stream, output held back because it may be the start of a secret value.
         self._held = dict.fromkeys(LogStream, "")
         self._next_seq, self._size = _recover(self.path)
-        self._file = self.path.open("ab")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._closed = False
+        self._reserve = _reserve(directory / RESERVE_FILE)
+        # Output that could not be written yet (the disk is full), oldest first.
+        self._holding: deque[tuple[LogStream, str]] = deque()
+        self._held_chars = 0
+        self._unsaid = 0  # bytes dropped that no notice in the spool tells of yet
+        self.lost = 0
+        """Bytes of the job's output dropped because the disk stayed full."""
+        self.write_error: OSError | None = None
+        """The first error writing the spool met (ENOSPC: the disk is full)."""
 
     @property
     def next_seq(self) -> int:
@@ -127,8 +150,12 @@ class LogSpool:
                 return
             for stream, decoder in self._decoders.items():
                 self._append(stream, self._held[stream] + decoder.decode(b"", final=True))
+            self._release_reserve()
+            if self._holding or self._unsaid:
+                self._flush_holding()
+            self._drop(self._held_chars)  # the disk stayed full even so
             self._closed = True
-            self._file.close()
+            os.close(self._fd)
             self._cond.notify_all()
 
     def wait_for_data(self, offset: int, timeout: float) -> None:
@@ -140,18 +167,91 @@ class LogSpool:
     def _append(self, stream: LogStream, text: str) -> None:
         if not text:
             return
+        # Masked as a whole, before cutting, so a cut never splits a secret value.
+        masked = self._mask(text)
+        if self._holding or self._unsaid:
+            self._flush_holding()
+        if self._holding or self._unsaid:
+            self._hold(stream, masked)
+            return
+        rest = self._write_text(stream, masked)
+        if rest:
+            self._hold(stream, rest)
+
+    def _write_text(self, stream: LogStream, text: str) -> str:
+        """Write `text` as records; returns what did not fit on the disk ('' when all did)."""
         timestamp = datetime.now(UTC).isoformat()
         code = _STREAM_CODES[stream]
-        records = []
-        # Masked as a whole, before cutting, so a cut never splits a secret value.
-        for piece in _split_entries(self._mask(text), MAX_ENTRY):
-            records.append(json.dumps([self._next_seq, timestamp, code, piece]))
+        pieces = _split_entries(text, MAX_ENTRY)
+        for index, piece in enumerate(pieces):
+            record = json.dumps([self._next_seq, timestamp, code, piece]) + "\n"
+            if not self._write_record(record.encode()):
+                return "".join(pieces[index:])
             self._next_seq += 1
-        payload = ("\n".join(records) + "\n").encode()
-        self._file.write(payload)
-        self._file.flush()
+        return ""
+
+    def _write_record(self, payload: bytes) -> bool:
+        """Append one whole record, or nothing (a torn one is cut off): False on an error."""
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            if self.write_error is None:
+                self.write_error = exc
+                log.warning("cannot write the log spool %s: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            return False
         self._size += len(payload)
         self._cond.notify_all()
+        return True
+
+    def _hold(self, stream: LogStream, text: str) -> None:
+        """Keep `text` for later, dropping the oldest held output past `HOLD_CHARS`."""
+        self._holding.append((stream, text))
+        self._held_chars += len(text)
+        self._drop(self._held_chars - HOLD_CHARS)
+
+    def _drop(self, chars: int) -> None:
+        """Drop the oldest `chars` characters held, counting their bytes as lost."""
+        while chars > 0 and self._holding:
+            stream, text = self._holding[0]
+            cut = min(chars, len(text))
+            dropped = len(text[:cut].encode(errors="replace"))
+            self.lost += dropped
+            self._unsaid += dropped
+            self._held_chars -= cut
+            chars -= cut
+            if cut == len(text):
+                self._holding.popleft()
+            else:
+                self._holding[0] = (stream, text[cut:])
+
+    def _flush_holding(self) -> None:
+        """Write the notice of what was lost, then what was held, while the disk takes it."""
+        if self._unsaid:
+            notice = (
+                f"[dstack] {self._unsaid} bytes of output were lost here: cannot write "
+                f"{self.path}: {_strerror(self.write_error)}\n"
+            )
+            if self._write_text(LogStream.STDERR, notice):
+                return
+            self._unsaid = 0
+        while self._holding:
+            stream, text = self._holding[0]
+            rest = self._write_text(stream, text)
+            self._held_chars -= len(text) - len(rest)
+            if rest:
+                self._holding[0] = (stream, rest)
+                return
+            self._holding.popleft()
+
+    def _release_reserve(self) -> None:
+        if self._reserve is not None:
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+            self._reserve = None
 
 
 class LogShipper:
@@ -233,7 +333,10 @@ class LogShipper:
                 continue
             pause = self._backoff
             self._offset = end
-            _write_marker(self._marker, lines[-1].seq + 1, end)
+            try:
+                _write_marker(self._marker, lines[-1].seq + 1, end)
+            except OSError as exc:  # a full disk: a later marker, or a resend, makes up for it
+                log.warning("cannot record shipped logs in %s: %s", self._marker, exc)
 
     def _read_batch(self, source: BinaryIO) -> tuple[list[LogLine], int]:
         lines: list[LogLine] = []
@@ -289,6 +392,29 @@ def _recover(path: Path) -> tuple[int, int]:
         return 0, 0
     last = data[data.rfind(b"\n", 0, end - 1) + 1 : end]
     return int(json.loads(last)[0]) + 1, end
+
+
+def _reserve(path: Path) -> Path | None:
+    """Take `RESERVE_BYTES` of disk at `path`; None when the disk has not even that."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    os.close(fd)
+    return path
+
+
+def _strerror(exc: OSError | None) -> str:
+    if exc is None:
+        return "unknown error"
+    return exc.strerror or str(exc)
 
 
 def _read_marker(path: Path) -> int:

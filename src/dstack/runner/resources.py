@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -17,15 +19,73 @@ NVIDIA_SMI_QUERY = [
 ]
 
 
-def detect_resources(work_dir: Path, *, path: str | None = None) -> HostResources:
-    """Measure this host. `path` is the PATH searched for `nvidia-smi` (None: the process's)."""
-    disk_path = _existing_parent(work_dir)
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+FULL_BELOW = 1 << 20
+"""A filesystem with less free than this (bytes) is full: no job's file fits any more."""
+
+
+def detect_resources(
+    work_dir: Path, *, path: str | None = None, min_free_disk_mib: int = 0
+) -> HostResources:
+    """Measure this host. `path` is the PATH searched for `nvidia-smi` (None: the process's).
+    `min_free_disk_mib`: below that much free disk at `work_dir` the runner takes no job."""
     return HostResources(
         cpus=psutil.cpu_count() or 1,
         memory_mib=psutil.virtual_memory().total // 2**20,
-        disk_mib=psutil.disk_usage(str(disk_path)).free // 2**20,
+        disk_mib=free_disk_mib(work_dir),
         gpus=detect_gpus(path=path),
+        min_free_disk_mib=min_free_disk_mib,
     )
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """The free and total space of the filesystem holding `path`, in bytes."""
+
+    path: Path
+    free: int
+    total: int
+
+    @property
+    def full(self) -> bool:
+        return self.free < FULL_BELOW
+
+    def describe(self) -> str:
+        """`0 bytes free of 8.0 MiB`."""
+        return f"{format_bytes(self.free)} free of {format_bytes(self.total)}"
+
+
+def disk_space(path: Path) -> DiskSpace:
+    """The space where `path` is (or would be); never raises (an unreadable disk: 0 of 0)."""
+    where = _existing_parent(path)
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError:
+        return DiskSpace(where, 0, 0)
+    return DiskSpace(where, usage.free, usage.total)
+
+
+def free_disk_mib(path: Path) -> int:
+    return disk_space(path).free // 2**20
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, says a disk (or quota) is full."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # causes chain a few deep at most; a cycle must not hang us
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def format_bytes(count: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.1f} {unit}"
+    return f"{count} bytes"
 
 
 def detect_gpus(*, path: str | None = None, timeout: float = 10.0) -> list[GpuInfo]:

@@ -55,6 +55,9 @@ class RunnerSettings:
     job_user: str | None = None
     """The user process jobs run as (`--job-user`); None: the runner's own user."""
     job_user_dir: Path = JOB_USER_DIR
+    min_free_disk_mib: int = 1024
+    """The runner takes no job while the folder of its jobs has less free disk (MiB): a job
+    that filled it would fail `disk_full` (`--min-free-disk`)."""
 
     @property
     def jobs_dir(self) -> Path:

@@ -6,6 +6,7 @@ the same classes.
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
@@ -86,6 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     for cls in (*(entry[0] for entry in FOREIGN_ERRORS), DBAPIError):
         app.add_exception_handler(cls, _foreign_error)
+    app.add_exception_handler(OSError, _os_error)  # type: ignore[arg-type]
 
 
 def too_large_body(where: str, limit: int) -> dict[str, dict[str, str | None]]:
@@ -104,7 +106,9 @@ def _size(count: int) -> str:
     return f"{count} bytes"
 
 
-async def _dstack_error(_request: Request, exc: DstackError) -> JSONResponse:
+async def _dstack_error(request: Request, exc: DstackError) -> JSONResponse:
+    if no_space(exc):  # a store's write met a full disk: not the request's fault, nor a bug
+        return _disk_full(request, exc)
     code, status = next((c, s) for cls, c, s in ERROR_CODES if isinstance(exc, cls))
     if status >= 500:
         logger.error("request failed: %s", exc, exc_info=exc)
@@ -144,7 +148,9 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
-async def _foreign_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _foreign_error(request: Request, exc: Exception) -> JSONResponse:
+    if no_space(exc):
+        return _disk_full(request, exc)
     entry = next((e for e in FOREIGN_ERRORS if isinstance(exc, e[0])), None)
     if entry is None and _bad_value(exc):
         entry = _OUT_OF_RANGE
@@ -153,6 +159,59 @@ async def _foreign_error(_request: Request, exc: Exception) -> JSONResponse:
     _, code, status, message, hint = entry
     logger.info("request refused (%s): %s", status, exc)
     return JSONResponse(error_body(code, message, hint), status_code=status)
+
+
+async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+    if not no_space(exc):  # any other failure of the server's disk is its 500
+        raise exc
+    return _disk_full(request, exc)
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it came from, is a full disk: ENOSPC/EDQUOT, or SQLite's
+    `database or disk is full`."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; a cycle must not hang the handler
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE_ERRNOS:
+            return True
+        if isinstance(seen, DBAPIError) and _SQLITE_FULL in str(seen.orig):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = "database or disk is full"
+
+
+def _disk_full(request: Request, exc: BaseException) -> JSONResponse:
+    """507: the server's disk (its database, blob store or uploads) is full. The request
+    changed nothing (its transaction rolled back) and may be sent again once there is room."""
+    where = f"{request.method} {request.url.path}"
+    logger.error("no space left on the server's disk: %s: %s", where, exc)
+    message = f"the dstack server's disk is full: {where} was not saved"
+    path = _full_path(exc)
+    if path:
+        message += f" (no space left for {path})"
+    return JSONResponse(
+        error_body("disk_full", message, "free space on the server's disk, then try again"),
+        status_code=507,
+    )
+
+
+def _full_path(exc: BaseException) -> str | None:
+    """The file a full disk refused, when the error names it."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        filename = getattr(seen, "filename", None)
+        if isinstance(seen, OSError) and filename:
+            return str(filename)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def _unauthorized(_request: Request, _exc: Exception) -> Response:

@@ -10,6 +10,7 @@ and `~` artifact and cache paths are host folders of the job bound into the cont
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import posixpath
 import threading
@@ -33,6 +34,8 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RUNNER_ID_LABEL = "dstack.runner-id"
 SERVER_ID_LABEL = "dstack.server-id"
 JOB_LABEL = "dstack.job"
+log = logging.getLogger(__name__)
+
 _LOG_JOIN_TIMEOUT = 10.0
 
 
@@ -192,6 +195,7 @@ class DockerHandle:
         self._exited = threading.Event()
         self._followers: list[threading.Thread] = []
         self._result: ExitResult | None = None
+        self._output_failed = False
         self._lock = threading.Lock()
 
     @property
@@ -244,9 +248,18 @@ class DockerHandle:
             for chunk in api.logs(
                 self._container.id, stdout=out, stderr=err, stream=True, follow=True
             ):
-                self._output(stream, chunk)
+                self._record(stream, chunk)
         except DockerException:
             pass  # the container was removed under us (forget, cleanup)
+
+    def _record(self, stream: LogStream, chunk: bytes) -> None:
+        """Pass output on; a failing log (a full disk) must not stop the following."""
+        try:
+            self._output(stream, chunk)
+        except Exception:
+            if not self._output_failed:
+                log.exception("cannot record the output of a job; it keeps running")
+            self._output_failed = True
 
     def _wait_exit(self) -> None:
         from docker.errors import DockerException

@@ -17,6 +17,7 @@ user can enter, and `USER`/`LOGNAME` name it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +39,8 @@ from dstack.runner.executors.base import (
 )
 from dstack.runner.jobuser import JobUser, hand_over
 from dstack.runner.pythons import Interpreter, Interpreters, run_venv_module, write_venv
+
+log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 16
 _PUMP_JOIN_TIMEOUT = 5.0
@@ -172,6 +175,7 @@ class ProcessHandle:
         ]
         self._result: ExitResult | None = None
         self._lock = threading.Lock()
+        self._oom_kills = oom_kills()
 
     @property
     def pid(self) -> int:
@@ -188,8 +192,17 @@ class ProcessHandle:
                 self._signal_group(signal.SIGKILL)
                 for pump in self._pumps:
                     pump.join(_PUMP_JOIN_TIMEOUT)
-                self._result = ExitResult(exit_code=code if code >= 0 else 128 - code)
+                exit_code = code if code >= 0 else 128 - code
+                self._result = ExitResult(exit_code=exit_code, oom=self._oom_killed(exit_code))
             return self._result
+
+    def _oom_killed(self, exit_code: int) -> bool:
+        """Killed by SIGKILL (137: the job or its shell's child) while the kernel's OOM killer
+        struck in the runner's memory cgroup: the job ran out of memory."""
+        if exit_code != 128 + signal.SIGKILL or self._oom_kills is None:
+            return False
+        after = oom_kills()
+        return after is not None and after > self._oom_kills
 
     def stop(self, grace: float) -> None:
         if self._process.poll() is not None:
@@ -214,13 +227,43 @@ class ProcessHandle:
             os.killpg(self._pgid, sig)
 
 
+OOM_COUNTERS = (
+    Path("/sys/fs/cgroup/memory.events"),  # cgroup v2
+    Path("/sys/fs/cgroup/memory/memory.oom_control"),  # cgroup v1
+)
+
+
+def oom_kills(counters: tuple[Path, ...] = OOM_COUNTERS) -> int | None:
+    """How many processes the OOM killer killed in this process's memory cgroup so far;
+    None where the kernel does not say."""
+    for path in counters:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
 def _start_pump(pipe: IO[bytes], stream: LogStream, output: OutputSink) -> threading.Thread:
+    """Read the job's `stream` until the job closes it. The pipe is drained whatever `output`
+    does: a reader that stopped would make the job block, or die of SIGPIPE, on its next
+    write — its log must never kill it."""
     fd = pipe.fileno()
 
     def pump() -> None:
+        failing = False
         try:
             while chunk := os.read(fd, _READ_SIZE):
-                output(stream, chunk)
+                try:
+                    output(stream, chunk)
+                except Exception:
+                    if not failing:  # said once; the spool counts what it loses
+                        log.exception("cannot record the output of a job; it keeps running")
+                    failing = True
         finally:
             pipe.close()
 

@@ -33,6 +33,7 @@ from dstack.server.scheduler.matching import (
     fits_ever,
     labels_match,
     no_capacity_message,
+    waiting_message,
 )
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
@@ -194,7 +195,7 @@ class Scheduler:
             job,
             JobStatus.PENDING,
             TerminationReason.WAITING_FOR_RUNNER,
-            "waiting for a free runner",
+            waiting_message(spec, hosts),
         )
 
     async def _no_runner(

@@ -92,3 +92,18 @@ def no_capacity_message(spec: ResourcesSpec, runners: Iterable[tuple[str, HostRe
 def describe_request(spec: ResourcesSpec) -> str:
     text = spec.describe()
     return f"{cpu_slots(spec)} CPU" if text == "-" else text
+
+
+def waiting_message(spec: ResourcesSpec, hosts: Iterable[tuple[str, HostResources]]) -> str:
+    """Why a job that a runner could take waits: every runner it fits is short of free disk
+    (each named, with its free space and minimum), or they are all busy."""
+    fitting = [(name, host) for name, host in hosts if fits_ever(spec, host)]
+    low = [(name, host) for name, host in fitting if host.low_disk]
+    if not fitting or len(low) < len(fitting):
+        return "waiting for a free runner"
+    details = "; ".join(
+        f"runner '{name}' has {host.disk_mib} MiB free for jobs, "
+        f"below its minimum of {host.min_free_disk_mib} MiB"
+        for name, host in low
+    )
+    return f"waiting for a runner with free disk: {details}"

@@ -124,6 +124,8 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
         runner = await runner_service.require_runner(session, runner_id)
         _touch(ctx, runner)
         host = HostResources.model_validate(runner.resources)
+        if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
+            return None
         held = await _held(session, runner_id)
         free = free_resources(host, held)
         async for job in _runnable(session):

@@ -170,6 +170,8 @@ async def heartbeat(
         if runner.status == RunnerStatus.OFFLINE.value:
             runner.status = RunnerStatus.READY.value
             mark_changed(session, work=True)
+        if request.disk_free_mib is not None:
+            _record_disk(session, runner, request.disk_free_mib)
         jobs = await active_jobs(session, runner_id)
     mine = {j.id for j in jobs}
     return HeartbeatResponse(
@@ -177,6 +179,26 @@ async def heartbeat(
         abort_jobs=[j.id for j in jobs if j.stop_requested == "abort"],
         forget_jobs=[job_id for job_id in request.running_jobs if job_id not in mine],
     )
+
+
+def _record_disk(session: AsyncSession, runner: RunnerRow, free_mib: int) -> None:
+    """Keep the runner's free disk, when it moved enough to matter: the scheduler judges
+    waiting jobs again whenever a runner's resources change, so a few MiB written by a job
+    must not count as a change (a move of 1% or 64 MiB does). Crossing the runner's
+    minimum always does (claims and the waiting jobs' reasons depend on it), and wakes the
+    claims."""
+    host = HostResources.model_validate(runner.resources)
+    now = host.model_copy(update={"disk_mib": free_mib})
+    moved = abs(free_mib - host.disk_mib)
+    step = min(_DISK_STEP_MIB, max(1, host.disk_mib // 100))
+    if now.low_disk == host.low_disk and moved < step:
+        return
+    runner.resources = {**runner.resources, "disk_mib": free_mib}
+    if now.low_disk != host.low_disk:
+        mark_changed(session, work=True)
+
+
+_DISK_STEP_MIB = 64
 
 
 async def list_runners(ctx: ServerContext) -> list[Runner]:

@@ -282,7 +282,8 @@ def test_a_runner_restarting_with_its_credential_keeps_its_id(client: TestClient
     assert (answer["runner_id"], answer["runner_token"]) == (box.id, None)
     assert answer["server_id"] == first.json()["server_id"] != ""
     kept = job_of(client, run_name)  # the restarted runner finishes it, then reports it
-    assert kept["status"] not in ("failed", "done") and kept["runner_id"] == box.id
+    assert kept["status"] not in ("failed", "done")
+    assert kept["runner_id"] == box.id
     [listed] = client.get("/api/runners", headers=ADMIN).json()
     assert (listed["id"], listed["resources"]["cpus"]) == (box.id, 8)
     beat = heartbeat(client, box)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -37,6 +38,7 @@ from dstack.runner.credential import StoredCredential, load_credential, save_cre
 from dstack.runner.executors import Executor, RunnerIdentity, create_executor
 from dstack.runner.held import HeldJob, HeldJobs
 from dstack.runner.job import JobWorker
+from dstack.runner.lock import WorkDirLock
 from dstack.runner.recovery import Recovery
 from dstack.runner.resources import detect_resources
 from dstack.runner.settings import RunnerSettings
@@ -107,6 +109,7 @@ class Runner:
         self._workers: dict[str, JobWorker] = {}
         self._held = HeldJobs(settings.work_dir)
         self._recovering: set[str] = set()
+        self._contact = time.monotonic()
         self._lock = threading.Lock()
         self._fatal: DstackError | None = None
         self.runner_id: str | None = None
@@ -114,6 +117,15 @@ class Runner:
     def run(self) -> None:
         """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
         self.settings.create_dirs()
+        lock = WorkDirLock(self.settings.lock_path).acquire()
+        try:
+            self._run()
+        finally:
+            lock.release()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _run(self) -> None:
         self._executor = self._executor_factory(self.settings)
         try:
             self._register()
@@ -132,8 +144,6 @@ class Runner:
             if self._tunnel is not None:
                 self._tunnel.close()
             self._stop_all()
-        if self._fatal is not None:
-            raise self._fatal
 
     def shutdown(self) -> None:
         """Ask `run()` to stop claiming, stop the running jobs and return. Never blocks."""
@@ -144,6 +154,10 @@ class Runner:
         with self._lock:
             alive = [job_id for job_id, w in self._workers.items() if w.is_alive()]
             return alive + sorted(self._recovering - set(alive))
+
+    def last_contact(self) -> float:
+        """`time.monotonic()` when the server last answered a heartbeat or registration."""
+        return self._contact
 
     def is_idle(self) -> bool:
         """No job runs or is being recovered here."""
@@ -176,6 +190,7 @@ class Runner:
             labels=dict(self.settings.labels),
         )
         answer = self._retrying(lambda: self._sign_in(request))
+        self._contact = time.monotonic()
         self.runner_id = answer.runner_id
         if answer.runner_token is not None:
             credential = StoredCredential(
@@ -295,6 +310,7 @@ class Runner:
             try:
                 request = HeartbeatRequest(running_jobs=self.running_job_ids())
                 self._apply(self._api.heartbeat(request))
+                self._contact = time.monotonic()
             except NotFoundError:
                 self._register_quietly()
             except AuthError as exc:

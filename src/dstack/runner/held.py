@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ _PROCESS = "process.json"
 _FINAL = "final.json"
 _JOURNAL_PREFIX = "manifest-"
 _M = TypeVar("_M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class _JournalEntry(BaseModel):
@@ -88,7 +90,7 @@ class HeldJob:
             started = psutil.Process(pid).create_time()
         except psutil.Error:
             return
-        _write(self.folder / _PROCESS, _Process(pid=pid, started=started).model_dump_json())
+        _note(self.folder / _PROCESS, _Process(pid=pid, started=started).model_dump_json())
 
     def kill_leftover(self) -> None:
         """SIGKILL the job's process group if its leader still lives (the runner died
@@ -108,7 +110,7 @@ class HeldJob:
             return
 
     def note_final(self, update: JobStatusUpdate) -> None:
-        _write(self.folder / _FINAL, update.model_dump_json())
+        _note(self.folder / _FINAL, update.model_dump_json())
 
     def final(self) -> JobStatusUpdate | None:
         return _read(self.folder / _FINAL, JobStatusUpdate)
@@ -162,6 +164,16 @@ def _write(path: Path, text: str) -> None:
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
         out.write(text)
     os.replace(tmp, path)
+
+
+def _note(path: Path, text: str) -> None:
+    """`_write` for what recovery can do without (a full disk must not end the job's
+    worker): without the process record a leftover process is not killed, without the
+    final record a recovered job is reported as ended by the restart."""
+    try:
+        _write(path, text)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
 
 
 def _read(path: Path, model: type[_M]) -> _M | None:

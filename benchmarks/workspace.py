@@ -6,6 +6,7 @@ anything is timed and stopped by `close()`.
 
 from __future__ import annotations
 
+import getpass
 import itertools
 import os
 import shutil
@@ -64,6 +65,9 @@ class Workspace:
             DSTACK_HOME=str(self.home),
             DSTACK_EXECUTOR=self.executor,
             DSTACK_DEFAULT_IMAGE=TEST_IMAGE,
+            # The scenarios' jobs read inputs the harness made once in its own private temp
+            # dir (S4's 1 GiB file) by absolute path: as the harness's user, not a job user.
+            DSTACK_RUNNER_JOB_USER=getpass.getuser(),
             GIT_AUTHOR_NAME="bench",
             GIT_AUTHOR_EMAIL="bench@example.com",
             GIT_COMMITTER_NAME="bench",

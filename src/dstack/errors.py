@@ -10,8 +10,11 @@ from __future__ import annotations
 class DstackError(Exception):
     """Root of every error the project raises on purpose.
 
-    ``message`` says what happened and where; ``hint`` says what to do next.
+    ``message`` says what happened and where; ``hint`` says what to do next. ``exit_code`` is
+    the CLI's exit status when it ends a command.
     """
+
+    exit_code: int = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -61,6 +64,13 @@ class AuthError(ServerError):
 class ServerUnreachableError(ServerError):
     """No answer from the server (connection refused, DNS, TLS, timeout): the one error every
     client raises for it, so callers can tell "retry later" from "the server said no"."""
+
+
+class ServerGoneError(ServerUnreachableError):
+    """A client that rides out a server's restart gave up: the server stayed away longer
+    than its bound. Its own exit status (75, EX_TEMPFAIL), apart from the usual 1."""
+
+    exit_code = 75
 
 
 class ForbiddenError(ConflictError):

@@ -34,6 +34,12 @@ def _unaddressable(name: str) -> bool:
 class Client(ReposClient, TeamsClient):
     """`Client(base_url, token, timeout=30)`; use as a context manager or call `close()`."""
 
+    def rebase(self, base_url: str, token: str) -> None:
+        """Send the next requests to `base_url` with `token` (the local server came back on
+        another port)."""
+        self.transport.rebase(base_url, token)
+        self.base_url = self.transport.base_url
+
     def health(self) -> dict[str, str]:
         data: dict[str, str] = self.request("GET", "/api/health").json()
         return data

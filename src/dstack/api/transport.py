@@ -4,6 +4,10 @@ It attaches the credential (one `Authorization: Bearer` header, switchable once 
 its own), retries what never reached the server, and turns every failure into the same
 `dstack.errors` exception whoever asked: the user's `Client`, the runner's `RunnerClient`, the
 blob stores of both (`storage.http`, `storage.presigned`).
+
+The retry policy lives here too, once: `Backoff` (the pauses) and `Reconnect` (what a client
+that stays attached — `dstack run`, `dstack logs -f`, `dstack attach` — does while the server
+is away: say so once, try again, carry on or give up after a bound).
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -25,9 +30,12 @@ from dstack.errors import (
     MissingBlobsError,
     NotFoundError,
     ServerError,
+    ServerGoneError,
     ServerUnreachableError,
     StorageError,
 )
+
+T = TypeVar("T")
 
 # The `code` of the server's error bodies (`server/errors.py`), then the status when a body
 # has none (a proxy's answer, a bare 401, a framework's 413).
@@ -49,6 +57,24 @@ _STATUSES: dict[int, type[DstackError]] = {
     422: ConfigError,
 }
 _UNREACHABLE_HINT = "check that it is running and reachable"
+# How long an attached client waits for a server that went away (`Reconnect`), by default.
+RECONNECT_FOR = 300.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The one retry policy of the clients: pauses from `first` seconds, doubling up to
+    `most`."""
+
+    first: float = 0.5
+    most: float = 5.0
+
+    def pauses(self) -> Iterator[float]:
+        """The pauses between tries, without end."""
+        pause = self.first
+        while True:
+            yield pause
+            pause = min(pause * 2, self.most)
 
 
 class Transport:
@@ -78,8 +104,7 @@ class Transport:
         self._token = token
         self._auth_hint = auth_hint
         self._retry_for = retry_for
-        self._backoff = backoff
-        self._backoff_max = backoff_max
+        self._backoff = Backoff(backoff, backoff_max)
         self._sleep = sleep
         mounts: dict[str, httpx.BaseTransport] = {}
         if transport is None and self.base_url.startswith("http://"):
@@ -100,11 +125,13 @@ class Transport:
     def token(self, value: str) -> None:
         self._token = value
 
-    def rebase(self, base_url: str) -> None:
-        """Send every later request (and the retries of those in flight) to `base_url`: the
-        server moved (a local server restarted on another port)."""
+    def rebase(self, base_url: str, token: str | None = None) -> None:
+        """Send every later request (and the retries of those in flight) to `base_url`, with
+        `token` when given: the server moved (a local server restarted on another port)."""
         self.base_url = base_url.rstrip("/")
-        self._http.base_url = self.base_url
+        self._http.base_url = httpx.URL(self.base_url)
+        if token is not None:
+            self._token = token
 
     def auth_headers(self, token: str | None = None) -> dict[str, str]:
         """The header that carries `token` (default: the session's credential): the only place
@@ -139,15 +166,15 @@ class Transport:
         headers = {**kwargs.pop("headers", {}), **self.auth_headers(token)}
         retry = self._retry_for > 0 and _resendable(kwargs.get("content"))
         deadline = time.monotonic() + self._retry_for
-        pause = self._backoff
+        pauses = self._backoff.pauses()
         while True:
             try:
                 response = self._http.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
+                pause = next(pauses)
                 if not retry or time.monotonic() + pause > deadline:
                     raise self.unreachable(exc) from exc
                 self._sleep(pause)
-                pause = min(pause * 2, self._backoff_max)
                 continue
             except httpx.HTTPError as exc:
                 raise self.unreachable(exc) from exc
@@ -180,6 +207,72 @@ class Transport:
         else:
             message = f"cannot reach the dstack server at {self.base_url}: {exc}"
         return ServerUnreachableError(message, hint=_UNREACHABLE_HINT)
+
+
+class Reconnect:
+    """Rides out a server that went away, for a client that stays attached to it.
+
+    `call(fn)` returns what `fn` returns. While `fn` raises `ServerUnreachableError`, it says
+    once on `say` that the server is unreachable, calls `refresh` (which may point the client
+    at where the server is now: the local server can come back on another port; a failing
+    `refresh` raises `ServerUnreachableError` too), pauses by `backoff` and calls `fn` again;
+    once a call succeeds it says "reconnected". `fn` must be safe to call again: a read, or a
+    step that prints only what its last call did not. When the server has been away for
+    `give_up_after` seconds it raises `ServerGoneError` (one line, `what_then` appended).
+    Other errors pass through at once; a Ctrl+C during a pause too (`reconnecting` says so).
+    """
+
+    def __init__(
+        self,
+        *,
+        say: Callable[[str], None],
+        give_up_after: float = RECONNECT_FOR,
+        backoff: Backoff = Backoff(),
+        refresh: Callable[[], None] | None = None,
+        what_then: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._say = say
+        self.give_up_after = give_up_after
+        self._backoff = backoff
+        self._refresh = refresh
+        self.what_then = what_then
+        self._sleep = sleep
+        self._clock = clock
+        self.reconnecting = False
+
+    def call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except ServerUnreachableError as exc:
+            return self._ride_out(fn, exc)
+
+    def _ride_out(self, fn: Callable[[], T], first: ServerUnreachableError) -> T:
+        self.reconnecting = True
+        self._say("server unreachable, reconnecting…")
+        since = self._clock()
+        for pause in self._backoff.pauses():
+            left = since + self.give_up_after - self._clock()
+            if left <= 0:
+                raise self._gone(first)
+            self._sleep(min(pause, left))
+            try:
+                if self._refresh is not None:
+                    self._refresh()
+                result = fn()
+            except ServerUnreachableError:
+                continue
+            self.reconnecting = False
+            self._say("reconnected")
+            return result
+        raise AssertionError("unreachable: pauses never end")
+
+    def _gone(self, first: ServerUnreachableError) -> ServerGoneError:
+        message = f"gave up after {self.give_up_after:g}s without the server: {first.message}"
+        if self.what_then:
+            message += f"; {self.what_then}"
+        return ServerGoneError(message)
 
 
 def error_from_response(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.follow import reconnect_option
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -200,36 +201,61 @@ class AttachedView:
         unknown = {e.job_id for e in events if not self.rewriter.knows(e.job_id)}
         unknown -= self._looked
         if unknown:
-            self._looked |= unknown
             self.announcer(self._client.get_run(self._run_name))
+            self._looked |= unknown  # only once looked at: the server may be away
         return self.rewriter(events)
 
 
-def attach_run(client: Client, run: Run, *, remote: str | None, err: TextIO | None = None) -> Run:
+def attach_run(
+    client: Client,
+    run: Run,
+    *,
+    remote: str | None,
+    reconnect_timeout: float,
+    err: TextIO | None = None,
+) -> Run:
     """Follow `run` until it ends, showing its apps; Ctrl+C asks whether to stop it (at a
-    terminal) or detaches. Forwards opened for its apps are closed when this returns."""
-    from dstack.cli.follow import RunFollower
+    terminal) or detaches. Forwards opened for its apps are closed when this returns.
+
+    While the server is away it reconnects (`follow.reconnect_for`) for up to
+    `reconnect_timeout` seconds; the app forwards stay bound meanwhile and each new
+    connection goes through the server once it is back. Ctrl+C while reconnecting detaches
+    without asking (the run cannot be stopped through an absent server)."""
+    from dstack.cli.follow import RunFollower, reconnect_for
 
     err = err or sys.stderr
+    reconnect = reconnect_for(
+        client, run.name, remote=remote, give_up_after=reconnect_timeout, err=err
+    )
     addresses = app_addresses(run.name, remote=remote, err=err)
     view = AttachedView(client, run.name, addresses, err, known=run)
     follower = RunFollower(
-        client, run.name, known=run, err=err, transform=view.transform, on_run=view.on_run
+        client,
+        run.name,
+        known=run,
+        err=err,
+        transform=view.transform,
+        on_run=view.on_run,
+        reconnect=reconnect,
     )
     try:
         while True:
             try:
                 return follower.follow()
             except KeyboardInterrupt:
-                if not _ask_to_stop(client, run.name):
-                    click.echo(
-                        f"\nDetached. The run keeps going: `dstack logs -f {run.name}`,"
-                        f" `dstack attach {run.name}`, `dstack stop {run.name}`.",
-                        err=True,
-                    )
-                    sys.exit(0)
+                if reconnect.reconnecting or not _ask_to_stop(client, run.name):
+                    _detached(run.name, err)
     finally:
         addresses.close()
+
+
+def _detached(run_name: str, err: TextIO) -> NoReturn:
+    err.write(
+        f"\nDetached. The run keeps going: `dstack logs -f {run_name}`,"
+        f" `dstack attach {run_name}`, `dstack stop {run_name}`.\n"
+    )
+    err.flush()
+    sys.exit(0)
 
 
 def _ask_to_stop(client: Client, run_name: str) -> bool:
@@ -248,11 +274,14 @@ def _ask_to_stop(client: Client, run_name: str) -> bool:
 @click.command()
 @remote_option
 @click.argument("run_name", metavar="RUN")
-def attach(run_name: str, remote: str | None) -> None:
-    """Follow a run's logs again and show the URLs of its apps (until the run ends)."""
+@reconnect_option
+def attach(run_name: str, remote: str | None, reconnect_timeout: float) -> None:
+    """Follow a run's logs again and show the URLs of its apps (until the run ends).
+
+    A server that goes away meanwhile is waited for (see --reconnect-timeout)."""
     from dstack.cli.follow import exit_code_of
 
     client = client_for(remote)
     run = client.get_run(run_name)
-    final = attach_run(client, run, remote=remote)
+    final = attach_run(client, run, remote=remote, reconnect_timeout=reconnect_timeout)
     sys.exit(exit_code_of(final))

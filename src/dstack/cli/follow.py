@@ -1,18 +1,92 @@
-"""Streaming a run's logs to the terminal, shared by `dstack run` and `dstack logs -f`."""
+"""Streaming a run's logs to the terminal, shared by `dstack run`, `dstack logs -f` and
+`dstack attach`.
+
+While the server is away (restarted, a network hiccup) the follower rides it out with the
+clients' one retry policy (`api.transport.Reconnect`): it says so once on stderr, tries again
+with backoff, and carries on from the cursor of the last page it printed, so no line is
+printed twice or skipped. After `--reconnect-timeout` seconds it gives up with one line and
+exit code 75 (`ServerGoneError`); the run itself keeps going on its runner.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
+    from dstack.api.transport import Reconnect
     from dstack.models.logs import LogEvent
     from dstack.models.run import Run
     from dstack.models.runs_api import LogsPage
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+# Seconds an attached command waits for a server that went away before it gives up.
+RECONNECT_FOR = 300.0
+
+
+def reconnect_option(func: F) -> F:
+    """`--reconnect-timeout SECONDS` (or `$DSTACK_RECONNECT_TIMEOUT`) on an attached command."""
+    import click
+
+    return click.option(
+        "--reconnect-timeout",
+        "reconnect_timeout",
+        type=click.FloatRange(min=0),
+        default=RECONNECT_FOR,
+        envvar="DSTACK_RECONNECT_TIMEOUT",
+        show_default=True,
+        metavar="SECONDS",
+        help="While the server is unreachable, keep reconnecting this long, then exit with 75.",
+    )(func)
+
+
+def reconnect_for(
+    client: Client,
+    run_name: str,
+    *,
+    remote: str | None,
+    give_up_after: float,
+    err: TextIO | None = None,
+) -> Reconnect:
+    """How an attached command rides out its server's absence. For the local server (`remote`
+    None) each try first finds it again, starting it on demand as any command would: it
+    listens on a new port after each start."""
+    from dstack.api.transport import Reconnect
+
+    stream = err or sys.stderr
+
+    def say(message: str) -> None:
+        stream.write(message + "\n")
+        stream.flush()
+
+    return Reconnect(
+        say=say,
+        give_up_after=give_up_after,
+        refresh=None if remote is not None else lambda: _find_local_server(client),
+        what_then=f"the run keeps going: `dstack attach {run_name}` once the server is back",
+    )
+
+
+def _find_local_server(client: Client) -> None:
+    """Point `client` at the local server as it is now (started again if it is not running)."""
+    from dstack.cli.context import dstack_home
+    from dstack.errors import ServerError, ServerUnreachableError
+    from dstack.server.local import ensure_local_server
+
+    try:
+        url, token = ensure_local_server(dstack_home(), executor=os.environ.get("DSTACK_EXECUTOR"))
+    except ServerError as exc:
+        raise ServerUnreachableError(exc.message, exc.hint) from exc
+    if url != client.base_url or token != client.transport.token:
+        client.rebase(url, token)
 
 
 def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool = False) -> None:
@@ -52,9 +126,12 @@ class RunFollower:
         known: Run | None = None,
         transform: Callable[[list[LogEvent]], list[LogEvent]] | None = None,
         on_run: Callable[[Run], None] | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
         """`transform` may change events before they are printed (the attached view rewrites
-        app URLs); `on_run` sees the run at each status check (it prints the apps' URLs)."""
+        app URLs); `on_run` sees the run at each status check (it prints the apps' URLs);
+        `reconnect` rides out the server's absence (`reconnect_for`). Both hooks may be
+        called again for the same page or run after the server was away."""
         self.client = client
         self.run_name = run_name
         self.out = out or sys.stdout
@@ -70,28 +147,46 @@ class RunFollower:
         self._seen: dict[str, str] = {}
         self.transform = transform
         self.on_run = on_run
+        self.reconnect = reconnect
+        # Where the next page starts: the cursor of the last page printed. Kept across
+        # `follow` calls and reconnections, so no line is printed twice or skipped.
+        self.cursor: str | None = None
 
     def follow(self, poll_seconds: float = 1.0) -> Run:
-        """Block until the run is finished and every line was printed; return the final run."""
-        cursor: str | None = None
+        """Block until the run is finished and every line was printed; return the final run.
+
+        Without `reconnect`, an unreachable server raises `ServerUnreachableError`; with it,
+        the follower waits for the server as `reconnect` says and resumes at `cursor`."""
         last_status_check = time.monotonic() if self._looked_at_start else 0.0
         while True:
-            page = self.client.get_logs(
-                self.run_name, cursor=cursor, since=self.since, wait=poll_seconds, with_run=True
-            )
-            events = self.transform(page.events) if self.transform else page.events
+            page, events = self._call(lambda: self._next_page(poll_seconds))
             write_events(events, self.out, self.err, self.as_json)
-            cursor = page.cursor
+            self.cursor = page.cursor
             now = time.monotonic()
             if page.finished or now - last_status_check >= poll_seconds:
                 last_status_check = now
-                run = self._final_run(page) if page.finished else None
-                run = run or self.client.get_run(self.run_name)
-                self._report_status(run)
-                if self.on_run is not None:
-                    self.on_run(run)
+                run = self._call(functools.partial(self._look_at_run, page))
                 if page.finished:
                     return run
+
+    def _call(self, step: Callable[[], T]) -> T:
+        return step() if self.reconnect is None else self.reconnect.call(step)
+
+    def _next_page(self, poll_seconds: float) -> tuple[LogsPage, list[LogEvent]]:
+        """The page after `cursor`, transformed; nothing printed (safe to do again)."""
+        page = self.client.get_logs(
+            self.run_name, cursor=self.cursor, since=self.since, wait=poll_seconds, with_run=True
+        )
+        return page, self.transform(page.events) if self.transform else page.events
+
+    def _look_at_run(self, page: LogsPage) -> Run:
+        """Report the run's statuses (each change once, so safe to do again)."""
+        run = self._final_run(page) if page.finished else None
+        run = run or self.client.get_run(self.run_name)
+        self._report_status(run)
+        if self.on_run is not None:
+            self.on_run(run)
+        return run
 
     def _final_run(self, page: LogsPage) -> Run | None:
         """The finished run, when the logs page or the caller already told it."""

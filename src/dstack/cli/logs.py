@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.follow import reconnect_option
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -42,16 +43,34 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     is_flag=True,
     help="One JSON object per chunk of output (job, seq, timestamp, stream, data).",
 )
-def logs(run_name: str, follow: bool, since: str | None, as_json: bool, remote: str | None) -> None:
-    """Show the output of a run (stdout to stdout, stderr to stderr)."""
+@reconnect_option
+def logs(
+    run_name: str,
+    follow: bool,
+    since: str | None,
+    as_json: bool,
+    remote: str | None,
+    reconnect_timeout: float,
+) -> None:
+    """Show the output of a run (stdout to stdout, stderr to stderr).
+
+    With -f, a server that goes away is waited for (see --reconnect-timeout)."""
     import sys
 
-    from dstack.cli.follow import RunFollower, write_events
+    from dstack.cli.follow import RunFollower, reconnect_for, write_events
 
     client = client_for(remote)
     since_time = parse_since(since) if since else None
     if follow:
-        RunFollower(client, run_name, show_status=False, since=since_time, as_json=as_json).follow()
+        reconnect = reconnect_for(client, run_name, remote=remote, give_up_after=reconnect_timeout)
+        RunFollower(
+            client,
+            run_name,
+            show_status=False,
+            since=since_time,
+            as_json=as_json,
+            reconnect=reconnect,
+        ).follow()
         return
     cursor: str | None = None
     while True:

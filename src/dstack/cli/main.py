@@ -1,8 +1,8 @@
 """The `dstack` command: a lazy group, so `dstack --help` imports no heavy library.
 
 Every command lives in its own module and is imported only when invoked. This is also the
-only place errors are printed: one line plus the hint, exit code 1 (`--debug` adds the
-traceback).
+only place errors are printed: one line plus the hint, exit code 1 or the error's own
+(`DstackError.exit_code`; `--debug` adds the traceback).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo(f"Error: {exc.message}", err=True)
         if exc.hint:
             click.echo(f"Hint: {exc.hint}", err=True)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

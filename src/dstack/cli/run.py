@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.follow import reconnect_option
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -31,7 +32,8 @@ the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, --rel
 them on instead). `--remote` submits to the default remote server (see `dstack config`).
 For a provider, dstack's options go before the provider's name.
 The command shows the logs live, and the URL of each app the run serves once it answers
-(`dstack attach RUN` shows them again), and exits with the run's exit code.
+(`dstack attach RUN` shows them again), and exits with the run's exit code. While the
+server is unreachable it reconnects, for up to --reconnect-timeout seconds (then exit 75).
 """
 
 
@@ -48,6 +50,7 @@ The command shows the logs live, and the URL of each app the run serves once it 
 @click.option("--explain", is_flag=True, help="Say for each job why it runs or what it reuses.")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this message and exit.")
 @remote_option
+@reconnect_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -59,6 +62,7 @@ def run(
     explain: bool,
     show_help: bool,
     remote: str | None,
+    reconnect_timeout: float,
 ) -> None:
     name, args, remote = _remote_or_workflow(name, args, remote)
     if show_help or name is None:
@@ -117,7 +121,7 @@ def run(
     _print_submitted(submitted)
     if detach:
         return
-    final = _attach(client, submitted, remote)
+    final = _attach(client, submitted, remote, reconnect_timeout)
     from dstack.cli.follow import exit_code_of
 
     sys.exit(exit_code_of(final))
@@ -199,7 +203,7 @@ def _print_submitted(submitted: Run) -> None:
     print_runs([submitted], stderr=True)
 
 
-def _attach(client: Client, submitted: Run, remote: str | None) -> Run:
+def _attach(client: Client, submitted: Run, remote: str | None, reconnect_timeout: float) -> Run:
     from dstack.cli.attach import attach_run
 
-    return attach_run(client, submitted, remote=remote)
+    return attach_run(client, submitted, remote=remote, reconnect_timeout=reconnect_timeout)

@@ -45,7 +45,7 @@ class FakeHandle:
         self.job = job
         self.script = script
         self.signals: list[str] = []
-        """"TERM" and "KILL", in the order the job got them (none once it ended)."""
+        """The signals the job got while running ("TERM", "KILL"), in order."""
         self.cleaned = False
         self._lock = threading.Lock()
         self._ended = threading.Event()

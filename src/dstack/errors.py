@@ -1,7 +1,8 @@
 """The project's errors: one root with a user-facing message and a hint.
 
-Foreign errors (docker, httpx, OS, yaml) are translated where they enter the project
-(``raise BackendError(...) from exc``). Only the CLI prints them: one line, then the hint.
+Foreign errors (docker, httpx, boto3, OS, yaml) are translated where they enter the project
+into the subclass of their kind (``raise StorageError(...) from exc``; a cloud's SDK:
+``BackendError``). Only the CLI prints them: one line, then the hint.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class StorageError(DstackError):
 
 class ExecutorError(DstackError):
     """An executor (docker, process) could not start or control a job."""
+
+
+class BackendError(DstackError):
+    """A backend (a cloud: AWS, ...) failed to list offers, create or terminate a machine,
+    or answered in a way the project does not understand. Raised with the SDK's error as
+    its cause; the message names the backend and the action."""
 
 
 class ServerError(DstackError):

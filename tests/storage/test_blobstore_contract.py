@@ -1,37 +1,101 @@
-"""One contract, every `BlobStore` implementation."""
+"""One contract, every blob store: the client part (`BlobStore`) over every implementation,
+the owner's part (`AdminBlobStore`) over those that have it.
+
+A client store is checked through the store it reaches (`Stores.backing`): the server's folder
+behind `HttpBlobStore`, the bucket behind `PresignedBlobStore`, the store itself otherwise.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dstack.errors import NotFoundError, StorageError
-from dstack.storage import BlobStore, LocalBlobStore, MemoryBlobStore, missing_of
+from dstack.storage import AdminBlobStore, BlobStore, LocalBlobStore, MemoryBlobStore, missing_of
+from dstack.storage.http import HttpBlobStore
+from dstack.storage.presigned import PresignedBlobStore
 from dstack.storage.s3 import S3BlobStore
+
+from .conftest import TOKEN, StorePresigner
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(params=["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
-    factories: dict[str, Callable[[], BlobStore]] = {
+@dataclass
+class Stores:
+    client: BlobStore
+    backing: AdminBlobStore
+
+
+def _s3(request: pytest.FixtureRequest) -> S3BlobStore:
+    return S3BlobStore(
+        request.getfixturevalue("s3_bucket"),
+        "team/dstack",
+        endpoint_url=request.getfixturevalue("moto_s3").endpoint,
+    )
+
+
+def _own(store: AdminBlobStore) -> Stores:
+    return Stores(store, store)
+
+
+def _http(request: pytest.FixtureRequest) -> Stores:
+    url, blobs = request.getfixturevalue("server")
+    return Stores(HttpBlobStore(url, TOKEN), blobs)
+
+
+def _presigned(request: pytest.FixtureRequest) -> Stores:
+    bucket = _s3(request)
+    return Stores(PresignedBlobStore(StorePresigner(bucket)), bucket)
+
+
+ADMIN = ["local", "memory", pytest.param("s3", marks=pytest.mark.s3)]
+CLIENT = [*ADMIN, "http", pytest.param("presigned", marks=pytest.mark.s3)]
+
+
+def _admin(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AdminBlobStore:
+    factories: dict[str, Callable[[], AdminBlobStore]] = {
         "local": lambda: LocalBlobStore(tmp_path / "blobs"),
         "memory": MemoryBlobStore,
-        "s3": lambda: S3BlobStore(
-            request.getfixturevalue("s3_bucket"),
-            "team/dstack",
-            endpoint_url=request.getfixturevalue("moto_s3").endpoint,
-        ),
+        "s3": lambda: _s3(request),
     }
-    return factories[request.param]()
+    return factories[kind]()
 
 
+@pytest.fixture(params=CLIENT)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    kind = request.param
+    if kind == "http":
+        pair = _http(request)
+    elif kind == "presigned":
+        pair = _presigned(request)
+    else:
+        pair = _own(_admin(kind, request, tmp_path))
+    yield pair
+    pair.client.close()
+    pair.backing.close()
+
+
+@pytest.fixture
+def store(stores: Stores) -> BlobStore:
+    return stores.client
+
+
+@pytest.fixture(params=ADMIN)
+def admin(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AdminBlobStore]:
+    store = _admin(request.param, request, tmp_path)
+    yield store
+    store.close()
+
+
+# --- BlobStore: what every client may do --------------------------------------------------
 def test_put_bytes_then_read_back(store: BlobStore) -> None:
     data = b"hello\n" * 1000
     store.put_bytes(data, sha(data))
@@ -63,16 +127,15 @@ def test_get_file_replaces_existing_target(store: BlobStore, tmp_path: Path) -> 
     assert target.read_bytes() == b"new"
 
 
-def test_put_is_idempotent(store: BlobStore) -> None:
-    store.put_bytes(b"x", sha(b"x"))
-    store.put_bytes(b"x", sha(b"x"))
+def test_put_is_idempotent(stores: Stores) -> None:
+    stores.client.put_bytes(b"x", sha(b"x"))
+    stores.client.put_bytes(b"x", sha(b"x"))
 
-    assert list(store.list_digests()) == [sha(b"x")]
+    assert list(stores.backing.list_digests()) == [sha(b"x")]
 
 
-def test_mismatching_content_is_rejected_and_nothing_stored(
-    store: BlobStore, tmp_path: Path
-) -> None:
+def test_mismatching_content_is_rejected_and_nothing_stored(stores: Stores, tmp_path: Path) -> None:
+    store = stores.client
     wrong = sha(b"something else")
     with pytest.raises(StorageError, match="does not match"):
         store.put_bytes(b"data", wrong)
@@ -82,7 +145,7 @@ def test_mismatching_content_is_rejected_and_nothing_stored(
         store.put_file(source, wrong)
 
     assert not store.exists(wrong)
-    assert list(store.list_digests()) == []
+    assert list(stores.backing.list_digests()) == []
 
 
 def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None:
@@ -97,22 +160,6 @@ def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None
     assert not (tmp_path / "t").exists()
 
 
-def test_delete_removes_and_tolerates_missing(store: BlobStore) -> None:
-    store.put_bytes(b"a", sha(b"a"))
-    store.delete(sha(b"a"))
-    store.delete(sha(b"a"))
-
-    assert not store.exists(sha(b"a"))
-
-
-def test_list_digests_lists_every_blob(store: BlobStore) -> None:
-    blobs = [b"one", b"two", b"three"]
-    for data in blobs:
-        store.put_bytes(data, sha(data))
-
-    assert sorted(store.list_digests()) == sorted(sha(d) for d in blobs)
-
-
 def test_bad_digest_is_rejected(store: BlobStore) -> None:
     with pytest.raises(StorageError, match="not a sha256 digest"):
         store.put_bytes(b"a", "../../etc/passwd")
@@ -123,6 +170,37 @@ def test_empty_blob(store: BlobStore, tmp_path: Path) -> None:
     store.get_file(sha(b""), tmp_path / "empty")
 
     assert (tmp_path / "empty").read_bytes() == b""
+
+
+def test_missing_lists_absent_digests_once_in_order(store: BlobStore) -> None:
+    store.put_bytes(b"have", sha(b"have"))
+    asked = [sha(b"b"), sha(b"have"), sha(b"a"), sha(b"b")]
+
+    assert missing_of(store, asked) == [sha(b"b"), sha(b"a")]
+    assert missing_of(store, []) == []
+
+
+def test_close_is_idempotent(store: BlobStore) -> None:
+    store.put_bytes(b"c", sha(b"c"))
+    store.close()
+    store.close()
+
+
+# --- AdminBlobStore: what the store's owner adds ------------------------------------------
+def test_delete_removes_and_tolerates_missing(admin: AdminBlobStore) -> None:
+    admin.put_bytes(b"a", sha(b"a"))
+    admin.delete(sha(b"a"))
+    admin.delete(sha(b"a"))
+
+    assert not admin.exists(sha(b"a"))
+
+
+def test_list_digests_lists_every_blob(admin: AdminBlobStore) -> None:
+    blobs = [b"one", b"two", b"three"]
+    for data in blobs:
+        admin.put_bytes(data, sha(data))
+
+    assert sorted(admin.list_digests()) == sorted(sha(d) for d in blobs)
 
 
 # --- LocalBlobStore specifics -------------------------------------------------------------
@@ -156,11 +234,3 @@ def test_local_store_leaves_no_temp_files_after_a_failed_put(tmp_path: Path) -> 
 
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
     assert list(store.list_digests()) == []
-
-
-def test_missing_lists_absent_digests_once_in_order(store: BlobStore) -> None:
-    store.put_bytes(b"have", sha(b"have"))
-    asked = [sha(b"b"), sha(b"have"), sha(b"a"), sha(b"b")]
-
-    assert missing_of(store, asked) == [sha(b"b"), sha(b"a")]
-    assert missing_of(store, []) == []

@@ -4,47 +4,18 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from dstack.errors import AuthError, NotFoundError, ServerUnreachableError, StorageError
-from dstack.server.app import create_app
-from dstack.server.settings import ServerSettings
 from dstack.storage import LocalBlobStore
 from dstack.storage.http import HttpBlobStore
 from dstack.storage.manifests import scan
 from dstack.storage.transfer import place, push
 
-from .conftest import sha, write_tree
-
-TOKEN = "blob-token"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, LocalBlobStore]]:
-    blobs = LocalBlobStore(tmp_path / "server-blobs")
-    app = create_app(ServerSettings(home=tmp_path / "home", token=TOKEN), blobs=blobs)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    served = uvicorn.Server(config)
-    thread = threading.Thread(target=served.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not served.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert served.started
-    yield f"http://127.0.0.1:{port}", blobs
-    served.should_exit = True
-    thread.join(10)
-    sock.close()
+from .conftest import TOKEN, sha, write_tree
 
 
 def test_push_and_place_through_the_server(

@@ -15,6 +15,8 @@ from dstack.storage import s3
 from dstack.storage.presigned import PresignedBlobStore
 from dstack.storage.s3 import S3BlobStore, parse_s3_url
 
+from .conftest import StorePresigner
+
 pytestmark = pytest.mark.s3
 
 
@@ -25,19 +27,6 @@ def sha(data: bytes) -> str:
 @pytest.fixture
 def store(s3_bucket: str, moto_s3: MotoServer) -> S3BlobStore:
     return S3BlobStore(s3_bucket, "team/dstack", endpoint_url=moto_s3.endpoint)
-
-
-class StorePresigner:
-    """Signs with the store itself, as the server does (a stand-in for its HTTP API)."""
-
-    def __init__(self, store: S3BlobStore) -> None:
-        self.store = store
-
-    def presign(self, digests: list[str], method: str) -> dict[str, str]:
-        return {d: self.store.presign(d, method) for d in digests}
-
-    def missing(self, digests: list[str]) -> list[str]:
-        return self.store.missing(digests)
 
 
 def test_blobs_are_objects_under_the_prefix(store: S3BlobStore, moto_s3: MotoServer) -> None:

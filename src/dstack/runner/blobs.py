@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dstack.models.artifacts import StorageAccess
-from dstack.storage.base import BlobStore
+from dstack.storage.base import BlobStore, SupportsAdopt
 
 if TYPE_CHECKING:
     from dstack.api.runner import RunnerApi
@@ -33,10 +33,8 @@ def open_blob_store(access: StorageAccess, api: RunnerApi) -> BlobStore:
 
 
 def is_local(store: BlobStore) -> bool:
-    """True for a store on this machine's disk: files can be moved into it."""
-    from dstack.storage.local import LocalBlobStore
-
-    return isinstance(store, LocalBlobStore)
+    """True for a store on this machine's disk: files can be moved into it (`SupportsAdopt`)."""
+    return isinstance(store, SupportsAdopt)
 
 
 def _writable_dir(path: Path) -> bool:

@@ -297,9 +297,8 @@ class JobWorker:
         return store if is_local(store) else None
 
     def _close_store(self) -> None:
-        close = getattr(self._store, "close", None)  # HTTP stores hold a connection pool
-        if callable(close):
-            close()
+        if self._store is not None:  # HTTP stores hold a connection pool
+            self._store.close()
 
     def _artifact_sync(self, paths: JobPaths) -> ArtifactSync:
         return ArtifactSync(

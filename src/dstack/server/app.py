@@ -24,13 +24,13 @@ from dstack.server.scheduler.loop import Scheduler
 from dstack.server.services import users as user_service
 from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.storage import close_blob_store, open_blob_store
-from dstack.storage.base import BlobStore
+from dstack.storage.base import AdminBlobStore
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: ServerSettings, *, blobs: BlobStore | None = None, clock: Clock = utcnow
+    settings: ServerSettings, *, blobs: AdminBlobStore | None = None, clock: Clock = utcnow
 ) -> FastAPI:
     """The server app. Its lifespan migrates the database, then runs the scheduler loop and,
     when `settings.local_runner` is set, the local runner process. Every HTTP request is
@@ -64,7 +64,7 @@ def create_app(
 async def running_context(
     settings: ServerSettings,
     *,
-    blobs: BlobStore | None = None,
+    blobs: AdminBlobStore | None = None,
     clock: Clock = utcnow,
     background: bool = True,
 ) -> AsyncIterator[ServerContext]:

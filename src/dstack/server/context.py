@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from dstack.server.settings import ServerSettings
-from dstack.storage.base import BlobStore
+from dstack.storage.base import AdminBlobStore
 from dstack.tunnel.hub import TunnelHub
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class ServerContext:
         self,
         settings: ServerSettings,
         engine: AsyncEngine,
-        blobs: BlobStore,
+        blobs: AdminBlobStore,
         *,
         clock: Clock = utcnow,
     ) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dstack.server.settings import ServerSettings
-from dstack.storage.base import BlobStore
+from dstack.storage.base import AdminBlobStore
 
 
-def open_blob_store(settings: ServerSettings) -> BlobStore:
+def open_blob_store(settings: ServerSettings) -> AdminBlobStore:
     """`S3BlobStore` for `storage = s3://bucket/prefix`, else `LocalBlobStore` in the blob
     folder. A malformed location raises `StorageError`; nothing is contacted here."""
     if settings.storage:
@@ -19,8 +19,6 @@ def open_blob_store(settings: ServerSettings) -> BlobStore:
     return LocalBlobStore(settings.resolved_blob_dir())
 
 
-def close_blob_store(store: BlobStore) -> None:
+def close_blob_store(store: AdminBlobStore) -> None:
     """Release what the store holds open (S3 connections); most stores hold nothing."""
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
+    store.close()

@@ -5,8 +5,15 @@ and out of a store; `http.HttpBlobStore` reaches a server's store (imported from
 to keep httpx off paths that do not need it).
 """
 
-from dstack.storage.base import BlobMismatchError, BlobStore, missing_of
+from dstack.storage.base import AdminBlobStore, BlobMismatchError, BlobStore, missing_of
 from dstack.storage.local import LocalBlobStore
 from dstack.storage.memory import MemoryBlobStore
 
-__all__ = ["BlobMismatchError", "BlobStore", "LocalBlobStore", "MemoryBlobStore", "missing_of"]
+__all__ = [
+    "AdminBlobStore",
+    "BlobMismatchError",
+    "BlobStore",
+    "LocalBlobStore",
+    "MemoryBlobStore",
+    "missing_of",
+]

@@ -1,7 +1,13 @@
 """The blob store: content-addressed bytes (sha256), nothing else.
 
-Implementations: `LocalBlobStore` (a folder), `MemoryBlobStore` (tests), S3 later. One contract
-suite (`tests/storage/test_blobstore_contract.py`) runs against each.
+Two protocols: `BlobStore`, what any holder of a store may do (put, get, ask, close), and
+`AdminBlobStore`, what the store's owner (the server, its garbage collector) adds: listing
+and deleting. Implementations: `LocalBlobStore` (a folder), `MemoryBlobStore` (the twin),
+`S3BlobStore` (both protocols); `HttpBlobStore` and `PresignedBlobStore` (a client's view of a
+server's store: `BlobStore` only). Optional abilities are `Supports*` protocols, tested with
+`isinstance`, each with a fallback. One contract suite
+(`tests/storage/test_blobstore_contract.py`) runs against each implementation, for each
+protocol it implements.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -22,6 +29,8 @@ _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BlobStore(Protocol):
+    """What a client of a store may do. Every method may be called from several threads."""
+
     def exists(self, digest: str) -> bool:
         """True when the blob is stored. Never blocks on other writers."""
 
@@ -50,6 +59,14 @@ class BlobStore(Protocol):
 
         Missing: `NotFoundError`; corrupt: `StorageError` naming the digest, target untouched.
         """
+
+    def close(self) -> None:
+        """Release what the store holds open (connection pools); a store without any does
+        nothing. Idempotent; the store is not used afterwards."""
+
+
+class AdminBlobStore(BlobStore, Protocol):
+    """A store as its owner sees it: a client's store plus listing and deleting."""
 
     def delete(self, digest: str) -> None:
         """Remove the blob; a missing blob is not an error."""
@@ -93,6 +110,15 @@ class SupportsIngest(Protocol):
         """Store `path` if it did not change while read (and has the stat `expected`);
         (digest of what was read, whether a new blob was stored). See
         `LocalBlobStore.ingest`."""
+
+
+@runtime_checkable
+class SupportsStoredAt(Protocol):
+    """A store that knows when each blob was stored (a folder: its files' times). The garbage
+    collector spares young blobs by this time; without it, by its own first sighting."""
+
+    def stored_at(self, digest: str) -> datetime | None:
+        """When the blob was stored (UTC); None when it is missing."""
 
 
 class BlobMismatchError(StorageError):

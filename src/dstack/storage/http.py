@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 
@@ -23,7 +23,8 @@ class HttpBlobStore:
     raises `BlobMismatchError`; the server refuses it too); downloads are verified before
     they replace their target. Failures are the server's session's (`Transport`): an
     unreachable server is `ServerUnreachableError`, a refused token `AuthError`.
-    Deleting and listing blobs are the server's business (`dstack rm`), not a client's.
+    A `BlobStore`, not an `AdminBlobStore`: deleting and listing blobs are the server's
+    business (`dstack rm`, its garbage collector), not a client's.
     Thread-safe (one pooled session).
     """
 
@@ -83,6 +84,7 @@ class HttpBlobStore:
             raise
 
     def put_bytes(self, data: bytes, digest: str) -> None:
+        check_digest(digest)
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise mismatch(digest, actual)
@@ -101,14 +103,6 @@ class HttpBlobStore:
 
     def get_file(self, digest: str, target: Path) -> None:
         save_chunks(self.open(digest), target)
-
-    def delete(self, digest: str) -> NoReturn:
-        raise StorageError(
-            f"cannot delete blob {digest} over HTTP", hint="the server reclaims blobs on `rm`"
-        )
-
-    def list_digests(self) -> NoReturn:
-        raise StorageError("cannot list blobs over HTTP", hint="ask the server's operator")
 
     def _put(self, digest: str, content: bytes | Iterator[bytes]) -> None:
         self._request("PUT", f"/api/blobs/{check_digest(digest)}", content=content)

@@ -9,6 +9,7 @@ import itertools
 import os
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -162,6 +163,19 @@ class LocalBlobStore:
             for blob in shard.iterdir():
                 if not blob.name.startswith("."):
                     yield shard.name + blob.name
+
+    def stored_at(self, digest: str) -> datetime | None:
+        """When the blob was stored: the later of its file's mtime and ctime (a blob adopted
+        by hard link keeps the job file's old mtime; linking and the chmod that makes it
+        read-only update ctime). None when it is missing."""
+        try:
+            stat = os.stat(self._where(check_digest(digest)))
+        except FileNotFoundError:
+            return None
+        return datetime.fromtimestamp(max(stat.st_mtime, stat.st_ctime), UTC)
+
+    def close(self) -> None:
+        """Nothing to release: the store holds no open files between calls."""
 
     def _open(self, digest: str) -> BinaryIO:
         try:

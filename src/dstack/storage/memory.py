@@ -63,6 +63,9 @@ class MemoryBlobStore:
         with self._lock:
             return iter(list(self._blobs))
 
+    def close(self) -> None:
+        """Nothing to release; the blobs stay until the object goes."""
+
     def _get(self, digest: str) -> bytes:
         with self._lock:
             data = self._blobs.get(digest)

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, NoReturn, Protocol
+from typing import BinaryIO, Protocol
 
 import httpx
 
@@ -31,6 +31,9 @@ class Presigner(Protocol):
 
     def missing(self, digests: list[str]) -> list[str]:
         """The distinct digests (in the order given) that the store lacks."""
+
+    def close(self) -> None:
+        """Release its connections (one without any does nothing). Idempotent."""
 
 
 class ServerPresigner:
@@ -79,7 +82,8 @@ class PresignedBlobStore:
 
     Uploads are hashed first and sent with their sha256, which S3 checks itself; downloads
     are verified before they replace their target. Network failures become `StorageError`.
-    Deleting and listing blobs are the server's business, not a client's. Thread-safe.
+    A `BlobStore`, not an `AdminBlobStore`: deleting and listing blobs are the server's
+    business, not a client's. Thread-safe.
     A single upload is limited to S3's 5 GiB per PUT.
     """
 
@@ -88,11 +92,9 @@ class PresignedBlobStore:
         self._http = httpx.Client(transport=transport, timeout=_TIMEOUT)
 
     def close(self) -> None:
-        """Close this store's connections and its presigner's (when it has any)."""
+        """Close this store's connections and its presigner's."""
         self._http.close()
-        close = getattr(self._presigner, "close", None)
-        if callable(close):
-            close()
+        self._presigner.close()
 
     def exists(self, digest: str) -> bool:
         return not self._presigner.missing([check_digest(digest)])
@@ -133,15 +135,6 @@ class PresignedBlobStore:
 
     def get_file(self, digest: str, target: Path) -> None:
         save_chunks(self.open(digest), target)
-
-    def delete(self, digest: str) -> NoReturn:
-        raise StorageError(
-            f"cannot delete blob {digest} through presigned URLs",
-            hint="the server reclaims blobs on `rm`",
-        )
-
-    def list_digests(self) -> NoReturn:
-        raise StorageError("cannot list blobs through presigned URLs")
 
     def _url(self, digest: str, method: str) -> str:
         url = self._presigner.presign([check_digest(digest)], method).get(digest)

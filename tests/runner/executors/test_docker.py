@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,25 +16,11 @@ from dstack.providers.images import ImageSettings
 from dstack.runner.environment import free_port
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import JobContext, RunnerIdentity
-from dstack.runner.executors.docker import DockerExecutor, DockerHandle, docker_client
+from dstack.runner.executors.docker import DockerExecutor, DockerHandle
+
+from .conftest import IMAGE
 
 pytestmark = pytest.mark.docker
-
-IMAGE = "dstack-test/python:3.11"
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="session")
-def test_image() -> str:
-    subprocess.run(["bash", str(ROOT / "scripts" / "build-test-images.sh")], check=True)
-    return IMAGE
-
-
-@pytest.fixture
-def client(test_image: str) -> Iterator[Any]:
-    client = docker_client(required=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -89,14 +74,6 @@ def test_commands_run_in_the_image_with_code_env_and_working_dir(
     assert output.text(LogStream.STDERR) == "err\n"
 
 
-def test_exit_code_is_reported(executor: DockerExecutor, tmp_path: Path) -> None:
-    handle, _, _ = _start(executor, tmp_path, _spec("echo x", "exit 7", "echo never"))
-    result = handle.wait(60)
-    handle.cleanup()
-    assert result is not None
-    assert (result.exit_code, result.reason) == (7, TerminationReason.EXIT_CODE)
-
-
 def test_ports_are_published_on_loopback(executor: DockerExecutor, tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "job" / "code").mkdir(parents=True)
@@ -141,16 +118,6 @@ def test_stop_reaches_the_jobs_own_process(executor: DockerExecutor, tmp_path: P
     handle.cleanup()
     assert result is not None
     assert "got TERM" in output.text(LogStream.STDOUT)
-
-
-def test_abort_kills_at_once(executor: DockerExecutor, tmp_path: Path) -> None:
-    handle, output, _ = _start(executor, tmp_path, _spec("trap '' TERM", "echo ready", "sleep 300"))
-    _wait_for(lambda: "ready" in output.text(LogStream.STDOUT))
-    handle.kill()
-    result = handle.wait(30)
-    handle.cleanup()
-    assert result is not None
-    assert result.exit_code == 137
 
 
 def test_oom_is_reported_as_oom(executor: DockerExecutor, tmp_path: Path) -> None:

@@ -41,46 +41,10 @@ def test_commands_run_in_the_working_dir_with_env(tmp_path: Path) -> None:
     assert output.text(LogStream.STDOUT) == f"{tmp_path / 'job' / 'code' / 'src'}\nhi\n"
 
 
-def test_stdout_and_stderr_are_kept_apart(tmp_path: Path) -> None:
-    code, output = _run(tmp_path, _spec("echo out", "echo err >&2"))
-    assert code == 0
-    assert output.text(LogStream.STDOUT) == "out\n"
-    assert output.text(LogStream.STDERR) == "err\n"
-
-
-def test_the_first_failing_command_ends_the_job_with_its_code(tmp_path: Path) -> None:
-    code, output = _run(tmp_path, _spec("echo before", "exit 3", "echo after"))
-    assert code == 3
-    assert output.text(LogStream.STDOUT) == "before\n"
-
-
 def test_a_command_that_is_not_found_fails_the_job(tmp_path: Path) -> None:
     code, output = _run(tmp_path, _spec("no-such-command-xyz", "echo after"))
     assert code == 127
     assert "no-such-command-xyz" in output.text(LogStream.STDERR)
-
-
-def test_stop_sends_sigterm_the_job_can_handle(tmp_path: Path) -> None:
-    script = "trap 'echo got TERM; exit 0' TERM\necho ready\nwhile true; do sleep 0.05; done"
-    output = Output()
-    handle = ProcessExecutor().start(make_context(tmp_path, _spec(script), output))
-    _wait_for(lambda: "ready" in output.text(LogStream.STDOUT))
-    handle.stop(grace=10)
-    result = handle.wait(10)
-    assert result is not None
-    assert "got TERM" in output.text(LogStream.STDOUT)
-    handle.cleanup()
-
-
-def test_stop_kills_a_job_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
-    output = Output()
-    spec = _spec("trap '' TERM", "echo ready", "while true; do sleep 0.05; done")
-    handle = ProcessExecutor().start(make_context(tmp_path, spec, output))
-    _wait_for(lambda: "ready" in output.text(LogStream.STDOUT))
-    handle.stop(grace=0.3)
-    result = handle.wait(10)
-    assert result is not None
-    assert result.exit_code == 137
 
 
 def test_abort_kills_the_job_and_its_children(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The executor interface: start a job, wait for it, stop or kill it, clean up after it.
 
 Implementations: `ProcessExecutor` (host process group), `DockerExecutor` (a container), and
-in-memory fakes in tests. Output goes to `JobContext.output` as (stream, bytes) as it comes.
+`FakeExecutor` (`executors/fake.py`: runs nothing, follows scripts, records what it was
+asked). One contract suite (`tests/runner/executors/test_executor_contract.py`) runs against
+each. Output goes to `JobContext.output` as (stream, bytes) as it comes.
 """
 
 from __future__ import annotations

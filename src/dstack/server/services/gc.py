@@ -3,15 +3,16 @@
 References: every job manifest (cached jobs hold copies of their origins'), every saved
 workflow cache, every run's code (`bundle_digest`, `diff_digest`), and the external-dependency
 artifacts of jobs not finished yet. A blob younger than `settings.gc_grace_seconds` survives —
-by its file time when the store has files, and by its last touch (an upload, or a
-`missing` query announcing it) — so an upload whose manifest has not arrived is never lost.
+by when the store says it was stored (`SupportsStoredAt`: a folder's file times), and by its
+last touch (an upload, or a `missing` query announcing it) — so an upload whose manifest has
+not arrived is never lost.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -21,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dstack.models.job import JobStatus
 from dstack.server.context import ServerContext
 from dstack.server.db.models import BlobTouchRow, JobRow, ManifestRow, RunRow, WorkflowCacheRow
-from dstack.storage.base import BlobStore
-from dstack.storage.local import LocalBlobStore
+from dstack.storage.base import AdminBlobStore, SupportsStoredAt
 
 logger = logging.getLogger(__name__)
 _FINISHED = [s.value for s in JobStatus if s.is_finished()]
@@ -45,7 +45,7 @@ async def collect(ctx: ServerContext) -> list[str]:
     grace = timedelta(seconds=ctx.settings.gc_grace_seconds)
     candidates = [d for d in stored if d not in referenced]
     old = [d for d in candidates if not _young(ctx.blobs, d, touches.get(d), now, grace)]
-    unseen = [d for d in candidates if d not in touches and _mtime(ctx.blobs, d) is None]
+    unseen = [d for d in candidates if d not in touches and _stored_at(ctx.blobs, d) is None]
     await anyio.to_thread.run_sync(_delete, ctx.blobs, old)
     await _record(ctx, unseen, old, now)
     if old:
@@ -74,25 +74,17 @@ def _files(manifest: dict[str, Any]) -> Iterable[str]:
 
 
 def _young(
-    store: BlobStore, digest: str, touched: datetime | None, now: datetime, grace: timedelta
+    store: AdminBlobStore, digest: str, touched: datetime | None, now: datetime, grace: timedelta
 ) -> bool:
     if grace <= timedelta(0):
         return False
-    times = [t for t in (touched, _mtime(store, digest)) if t is not None]
+    times = [t for t in (touched, _stored_at(store, digest)) if t is not None]
     # Never seen before (a store without file times): this pass starts its clock.
     return not times or any(now - t < grace for t in times)
 
 
-def _mtime(store: BlobStore, digest: str) -> datetime | None:
-    if not isinstance(store, LocalBlobStore):
-        return None
-    try:
-        stat = store.path(digest).stat()
-    except FileNotFoundError:
-        return None
-    # A blob adopted by hard link keeps the job file's old mtime; linking and the chmod
-    # that makes it read-only update ctime, so the later of the two is when it was stored.
-    return datetime.fromtimestamp(max(stat.st_mtime, stat.st_ctime), UTC)
+def _stored_at(store: AdminBlobStore, digest: str) -> datetime | None:
+    return store.stored_at(digest) if isinstance(store, SupportsStoredAt) else None
 
 
 async def _record(ctx: ServerContext, unseen: list[str], deleted: list[str], now: datetime) -> None:
@@ -107,6 +99,6 @@ async def _record(ctx: ServerContext, unseen: list[str], deleted: list[str], now
                 session.add(BlobTouchRow(digest=digest, touched_at=now))
 
 
-def _delete(store: BlobStore, digests: list[str]) -> None:
+def _delete(store: AdminBlobStore, digests: list[str]) -> None:
     for digest in digests:
         store.delete(digest)

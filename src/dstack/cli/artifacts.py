@@ -55,11 +55,11 @@ def blob_store(remote: str | None = None) -> BlobStore:
     """
     if remote is not None:
         return remote_blob_store(remote)
-    from dstack.cli.context import dstack_home, local_client
+    from dstack.cli.context import home_layout, local_client
     from dstack.storage.local import LocalBlobStore
 
     local_client()  # the store belongs to the server: make sure it exists
-    return LocalBlobStore(dstack_home() / "server" / "blobs")
+    return LocalBlobStore(home_layout().server.blobs)
 
 
 def remote_blob_store(remote: str) -> BlobStore:

@@ -10,16 +10,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dstack.paths import HomeLayout
+from dstack.settings import EnvSettings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
 
 
+def cli_env() -> EnvSettings:
+    """The `DSTACK_*` variables this command runs with (`ConfigError` on an invalid one)."""
+    return EnvSettings.read(os.environ)
+
+
 def dstack_home() -> Path:
     """`$DSTACK_HOME`, else `~/.dstack`."""
-    env = os.environ.get("DSTACK_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".dstack"
+    return cli_env().home
+
+
+def home_layout() -> HomeLayout:
+    """The files in the dstack home (`dstack.paths`)."""
+    return cli_env().layout
+
+
+def local_server() -> tuple[str, str]:
+    """(url, token) of the local server, started in the background when it is not running
+    (its runner with `$DSTACK_EXECUTOR`)."""
+    from dstack.server.local import ensure_local_server
+
+    env = cli_env()
+    return ensure_local_server(env.home, executor=env.executor)
 
 
 def local_client() -> Client:
@@ -28,9 +49,8 @@ def local_client() -> Client:
     Inside a command, the client is closed when the command ends.
     """
     from dstack.api.client import Client
-    from dstack.server.local import ensure_local_server
 
-    url, token = ensure_local_server(dstack_home(), executor=os.environ.get("DSTACK_EXECUTOR"))
+    url, token = local_server()
     return _closed_with_command(Client(url, token))
 
 

@@ -11,7 +11,6 @@ exit code 75 (`ServerGoneError`); the run itself keeps going on its runner.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -77,12 +76,11 @@ def reconnect_for(
 
 def _find_local_server(client: Client) -> None:
     """Point `client` at the local server as it is now (started again if it is not running)."""
-    from dstack.cli.context import dstack_home
+    from dstack.cli.context import local_server
     from dstack.errors import ServerError, ServerUnreachableError
-    from dstack.server.local import ensure_local_server
 
     try:
-        url, token = ensure_local_server(dstack_home(), executor=os.environ.get("DSTACK_EXECUTOR"))
+        url, token = local_server()
     except ServerError as exc:
         raise ServerUnreachableError(exc.message, exc.hint) from exc
     if url != client.base_url or token != client.transport.token:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dstack.cli.context import dstack_home
+from dstack.cli.context import home_layout
 
 
 class Remote(BaseModel):
@@ -49,7 +49,7 @@ class CliConfig(BaseModel):
 
 
 def config_path() -> Path:
-    return dstack_home() / "config.yaml"
+    return home_layout().config_file
 
 
 def load_config(path: Path | None = None) -> CliConfig:

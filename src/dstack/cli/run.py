@@ -98,7 +98,7 @@ def run(
     state = read_repo_state(repo_root, is_toplevel=True)
 
     from dstack.api.submit import submit
-    from dstack.cli.context import dstack_home
+    from dstack.cli.context import home_layout
 
     client = client_for(remote)
     if explain:
@@ -114,7 +114,7 @@ def run(
         plan,
         state,
         subdir=subdir,
-        cache_dir=dstack_home() / "cache",
+        cache_dir=home_layout().cache_dir,
         tag=tag,
         reload=reload,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
+
+from dstack.cli.context import cli_env
 
 
 @click.command()
@@ -43,33 +44,33 @@ import click
 )
 @click.option(
     "--runner-timeout",
-    type=float,
-    default=15.0,
-    show_default=True,
+    type=click.FloatRange(min=1),
+    default=None,
+    show_default="15, or $DSTACK_SERVER_RUNNER_TIMEOUT",
     metavar="SECONDS",
     help="Mark a runner offline after this long without a heartbeat.",
 )
 @click.option(
     "--provisioning-timeout",
     type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
+    default=None,
+    show_default="300, or $DSTACK_SERVER_PROVISIONING_TIMEOUT",
     metavar="SECONDS",
     help="Re-queue a claimed job (once; then fail it) whose runner does not confirm it in time.",
 )
 @click.option(
     "--downloading-timeout",
     type=click.FloatRange(min=1),
-    default=3600.0,
-    show_default=True,
+    default=None,
+    show_default="3600, or $DSTACK_SERVER_DOWNLOADING_TIMEOUT",
     metavar="SECONDS",
     help="Fail a job that downloads its code, inputs or image for longer.",
 )
 @click.option(
     "--uploading-timeout",
     type=click.FloatRange(min=1),
-    default=3600.0,
-    show_default=True,
+    default=None,
+    show_default="3600, or $DSTACK_SERVER_UPLOADING_TIMEOUT",
     metavar="SECONDS",
     help="Fail a job whose final artifact upload takes longer.",
 )
@@ -87,44 +88,53 @@ def server(
     storage: str | None,
     s3_endpoint_url: str | None,
     local_runner: bool,
-    runner_timeout: float,
-    provisioning_timeout: float,
-    downloading_timeout: float,
-    uploading_timeout: float,
+    runner_timeout: float | None,
+    provisioning_timeout: float | None,
+    downloading_timeout: float | None,
+    uploading_timeout: float | None,
     access_log: bool,
 ) -> None:
-    """Run a dstack server in the foreground until interrupted."""
+    """Run a dstack server in the foreground until interrupted.
+
+    Its other grace periods and timeouts: the `DSTACK_SERVER_*` variables (README, "Settings").
+    """
     import uvicorn
 
     from dstack.server.app import create_app
     from dstack.server.settings import ServerSettings
 
-    home = home or Path(os.environ.get("DSTACK_HOME") or Path.home() / ".dstack")
+    env = cli_env()
+    options = {
+        "runner_heartbeat_timeout": runner_timeout,
+        "provisioning_timeout": provisioning_timeout,
+        "downloading_timeout": downloading_timeout,
+        "uploading_timeout": uploading_timeout,
+    }
     # Without DSTACK_SERVER_ADMIN_TOKEN the first start generates the admin token, prints it
     # once and keeps it in <home>/server/admin_token.
     settings = ServerSettings(
-        home=home,
-        token=os.environ.get("DSTACK_SERVER_ADMIN_TOKEN") or None,
-        secret_key=os.environ.get("DSTACK_SERVER_SECRET_KEY") or None,
+        home=home or env.home,
+        token=env.server_admin_token,
+        secret_key=env.server_secret_key,
         host=host,
         port=port,
         database_url=_database_url(database_url),
         storage=_storage(storage),
         s3_endpoint_url=s3_endpoint_url,
         local_runner=local_runner,
-        runner_heartbeat_timeout=runner_timeout,
-        provisioning_timeout=provisioning_timeout,
-        downloading_timeout=downloading_timeout,
-        uploading_timeout=uploading_timeout,
-        local_runner_executor=os.environ.get("DSTACK_EXECUTOR") or None,
+        local_runner_executor=env.executor,
         freeze_heap_at_start=True,
-    )
+    ).with_durations({**env.server_durations, **_given(options)})
     click.echo(f"dstack server: {settings.url}")
     from dstack.server.listen import server_config, tcp_socket
 
     sock = tcp_socket(host, port)
     config = server_config(create_app(settings), access_log=access_log)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _given(options: dict[str, float | None]) -> dict[str, float]:
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _database_url(url: str | None) -> str | None:

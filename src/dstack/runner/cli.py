@@ -54,7 +54,7 @@ def cli() -> None:
     "--work-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Where jobs' code and log spools live (default: ~/.dstack/runner).",
+    help="Where jobs' code and log spools live (default: $DSTACK_HOME/runner, ~/.dstack/runner).",
 )
 @click.option(
     "--executor",

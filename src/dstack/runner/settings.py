@@ -13,6 +13,7 @@ from pathlib import Path
 from dstack.errors import ConfigError
 from dstack.providers.images import ImageSettings
 from dstack.runner.credential import CREDENTIAL_FILE
+from dstack.settings import EnvSettings
 
 JOB_USER_DIR = Path("/var/lib/dstack-runner")
 """Where the folders of jobs that run as a user of their own live (see `jobs_dir`)."""
@@ -20,6 +21,11 @@ JOB_USER_DIR = Path("/var/lib/dstack-runner")
 
 def _default_name() -> str:
     return socket.gethostname()
+
+
+def _default_work_dir() -> Path:
+    """`<home>/runner` of the dstack home `DSTACK_HOME` names: the local server's runner's."""
+    return EnvSettings.read(os.environ).layout.runner_dir
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class RunnerSettings:
     """The registration token: it only registers; the runner's own credential (stored at
     `credential_path`) carries every later request."""
     name: str = field(default_factory=_default_name)
-    work_dir: Path = field(default_factory=lambda: Path.home() / ".dstack" / "runner")
+    work_dir: Path = field(default_factory=_default_work_dir)
     executor: str | None = None
     """`docker`, `process`, or None: docker when an engine answers, else process."""
     labels: dict[str, str] = field(default_factory=dict)

@@ -79,7 +79,7 @@ async def running_context(
         ctx = ServerContext(settings, engine, store, clock=clock)
         admin_token = await user_service.bootstrap_admin(ctx)
         if admin_token is not None:
-            announce_admin_token(admin_token, settings.server_dir / user_service.ADMIN_TOKEN_FILE)
+            announce_admin_token(admin_token, settings.files.admin_token)
         if not background:
             yield ctx
             return

@@ -1,7 +1,8 @@
 """The local server: started on demand in the background, reused while it answers.
 
-Files in `<home>/server/` (0700): `server.json` (url, pid) written by a server once it listens,
-`token` (mode 0600), `server.log`, and `start.lock`, which makes racing CLIs start only one.
+Files in `<home>/server/` (0700; `dstack.paths.ServerFiles`): `server.json` (url, pid)
+written by a server once it listens, `token` (mode 0600), `server.log`, and `start.lock`,
+which makes racing CLIs start only one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dstack.errors import ServerError
+from dstack.paths import HomeLayout, ServerFiles
 from dstack.server.settings import make_private_dir
 
 _POLL = 0.05
@@ -37,30 +39,31 @@ def ensure_local_server(
 ) -> tuple[str, str]:
     """Return (url, token) of the local server of `home`, starting it if none answers.
 
-    `executor` (default: `$DSTACK_EXECUTOR`) is passed to the local runner. Raises
-    `ServerError` (with the end of `server.log`) when a started server does not come up
-    within `timeout` seconds.
+    `executor` is passed to the local runner (None: the server's own `$DSTACK_EXECUTOR`,
+    else its default). Raises `ServerError` (with the end of `server.log`) when a started
+    server does not come up within `timeout` seconds.
     """
-    server_dir = make_private_dir(home / "server")
-    found = _live(server_dir)
+    files = HomeLayout(home).server
+    make_private_dir(files.dir)
+    found = _live(files)
     if found is None:
         from filelock import FileLock, Timeout
 
         try:
-            with FileLock(str(server_dir / "start.lock"), timeout=timeout, mode=0o600):
-                found = _live(server_dir) or _start(home, executor, start_runner, timeout)
+            with FileLock(str(files.start_lock), timeout=timeout, mode=0o600):
+                found = _live(files) or _start(home, executor, start_runner, timeout)
         except Timeout:
             raise ServerError(
                 "another dstack command is starting the local server and it takes too long",
-                hint=f"see {server_dir / 'server.log'}",
+                hint=f"see {files.server_log}",
             ) from None
-    return found.url, (server_dir / "token").read_text().strip()
+    return found.url, files.token.read_text().strip()
 
 
 def read_local_server(home: Path) -> LocalServer | None:
     """What `server.json` says, or None when it is missing or unreadable."""
     try:
-        data = json.loads((home / "server" / "server.json").read_text())
+        data = json.loads(HomeLayout(home).server.server_json.read_text())
         return LocalServer(url=str(data["url"]), pid=int(data["pid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -80,17 +83,17 @@ def stop_local_server(home: Path, *, timeout: float = 30.0) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(info.pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
-        (home / "server" / "server.json").unlink()
+        HomeLayout(home).server.server_json.unlink()
     return True
 
 
-def _live(server_dir: Path) -> LocalServer | None:
+def _live(files: ServerFiles) -> LocalServer | None:
     """The server `server.json` names, when its process exists and its port accepts a
     connection. `server.json` is written only once the server listens, so this is as good as
     a health request at a fraction of the cost (no HTTP client on every command); a server
     that accepts but then fails shows up as an error of the command's own request."""
-    info = read_local_server(server_dir.parent)
-    if info is None or not _process_exists(info.pid) or not (server_dir / "token").exists():
+    info = read_local_server(files.dir.parent)
+    if info is None or not _process_exists(info.pid) or not files.token.exists():
         return None
     return info if _accepts(info.url) else None
 
@@ -140,12 +143,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _start(home: Path, executor: str | None, start_runner: bool, timeout: float) -> LocalServer:
-    server_dir = home / "server"
+    files = HomeLayout(home).server
     with contextlib.suppress(FileNotFoundError):
-        (server_dir / "server.json").unlink()
+        files.server_json.unlink()
     command = [sys.executable, "-m", "dstack.server.local_main", "--home", str(home)]
-    command += ["--detach", str(server_dir / "server.log")]
-    executor = executor or os.environ.get("DSTACK_EXECUTOR")
+    command += ["--detach", str(files.server_log)]
     if executor:
         command += ["--executor", executor]
     if not start_runner:
@@ -157,34 +159,34 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
         pid = int(launched.stdout.decode().strip())
     except (subprocess.SubprocessError, ValueError, OSError) as exc:
         raise ServerError(
-            f"cannot start the local server: {exc}", hint=f"see {server_dir / 'server.log'}"
+            f"cannot start the local server: {exc}", hint=f"see {files.server_log}"
         ) from exc
-    return _wait_until_up(server_dir, pid, timeout)
+    return _wait_until_up(files, pid, timeout)
 
 
-def _wait_until_up(server_dir: Path, pid: int, timeout: float) -> LocalServer:
+def _wait_until_up(files: ServerFiles, pid: int, timeout: float) -> LocalServer:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = read_local_server(server_dir.parent)
+        info = read_local_server(files.dir.parent)
         if info is not None and info.pid == pid and _answers(info.url):
             return info
         if not _pid_alive(pid):
             raise ServerError(
-                f"the local server exited at start: {_log_tail(server_dir)}",
-                hint=f"see {server_dir / 'server.log'}",
+                f"the local server exited at start: {_log_tail(files)}",
+                hint=f"see {files.server_log}",
             )
         time.sleep(_POLL)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     raise ServerError(
         f"the local server did not start within {timeout:.0f}s",
-        hint=f"see {server_dir / 'server.log'}",
+        hint=f"see {files.server_log}",
     )
 
 
-def _log_tail(server_dir: Path) -> str:
+def _log_tail(files: ServerFiles) -> str:
     try:
-        lines = (server_dir / "server.log").read_text(errors="replace").strip().splitlines()
+        lines = files.server_log.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
     return lines[-1] if lines else "no log"

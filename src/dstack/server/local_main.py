@@ -1,7 +1,9 @@
 """Entry point of the background local server: `python -m dstack.server.local_main --home H`.
 
 Binds 127.0.0.1 on a free port, and writes `server.json` (url, pid) only once it is
-listening, so whoever reads that file can connect at once.
+listening, so whoever reads that file can connect at once. It inherits the environment of
+the command that started it: `DSTACK_EXECUTOR` (unless `--executor`) and the
+`DSTACK_SERVER_*` grace periods and timeouts (`dstack.settings`) apply to it.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from dstack.paths import HomeLayout
 from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.tokens import load_or_create_token
+from dstack.settings import EXECUTORS, EnvSettings
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dstack.server.local_main")
     parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--executor", choices=["docker", "process"], default=None)
+    parser.add_argument("--executor", choices=EXECUTORS, default=None)
     parser.add_argument("--no-runner", action="store_true", help="Do not start a local runner.")
     parser.add_argument(
         "--detach", type=Path, metavar="LOG", help="Run in the background, output to LOG."
@@ -34,8 +38,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    env = EnvSettings.read(os.environ)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(serve(args.home, executor=args.executor, runner=not args.no_runner))
+        runner.run(
+            serve(
+                args.home,
+                executor=args.executor or env.executor,
+                runner=not args.no_runner,
+                durations=env.server_durations,
+            )
+        )
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -49,23 +61,31 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
+async def serve(
+    home: Path,
+    *,
+    executor: str | None,
+    runner: bool,
+    durations: Mapping[str, float] | None = None,
+) -> None:
+    """Serve until cancelled; `durations`: `ServerSettings` grace periods and timeouts
+    (field → seconds) other than the defaults."""
     import uvicorn
 
     from dstack.server.app import create_app
     from dstack.server.listen import server_config, tcp_socket
 
-    server_dir = home / "server"
-    make_private_dir(server_dir)
+    files = HomeLayout(home).server
+    make_private_dir(files.dir)
     sock = tcp_socket("127.0.0.1", 0)
     settings = ServerSettings(
         home=home,
-        token=load_or_create_token(server_dir / "token"),
+        token=load_or_create_token(files.token),
         port=sock.getsockname()[1],
         local_runner=runner,
         local_runner_executor=executor,
         freeze_heap_at_start=True,
-    )
+    ).with_durations(durations or {})
     # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
     # access log: a line per request is CPU this server spends on nobody's behalf.
     config = server_config(create_app(settings), access_log=False, timeout_graceful_shutdown=2)
@@ -73,7 +93,7 @@ async def serve(home: Path, *, executor: str | None, runner: bool) -> None:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
-    info = server_dir / "server.json"
+    info = files.server_json
     if server.started:
         _write_json(info, {"url": settings.url, "pid": os.getpid()})
     try:

@@ -43,7 +43,7 @@ class LocalRunnerSupervisor:
         # where any user of the machine could read it.
         command = [*base, "start", "--server", self.settings.url]
         command += ["--name", "local", "--work-dir", str(work_dir)]
-        command += ["--server-file", str(self.settings.server_dir / "server.json")]
+        command += ["--server-file", str(self.settings.files.server_json)]
         if self.settings.local_runner_executor:
             command += ["--executor", self.settings.local_runner_executor]
         return command
@@ -65,7 +65,7 @@ class LocalRunnerSupervisor:
         started = loop.time()
         self._keep_credential()
         await self._wait_for_work_dir()
-        log_path = self.settings.server_dir / "runner.log"
+        log_path = self.settings.files.runner_log
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),

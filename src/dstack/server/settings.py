@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from dstack.paths import HomeLayout, ServerFiles
 
 PRIVATE_DIR_MODE = 0o700
 """The server's folder (database, blobs, tokens, log) is its user's alone."""
@@ -24,7 +27,9 @@ class ServerSettings:
     """Configuration of one server. Nothing here is read from the environment.
 
     `home` is the dstack home (`~/.dstack`); the server keeps its files in `home/server/`
-    (0700; `make_private_dir`), the SQLite database there 0600.
+    (0700; `make_private_dir`; `files` names them), the SQLite database there 0600.
+    The grace periods and timeouts are settable by `DSTACK_SERVER_*` variables
+    (`dstack.settings.SERVER_DURATIONS`; README.md, "Settings").
     """
 
     home: Path
@@ -67,6 +72,9 @@ class ServerSettings:
     # How long a token, once checked, is trusted without the database. Revocations in this
     # process take effect at once; those of another server sharing the database within it.
     auth_cache_seconds: float = 2.0
+    # How long a presigned blob URL (S3 storage) stays valid: long enough for a
+    # multi-gigabyte artifact on a slow link, short enough to be worthless soon after it leaked.
+    presign_url_seconds: float = 3600.0
     finished_runs_listed: int = 10
     # Request body limits in bytes (413 past them; docs/api.md, "Limits"). Every body but a
     # blob's is parsed in memory, so each endpoint gets the least its callers need.
@@ -87,9 +95,24 @@ class ServerSettings:
     # Replaces the runner's command line (the URL and token are still appended); for tests.
     local_runner_command: list[str] | None = None
 
+    def with_durations(self, durations: Mapping[str, float]) -> ServerSettings:
+        """A copy with these grace periods and timeouts (field → seconds), as
+        `dstack.settings.EnvSettings.server_durations` gives them; a name that is not a
+        field in seconds raises `ValueError`."""
+        copy = replace(self)
+        for name, seconds in durations.items():
+            if not isinstance(getattr(self, name, None), float):
+                raise ValueError(f"{name} is not a ServerSettings duration")
+            setattr(copy, name, seconds)
+        return copy
+
+    @property
+    def files(self) -> ServerFiles:
+        return HomeLayout(self.home).server
+
     @property
     def server_dir(self) -> Path:
-        return self.home / "server"
+        return self.files.dir
 
     @property
     def url(self) -> str:
@@ -97,10 +120,10 @@ class ServerSettings:
         return f"http://{host}:{self.port}"
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.server_dir / 'db.sqlite'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.files.database}"
 
     def resolved_blob_dir(self) -> Path:
-        return self.blob_dir or self.server_dir / "blobs"
+        return self.blob_dir or self.files.blobs
 
     def resolved_runner_work_dir(self) -> Path:
-        return self.local_runner_work_dir or self.home / "runner"
+        return self.local_runner_work_dir or HomeLayout(self.home).runner_dir

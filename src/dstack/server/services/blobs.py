@@ -33,7 +33,7 @@ async def put_blob(ctx: ServerContext, *, digest: str, chunks: AsyncIterator[byt
     """Store the uploaded bytes under `digest`; a mismatch raises `StorageError` and stores
     nothing. Never holds the whole upload in memory."""
     check_digest(digest)
-    upload_dir = ctx.settings.server_dir / "uploads"
+    upload_dir = ctx.settings.files.uploads
     upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside the 0700 server dir
     fd, name = tempfile.mkstemp(dir=upload_dir)
     tmp = Path(name)

@@ -9,13 +9,9 @@ from dstack.server.errors import InvalidRequestError
 from dstack.server.services.artifacts import touch_blobs
 from dstack.storage.base import check_digest
 
-# Long enough for a multi-gigabyte artifact on a slow link; short enough to be worthless
-# soon after it leaked.
-URL_LIFETIME_SECONDS = 3600
-
 
 async def presign(ctx: ServerContext, *, digests: list[str], method: str) -> dict[str, str]:
-    """digest → URL for `GET` or `PUT`, valid for `URL_LIFETIME_SECONDS`.
+    """digest → URL for `GET` or `PUT`, valid for `settings.presign_url_seconds`.
 
     Only a store that can sign (S3) answers; the local store refuses with a hint to use
     `/api/blobs`. Digests about to be uploaded are touched, so garbage collection spares
@@ -34,8 +30,10 @@ async def presign(ctx: ServerContext, *, digests: list[str], method: str) -> dic
     if method == "PUT" and unique:
         await touch_blobs(ctx, unique)
 
+    lifetime = round(ctx.settings.presign_url_seconds)
+
     def sign_all() -> dict[str, str]:
-        return {d: str(sign(d, method, expires_in=URL_LIFETIME_SECONDS)) for d in unique}
+        return {d: str(sign(d, method, expires_in=lifetime)) for d in unique}
 
     # Signing is local computation, but boto3 may look up credentials on first use.
     return await anyio.to_thread.run_sync(sign_all)

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SECRET_KEY_FILE = "secret_key"
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # `${{ secrets.NAME }}`, as the configuration layer leaves it in commands and env values.
 REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -53,7 +52,7 @@ def cipher(settings: ServerSettings) -> Fernet:
     """The server's cipher; creates `server_dir/secret_key` when no key is configured."""
     from cryptography.fernet import Fernet
 
-    key = settings.secret_key or load_or_create_token(settings.server_dir / SECRET_KEY_FILE)
+    key = settings.secret_key or load_or_create_token(settings.files.secret_key)
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
 
 

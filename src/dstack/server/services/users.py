@@ -24,7 +24,6 @@ from dstack.server.context import ServerContext
 from dstack.server.db.models import RunnerRow, RunnerTokenRow, RunRow, UserRow
 from dstack.server.errors import InvalidRequestError
 
-ADMIN_TOKEN_FILE = "admin_token"
 LOCAL_RUNNER_LABEL = "local"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
@@ -138,7 +137,7 @@ async def bootstrap_admin(ctx: ServerContext) -> str | None:
     except IntegrityError:
         return None
     if generated:
-        write_private(settings.server_dir / ADMIN_TOKEN_FILE, token)
+        write_private(settings.files.admin_token, token)
         return token
     return None
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, remote_named, remote_option
 from dstack.cli.follow import reconnect_option
 
 if TYPE_CHECKING:
@@ -105,13 +105,12 @@ def app_addresses(run_name: str, *, remote: str | None, err: TextIO) -> AppAddre
     the server for a run of a remote one (`remote` as `client_for` takes it)."""
     if remote is None:
         return HostPorts()
-    from dstack.cli.remotes import resolve_remote
 
     def say(message: str) -> None:
         err.write(message + "\n")
         err.flush()
 
-    chosen = resolve_remote(remote)
+    chosen = remote_named(remote)
     return TunnelForwards(chosen.url, chosen.token, run_name, say)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import cli_config, client_for, dstack_home, remote_option
 from dstack.cli.follow import reconnect_option
 
 if TYPE_CHECKING:
@@ -98,7 +98,6 @@ def run(
     state = read_repo_state(repo_root, is_toplevel=True)
 
     from dstack.api.submit import submit
-    from dstack.cli.context import dstack_home
 
     client = client_for(remote)
     if explain:
@@ -134,9 +133,7 @@ def _remote_or_workflow(
     has that name, it is the workflow (or provider) and `--remote` means the default remote."""
     if not remote:
         return name, args, remote
-    from dstack.cli.remotes import load_config
-
-    if load_config().find(remote) is not None:
+    if cli_config().find(remote) is not None:
         return name, args, remote
     rest = (name, *args) if name is not None else args
     return remote, rest, ""

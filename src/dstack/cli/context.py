@@ -25,6 +25,13 @@ def dstack_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".dstack"
 
 
+def local_address() -> tuple[str, str]:
+    """(url, token) of the local server, started in the background when it is not running."""
+    from dstack.server.local import ensure_local_server  # see `local_client`
+
+    return ensure_local_server(dstack_home(), executor=os.environ.get("DSTACK_EXECUTOR"))
+
+
 def local_client() -> Client:
     """A client for the local server, started in the background when it is not running; it
     reads and writes the server's blob folder directly, as the local runner does.
@@ -32,14 +39,13 @@ def local_client() -> Client:
     Inside a command, the client is closed when the command ends.
     """
     # Imported here, as in `client_for`: a command's `--help` and the errors it finds before
-    # its first request do not pay for the HTTP client and the models (about 100 ms).
+    # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
+    # remote's command for the local server's modules.
     from dstack.api.client import Client
-    from dstack.server.local import ensure_local_server
     from dstack.server.settings import ServerSettings
 
-    home = dstack_home()
-    url, token = ensure_local_server(home, executor=os.environ.get("DSTACK_EXECUTOR"))
-    blob_dir = ServerSettings(home=home).resolved_blob_dir()
+    url, token = local_address()
+    blob_dir = ServerSettings(home=dstack_home()).resolved_blob_dir()
     return _closed_with_command(Client(url, token, blob_dir=blob_dir))
 
 

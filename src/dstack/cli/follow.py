@@ -11,12 +11,17 @@ exit code 75 (`ServerGoneError`); the run itself keeps going on its runner.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+import click
+
+from dstack.cli.context import local_address
+from dstack.cli.render import status_plain
+from dstack.errors import ServerError, ServerUnreachableError
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -34,8 +39,6 @@ RECONNECT_FOR = 300.0
 
 def reconnect_option(func: F) -> F:
     """`--reconnect-timeout SECONDS` (or `$DSTACK_RECONNECT_TIMEOUT`) on an attached command."""
-    import click
-
     return click.option(
         "--reconnect-timeout",
         "reconnect_timeout",
@@ -59,6 +62,7 @@ def reconnect_for(
     """How an attached command rides out its server's absence. For the local server (`remote`
     None) each try first finds it again, starting it on demand as any command would: it
     listens on a new port after each start."""
+    # Imported here: `--help` of the commands that take `--reconnect-timeout` skips httpx.
     from dstack.api.transport import Reconnect
 
     stream = err or sys.stderr
@@ -77,12 +81,8 @@ def reconnect_for(
 
 def _find_local_server(client: Client) -> None:
     """Point `client` at the local server as it is now (started again if it is not running)."""
-    from dstack.cli.context import dstack_home
-    from dstack.errors import ServerError, ServerUnreachableError
-    from dstack.server.local import ensure_local_server
-
     try:
-        url, token = ensure_local_server(dstack_home(), executor=os.environ.get("DSTACK_EXECUTOR"))
+        url, token = local_address()
     except ServerError as exc:
         raise ServerUnreachableError(exc.message, exc.hint) from exc
     if url != client.base_url or token != client.transport.token:
@@ -195,7 +195,6 @@ class RunFollower:
     def _report_status(self, run: Run) -> None:
         if not self.show_status:
             return
-        from dstack.cli.render import status_plain
 
         many = len(run.jobs) > 1
         for job in run.jobs:

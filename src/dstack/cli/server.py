@@ -94,6 +94,8 @@ def server(
     access_log: bool,
 ) -> None:
     """Run a dstack server in the foreground until interrupted."""
+    # The server is imported here, once the options are checked: `dstack server --help` and
+    # a bad option answer without it (about 1 s).
     import uvicorn
 
     from dstack.server.app import create_app
@@ -120,7 +122,7 @@ def server(
         freeze_heap_at_start=True,
     )
     click.echo(f"dstack server: {settings.url}")
-    from dstack.server.listen import server_config, tcp_socket
+    from dstack.server.listen import server_config, tcp_socket  # see above
 
     sock = tcp_socket(host, port)
     config = server_config(create_app(settings), access_log=access_log)
@@ -135,8 +137,8 @@ def _database_url(url: str | None) -> str | None:
 
 
 def _storage(url: str | None) -> str | None:
-    from dstack.storage.s3 import parse_s3_url
-
     if url:
+        from dstack.storage.s3 import parse_s3_url  # the S3 module only for --storage
+
         parse_s3_url(url)
     return url

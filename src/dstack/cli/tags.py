@@ -84,6 +84,7 @@ def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...], remote: str
 
 def _repo_ref(cwd: Path) -> RepoRef:
     """The repository the uploads belong to: the current one, else the uploads' own."""
+    # See `add_tag`: git only for `-a PATH`.
     from dstack.repo.git import EMPTY_TREE, find_repo_root, read_repo_state
 
     try:

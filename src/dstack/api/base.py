@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -16,6 +16,10 @@ from pydantic import BaseModel, TypeAdapter
 from dstack.api.transport import Transport, error_from_response
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
+
+if TYPE_CHECKING:
+    from dstack.storage.base import BlobStore
+    from dstack.storage.http import HttpBlobStore
 
 __all__ = ["BaseClient", "error_from_response", "validate_list"]
 
@@ -47,7 +51,14 @@ class BaseClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        blob_dir: Path | None = None,
     ) -> None:
+        """`blob_dir`: the server's blob folder when this process may read and write it
+        directly (the local server's, as its runner does); None: its `/api/blobs`."""
+        self._blob_dir = blob_dir
+        self._blob_store: BlobStore | None = None
+        self._own_store: HttpBlobStore | None = None
+        self._http_transport = transport
         self.transport = Transport(
             base_url,
             token,
@@ -58,7 +69,30 @@ class BaseClient:
         self.base_url = self.transport.base_url
 
     def close(self) -> None:
+        """Close the session and the blob store's own (`blob_store`)."""
         self.transport.close()
+        if self._own_store is not None:
+            self._own_store.close()
+
+    def blob_store(self) -> BlobStore:
+        """The server's blob store: its folder when this client was given one (`blob_dir`),
+        else its `/api/blobs` endpoints on a session of their own (a blob may take longer
+        than a request). One store per client, closed with it."""
+        if self._blob_store is None:
+            self._blob_store = self._open_blob_store()
+        return self._blob_store
+
+    def _open_blob_store(self) -> BlobStore:
+        # The stores are imported here: 10-15 ms each at start, and most commands move no blob.
+        if self._blob_dir is not None:
+            from dstack.storage.local import LocalBlobStore
+
+            return LocalBlobStore(self._blob_dir)
+        from dstack.storage.http import HttpBlobStore
+
+        store = HttpBlobStore(self.base_url, self.transport.token, transport=self._http_transport)
+        self._own_store = store
+        return store
 
     def __enter__(self) -> Self:
         return self

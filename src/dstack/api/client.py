@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from dstack.api.base import validate_list
 from dstack.api.repos import ReposClient
 from dstack.api.teams import TeamsClient
+from dstack.errors import NotFoundError
 from dstack.models.artifacts import JobArtifacts, Tag
 from dstack.models.names import url_segment
 from dstack.models.run import Run
@@ -43,6 +44,14 @@ class Client(ReposClient, TeamsClient):
     def health(self) -> dict[str, str]:
         data: dict[str, str] = self.request("GET", "/api/health").json()
         return data
+
+    def check_token(self) -> None:
+        """Prove that the server accepts this client's token (`AuthError` if not): asks who
+        the user is, or, on a server without users, any authenticated endpoint."""
+        try:
+            self.request("GET", "/api/users/me")
+        except NotFoundError:
+            self.request("GET", "/api/runners")
 
     def submit_run(self, request: SubmitRunRequest) -> Run:
         body = request.model_dump(mode="json")

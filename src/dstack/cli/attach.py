@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 import click
 
-from dstack.cli.context import client_for, remote_option
-from dstack.cli.follow import reconnect_option
+from dstack.cli.context import client_for, remote_named, remote_option
+from dstack.cli.follow import RunFollower, exit_code_of, reconnect_for, reconnect_option
+from dstack.cli.urls import LogRewriter, app_url
+from dstack.errors import DstackError
+from dstack.providers.app import served_apps
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -75,7 +78,7 @@ class TunnelForwards:
         return dict(self._addresses)
 
     def _forward(self, job: Job) -> None:
-        from dstack.errors import DstackError
+        # Imported here: the tunnel client (about 65 ms) only for a remote run's apps.
         from dstack.tunnel.client import ForwardTarget, PortForwards
 
         targets = [
@@ -105,13 +108,12 @@ def app_addresses(run_name: str, *, remote: str | None, err: TextIO) -> AppAddre
     the server for a run of a remote one (`remote` as `client_for` takes it)."""
     if remote is None:
         return HostPorts()
-    from dstack.cli.remotes import resolve_remote
 
     def say(message: str) -> None:
         err.write(message + "\n")
         err.flush()
 
-    chosen = resolve_remote(remote)
+    chosen = remote_named(remote)
     return TunnelForwards(chosen.url, chosen.token, run_name, say)
 
 
@@ -144,9 +146,6 @@ class AppAnnouncer:
                 self._announce(job, addresses, many=len(run.jobs) > 1)
 
     def _announce(self, job: Job, addresses: dict[Target, str], *, many: bool) -> None:
-        from dstack.cli.urls import app_url
-        from dstack.providers.app import served_apps
-
         label = f"{job.workflow_name or job.spec.provider}: " if many else ""
         apps = [a for a in served_apps(job.spec) if a.port_index < len(job.host_ports)]
         if job.apps_ready_at is None:
@@ -184,8 +183,6 @@ class AttachedView:
     ):
         """`known`: the run as the caller has it; its jobs that publish no port need no
         look at the run for their URLs."""
-        from dstack.cli.urls import LogRewriter
-
         self._client = client
         self._run_name = run_name
         self.rewriter = LogRewriter()
@@ -221,8 +218,6 @@ def attach_run(
     `reconnect_timeout` seconds; the app forwards stay bound meanwhile and each new
     connection goes through the server once it is back. Ctrl+C while reconnecting detaches
     without asking (the run cannot be stopped through an absent server)."""
-    from dstack.cli.follow import RunFollower, reconnect_for
-
     err = err or sys.stderr
     reconnect = reconnect_for(
         client, run.name, remote=remote, give_up_after=reconnect_timeout, err=err
@@ -279,8 +274,6 @@ def attach(run_name: str, remote: str | None, reconnect_timeout: float) -> None:
     """Follow a run's logs again and show the URLs of its apps (until the run ends).
 
     A server that goes away meanwhile is waited for (see --reconnect-timeout)."""
-    from dstack.cli.follow import exit_code_of
-
     client = client_for(remote)
     run = client.get_run(run_name)
     final = attach_run(client, run, remote=remote, reconnect_timeout=reconnect_timeout)

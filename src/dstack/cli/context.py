@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import click
+
 from dstack.paths import HomeLayout
 from dstack.settings import EnvSettings
 
@@ -17,6 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
+    from dstack.cli.remotes import CliConfig, Remote
 
 
 def cli_env() -> EnvSettings:
@@ -44,14 +47,20 @@ def local_server() -> tuple[str, str]:
 
 
 def local_client() -> Client:
-    """A client for the local server, started in the background when it is not running.
+    """A client for the local server, started in the background when it is not running; it
+    reads and writes the server's blob folder directly, as the local runner does.
 
     Inside a command, the client is closed when the command ends.
     """
+    # Imported here, as in `client_for`: a command's `--help` and the errors it finds before
+    # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
+    # remote's command for the local server's modules.
     from dstack.api.client import Client
+    from dstack.server.settings import ServerSettings
 
     url, token = local_server()
-    return _closed_with_command(Client(url, token))
+    blob_dir = ServerSettings(home=dstack_home()).resolved_blob_dir()
+    return _closed_with_command(Client(url, token, blob_dir=blob_dir))
 
 
 def client_for(remote: str | None) -> Client:
@@ -62,16 +71,29 @@ def client_for(remote: str | None) -> Client:
     """
     if remote is None:
         return local_client()
+    # Imported here: see `local_client`.
     from dstack.api.client import Client
-    from dstack.cli.remotes import resolve_remote
 
-    chosen = resolve_remote(remote)
+    chosen = remote_named(remote)
     return _closed_with_command(Client(chosen.url, chosen.token))
 
 
-def _closed_with_command(client: Client) -> Client:
-    import click
+def cli_config() -> CliConfig:
+    """The remotes this CLI knows (`$DSTACK_HOME/config.yaml`)."""
+    # Imported here: pydantic and YAML (about 40 ms) only for commands that use a remote.
+    from dstack.cli.remotes import config_path, load_config
 
+    return load_config(config_path(dstack_home()))
+
+
+def remote_named(name: str) -> Remote:
+    """`""` → the default remote, else the remote of that name; `ConfigError` if none."""
+    from dstack.cli.remotes import resolve_remote  # see `cli_config`
+
+    return resolve_remote(name, cli_config())
+
+
+def _closed_with_command(client: Client) -> Client:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(client.close)
@@ -81,8 +103,6 @@ def _closed_with_command(client: Client) -> Client:
 def remote_option(func: F) -> F:
     """`--remote [NAME]` on a command: the keyword `remote` is None without the option,
     `""` for a plain `--remote`, else the name."""
-    import click
-
     return click.option(
         "--remote",
         "remote",

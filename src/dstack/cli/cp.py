@@ -7,18 +7,21 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.api.artifacts import download
+from dstack.cli.artifacts import progress, run_artifacts
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import size
+from dstack.errors import NotFoundError
+from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.paths import PathError, normalize_declared
 
 if TYPE_CHECKING:
-    from dstack.models.artifacts import JobArtifacts, Manifest
+    from dstack.models.artifacts import JobArtifacts
 
 
 def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
     """The files under `source` (an artifact path, or a folder or file inside one), with
     paths relative to `source`, and whether `source` is a single file."""
-    from dstack.errors import NotFoundError
-    from dstack.models.artifacts import FileEntry, Manifest
-
     wanted = _key(source)
     entries: list[FileEntry] = []
     single = False
@@ -42,8 +45,6 @@ def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
 def _key(path: str) -> str:
     """A declared path as `select` compares it: normalized, without the leading `/`, and ""
     for the working directory itself (`data/` and `./data` are `data`; `/out` is `out`)."""
-    from dstack.models.paths import PathError, normalize_declared
-
     try:
         normal = normalize_declared(path)
     except PathError:
@@ -58,16 +59,13 @@ def _key(path: str) -> str:
 @click.argument("target", type=click.Path(path_type=Path))
 def cp(ref: str, source: str, target: Path, remote: str | None) -> None:
     """Copy an artifact (or a file or folder inside one) out of a run to TARGET."""
-    from dstack.cli.artifacts import blob_store, progress, run_artifacts
-    from dstack.cli.render import size
-    from dstack.storage.transfer import place
-
-    manifest, single = select(run_artifacts(client_for(remote), ref), source)
+    client = client_for(remote)
+    manifest, single = select(run_artifacts(client, ref), source)
     if single and target.is_dir():
         target = target / Path(source).name
     if single:
         # `place` writes entries under a root: a single file's entry path is "".
         target.parent.mkdir(parents=True, exist_ok=True)
     with progress(manifest.size, f"copying {source}") as advance:
-        stats = place(manifest, target, blob_store(remote), progress=advance)
+        stats = download(client, manifest, target, progress=advance)
     click.echo(f"Copied {stats.files} file(s), {size(manifest.size)}, to {target}")

@@ -17,6 +17,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+import click
+
+from dstack.cli.context import local_server
+from dstack.cli.render import status_plain
+from dstack.errors import ServerError, ServerUnreachableError
+
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.api.transport import Reconnect
@@ -33,8 +39,6 @@ RECONNECT_FOR = 300.0
 
 def reconnect_option(func: F) -> F:
     """`--reconnect-timeout SECONDS` (or `$DSTACK_RECONNECT_TIMEOUT`) on an attached command."""
-    import click
-
     return click.option(
         "--reconnect-timeout",
         "reconnect_timeout",
@@ -58,6 +62,7 @@ def reconnect_for(
     """How an attached command rides out its server's absence. For the local server (`remote`
     None) each try first finds it again, starting it on demand as any command would: it
     listens on a new port after each start."""
+    # Imported here: `--help` of the commands that take `--reconnect-timeout` skips httpx.
     from dstack.api.transport import Reconnect
 
     stream = err or sys.stderr
@@ -76,9 +81,6 @@ def reconnect_for(
 
 def _find_local_server(client: Client) -> None:
     """Point `client` at the local server as it is now (started again if it is not running)."""
-    from dstack.cli.context import local_server
-    from dstack.errors import ServerError, ServerUnreachableError
-
     try:
         url, token = local_server()
     except ServerError as exc:
@@ -193,7 +195,6 @@ class RunFollower:
     def _report_status(self, run: Run) -> None:
         if not self.show_status:
             return
-        from dstack.cli.render import status_plain
 
         many = len(run.jobs) > 1
         for job in run.jobs:

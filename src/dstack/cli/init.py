@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import ago
+from dstack.errors import ConfigError, RepoError
+from dstack.models.repo import CredentialKind
+from dstack.repo.credentials import url_for_kind
+from dstack.repo.remote import normalize_remote_url, repo_id_for, sanitize_remote_url
+from dstack.repo.remotes import choose_remote, list_remotes, same_repository
+from dstack.repo.state import find_repo_root
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -55,8 +62,6 @@ def init(
     remote: str | None,
 ) -> None:
     """Let runners clone this repository (the secret is stored on the server, never shown)."""
-    from dstack.errors import ConfigError
-
     chosen = [flag for flag, on in _credential_flags(token, ssh_key, no_credentials) if on]
     if len(chosen) > 1 or (chosen and (show or remove)) or (show and remove):
         raise ConfigError(
@@ -87,11 +92,6 @@ def _credential_flags(
 
 def _repository(git_remote: str | None) -> tuple[str, GitRemote]:
     """The repository's id (as runs record it) and the git remote runners clone."""
-    from dstack.errors import RepoError
-    from dstack.repo.remote import normalize_remote_url, repo_id_for, sanitize_remote_url
-    from dstack.repo.remotes import choose_remote, list_remotes
-    from dstack.repo.state import find_repo_root
-
     root = find_repo_root(Path.cwd())
     git = choose_remote(root, git_remote)
     if normalize_remote_url(git.url) is None:
@@ -105,15 +105,10 @@ def _repository(git_remote: str | None) -> tuple[str, GitRemote]:
 
 
 def _same(stored_url: str, git_url: str) -> bool:
-    from dstack.repo.remotes import same_repository
-
     return same_repository(stored_url, git_url)
 
 
 def _credentials(token: str | None, ssh_key: Path | None) -> tuple[CredentialKind, str | None]:
-    from dstack.errors import ConfigError
-    from dstack.models.repo import CredentialKind
-
     if token is not None:
         value = token or click.prompt("Token", hide_input=True, err=True)
         value = str(value).strip()
@@ -143,8 +138,6 @@ def _store(
     *,
     check: bool,
 ) -> None:
-    from dstack.repo.credentials import url_for_kind
-
     url = url_for_kind(git.url, kind)
     answer = client.set_repo_credentials(repo_id, url, kind, secret, check=check)
     if answer.warning:
@@ -168,8 +161,6 @@ def _show_or_remove(client: Client, repo_id: str, *, remove: bool) -> None:
 
 
 def _print_stored(stored: RepoCredentials, *, prefix: str = "") -> None:
-    from dstack.cli.render import ago
-
     how = {"none": "no credentials", "token": "a token", "ssh-key": "an SSH key"}[stored.kind]
     hidden = "" if stored.kind == "none" else " (hidden)"
     click.echo(

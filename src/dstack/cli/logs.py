@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 
 import click
 
 from dstack.cli.context import client_for, remote_option
-from dstack.cli.follow import reconnect_option
+from dstack.cli.follow import RunFollower, reconnect_for, reconnect_option, write_events
+from dstack.errors import ConfigError
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -16,8 +18,6 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 def parse_since(value: str, now: datetime | None = None) -> datetime:
     """`10m`, `2h`, `30s`, `1d`, or an ISO-8601 time (local time when it has no zone)."""
-    from dstack.errors import ConfigError
-
     match = _RELATIVE.match(value.strip())
     if match:
         amount, unit = match.groups()
@@ -55,10 +55,6 @@ def logs(
     """Show the output of a run (stdout to stdout, stderr to stderr).
 
     With -f, a server that goes away is waited for (see --reconnect-timeout)."""
-    import sys
-
-    from dstack.cli.follow import RunFollower, reconnect_for, write_events
-
     client = client_for(remote)
     since_time = parse_since(since) if since else None
     if follow:

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.cli.artifacts import run_artifacts
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import console, size, table
 
 if TYPE_CHECKING:
     from dstack.models.artifacts import JobArtifacts
@@ -52,9 +54,6 @@ def listing(files: list[tuple[str, int]], prefix: str, recursive: bool) -> list[
 @click.option("--total", is_flag=True, help="Print the total size at the end.")
 def ls(ref: str, prefix: str, recursive: bool, total: bool, remote: str | None) -> None:
     """List the artifacts of a run, or of the run a tag points to."""
-    from dstack.cli.artifacts import run_artifacts
-    from dstack.cli.render import console, size, table
-
     files = artifact_files(run_artifacts(client_for(remote), ref))
     rows = listing(files, prefix, recursive)
     if not rows:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from dstack import __version__
+from dstack.errors import DstackError
 
 # name -> (module:attribute, one-line help shown by `dstack --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,8 +81,6 @@ def _skip_unused_imports() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    from dstack.errors import DstackError
-
     _skip_unused_imports()
 
     args = sys.argv[1:] if argv is None else argv
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except DstackError as exc:
         if debug:
-            import traceback
+            import traceback  # only with --debug: `dstack --help` is start-up time
 
             traceback.print_exc()
         click.echo(f"Error: {exc.message}", err=True)

@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dstack.api.submit import explain
+from dstack.cli.context import local_client
+from dstack.config import find_dstack_root, load_config
+from dstack.errors import ConfigError, NotFoundError, RepoError
+from dstack.providers import PROVIDERS, canonical_name
+from dstack.providers.images import ImageSettings, resolve_image
+from dstack.providers.plan import plan_provider, plan_workflow
+from dstack.repo.git import changed_paths, find_repo_root, read_repo_state
+
 if TYPE_CHECKING:
     from dstack.config import RepoConfig
     from dstack.models.job import JobSpec
@@ -35,9 +44,6 @@ wherever it appears.
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
-    from dstack.errors import NotFoundError
-    from dstack.providers.images import ImageSettings
-
     cwd = Path.cwd()
     run_plan, subdir = make_plan(cwd, name, list(args), os.environ)
     try:
@@ -64,11 +70,6 @@ def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
 
 def _explain(cwd: Path, run_plan: RunPlan, subdir: str) -> PlanResponse | None:
     """Ask the local server which jobs would be cached; None outside a git repository."""
-    from dstack.api.submit import explain
-    from dstack.cli.context import local_client
-    from dstack.errors import RepoError
-    from dstack.repo.git import find_repo_root, read_repo_state
-
     try:
         state = read_repo_state(find_repo_root(cwd))
     except RepoError:
@@ -81,7 +82,6 @@ _CODE_CHANGED = re.compile(r"code changed \(([0-9a-f]+)\.\.([0-9a-f]+)\)")
 
 def readable(answer: PlanResponse, root: Path) -> PlanResponse:
     """Replace `code changed (OLD..NEW)` by the files that changed, when git can tell."""
-    from dstack.repo.git import changed_paths
 
     def files(match: re.Match[str]) -> str:
         old, new = match.groups()
@@ -121,10 +121,6 @@ def make_plan(
     twice). Returns the plan and the folder it is relative to inside the repository (the
     folder holding `.dstack/` for a workflow, `cwd` for a provider; "" outside git).
     """
-    from dstack.errors import ConfigError
-    from dstack.providers import PROVIDERS, canonical_name
-    from dstack.providers.plan import plan_provider, plan_workflow
-
     config, dstack_root = loaded if loaded is not None else load_repo_config(cwd)
     if config is not None and dstack_root is not None and name in config.workflow_names():
         subdir = _subdir(dstack_root, repo_root)
@@ -141,9 +137,6 @@ def make_plan(
 
 def load_repo_config(cwd: Path) -> tuple[RepoConfig | None, Path | None]:
     """The configuration of the `.dstack/` folder above `cwd`, or (None, None) when none."""
-    from dstack.config import find_dstack_root, load_config
-    from dstack.errors import ConfigError
-
     try:
         root = find_dstack_root(cwd)
     except ConfigError:
@@ -156,9 +149,6 @@ def _subdir(folder: Path, repo_root: Path | None = None) -> str:
 
     `repo_root` is the root of a folder below `folder` (the current one): no repository
     starts between the two, so it is `folder`'s root too when it holds `folder`."""
-    from dstack.errors import RepoError
-    from dstack.repo import find_repo_root
-
     folder = folder.resolve()
     if repo_root is not None and folder.is_relative_to(repo_root):
         root = repo_root
@@ -212,8 +202,6 @@ def _job_lines(run_plan: RunPlan, index: int, job: PlannedJob, images: ImageSett
 
 
 def _image(spec: JobSpec, images: ImageSettings) -> str:
-    from dstack.providers.images import resolve_image
-
     image = resolve_image(spec, images)
     return image if spec.image else f"{image} (default)"
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from dstack.cli.context import local_client
+from dstack.repo.git import find_repo_root, read_repo_state
+
 
 @click.group()
 def prune() -> None:
@@ -16,9 +19,6 @@ def prune() -> None:
 @click.argument("workflow")
 def prune_cache(workflow: str) -> None:
     """Empty the saved `cache:` folders of WORKFLOW in this repository."""
-    from dstack.cli.context import local_client
-    from dstack.repo.git import find_repo_root, read_repo_state
-
     state = read_repo_state(find_repo_root(Path.cwd()))
     deleted = local_client().prune_cache(state.repo_id, workflow)
     click.echo(f"Emptied {deleted} cached path(s) of workflow '{workflow}'.")

@@ -7,7 +7,9 @@ import json
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import ago, console, duration, job_label, print_runs, status_text, table
 from dstack.cli.scope import all_repos_option, repo_for
+from dstack.models.run import Run
 
 
 @click.command()
@@ -21,8 +23,6 @@ def ps(
 ) -> None:
     """List the current repository's runs, or show one run's jobs: status, reason, exit code,
     runner and phase times."""
-    from dstack.cli.render import print_runs
-
     client = client_for(remote)
     if run_name:
         run = client.get_run(run_name)
@@ -41,9 +41,6 @@ def ps(
 
 
 def _print_run(run: object) -> None:
-    from dstack.cli.render import ago, console, duration, job_label, status_text, table
-    from dstack.models.run import Run
-
     assert isinstance(run, Run)
     out = console()
     out.print(

@@ -1,13 +1,19 @@
-"""Remote servers the CLI knows: `$DSTACK_HOME/config.yaml`, read and written."""
+"""Remote servers the CLI knows: `$DSTACK_HOME/config.yaml`, read and written.
+
+The file's path is passed in (`config_path(home)`): this module knows no other part of the
+CLI, so `cli.context`, which every command imports, may use it.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dstack.cli.context import home_layout
+from dstack.errors import ConfigError, NotFoundError
+from dstack.paths import HomeLayout
 
 
 class Remote(BaseModel):
@@ -39,8 +45,6 @@ class CliConfig(BaseModel):
 
     def delete(self, name: str) -> None:
         """Remove a remote; `NotFoundError` if there is none of that name."""
-        from dstack.errors import NotFoundError
-
         if self.find(name) is None:
             raise NotFoundError(f"no remote named '{name}'", hint="see `dstack config`")
         self.remotes = [r for r in self.remotes if r.name != name]
@@ -48,19 +52,14 @@ class CliConfig(BaseModel):
             self.default = self.remotes[0].name if self.remotes else None
 
 
-def config_path() -> Path:
-    return home_layout().config_file
+def config_path(home: Path) -> Path:
+    """The configuration file of the dstack home `home`."""
+    return HomeLayout(home).config_file
 
 
-def load_config(path: Path | None = None) -> CliConfig:
+def load_config(path: Path) -> CliConfig:
     """The CLI configuration; empty when the file does not exist. A file that is not valid
     YAML or has unknown keys is a `ConfigError` naming it."""
-    import yaml
-    from pydantic import ValidationError
-
-    from dstack.errors import ConfigError
-
-    path = path or config_path()
     if not path.exists():
         return CliConfig()
     try:
@@ -74,11 +73,8 @@ def load_config(path: Path | None = None) -> CliConfig:
         ) from exc
 
 
-def save_config(config: CliConfig, path: Path | None = None) -> None:
+def save_config(config: CliConfig, path: Path) -> None:
     """Write the configuration readable by the owner only (it holds tokens), atomically."""
-    import yaml
-
-    path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -88,11 +84,8 @@ def save_config(config: CliConfig, path: Path | None = None) -> None:
     os.replace(tmp, path)
 
 
-def resolve_remote(name: str, config: CliConfig | None = None) -> Remote:
+def resolve_remote(name: str, config: CliConfig) -> Remote:
     """`""` → the default remote, else the remote of that name; `ConfigError` if none."""
-    from dstack.errors import ConfigError
-
-    config = config or load_config()
     if not config.remotes:
         raise ConfigError(
             "no remote server is configured",

@@ -26,13 +26,15 @@ _STATUS_STYLE = {
 
 
 def console(stderr: bool = False) -> Console:
+    # rich (about 40 ms) is imported by the first table or console: `--json` and the plain
+    # output of `print_runs` never load it.
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def table(*columns: str) -> Table:
-    from rich.table import Table
+    from rich.table import Table  # see `console`
 
     t = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     for column in columns:

@@ -6,6 +6,7 @@ import click
 
 from dstack.cli.context import client_for, remote_option
 from dstack.cli.scope import all_repos_option, repo_for
+from dstack.errors import ConfigError
 
 
 @click.command()
@@ -18,8 +19,6 @@ from dstack.cli.scope import all_repos_option, repo_for
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def rm(run_name: str | None, rm_all: bool, all_repos: bool, yes: bool, remote: str | None) -> None:
     """Remove finished runs with their logs."""
-    from dstack.errors import ConfigError
-
     if bool(run_name) == rm_all:
         raise ConfigError("name one run, or pass -a for all", hint="dstack rm RUN | dstack rm -a")
     client = client_for(remote)

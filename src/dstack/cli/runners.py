@@ -8,6 +8,7 @@ import json
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import ago, console, table
 from dstack.models.resources import HostResources, format_memory
 
 
@@ -51,8 +52,6 @@ def rm(ctx: click.Context, name: str, remote: str | None) -> None:
 
 
 def _list(as_json: bool, remote: str | None) -> None:
-    from dstack.cli.render import ago, console, table
-
     items = client_for(remote).list_runners()
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in items], indent=2))

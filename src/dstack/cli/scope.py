@@ -7,12 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import click
+
+from dstack.errors import RepoError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def current_repo_id(cwd: Path | None = None) -> str:
     """The id of the repository holding `cwd` (default: the current folder). Reads only
     the remote, not the working tree. `RepoError` outside a git repository."""
+    # Imported here: git's modules (about 20 ms) only for a command that asks for its repo.
     from dstack.repo.command import GitCommandError, run_git
     from dstack.repo.remote import repo_id_for
     from dstack.repo.state import find_repo_root
@@ -32,8 +37,6 @@ UPLOADS_REPO = "local:uploads"
 def tags_repo_id() -> str:
     """The repository whose tags `:TAG`, `dstack tags` and `dstack ls :TAG` mean: the current
     one; outside a git repository, the one uploads made there go to."""
-    from dstack.errors import RepoError
-
     try:
         return current_repo_id()
     except RepoError:
@@ -47,7 +50,6 @@ def repo_for(
     repository, a `RepoError` that says what to do (run it in one, or pass `instead`)."""
     if all_repos:
         return None
-    from dstack.errors import RepoError
 
     try:
         return current_repo_id()
@@ -60,8 +62,6 @@ def repo_for(
 
 def all_repos_option(func: F) -> F:
     """`--all-repos`: the keyword `all_repos`."""
-    import click
-
     return click.option(
         "--all-repos",
         "all_repos",

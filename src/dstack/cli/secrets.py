@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import ago, console, table
+from dstack.cli.scope import repo_for
+from dstack.errors import ConfigError, NotFoundError
+from dstack.models.names import SECRET_VALUE_MAX, check_name, secret_value_problem
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -32,8 +36,6 @@ def global_option(func: F) -> F:
 
 def _scope(is_global: bool) -> str | None:
     """The repository the command works in; None for the global secrets."""
-    from dstack.cli.scope import repo_for
-
     return repo_for("secrets", all_repos=is_global, instead="--global (admins)")
 
 
@@ -52,8 +54,6 @@ def secrets() -> None:
 def list_secrets(is_global: bool, remote: str | None) -> None:
     """List the secrets' names (values are never shown): the current repository's, and the
     global ones when you are an admin."""
-    from dstack.cli.render import ago, console, table
-
     items = client_for(remote).list_secrets(_scope(is_global))
     if not items:
         click.echo("No secrets yet. Add one with `dstack secrets add NAME`.")
@@ -98,8 +98,6 @@ def update(name: str, value: str | None, is_global: bool, remote: str | None) ->
     repo_id = _scope(is_global)
     client = client_for(remote)
     if not _exists(client, name, repo_id):
-        from dstack.errors import NotFoundError
-
         flag = " --global" if repo_id is None else ""
         raise NotFoundError(f"secret '{name}' not found", hint=f"dstack secrets add{flag} {name}")
     client.update_secret(name, _check(name, value if value is not None else _prompt(name)), repo_id)
@@ -122,9 +120,6 @@ def delete(name: str, yes: bool, is_global: bool, remote: str | None) -> None:
 
 def _check(name: str, value: str | None) -> str:
     """The value, once name and value are within the server's bounds; else one line."""
-    from dstack.errors import ConfigError
-    from dstack.models.names import SECRET_VALUE_MAX, check_name, secret_value_problem
-
     check_name(name, "secret")
     problem = None if value is None else secret_value_problem(value)
     if problem is not None:

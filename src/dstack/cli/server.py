@@ -98,6 +98,8 @@ def server(
 
     Its other grace periods and timeouts: the `DSTACK_SERVER_*` variables (README, "Settings").
     """
+    # The server is imported here, once the options are checked: `dstack server --help` and
+    # a bad option answer without it (about 1 s).
     import uvicorn
 
     from dstack.server.app import create_app
@@ -126,7 +128,7 @@ def server(
         freeze_heap_at_start=True,
     ).with_durations({**env.server_durations, **_given(options)})
     click.echo(f"dstack server: {settings.url}")
-    from dstack.server.listen import server_config, tcp_socket
+    from dstack.server.listen import server_config, tcp_socket  # see above
 
     sock = tcp_socket(host, port)
     config = server_config(create_app(settings), access_log=access_log)
@@ -145,8 +147,8 @@ def _database_url(url: str | None) -> str | None:
 
 
 def _storage(url: str | None) -> str | None:
-    from dstack.storage.s3 import parse_s3_url
-
     if url:
+        from dstack.storage.s3 import parse_s3_url  # the S3 module only for --storage
+
         parse_s3_url(url)
     return url

@@ -6,6 +6,7 @@ import click
 
 from dstack.cli.context import client_for, remote_option
 from dstack.cli.scope import repo_for
+from dstack.errors import ConfigError
 
 
 @click.command()
@@ -18,8 +19,6 @@ from dstack.cli.scope import repo_for
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool, remote: str | None) -> None:
     """Stop runs: SIGTERM, then SIGKILL after a grace period (`-x`: at once)."""
-    from dstack.errors import ConfigError
-
     if bool(run_name) == stop_all:
         raise ConfigError(
             "name one run, or pass -a for all", hint="dstack stop RUN | dstack stop -a"

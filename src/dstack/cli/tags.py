@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from dstack.cli.artifacts import progress
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import ago, console, size, table
 from dstack.cli.scope import UPLOADS_REPO, all_repos_option, tags_repo_id
-
-if TYPE_CHECKING:
-    from dstack.api.client import Client
-    from dstack.models.repo import RepoRef
-    from dstack.models.run import Run
+from dstack.errors import ConfigError, RepoError
+from dstack.models.names import check_name
+from dstack.models.repo import RepoRef
 
 
 @click.group()
@@ -32,8 +31,6 @@ def tags() -> None:
 @remote_option
 def list_tags(as_json: bool, all_repos: bool, remote: str | None) -> None:
     """The tags of the current repository, newest first."""
-    from dstack.cli.render import ago, console, size, table
-
     items = client_for(remote).list_tags(repo_id=None if all_repos else tags_repo_id())
     if as_json:
         click.echo(json.dumps([t.model_dump(mode="json") for t in items], indent=2))
@@ -63,9 +60,6 @@ def list_tags(as_json: bool, all_repos: bool, remote: str | None) -> None:
 @remote_option
 def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...], remote: str | None) -> None:
     """Tag a successful RUN, or upload local folders (-a) as a new tagged run."""
-    from dstack.errors import ConfigError
-    from dstack.models.names import check_name
-
     check_name(tag, "tag")
     if bool(run_name) == bool(paths):
         raise ConfigError(
@@ -77,38 +71,20 @@ def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...], remote: str
         client.add_tag(tag, run_name)
         click.echo(f"Tagged {run_name} as {tag}")
         return
-    run = _upload(client, tag, list(paths), remote)
+    # Imported here, as git in `_repo_ref`: scanning and uploading files (about 60 ms)
+    # only for `-a PATH`.
+    from dstack.api.transfer import scan_uploads, upload_tagged
+
+    cwd = Path.cwd()
+    uploads = scan_uploads(list(paths), cwd)
+    with progress(sum(u.manifest.size for u in uploads), f"uploading {tag}") as advance:
+        run = upload_tagged(client, tag, uploads, _repo_ref(cwd), progress=advance)
     click.echo(f"Uploaded {len(paths)} path(s) as run {run.name}, tagged {tag}")
 
 
-def _upload(client: Client, tag: str, paths: list[Path], remote: str | None) -> Run:
-    from dstack.cli.artifacts import blob_store, progress
-    from dstack.models.protocol import UploadRunRequest
-    from dstack.storage.manifests import scan
-    from dstack.storage.transfer import push
-
-    cwd = Path.cwd()
-    manifests = [scan(p.resolve(), _declared(p, cwd)) for p in paths]
-    store = blob_store(remote)
-    total = sum(m.size for m in manifests)
-    with progress(total, f"uploading {tag}") as advance:
-        for path, manifest in zip(paths, manifests, strict=True):
-            push(manifest, path.resolve(), store, progress=advance)
-    return client.upload_run(UploadRunRequest(tag=tag, repo=_repo_ref(cwd), manifests=manifests))
-
-
-def _declared(path: Path, cwd: Path) -> str:
-    """The artifact path jobs will see: relative to the current folder when inside it."""
-    resolved = path.resolve()
-    try:
-        return resolved.relative_to(cwd).as_posix()
-    except ValueError:
-        return resolved.name
-
-
 def _repo_ref(cwd: Path) -> RepoRef:
-    from dstack.errors import RepoError
-    from dstack.models.repo import RepoRef
+    """The repository the uploads belong to: the current one, else the uploads' own."""
+    # See `add_tag`: git only for `-a PATH`.
     from dstack.repo.git import EMPTY_TREE, find_repo_root, read_repo_state
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from dstack.cli.context import client_for, remote_option
+from dstack.cli.render import ago, console, table
+from dstack.models.names import check_name
 
 
 @click.group()
@@ -16,8 +18,6 @@ def users() -> None:
 @remote_option
 def list_users(remote: str | None) -> None:
     """List the users, whether they are admins, and the repositories they may see."""
-    from dstack.cli.render import ago, console, table
-
     t = table("NAME", "ADMIN", "REPOSITORIES", "CREATED")
     for user in client_for(remote).list_users():
         repos = "all" if user.repos is None else ", ".join(user.repos) or "none"
@@ -38,8 +38,6 @@ def list_users(remote: str | None) -> None:
 @click.argument("name")
 def add(name: str, is_admin: bool, repos: tuple[str, ...], remote: str | None) -> None:
     """Add user NAME and print their token (shown only this once)."""
-    from dstack.models.names import check_name
-
     check_name(name, "user")
     created = client_for(remote).create_user(name, is_admin=is_admin, repos=list(repos) or None)
     click.echo(f"User '{created.user.name}' added. Their token (shown only now):")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
+from dstack.cli.render import console, table
+from dstack.config import find_dstack_root, load_config
+
 
 @click.command(help="List the workflows of this repository: name, provider and help.")
 def workflows() -> None:
-    from dstack.cli.render import console, table
-    from dstack.config import find_dstack_root, load_config
-
     config = load_config(find_dstack_root(Path.cwd()))
     names = config.workflow_names()
     if not names:

@@ -7,9 +7,10 @@ and the server gets the manifest when it changed. After the job's processes are 
 keeps everything that was written.
 
 Moving files out of the job's folder is journaled (`journal`, `dstack.runner.held`): the
-manifest is written to the runner's work dir before the first rename and settled once the
-server acknowledged it, so a crash between the two loses no reference: a restarted runner
-posts the journaled manifest, joined with what is still in the folder (`carried`).
+manifest is written to the runner's work dir before the first rename and kept until the
+job's record is released, so a crash after it loses no reference: a restarted runner posts
+the journaled manifests, joined with what is still in the folder (`carried`); a manifest it
+posts is never shorter than one the server acknowledged before the crash.
 
 Every round checks each path on disk first (`JobPaths.check_root`): a path that is, or lies
 under, a symbolic link is not read (the job could point it at any file of the host); at the
@@ -51,8 +52,6 @@ class Journal(Protocol):
     """Where manifests wait between storing their files by moving them and being posted."""
 
     def record(self, declared: str, *, cache: bool, manifest: Manifest) -> Path: ...
-
-    def settle(self, entry: Path) -> None: ...
 
 
 class Carried(Protocol):
@@ -199,9 +198,8 @@ class ArtifactSync:
         for tracked, manifest, stored in scanned:
             is_cache = tracked in saved
             moving = move and tracked.movable
-            entry = None
             if moving and self._journal is not None:
-                entry = self._journal.record(tracked.declared, cache=is_cache, manifest=manifest)
+                self._journal.record(tracked.declared, cache=is_cache, manifest=manifest)
             self._push(
                 tracked,
                 manifest,
@@ -211,8 +209,6 @@ class ArtifactSync:
                 force=is_cache or (tracked.declared, is_cache) in self._carried,
                 pushed=functools.partial(self._pushed, say, tracked, manifest, is_cache),
             )
-            if entry is not None and self._journal is not None:
-                self._journal.settle(entry)
 
     def _pushed(
         self, say: Callable[[str], None], tracked: _Tracked, manifest: Manifest, cache: bool

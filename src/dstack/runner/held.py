@@ -8,8 +8,10 @@ a job never writes there, so nothing a job does can forge what recovery posts):
 - `process.json`: the job's process group and its start time, to kill what outlived the runner.
 - `final.json`: how the job ended, noted before its final artifact sync.
 - `manifest-<n>.json`: the journal. A manifest whose files are about to be moved out of the
-  job's folder into the store is written here before the first rename and removed once the
-  server acknowledged (or refused) it, so a crash between the two loses no reference.
+  job's folder into the store is written here before the first rename and kept until the
+  folder is released: its files left the job's folder, so a restarted runner knows them only
+  from here, also after the server acknowledged the manifest (a shorter one posted by the
+  restarted runner would hide them).
 
 Every file is written to a temp name and renamed, so a crash leaves it whole or absent.
 Nothing is fsync'ed: this guards against a killed runner, not a power loss (see
@@ -18,7 +20,6 @@ Nothing is fsync'ed: this guards against a killed runner, not a power loss (see
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -122,13 +123,8 @@ class HeldJob:
         _write(entry, data.model_dump_json())
         return entry
 
-    def settle(self, entry: Path) -> None:
-        """The journaled manifest was acknowledged (or refused): forget it."""
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
-
     def journaled(self) -> list[Journaled]:
-        """The manifests journaled and not settled, oldest first."""
+        """The manifests journaled, oldest first."""
         found = []
         for entry in sorted(self.folder.glob(f"{_JOURNAL_PREFIX}*.json"), key=_mtime):
             data = _read(entry, _JournalEntry)

@@ -150,6 +150,9 @@ class Team:
         """Start whichever of the server and the runner is not running, and wait for both."""
         raise NotImplementedError
 
+    def configure(self) -> None:
+        """Point the user's CLI at the server (once it runs)."""
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -242,6 +245,10 @@ class RemoteTeam(Team):
     def kill_server(self) -> None:
         _kill(self.server.proc, "server")
 
+    def configure(self) -> None:
+        configured = self.user.dstack("config", "--url", self.server.url, "--token", ADMIN_TOKEN)
+        assert configured.code == 0, configured
+
     def revive(self) -> None:
         if self.server.proc is None or self.server.proc.poll() is not None:
             self.server.start()
@@ -325,6 +332,17 @@ class LocalTeam(Team):
     def close(self) -> None:
         super().close()
         stop_local_server(self.user.home)
+        self._end_stray_runners()
+
+    def _end_stray_runners(self) -> None:
+        """Runners of this home that outlived a killed server (their parent check sees the
+        server's unreaped zombie where no init reaps it): ended here, by pid."""
+        work_dir = str(self.user.home / "runner")
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if "dstack.runner" in cmdline and work_dir in cmdline:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
 
 
 def _kill(proc: subprocess.Popen[bytes] | None, what: str) -> None:
@@ -367,10 +385,7 @@ def _remote_team(root: Path, hooks: Hooks) -> RemoteTeam:
     work_dir = root / "runners" / "faults"
     runner = RunnerProcess("faults", work_dir, server, launcher=_with_hooks(hooks.folder))
     user = make_env(root / "user", "process")
-    team = RemoteTeam(user, hooks, _jobs_dir(work_dir), server=server, runner=runner)
-    configured = user.dstack("config", "--url", server.url, "--token", ADMIN_TOKEN)
-    assert configured.code == 0, configured
-    return team
+    return RemoteTeam(user, hooks, _jobs_dir(work_dir), server=server, runner=runner)
 
 
 def _local_team(root: Path, hooks: Hooks) -> LocalTeam:
@@ -421,6 +436,7 @@ def _hooks_env(folder: Path) -> Iterator[None]:
 def _set_up_user(team: Team, root: Path) -> None:
     """The workflow, and the tag `base` it depends on (two artifact folders, so that the
     dependency download has a middle)."""
+    team.configure()
     team.user.workflows(WORKFLOWS)
     team.user.commit("the steps workflow")
     tag = root / "tag"

@@ -37,6 +37,8 @@ from tests.faults.conftest import (
 from dstack.models.job import JobStatus
 
 CI_SEED = 14
+CLI_PHASES = 3
+"""A killed CLI changes nothing for the runner: a few phases are enough for each seed."""
 SWEEP_EXTRA = 15
 """Random kill points a sweep adds to each seed's stratified ones."""
 TARGETS = ("runner", "server", "cli")
@@ -68,11 +70,11 @@ class KillPoint:
 
 def kill_points(seed: int, extra: int = 0) -> list[KillPoint]:
     """The kill points of `random.Random(seed)`: the runner and the server of each topology at
-    every phase, the CLI at every phase (of a random topology), shuffled; then `extra` random
-    ones."""
+    every phase, the CLI (of a random topology) at `CLI_PHASES` random phases, shuffled; then
+    `extra` random ones."""
     rng = random.Random(seed)
     picks = [(w, t, p) for w in TOPOLOGIES for t in ("runner", "server") for p in PHASES]
-    picks += [(rng.choice(TOPOLOGIES), "cli", p) for p in PHASES]
+    picks += [(rng.choice(TOPOLOGIES), "cli", p) for p in rng.sample(PHASES, CLI_PHASES)]
     rng.shuffle(picks)
     picks += [
         (rng.choice(TOPOLOGIES), rng.choice(TARGETS), rng.choice(PHASES)) for _ in range(extra)
@@ -105,7 +107,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_kill_points_cover_every_target_at_every_phase() -> None:
     points = kill_points(CI_SEED)
     assert len(points) >= 30
-    assert {(p.target, p.phase) for p in points} == {(t, p) for t in TARGETS for p in PHASES}
+    assert {p.target for p in points} == set(TARGETS)
     for topology in TOPOLOGIES:
         for target in ("runner", "server"):
             phases = {p.phase for p in points if (p.topology, p.target) == (topology, target)}
@@ -132,7 +134,8 @@ def test_kill_point(fault_team: Team, point: KillPoint, tmp_path: Path) -> None:
     logs = _check_logs(team, killed)
     files = _check_artifacts(team, killed, tmp_path / "copy")
     if point.target != "runner":
-        assert run.status is JobStatus.DONE, f"{point.id}: the run ended {_fate(run)}"
+        status = run.status
+        assert status is JobStatus.DONE, f"{point.id}: the run ended {_fate(run)}"
         assert Counter(numbered(logs)) == Counter(_all_lines()), f"{point.id}: lines lost"
         assert "seed of base1" in logs, logs
         assert "seed of base2" in logs, logs
@@ -235,31 +238,38 @@ def _check_artifacts(team: Team, killed: Killed, copy: Path) -> dict[str, set[in
     written = {n for kind, n in numbered(killed.spool) if kind == "wrote"}
     listing = team.dstack("ls", killed.run_name, "-r")
     assert listing.code == 0, listing
-    found = {}
+    listed = {
+        folder: {int(n) for n in re.findall(rf"{folder}/step-(\d+)\.txt", listing.out)}
+        for folder in ARTIFACTS
+    }
     for folder in ARTIFACTS:
-        listed = {int(n) for n in re.findall(rf"{folder}/step-(\d+)\.txt", listing.out)}
-        unlisted = sorted(f"{folder}/step-{n}.txt" for n in written - listed)
+        unlisted = sorted(f"{folder}/step-{n}.txt" for n in written - listed[folder])
         assert not unlisted, (
             f"files written before the kill are not listed by `dstack ls {killed.run_name}`: "
             f"{unlisted}\n{listing.out}"
         )
-        if listed:
-            _verify_copy(team, killed.run_name, folder, copy / folder, listed)
-        found[folder] = listed
-    return found
+    if any(listed.values()):
+        _verify_copy(team, killed.run_name, copy, listed)
+    return listed
 
 
-def _verify_copy(team: Team, run_name: str, folder: str, target: Path, listed: set[int]) -> None:
-    copied = team.dstack("cp", run_name, folder, str(target))
+def _verify_copy(team: Team, run_name: str, copy: Path, listed: dict[str, set[int]]) -> None:
+    """`dstack cp RUN . COPY` (every artifact at once) copies what `ls` listed, byte-exact."""
+    copied = team.dstack("cp", run_name, ".", str(copy))
     assert copied.code == 0, copied
-    contents = {}
-    for path in target.iterdir():
-        match = _STEP_FILE.match(path.name)
-        assert match, f"unexpected artifact file {folder}/{path.name}"
-        contents[int(match.group(1))] = path.read_bytes()
-    assert set(contents) == listed, f"`cp` copied {sorted(contents)} of {folder}, `ls`: {listed}"
-    corrupt = [f"{folder}/step-{n}.txt" for n, data in contents.items() if data != step_bytes(n)]
-    assert not corrupt, f"artifact bytes differ from what the job wrote: {corrupt}"
+    for folder in ARTIFACTS:
+        contents = {}
+        for path in (copy / folder).iterdir() if (copy / folder).exists() else []:
+            match = _STEP_FILE.match(path.name)
+            assert match, f"unexpected artifact file {folder}/{path.name}"
+            contents[int(match.group(1))] = path.read_bytes()
+        assert set(contents) == listed[folder], (
+            f"`cp` copied {sorted(contents)} of {folder}, `ls` listed {sorted(listed[folder])}"
+        )
+        corrupt = [
+            f"{folder}/step-{n}.txt" for n, data in contents.items() if data != step_bytes(n)
+        ]
+        assert not corrupt, f"artifact bytes differ from what the job wrote: {corrupt}"
 
 
 def _fate(run: object) -> str:

@@ -281,8 +281,9 @@ def test_a_runner_restarting_with_its_credential_keeps_its_id(client: TestClient
     answer = again.json()
     assert (answer["runner_id"], answer["runner_token"]) == (box.id, None)
     assert answer["server_id"] == first.json()["server_id"] != ""
-    lost = job_of(client, run_name)
-    assert (lost["status"], lost["reason"]) == ("failed", "runner_lost")
+    kept = job_of(client, run_name)  # the restarted runner finishes it, then reports it
+    assert kept["status"] not in ("failed", "done")
+    assert kept["runner_id"] == box.id
     [listed] = client.get("/api/runners", headers=ADMIN).json()
     assert (listed["id"], listed["resources"]["cpus"]) == (box.id, 8)
     beat = heartbeat(client, box)

@@ -125,8 +125,8 @@ async def register(
     ctx: ServerContext, name: str = "local", resources: HostResources | None = None
 ) -> str:
     """Register runner `name` as `dstack-runner` does: the first time with a registration
-    token (a new runner), later with the runner's own credential (it restarted: same id, its
-    jobs lost). Returns the runner's id."""
+    token (a new runner), later with the runner's own credential (it restarted: same id, the
+    jobs it held kept for it to report). Returns the runner's id."""
     request = RegisterRunnerRequest(
         name=name, host="localhost", resources=resources or host(), executors=["process"]
     )

@@ -153,16 +153,42 @@ async def test_delete_refuses_unfinished_runs_then_removes_everything(
     assert await runs.list_runs(ctx, all=True) == []
 
 
-async def test_a_restarted_runner_keeps_its_id_and_loses_its_jobs(ctx: ServerContext) -> None:
+async def test_a_restarted_runner_keeps_its_id_and_the_jobs_it_recovers(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    runner_id = await register(ctx)
+    run = await runs.submit_run(ctx, request=submission())
+    held = await claims.try_claim(ctx, runner_id=runner_id)
+    assert held is not None
+    clock.advance(1)
+
+    assert await register(ctx) == runner_id
+    # The restarted runner lists the job while it syncs its folder, then reports it.
+    clock.advance(60)
+    listed = HeartbeatRequest(running_jobs=[held.job_id])
+    await runner_service.heartbeat(ctx, runner_id=runner_id, request=listed)
+    kept = (await runs.get_run(ctx, name=run.name)).jobs[0]
+    assert kept.status.is_active()
+
+
+async def test_a_restarted_runner_loses_the_jobs_it_does_not_list_after_a_grace(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
     runner_id = await register(ctx)
     run = await runs.submit_run(ctx, request=submission())
     assert await claims.try_claim(ctx, runner_id=runner_id) is not None
-
+    clock.advance(1)
     assert await register(ctx) == runner_id
+
+    empty = HeartbeatRequest(running_jobs=[])
+    await runner_service.heartbeat(ctx, runner_id=runner_id, request=empty)
+    assert (await runs.get_run(ctx, name=run.name)).jobs[0].status.is_active()
+    clock.advance(ctx.settings.runner_heartbeat_timeout + 1)
+    await runner_service.heartbeat(ctx, runner_id=runner_id, request=empty)
 
     lost = (await runs.get_run(ctx, name=run.name)).jobs[0]
     assert (lost.status, lost.reason) == (JobStatus.FAILED, TerminationReason.RUNNER_LOST)
-    assert lost.message == "runner 'local' restarted"
+    assert lost.message == "runner 'local' restarted and did not recover the job"
 
 
 async def test_listings_keep_finished_jobs_fixed_and_running_ones_current(

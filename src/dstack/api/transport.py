@@ -100,6 +100,12 @@ class Transport:
     def token(self, value: str) -> None:
         self._token = value
 
+    def rebase(self, base_url: str) -> None:
+        """Send every later request (and the retries of those in flight) to `base_url`: the
+        server moved (a local server restarted on another port)."""
+        self.base_url = base_url.rstrip("/")
+        self._http.base_url = self.base_url
+
     def auth_headers(self, token: str | None = None) -> dict[str, str]:
         """The header that carries `token` (default: the session's credential): the only place
         a credential is put on the wire, also for the connections httpx does not make."""

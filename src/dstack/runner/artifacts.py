@@ -6,6 +6,11 @@ and the server gets the manifest when it changed. After the job's processes are 
 `finish` scans and pushes once more and saves the workflow caches, so a crash, stop or abort
 keeps everything that was written.
 
+Moving files out of the job's folder is journaled (`journal`, `dstack.runner.held`): the
+manifest is written to the runner's work dir before the first rename and settled once the
+server acknowledged it, so a crash between the two loses no reference: a restarted runner
+posts the journaled manifest, joined with what is still in the folder (`carried`).
+
 Every round checks each path on disk first (`JobPaths.check_root`): a path that is, or lies
 under, a symbolic link is not read (the job could point it at any file of the host); at the
 end such a path gets a warning line in the job's log and the other paths are saved.
@@ -18,13 +23,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dstack.errors import DstackError
-from dstack.models.artifacts import Manifest
+from dstack.models.artifacts import FileEntry, Manifest
 from dstack.models.job import JobSpec
 from dstack.runner.faults import pause_point
 from dstack.runner.paths import JobPaths
@@ -41,6 +46,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PostManifest = Callable[[Manifest], None]
+
+
+class Journal(Protocol):
+    """Where manifests wait between storing their files by moving them and being posted."""
+
+    def record(self, declared: str, *, cache: bool, manifest: Manifest) -> Path: ...
+
+    def settle(self, entry: Path) -> None: ...
+
+
+class Carried(Protocol):
+    """A manifest an earlier runner journaled: its blobs were stored, it may never have
+    been posted (`dstack.runner.held.Journaled`)."""
+
+    @property
+    def declared(self) -> str: ...
+
+    @property
+    def cache(self) -> bool: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
 
 
 @dataclass
@@ -111,10 +138,15 @@ class ArtifactSync:
         post_artifact: PostManifest,
         post_cache: PostManifest,
         clock: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
+        carried: Iterable[Carried] = (),
     ) -> None:
         from dstack.storage.statcache import StatCache
 
         self._store = store
+        self._journal = journal
+        self._carried = {(c.declared, c.cache): c.manifest for c in carried}
+        self._crash_point = settings.crash_point
         self._post_artifact = post_artifact
         self._post_cache = post_cache
         self._clock = clock
@@ -167,16 +199,33 @@ class ArtifactSync:
                 say(f"warning: {'cache' if tracked in saved else 'artifact'} not saved: {exc}")
         for tracked, manifest, stored in scanned:
             is_cache = tracked in saved
-            post = self._post_cache if is_cache else self._post_artifact
+            moving = move and tracked.movable
+            entry = None
+            if moving and self._journal is not None:
+                entry = self._journal.record(tracked.declared, cache=is_cache, manifest=manifest)
             self._push(
                 tracked,
                 manifest,
                 stored,
-                post,
-                move=move and tracked.movable,
-                force=is_cache,
-                pushed=functools.partial(_say_summary, say, tracked, manifest, is_cache),
+                self._post_cache if is_cache else self._post_artifact,
+                move=moving,
+                force=is_cache or (tracked.declared, is_cache) in self._carried,
+                pushed=functools.partial(self._pushed, say, tracked, manifest, is_cache),
             )
+            if entry is not None and self._journal is not None:
+                self._journal.settle(entry)
+
+    def _pushed(
+        self, say: Callable[[str], None], tracked: _Tracked, manifest: Manifest, cache: bool
+    ) -> None:
+        """Between storing a final sync's blobs and posting its manifest: join what an
+        earlier runner journaled, say the summary line (and, in tests, crash here)."""
+        carried = self._carried.get((tracked.declared, cache))
+        if carried is not None:
+            manifest.files = _joined(carried, manifest, self._store)
+        say(tracked.summary(manifest, cache=cache))
+        if self._crash_point is not None:
+            self._crash_point("artifacts-stored")
 
     def sync_due(self) -> None:
         """One periodic round: sync the artifacts whose interval has passed."""
@@ -258,10 +307,34 @@ class ArtifactSync:
         tracked.posted = manifest.digest()
 
 
-def _say_summary(
-    say: Callable[[str], None], tracked: _Tracked, manifest: Manifest, cache: bool
-) -> None:
-    say(tracked.summary(manifest, cache=cache))
+def _joined(carried: Manifest, found: Manifest, store: BlobStore) -> list[FileEntry]:
+    """The files of `found` (scanned now) and those of `carried` (journaled earlier, moved
+    out of the folder since) that do not clash with them and whose blobs are stored."""
+    from dstack.storage.base import missing_of
+
+    names = {f.path for f in found.files}
+    folders = {parent for name in names for parent in _parents(name)}
+    kept = [
+        f
+        for f in carried.files
+        if f.path not in names
+        and f.path not in folders
+        and not any(parent in names for parent in _parents(f.path))
+        and (f.path != "" or not names)
+        and ("" not in names)
+    ]
+    lacking = set(missing_of(store, [f.digest for f in kept]))
+    joined = found.files + [f for f in kept if f.digest not in lacking]
+    return sorted(joined, key=lambda f: f.path)
+
+
+def _parents(name: str) -> list[str]:
+    parents = []
+    parent, _, _ = name.rpartition("/")
+    while parent:
+        parents.append(parent)
+        parent, _, _ = parent.rpartition("/")
+    return parents
 
 
 def _tracked(declared: str, paths: JobPaths, now: float, interval: float) -> _Tracked:

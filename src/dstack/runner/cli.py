@@ -11,9 +11,7 @@ import logging
 import os
 import signal
 import sys
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -80,11 +78,20 @@ def cli() -> None:
     "as root, else the runner's own user; the runner's own user name opts out).",
 )
 @click.option(
-    "--parent-pid",
-    type=int,
+    "--server-file",
+    type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     hidden=True,
-    help="Exit when this process is gone (the local server that started the runner).",
+    help="The local server's server.json: follow the URL it names (the local server that "
+    "started the runner restarts on a new port), and exit once orphaned.",
+)
+@click.option(
+    "--orphan-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="With --server-file: seconds the server may stay unreachable before an idle runner "
+    "exits (running jobs are never given up for it).",
 )
 def start(
     server_url: str,
@@ -95,7 +102,8 @@ def start(
     labels: str | None,
     stop_grace: float,
     job_user: str | None,
-    parent_pid: int | None,
+    server_file: Path | None,
+    orphan_timeout: float,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
     from dstack.api.runner import RunnerClient
@@ -120,6 +128,9 @@ def start(
         stop_grace=stop_grace,
         images=ImageSettings.from_env(os.environ),
         job_user=job_user,
+        server_file=server_file,
+        orphan_exit_after=orphan_timeout,
+        crash_point=crash_point_from_env(os.environ),
     )
     if name:
         settings = dataclasses.replace(settings, name=name)
@@ -133,24 +144,47 @@ def start(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if parent_pid is not None:
-        _exit_with_parent(parent_pid, runner.shutdown)
+    follower = None
+    if server_file is not None:
+        from dstack.runner.follow import ServerFollower
+
+        follower = ServerFollower(
+            runner, server_file, rebase=api.transport.rebase, orphan_exit_after=orphan_timeout
+        ).start()
     try:
         runner.run()
     finally:
+        if follower is not None:
+            follower.stop()
         api.close()
 
 
-def _exit_with_parent(pid: int, shutdown: Callable[[], None]) -> None:
-    """Call `shutdown` once process `pid` is gone, so a local runner never outlives its server."""
-    import psutil
+CRASH_AT_ENV = "DSTACK_RUNNER_TEST_CRASH_AT"
+CRASH_COUNT_ENV = "DSTACK_RUNNER_TEST_CRASH_COUNT"
+"""For fault tests only: the runner kills itself (SIGKILL, as a crash would) at the
+`RunnerSettings.crash_point` named by `CRASH_AT_ENV`, as long as the file named by
+`CRASH_COUNT_ENV` holds a positive number, which each crash decrements (so the restarted
+runner gets past that point)."""
 
-    def watch() -> None:
-        while psutil.pid_exists(pid):
-            time.sleep(1.0)
-        shutdown()
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+def crash_point_from_env(environ: Mapping[str, str]) -> Callable[[str], None] | None:
+    target, counter = environ.get(CRASH_AT_ENV), environ.get(CRASH_COUNT_ENV)
+    if not target or not counter:
+        return None
+
+    def crash(point: str) -> None:
+        if point != target:
+            return
+        path = Path(counter)
+        try:
+            left = int(path.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return
+        if left > 0:
+            path.write_text(str(left - 1))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
 
 
 def main(argv: list[str] | None = None) -> None:

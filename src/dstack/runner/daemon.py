@@ -7,6 +7,10 @@ Registration: the registration token only registers. The runner's own credential
 answer is stored (`<work_dir>/credential.json`, 0600) and carries every later request; a
 restarted runner registers with it as the same runner, and falls back to the registration
 token once when the server refuses it (revoked, or the server lost its database).
+
+Recovery: the jobs an earlier run of this runner held (on this work dir) are finished first
+(`dstack.runner.recovery`): listed in the heartbeats while their folders are synced, then
+reported. Only one runner uses a work dir at a time (`dstack.runner.lock`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -31,7 +36,10 @@ from dstack.runner.blobs import BlobStoreFactory, open_blob_store
 from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.credential import StoredCredential, load_credential, save_credential
 from dstack.runner.executors import Executor, RunnerIdentity, create_executor
+from dstack.runner.held import HeldJob, HeldJobs
 from dstack.runner.job import JobWorker
+from dstack.runner.lock import WorkDirLock
+from dstack.runner.recovery import Recovery
 from dstack.runner.resources import detect_resources
 from dstack.runner.settings import RunnerSettings
 from dstack.tunnel.ports import JobPorts, PortRecorder
@@ -99,6 +107,9 @@ class Runner:
         )
         self._shutdown = threading.Event()
         self._workers: dict[str, JobWorker] = {}
+        self._held = HeldJobs(settings.work_dir)
+        self._recovering: set[str] = set()
+        self._contact = time.monotonic()
         self._lock = threading.Lock()
         self._fatal: DstackError | None = None
         self.runner_id: str | None = None
@@ -106,6 +117,15 @@ class Runner:
     def run(self) -> None:
         """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
         self.settings.create_dirs()
+        lock = WorkDirLock(self.settings.lock_path).acquire()
+        try:
+            self._run()
+        finally:
+            lock.release()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _run(self) -> None:
         self._executor = self._executor_factory(self.settings)
         try:
             self._register()
@@ -124,16 +144,24 @@ class Runner:
             if self._tunnel is not None:
                 self._tunnel.close()
             self._stop_all()
-        if self._fatal is not None:
-            raise self._fatal
 
     def shutdown(self) -> None:
         """Ask `run()` to stop claiming, stop the running jobs and return. Never blocks."""
         self._shutdown.set()
 
     def running_job_ids(self) -> list[str]:
+        """The jobs running here, and those being recovered."""
         with self._lock:
-            return [job_id for job_id, w in self._workers.items() if w.is_alive()]
+            alive = [job_id for job_id, w in self._workers.items() if w.is_alive()]
+            return alive + sorted(self._recovering - set(alive))
+
+    def last_contact(self) -> float:
+        """`time.monotonic()` when the server last answered a heartbeat or registration."""
+        return self._contact
+
+    def is_idle(self) -> bool:
+        """No job runs or is being recovered here."""
+        return not self.running_job_ids()
 
     def worker(self, job_id: str) -> JobWorker | None:
         with self._lock:
@@ -162,6 +190,7 @@ class Runner:
             labels=dict(self.settings.labels),
         )
         answer = self._retrying(lambda: self._sign_in(request))
+        self._contact = time.monotonic()
         self.runner_id = answer.runner_id
         if answer.runner_token is not None:
             credential = StoredCredential(
@@ -194,6 +223,7 @@ class Runner:
 
     def _claim_thread(self) -> None:
         try:
+            self._recover_held()
             self._claim_loop()
         except AuthError as exc:
             self._fatal = exc
@@ -219,6 +249,41 @@ class Runner:
             if assignment is not None:
                 self._start_worker(assignment)
 
+    def _recover_held(self) -> None:
+        """Start finishing, each on its own thread, the jobs an earlier run held."""
+        assert self._executor is not None
+        for held in self._held.all():
+            recovery = Recovery(
+                held,
+                settings=self.settings,
+                api=self._api,
+                executor=self._executor.name,
+                blob_store=self._blob_store,
+                shutdown=self._shutdown,
+            )
+            with self._lock:
+                self._recovering.add(held.job_id)
+            log.info("recovering job %s, held before this runner restarted", held.job_id)
+            name = f"recover-{held.job_id}"
+            threading.Thread(target=self._recover, args=(recovery,), name=name, daemon=True).start()
+
+    def _recover(self, recovery: Recovery) -> None:
+        try:
+            recovery.run()
+        except Exception:  # a bug must not keep the job listed forever
+            log.exception("recovering job %s failed", recovery.job_id)
+        finally:
+            with self._lock:
+                self._recovering.discard(recovery.job_id)
+
+    def _hold(self, assignment: JobAssignment) -> HeldJob | None:
+        """The job's record; None when it cannot be written (the job runs without one)."""
+        try:
+            return self._held.hold(assignment)
+        except OSError as exc:
+            log.warning("cannot keep a record of job %s: %s", assignment.job_id, exc)
+            return None
+
     def _start_worker(self, assignment: JobAssignment) -> None:
         assert self._executor is not None
         with self._lock:
@@ -233,6 +298,7 @@ class Runner:
                 shutdown=self._shutdown,
                 blob_store=self._blob_store,
                 checkouts=self._checkouts,
+                held=self._hold(assignment),
             )
             self._workers[assignment.job_id] = worker
         log.info("running job %s of run %s", assignment.job_id, assignment.run_name)
@@ -244,6 +310,7 @@ class Runner:
             try:
                 request = HeartbeatRequest(running_jobs=self.running_job_ids())
                 self._apply(self._api.heartbeat(request))
+                self._contact = time.monotonic()
             except NotFoundError:
                 self._register_quietly()
             except AuthError as exc:

@@ -6,11 +6,13 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dstack.api.runner import RunnerApi
 from dstack.background import Background
-from dstack.errors import ConflictError, DstackError, NotFoundError
+from dstack.errors import ConflictError, DstackError, NotFoundError, ServerUnreachableError
+from dstack.models.artifacts import Manifest
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
 from dstack.runner.apps import AppProbe, probe_targets
@@ -22,6 +24,7 @@ from dstack.runner.environment import allocate_ports, job_env, with_secret_refer
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
 from dstack.runner.faults import pause_point
+from dstack.runner.held import HeldJob
 from dstack.runner.inputs import place_inputs
 from dstack.runner.logs import LogShipper, LogSpool
 from dstack.runner.paths import JobPaths, job_paths
@@ -42,7 +45,10 @@ class JobWorker:
     `request_abort` and `forget` may be called from any thread at any time; the final status
     is posted only after every log line was shipped. `blob_store` opens the store a job's
     `StorageAccess` names (default: `open_blob_store`); `checkouts` keeps checked-out code
-    for later jobs of the same code (default: none).
+    for later jobs of the same code (default: none). `held` is this job's record in the
+    runner's work dir (`dstack.runner.held`): the job's process, how it ended and the journal
+    of its final sync go there, for a restarted runner to finish the job; it is released once
+    the final status was accepted.
     """
 
     def __init__(
@@ -55,8 +61,10 @@ class JobWorker:
         shutdown: threading.Event,
         blob_store: BlobStoreFactory | None = None,
         checkouts: CheckoutCache | None = None,
+        held: HeldJob | None = None,
     ) -> None:
         self.assignment = assignment
+        self._held = held
         self._checkouts = checkouts
         self._open_store = blob_store or (lambda access: open_blob_store(access, api))
         self._store: BlobStore | None = None
@@ -127,6 +135,8 @@ class JobWorker:
         except Exception as exc:  # a bug must still end the job, with its reason shown
             log.exception("job %s crashed the runner's worker", self.job_id)
             update = _failed(TerminationReason.EXECUTOR_ERROR, f"runner error: {exc}")
+        if update is not None and self._held is not None:
+            self._held.note_final(update)
         try:
             update = self._upload(update, spool)
         except Exception as exc:  # as above: report the job, keep the reason of its end
@@ -144,6 +154,8 @@ class JobWorker:
             self._close_store()
         if not self._settings.keep_job_dirs:
             shutil.rmtree(self.job_dir, ignore_errors=True)
+        if self._held is not None:
+            self._held.release()
 
     def _execute(self, spool: LogSpool) -> JobStatusUpdate | None:
         """Run the job; the final status to report (None: forgotten, report nothing)."""
@@ -287,15 +299,21 @@ class JobWorker:
             close()
 
     def _artifact_sync(self, paths: JobPaths) -> ArtifactSync:
-        job_id = self.job_id
         return ArtifactSync(
             spec=self.assignment.spec,
             paths=paths,
             store=self._blob_store(),
             settings=self._settings,
-            post_artifact=lambda manifest: self._api.post_artifacts(job_id, manifest),
-            post_cache=lambda manifest: self._api.post_cache(job_id, manifest),
+            post_artifact=lambda manifest: self._post_manifest(self._api.post_artifacts, manifest),
+            post_cache=lambda manifest: self._post_manifest(self._api.post_cache, manifest),
+            journal=self._held,
         )
+
+    def _post_manifest(self, post: Callable[[str, Manifest], None], manifest: Manifest) -> None:
+        """Post a manifest, waiting for a server that is away (its files may have been moved
+        out of the job's folder already); an answer that refuses it is raised at once, and
+        so is the last error once the runner shuts down (the journal keeps the manifest)."""
+        post_manifest(post, self.job_id, manifest, shutdown=self._shutdown, settings=self._settings)
 
     def _upload(self, update: JobStatusUpdate | None, spool: LogSpool) -> JobStatusUpdate | None:
         """The final artifact sync, once the job's processes are gone; the status to report.
@@ -356,6 +374,9 @@ class JobWorker:
 
     def _attach(self, handle: JobHandle) -> None:
         """Remember the handle, then apply a stop/abort that came during the start."""
+        pid = getattr(handle, "pid", None)
+        if isinstance(pid, int) and self._held is not None:
+            self._held.note_process(pid)
         with self._lock:
             self._handle = handle
             stop, abort = self._stop_requested, self._abort_requested
@@ -436,6 +457,29 @@ class JobWorker:
 
     def _send_logs(self, lines: list[LogLine]) -> None:
         self._api.post_logs(self.job_id, LogBatch.model_construct(lines=lines))
+
+
+def post_manifest(
+    post: Callable[[str, Manifest], None],
+    job_id: str,
+    manifest: Manifest,
+    *,
+    shutdown: threading.Event,
+    settings: RunnerSettings,
+) -> None:
+    """`post(job_id, manifest)`, again with backoff while the server is unreachable (until
+    `shutdown`); any other error is raised at once."""
+    pause = settings.retry_backoff
+    while True:
+        try:
+            post(job_id, manifest)
+            return
+        except ServerUnreachableError as exc:
+            if shutdown.is_set():
+                raise
+            log.warning("posting manifest %s of job %s failed: %s", manifest.path, job_id, exc)
+            shutdown.wait(pause)
+            pause = min(pause * 2, settings.retry_backoff_max)
 
 
 def _from_exit(result: ExitResult) -> JobStatusUpdate:

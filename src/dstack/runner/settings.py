@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,15 @@ class RunnerSettings:
     job_user: str | None = None
     """The user process jobs run as (`--job-user`); None: the runner's own user."""
     job_user_dir: Path = JOB_USER_DIR
+    server_file: Path | None = None
+    """The local server's `server.json` (`--server-file`): a local runner outlives its server
+    (a crash, a restart on a new port) and follows the URL this file names."""
+    orphan_exit_after: float = 600.0
+    """With `server_file`: seconds the server may stay unreachable before an idle runner
+    exits (`--orphan-timeout`); a runner with jobs keeps them running meanwhile."""
+    crash_point: Callable[[str], None] | None = field(default=None, compare=False)
+    """Called at named points of a job's life (`artifacts-stored`: a final sync stored its
+    blobs, its manifest is not posted yet); tests kill the runner there. None: nothing."""
 
     @property
     def jobs_dir(self) -> Path:
@@ -93,6 +103,16 @@ class RunnerSettings:
     @property
     def checkouts_dir(self) -> Path:
         return self.work_dir / "checkouts"
+
+    @property
+    def held_dir(self) -> Path:
+        """What the runner keeps about the jobs it holds (`dstack.runner.held`)."""
+        return self.work_dir / "held"
+
+    @property
+    def lock_path(self) -> Path:
+        """Held (`flock`) by the runner using this work dir; see `dstack.runner.lock`."""
+        return self.work_dir / "runner.lock"
 
     @property
     def credential_path(self) -> Path:

@@ -1,4 +1,10 @@
-"""The local server's own runner: a `dstack-runner` child process, restarted when it exits."""
+"""The local server's own runner: a `dstack-runner` child process, restarted when it exits.
+
+The runner outlives a crashed server (`dstack.runner.follow`): it keeps running its jobs and
+follows the server's `server.json` to the next server's port. So a server that starts while
+an earlier server's runner still holds the work dir (its lock, `dstack.runner.lock`) starts
+no second runner: it waits for that one to exit, and stops it when it stops itself.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ class LocalRunnerSupervisor:
         self.settings = settings
         self.token = token  # a runner registration token, not the admin's
         self.process: subprocess.Popen[bytes] | None = None
+        self.adopted: int | None = None
+        """The pid of an earlier server's runner, still running (its jobs too) on our work dir."""
 
     def command(self) -> list[str]:
         base = self.settings.local_runner_command or [sys.executable, "-m", "dstack.runner"]
@@ -35,7 +43,7 @@ class LocalRunnerSupervisor:
         # where any user of the machine could read it.
         command = [*base, "start", "--server", self.settings.url]
         command += ["--name", "local", "--work-dir", str(work_dir)]
-        command += ["--parent-pid", str(os.getpid())]
+        command += ["--server-file", str(self.settings.server_dir / "server.json")]
         if self.settings.local_runner_executor:
             command += ["--executor", self.settings.local_runner_executor]
         return command
@@ -56,6 +64,7 @@ class LocalRunnerSupervisor:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._keep_credential()
+        await self._wait_for_work_dir()
         log_path = self.settings.server_dir / "runner.log"
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             self.process = subprocess.Popen(
@@ -81,6 +90,19 @@ class LocalRunnerSupervisor:
         work_dir = self.settings.resolved_runner_work_dir()
         rebind_credential(work_dir / CREDENTIAL_FILE, self.settings.url)
 
+    async def _wait_for_work_dir(self) -> None:
+        """Wait while an earlier server's runner holds the work dir (it follows this server
+        meanwhile, and exits once idle and orphaned, or when this server stops it)."""
+        from dstack.runner.lock import lock_holder
+
+        lock = self.settings.resolved_runner_work_dir() / "runner.lock"
+        while (holder := lock_holder(lock)) is not None:
+            if self.adopted != holder:
+                logger.info("the runner of an earlier server (pid %s) still runs: kept", holder)
+            self.adopted = holder
+            await asyncio.sleep(0.5)
+        self.adopted = None
+
     async def _wait_for_server(self) -> None:
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
@@ -90,6 +112,7 @@ class LocalRunnerSupervisor:
                 await asyncio.sleep(0.2)
 
     def _terminate(self) -> None:
+        self._terminate_adopted()
         process = self.process
         if process is None or process.poll() is not None:
             return
@@ -99,3 +122,16 @@ class LocalRunnerSupervisor:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def _terminate_adopted(self) -> None:
+        """Stop an earlier server's runner this server kept (as it stops its own)."""
+        import signal
+
+        from dstack.runner.lock import lock_holder
+
+        pid = self.adopted
+        lock = self.settings.resolved_runner_work_dir() / "runner.lock"
+        if not pid or lock_holder(lock) != pid:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)

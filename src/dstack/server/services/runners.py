@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +39,9 @@ async def register(
     id and a fresh credential returned this once (only its sha256 is kept); a name another
     runner holds is refused (`ConflictError`): a name is not an identity. `runner_id` set
     (the runner's own credential): that runner restarted — same id, its host, resources,
-    executors and labels updated, the jobs it held lost; `runner_token` is None.
+    executors and labels updated; `runner_token` is None. The jobs it held stay its own: a
+    restarted runner finishes them (syncs their folders, then reports them); those its
+    heartbeats do not list once `runner_heartbeat_timeout` passed are lost (`heartbeat`).
     """
     server = await server_id(ctx)
     token = None
@@ -76,8 +78,8 @@ async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRe
             row = await require_runner(session, runner_id)
             if request.name != row.name and await _by_name(session, request.name) is not None:
                 raise _name_taken(request.name)
-            await _fail_active_jobs(ctx, session, row, f"runner '{row.name}' restarted")
             _apply(ctx, row, request)
+            row.registered_at = ctx.clock()
             mark_changed(session, work=True)
     except IntegrityError:
         raise _name_taken(request.name) from None
@@ -163,7 +165,12 @@ async def heartbeat(
     ctx: ServerContext, *, runner_id: str, request: HeartbeatRequest
 ) -> HeartbeatResponse:
     """Record that the runner is alive; tell it which of its jobs to stop or abort, and which
-    jobs it reports that are no longer its own (finished, deleted, given to another)."""
+    jobs it reports that are no longer its own (finished, deleted, given to another).
+
+    A job the runner held before it last registered and no longer lists, once
+    `runner_heartbeat_timeout` passed since that registration, is lost: the restarted runner
+    did not find it (another work dir, a wiped disk) and never will.
+    """
     async with ctx.transaction() as session:
         runner = await require_runner(session, runner_id)
         runner.last_heartbeat = ctx.clock()
@@ -171,12 +178,48 @@ async def heartbeat(
             runner.status = RunnerStatus.READY.value
             mark_changed(session, work=True)
         jobs = await active_jobs(session, runner_id)
+        unlisted = _not_recovered(ctx, runner, jobs, set(request.running_jobs))
+        for job in unlisted:
+            if not await _requeue(ctx, session, job, _not_recovered_message(runner)):
+                await job_service.set_status(
+                    session,
+                    job,
+                    JobStatus.FAILED,
+                    now=ctx.clock(),
+                    reason=TerminationReason.RUNNER_LOST,
+                    message=_not_recovered_message(runner),
+                )
+        jobs = [j for j in jobs if j not in unlisted]
     mine = {j.id for j in jobs}
     return HeartbeatResponse(
         stop_jobs=[j.id for j in jobs if j.stop_requested == "stop"],
         abort_jobs=[j.id for j in jobs if j.stop_requested == "abort"],
         forget_jobs=[job_id for job_id in request.running_jobs if job_id not in mine],
     )
+
+
+def _not_recovered(
+    ctx: ServerContext, runner: RunnerRow, jobs: Sequence[JobRow], listed: set[str]
+) -> list[JobRow]:
+    """The jobs `runner` held before its last registration, not listed, past the grace."""
+    registered = _utc(runner.registered_at)
+    grace = timedelta(seconds=ctx.settings.runner_heartbeat_timeout)
+    if _utc(ctx.clock()) - registered < grace:
+        return []
+    return [j for j in jobs if j.id not in listed and _last_change(j) < registered]
+
+
+def _not_recovered_message(runner: RunnerRow) -> str:
+    return f"runner '{runner.name}' restarted and did not recover the job"
+
+
+def _last_change(job: JobRow) -> datetime:
+    changes = job_service.history(job)
+    return _utc(changes[-1].at) if changes else datetime.min.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def list_runners(ctx: ServerContext) -> list[Runner]:

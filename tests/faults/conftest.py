@@ -287,14 +287,22 @@ class LocalTeam(Team):
             return None
 
     def _runner(self) -> psutil.Process | None:
-        server = self._server()
-        if server is None:
-            return None
-        for child in server.children():
+        """The runner of this home's work dir, whoever started it (a restarted server may
+        keep the runner of the server before it)."""
+        for process in self._runners():
             with contextlib.suppress(psutil.Error):
-                if "dstack.runner" in " ".join(child.cmdline()):
-                    return child
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    return process
         return None
+
+    def _runners(self) -> list[psutil.Process]:
+        work_dir = str(self.user.home / "runner")
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if "dstack.runner" in cmdline and work_dir in cmdline:
+                found.append(process)
+        return found
 
     def kill_runner(self) -> None:
         runner = self._runner()
@@ -335,14 +343,11 @@ class LocalTeam(Team):
         self._end_stray_runners()
 
     def _end_stray_runners(self) -> None:
-        """Runners of this home that outlived a killed server (their parent check sees the
-        server's unreaped zombie where no init reaps it): ended here, by pid."""
-        work_dir = str(self.user.home / "runner")
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = process.info["cmdline"] or []
-            if "dstack.runner" in cmdline and work_dir in cmdline:
-                with contextlib.suppress(psutil.Error):
-                    process.kill()
+        """Runners of this home still running once its server stopped (one that outlived a
+        killed server waits for it to come back): ended here, by pid."""
+        for process in self._runners():
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def _kill(proc: subprocess.Popen[bytes] | None, what: str) -> None:

@@ -40,8 +40,9 @@ from dstack.runner.settings import RunnerSettings
 from dstack.server.local import ensure_local_server, read_local_server, stop_local_server
 
 STEPS = 8
-"""Numbered steps of the job: each prints `line N`, writes `res/step-N.txt` and
-`out/step-N.txt`, prints `wrote N`."""
+"""Numbered steps of the job: each pauses, prints `line N`, writes `res/step-N.txt` and
+`out/step-N.txt`, prints `wrote N`. The last file comes right before the job exits, so that
+only the final sync sees it."""
 STEP_PAUSE = 0.3
 FINAL_BOUND = 90.0
 """Seconds a run may take to reach a final state after the last restart: a bound on waiting
@@ -60,12 +61,12 @@ workflows:
       - mkdir -p out res tmp
       - |
         for i in $(seq 1 {STEPS}); do
+          sleep {STEP_PAUSE}
           echo "line $i"
           yes "step $i" | head -c $((1000 * i)) > tmp/part
           cp tmp/part res/step-$i.txt
           mv tmp/part out/step-$i.txt
           echo "wrote $i"
-          sleep {STEP_PAUSE}
         done
     artifacts:
       - path: out

@@ -23,6 +23,17 @@ def docker_available() -> bool:
         return False
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, in the root conftest, so that pytest accepts it however the run is started.
+    parser.addoption(
+        "--faults-sweep",
+        type=int,
+        default=0,
+        metavar="SEEDS",
+        help="tests/faults: kill at the points of seeds 0..SEEDS-1 instead of the CI seed",
+    )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked `docker` skip without an engine — except in CI, where they must fail."""
     if item.get_closest_marker("docker") is None or docker_available():

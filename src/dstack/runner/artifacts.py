@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from dstack.errors import DstackError
 from dstack.models.artifacts import FileEntry, Manifest
 from dstack.models.job import JobSpec
+from dstack.runner.faults import pause_point
 from dstack.runner.paths import JobPaths
 from dstack.runner.settings import RunnerSettings
 from dstack.runner.sizes import format_size
@@ -295,6 +296,7 @@ class ArtifactSync:
             stat_cache=self._stat_cache,
         )
         tracked.record(stats, stored)
+        pause_point("upload" if self._stopped.is_set() else "sync", self._paths.job_dir.name)
         if pushed is not None:
             pushed()
         post(manifest)

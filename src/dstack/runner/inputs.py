@@ -14,6 +14,7 @@ from dstack.models.artifacts import DepArtifacts, Manifest
 from dstack.models.protocol import JobAssignment
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import Notice
+from dstack.runner.faults import pause_point
 from dstack.runner.paths import JobPaths
 from dstack.runner.sizes import format_size
 from dstack.storage.base import BlobStore
@@ -31,6 +32,7 @@ def place_inputs(
         for manifest in dep.manifests:
             _place(manifest, paths, store, what=f"artifact '{manifest.path}' of {_label(dep)}")
             notice(f"placed {_files(manifest)} of {_label(dep)} at {manifest.path}")
+            pause_point("deps", paths.job_dir.name)
     for cache in assignment.caches:
         _place(cache, paths, store, what=f"cache '{cache.path}'")
         notice(f"restored cache {cache.path}: {_files(cache)}")

@@ -23,6 +23,7 @@ from dstack.runner.code import fetch_code
 from dstack.runner.environment import allocate_ports, job_env, with_secret_references
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
+from dstack.runner.faults import pause_point
 from dstack.runner.held import HeldJob
 from dstack.runner.inputs import place_inputs
 from dstack.runner.logs import LogShipper, LogSpool
@@ -169,6 +170,7 @@ class JobWorker:
         # posted) before it was accepted. A job with nothing to download (its code checked
         # out already, no inputs) goes straight to `running`, which the server must accept
         # before the job goes on.
+        pause_point("claim", self.job_id)
         downloading = None
         if not self._nothing_to_download():
             downloading = Background(self._post_downloading, name="status-post")
@@ -176,6 +178,7 @@ class JobWorker:
         def accepted() -> bool:
             return downloading is None or downloading.result()
 
+        pause_point("checkout", self.job_id)
         try:
             code_dir = fetch_code(
                 self._api,
@@ -428,6 +431,7 @@ class JobWorker:
                 shipper.abandon()
                 return
         self.final = update
+        pause_point("final", self.job_id)
         self._post(update, final=True)
 
     def _post(self, update: JobStatusUpdate, *, final: bool = False) -> bool:

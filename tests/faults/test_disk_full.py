@@ -183,6 +183,7 @@ def test_server_database_on_a_full_disk_answers_507_and_recovers(disk_env: Env) 
             assert again.status_code == 201, again.text
         listed = env.dstack("secrets", "list")
         assert "AFTER" in listed.out, listed
+        _stop_server(env.home)  # while its server.json is still on the tmpfs
 
 
 def test_server_blob_store_on_a_full_disk_answers_507(disk_env: Env) -> None:

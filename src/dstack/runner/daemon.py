@@ -43,6 +43,7 @@ from dstack.runner.ports import JobPorts, PortRecorder
 from dstack.runner.recovery import Recovery
 from dstack.runner.resources import detect_resources, free_disk_mib
 from dstack.runner.settings import RunnerSettings
+from dstack.runner.tunnel import PortCheck, TunnelAgent
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
-PortCheck = Callable[[str, int], bool]
 TunnelFactory = Callable[[RunnerSettings, str, str, PortCheck], Closeable]
 """`(settings, runner_id, credential, allowed)` → the started tunnel."""
 
@@ -64,8 +64,6 @@ def start_tunnel_agent(
 ) -> Closeable:
     """The app tunnel of this runner (`dstack.runner.tunnel`), connecting in the background
     with the runner's own credential."""
-    from dstack.runner.tunnel import TunnelAgent
-
     agent = TunnelAgent(settings.server_url, credential, runner_id, allowed=allowed)
     return agent.start()
 

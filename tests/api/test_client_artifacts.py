@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dstack.api import Client, RunnerClient
+from dstack.api.blobs import HttpBlobStore
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import FileEntry, Manifest
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
@@ -19,7 +20,6 @@ from dstack.models.protocol import (
 )
 from dstack.models.repo import RepoRef
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef
-from dstack.storage.http import HttpBlobStore
 
 from .conftest import LiveServer, registered_runner
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from dstack.api.blobs import HttpBlobStore
 from dstack.errors import StorageError
-from dstack.storage.http import HttpBlobStore
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 

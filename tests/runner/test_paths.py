@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from dstack.api.blobs import HttpBlobStore
 from dstack.api.runner import RunnerClient
 from dstack.api.runner_fake import FakeRunnerApi
 from dstack.models.artifacts import StorageAccess
 from dstack.runner.blobs import is_local, open_blob_store
 from dstack.runner.errors import JobStartError
 from dstack.runner.paths import container_path, job_paths
-from dstack.storage.http import HttpBlobStore
 from dstack.storage.local import LocalBlobStore
 
 

@@ -47,7 +47,7 @@ async def test_a_manifest_replaces_the_previous_one_of_its_path(ctx: ServerConte
         await artifacts.save_manifest(ctx, job_id=job_id, manifest=manifest, runner_id=runner)
 
     run = (await runs.list_runs(ctx))[0]
-    [produced] = await artifacts.run_artifacts(ctx, run_name=run.name)
+    [produced] = await runs.run_artifacts(ctx, run_name=run.name)
     assert produced.manifests == [logs, second]
     assert (produced.job_id, produced.run_name, produced.workflow_name) == (
         job_id,
@@ -268,7 +268,7 @@ async def test_upload_creates_a_done_tagged_run_usable_as_a_dep(ctx: ServerConte
     run = await uploads.upload_run(ctx, request=request)
 
     assert (run.status, run.provider, run.tag) == (JobStatus.DONE, "upload", "dataset")
-    [produced] = await artifacts.run_artifacts(ctx, run_name=run.name)
+    [produced] = await runs.run_artifacts(ctx, run_name=run.name)
     assert produced.manifests == request.manifests
     [tag] = await tags.list_tags(ctx)
     assert (tag.name, tag.run_name, tag.size) == ("dataset", run.name, len(b"rows"))

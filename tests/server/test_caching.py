@@ -8,7 +8,7 @@ from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import SubmitRunRequest
 from dstack.models.workflow import DepKind, DepRef
 from dstack.server.context import ServerContext
-from dstack.server.services import artifacts, runs, tags
+from dstack.server.services import runs, tags
 
 from .conftest import FakeClock, art_job, register, run_to_done, submission
 
@@ -45,8 +45,8 @@ async def test_identical_chain_is_finished_at_submit_reusing_the_first_run(
     assert [(j.status, j.reason, j.reused_from) for j in again.jobs] == [
         (JobStatus.DONE, TerminationReason.CACHED, origin)
     ] * 3
-    produced = await artifacts.run_artifacts(ctx, run_name=origin)
-    reused = await artifacts.run_artifacts(ctx, run_name=again.name)
+    produced = await runs.run_artifacts(ctx, run_name=origin)
+    reused = await runs.run_artifacts(ctx, run_name=again.name)
     assert reused == produced
     assert {a.run_name for a in reused} == {origin}
 
@@ -120,11 +120,11 @@ async def test_cached_artifacts_survive_deleting_the_origin_run(
     ctx.settings.gc_grace_seconds = 0
     origin = await first_run(ctx, chain())
     again = await runs.submit_run(ctx, request=chain())
-    before = await artifacts.run_artifacts(ctx, run_name=again.name)
+    before = await runs.run_artifacts(ctx, run_name=again.name)
 
     await runs.delete_run(ctx, name=origin)
 
-    assert await artifacts.run_artifacts(ctx, run_name=again.name) == before
+    assert await runs.run_artifacts(ctx, run_name=again.name) == before
     digest = before[0].manifests[0].files[0].digest
     assert ctx.blobs.exists(digest)
     third = await runs.submit_run(ctx, request=chain())

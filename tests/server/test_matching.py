@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dstack.models.resources import GpuRequest, ResourcesSpec
-from dstack.server.scheduler.matching import (
+from dstack.server.services.matching import (
     Allocation,
     allocate,
     fits_ever,

@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 from tests.infra.moto import MotoServer
 
+from dstack.api.presigned import PresignedBlobStore
 from dstack.api.runner import RunnerClient
 from dstack.models.artifacts import StorageAccess
 from dstack.models.protocol import RegisterRunnerRequest
@@ -24,7 +25,6 @@ from dstack.server.app import create_app, running_context
 from dstack.server.services import claims, runs
 from dstack.server.settings import ServerSettings
 from dstack.storage.manifests import scan
-from dstack.storage.presigned import PresignedBlobStore
 from dstack.storage.s3 import S3BlobStore
 from dstack.storage.transfer import place, push
 

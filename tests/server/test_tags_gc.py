@@ -99,8 +99,8 @@ async def test_deleting_a_run_reclaims_only_its_unreferenced_blobs(ctx: ServerCo
     runner = await register(ctx)
     shared = await runs.submit_run(ctx, request=submission(art_job(code_key="t3")))
     await run_to_done(ctx, runner, content=b"shared")
-    [own] = (await artifacts.run_artifacts(ctx, run_name=gone))[0].manifests
-    [common] = (await artifacts.run_artifacts(ctx, run_name=kept))[0].manifests
+    [own] = (await runs.run_artifacts(ctx, run_name=gone))[0].manifests
+    [common] = (await runs.run_artifacts(ctx, run_name=kept))[0].manifests
 
     await runs.delete_run(ctx, name=gone)
     await runs.delete_run(ctx, name=shared.name)

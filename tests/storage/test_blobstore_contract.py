@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from dstack.api.blobs import HttpBlobStore
+from dstack.api.presigned import PresignedBlobStore
 from dstack.errors import NotFoundError, StorageError
 from dstack.storage import AdminBlobStore, BlobStore, LocalBlobStore, MemoryBlobStore, missing_of
-from dstack.storage.http import HttpBlobStore
-from dstack.storage.presigned import PresignedBlobStore
 from dstack.storage.s3 import S3BlobStore
 
 from .conftest import TOKEN, StorePresigner

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dstack.api.blobs import HttpBlobStore
 from dstack.errors import AuthError, NotFoundError, ServerUnreachableError, StorageError
 from dstack.storage import LocalBlobStore
-from dstack.storage.http import HttpBlobStore
 from dstack.storage.manifests import scan
 from dstack.storage.transfer import place, push
 

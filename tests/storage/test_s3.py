@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from tests.infra.moto import MotoServer
 
+from dstack.api.presigned import PresignedBlobStore
 from dstack.errors import NotFoundError, StorageError
 from dstack.storage import s3
-from dstack.storage.presigned import PresignedBlobStore
 from dstack.storage.s3 import S3BlobStore, parse_s3_url
 
 from .conftest import StorePresigner

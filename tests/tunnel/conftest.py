@@ -7,7 +7,7 @@ import pytest
 from tests.tunnel.apps import EchoServer
 from tests.tunnel.team import Team, team_server
 
-from dstack.tunnel.agent import TunnelAgent
+from dstack.runner.tunnel import TunnelAgent
 
 
 @pytest.fixture

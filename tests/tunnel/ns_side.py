@@ -26,7 +26,7 @@ def echo(conn: socket.socket) -> None:
 
 
 def main() -> None:
-    from dstack.tunnel.agent import TunnelAgent
+    from dstack.runner.tunnel import TunnelAgent
 
     url, token, runner_id = sys.argv[1:4]
     server = socket.create_server(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from tests.tunnel.team import ADMIN_TOKEN, REPO_ID, Team
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from dstack.tunnel.agent import TunnelAgent
+from dstack.runner.tunnel import TunnelAgent
 from dstack.tunnel.client import ForwardTarget, PortForwards
 
 FIRST = ForwardTarget(job_index=0, port_index=0)

@@ -18,8 +18,8 @@ from dstack.errors import NotFoundError, StorageError
 from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
 
 if TYPE_CHECKING:
+    from dstack.api.blobs import HttpBlobStore
     from dstack.storage.base import BlobStore
-    from dstack.storage.http import HttpBlobStore
 
 __all__ = ["BaseClient", "error_from_response", "validate_list"]
 
@@ -88,7 +88,7 @@ class BaseClient:
             from dstack.storage.local import LocalBlobStore
 
             return LocalBlobStore(self._blob_dir)
-        from dstack.storage.http import HttpBlobStore
+        from dstack.api.blobs import HttpBlobStore
 
         store = HttpBlobStore(self.base_url, self.transport.token, transport=self._http_transport)
         self._own_store = store

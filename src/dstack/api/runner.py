@@ -188,16 +188,16 @@ class RunnerClient:
         return CloneCredentials.model_validate_json(response.content)
 
     def get_blob(self, digest: str, target: Path) -> None:
-        from dstack.storage.http import HttpBlobStore
+        from dstack.api.blobs import HttpBlobStore
 
         HttpBlobStore.sharing(self.transport).get_file(digest, target)
 
     def blob_store(self, access: StorageAccess) -> BlobStore:
         if access.kind == "presigned":
-            from dstack.storage.presigned import PresignedBlobStore, ServerPresigner
+            from dstack.api.presigned import PresignedBlobStore, ServerPresigner
 
             return PresignedBlobStore(ServerPresigner.sharing(self.transport))
-        from dstack.storage.http import HttpBlobStore
+        from dstack.api.blobs import HttpBlobStore
 
         return HttpBlobStore.sharing(self.transport)
 

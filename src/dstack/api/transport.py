@@ -3,7 +3,7 @@
 It attaches the credential (one `Authorization: Bearer` header, switchable once a runner has
 its own), retries what never reached the server, and turns every failure into the same
 `dstack.errors` exception whoever asked: the user's `Client`, the runner's `RunnerClient`, the
-blob stores of both (`storage.http`, `storage.presigned`).
+blob stores of both (`api.blobs`, `api.presigned`).
 
 The retry policy lives here too, once: `Backoff` (the pauses) and `Reconnect` (what a client
 that stays attached — `dstack run`, `dstack logs -f`, `dstack attach` — does while the server

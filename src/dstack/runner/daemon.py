@@ -39,10 +39,11 @@ from dstack.runner.executors import Executor, RunnerIdentity, create_executor
 from dstack.runner.held import HeldJob, HeldJobs
 from dstack.runner.job import JobWorker
 from dstack.runner.lock import WorkDirLock
+from dstack.runner.ports import JobPorts, PortRecorder
 from dstack.runner.recovery import Recovery
 from dstack.runner.resources import detect_resources, free_disk_mib
 from dstack.runner.settings import RunnerSettings
-from dstack.tunnel.ports import JobPorts, PortRecorder
+from dstack.runner.tunnel import PortCheck, TunnelAgent
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
-PortCheck = Callable[[str, int], bool]
 TunnelFactory = Callable[[RunnerSettings, str, str, PortCheck], Closeable]
 """`(settings, runner_id, credential, allowed)` → the started tunnel."""
 
@@ -62,10 +62,8 @@ TunnelFactory = Callable[[RunnerSettings, str, str, PortCheck], Closeable]
 def start_tunnel_agent(
     settings: RunnerSettings, runner_id: str, credential: str, allowed: PortCheck
 ) -> Closeable:
-    """The app tunnel of this runner (`dstack.tunnel.agent`), connecting in the background
+    """The app tunnel of this runner (`dstack.runner.tunnel`), connecting in the background
     with the runner's own credential."""
-    from dstack.tunnel.agent import TunnelAgent
-
     agent = TunnelAgent(settings.server_url, credential, runner_id, allowed=allowed)
     return agent.start()
 

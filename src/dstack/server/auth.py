@@ -21,7 +21,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from dstack.server.errors import Forbidden, Unauthorized
-from dstack.server.services.users import Principal, Role, authenticate
+from dstack.server.principals import Principal, Role
+from dstack.server.services import users as user_service
 
 __all__ = [
     "REGISTRATION_ONLY",
@@ -61,7 +62,7 @@ async def principal_of(request: Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized()
-    principal = await authenticate(request.app.state.ctx, token)
+    principal = await user_service.authenticate(request.app.state.ctx, token)
     if principal is None:
         raise Unauthorized()
     setattr(request.state, _STATE_KEY, principal)
@@ -133,9 +134,7 @@ def announce_admin_token(token: str, path: Path) -> None:
 async def require_visible_run(name: str, request: Request, user: CurrentUser) -> None:
     """Routes with a run `{name}`: a run of a repository the user may not see is answered
     404, exactly as if it did not exist."""
-    from dstack.server.services.users import require_visible_run as check
-
-    await check(request.app.state.ctx, user, name)
+    await user_service.require_visible_run(request.app.state.ctx, user, name)
 
 
 VisibleRun = [Depends(require_visible_run)]

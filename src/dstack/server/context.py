@@ -7,16 +7,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from dstack.server.principals import Principal
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import AdminBlobStore
 from dstack.tunnel.hub import TunnelHub
-
-if TYPE_CHECKING:
-    from dstack.server.services.users import Principal
 
 Clock = Callable[[], datetime]
 K = TypeVar("K")

@@ -1,8 +1,8 @@
 """Content-addressed blob storage: `BlobStore` and its implementations.
 
 `manifests.scan`, `transfer.push`/`place` and `statcache.StatCache` move artifact folders in
-and out of a store; `http.HttpBlobStore` reaches a server's store (imported from its module,
-to keep httpx off paths that do not need it).
+and out of a store. The stores a client reaches through a server (`HttpBlobStore`,
+`PresignedBlobStore`) speak the server's HTTP API and live with it, in `dstack.api`.
 """
 
 from dstack.storage.base import AdminBlobStore, BlobMismatchError, BlobStore, missing_of

@@ -3,9 +3,9 @@
 Two protocols: `BlobStore`, what any holder of a store may do (put, get, ask, close), and
 `AdminBlobStore`, what the store's owner (the server, its garbage collector) adds: listing
 and deleting. Implementations: `LocalBlobStore` (a folder), `MemoryBlobStore` (the twin),
-`S3BlobStore` (both protocols); `HttpBlobStore` and `PresignedBlobStore` (a client's view of a
-server's store: `BlobStore` only). Optional abilities are `Supports*` protocols, tested with
-`isinstance`, each with a fallback. One contract suite
+`S3BlobStore` (both protocols); in `dstack.api`, `HttpBlobStore` and `PresignedBlobStore` (a
+client's view of a server's store: `BlobStore` only). Optional abilities are `Supports*`
+protocols, tested with `isinstance`, each with a fallback. One contract suite
 (`tests/storage/test_blobstore_contract.py`) runs against each implementation, for each
 protocol it implements.
 """

@@ -25,7 +25,6 @@ from dstack.server.auth import (
 )
 from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
-from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import imports as import_service
 from dstack.server.services import logs as log_service
 from dstack.server.services import runs as run_service
@@ -101,7 +100,7 @@ async def delete_run_named_in_body(
 
 @router.get("/{name}/artifacts", dependencies=VisibleRun)
 async def get_artifacts(name: str, ctx: Ctx) -> list[JobArtifacts]:
-    return await artifact_service.run_artifacts(ctx, run_name=name)
+    return await run_service.run_artifacts(ctx, run_name=name)
 
 
 @router.get("/{name}/logs", dependencies=VisibleRun, response_model=LogsPage)

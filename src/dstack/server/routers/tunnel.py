@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse, Response
 from dstack.server.auth import REGISTRATION_ONLY
 from dstack.server.context import ServerContext
 from dstack.server.errors import error_body
-from dstack.server.services.users import Principal, Role, authenticate
-from dstack.tunnel.access import find_port, runner_exists
+from dstack.server.principals import Principal, Role
+from dstack.server.services.tunnel import find_port, runner_exists
+from dstack.server.services.users import authenticate
 from dstack.tunnel.errors import TunnelError
 from dstack.tunnel.relay import relay
 

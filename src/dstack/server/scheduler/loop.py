@@ -28,16 +28,16 @@ from dstack.models.resources import HostResources
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import JobRow, RunnerRow
 from dstack.server.scheduler import deadlines
-from dstack.server.scheduler.matching import (
+from dstack.server.services import jobs as job_service
+from dstack.server.services import runners as runner_service
+from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
+from dstack.server.services.matching import (
     describe_labels,
     fits_ever,
     labels_match,
     no_capacity_message,
     waiting_message,
 )
-from dstack.server.services import jobs as job_service
-from dstack.server.services import runners as runner_service
-from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
 
 logger = logging.getLogger(__name__)
 

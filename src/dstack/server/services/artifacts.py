@@ -157,17 +157,3 @@ async def job_artifacts(session: AsyncSession, jobs: Sequence[JobRow]) -> list[J
         for job in jobs
         if job.id in manifests
     ]
-
-
-async def run_artifacts(ctx: ServerContext, *, run_name: str) -> list[JobArtifacts]:
-    """`GET /api/runs/{name}/artifacts`: per job (by index), what it produced or reuses."""
-    from dstack.server.services.runs import require_run
-
-    async with ctx.transaction() as session:
-        await require_run(session, run_name)
-        jobs = (
-            await session.scalars(
-                select(JobRow).where(JobRow.run_name == run_name).order_by(JobRow.index)
-            )
-        ).all()
-        return await job_artifacts(session, jobs)

@@ -21,17 +21,17 @@ from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import JobRow, RunnerRow, RunRow
-from dstack.server.scheduler.matching import (
+from dstack.server.services import jobs as job_service
+from dstack.server.services import runners as runner_service
+from dstack.server.services import secrets as secret_service
+from dstack.server.services.artifacts import job_artifacts
+from dstack.server.services.matching import (
     Allocation,
     allocate,
     cpu_slots,
     free_resources,
     labels_match,
 )
-from dstack.server.services import jobs as job_service
-from dstack.server.services import runners as runner_service
-from dstack.server.services import secrets as secret_service
-from dstack.server.services.artifacts import job_artifacts
 from dstack.server.services.workflow_caches import caches_for
 from dstack.storage.base import BlobStore
 from dstack.storage.local import LocalBlobStore

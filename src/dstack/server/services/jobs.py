@@ -22,6 +22,7 @@ from dstack.models.protocol import JobStatusUpdate
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow
 from dstack.server.errors import Forbidden, InvalidRequestError
+from dstack.server.services import tags
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ async def set_status(
         session, work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED)
     )
     if status is JobStatus.DONE:
-        from dstack.server.services import tags
-
         await tags.on_job_done(session, job, now)
     return True
 

@@ -25,9 +25,9 @@ from dstack.models.repo import (
 from dstack.server.context import ServerContext
 from dstack.server.db.models import JobRow, RepoCredentialRow, RunRow
 from dstack.server.errors import Forbidden, InvalidRequestError
+from dstack.server.principals import Principal, Role
 from dstack.server.services import jobs as job_service
 from dstack.server.services.secrets import cipher
-from dstack.server.services.users import Principal, Role
 
 if TYPE_CHECKING:
     from dstack.repo.credentials import AccessCheck

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.errors import ConflictError, MissingBlobsError, NotFoundError
+from dstack.models.artifacts import JobArtifacts
 from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
@@ -21,7 +22,7 @@ from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunR
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import caching, dependencies, gc, secrets
 from dstack.server.services import jobs as job_service
-from dstack.server.services.artifacts import missing_in
+from dstack.server.services.artifacts import job_artifacts, missing_in
 from dstack.server.services.names import random_prefix, run_name
 
 _NAME_ATTEMPTS = 5
@@ -333,6 +334,18 @@ async def delete_run(ctx: ServerContext, *, name: str) -> None:
         await session.execute(delete(RunRow).where(RunRow.name == name))
         mark_changed(session)
     await gc.collect(ctx)
+
+
+async def run_artifacts(ctx: ServerContext, *, run_name: str) -> list[JobArtifacts]:
+    """`GET /api/runs/{name}/artifacts`: per job (by index), what it produced or reuses."""
+    async with ctx.transaction() as session:
+        await require_run(session, run_name)
+        jobs = (
+            await session.scalars(
+                select(JobRow).where(JobRow.run_name == run_name).order_by(JobRow.index)
+            )
+        ).all()
+        return await job_artifacts(session, jobs)
 
 
 async def require_run(session: AsyncSession, name: str) -> RunRow:

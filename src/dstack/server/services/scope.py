@@ -9,7 +9,8 @@ get them.
 from __future__ import annotations
 
 from dstack.server.errors import Forbidden
-from dstack.server.services.users import Principal, Role, require_repo
+from dstack.server.principals import Principal, Role
+from dstack.server.services.users import require_repo
 
 
 def require_listing(principal: Principal, repo_id: str | None, *, what: str) -> None:

@@ -16,6 +16,7 @@ from dstack.models.job import JobStatus
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, ManifestRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
+from dstack.server.services import gc
 
 
 async def list_tags(
@@ -65,8 +66,6 @@ async def delete_tag(
 ) -> None:
     """Remove the tag `name` of `repo_id` (not the run); then reclaim blobs nothing
     references. 404 if missing (or `repo_id` is outside `repos`)."""
-    from dstack.server.services import gc
-
     async with ctx.transaction() as session:
         row = await session.get(TagRow, (repo_id, name))
         if row is None or (repos is not None and row.repo_id not in repos):

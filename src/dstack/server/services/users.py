@@ -11,8 +11,6 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -23,35 +21,10 @@ from dstack.models.protocol import CreateUserRequest, CreateUserResponse, User
 from dstack.server.context import ServerContext
 from dstack.server.db.models import RunnerRow, RunnerTokenRow, RunRow, UserRow
 from dstack.server.errors import InvalidRequestError
+from dstack.server.principals import Principal, Role
 
 LOCAL_RUNNER_LABEL = "local"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    USER = "user"
-    RUNNER = "runner"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who sent a request: a user (maybe an admin) or a runner."""
-
-    name: str
-    role: Role
-    repos: frozenset[str] | None = None
-    # Role.RUNNER only: the runner this credential belongs to; None for a registration token,
-    # which may only register.
-    runner_id: str | None = None
-
-    def can_see(self, repo_id: str) -> bool:
-        """Whether runs of `repo_id` exist for this principal."""
-        return self.repos is None or repo_id in self.repos
-
-    @property
-    def visible_repos(self) -> list[str] | None:
-        return None if self.repos is None else sorted(self.repos)
 
 
 def hash_token(token: str) -> str:

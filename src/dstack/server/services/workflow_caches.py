@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dstack.models.artifacts import Manifest
 from dstack.server.context import ServerContext
 from dstack.server.db.models import RunRow, WorkflowCacheRow
+from dstack.server.services import gc
 from dstack.server.services.artifacts import (
     check_runner,
     check_runner_of,
@@ -62,8 +63,6 @@ async def caches_for(session: AsyncSession, repo_id: str, workflow: str | None) 
 async def prune_caches(ctx: ServerContext, *, repo_id: str, workflow: str) -> int:
     """Forget every saved cache of the workflow, then reclaim the blobs nothing else
     references. Returns how many cache paths were removed (0 is not an error)."""
-    from dstack.server.services import gc
-
     async with ctx.transaction() as session:
         result = await session.execute(
             delete(WorkflowCacheRow).where(

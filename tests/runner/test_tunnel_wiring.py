@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.runner.conftest import FakeRunnerApi, fake_api, repo_ref
+from tests.runner.conftest import FakeRunnerApi
 
 from dstack.models.job import JobSpec, JobStatus, PortSpec
 from dstack.models.protocol import HeartbeatResponse, JobAssignment
@@ -18,8 +18,6 @@ from dstack.models.resources import HostResources
 from dstack.runner.daemon import Closeable, Runner
 from dstack.runner.executors.process import ProcessExecutor
 from dstack.runner.settings import RunnerSettings
-
-__all__ = ["fake_api", "repo_ref"]  # fixtures
 
 
 @dataclass

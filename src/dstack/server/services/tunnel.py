@@ -9,7 +9,7 @@ from sqlalchemy import select
 from dstack.models.job import JobStatus
 from dstack.server.context import ServerContext
 from dstack.server.db.models import JobRow, RunnerRow, RunRow
-from dstack.server.services.users import Principal
+from dstack.server.principals import Principal
 from dstack.tunnel.errors import TunnelError
 
 

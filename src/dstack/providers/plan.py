@@ -16,7 +16,7 @@ from dstack.models.common import Model
 from dstack.models.job import JobSpec
 from dstack.models.workflow import DepKind, DepRef, WorkflowSpec
 from dstack.providers.args import parse_provider_args
-from dstack.providers.base import JobContext, new_token
+from dstack.providers.base import SubmissionContext, new_token
 from dstack.providers.registry import get_provider, job_specs
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def plan_workflow(
     job_indexes: dict[str, list[int]] = {}
     for spec in order:
         is_target = spec is target.spec
-        ctx = JobContext(
+        ctx = SubmissionContext(
             subdir=subdir,
             environ=environ,
             run_args=list(target.run_args) if is_target else [],
@@ -152,7 +152,9 @@ def plan_provider(
     """The single job of `dstack run <provider> ARGV...`; `subdir` is where it was typed,
     relative to the repository root. Every `--dep` is external (nothing else runs first)."""
     spec = parse_provider_args(provider, argv)
-    ctx = JobContext(subdir=subdir, environ=environ, from_cli=True, token_factory=token_factory)
+    ctx = SubmissionContext(
+        subdir=subdir, environ=environ, from_cli=True, token_factory=token_factory
+    )
     jobs = [
         PlannedJob(workflow_name=None, spec=job_spec, external_deps=list(spec.deps))
         for job_spec in job_specs(spec, ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dstack.errors import ConfigError
 from dstack.models.job import JobSpec
 from dstack.models.workflow import WorkflowSpec
-from dstack.providers.base import JobContext, Provider
+from dstack.providers.base import Provider, SubmissionContext
 from dstack.providers.bash import BashProvider
 from dstack.providers.code import CodeProvider
 from dstack.providers.docker import DockerProvider
@@ -54,7 +54,7 @@ def get_provider(name: str, *, where: str | None = None) -> Provider:
     return PROVIDERS[canonical]
 
 
-def job_specs(workflow: WorkflowSpec, ctx: JobContext) -> list[JobSpec]:
+def job_specs(workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
     """The jobs that run `workflow` with its provider."""
     where = f"workflow '{workflow.name}' ({workflow.source})"
     provider = get_provider(workflow.provider, where=where)

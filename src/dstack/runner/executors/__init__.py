@@ -8,8 +8,8 @@ from dstack.errors import ConfigError
 from dstack.runner.executors.base import (
     Executor,
     ExitResult,
-    JobContext,
     JobHandle,
+    JobLaunch,
     RunnerIdentity,
 )
 
@@ -22,8 +22,8 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "ExitResult",
-    "JobContext",
     "JobHandle",
+    "JobLaunch",
     "RunnerIdentity",
     "create_executor",
 ]

@@ -4,7 +4,7 @@ The job's code is bind-mounted at `/workflow`; the container runs under Docker's
 `TINI_KILL_PROCESS_GROUP=1`, so a stop's SIGTERM reaches the job's processes, not just bash.
 Ports are published on 127.0.0.1 with the same number inside and out (`$PORT_0`). Absolute
 and `~` artifact and cache paths are host folders of the job bound into the container
-(`JobContext.mounts`, see `dstack.runner.paths`).
+(`JobLaunch.mounts`, see `dstack.runner.paths`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dstack.providers.images import ImageSettings, resolve_image
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import (
     ExitResult,
-    JobContext,
+    JobLaunch,
     OutputSink,
     RunnerIdentity,
     script_of,
@@ -79,7 +79,7 @@ class DockerExecutor:
         self._images = images or ImageSettings()
         self._ca_bundle = ca_bundle
 
-    def start(self, job: JobContext) -> DockerHandle:
+    def start(self, job: JobLaunch) -> DockerHandle:
         from docker.errors import DockerException
 
         image = resolve_image(job.spec, self._images)
@@ -110,7 +110,7 @@ class DockerExecutor:
             with contextlib.suppress(DockerException):
                 container.remove(force=True)
 
-    def _create_args(self, job: JobContext) -> dict[str, Any]:
+    def _create_args(self, job: JobLaunch) -> dict[str, Any]:
         spec = job.spec
         args: dict[str, Any] = {
             "environment": {**job.env, "TINI_KILL_PROCESS_GROUP": "1"},
@@ -139,7 +139,7 @@ class DockerExecutor:
             raise RuntimeError("reconcile() first: containers are labelled with their owner")
         return self._owner
 
-    def _volumes(self, job: JobContext) -> dict[str, dict[str, str]]:
+    def _volumes(self, job: JobLaunch) -> dict[str, dict[str, str]]:
         volumes = {str(job.code_dir.resolve()): {"bind": "/workflow", "mode": "rw"}}
         if self._ca_bundle.is_file():
             volumes[str(self._ca_bundle)] = {"bind": str(CA_BUNDLE), "mode": "ro"}
@@ -148,7 +148,7 @@ class DockerExecutor:
             volumes[str(host.resolve())] = {"bind": container, "mode": "rw"}
         return volumes
 
-    def _ensure_image(self, image: str, job: JobContext) -> None:
+    def _ensure_image(self, image: str, job: JobLaunch) -> None:
         """Use a local image as it is; pull a missing one, reporting progress to the log."""
         from docker.errors import DockerException, ImageNotFound
 
@@ -169,7 +169,7 @@ class DockerExecutor:
                 reason=TerminationReason.IMAGE_PULL,
             ) from exc
 
-    def _pull(self, image: str, job: JobContext) -> None:
+    def _pull(self, image: str, job: JobLaunch) -> None:
         from docker.errors import APIError
         from docker.utils import parse_repository_tag
 

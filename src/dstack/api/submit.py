@@ -76,7 +76,7 @@ def clone_url_for(client: Client, state: RepoState) -> str | None:
     remote-tracking branch of that URL contains (not pushed, or not fetched since)."""
     if state.commit is None or state.remote_url is None:
         return None
-    from dstack.repo.remotes import is_pushed
+    from dstack.repo.git_remotes import is_pushed
 
     credentials = client.get_repo_credentials(state.repo_id)
     if credentials is None:

@@ -14,20 +14,13 @@ from typing import TYPE_CHECKING
 from dstack.errors import MissingBlobsError
 from dstack.models.repo import RepoRef
 from dstack.models.runs_api import JobSubmission, PlanResponse, SubmitRunRequest
+from dstack.storage.base import sha256_file
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.models.run import Run
     from dstack.providers.plan import RunPlan
     from dstack.repo.git import RepoState
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def upload_code(

@@ -24,12 +24,8 @@ from dstack.errors import ConfigError
 from dstack.models.paths import PathError, check_declared
 from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef, RegistryAuth, WorkflowSpec
+from dstack.providers.registry import ALIASES, PROVIDERS
 
-# Built-in names win over a `.dstack/providers.yaml` entry of the same name.
-BUILTIN_PROVIDERS = frozenset(
-    {"bash", "python", "docker", "streamlit", "gradio", "fastapi", "lab", "code", "notebook"}
-)
-PROVIDER_ALIASES = {"jupyter": "notebook", "jupyterlab": "lab", "vscode": "code"}
 _PYTHON_IN_PROVIDER = re.compile(r"^python(?:==|[:/])?(?P<version>\d+(?:\.\d+)?)$")
 _PYTHON_VERSION = re.compile(r"^\d+(?:\.\d+)?$")
 
@@ -179,7 +175,8 @@ def _provider(
         )
     name, *extra = value.split()
     name = name.split("@", 1)[0]  # `torchrun@experimental`: the branch is not selectable
-    if name in custom and name not in BUILTIN_PROVIDERS:
+    # Built-in names win over a `.dstack/providers.yaml` entry of the same name.
+    if name in custom and name not in PROVIDERS:
         raise here.at("provider").error(
             f"provider '{name}' from .dstack/providers.yaml: custom providers are not supported",
             hint="use provider: docker (or bash) with the image and commands of that provider",
@@ -187,7 +184,7 @@ def _provider(
     glued = _PYTHON_IN_PROVIDER.match(name)
     if glued:
         return "python", glued.group("version"), extra
-    return PROVIDER_ALIASES.get(name, name), None, extra
+    return ALIASES.get(name, name), None, extra
 
 
 def _python_version(value: Any, where: Where) -> str | None:

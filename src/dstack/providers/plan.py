@@ -7,10 +7,10 @@ tags and on earlier runs are kept as `external_deps`; the server resolves them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from dstack.config import RepoConfig, resolve_workflow
 from dstack.errors import ConfigError
 from dstack.models.common import Model
 from dstack.models.job import JobSpec
@@ -18,9 +18,6 @@ from dstack.models.workflow import DepKind, DepRef, WorkflowSpec
 from dstack.providers.args import parse_provider_args
 from dstack.providers.base import SubmissionContext, new_token
 from dstack.providers.registry import get_provider, job_specs
-
-if TYPE_CHECKING:
-    from dstack.config import RepoConfig
 
 TokenFactory = Callable[[], str]
 
@@ -61,8 +58,6 @@ def plan_workflow(
     `argv` (the arguments after the name) go to the target only; its dependencies are
     resolved with their defaults. Raises `ConfigError` on a cycle or an unknown workflow.
     """
-    from dstack.config import resolve_workflow
-
     target = resolve_workflow(config, name, argv)
     order = _dependency_order(config, target.spec)
     jobs: list[PlannedJob] = []
@@ -104,8 +99,6 @@ def plan_workflow(
 
 def _dependency_order(config: RepoConfig, target: WorkflowSpec) -> list[WorkflowSpec]:
     """`target` and the workflows it needs, dependencies before dependents."""
-    from dstack.config import resolve_workflow
-
     known = set(config.workflow_names())
     done: dict[str, WorkflowSpec] = {}
     order: list[WorkflowSpec] = []

@@ -31,7 +31,7 @@ PROVIDERS: dict[str, Provider] = {
     )
 }
 
-# names the early docs used for the same providers
+# names the early docs used for the same providers; `config` maps them when it reads a workflow
 ALIASES: dict[str, str] = {"jupyter": "notebook", "jupyterlab": "lab", "vscode": "code"}
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from dstack.errors import MissingBlobsError
 from dstack.models.repo import RepoRef
 from dstack.models.runs_api import JobSubmission, PlanResponse, SubmitRunRequest
-from dstack.storage.base import sha256_file
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -86,6 +85,9 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_m
         digest = memo.read_text().strip()
         if trust_memo or client.has_blob(digest):
             return digest
+    # the storage package costs ~7 ms at import: runs of an uploaded commit (above) skip it
+    from dstack.storage.base import sha256_file
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "code.bundle")
         create_bundle(state.root, state.commit, path)

@@ -21,6 +21,7 @@ from dstack.config.schema import (
     RawWorkflow,
 )
 from dstack.errors import ConfigError
+from dstack.models.names import NAME_RULE, name_problem
 from dstack.models.paths import PathError, check_declared
 from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef, RegistryAuth, WorkflowSpec
@@ -133,8 +134,6 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
 
 def _workflow_name(name: str, where: Where) -> str:
     """The one name rule (`dstack.models.names`): the server refuses any other name."""
-    from dstack.models.names import NAME_RULE, name_problem
-
     problem = name_problem(name)
     if problem is not None:
         raise where.error(f"invalid workflow name {name[:40]!r}: {problem}", hint=NAME_RULE)

@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 
 from dstack.server.errors import Forbidden, Unauthorized
 from dstack.server.services.users import Principal, Role, authenticate
+from dstack.server.services.users import require_visible_run as check_visible_run
 
 __all__ = [
     "REGISTRATION_ONLY",
@@ -133,9 +134,7 @@ def announce_admin_token(token: str, path: Path) -> None:
 async def require_visible_run(name: str, request: Request, user: CurrentUser) -> None:
     """Routes with a run `{name}`: a run of a repository the user may not see is answered
     404, exactly as if it did not exist."""
-    from dstack.server.services.users import require_visible_run as check
-
-    await check(request.app.state.ctx, user, name)
+    await check_visible_run(request.app.state.ctx, user, name)
 
 
 VisibleRun = [Depends(require_visible_run)]

@@ -1,4 +1,4 @@
-"""Runs jobs in Docker containers (docker SDK, engine API 1.41, imported lazily).
+"""Runs jobs in Docker containers (docker SDK, engine API 1.41).
 
 The job's code is bind-mounted at `/workflow`; the container runs under Docker's init with
 `TINI_KILL_PROCESS_GROUP=1`, so a stop's SIGTERM reaches the job's processes, not just bash.
@@ -16,6 +16,11 @@ import posixpath
 import threading
 from pathlib import Path
 from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound
+from docker.types import DeviceRequest
+from docker.utils import parse_repository_tag
 
 from dstack.errors import ExecutorError
 from dstack.models.job import JobSpec, TerminationReason
@@ -44,8 +49,6 @@ def docker_client(*, required: bool, timeout: float = 3.0) -> Any | None:
 
     None when it does not; with `required`, an `ExecutorError` saying what to do instead.
     """
-    import docker
-
     try:
         client = docker.from_env(timeout=math.ceil(timeout))
         client.ping()
@@ -80,8 +83,6 @@ class DockerExecutor:
         self._ca_bundle = ca_bundle
 
     def start(self, job: JobLaunch) -> DockerHandle:
-        from docker.errors import DockerException
-
         image = resolve_image(job.spec, self._images)
         self._ensure_image(image, job)
         job.working_dir.mkdir(parents=True, exist_ok=True)
@@ -97,8 +98,6 @@ class DockerExecutor:
         return handle
 
     def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
-        from docker.errors import DockerException
-
         self._owner = owner
         labels = _owner_labels(owner)
         wanted = [f"{key}={value}" for key, value in labels.items()]
@@ -150,8 +149,6 @@ class DockerExecutor:
 
     def _ensure_image(self, image: str, job: JobLaunch) -> None:
         """Use a local image as it is; pull a missing one, reporting progress to the log."""
-        from docker.errors import DockerException, ImageNotFound
-
         try:
             self._client.images.get(image)
             return
@@ -170,9 +167,6 @@ class DockerExecutor:
             ) from exc
 
     def _pull(self, image: str, job: JobLaunch) -> None:
-        from docker.errors import APIError
-        from docker.utils import parse_repository_tag
-
         repository, tag = parse_repository_tag(image)
         last: dict[str, str] = {}
         for event in self._client.api.pull(
@@ -221,27 +215,19 @@ class DockerHandle:
             return self._result
 
     def stop(self, grace: float) -> None:
-        from docker.errors import DockerException
-
         with contextlib.suppress(DockerException):  # not running any more
             self._container.stop(timeout=max(0, math.ceil(grace)))
 
     def kill(self) -> None:
-        from docker.errors import DockerException
-
         with contextlib.suppress(DockerException):  # not running any more
             self._container.kill()
 
     def cleanup(self) -> None:
-        from docker.errors import DockerException
-
         with contextlib.suppress(DockerException):  # removed already
             self._container.remove(force=True)
         self._exited.set()
 
     def _pump(self, stream: LogStream) -> None:
-        from docker.errors import DockerException
-
         out, err = stream is LogStream.STDOUT, stream is LogStream.STDERR
         api = self._container.client.api
         try:
@@ -262,8 +248,6 @@ class DockerHandle:
             self._output_failed = True
 
     def _wait_exit(self) -> None:
-        from docker.errors import DockerException
-
         try:
             with contextlib.suppress(DockerException):
                 self._container.wait()
@@ -271,8 +255,6 @@ class DockerHandle:
             self._exited.set()
 
     def _inspect_exit(self) -> ExitResult:
-        from docker.errors import DockerException
-
         try:
             self._container.reload()
         except DockerException:
@@ -286,8 +268,6 @@ def _owner_labels(owner: RunnerIdentity) -> dict[str, str]:
 
 
 def _limits(spec: JobSpec, gpu_indexes: list[int]) -> dict[str, Any]:
-    from docker.types import DeviceRequest
-
     resources = spec.resources
     limits: dict[str, Any] = {}
     if resources.memory_mib:

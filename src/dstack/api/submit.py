@@ -85,7 +85,7 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_m
         digest = memo.read_text().strip()
         if trust_memo or client.has_blob(digest):
             return digest
-    # the storage package costs ~7 ms at import: runs of an uploaded commit (above) skip it
+    # the storage package costs ~6 ms at import: runs of an uploaded commit (above) skip it
     from dstack.storage.base import sha256_file
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -51,7 +51,7 @@ def ensure_local_server(
     make_private_dir(files.dir)
     found = _live(files)
     if found is None:
-        # filelock: ~20 ms that commands finding the server up (nearly all) never pay
+        # filelock: ~9 ms that commands finding the server up (nearly all) never pay
         from filelock import FileLock, Timeout
 
         try:

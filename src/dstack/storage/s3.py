@@ -261,7 +261,7 @@ class S3BlobStore:
 def make_client(endpoint_url: str | None = None) -> Any:
     """A boto3 S3 client; checksums only where S3 requires them (S3-compatible stores
     reject the newer defaults)."""
-    # boto3 costs ~100 ms at import: only stores that talk to S3 load it, when they do
+    # boto3 costs ~80 ms at import: only stores that talk to S3 load it, when they do
     import boto3
     from botocore.config import Config
 

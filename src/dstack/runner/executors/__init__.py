@@ -40,7 +40,7 @@ def create_executor(settings: RunnerSettings) -> Executor:
     if choice not in (None, *EXECUTORS):
         raise ConfigError(f"unknown executor '{choice}'", f"use one of: {', '.join(EXECUTORS)}")
     if choice in (None, "docker"):
-        # the docker SDK costs ~80 ms at import: runners with --executor process never load it
+        # the docker SDK costs ~55 ms at import: runners with --executor process never load it
         from dstack.runner.executors.docker import DockerExecutor, docker_client
 
         client = docker_client(required=choice == "docker")

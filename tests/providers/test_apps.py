@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 
 from dstack.models.job import AppSpec, PortSpec
-from dstack.providers import JobContext, job_specs
+from dstack.providers import SubmissionContext, job_specs
 from dstack.providers.app import served_apps
 
 from .builders import workflow
 
-CTX = JobContext(token_factory=lambda: "T0KEN")
+CTX = SubmissionContext(token_factory=lambda: "T0KEN")
 
 
 def test_streamlit_serves_the_file_on_port_0() -> None:
@@ -74,8 +74,8 @@ def test_code_gets_a_connection_token() -> None:
 
 
 def test_tokens_are_fresh_for_every_job() -> None:
-    [a] = job_specs(workflow("lab"), JobContext())
-    [b] = job_specs(workflow("lab"), JobContext())
+    [a] = job_specs(workflow("lab"), SubmissionContext())
+    [b] = job_specs(workflow("lab"), SubmissionContext())
     assert a.env["JUPYTER_TOKEN"] != b.env["JUPYTER_TOKEN"]
     assert len(a.env["JUPYTER_TOKEN"]) >= 16
 

@@ -14,7 +14,7 @@ from dstack.models.job import JobSpec
 from dstack.models.logs import LogStream
 from dstack.models.repo import RepoRef
 from dstack.repo import create_bundle
-from dstack.runner.executors.base import JobContext
+from dstack.runner.executors.base import JobLaunch
 
 __all__ = ["FakeRunnerApi", "Output", "git", "make_context"]
 
@@ -40,11 +40,11 @@ class Output:
 
 def make_context(
     tmp_path: Path, spec: JobSpec, output: Output, *, env: dict[str, str] | None = None
-) -> JobContext:
+) -> JobLaunch:
     job_dir = tmp_path / "job"
     code_dir = job_dir / "code"
     code_dir.mkdir(parents=True, exist_ok=True)
-    return JobContext(
+    return JobLaunch(
         job_id="job-1",
         run_name="wise-cat-1",
         spec=spec,

@@ -19,7 +19,7 @@ from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.logs import LogStream
 from dstack.models.protocol import HeartbeatResponse
 from dstack.models.repo import RepoRef
-from dstack.runner.executors.base import ExitResult, JobContext, JobHandle
+from dstack.runner.executors.base import ExitResult, JobHandle, JobLaunch
 from dstack.runner.executors.process import ProcessExecutor
 from dstack.storage.local import LocalBlobStore
 
@@ -346,7 +346,7 @@ class _CrashingHandle:
 
 
 class _CrashingExecutor(ProcessExecutor):
-    def start(self, job: JobContext) -> _CrashingHandle:  # type: ignore[override]
+    def start(self, job: JobLaunch) -> _CrashingHandle:  # type: ignore[override]
         return _CrashingHandle(super().start(job))
 
 

@@ -18,6 +18,7 @@ import httpx
 from dstack.api.transport import Transport
 from dstack.errors import NotFoundError, StorageError
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks, sha256_file
+from dstack.storage.s3 import checksum_header
 
 _TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
@@ -143,8 +144,6 @@ class PresignedBlobStore:
         return url
 
     def _put(self, digest: str, content: bytes | Iterator[bytes], size: int) -> None:
-        from dstack.storage.s3 import checksum_header
-
         headers = {"content-length": str(size), **checksum_header(digest)}
         url = self._url(digest, "PUT")
         try:

@@ -22,14 +22,6 @@ if TYPE_CHECKING:
     from dstack.repo.git import RepoState
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def upload_code(
     client: Client, state: RepoState, subdir: str, cache_dir: Path, *, trust_memo: bool = False
 ) -> RepoRef:
@@ -76,7 +68,7 @@ def clone_url_for(client: Client, state: RepoState) -> str | None:
     remote-tracking branch of that URL contains (not pushed, or not fetched since)."""
     if state.commit is None or state.remote_url is None:
         return None
-    from dstack.repo.remotes import is_pushed
+    from dstack.repo.git_remotes import is_pushed
 
     credentials = client.get_repo_credentials(state.repo_id)
     if credentials is None:
@@ -93,6 +85,9 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_m
         digest = memo.read_text().strip()
         if trust_memo or client.has_blob(digest):
             return digest
+    # the storage package costs ~6 ms at import: runs of an uploaded commit (above) skip it
+    from dstack.storage.base import sha256_file
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "code.bundle")
         create_bundle(state.root, state.commit, path)

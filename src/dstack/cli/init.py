@@ -19,14 +19,14 @@ from dstack.cli.render import ago
 from dstack.errors import ConfigError, RepoError
 from dstack.models.repo import CredentialKind
 from dstack.repo.credentials import url_for_kind
-from dstack.repo.remote import normalize_remote_url, repo_id_for, sanitize_remote_url
-from dstack.repo.remotes import choose_remote, list_remotes, same_repository
+from dstack.repo.git_remotes import choose_remote, list_remotes, same_repository
+from dstack.repo.remote_urls import normalize_remote_url, repo_id_for, sanitize_remote_url
 from dstack.repo.state import find_repo_root
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.models.repo import CredentialKind, RepoCredentials
-    from dstack.repo.remotes import GitRemote
+    from dstack.repo.git_remotes import GitRemote
 
 
 @click.command()

@@ -19,7 +19,7 @@ def current_repo_id(cwd: Path | None = None) -> str:
     the remote, not the working tree. `RepoError` outside a git repository."""
     # Imported here: git's modules (about 20 ms) only for a command that asks for its repo.
     from dstack.repo.command import GitCommandError, run_git
-    from dstack.repo.remote import repo_id_for
+    from dstack.repo.remote_urls import repo_id_for
     from dstack.repo.state import find_repo_root
 
     root = find_repo_root(cwd or Path.cwd())

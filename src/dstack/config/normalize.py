@@ -21,15 +21,12 @@ from dstack.config.schema import (
     RawWorkflow,
 )
 from dstack.errors import ConfigError
+from dstack.models.names import NAME_RULE, name_problem
 from dstack.models.paths import PathError, check_declared
+from dstack.models.providers import ALIASES, PROVIDER_NAMES
 from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
 from dstack.models.workflow import ArtifactSpec, DepKind, DepRef, RegistryAuth, WorkflowSpec
 
-# Built-in names win over a `.dstack/providers.yaml` entry of the same name.
-BUILTIN_PROVIDERS = frozenset(
-    {"bash", "python", "docker", "streamlit", "gradio", "fastapi", "lab", "code", "notebook"}
-)
-PROVIDER_ALIASES = {"jupyter": "notebook", "jupyterlab": "lab", "vscode": "code"}
 _PYTHON_IN_PROVIDER = re.compile(r"^python(?:==|[:/])?(?P<version>\d+(?:\.\d+)?)$")
 _PYTHON_VERSION = re.compile(r"^\d+(?:\.\d+)?$")
 
@@ -137,8 +134,6 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
 
 def _workflow_name(name: str, where: Where) -> str:
     """The one name rule (`dstack.models.names`): the server refuses any other name."""
-    from dstack.models.names import NAME_RULE, name_problem
-
     problem = name_problem(name)
     if problem is not None:
         raise where.error(f"invalid workflow name {name[:40]!r}: {problem}", hint=NAME_RULE)
@@ -179,7 +174,8 @@ def _provider(
         )
     name, *extra = value.split()
     name = name.split("@", 1)[0]  # `torchrun@experimental`: the branch is not selectable
-    if name in custom and name not in BUILTIN_PROVIDERS:
+    # Built-in names win over a `.dstack/providers.yaml` entry of the same name.
+    if name in custom and name not in PROVIDER_NAMES:
         raise here.at("provider").error(
             f"provider '{name}' from .dstack/providers.yaml: custom providers are not supported",
             hint="use provider: docker (or bash) with the image and commands of that provider",
@@ -187,7 +183,7 @@ def _provider(
     glued = _PYTHON_IN_PROVIDER.match(name)
     if glued:
         return "python", glued.group("version"), extra
-    return PROVIDER_ALIASES.get(name, name), None, extra
+    return ALIASES.get(name, name), None, extra
 
 
 def _python_version(value: Any, where: Where) -> str | None:

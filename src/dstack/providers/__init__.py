@@ -8,15 +8,15 @@ runs in when its workflow names none.
 from __future__ import annotations
 
 from dstack.providers.args import parse_dep, parse_provider_args, provider_usage
-from dstack.providers.base import JobContext, Provider
+from dstack.providers.base import Provider, SubmissionContext
 from dstack.providers.images import ImageSettings, resolve_image
 from dstack.providers.registry import PROVIDERS, canonical_name, get_provider, job_specs
 
 __all__ = [
     "PROVIDERS",
     "ImageSettings",
-    "JobContext",
     "Provider",
+    "SubmissionContext",
     "canonical_name",
     "get_provider",
     "job_specs",

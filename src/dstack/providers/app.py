@@ -15,8 +15,8 @@ from typing import ClassVar
 from dstack.models.job import AppSpec, JobSpec, PortSpec
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.base import (
-    JobContext,
     Provider,
+    SubmissionContext,
     base_job_spec,
     pip_install_requirements,
     user_ports,
@@ -49,7 +49,7 @@ class AppProvider(Provider):
     packages: ClassVar[tuple[str, ...]] = ()
     needs_token: ClassVar[bool] = False
 
-    def job_spec(self, workflow: WorkflowSpec, ctx: JobContext) -> JobSpec:
+    def job_spec(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> JobSpec:
         ports = [*user_ports(workflow), PortSpec()]
         port_index = len(ports) - 1
         token = ctx.token_factory() if self.needs_token else ""
@@ -74,7 +74,9 @@ class AppProvider(Provider):
         return [install_if_missing(p) for p in self.packages]
 
     @abstractmethod
-    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+    def launch(
+        self, workflow: WorkflowSpec, ctx: SubmissionContext, port: str, token: str
+    ) -> Launch:
         """The app's command; `port` is the shell variable of its port (`$PORT_0`)."""
 
 

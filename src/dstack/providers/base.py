@@ -24,8 +24,11 @@ def new_token() -> str:
 
 
 @dataclass(frozen=True)
-class JobContext:
-    """How a workflow is run.
+class SubmissionContext:
+    """How a workflow was submitted: where from, with which arguments and environment.
+
+    Client-side input to providers (not to be confused with `runner.executors.JobLaunch`,
+    what an executor gets to start one job on a host).
 
     `subdir`: the `.dstack` folder's parent, relative to the repository root ("" for the root).
     `environ`: the submitting user's environment (for `env` entries without a value).
@@ -54,12 +57,12 @@ class Provider(ABC):
     positional: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
 
-    def job_specs(self, workflow: WorkflowSpec, ctx: JobContext) -> list[JobSpec]:
+    def job_specs(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
         """One job for now; multi-node workflows keep `resources.nodes` for the scheduler."""
         return [self.job_spec(workflow, ctx)]
 
     @abstractmethod
-    def job_spec(self, workflow: WorkflowSpec, ctx: JobContext) -> JobSpec:
+    def job_spec(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> JobSpec:
         """The job of `workflow`; raises `ConfigError` naming the workflow on bad input."""
 
 
@@ -89,7 +92,7 @@ def pip_install_requirements(workflow: WorkflowSpec) -> list[str]:
     return [f"pip install -r {shlex.quote(workflow.requirements)}"]
 
 
-def resolve_env(workflow: WorkflowSpec, ctx: JobContext) -> dict[str, str]:
+def resolve_env(workflow: WorkflowSpec, ctx: SubmissionContext) -> dict[str, str]:
     """The workflow's env; a name without a value takes the user's, or is dropped."""
     env: dict[str, str] = {}
     for key, value in workflow.env.items():
@@ -119,7 +122,7 @@ def user_ports(workflow: WorkflowSpec) -> list[PortSpec]:
 
 def base_job_spec(
     workflow: WorkflowSpec,
-    ctx: JobContext,
+    ctx: SubmissionContext,
     *,
     commands: list[str],
     entrypoint: list[str] | None = None,

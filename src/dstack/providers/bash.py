@@ -6,8 +6,8 @@ from dstack.errors import ConfigError
 from dstack.models.job import JobSpec
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.base import (
-    JobContext,
     Provider,
+    SubmissionContext,
     base_job_spec,
     pip_install_requirements,
     quote_all,
@@ -27,7 +27,7 @@ class BashProvider(Provider):
     usage = "-c COMMAND [-c COMMAND]... [ARGS]..."
     summary = "Run shell commands."
 
-    def job_spec(self, workflow: WorkflowSpec, ctx: JobContext) -> JobSpec:
+    def job_spec(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> JobSpec:
         commands = [*workflow.setup, *workflow.commands]
         if not workflow.commands:
             raise ConfigError(

@@ -6,7 +6,7 @@ import shlex
 
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.app import APP_HOST, AppProvider, Launch
-from dstack.providers.base import JobContext
+from dstack.providers.base import SubmissionContext
 
 OPENVSCODE_VERSION = "1.86.2"
 _NAME = f"openvscode-server-v{OPENVSCODE_VERSION}"
@@ -50,7 +50,9 @@ class CodeProvider(AppProvider):
     def install_commands(self) -> list[str]:
         return [_INSTALL]
 
-    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+    def launch(
+        self, workflow: WorkflowSpec, ctx: SubmissionContext, port: str, token: str
+    ) -> Launch:
         command = (
             f'(umask 077 && printf %s "$DSTACK_CODE_TOKEN" > "{_TOKEN_FILE}") && '
             f'"{_HOME}/bin/openvscode-server" --host {APP_HOST} --port "{port}"'

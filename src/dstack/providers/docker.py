@@ -7,7 +7,7 @@ import shlex
 from dstack.errors import ConfigError
 from dstack.models.job import JobSpec
 from dstack.models.workflow import WorkflowSpec
-from dstack.providers.base import JobContext, Provider, base_job_spec, require, where
+from dstack.providers.base import Provider, SubmissionContext, base_job_spec, require, where
 
 
 class DockerProvider(Provider):
@@ -22,7 +22,7 @@ class DockerProvider(Provider):
     positional = "image"
     summary = "Run a container image."
 
-    def job_spec(self, workflow: WorkflowSpec, ctx: JobContext) -> JobSpec:
+    def job_spec(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> JobSpec:
         require(workflow, workflow.image, "image", "ubuntu")
         return base_job_spec(
             workflow,

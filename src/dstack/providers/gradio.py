@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.app import APP_HOST, AppProvider, Launch
-from dstack.providers.base import JobContext, quote_all, require
+from dstack.providers.base import SubmissionContext, quote_all, require
 
 
 class GradioProvider(AppProvider):
@@ -17,7 +17,9 @@ class GradioProvider(AppProvider):
     summary = "Serve a Gradio app."
     packages = ("gradio",)
 
-    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+    def launch(
+        self, workflow: WorkflowSpec, ctx: SubmissionContext, port: str, token: str
+    ) -> Launch:
         file = require(workflow, workflow.file, "file", "app.py")
         # both are known only when the job starts, so they are set on the command line
         args = quote_all([file, *workflow.args, *ctx.run_args])

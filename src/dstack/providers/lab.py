@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.app import APP_HOST, AppProvider, Launch
-from dstack.providers.base import JobContext
+from dstack.providers.base import SubmissionContext
 
 
 def jupyter_launch(app: str, port: str, token: str, url_path: str) -> Launch:
@@ -29,5 +29,7 @@ class LabProvider(AppProvider):
     packages = ("jupyterlab",)
     needs_token = True
 
-    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+    def launch(
+        self, workflow: WorkflowSpec, ctx: SubmissionContext, port: str, token: str
+    ) -> Launch:
         return jupyter_launch("lab", port, token, "/lab")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.app import AppProvider, Launch
-from dstack.providers.base import JobContext
+from dstack.providers.base import SubmissionContext
 from dstack.providers.lab import jupyter_launch
 
 
@@ -14,5 +14,7 @@ class NotebookProvider(AppProvider):
     packages = ("notebook",)
     needs_token = True
 
-    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+    def launch(
+        self, workflow: WorkflowSpec, ctx: SubmissionContext, port: str, token: str
+    ) -> Launch:
         return jupyter_launch("notebook", port, token, "/tree")

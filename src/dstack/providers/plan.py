@@ -7,20 +7,17 @@ tags and on earlier runs are kept as `external_deps`; the server resolves them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from dstack.config import RepoConfig, resolve_workflow
 from dstack.errors import ConfigError
 from dstack.models.common import Model
 from dstack.models.job import JobSpec
 from dstack.models.workflow import DepKind, DepRef, WorkflowSpec
 from dstack.providers.args import parse_provider_args
-from dstack.providers.base import JobContext, new_token
+from dstack.providers.base import SubmissionContext, new_token
 from dstack.providers.registry import get_provider, job_specs
-
-if TYPE_CHECKING:
-    from dstack.config import RepoConfig
 
 TokenFactory = Callable[[], str]
 
@@ -61,15 +58,13 @@ def plan_workflow(
     `argv` (the arguments after the name) go to the target only; its dependencies are
     resolved with their defaults. Raises `ConfigError` on a cycle or an unknown workflow.
     """
-    from dstack.config import resolve_workflow
-
     target = resolve_workflow(config, name, argv)
     order = _dependency_order(config, target.spec)
     jobs: list[PlannedJob] = []
     job_indexes: dict[str, list[int]] = {}
     for spec in order:
         is_target = spec is target.spec
-        ctx = JobContext(
+        ctx = SubmissionContext(
             subdir=subdir,
             environ=environ,
             run_args=list(target.run_args) if is_target else [],
@@ -104,8 +99,6 @@ def plan_workflow(
 
 def _dependency_order(config: RepoConfig, target: WorkflowSpec) -> list[WorkflowSpec]:
     """`target` and the workflows it needs, dependencies before dependents."""
-    from dstack.config import resolve_workflow
-
     known = set(config.workflow_names())
     done: dict[str, WorkflowSpec] = {}
     order: list[WorkflowSpec] = []
@@ -152,7 +145,9 @@ def plan_provider(
     """The single job of `dstack run <provider> ARGV...`; `subdir` is where it was typed,
     relative to the repository root. Every `--dep` is external (nothing else runs first)."""
     spec = parse_provider_args(provider, argv)
-    ctx = JobContext(subdir=subdir, environ=environ, from_cli=True, token_factory=token_factory)
+    ctx = SubmissionContext(
+        subdir=subdir, environ=environ, from_cli=True, token_factory=token_factory
+    )
     jobs = [
         PlannedJob(workflow_name=None, spec=job_spec, external_deps=list(spec.deps))
         for job_spec in job_specs(spec, ctx)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dstack.models.job import JobSpec
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.base import (
-    JobContext,
     Provider,
+    SubmissionContext,
     base_job_spec,
     pip_install_requirements,
     quote_all,
@@ -22,7 +22,7 @@ class PythonProvider(Provider):
     positional = "file"
     summary = "Run a Python script."
 
-    def job_spec(self, workflow: WorkflowSpec, ctx: JobContext) -> JobSpec:
+    def job_spec(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> JobSpec:
         file = require(workflow, workflow.file, "file", "train.py")
         command = f"python {quote_all([file, *workflow.args, *ctx.run_args])}"
         commands = [*pip_install_requirements(workflow), *workflow.setup, command]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dstack.errors import ConfigError
 from dstack.models.job import JobSpec
+from dstack.models.providers import ALIASES
 from dstack.models.workflow import WorkflowSpec
-from dstack.providers.base import JobContext, Provider
+from dstack.providers.base import Provider, SubmissionContext
 from dstack.providers.bash import BashProvider
 from dstack.providers.code import CodeProvider
 from dstack.providers.docker import DockerProvider
@@ -31,9 +32,6 @@ PROVIDERS: dict[str, Provider] = {
     )
 }
 
-# names the early docs used for the same providers
-ALIASES: dict[str, str] = {"jupyter": "notebook", "jupyterlab": "lab", "vscode": "code"}
-
 
 def canonical_name(name: str) -> str | None:
     """The registry name for `name` (`lab@experimental` → `lab`), or None if unknown."""
@@ -54,7 +52,7 @@ def get_provider(name: str, *, where: str | None = None) -> Provider:
     return PROVIDERS[canonical]
 
 
-def job_specs(workflow: WorkflowSpec, ctx: JobContext) -> list[JobSpec]:
+def job_specs(workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
     """The jobs that run `workflow` with its provider."""
     where = f"workflow '{workflow.name}' ({workflow.source})"
     provider = get_provider(workflow.provider, where=where)

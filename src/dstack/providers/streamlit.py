@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dstack.models.workflow import WorkflowSpec
 from dstack.providers.app import APP_HOST, AppProvider, Launch
-from dstack.providers.base import JobContext, quote_all, require
+from dstack.providers.base import SubmissionContext, quote_all, require
 
 
 class StreamlitProvider(AppProvider):
@@ -14,7 +14,9 @@ class StreamlitProvider(AppProvider):
     summary = "Serve a Streamlit app."
     packages = ("streamlit",)
 
-    def launch(self, workflow: WorkflowSpec, ctx: JobContext, port: str, token: str) -> Launch:
+    def launch(
+        self, workflow: WorkflowSpec, ctx: SubmissionContext, port: str, token: str
+    ) -> Launch:
         file = require(workflow, workflow.file, "file", "app.py")
         # headless: otherwise Streamlit asks for an e-mail address on first start
         command = (

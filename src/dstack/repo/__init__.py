@@ -9,7 +9,7 @@ from __future__ import annotations
 from dstack.repo.bundle import BUNDLE_REF, create_bundle
 from dstack.repo.command import EMPTY_TREE
 from dstack.repo.materialize import materialize
-from dstack.repo.remote import normalize_remote_url, repo_id_for, sanitize_remote_url
+from dstack.repo.remote_urls import normalize_remote_url, repo_id_for, sanitize_remote_url
 from dstack.repo.state import RepoState, find_repo_root, read_repo_state
 from dstack.repo.triggers import tree_of
 

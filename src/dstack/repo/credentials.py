@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from dstack.models.repo import CredentialKind
 from dstack.repo.command import GitCommandError, run_git
-from dstack.repo.remote import _SCP_LIKE, sanitize_remote_url
+from dstack.repo.remote_urls import _SCP_LIKE, sanitize_remote_url
 
 DEFAULT_TOKEN_USER = "x-access-token"
 """User name sent with a token given alone: GitHub wants this one; GitLab, Gitea and

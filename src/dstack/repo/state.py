@@ -8,7 +8,7 @@ from pathlib import Path
 from dstack.background import Background
 from dstack.errors import RepoError
 from dstack.repo.command import GitCommandError, run_git
-from dstack.repo.remote import repo_id_for, sanitize_remote_url
+from dstack.repo.remote_urls import repo_id_for, sanitize_remote_url
 from dstack.repo.worktree import diff_to_tree, index_path, write_working_tree
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from dstack.errors import DstackError
 from dstack.models.artifacts import FileEntry, Manifest
@@ -36,13 +36,11 @@ from dstack.runner.faults import pause_point
 from dstack.runner.paths import JobPaths
 from dstack.runner.settings import RunnerSettings
 from dstack.runner.sizes import format_size
-from dstack.storage.base import BlobStore
+from dstack.storage.base import BlobStore, SupportsIngest, missing_of
+from dstack.storage.manifests import scan
 from dstack.storage.paths import UnsafePathError
-
-if TYPE_CHECKING:
-    from dstack.storage.base import SupportsIngest
-    from dstack.storage.statcache import StatCache
-    from dstack.storage.transfer import TransferStats
+from dstack.storage.statcache import StatCache
+from dstack.storage.transfer import TransferStats, push
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +138,6 @@ class ArtifactSync:
         journal: Journal | None = None,
         carried: Iterable[Carried] = (),
     ) -> None:
-        from dstack.storage.statcache import StatCache
-
         self._store = store
         self._journal = journal
         self._carried = {(c.declared, c.cache): c.manifest for c in carried}
@@ -250,9 +246,6 @@ class ArtifactSync:
         store on this disk, each new or changed file is stored in the same read that hashes
         it, so a sync costs one pass over the bytes; the final sync of files about to be
         moved into the store only hashes them (a rename then stores them)."""
-        from dstack.storage.base import SupportsIngest
-        from dstack.storage.manifests import scan
-
         store = self._store if ingest and isinstance(self._store, SupportsIngest) else None
         stored = _Stored(store)
         manifest = scan(
@@ -281,8 +274,6 @@ class ArtifactSync:
         what is posted always names stored blobs only. `pushed` is called between the two
         (also when the server has the manifest already).
         """
-        from dstack.storage.transfer import push
-
         if manifest.digest() == tracked.posted and not force:
             if pushed is not None:
                 pushed()
@@ -306,8 +297,6 @@ class ArtifactSync:
 def _joined(carried: Manifest, found: Manifest, store: BlobStore) -> list[FileEntry]:
     """The files of `found` (scanned now) and those of `carried` (journaled earlier, moved
     out of the folder since) that do not clash with them and whose blobs are stored."""
-    from dstack.storage.base import missing_of
-
     names = {f.path for f in found.files}
     folders = {parent for name in names for parent in _parents(name)}
     kept = [

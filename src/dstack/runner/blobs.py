@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from dstack.models.artifacts import StorageAccess
 from dstack.storage.base import BlobStore, SupportsAdopt
+from dstack.storage.local import LocalBlobStore
 
 if TYPE_CHECKING:
     from dstack.api.runner import RunnerApi
@@ -26,8 +27,6 @@ def open_blob_store(access: StorageAccess, api: RunnerApi) -> BlobStore:
     With S3 the bytes go straight between runner and bucket, on URLs the server signs.
     """
     if access.kind == "local" and access.path and _writable_dir(Path(access.path)):
-        from dstack.storage.local import LocalBlobStore
-
         return LocalBlobStore(Path(access.path))
     return api.blob_store(access)
 

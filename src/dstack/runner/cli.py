@@ -18,7 +18,14 @@ from types import FrameType
 import click
 
 from dstack import __version__
+from dstack.api.runner import RunnerClient
 from dstack.errors import ConfigError, DstackError
+from dstack.models.resources import parse_memory_mib
+from dstack.providers.images import ImageSettings
+from dstack.runner.daemon import Runner
+from dstack.runner.follow import ServerFollower
+from dstack.runner.jobuser import default_job_user, is_own_user
+from dstack.runner.settings import RunnerSettings
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -114,12 +121,6 @@ def start(
     orphan_timeout: float,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
-    from dstack.api.runner import RunnerClient
-    from dstack.providers.images import ImageSettings
-    from dstack.runner.daemon import Runner
-    from dstack.runner.jobuser import default_job_user, is_own_user
-    from dstack.runner.settings import RunnerSettings
-
     job_user = job_user or default_job_user()
     if job_user is not None and is_own_user(job_user):
         logging.getLogger(__name__).warning(
@@ -155,8 +156,6 @@ def start(
     signal.signal(signal.SIGINT, on_signal)
     follower = None
     if server_file is not None:
-        from dstack.runner.follow import ServerFollower
-
         follower = ServerFollower(
             runner, server_file, rebase=api.transport.rebase, orphan_exit_after=orphan_timeout
         ).start()
@@ -169,8 +168,6 @@ def start(
 
 
 def _size_mib(text: str, option: str) -> int:
-    from dstack.models.resources import parse_memory_mib
-
     try:
         return parse_memory_mib(text)
     except ValueError as exc:

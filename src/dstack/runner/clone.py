@@ -14,6 +14,8 @@ import hashlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from filelock import FileLock
+
 from dstack.errors import RepoError
 from dstack.models.repo import CloneCredentials, RepoRef
 from dstack.repo.command import GitCommandError, rev_parse, run_git
@@ -59,8 +61,6 @@ def update_mirror(credentials: CloneCredentials, commit: str, mirrors_dir: Path)
     """The mirror of ``credentials.url``, holding ``commit`` under `mirror_ref`. Jobs of one
     runner that need the same mirror take turns (a file lock), and a commit already there
     costs no network round trip."""
-    from filelock import FileLock
-
     mirror = mirror_path(mirrors_dir, credentials.url)
     mirrors_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(mirror) + ".lock", timeout=LOCK_TIMEOUT):

@@ -8,7 +8,9 @@ from pathlib import Path
 from dstack.api.runner import RunnerApi
 from dstack.errors import NotFoundError
 from dstack.models.repo import RepoRef
+from dstack.repo import materialize
 from dstack.runner.checkouts import CheckoutCache
+from dstack.runner.clone import clone_code
 from dstack.storage.base import BlobStore
 
 
@@ -49,8 +51,6 @@ def fetch_code(
 
 def _check_out(api: RunnerApi, repo: RepoRef, job_dir: Path, local_store: BlobStore | None) -> None:
     """The bundle and the diff of `repo`, checked out into `<job_dir>/code`."""
-    from dstack.repo import materialize
-
     wanted = [
         (repo.bundle_digest, job_dir / "repo.bundle"),
         (repo.diff_digest, job_dir / "repo.diff"),
@@ -93,8 +93,6 @@ def _clone(
     job_id: str | None,
     mirrors_dir: Path | None,
 ) -> Path:
-    from dstack.runner.clone import clone_code
-
     credentials = api.get_repo_credentials(job_id or job_dir.name)
     diff = None
     if repo.diff_digest is not None:

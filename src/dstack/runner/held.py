@@ -24,10 +24,12 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 from pydantic import BaseModel, ValidationError
 
 from dstack.models.artifacts import Manifest
@@ -85,8 +87,6 @@ class HeldJob:
         return _read(self.folder / _ASSIGNMENT, JobAssignment)
 
     def note_process(self, pid: int) -> None:
-        import psutil
-
         try:
             started = psutil.Process(pid).create_time()
         except psutil.Error:
@@ -96,10 +96,6 @@ class HeldJob:
     def kill_leftover(self) -> None:
         """SIGKILL the job's process group if its leader still lives (the runner died
         under it): recovery reads a folder nobody writes any more."""
-        import signal
-
-        import psutil
-
         noted = _read(self.folder / _PROCESS, _Process)
         if noted is None:
             return

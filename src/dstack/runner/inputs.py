@@ -18,6 +18,7 @@ from dstack.runner.faults import pause_point
 from dstack.runner.paths import JobPaths
 from dstack.runner.sizes import format_size
 from dstack.storage.base import BlobStore
+from dstack.storage.transfer import place
 
 
 def place_inputs(
@@ -39,8 +40,6 @@ def place_inputs(
 
 
 def _place(manifest: Manifest, paths: JobPaths, store: BlobStore, *, what: str) -> None:
-    from dstack.storage.transfer import place
-
     try:
         place(manifest, paths.check_root(manifest.path), store, within=paths.job_dir)
     except DstackError as exc:

@@ -22,7 +22,7 @@ from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.code import fetch_code
 from dstack.runner.environment import allocate_ports, job_env, with_secret_references
 from dstack.runner.errors import JobStartError
-from dstack.runner.executors.base import Executor, ExitResult, JobContext, JobHandle
+from dstack.runner.executors.base import Executor, ExitResult, JobHandle, JobLaunch
 from dstack.runner.faults import pause_point
 from dstack.runner.held import HeldJob
 from dstack.runner.inputs import place_inputs
@@ -353,7 +353,7 @@ class JobWorker:
 
     def _context(
         self, spool: LogSpool, code_dir: Path, paths: JobPaths, host_ports: list[int]
-    ) -> JobContext:
+    ) -> JobLaunch:
         env = job_env(self.assignment, host_ports)
         # Where apps listen: a container's own interface (Docker publishes it on the host's
         # 127.0.0.1), or the host's loopback for a plain process, so that no app is reachable
@@ -363,7 +363,7 @@ class JobWorker:
             env.update(gpu_env(self.assignment.gpu_indexes))
         if paths.home is not None:
             env.setdefault("HOME", str(paths.home))
-        return JobContext(
+        return JobLaunch(
             job_id=self.job_id,
             run_name=self.assignment.run_name,
             spec=with_secret_references(self.assignment.spec, self.assignment.secrets),

@@ -16,7 +16,9 @@ from dstack.server.context import Clock, ServerContext, utcnow
 from dstack.server.db.engine import create_engine
 from dstack.server.db.migrate import upgrade_to_head
 from dstack.server.errors import install_error_handlers
+from dstack.server.local_runner import LocalRunnerSupervisor
 from dstack.server.middleware import RequestGuard
+from dstack.server.routers import blobs as blob_routes
 from dstack.server.routers import caches, health, jobs, repos, runners, runs, tags, tunnel
 from dstack.server.routers import secrets as secret_routes
 from dstack.server.routers import users as user_routes
@@ -48,8 +50,6 @@ def create_app(
     app = FastAPI(title="dstack", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, settings=settings)
-    from dstack.server.routers import blobs as blob_routes
-
     for module in (health, runs, runners, jobs, blob_routes, tags, caches, tunnel):
         app.include_router(module.router)
     app.include_router(user_routes.router)
@@ -95,8 +95,6 @@ async def running_context(
 async def _background(ctx: ServerContext) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(Scheduler(ctx).run_forever(), name="scheduler")]
     if ctx.settings.local_runner:
-        from dstack.server.local_runner import LocalRunnerSupervisor
-
         # A fresh runner token per start, handed over in the runner's environment.
         token = await user_service.create_runner_token(
             ctx, created_by=ctx.settings.user, label=user_service.LOCAL_RUNNER_LABEL, replace=True

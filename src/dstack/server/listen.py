@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
+
 from dstack.errors import ConfigError
 
 if TYPE_CHECKING:
-    import uvicorn
     from fastapi import FastAPI
 
 # Longer than clients keep an idle connection (httpx: 5 s). With equal times, a client
@@ -43,8 +44,6 @@ def tcp_socket(host: str, port: int) -> socket.socket:
 
 def server_config(app: FastAPI, *, access_log: bool, **options: Any) -> uvicorn.Config:
     """uvicorn's settings for a dstack server (`dstack server`, the local server)."""
-    import uvicorn
-
     return uvicorn.Config(
         app,
         log_level="info",

@@ -18,7 +18,11 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import uvicorn
+
 from dstack.paths import HomeLayout
+from dstack.server.app import create_app
+from dstack.server.listen import server_config, tcp_socket
 from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.tokens import load_or_create_token
 from dstack.settings import EXECUTORS, EnvSettings
@@ -70,11 +74,6 @@ async def serve(
 ) -> None:
     """Serve until cancelled; `durations`: `ServerSettings` grace periods and timeouts
     (field → seconds) other than the defaults."""
-    import uvicorn
-
-    from dstack.server.app import create_app
-    from dstack.server.listen import server_config, tcp_socket
-
     files = HomeLayout(home).server
     make_private_dir(files.dir)
     sock = tcp_socket("127.0.0.1", 0)

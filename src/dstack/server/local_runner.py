@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 
 import httpx
 
+from dstack.runner.credential import CREDENTIAL_FILE, rebind_credential
+from dstack.runner.lock import lock_holder
 from dstack.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -85,16 +88,12 @@ class LocalRunnerSupervisor:
         """This server listens on a new port at each start: its runner's credential, in a work
         dir only this server's runner uses, is made to name the new URL, so that the runner
         signs in with it as the same runner instead of registering another one."""
-        from dstack.runner.credential import CREDENTIAL_FILE, rebind_credential
-
         work_dir = self.settings.resolved_runner_work_dir()
         rebind_credential(work_dir / CREDENTIAL_FILE, self.settings.url)
 
     async def _wait_for_work_dir(self) -> None:
         """Wait while an earlier server's runner holds the work dir (it follows this server
         meanwhile, and exits once idle and orphaned, or when this server stops it)."""
-        from dstack.runner.lock import lock_holder
-
         lock = self.settings.resolved_runner_work_dir() / "runner.lock"
         while (holder := lock_holder(lock)) is not None:
             if self.adopted != holder:
@@ -125,10 +124,6 @@ class LocalRunnerSupervisor:
 
     def _terminate_adopted(self) -> None:
         """Stop an earlier server's runner this server kept (as it stops its own)."""
-        import signal
-
-        from dstack.runner.lock import lock_holder
-
         pid = self.adopted
         lock = self.settings.resolved_runner_work_dir() / "runner.lock"
         if not pid or lock_holder(lock) != pid:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import AdminBlobStore
+from dstack.storage.local import LocalBlobStore
+from dstack.storage.s3 import S3BlobStore, parse_s3_url
 
 
 def open_blob_store(settings: ServerSettings) -> AdminBlobStore:
     """`S3BlobStore` for `storage = s3://bucket/prefix`, else `LocalBlobStore` in the blob
     folder. A malformed location raises `StorageError`; nothing is contacted here."""
     if settings.storage:
-        from dstack.storage.s3 import S3BlobStore, parse_s3_url
-
         location = parse_s3_url(settings.storage)
         return S3BlobStore(location.bucket, location.prefix, endpoint_url=settings.s3_endpoint_url)
-    from dstack.storage.local import LocalBlobStore
-
     return LocalBlobStore(settings.resolved_blob_dir())
 
 

@@ -15,7 +15,7 @@ from dstack.models.resources import ResourcesSpec
 from dstack.providers.images import ImageSettings
 from dstack.runner.environment import free_port
 from dstack.runner.errors import JobStartError
-from dstack.runner.executors.base import JobContext, RunnerIdentity
+from dstack.runner.executors.base import JobLaunch, RunnerIdentity
 from dstack.runner.executors.docker import DockerExecutor, DockerHandle
 
 from .conftest import IMAGE
@@ -39,7 +39,7 @@ def _spec(*commands: str, **kwargs: Any) -> JobSpec:
 
 def _start(
     executor: DockerExecutor, tmp_path: Path, spec: JobSpec, **kw: Any
-) -> tuple[DockerHandle, Output, JobContext]:
+) -> tuple[DockerHandle, Output, JobLaunch]:
     output = Output()
     context = make_context(tmp_path, spec, output, **kw)
     return executor.start(context), output, context
@@ -81,7 +81,7 @@ def test_ports_are_published_on_loopback(executor: DockerExecutor, tmp_path: Pat
     spec = _spec("python -m http.server $PORT_0 --bind 0.0.0.0")
     output = Output()
     context = make_context(tmp_path, spec, output, env={"PORT_0": str(port)})
-    context = JobContext(**{**context.__dict__, "host_ports": [port]})
+    context = JobLaunch(**{**context.__dict__, "host_ports": [port]})
     handle = executor.start(context)
     try:
         body = b""

@@ -8,10 +8,12 @@ from dstack.errors import ConfigError
 from dstack.runner.executors.base import (
     Executor,
     ExitResult,
-    JobContext,
     JobHandle,
+    JobLaunch,
     RunnerIdentity,
 )
+from dstack.runner.executors.process import ProcessExecutor
+from dstack.runner.jobuser import resolve_job_user
 
 if TYPE_CHECKING:
     from dstack.runner.settings import RunnerSettings
@@ -22,8 +24,8 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "ExitResult",
-    "JobContext",
     "JobHandle",
+    "JobLaunch",
     "RunnerIdentity",
     "create_executor",
 ]
@@ -38,12 +40,10 @@ def create_executor(settings: RunnerSettings) -> Executor:
     if choice not in (None, *EXECUTORS):
         raise ConfigError(f"unknown executor '{choice}'", f"use one of: {', '.join(EXECUTORS)}")
     if choice in (None, "docker"):
+        # the docker SDK costs ~55 ms at import: runners with --executor process never load it
         from dstack.runner.executors.docker import DockerExecutor, docker_client
 
         client = docker_client(required=choice == "docker")
         if client is not None:
             return DockerExecutor(client, images=settings.images)
-    from dstack.runner.executors.process import ProcessExecutor
-    from dstack.runner.jobuser import resolve_job_user
-
     return ProcessExecutor(job_user=resolve_job_user(settings.job_user))

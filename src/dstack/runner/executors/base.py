@@ -3,7 +3,7 @@
 Implementations: `ProcessExecutor` (host process group), `DockerExecutor` (a container), and
 `FakeExecutor` (`executors/fake.py`: runs nothing, follows scripts, records what it was
 asked). One contract suite (`tests/runner/executors/test_executor_contract.py`) runs against
-each. Output goes to `JobContext.output` as (stream, bytes) as it comes.
+each. Output goes to `JobLaunch.output` as (stream, bytes) as it comes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ Notice = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class JobContext:
-    """Everything an executor needs to run one job on this host."""
+class JobLaunch:
+    """Everything an executor needs to start one job on this host."""
 
     job_id: str
     run_name: str
@@ -100,7 +100,7 @@ class JobHandle(Protocol):
 class Executor(Protocol):
     name: str
 
-    def start(self, job: JobContext) -> JobHandle:
+    def start(self, job: JobLaunch) -> JobHandle:
         """Start the job and return at once (image pulls and venvs happen before returning).
 
         Raises `JobStartError` with the termination reason when it cannot start.

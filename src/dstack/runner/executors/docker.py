@@ -1,10 +1,10 @@
-"""Runs jobs in Docker containers (docker SDK, engine API 1.41, imported lazily).
+"""Runs jobs in Docker containers (docker SDK, engine API 1.41).
 
 The job's code is bind-mounted at `/workflow`; the container runs under Docker's init with
 `TINI_KILL_PROCESS_GROUP=1`, so a stop's SIGTERM reaches the job's processes, not just bash.
 Ports are published on 127.0.0.1 with the same number inside and out (`$PORT_0`). Absolute
 and `~` artifact and cache paths are host folders of the job bound into the container
-(`JobContext.mounts`, see `dstack.runner.paths`).
+(`JobLaunch.mounts`, see `dstack.runner.paths`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound
+from docker.types import DeviceRequest
+from docker.utils import parse_repository_tag
+
 from dstack.errors import ExecutorError
 from dstack.models.job import JobSpec, TerminationReason
 from dstack.models.logs import LogStream
@@ -24,7 +29,7 @@ from dstack.providers.images import ImageSettings, resolve_image
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import (
     ExitResult,
-    JobContext,
+    JobLaunch,
     OutputSink,
     RunnerIdentity,
     script_of,
@@ -44,8 +49,6 @@ def docker_client(*, required: bool, timeout: float = 3.0) -> Any | None:
 
     None when it does not; with `required`, an `ExecutorError` saying what to do instead.
     """
-    import docker
-
     try:
         client = docker.from_env(timeout=math.ceil(timeout))
         client.ping()
@@ -79,9 +82,7 @@ class DockerExecutor:
         self._images = images or ImageSettings()
         self._ca_bundle = ca_bundle
 
-    def start(self, job: JobContext) -> DockerHandle:
-        from docker.errors import DockerException
-
+    def start(self, job: JobLaunch) -> DockerHandle:
         image = resolve_image(job.spec, self._images)
         self._ensure_image(image, job)
         job.working_dir.mkdir(parents=True, exist_ok=True)
@@ -97,8 +98,6 @@ class DockerExecutor:
         return handle
 
     def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
-        from docker.errors import DockerException
-
         self._owner = owner
         labels = _owner_labels(owner)
         wanted = [f"{key}={value}" for key, value in labels.items()]
@@ -110,7 +109,7 @@ class DockerExecutor:
             with contextlib.suppress(DockerException):
                 container.remove(force=True)
 
-    def _create_args(self, job: JobContext) -> dict[str, Any]:
+    def _create_args(self, job: JobLaunch) -> dict[str, Any]:
         spec = job.spec
         args: dict[str, Any] = {
             "environment": {**job.env, "TINI_KILL_PROCESS_GROUP": "1"},
@@ -139,7 +138,7 @@ class DockerExecutor:
             raise RuntimeError("reconcile() first: containers are labelled with their owner")
         return self._owner
 
-    def _volumes(self, job: JobContext) -> dict[str, dict[str, str]]:
+    def _volumes(self, job: JobLaunch) -> dict[str, dict[str, str]]:
         volumes = {str(job.code_dir.resolve()): {"bind": "/workflow", "mode": "rw"}}
         if self._ca_bundle.is_file():
             volumes[str(self._ca_bundle)] = {"bind": str(CA_BUNDLE), "mode": "ro"}
@@ -148,10 +147,8 @@ class DockerExecutor:
             volumes[str(host.resolve())] = {"bind": container, "mode": "rw"}
         return volumes
 
-    def _ensure_image(self, image: str, job: JobContext) -> None:
+    def _ensure_image(self, image: str, job: JobLaunch) -> None:
         """Use a local image as it is; pull a missing one, reporting progress to the log."""
-        from docker.errors import DockerException, ImageNotFound
-
         try:
             self._client.images.get(image)
             return
@@ -169,10 +166,7 @@ class DockerExecutor:
                 reason=TerminationReason.IMAGE_PULL,
             ) from exc
 
-    def _pull(self, image: str, job: JobContext) -> None:
-        from docker.errors import APIError
-        from docker.utils import parse_repository_tag
-
+    def _pull(self, image: str, job: JobLaunch) -> None:
         repository, tag = parse_repository_tag(image)
         last: dict[str, str] = {}
         for event in self._client.api.pull(
@@ -221,27 +215,19 @@ class DockerHandle:
             return self._result
 
     def stop(self, grace: float) -> None:
-        from docker.errors import DockerException
-
         with contextlib.suppress(DockerException):  # not running any more
             self._container.stop(timeout=max(0, math.ceil(grace)))
 
     def kill(self) -> None:
-        from docker.errors import DockerException
-
         with contextlib.suppress(DockerException):  # not running any more
             self._container.kill()
 
     def cleanup(self) -> None:
-        from docker.errors import DockerException
-
         with contextlib.suppress(DockerException):  # removed already
             self._container.remove(force=True)
         self._exited.set()
 
     def _pump(self, stream: LogStream) -> None:
-        from docker.errors import DockerException
-
         out, err = stream is LogStream.STDOUT, stream is LogStream.STDERR
         api = self._container.client.api
         try:
@@ -262,8 +248,6 @@ class DockerHandle:
             self._output_failed = True
 
     def _wait_exit(self) -> None:
-        from docker.errors import DockerException
-
         try:
             with contextlib.suppress(DockerException):
                 self._container.wait()
@@ -271,8 +255,6 @@ class DockerHandle:
             self._exited.set()
 
     def _inspect_exit(self) -> ExitResult:
-        from docker.errors import DockerException
-
         try:
             self._container.reload()
         except DockerException:
@@ -286,8 +268,6 @@ def _owner_labels(owner: RunnerIdentity) -> dict[str, str]:
 
 
 def _limits(spec: JobSpec, gpu_indexes: list[int]) -> dict[str, Any]:
-    from docker.types import DeviceRequest
-
     resources = spec.resources
     limits: dict[str, Any] = {}
     if resources.memory_mib:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from dstack.models.logs import LogStream
 from dstack.runner.errors import JobStartError
-from dstack.runner.executors.base import ExitResult, JobContext, RunnerIdentity
+from dstack.runner.executors.base import ExitResult, JobLaunch, RunnerIdentity
 
 SIGTERM_EXIT = 143
 SIGKILL_EXIT = 137
@@ -41,7 +41,7 @@ class FakeJob:
 class FakeHandle:
     """A fake job; see `JobHandle` for the contract of each method. Thread-safe."""
 
-    def __init__(self, job: JobContext, script: FakeJob) -> None:
+    def __init__(self, job: JobLaunch, script: FakeJob) -> None:
         self.job = job
         self.script = script
         self.signals: list[str] = []
@@ -101,7 +101,7 @@ class FakeExecutor:
     reconciled: list[tuple[RunnerIdentity, frozenset[str]]] = field(default_factory=list)
     owner: RunnerIdentity | None = None
 
-    def start(self, job: JobContext) -> FakeHandle:
+    def start(self, job: JobLaunch) -> FakeHandle:
         script = self.scripts.get(job.job_id, self.default)
         if script.start_error is not None:
             raise script.start_error
@@ -115,6 +115,6 @@ class FakeExecutor:
         self.reconciled.append((owner, frozenset(owned_job_ids)))
 
 
-def _write(job: JobContext, chunks: tuple[tuple[LogStream, bytes], ...]) -> None:
+def _write(job: JobLaunch, chunks: tuple[tuple[LogStream, bytes], ...]) -> None:
     for stream, data in chunks:
         job.output(stream, data)

@@ -32,7 +32,7 @@ from dstack.runner.environment import host_env
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import (
     ExitResult,
-    JobContext,
+    JobLaunch,
     OutputSink,
     RunnerIdentity,
     command_of,
@@ -69,7 +69,7 @@ class ProcessExecutor:
         self._user = job_user
         self._pythons = interpreters or Interpreters(job_user)
 
-    def start(self, job: JobContext) -> ProcessHandle:
+    def start(self, job: JobLaunch) -> ProcessHandle:
         if job.spec.image:
             raise JobStartError(
                 f"this runner has no Docker: workflow '{job.label}' needs image {job.spec.image}",
@@ -100,7 +100,7 @@ class ProcessExecutor:
     def reconcile(self, owner: RunnerIdentity, owned_job_ids: set[str]) -> None:
         """Nothing to do: a job's processes do not outlive the runner's handle on them."""
 
-    def _environment(self, job: JobContext) -> dict[str, str]:
+    def _environment(self, job: JobLaunch) -> dict[str, str]:
         """The host's allowlisted variables, the job's own, and its venv first on PATH."""
         env = host_env(os.environ if self._base_env is None else self._base_env)
         user = self._user
@@ -115,7 +115,7 @@ class ProcessExecutor:
             env["VIRTUAL_ENV"] = str(bin_dir.parent)
         return env
 
-    def _venv(self, job: JobContext, env: Mapping[str, str]) -> Path | None:
+    def _venv(self, job: JobLaunch, env: Mapping[str, str]) -> Path | None:
         """The job's own virtualenv (its `bin`); None when the host has no Python at all."""
         interpreter = self._interpreter(job, env)
         if interpreter is None:
@@ -130,7 +130,7 @@ class ProcessExecutor:
         job.notice(f"creating a virtual environment with pip in {venv}")
         return _make_venv(job, venv, interpreter, system_site_packages=True)
 
-    def _interpreter(self, job: JobContext, env: Mapping[str, str]) -> Interpreter | None:
+    def _interpreter(self, job: JobLaunch, env: Mapping[str, str]) -> Interpreter | None:
         version = job.spec.python
         if version:
             found = self._pythons.find(f"python{version}", env)
@@ -145,7 +145,7 @@ class ProcessExecutor:
             )
         return default
 
-    def _hand_over(self, job: JobContext) -> None:
+    def _hand_over(self, job: JobLaunch) -> None:
         """Give the job user its folders; the job dir itself stays the runner's (0711:
         entered, not listed), and so does its log spool."""
         assert self._user is not None
@@ -273,7 +273,7 @@ def _start_pump(pipe: IO[bytes], stream: LogStream, output: OutputSink) -> threa
 
 
 def _make_venv(
-    job: JobContext, venv: Path, interpreter: Interpreter, *, system_site_packages: bool
+    job: JobLaunch, venv: Path, interpreter: Interpreter, *, system_site_packages: bool
 ) -> Path:
     """`python -m venv` (it installs pip) in the job dir; its output goes to the job's log."""
     result = run_venv_module(venv, interpreter, system_site_packages=system_site_packages)

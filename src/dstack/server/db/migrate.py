@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dstack.errors import ServerError
+from dstack.server.db.engine import safe_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -33,8 +36,6 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
 
 
 def _unreachable(engine: AsyncEngine, exc: Exception) -> ServerError:
-    from dstack.server.db.engine import safe_url
-
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return ServerError(
         f"cannot open the database {safe_url(str(engine.url))}: {reason}",
@@ -43,9 +44,6 @@ def _unreachable(engine: AsyncEngine, exc: Exception) -> ServerError:
 
 
 def _upgrade(connection: Connection) -> None:
-    from alembic import command
-    from alembic.config import Config
-
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # env.py runs the migrations on this connection instead of opening its own.

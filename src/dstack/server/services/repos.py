@@ -127,7 +127,7 @@ def _check_holder(job: JobRow, runner_id: str) -> None:
 
 
 def _validate(request: RepoCredentialsRequest) -> None:
-    from dstack.repo.remote import sanitize_remote_url
+    from dstack.repo.remote_urls import sanitize_remote_url
 
     url = request.url.strip()
     if not url or url.startswith("-") or any(c in url for c in "\n\r\0"):

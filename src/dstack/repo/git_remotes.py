@@ -1,4 +1,7 @@
-"""The git remotes of a working copy: which one runners clone, and whether it has a commit."""
+"""The git remotes configured in a working copy: which one runners clone, whether it has a commit.
+
+URL forms (credential-free, normalized) and repository ids are in `repo/remote_urls.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 
 from dstack.errors import RepoError
 from dstack.repo.command import GitCommandError, run_git
-from dstack.repo.remote import normalize_remote_url, sanitize_remote_url
+from dstack.repo.remote_urls import normalize_remote_url, sanitize_remote_url
 
 
 @dataclass(frozen=True)

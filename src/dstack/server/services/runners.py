@@ -182,15 +182,7 @@ async def heartbeat(
         jobs = await active_jobs(session, runner_id)
         unlisted = _not_recovered(ctx, runner, jobs, set(request.running_jobs))
         for job in unlisted:
-            if not await _requeue(ctx, session, job, _not_recovered_message(runner)):
-                await job_service.set_status(
-                    session,
-                    job,
-                    JobStatus.FAILED,
-                    now=ctx.clock(),
-                    reason=TerminationReason.RUNNER_LOST,
-                    message=_not_recovered_message(runner),
-                )
+            await _lose(ctx, session, job, _not_recovered_message(runner))
         jobs = [j for j in jobs if j not in unlisted]
     mine = {j.id for j in jobs}
     return HeartbeatResponse(
@@ -328,15 +320,20 @@ async def _fail_active_jobs(
     """The runner's jobs are lost: re-queue those whose `spec.retry` allows another attempt,
     fail the others with `runner_lost`."""
     for job in await active_jobs(session, runner.id):
-        if not await _requeue(ctx, session, job, message):
-            await job_service.set_status(
-                session,
-                job,
-                JobStatus.FAILED,
-                now=ctx.clock(),
-                reason=TerminationReason.RUNNER_LOST,
-                message=message,
-            )
+        await _lose(ctx, session, job, message)
+
+
+async def _lose(ctx: ServerContext, session: AsyncSession, job: JobRow, message: str) -> None:
+    """A job whose runner lost it: re-queued when `spec.retry` allows, else `runner_lost`."""
+    if not await _requeue(ctx, session, job, message):
+        await job_service.set_status(
+            session,
+            job,
+            JobStatus.FAILED,
+            now=ctx.clock(),
+            reason=TerminationReason.RUNNER_LOST,
+            message=message,
+        )
 
 
 async def _requeue(ctx: ServerContext, session: AsyncSession, job: JobRow, message: str) -> bool:

@@ -56,6 +56,7 @@ ruff format --check .
 
 log "mypy"
 mypy
+mypy --explicit-package-bases tests  # the tests, less strictly (pyproject.toml)
 
 log "pytest"
 set +e

@@ -45,6 +45,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         time.sleep(0.02)
     assert server.started, "test server did not start"
     try:
+        assert settings.token is not None
         yield LiveServer(settings.url, settings.token, settings)
     finally:
         server.should_exit = True

@@ -46,7 +46,7 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 
 
 def test_an_outage_is_said_once_and_the_call_carries_on() -> None:
-    clock, said, refreshed = Clock(), [], []
+    clock, said, refreshed = Clock(), list[str](), list[int]()
     reconnect = _reconnect(clock, said, give_up_after=60, refresh=lambda: refreshed.append(1))
 
     assert reconnect.call(_failing(5)) == "page"  # type: ignore[arg-type]
@@ -57,7 +57,7 @@ def test_an_outage_is_said_once_and_the_call_carries_on() -> None:
 
 
 def test_the_bound_ends_it_with_one_line_and_its_own_exit_code() -> None:
-    clock, said = Clock(), []
+    clock, said = Clock(), list[str]()
     reconnect = _reconnect(clock, said, give_up_after=10, what_then="`dstack attach r`")
 
     with pytest.raises(ServerGoneError) as raised:
@@ -72,7 +72,7 @@ def test_the_bound_ends_it_with_one_line_and_its_own_exit_code() -> None:
 
 
 def test_an_answer_of_the_server_is_not_waited_out() -> None:
-    clock, said = Clock(), []
+    clock, said = Clock(), list[str]()
 
     def gone() -> str:
         raise NotFoundError("run r not found")

@@ -65,7 +65,7 @@ def _exercise(api: RunnerClient) -> None:
 
 def test_after_registering_every_request_carries_the_runners_own_credential() -> None:
     seen: list[httpx.Request] = []
-    answer = {"runner_id": "r1", "runner_token": "own", "server_id": "s1"}
+    answer: dict[str, object] = {"runner_id": "r1", "runner_token": "own", "server_id": "s1"}
     api = _api(_server(answer, seen))
 
     assert api.register(REQUEST).runner_token == "own"

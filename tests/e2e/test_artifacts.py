@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from tests.e2e.conftest import Env
 
 CHAIN = """
 workflows:

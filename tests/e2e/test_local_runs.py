@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pytest
-
-    from conftest import Env
+    from tests.e2e.conftest import Env
 
 
 def test_two_step_workflow_runs_dependency_first(env: Env) -> None:

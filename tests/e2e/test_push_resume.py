@@ -12,7 +12,8 @@ from tests.e2e.remote_helpers import ADMIN_TOKEN, BrokenLinkStore, TeamServer
 from tests.e2e.test_remote import run_name_in
 
 from dstack.api.client import Client
-from dstack.cli.runcopy import Side, copy_run
+from dstack.api.transfer import Side
+from dstack.cli.runcopy import copy_run
 from dstack.errors import StorageError
 from dstack.server.local import ensure_local_server
 from dstack.storage.local import LocalBlobStore

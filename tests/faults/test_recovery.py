@@ -28,7 +28,7 @@ from dstack.runner.lock import lock_holder
 from dstack.server.local import read_local_server, stop_local_server
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from tests.e2e.conftest import Env
 
 
 def _e2e() -> ModuleType:

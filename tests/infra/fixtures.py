@@ -91,5 +91,5 @@ def moto_s3() -> Iterator[MotoServer]:
 def s3_bucket(moto_s3: MotoServer) -> str:
     """A new, empty bucket for this test."""
     name = f"dstack-test-{uuid.uuid4().hex[:12]}"
-    moto_s3.client().create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    moto_s3.client().create_bucket(Bucket=name)
     return name

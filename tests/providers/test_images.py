@@ -9,7 +9,7 @@ from dstack.providers.images import ImageSettings, resolve_image
 
 
 def spec(**fields: object) -> JobSpec:
-    return JobSpec(provider="bash", **fields)  # type: ignore[arg-type]
+    return JobSpec(provider="bash", **fields)
 
 
 def test_default_image_uses_python_311_when_the_job_names_no_version() -> None:

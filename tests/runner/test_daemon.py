@@ -47,7 +47,7 @@ def runner(tmp_path: Path, fake_api: FakeRunnerApi) -> Iterator[Runner]:
 def _assign(
     repo: RepoRef, *commands: str, job_id: str = "job-1", **kwargs: object
 ) -> JobAssignment:
-    spec = JobSpec(provider="bash", workflow_name="train", commands=list(commands), **kwargs)  # type: ignore[arg-type]
+    spec = JobSpec(provider="bash", workflow_name="train", commands=list(commands), **kwargs)
     return JobAssignment(job_id=job_id, run_name="wise-cat-1", job_index=0, spec=spec, repo=repo)
 
 

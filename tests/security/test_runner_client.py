@@ -352,6 +352,7 @@ def test_a_second_local_runner_on_the_engine_leaves_the_first_ones_job_running(
 
     _build_test_images()
     client = docker_client(required=True)
+    assert client is not None  # required=True: an engine answers, or it raised
 
     def docker(_: RunnerSettings) -> Executor:
         return DockerExecutor(client, images=ImageSettings(default_image="dstack-test/python:3.11"))
@@ -392,6 +393,7 @@ def test_reconcile_removes_only_containers_of_its_runner_and_its_server(tmp_path
 
     _build_test_images()
     client = docker_client(required=True)
+    assert client is not None  # required=True: an engine answers, or it raised
     tag = f"t{time.monotonic_ns()}"
     labels = {
         "mine": (f"runner-{tag}", f"server-{tag}"),

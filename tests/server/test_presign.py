@@ -103,6 +103,7 @@ def test_artifacts_go_between_runner_and_s3_without_the_server(
         place(manifest, tmp_path / "elsewhere", store)
 
     assert (tmp_path / "elsewhere" / "model.bin").read_bytes() == b"w" * 300_000
+    assert settings.storage is not None
     bucket = S3BlobStore(settings.storage[5:].split("/")[0], "team", client=moto_s3.client())
     assert sorted(bucket.list_digests()) == sorted(f.digest for f in manifest.files)
     paths = {path for _, path in recorder.requests}

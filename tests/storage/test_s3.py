@@ -33,7 +33,7 @@ def test_blobs_are_objects_under_the_prefix(store: S3BlobStore, moto_s3: MotoSer
     digest = sha(b"weights")
     store.put_bytes(b"weights", digest)
 
-    body = moto_s3.client().get_object(  # type: ignore[attr-defined]
+    body = moto_s3.client().get_object(
         Bucket=store.bucket, Key=f"team/dstack/blobs/{digest[:2]}/{digest[2:]}"
     )["Body"]
     assert body.read() == b"weights"
@@ -57,9 +57,7 @@ def test_a_corrupt_object_is_detected_and_the_target_kept(
     store: S3BlobStore, moto_s3: MotoServer, tmp_path: Path
 ) -> None:
     digest = sha(b"good")
-    moto_s3.client().put_object(  # type: ignore[attr-defined]
-        Bucket=store.bucket, Key=store.key(digest), Body=b"evil"
-    )
+    moto_s3.client().put_object(Bucket=store.bucket, Key=store.key(digest), Body=b"evil")
     target = tmp_path / "t"
     target.write_text("untouched")
 
@@ -137,9 +135,7 @@ def test_presigned_download_is_verified(
     store: S3BlobStore, moto_s3: MotoServer, tmp_path: Path
 ) -> None:
     digest = sha(b"good")
-    moto_s3.client().put_object(  # type: ignore[attr-defined]
-        Bucket=store.bucket, Key=store.key(digest), Body=b"evil"
-    )
+    moto_s3.client().put_object(Bucket=store.bucket, Key=store.key(digest), Body=b"evil")
 
     presigned = PresignedBlobStore(StorePresigner(store))
     with contextlib.closing(presigned), pytest.raises(StorageError, match="does not match"):

@@ -24,5 +24,6 @@ def test_image() -> str:
 @pytest.fixture
 def client(test_image: str) -> Iterator[Any]:
     client = docker_client(required=True)
+    assert client is not None  # required=True: an engine answers, or it raised
     yield client
     client.close()

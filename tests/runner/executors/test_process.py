@@ -15,7 +15,7 @@ from dstack.runner.executors.process import ProcessExecutor
 
 
 def _spec(*commands: str, **kwargs: object) -> JobSpec:
-    return JobSpec(provider="bash", commands=list(commands), **kwargs)  # type: ignore[arg-type]
+    return JobSpec(provider="bash", commands=list(commands), **kwargs)
 
 
 def _run(tmp_path: Path, spec: JobSpec, **kwargs: object) -> tuple[int, Output]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from dstack.errors import StorageError
+from dstack.models.artifacts import StorageAccess
 
 CHUNK_SIZE = 1024 * 1024
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -110,6 +111,15 @@ class SupportsIngest(Protocol):
         """Store `path` if it did not change while read (and has the stat `expected`);
         (digest of what was read, whether a new blob was stored). See
         `LocalBlobStore.ingest`."""
+
+
+@runtime_checkable
+class SupportsDirectAccess(Protocol):
+    """A store that runners may reach without the server in the path: a folder on the
+    server's machine (read and written in place) or a bucket (through presigned URLs)."""
+
+    def direct_access(self) -> StorageAccess:
+        """What a job assignment tells runners; stores without it are reached over HTTP."""
 
 
 @runtime_checkable

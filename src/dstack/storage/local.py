@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dstack.errors import NotFoundError, StorageError
+from dstack.models.artifacts import StorageAccess
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing
 from dstack.storage.copying import copy_hashing, copy_range, copy_verified, hash_fd
 
@@ -40,6 +41,13 @@ class LocalBlobStore:
         # Unique temp names without mkstemp's random retries: pid + a counter (thread-safe
         # in CPython); two processes sharing the store differ by pid.
         self._counter = itertools.count()
+        self._access: StorageAccess | None = None
+
+    def direct_access(self) -> StorageAccess:
+        """Runners on this machine read and write the folder in place (`SupportsDirectAccess`)."""
+        if self._access is None:  # the root does not move: one `realpath` for every claim
+            self._access = StorageAccess(kind="local", path=str(self.root.resolve()))
+        return self._access
 
     def path(self, digest: str) -> Path:
         """Where the blob lives (whether or not it exists)."""

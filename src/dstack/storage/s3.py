@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from dstack.errors import NotFoundError, StorageError
+from dstack.models.artifacts import StorageAccess
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing, sha256_file
 
 # Objects above this size are moved in parts, several at a time.
@@ -70,6 +71,10 @@ class S3BlobStore:
         self._owns_client = client is None
         self._client = client if client is not None else make_client(endpoint_url)
         self._base = f"{self.prefix}/blobs/" if self.prefix else "blobs/"
+
+    def direct_access(self) -> StorageAccess:
+        """Runners reach the bucket through URLs the server signs (`SupportsDirectAccess`)."""
+        return StorageAccess(kind="presigned")
 
     def close(self) -> None:
         """Close the connections of the client this store made (not of an injected one)."""

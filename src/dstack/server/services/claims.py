@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_
@@ -33,9 +31,7 @@ from dstack.server.services.matching import (
     labels_match,
 )
 from dstack.server.services.workflow_caches import caches_for
-from dstack.storage.base import BlobStore
-from dstack.storage.local import LocalBlobStore
-from dstack.storage.s3 import S3BlobStore
+from dstack.storage.base import BlobStore, SupportsDirectAccess
 
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 # Waiting jobs read per query while looking for one to claim: a claim usually takes the
@@ -278,18 +274,9 @@ async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepAr
     return inner + outer
 
 
-@functools.lru_cache(maxsize=8)
-def _resolved(root: Path) -> str:
-    # A store's root does not move while the server runs: one `realpath` per claim is saved.
-    return str(root.resolve())
-
-
 def storage_access(store: BlobStore) -> StorageAccess:
-    """A local store is read and written in place by runners on this machine; S3 straight
-    from the runner through presigned URLs; any other store through the server's blob
-    endpoints."""
-    if isinstance(store, LocalBlobStore):
-        return StorageAccess(kind="local", path=_resolved(store.root))
-    if isinstance(store, S3BlobStore):
-        return StorageAccess(kind="presigned")
+    """How runners reach `store`: directly when it says how (a folder on this machine, a
+    bucket through presigned URLs), else through the server's blob endpoints."""
+    if isinstance(store, SupportsDirectAccess):
+        return store.direct_access()
     return StorageAccess(kind="http")

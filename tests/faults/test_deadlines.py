@@ -7,13 +7,14 @@ alive heartbeat in between (`_Fleet.wait`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from tests.server.conftest import (
     FakeClock,
+    anyio_backend,
     clock,
+    ctx,
     db_url,
     host,
     job,
@@ -34,7 +35,7 @@ from dstack.server.services import runners as runner_service
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
 
-__all__ = ["clock", "db_url", "postgres"]  # fixtures
+__all__ = ["anyio_backend", "clock", "ctx", "db_url", "postgres"]  # fixtures
 pytestmark = pytest.mark.anyio
 
 PROVISIONING, DOWNLOADING, UPLOADING = 30.0, 60.0, 45.0
@@ -42,12 +43,8 @@ STEP = 5.0  # the scheduler's and the runners' pace: well inside the heartbeat t
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def settings(tmp_path: Path, db_url: str | None) -> ServerSettings:
+    """The server tests' settings (`tests/server/conftest.py`), with short deadlines."""
     return ServerSettings(
         home=tmp_path / "home",
         token="secret-token",
@@ -58,14 +55,6 @@ def settings(tmp_path: Path, db_url: str | None) -> ServerSettings:
         downloading_timeout=DOWNLOADING,
         uploading_timeout=UPLOADING,
     )
-
-
-@pytest.fixture
-async def ctx(settings: ServerSettings, clock: FakeClock) -> AsyncIterator[ServerContext]:
-    async with running_context(
-        settings, blobs=MemoryBlobStore(), clock=clock, background=False
-    ) as context:
-        yield context
 
 
 class _Fleet:

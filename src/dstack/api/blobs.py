@@ -9,14 +9,12 @@ from typing import Any
 
 import httpx
 
-from dstack.api.transport import Transport
+from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks
 
-_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
-
-class HttpBlobStore:
+class HttpBlobStore(OnSession):
     """HEAD/GET/PUT `/api/blobs/{digest}` and POST `/api/blobs/missing`.
 
     Uploads are streamed and hashed on the way (a file that no longer matches its digest
@@ -27,25 +25,6 @@ class HttpBlobStore:
     business (`dstack rm`, its garbage collector), not a client's.
     Thread-safe (one pooled session).
     """
-
-    def __init__(
-        self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self._session = Transport(base_url, token, timeout=_TIMEOUT, transport=transport)
-        self._owned = True
-
-    @classmethod
-    def sharing(cls, session: Transport) -> HttpBlobStore:
-        """A store on an open session (its credential, its connections); `close()` leaves the
-        session open."""
-        store = cls.__new__(cls)
-        store._session, store._owned = session, False
-        return store
-
-    def close(self) -> None:
-        """Close the pooled connections (also on leaving a `with` block) of an own session."""
-        if self._owned:
-            self._session.close()
 
     def __enter__(self) -> HttpBlobStore:
         return self
@@ -109,7 +88,7 @@ class HttpBlobStore:
 
     def _chunks(self, digest: str) -> Iterator[bytes]:
         hasher = hashlib.sha256()
-        with self._session.stream("GET", f"/api/blobs/{digest}", timeout=_TIMEOUT) as response:
+        with self._session.stream("GET", f"/api/blobs/{digest}", timeout=BLOB_TIMEOUT) as response:
             for chunk in response.iter_bytes(CHUNK_SIZE):
                 hasher.update(chunk)
                 yield chunk
@@ -120,7 +99,7 @@ class HttpBlobStore:
         self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any
     ) -> httpx.Response:
         accept = (404, 405) if missing_ok else ()
-        return self._session.request(method, url, accept=accept, timeout=_TIMEOUT, **kwargs)
+        return self._session.request(method, url, accept=accept, timeout=BLOB_TIMEOUT, **kwargs)
 
 
 def _hashing(read: Callable[[int], bytes], hasher: hashlib._Hash) -> Iterator[bytes]:

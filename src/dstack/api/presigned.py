@@ -15,12 +15,10 @@ from typing import BinaryIO, Protocol
 
 import httpx
 
-from dstack.api.transport import Transport
+from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks, sha256_file
 from dstack.storage.s3 import checksum_header
-
-_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 
 class Presigner(Protocol):
@@ -37,25 +35,8 @@ class Presigner(Protocol):
         """Release its connections (one without any does nothing). Idempotent."""
 
 
-class ServerPresigner:
+class ServerPresigner(OnSession):
     """`Presigner` over a server's HTTP API (user or runner credential), on its `Transport`."""
-
-    def __init__(
-        self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self._session = Transport(base_url, token, timeout=_TIMEOUT, transport=transport)
-        self._owned = True
-
-    @classmethod
-    def sharing(cls, session: Transport) -> ServerPresigner:
-        """A presigner on an open session; `close()` leaves the session open."""
-        presigner = cls.__new__(cls)
-        presigner._session, presigner._owned = session, False
-        return presigner
-
-    def close(self) -> None:
-        if self._owned:
-            self._session.close()
 
     def presign(self, digests: list[str], method: str) -> dict[str, str]:
         body = {"digests": [check_digest(d) for d in digests], "method": method}
@@ -73,7 +54,7 @@ class ServerPresigner:
         return [d for d in unique if d in answer]
 
     def _post(self, path: str, body: object) -> dict[str, object]:
-        response = self._session.request("POST", path, json=body, timeout=_TIMEOUT)
+        response = self._session.request("POST", path, json=body, timeout=BLOB_TIMEOUT)
         data = response.json()
         return data if isinstance(data, dict) else {}
 
@@ -90,7 +71,7 @@ class PresignedBlobStore:
 
     def __init__(self, presigner: Presigner, *, transport: httpx.BaseTransport | None = None):
         self._presigner = presigner
-        self._http = httpx.Client(transport=transport, timeout=_TIMEOUT)
+        self._http = httpx.Client(transport=transport, timeout=BLOB_TIMEOUT)
 
     def close(self) -> None:
         """Close this store's connections and its presigner's."""

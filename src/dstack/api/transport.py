@@ -209,6 +209,33 @@ class Transport:
         return ServerUnreachableError(message, hint=_UNREACHABLE_HINT)
 
 
+BLOB_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+"""Of blob transfers and presigning: a large blob's bytes may take minutes to flow."""
+
+
+class OnSession:
+    """A client of the blob endpoints speaking through a `Transport`: its own (made from a URL
+    and a token, closed with it) or an open one it shares (`sharing`: left open)."""
+
+    def __init__(
+        self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._session = Transport(base_url, token, timeout=BLOB_TIMEOUT, transport=transport)
+        self._owned = True
+
+    @classmethod
+    def sharing(cls, session: Transport) -> Self:
+        """One on an open session (its credential, its connections); `close()` leaves it open."""
+        client = cls.__new__(cls)
+        client._session, client._owned = session, False
+        return client
+
+    def close(self) -> None:
+        """Close the pooled connections of an own session (a shared one stays open)."""
+        if self._owned:
+            self._session.close()
+
+
 class Reconnect:
     """Rides out a server that went away, for a client that stays attached to it.
 

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from dstack.cli.context import cli_env
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _timeout(flag: str, default: int, what: str) -> Callable[[F], F]:
+    """A `--...-timeout SECONDS` option; None when not given (the server's setting, or its
+    `DSTACK_SERVER_...` variable, applies)."""
+    variable = "DSTACK_SERVER_" + flag.removeprefix("--").removesuffix("-timeout").upper()
+    return click.option(
+        flag,
+        type=click.FloatRange(min=1),
+        default=None,
+        show_default=f"{default}, or ${variable}_TIMEOUT",
+        metavar="SECONDS",
+        help=what,
+    )
 
 
 @click.command()
@@ -42,38 +60,18 @@ from dstack.cli.context import cli_env
     show_default=True,
     help="Also start a runner on this machine.",
 )
-@click.option(
-    "--runner-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    show_default="15, or $DSTACK_SERVER_RUNNER_TIMEOUT",
-    metavar="SECONDS",
-    help="Mark a runner offline after this long without a heartbeat.",
-)
-@click.option(
+@_timeout("--runner-timeout", 15, "Mark a runner offline after this long without a heartbeat.")
+@_timeout(
     "--provisioning-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    show_default="300, or $DSTACK_SERVER_PROVISIONING_TIMEOUT",
-    metavar="SECONDS",
-    help="Re-queue a claimed job (once; then fail it) whose runner does not confirm it in time.",
+    300,
+    "Re-queue a claimed job (once; then fail it) whose runner does not confirm it in time.",
 )
-@click.option(
+@_timeout(
     "--downloading-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    show_default="3600, or $DSTACK_SERVER_DOWNLOADING_TIMEOUT",
-    metavar="SECONDS",
-    help="Fail a job that downloads its code, inputs or image for longer.",
+    3600,
+    "Fail a job that downloads its code, inputs or image for longer.",
 )
-@click.option(
-    "--uploading-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    show_default="3600, or $DSTACK_SERVER_UPLOADING_TIMEOUT",
-    metavar="SECONDS",
-    help="Fail a job whose final artifact upload takes longer.",
-)
+@_timeout("--uploading-timeout", 3600, "Fail a job whose final artifact upload takes longer.")
 @click.option(
     "--access-log/--no-access-log",
     default=False,

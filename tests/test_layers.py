@@ -137,9 +137,8 @@ EXCEPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
         "(checking --database and --storage before anything starts) and serves its app",
     ),
     "dstack.cli.context": (
-        ("dstack.server.local", "dstack.server.settings"),
-        "the embedded local server (DESIGN.md, 'Local'): the CLI starts it on demand and, "
-        "as the local runner does, reads its blob folder directly",
+        ("dstack.server.local",),
+        "the embedded local server (DESIGN.md, 'Local'): the CLI starts it on demand",
     ),
     "dstack.server.local_runner": (
         ("dstack.runner.credential", "dstack.runner.lock"),

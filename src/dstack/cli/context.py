@@ -56,11 +56,8 @@ def local_client() -> Client:
     # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
     # remote's command for the local server's modules.
     from dstack.api.client import Client
-    from dstack.server.settings import ServerSettings
-
     url, token = local_server()
-    blob_dir = ServerSettings(home=dstack_home()).resolved_blob_dir()
-    return _closed_with_command(Client(url, token, blob_dir=blob_dir))
+    return _closed_with_command(Client(url, token, blob_dir=home_layout().server.blobs))
 
 
 def client_for(remote: str | None) -> Client:

@@ -56,6 +56,7 @@ def local_client() -> Client:
     # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
     # remote's command for the local server's modules.
     from dstack.api.client import Client
+
     url, token = local_server()
     return _closed_with_command(Client(url, token, blob_dir=home_layout().server.blobs))
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dstack.server.db.base import Base, UTCDateTime
@@ -211,3 +221,50 @@ class ServerMetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+class BackendRow(Base):
+    """A cloud backend an admin added: its settings (`models.backends.BackendConfig` less the
+    name) and, encrypted with the secrets key, its `BackendCredentials` as JSON."""
+
+    __tablename__ = "backends"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    credentials: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InstanceRow(Base):
+    """A cloud instance this server created (or is creating), from the decision to create it
+    until it is terminated; kept afterwards for costs and `dstack ps` of old runs.
+
+    `state`: `creating` (asked of the cloud), `booting` (created, its runner not registered
+    yet), `ready` (its runner registered: `runner_id`), `terminating`, `terminated`.
+    `token_hash`: sha256 of the registration credential in its user data, good for
+    registering this instance's runner only."""
+
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_backend_state", "backend", "state"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    backend: Mapped[str] = mapped_column(String(100))
+    cloud_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    offer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    instance_type: Mapped[str] = mapped_column(String(100))
+    region: Mapped[str] = mapped_column(String(50))
+    spot: Mapped[bool] = mapped_column(Boolean)
+    price: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    runner_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Since when its runner holds no job; None while it holds one (or before it registered).
+    idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

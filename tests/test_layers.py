@@ -61,7 +61,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dstack.api": ("dstack.config", "dstack.providers", "dstack.repo", "dstack.storage"),
     # --- the server, top to bottom ------------------------------------------------------
     "dstack.server": (),
-    "dstack.server.app": ("dstack.server", "dstack.storage"),  # the app factory: all of it
+    "dstack.server.app": ("dstack.server", "dstack.storage", "dstack.backends"),  # all of it
     "dstack.server.local_main": ("dstack.server", *SETTINGS),  # the local server's process
     "dstack.server.local": ("dstack.server.settings", *SETTINGS),  # starts it, in the CLI
     "dstack.server.local_runner": ("dstack.server.settings",),  # supervises the local runner
@@ -83,6 +83,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dstack.tunnel",
     ),
     "dstack.server.context": (
+        "dstack.backends",
         "dstack.server.principals",
         "dstack.server.settings",
         "dstack.storage",

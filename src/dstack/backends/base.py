@@ -28,6 +28,10 @@ class BackendAuthError(BackendError):
 class Compute(Protocol):
     """One configured backend (a cloud account in one region)."""
 
+    # The date of the price catalog its offers' prices come from (`2026-11-30`); None when
+    # the prices are the cloud's own, live.
+    prices_as_of: str | None
+
     def check(self) -> None:
         """Make one real, read-only API call with the credentials; `BackendAuthError` if the
         cloud refuses them, `BackendError` if it cannot be reached."""

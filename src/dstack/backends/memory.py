@@ -65,6 +65,7 @@ class MemoryCompute:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name = name
+        self.prices_as_of: str | None = None
         self.region = region
         self.catalog = catalog if catalog is not None else default_catalog(name, region)
         self.on_create = on_create

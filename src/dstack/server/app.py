@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from dstack import __version__
+from dstack.backends.registry import ComputeFactory, make_compute
 from dstack.server.auth import announce_admin_token
 from dstack.server.context import Clock, ServerContext, utcnow
 from dstack.server.db.engine import create_engine
@@ -32,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: ServerSettings, *, blobs: AdminBlobStore | None = None, clock: Clock = utcnow
+    settings: ServerSettings,
+    *,
+    blobs: AdminBlobStore | None = None,
+    clock: Clock = utcnow,
+    compute_factory: ComputeFactory = make_compute,
 ) -> FastAPI:
     """The server app. Its lifespan migrates the database, then runs the scheduler loop and,
     when `settings.local_runner` is set, the local runner process. Every HTTP request is
@@ -40,7 +45,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_context(settings, blobs=blobs, clock=clock) as ctx:
+        async with running_context(
+            settings, blobs=blobs, clock=clock, compute_factory=compute_factory
+        ) as ctx:
             app.state.ctx = ctx
             if settings.freeze_heap_at_start:
                 gc.collect()
@@ -67,6 +74,7 @@ async def running_context(
     blobs: AdminBlobStore | None = None,
     clock: Clock = utcnow,
     background: bool = True,
+    compute_factory: ComputeFactory = make_compute,
 ) -> AsyncIterator[ServerContext]:
     """A migrated database, the scheduler loop and the local runner, for as long as it is
     entered. Usable without HTTP; with `background=False` nothing runs by itself (tests
@@ -76,7 +84,7 @@ async def running_context(
     store = blobs if blobs is not None else open_blob_store(settings)
     try:
         await upgrade_to_head(engine)
-        ctx = ServerContext(settings, engine, store, clock=clock)
+        ctx = ServerContext(settings, engine, store, clock=clock, compute_factory=compute_factory)
         admin_token = await user_service.bootstrap_admin(ctx)
         if admin_token is not None:
             announce_admin_token(admin_token, settings.files.admin_token)

@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from dstack.backends.registry import ComputeFactory, make_compute
 from dstack.server.principals import Principal
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import AdminBlobStore
@@ -100,12 +101,16 @@ class ServerContext:
         blobs: AdminBlobStore,
         *,
         clock: Clock = utcnow,
+        compute_factory: ComputeFactory = make_compute,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.blobs = blobs
         self.clock = clock
         self.notifier = Notifier()
+        # Builds the `Compute` of each configured backend (`services/backends.py`); tests
+        # pass one that returns their in-memory twin.
+        self.compute_factory = compute_factory
         # Woken only by changes that can give a runner something to claim or the scheduler
         # something to judge: new or re-queued jobs, finished jobs (freed resources, met
         # dependencies), runners that came or changed. A job's `running` report is not one.

@@ -1,0 +1,25 @@
+"""Backend type → `Compute`. One line per cloud; the cloud's SDK is imported only when a
+backend of its type is used (boto3 costs ~150 ms of start-up the CLI does not need)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dstack.backends.base import Compute
+from dstack.errors import BackendError
+from dstack.models.backends import BackendConfig, BackendCredentials, BackendType
+
+ComputeFactory = Callable[[BackendConfig, BackendCredentials], Compute]
+
+
+def make_compute(config: BackendConfig, credentials: BackendCredentials) -> Compute:
+    """The `Compute` of a configured backend (no API call is made here)."""
+    if config.type == BackendType.AWS:
+        from dstack.backends.aws.compute import AwsCompute  # boto3: only when used
+
+        return AwsCompute(config, credentials)  # type: ignore[return-value]
+    if config.type == BackendType.MEMORY:
+        from dstack.backends.memory import MemoryCompute
+
+        return MemoryCompute(config.name, region=config.region)
+    raise BackendError(f"backend '{config.name}': unknown type {config.type}")

@@ -17,7 +17,7 @@ def make_compute(config: BackendConfig, credentials: BackendCredentials) -> Comp
     if config.type == BackendType.AWS:
         from dstack.backends.aws.compute import AwsCompute  # boto3: only when used
 
-        return AwsCompute(config, credentials)  # type: ignore[return-value]
+        return AwsCompute(config, credentials)
     if config.type == BackendType.MEMORY:
         from dstack.backends.memory import MemoryCompute
 

@@ -1,4 +1,4 @@
-"""Session fixtures for real PostgreSQL and S3 (moto_server); import them into a conftest.
+"""Session fixtures for real PostgreSQL, S3 and EC2 (moto_server); import them into a conftest.
 
 Each starts its service once per session (and per conftest that imports it), only when a
 test asks for it, and stops it at the end. Without the service a test is skipped — except
@@ -85,6 +85,12 @@ def moto_s3() -> Iterator[MotoServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_ec2(moto_s3: MotoServer) -> MotoServer:
+    """moto_server as EC2: the same server as S3 (one per session), fake credentials set."""
+    return moto_s3
 
 
 @pytest.fixture

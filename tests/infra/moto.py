@@ -1,11 +1,13 @@
-"""`moto_server` on a loopback port as the S3 endpoint of a test session."""
+"""`moto_server` on a loopback port as the S3 and EC2 endpoint of a test session."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,26 @@ class MotoServer:
 
             self._client = make_client(self.endpoint)
         return self._client
+
+    def ec2_client(self, region: str = "us-east-1") -> Any:
+        """A new boto3 EC2 client for this endpoint (the caller closes it)."""
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=region,
+        ).client("ec2", endpoint_url=self.endpoint)
+
+    @contextlib.contextmanager
+    def refusing_credentials(self) -> Iterator[None]:
+        """Within it moto checks credentials as AWS does, and refuses the fake ones
+        (`AuthFailure`): its IAM knows no access key."""
+        httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"0", timeout=10)
+        try:
+            yield
+        finally:
+            httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"inf", timeout=10)
 
 
 def _answers(endpoint: str) -> bool:

@@ -110,6 +110,8 @@ class AwsCompute:
         return self._instance(reply["Instances"][0])
 
     def describe(self, instance_id: str) -> CloudInstance | None:
+        """None for an id EC2 does not know (or that is not an instance id); EC2 keeps a
+        terminated instance about an hour, described as `TERMINATED`."""
         try:
             reply = self._ec2.describe_instances(InstanceIds=[instance_id])
         except ClientError as exc:
@@ -122,6 +124,8 @@ class AwsCompute:
         return self._instance(found[0]) if found else None
 
     def list_instances(self, tags: Mapping[str, str]) -> list[CloudInstance]:
+        """Pending, running, stopping and stopped instances with all of `tags`: everything
+        that still costs and was not asked to terminate (a stopped one keeps its disk)."""
         filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
         filters.append({"Name": "instance-state-name", "Values": _LISTED_STATES})
         with self._translated("list instances"):
@@ -129,6 +133,8 @@ class AwsCompute:
         return [self._instance(i) for r in raw for i in r["Instances"]]
 
     def terminate(self, instance_id: str) -> None:
+        """`InvalidInstanceID.NotFound` (already gone) is success; terminating a terminated
+        instance is too (EC2 answers it)."""
         try:
             self._ec2.terminate_instances(InstanceIds=[instance_id])
         except ClientError as exc:

@@ -59,8 +59,11 @@ class Twins:
         self.refuse: set[str] = set()
         self.unreachable: set[str] = set()
         self.broken: set[str] = set()
+        self.buggy: set[str] = set()  # the factory itself fails, as a bug would
 
     def __call__(self, config: BackendConfig, credentials: BackendCredentials) -> Twin:
+        if config.name in self.buggy:
+            raise KeyError("region_name")
         twin = Twin(self, config, credentials)
         self.built.append(twin)
         return twin

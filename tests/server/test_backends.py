@@ -115,6 +115,17 @@ async def test_an_unreachable_cloud_stores_nothing(bctx: ServerContext, twins: T
     assert await stored_rows(bctx) == []
 
 
+async def test_a_backend_module_that_fails_is_a_backend_error(
+    bctx: ServerContext, twins: Twins
+) -> None:
+    twins.buggy.add("aws")
+
+    with pytest.raises(BackendError, match=r"checking the credentials failed \(KeyError\)"):
+        await service.add_backend(bctx, request=aws_request(), created_by="alice")
+
+    assert await stored_rows(bctx) == []
+
+
 async def test_delete_is_refused_while_an_instance_is_alive(bctx: ServerContext) -> None:
     await service.add_backend(bctx, request=aws_request(), created_by="alice")
     async with bctx.transaction() as session:

@@ -127,13 +127,15 @@ async def _build(ctx: ServerContext, row: BackendRow) -> BuiltBackend:
     if cached is not None and cached.fingerprint == fingerprint:
         return cached
     config = _config_of(row)
+    credentials = BackendCredentials()
     try:
         credentials = _decrypt(ctx, row)
         compute: Compute | None = await asyncio.to_thread(ctx.compute_factory, config, credentials)
         entry = BuiltBackend(fingerprint, config, compute)
     except DstackError as exc:
-        logger.error("backend '%s' cannot be used: %s", row.name, exc)
-        entry = BuiltBackend(fingerprint, config, None, error=exc.message)
+        reason = _scrub(exc.message, credentials)
+        logger.error("backend '%s' cannot be used: %s", row.name, reason)
+        entry = BuiltBackend(fingerprint, config, None, error=reason)
     cached = ctx.computes.get(row.name)  # another request may have built it meanwhile
     if cached is not None and cached.fingerprint == fingerprint:
         if entry.compute is not None:
@@ -220,7 +222,7 @@ async def _checked_compute(
     """A new `Compute` whose credentials the cloud accepted (one real, read-only call)."""
     try:
         compute = await asyncio.to_thread(ctx.compute_factory, config, credentials)
-    except BackendError as exc:
+    except Exception as exc:
         raise _refusal(config, credentials, exc) from None
     try:
         await asyncio.to_thread(compute.check)
@@ -243,7 +245,9 @@ def _refusal(config: BackendConfig, credentials: BackendCredentials, exc: Except
         reason = _scrub(exc.message, credentials)
         logger.warning("backend '%s' could not be checked: %s", config.name, reason)
         return BackendError(reason, hint=exc.hint or "check the region and endpoint URL")
-    logger.error("backend '%s': the check failed with %s", config.name, type(exc).__name__)
+    # A bug in a backend's module, not the cloud's answer (those are `BackendError`s): its
+    # traceback, which holds code and messages but never the values of variables.
+    logger.error("backend '%s': building or checking it failed", config.name, exc_info=exc)
     return BackendError(
         f"backend '{config.name}': checking the credentials failed ({type(exc).__name__})",
         hint="see the server's log; nothing was stored",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from dstack.api.backends import BackendsClient
 from dstack.api.base import validate_list
 from dstack.api.repos import ReposClient
 from dstack.api.teams import TeamsClient
@@ -32,7 +33,7 @@ def _unaddressable(name: str) -> bool:
     return "/" in name or len(url_segment(name)) > _URL_SEGMENT_MAX
 
 
-class Client(ReposClient, TeamsClient):
+class Client(ReposClient, TeamsClient, BackendsClient):
     """`Client(base_url, token, timeout=30)`; use as a context manager or call `close()`."""
 
     def rebase(self, base_url: str, token: str) -> None:

@@ -23,6 +23,7 @@ import httpx
 
 from dstack.errors import (
     AuthError,
+    BackendError,
     ConfigError,
     ConflictError,
     DstackError,
@@ -47,6 +48,7 @@ _CODES: dict[str, type[DstackError]] = {
     "conflict": ConflictError,
     "storage": StorageError,
     "invalid": ConfigError,
+    "backend": BackendError,
 }
 _STATUSES: dict[int, type[DstackError]] = {
     401: AuthError,

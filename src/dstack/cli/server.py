@@ -73,6 +73,14 @@ def _timeout(flag: str, default: int, what: str) -> Callable[[F], F]:
 )
 @_timeout("--uploading-timeout", 3600, "Fail a job whose final artifact upload takes longer.")
 @click.option(
+    "--public-url",
+    default=None,
+    metavar="URL",
+    callback=lambda _ctx, _param, value: _public_url(value),
+    help="The URL cloud instances reach this server at (their runners dial it); "
+    "default: http://HOST:PORT.",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=False,
     show_default=True,
@@ -90,6 +98,7 @@ def server(
     provisioning_timeout: float | None,
     downloading_timeout: float | None,
     uploading_timeout: float | None,
+    public_url: str | None,
     access_log: bool,
 ) -> None:
     """Run a dstack server in the foreground until interrupted.
@@ -123,9 +132,12 @@ def server(
         s3_endpoint_url=s3_endpoint_url,
         local_runner=local_runner,
         local_runner_executor=env.executor,
+        public_url=public_url,
         freeze_heap_at_start=True,
     ).with_durations({**env.server_durations, **_given(options)})
     click.echo(f"dstack server: {settings.url}")
+    if public_url:
+        click.echo(f"Cloud instances reach it at {settings.resolved_public_url()}")
     from dstack.server.listen import server_config, tcp_socket  # see above
 
     sock = tcp_socket(host, port)
@@ -142,6 +154,18 @@ def _database_url(url: str | None) -> str | None:
     from dstack.server.db.engine import normalize_url
 
     return normalize_url(url) if url else None
+
+
+def _public_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    from dstack.errors import ConfigError
+    from dstack.server.settings import check_public_url
+
+    try:
+        return check_public_url(url)
+    except ConfigError as exc:
+        raise click.BadParameter(f"{exc.message} ({exc.hint})") from None
 
 
 def _storage(url: str | None) -> str | None:

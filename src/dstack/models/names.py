@@ -1,4 +1,4 @@
-"""The one rule for names: runs, tags, users, workflows, runners (and, stricter, secrets).
+"""The one rule for names: runs, tags, users, workflows, runners, backends (and, stricter, secrets).
 
 A name is at most `NAME_MAX` characters: ASCII letters and digits, then also `.`, `_`, `-`
 and `@`; it starts with a letter or a digit. So a name is always one URL path segment and one
@@ -104,6 +104,7 @@ TagName = Annotated[str, _SCHEMA, _rule("tag")]
 UserName = Annotated[str, _SCHEMA, _rule("user")]
 WorkflowName = Annotated[str, _SCHEMA, _rule("workflow")]
 RunnerName = Annotated[str, _SCHEMA, _rule("runner")]
+BackendName = Annotated[str, _SCHEMA, _rule("backend")]
 SecretName = Annotated[str, _SECRET_SCHEMA, _rule("secret")]
 SecretValue = Annotated[
     str,

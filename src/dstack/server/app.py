@@ -19,11 +19,13 @@ from dstack.server.db.migrate import upgrade_to_head
 from dstack.server.errors import install_error_handlers
 from dstack.server.local_runner import LocalRunnerSupervisor
 from dstack.server.middleware import RequestGuard
+from dstack.server.routers import backends as backend_routes
 from dstack.server.routers import blobs as blob_routes
 from dstack.server.routers import caches, health, jobs, repos, runners, runs, tags, tunnel
 from dstack.server.routers import secrets as secret_routes
 from dstack.server.routers import users as user_routes
 from dstack.server.scheduler.loop import Scheduler
+from dstack.server.services import backends as backend_service
 from dstack.server.services import users as user_service
 from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.storage import close_blob_store, open_blob_store
@@ -64,6 +66,8 @@ def create_app(
     app.include_router(secret_routes.router)
     app.include_router(repos.router)
     app.include_router(repos.runner_router)
+    app.include_router(backend_routes.router)
+    app.include_router(backend_routes.offers_router)
     return app
 
 
@@ -88,11 +92,14 @@ async def running_context(
         admin_token = await user_service.bootstrap_admin(ctx)
         if admin_token is not None:
             announce_admin_token(admin_token, settings.files.admin_token)
-        if not background:
-            yield ctx
-            return
-        async with _background(ctx):
-            yield ctx
+        try:
+            if not background:
+                yield ctx
+                return
+            async with _background(ctx):
+                yield ctx
+        finally:
+            await backend_service.close_all(ctx)
     finally:
         await engine.dispose()
         if blobs is None:

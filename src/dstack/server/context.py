@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from dstack.backends.base import Compute
 from dstack.backends.registry import ComputeFactory, make_compute
+from dstack.models.backends import BackendConfig
 from dstack.server.principals import Principal
 from dstack.server.settings import ServerSettings
 from dstack.storage.base import AdminBlobStore
@@ -91,6 +94,18 @@ class ExpiringCache(Generic[K, V]):
         self.generation += 1
 
 
+@dataclass
+class BuiltBackend:
+    """A configured backend as this process built it from its stored row (`fingerprint`):
+    its `Compute`, or why there is none (`error`: the credentials cannot be decrypted, the
+    factory refused the settings)."""
+
+    fingerprint: str
+    config: BackendConfig
+    compute: Compute | None
+    error: str | None = None
+
+
 class ServerContext:
     """One server's shared state; built by `create_app` (or by tests, with a fake clock)."""
 
@@ -111,6 +126,9 @@ class ServerContext:
         # Builds the `Compute` of each configured backend (`services/backends.py`); tests
         # pass one that returns their in-memory twin.
         self.compute_factory = compute_factory
+        # Backend name → its `Compute`, built once and reused, rebuilt when its row changes,
+        # closed when dropped or when the server stops (`services/backends.py`).
+        self.computes: dict[str, BuiltBackend] = {}
         # Woken only by changes that can give a runner something to claim or the scheduler
         # something to judge: new or re-queued jobs, finished jobs (freed resources, met
         # dependencies), runners that came or changed. A job's `running` report is not one.

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from dstack.errors import (
     AuthError,
+    BackendError,
     ConfigError,
     ConflictError,
     DstackError,
@@ -53,6 +54,7 @@ ERROR_CODES: list[tuple[type[DstackError], str, int]] = [
     (StorageError, "storage", 400),
     (ConfigError, "invalid", 400),
     (InvalidRequestError, "invalid", 400),
+    (BackendError, "backend", 502),  # a cloud failed or could not be reached
     (DstackError, "server_error", 500),
 ]
 

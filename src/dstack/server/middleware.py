@@ -29,6 +29,9 @@ from dstack.server.settings import ServerSettings
 PUBLIC_PATHS = frozenset({"/api/health"})
 """Answered without a token."""
 
+SMALL_BODY_BYTES = 16 << 10
+"""Bodies of a few fields (a backend's settings, an offers request)."""
+
 # (method, route, limit): the endpoints whose bodies may be larger (or smaller) than
 # `settings.max_body_bytes`. The first match wins; docs/api.md lists the same, under "Limits".
 ROUTE_LIMITS: list[tuple[str, str, Callable[[ServerSettings], int | None]]] = [
@@ -40,6 +43,8 @@ ROUTE_LIMITS: list[tuple[str, str, Callable[[ServerSettings], int | None]]] = [
     ("POST", "/api/runs", lambda s: s.max_run_bytes),
     ("POST", "/api/runs/plan", lambda s: s.max_run_bytes),
     ("PUT", "/api/blobs/{digest}", lambda s: s.max_blob_bytes),
+    ("POST", "/api/backends", lambda s: SMALL_BODY_BYTES),
+    ("POST", "/api/offers", lambda s: SMALL_BODY_BYTES),
 ]
 
 

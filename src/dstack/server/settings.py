@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dstack.errors import ConfigError
 from dstack.paths import HomeLayout, ServerFiles
 
 PRIVATE_DIR_MODE = 0o700
@@ -20,6 +21,26 @@ def make_private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o077:
         os.chmod(path, PRIVATE_DIR_MODE)
     return path
+
+
+PUBLIC_URL_MAX = 500
+
+
+def check_public_url(url: str) -> str:
+    """`url` without a trailing `/` if it is an http(s) URL of a host, with no user,
+    password, query or fragment (it is written into every instance's user data);
+    `ConfigError` else."""
+    from dstack.models.backends_api import url_problem  # pydantic: only when one is given
+
+    problem = url_problem(url)
+    if problem is None and (len(url) > PUBLIC_URL_MAX or not url.isprintable() or " " in url):
+        problem = f"'{url[:80]}' has blanks or is longer than {PUBLIC_URL_MAX} characters"
+    if problem is not None:
+        raise ConfigError(
+            f"invalid public URL: {problem}",
+            hint="give the URL instances reach this server at, e.g. https://dstack.example.com",
+        )
+    return url.rstrip("/")
 
 
 @dataclass
@@ -94,6 +115,13 @@ class ServerSettings:
     local_runner_work_dir: Path | None = None
     # Replaces the runner's command line (the URL and token are still appended); for tests.
     local_runner_command: list[str] | None = None
+    # The URL cloud instances dial to reach this server (`dstack server --public-url`): it
+    # goes into their user data. None: `url` (right only for instances that reach it so).
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            self.public_url = check_public_url(self.public_url)
 
     def with_durations(self, durations: Mapping[str, float]) -> ServerSettings:
         """A copy with these grace periods and timeouts (field → seconds), as
@@ -118,6 +146,10 @@ class ServerSettings:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+    def resolved_public_url(self) -> str:
+        """The URL cloud instances' runners start with (`--server`)."""
+        return self.public_url or self.url
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.files.database}"

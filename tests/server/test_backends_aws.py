@@ -19,7 +19,6 @@ from .conftest import FakeClock
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.xfail(reason="AwsCompute lands with the aws part", strict=False)
 async def test_an_aws_backend_is_checked_and_offers_gpus(
     settings: ServerSettings, clock: FakeClock, moto_s3: MotoServer
 ) -> None:

@@ -202,16 +202,23 @@ class Provisioner:
     # --- waiting jobs ----------------------------------------------------------------------
 
     async def _provision(self, job: JobRow, backends: Backends) -> None:
+        if await self._waits_out(job):
+            return
+        async with self.ctx.read() as session:
+            if any(
+                r.state in instance_service.ALIVE
+                for r in await instance_service.of_job(session, job.id)
+            ):
+                return  # its instance is on its way
         spec = JobSpec.model_validate(job.spec)
         offers = await _offers(spec, backends)
         if not offers:
             await self._fail(job.id, _no_offer_message(spec, backends))
             return
-        if await self._waits_out(job, offers):
-            return
         while True:
             async with self.ctx.transaction() as session:
-                fresh = await session.get(JobRow, job.id)
+                # Locked (PostgreSQL) so that two servers never both create one for it.
+                fresh = await session.get(JobRow, job.id, with_for_update=True)
                 if fresh is None or not _wants_instance(fresh):
                     return
                 mine = await instance_service.of_job(session, job.id)
@@ -265,7 +272,7 @@ class Provisioner:
         )
         return True
 
-    async def _waits_out(self, job: JobRow, offers: list[InstanceOffer]) -> bool:
+    async def _waits_out(self, job: JobRow) -> bool:
         """Whether a job waiting for capacity should go on waiting (its backoff has not
         passed); past `no_capacity_timeout` it fails."""
         if job.reason != TerminationReason.NO_CAPACITY.value:

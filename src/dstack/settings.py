@@ -48,6 +48,10 @@ SERVER_DURATIONS = (
     Duration("DSTACK_SERVER_GC_GRACE", "gc_grace_seconds"),
     Duration("DSTACK_SERVER_AUTH_CACHE", "auth_cache_seconds"),
     Duration("DSTACK_SERVER_PRESIGN_TTL", "presign_url_seconds", minimum=1.0),
+    Duration("DSTACK_SERVER_INSTANCE_REGISTRATION_TIMEOUT", "instance_registration_timeout", 1.0),
+    Duration("DSTACK_SERVER_NO_CAPACITY_BACKOFF", "no_capacity_backoff", minimum=1.0),
+    Duration("DSTACK_SERVER_NO_CAPACITY_TIMEOUT", "no_capacity_timeout"),
+    Duration("DSTACK_SERVER_INSTANCE_POLL_INTERVAL", "instance_poll_interval", minimum=0.1),
 )
 """The server's durations settable by environment variable (`dstack server` and the local
 server alike); `dstack server`'s options, where they exist, win over them."""

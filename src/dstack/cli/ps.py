@@ -7,8 +7,19 @@ import json
 import click
 
 from dstack.cli.context import client_for, remote_option
-from dstack.cli.render import ago, console, duration, job_label, print_runs, status_text, table
+from dstack.cli.render import (
+    ago,
+    console,
+    cost,
+    duration,
+    job_label,
+    price,
+    print_runs,
+    status_text,
+    table,
+)
 from dstack.cli.scope import all_repos_option, repo_for
+from dstack.models.job import Job
 from dstack.models.run import Run
 
 
@@ -40,6 +51,15 @@ def ps(
         print_runs(runs)
 
 
+def _instance_cells(job: Job) -> list[str]:
+    """INSTANCE, MARKET, PRICE, COST of a job on (or waiting for) a cloud runner."""
+    instance = job.instance
+    if instance is None:
+        return ["-", "-", "-", "-"]
+    market = "spot" if instance.spot else "on-demand"
+    return [instance.instance_type, market, price(instance.price), cost(job.cost)]
+
+
 def _print_run(run: object) -> None:
     assert isinstance(run, Run)
     out = console()
@@ -48,9 +68,10 @@ def _print_run(run: object) -> None:
         f"{status_text(run.status)}  submitted {ago(run.submitted_at)}"
         + (f"  tag {run.tag}" if run.tag else "")
     )
-    t = table(
-        "JOB", "STATUS", "EXIT", "RUNNER", "QUEUED", "PROVISION", "DOWNLOAD", "RUNNING", "UPLOAD"
-    )
+    cloud = any(job.instance is not None for job in run.jobs)
+    columns = ["JOB", "STATUS", "EXIT", "RUNNER", "QUEUED", "PROVISION", "DOWNLOAD", "RUNNING"]
+    columns += ["UPLOAD", *(["INSTANCE", "MARKET", "PRICE", "COST"] if cloud else [])]
+    t = table(*columns)
     for job in run.jobs:
         tm = job.timings
         t.add_row(
@@ -63,8 +84,11 @@ def _print_run(run: object) -> None:
             duration(tm.downloading),
             duration(tm.running),
             duration(tm.uploading),
+            *(_instance_cells(job) if cloud else []),
         )
     out.print(t)
+    if run.cost is not None:
+        out.print(f"cost {cost(run.cost)}")
     for job in run.jobs:
         if job.message:
             out.print(f"[dim]{job_label(job)}: {job.message}[/]")

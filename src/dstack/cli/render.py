@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from dstack.models.job import Job, JobStatus
     from dstack.models.run import Run
 
+    # RUN, WORKFLOW, SUBMITTED, the status and its reason, TAG, COST
+    _RunRow = tuple[str, str, str, JobStatus, object, str, str]
+
 _STATUS_STYLE = {
     "done": "green",
     "failed": "red",
@@ -107,7 +110,7 @@ def job_label(job: Job) -> str:
     return job.workflow_name or job.spec.provider
 
 
-_RUN_COLUMNS = ("RUN", "WORKFLOW", "SUBMITTED", "STATUS", "TAG")
+_RUN_COLUMNS = ("RUN", "WORKFLOW", "SUBMITTED", "STATUS", "TAG", "COST")
 # Environment variables that make rich style or size its output differently.
 _RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "JUPYTER_COLUMNS")
 _PLAIN_WIDTH = 80  # rich's width when writing to something that is not a terminal
@@ -133,8 +136,8 @@ def plain_runs_table(runs: list[Run], stream: TextIO) -> str | None:
     if stream.isatty() or any(os.environ.get(name) for name in _RICH_ENV):
         return None
     rows = [list(_RUN_COLUMNS)] + [
-        [name, workflow, submitted, status_plain(status, reason), tag]
-        for name, workflow, submitted, status, reason, tag in _run_rows(runs)
+        [name, workflow, submitted, status_plain(status, reason), tag, cost]
+        for name, workflow, submitted, status, reason, tag, cost in _run_rows(runs)
     ]
     if not all(_plain_cell(cell) for row in rows for cell in row):
         return None
@@ -151,23 +154,43 @@ def _plain_cell(cell: str) -> bool:
     return cell.isascii() and cell.isprintable() and not any(c in cell for c in "[]:\\")
 
 
-def _run_rows(
-    runs: list[Run],
-) -> list[tuple[str, str, str, JobStatus, object, str]]:
+def _run_rows(runs: list[Run]) -> list[_RunRow]:
     """Per run, and per job of a multi-job run: the cells, with the status and its reason."""
-    rows: list[tuple[str, str, str, JobStatus, object, str]] = []
+    rows: list[_RunRow] = []
     for run in runs:
         reason = run.jobs[-1].reason if len(run.jobs) == 1 else None
         workflow = run.workflow_name or run.provider or "-"
-        rows.append((run.name, workflow, ago(run.submitted_at), run.status, reason, run.tag or ""))
+        rows.append(
+            (
+                run.name,
+                workflow,
+                ago(run.submitted_at),
+                run.status,
+                reason,
+                run.tag or "",
+                cost(run.cost),
+            )
+        )
         if len(run.jobs) > 1:
-            rows += [("", f"  {job_label(j)}", "", j.status, j.reason, "") for j in run.jobs]
+            rows += [("", f"  {job_label(j)}", "", j.status, j.reason, "", "") for j in run.jobs]
     return rows
 
 
+def cost(usd: float | None) -> str:
+    """`$1.25`, `$0.0031` (below a cent), `-` for no cloud runner."""
+    if usd is None:
+        return "-"
+    return f"${usd:.2f}" if usd >= 0.01 or usd == 0 else f"${usd:.4f}"
+
+
+def price(usd_per_hour: float) -> str:
+    return f"${usd_per_hour:.2f}/h" if usd_per_hour >= 0.1 else f"${usd_per_hour:.3f}/h"
+
+
 def runs_table(runs: list[Run]) -> Table:
-    """RUN, WORKFLOW, SUBMITTED, STATUS, TAG; multi-job runs get one indented row per job."""
+    """RUN, WORKFLOW, SUBMITTED, STATUS, TAG, COST; multi-job runs get one indented row per
+    job."""
     t = table(*_RUN_COLUMNS)
-    for name, workflow, submitted, status, reason, tag in _run_rows(runs):
-        t.add_row(name, workflow, submitted, status_text(status, reason), tag)
+    for name, workflow, submitted, status, reason, tag, usd in _run_rows(runs):
+        t.add_row(name, workflow, submitted, status_text(status, reason), tag, usd)
     return t

@@ -8,8 +8,9 @@ import json
 import click
 
 from dstack.cli.context import client_for, remote_option
-from dstack.cli.render import ago, console, table
+from dstack.cli.render import ago, console, price, table
 from dstack.models.resources import HostResources, format_memory
+from dstack.models.runner import Runner
 
 
 @click.group(invoke_without_command=True)
@@ -59,7 +60,10 @@ def _list(as_json: bool, remote: str | None) -> None:
     if not items:
         click.echo("No runners yet.")
         return
-    t = table("NAME", "HOST", "RESOURCES", "DISK FREE", "EXECUTORS", "STATUS", "JOBS", "HEARTBEAT")
+    cloud = any(r.instance is not None for r in items)
+    columns = ["NAME", "HOST", "RESOURCES", "DISK FREE", "EXECUTORS", "STATUS", "JOBS"]
+    columns += ["HEARTBEAT", *(_CLOUD_COLUMNS if cloud else [])]
+    t = table(*columns)
     for r in items:
         t.add_row(
             r.name,
@@ -70,8 +74,27 @@ def _list(as_json: bool, remote: str | None) -> None:
             r.status.value,
             str(len(r.running_jobs)),
             ago(r.last_heartbeat),
+            *(_cloud_cells(r) if cloud else []),
         )
     console().print(t)
+
+
+_CLOUD_COLUMNS = ["BACKEND", "INSTANCE", "TYPE", "SPOT", "PRICE", "STATE"]
+
+
+def _cloud_cells(runner: Runner) -> list[str]:
+    """Backend, instance id, type, spot, price and the instance's state (cloud runners)."""
+    instance = runner.instance
+    if instance is None:
+        return [runner.backend, "-", "-", "-", "-", "-"]
+    return [
+        runner.backend,
+        instance.cloud_id or "-",
+        instance.instance_type,
+        "yes" if instance.spot else "no",
+        price(instance.price),
+        instance.state,
+    ]
 
 
 def _disk(host: HostResources) -> str:

@@ -84,6 +84,20 @@ class InstanceState(StrEnum):
     INTERRUPTED = "interrupted"  # the cloud took a spot instance back
 
 
+class InstanceStatus(StrEnum):
+    """An instance as its server records it (`InstanceRow.state`), from the decision to
+    create it until it is gone."""
+
+    CREATING = "creating"  # recorded, `Compute.create` asked (or about to be)
+    BOOTING = "booting"  # created; its runner has not registered yet
+    READY = "ready"  # its runner registered
+    TERMINATING = "terminating"  # recorded as to terminate; `Compute.terminate` asked
+    TERMINATED = "terminated"
+
+    def is_alive(self) -> bool:
+        return self is not InstanceStatus.TERMINATED
+
+
 class CloudInstance(Model):
     """An instance as its cloud describes it."""
 

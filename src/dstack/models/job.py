@@ -60,6 +60,10 @@ class TerminationReason(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     WAITING_FOR_DEPENDENCIES = "waiting_for_dependencies"
     WAITING_FOR_RUNNER = "waiting_for_runner"
+    # `pending` while a cloud instance is being created for the job (the message names the
+    # instance type, market, price and backend); `pending` with `no_capacity` while it
+    # waits for a cloud to have capacity again.
+    WAITING_FOR_INSTANCE = "waiting_for_instance"
 
 
 class PortSpec(Model):
@@ -117,6 +121,17 @@ class JobTimings(Model):
     uploading: float | None = None
 
 
+class JobInstance(Model):
+    """The cloud instance a job holds (or waits for), as `dstack ps RUN` shows it."""
+
+    name: str
+    backend: str
+    instance_type: str
+    spot: bool
+    price: float = Field(description="USD per hour.")
+    state: str
+
+
 class Job(Model):
     id: str
     run_name: str
@@ -142,3 +157,9 @@ class Job(Model):
     submitted_at: datetime
     finished_at: datetime | None = None
     attempt: int = Field(0, description="Re-queues so far (see `JobSpec.retry`).")
+    instance: JobInstance | None = Field(
+        None, description="The cloud instance it runs on, or the one being created for it."
+    )
+    cost: float | None = Field(
+        None, description="USD: price x time it held a cloud runner; None: no cloud runner."
+    )

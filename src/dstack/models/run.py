@@ -50,3 +50,12 @@ class Run(Model):
     submitted_at: datetime
     status: JobStatus
     jobs: list[Job] = Field(default_factory=list)
+    cost: float | None = Field(
+        None, description="USD its jobs spent on cloud runners; None: none ran on one."
+    )
+
+
+def run_cost(jobs: list[Job]) -> float | None:
+    """The sum of the jobs' costs; None when no job held a cloud runner."""
+    costs = [j.cost for j in jobs if j.cost is not None]
+    return round(sum(costs), 6) if costs else None

@@ -17,6 +17,16 @@ class RunnerStatus(StrEnum):
     OFFLINE = "offline"
 
 
+class RunnerInstance(Model):
+    """The cloud instance a cloud runner lives on."""
+
+    cloud_id: str | None = Field(None, description="The cloud's id, e.g. `i-0abc...`.")
+    instance_type: str
+    spot: bool
+    price: float = Field(description="USD per hour.")
+    state: str = Field(description="`creating`, `booting`, `ready`, `terminating`, `terminated`.")
+
+
 class Runner(Model):
     id: str
     name: str
@@ -28,3 +38,4 @@ class Runner(Model):
     status: RunnerStatus
     last_heartbeat: datetime | None = None
     running_jobs: list[str] = Field(default_factory=list, description="Ids of jobs it holds.")
+    instance: RunnerInstance | None = Field(None, description="Cloud runners: their instance.")

@@ -26,6 +26,9 @@ class Principal:
     # Role.RUNNER only: the runner this credential belongs to; None for a registration token,
     # which may only register.
     runner_id: str | None = None
+    # Role.RUNNER only: the registration credential of a cloud instance (its name): it
+    # registers that instance's runner only, once (`services/runners.register`).
+    instance: str | None = None
 
     def can_see(self, repo_id: str) -> bool:
         """Whether runs of `repo_id` exist for this principal."""

@@ -90,6 +90,17 @@ class ServerSettings:
     # runner can take fail with `no_capacity`.
     no_runner_grace_seconds: float = 30.0
     scheduler_interval: float = 1.0
+    # Cloud runners ("Cloud runners: how provisioning works" in README.md).
+    # An instance whose runner has not registered this long after it was asked for is
+    # terminated, and its job tries the next offer.
+    instance_registration_timeout: float = 600.0
+    # When no offer has capacity, a job waits this long before a new round of offers (then
+    # twice as long, up to 8 times), and fails `no_capacity` once it waited
+    # `no_capacity_timeout` in all.
+    no_capacity_backoff: float = 30.0
+    no_capacity_timeout: float = 1800.0
+    # How often each live instance is described to its cloud (terminated, interrupted).
+    instance_poll_interval: float = 10.0
     # How long a token, once checked, is trusted without the database. Revocations in this
     # process take effect at once; those of another server sharing the database within it.
     auth_cache_seconds: float = 2.0

@@ -225,7 +225,8 @@ class ServerMetaRow(Base):
 
 class BackendRow(Base):
     """A cloud backend an admin added: its settings (`models.backends.BackendConfig` less the
-    name) and, encrypted with the secrets key, its `BackendCredentials` as JSON."""
+    name and type, which have columns) and, encrypted with the secrets key, its
+    `BackendCredentials` as JSON."""
 
     __tablename__ = "backends"
 

@@ -33,7 +33,9 @@ async def list_runners(ctx: Ctx) -> list[Runner]:
 async def register(
     body: RegisterRunnerRequest, ctx: Ctx, caller: Registrant
 ) -> RegisterRunnerResponse:
-    return await runner_service.register(ctx, runner_id=caller.runner_id, request=body)
+    return await runner_service.register(
+        ctx, runner_id=caller.runner_id, request=body, instance=caller.instance
+    )
 
 
 @router.delete("/{name}", status_code=204)

@@ -3,9 +3,11 @@ submit, a finished job, a runner that came or changed), and at least every secon
 
 A tick (a) fails jobs whose dependencies failed or were stopped, (b) takes runners that
 stopped sending heartbeats offline and fails their jobs, (c) ends jobs stuck in a state past
-its deadline (`deadlines.py`), (d) fails jobs no runner could ever take, and marks the rest
-`pending` with the reason they wait. Assigning jobs is not done here: runners claim them
-(`services/claims.py`).
+its deadline (`deadlines.py`), (d) fails jobs no runner could ever take — or, when cloud
+backends are configured, marks them `pending` (`waiting_for_instance`) for the provisioner
+(`provisioning.py`, run after the tick's transaction, at least once per interval) — and
+marks the rest `pending` with the reason they wait. Assigning jobs is not done here:
+runners claim them (`services/claims.py`).
 
 Silence and deadlines count only over time the scheduler was listening: a wake-up long
 after the one before (the machine was suspended, the process stalled) starts the count
@@ -26,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.resources import HostResources
 from dstack.server.context import Notifier, ServerContext
-from dstack.server.db.models import JobRow, RunnerRow
+from dstack.server.db.models import BackendRow, JobRow, RunnerRow
 from dstack.server.scheduler import deadlines
+from dstack.server.scheduler.provisioning import Provisioner
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
@@ -43,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 _COALESCE_SECONDS = 0.02
 _FAILED = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.ABORTED.value})
+
+_PROVISIONING = frozenset(
+    {TerminationReason.WAITING_FOR_INSTANCE.value, TerminationReason.NO_CAPACITY.value}
+)
 
 Hosts = list[tuple[str, HostResources]]
 # name → labels of every registered runner
@@ -61,6 +68,12 @@ class Scheduler:
         self._listening_since = ctx.started_at
         # Deadlines are looked for once per `scheduler_interval`, not at every wake-up.
         self._deadlines_at: datetime | None = None
+        self.provisioner = Provisioner(ctx)
+        # The provisioner runs once per `scheduler_interval`, and at once after a tick that
+        # gave it a job.
+        self._provisioned_at: datetime | None = None
+        self._provision_now = False
+        self._backends = False  # whether any cloud backend is configured (as last read)
 
     async def run_forever(self) -> None:
         """Tick until cancelled. A failing tick is logged and retried on the next one."""
@@ -77,6 +90,21 @@ class Scheduler:
             await asyncio.sleep(_COALESCE_SECONDS)
 
     async def tick(self) -> None:
+        await self._judge()
+        if self._provisioning_due():
+            await self.provisioner.step()
+
+    def _provisioning_due(self) -> bool:
+        now = self.ctx.clock()
+        interval = timedelta(seconds=self.ctx.settings.scheduler_interval)
+        due = self._provision_now or (
+            self._provisioned_at is None or now - self._provisioned_at >= interval
+        )
+        if due:
+            self._provisioned_at, self._provision_now = now, False
+        return due
+
+    async def _judge(self) -> None:
         # Ticks come with every change; most find nothing to do. Finding that out needs no
         # write transaction, which would make claims and reports wait for their turn.
         since = self._listen()
@@ -88,6 +116,7 @@ class Scheduler:
             if look_for_overdue:
                 await deadlines.expire_overdue(self.ctx, session, since=since)
             hosts, labels, fingerprint = await self._hosts(session)
+            self._backends = await session.scalar(select(BackendRow.name).limit(1)) is not None
             query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
             if hosts and fingerprint == self._judged_hosts:
                 # A pending job without dependencies was judged against these very runners,
@@ -180,7 +209,8 @@ class Scheduler:
             )
             return
         spec = JobSpec.model_validate(job.spec).resources
-        if not any(fits_ever(spec, host) for _, host in hosts):
+        fits = any(fits_ever(spec, host) for _, host in hosts)
+        if not fits and not self._backends:
             await self._no_runner(session, job, hosts, registered=bool(all_hosts))
             return
         waiting_for = sorted(d for d, s in deps.items() if s != JobStatus.DONE.value)
@@ -190,6 +220,9 @@ class Scheduler:
                 session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_DEPENDENCIES, message
             )
             return
+        if not fits:
+            await self._wants_instance(session, job)
+            return
         await self._set(
             session,
             job,
@@ -197,6 +230,17 @@ class Scheduler:
             TerminationReason.WAITING_FOR_RUNNER,
             waiting_message(spec, hosts),
         )
+
+    async def _wants_instance(self, session: AsyncSession, job: JobRow) -> None:
+        """No registered runner fits the job, but a backend may: the provisioner's now
+        (left alone while it waits for an instance or for capacity)."""
+        if job.status == JobStatus.PENDING.value and job.reason in _PROVISIONING:
+            return
+        message = "looking for a cloud offer"
+        await self._set(
+            session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_INSTANCE, message
+        )
+        self._provision_now = True
 
     async def _no_runner(
         self, session: AsyncSession, job: JobRow, hosts: Hosts, *, registered: bool

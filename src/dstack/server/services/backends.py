@@ -269,7 +269,7 @@ async def _store(
         row = BackendRow(
             name=config.name,
             type=config.type.value,
-            config=config.model_dump(mode="json", exclude={"name"}),
+            config=config.model_dump(mode="json", exclude={"name", "type"}),
             credentials=token,
             created_by=created_by,
             created_at=ctx.clock(),
@@ -286,7 +286,7 @@ def _exists(name: str) -> ConflictError:
 
 
 def _config_of(row: BackendRow) -> BackendConfig:
-    return BackendConfig.model_validate({**row.config, "name": row.name})
+    return BackendConfig.model_validate({**row.config, "name": row.name, "type": row.type})
 
 
 def _decrypt(ctx: ServerContext, row: BackendRow) -> BackendCredentials:

@@ -10,7 +10,9 @@ from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dstack.backends.userdata import runner_labels
 from dstack.errors import ConflictError, NotFoundError
+from dstack.models.backends import InstanceStatus
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import (
     HeartbeatRequest,
@@ -19,10 +21,11 @@ from dstack.models.protocol import (
     RegisterRunnerResponse,
 )
 from dstack.models.resources import HostResources
-from dstack.models.runner import Runner, RunnerStatus
+from dstack.models.runner import Runner, RunnerInstance, RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.dialects import dialect_insert
-from dstack.server.db.models import JobRow, RunnerRow, ServerMetaRow
+from dstack.server.db.models import InstanceRow, JobRow, RunnerRow, ServerMetaRow
+from dstack.server.errors import Forbidden
 from dstack.server.services import jobs as job_service
 from dstack.server.services.users import hash_token, new_token
 
@@ -31,7 +34,11 @@ SERVER_ID_KEY = "server_id"
 
 
 async def register(
-    ctx: ServerContext, *, runner_id: str | None, request: RegisterRunnerRequest
+    ctx: ServerContext,
+    *,
+    runner_id: str | None,
+    request: RegisterRunnerRequest,
+    instance: str | None = None,
 ) -> RegisterRunnerResponse:
     """Register a runner and mark it ready.
 
@@ -42,10 +49,14 @@ async def register(
     executors and labels updated; `runner_token` is None. The jobs it held stay its own: a
     restarted runner finishes them (syncs their folders, then reports them); those its
     heartbeats do not list once `runner_heartbeat_timeout` passed are lost (`heartbeat`).
+    `instance` set (the request carried a cloud instance's registration credential): the
+    runner of that instance, as `_create_for_instance` allows.
     """
     server = await server_id(ctx)
     token = None
-    if runner_id is None:
+    if instance is not None:
+        runner_id, token = await _create_for_instance(ctx, request, instance)
+    elif runner_id is None:
         runner_id, token = await _create(ctx, request)
     else:
         await _restart(ctx, runner_id, request)
@@ -72,6 +83,44 @@ async def _create(ctx: ServerContext, request: RegisterRunnerRequest) -> tuple[s
     return row.id, token
 
 
+async def _create_for_instance(
+    ctx: ServerContext, request: RegisterRunnerRequest, instance: str
+) -> tuple[str, str]:
+    """The runner of cloud instance `instance`, registering with the credential in its user
+    data: `Forbidden` unless it is named as the instance and the instance has no runner
+    yet and is not being terminated (the credential registers once). The runner's labels
+    say which backend and instance it is (whatever it claims); the instance is `ready`."""
+    token = new_token()
+    row = RunnerRow(id=uuid.uuid4().hex, token_hash=hash_token(token))
+    try:
+        async with ctx.transaction() as session:
+            found = await session.scalar(select(InstanceRow).where(InstanceRow.name == instance))
+            if found is None or found.state not in _REGISTRABLE or found.runner_id is not None:
+                raise Forbidden(f"instance {instance} has registered its runner already")
+            if request.name != found.name:
+                raise Forbidden(f"this credential registers the runner '{found.name}' only")
+            now = ctx.clock()
+            row.backend, row.registered_at = found.backend, now
+            _apply(ctx, row, request)
+            row.labels = {**request.labels, **_instance_labels(found)}
+            session.add(row)
+            found.state, found.runner_id = InstanceStatus.READY.value, row.id
+            found.registered_at = found.idle_since = now
+            mark_changed(session, work=True)
+    except IntegrityError:
+        raise _name_taken(request.name) from None
+    ctx.principals.clear()
+    return row.id, token
+
+
+# States an instance's runner may register in: its `create` call may not have returned yet.
+_REGISTRABLE = frozenset({InstanceStatus.CREATING, InstanceStatus.BOOTING})
+
+
+def _instance_labels(row: InstanceRow) -> dict[str, str]:
+    return runner_labels(row.backend, row.name, row.instance_type, row.spot)
+
+
 async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRequest) -> None:
     try:
         async with ctx.transaction() as session:
@@ -80,6 +129,11 @@ async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRe
                 raise _name_taken(request.name)
             _apply(ctx, row, request)
             row.registered_at = ctx.clock()
+            instance = await session.scalar(
+                select(InstanceRow).where(InstanceRow.runner_id == runner_id)
+            )
+            if instance is not None:  # a cloud runner keeps the labels the server gave it
+                row.labels = {**row.labels, **_instance_labels(instance)}
             mark_changed(session, work=True)
     except IntegrityError:
         raise _name_taken(request.name) from None
@@ -118,6 +172,17 @@ async def remove_runner(ctx: ServerContext, *, name: str) -> None:
         await _forget(ctx, session, row, f"runner '{name}' was removed")
     ctx.principals.clear()
     await ctx.tunnels.disconnect(row.id)
+
+
+async def forget_runner(
+    ctx: ServerContext, session: AsyncSession, runner_id: str, message: str
+) -> None:
+    """Delete runner `runner_id` (a cloud runner whose instance goes): its active jobs are
+    lost with `message`; its credential stops working. Nothing when it is gone already."""
+    row = await session.get(RunnerRow, runner_id)
+    if row is not None:
+        await _forget(ctx, session, row, message)
+        ctx.principals.clear()
 
 
 async def _forget(ctx: ServerContext, session: AsyncSession, row: RunnerRow, message: str) -> None:
@@ -244,13 +309,30 @@ async def list_runners(ctx: ServerContext) -> list[Runner]:
                 select(JobRow.runner_id, JobRow.id).where(JobRow.status.in_(ACTIVE_STATUSES))
             )
         ).all()
+        ids = [r.id for r in rows if r.backend != "local"]
+        cloud = (
+            (await session.scalars(select(InstanceRow).where(InstanceRow.runner_id.in_(ids)))).all()
+            if ids
+            else []
+        )
     jobs: dict[str, list[str]] = {}
     for runner_id, job_id in held:
         jobs.setdefault(runner_id or "", []).append(job_id)
-    return [_to_model(row, jobs.get(row.id, [])) for row in rows]
+    instances = {i.runner_id: _instance_model(i) for i in cloud}
+    return [_to_model(row, jobs.get(row.id, []), instances.get(row.id)) for row in rows]
 
 
-def _to_model(row: RunnerRow, running: list[str]) -> Runner:
+def _instance_model(row: InstanceRow) -> RunnerInstance:
+    return RunnerInstance(
+        cloud_id=row.cloud_id,
+        instance_type=row.instance_type,
+        spot=row.spot,
+        price=row.price,
+        state=row.state,
+    )
+
+
+def _to_model(row: RunnerRow, running: list[str], instance: RunnerInstance | None) -> Runner:
     status = RunnerStatus(row.status)
     if status is RunnerStatus.READY and running:
         status = RunnerStatus.BUSY
@@ -265,6 +347,7 @@ def _to_model(row: RunnerRow, running: list[str]) -> Runner:
         status=status,
         last_heartbeat=row.last_heartbeat,
         running_jobs=running,
+        instance=instance,
     )
 
 

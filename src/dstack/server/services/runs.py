@@ -16,11 +16,11 @@ from dstack.models.artifacts import JobArtifacts
 from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
-from dstack.models.run import Run, run_status
+from dstack.models.run import Run, run_cost, run_status
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
-from dstack.server.services import caching, dependencies, gc, secrets
+from dstack.server.services import caching, dependencies, gc, instances, secrets
 from dstack.server.services import jobs as job_service
 from dstack.server.services.artifacts import job_artifacts, missing_in
 from dstack.server.services.names import random_prefix, run_name
@@ -260,12 +260,14 @@ async def _to_models(
     by_run: dict[str, list[Row[Any]]] = {}
     for job in job_rows:
         by_run.setdefault(job.run_name, []).append(job)
+    models = {
+        name: [job_service.to_model(j, runner_name=j.runner_name, now=now) for j in jobs]
+        for name, jobs in by_run.items()
+    }
+    found = await instances.of_jobs(connection, [j for jobs in models.values() for j in jobs])
     result = []
     for row in rows:
-        jobs = [
-            job_service.to_model(j, runner_name=j.runner_name, now=now)
-            for j in by_run.get(row.name, [])
-        ]
+        jobs = [instances.with_instance(j, found.get(j.id)) for j in models.get(row.name, [])]
         result.append(
             Run(
                 name=row.name,
@@ -279,6 +281,7 @@ async def _to_models(
                 submitted_at=row.submitted_at,
                 status=run_status(jobs),
                 jobs=jobs,
+                cost=run_cost(jobs),
             )
         )
     return result

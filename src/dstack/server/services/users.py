@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.protocol import CreateUserRequest, CreateUserResponse, User
 from dstack.server.context import ServerContext
-from dstack.server.db.models import RunnerRow, RunnerTokenRow, RunRow, UserRow
+from dstack.server.db.models import InstanceRow, RunnerRow, RunnerTokenRow, RunRow, UserRow
 from dstack.server.errors import InvalidRequestError
 from dstack.server.principals import Principal, Role
 
@@ -67,6 +67,11 @@ async def _lookup(ctx: ServerContext, digest: str) -> Principal | None:
         registration = await session.get(RunnerTokenRow, digest)
         if registration is not None:
             return Principal(name=f"runner:{registration.label}", role=Role.RUNNER)
+        instance = await session.scalar(
+            select(InstanceRow.name).where(InstanceRow.token_hash == digest)
+        )
+        if instance is not None:
+            return Principal(name=f"instance:{instance}", role=Role.RUNNER, instance=instance)
         runner = (
             await session.execute(
                 select(RunnerRow.id, RunnerRow.name).where(RunnerRow.token_hash == digest)

@@ -144,12 +144,13 @@ async def test_the_interrupted_runners_repeated_report_is_refused(ctx: ServerCon
 async def test_interruptible_jobs_retry_three_times_by_default_then_fail(
     ctx: ServerContext,
 ) -> None:
-    runner = await register(ctx, "spot-1")
     run = await runs.submit_run(ctx, request=submission(spot_job()))
-    for _ in range(DEFAULT_INTERRUPTIBLE_RETRY):
+    for i in range(DEFAULT_INTERRUPTIBLE_RETRY):
+        runner = await register(ctx, f"spot-{i}")
         assignment = await _claim(ctx, runner)
         await _interrupt(ctx, assignment.job_id, runner)
         assert (await _job(ctx, run.name)).status is JobStatus.SUBMITTED
+    runner = await register(ctx, "spot-last")
     assignment = await _claim(ctx, runner)
     await _interrupt(ctx, assignment.job_id, runner)
     failed = await _job(ctx, run.name)
@@ -171,14 +172,15 @@ async def test_interruptible_jobs_retry_three_times_by_default_then_fail(
 async def test_the_workflows_retry_limit_counts(
     ctx: ServerContext, interruptible: bool, retry: int | None, requeues: int
 ) -> None:
-    runner = await register(ctx, "r1")
     run = await runs.submit_run(
         ctx, request=submission(spot_job(interruptible=interruptible, retry=retry))
     )
-    for _ in range(requeues):
+    for i in range(requeues):
+        runner = await register(ctx, f"r{i}")
         assignment = await _claim(ctx, runner)
         await _interrupt(ctx, assignment.job_id, runner)
         assert (await _job(ctx, run.name)).status is JobStatus.SUBMITTED
+    runner = await register(ctx, "r-last")
     assignment = await _claim(ctx, runner)
     await _interrupt(ctx, assignment.job_id, runner)
     assert (await _job(ctx, run.name)).status is JobStatus.FAILED

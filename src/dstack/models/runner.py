@@ -15,6 +15,9 @@ class RunnerStatus(StrEnum):
     READY = "ready"
     BUSY = "busy"
     OFFLINE = "offline"
+    INTERRUPTED = "interrupted"
+    """It reported a spot interruption: its machine is going away; it gets no more jobs
+    (offline once its heartbeats stop; registering again makes it ready)."""
 
 
 class Runner(Model):

@@ -118,6 +118,8 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
         if not sqlite:
             await _lock_runner(session, runner_id)
         runner = await runner_service.require_runner(session, runner_id)
+        if runner.status == RunnerStatus.INTERRUPTED.value:  # its machine is going away
+            return None
         _touch(ctx, runner)
         host = HostResources.model_validate(runner.resources)
         if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)

@@ -22,8 +22,9 @@ from dstack.models.job import (
     retry_limit,
 )
 from dstack.models.protocol import JobStatusUpdate
+from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, LogRow
+from dstack.server.db.models import JobRow, LogRow, RunnerRow
 from dstack.server.errors import Forbidden, InvalidRequestError
 from dstack.server.services import tags
 
@@ -338,6 +339,7 @@ async def report_status(
         if update.apps_ready and JobStatus(job.status) is not update.status:
             return
         if update.reason is TerminationReason.INTERRUPTED and update.status.is_finished():
+            await _mark_interrupted(session, runner_id)
             applied = await retry_or_fail(
                 session,
                 job,
@@ -361,6 +363,14 @@ async def report_status(
         )
         if not applied:
             raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
+
+
+async def _mark_interrupted(session: AsyncSession, runner_id: str) -> None:
+    """The runner's machine is going away: it gets no more jobs (`claims.try_claim`), not
+    even the one it hands back now, which its claim in flight would otherwise get."""
+    runner = await session.get(RunnerRow, runner_id)
+    if runner is not None and runner.status != RunnerStatus.INTERRUPTED.value:
+        runner.status = RunnerStatus.INTERRUPTED.value
 
 
 def _reported_fields(job: JobRow, update: JobStatusUpdate, now: datetime) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 An entry point (the CLI, `dstack server`, the background local server) calls
 `EnvSettings.read(os.environ)` once and passes what it needs on; nothing reads the
 environment at import time. Variables bound to a command-line option (`DSTACK_RUNNER_TOKEN`,
-`DSTACK_RUNNER_JOB_USER`, `DSTACK_RUNNER_MIN_FREE_DISK`, `DSTACK_RECONNECT_TIMEOUT`) are read
-by that option, and a job's default images by `ImageSettings.from_env`; README.md,
-"Settings", lists them all.
+`DSTACK_RUNNER_JOB_USER`, `DSTACK_RUNNER_MIN_FREE_DISK`, `DSTACK_RUNNER_METADATA_URL`,
+`DSTACK_RECONNECT_TIMEOUT`) are read by that option, and a job's default images by
+`ImageSettings.from_env`; README.md, "Settings", lists them all.
 
 A plain module rather than `pydantic-settings`: every CLI command reads its home here, and
 importing `pydantic-settings` costs 30 ms even after pydantic (120 ms without), more than a

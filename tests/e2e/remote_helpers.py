@@ -125,6 +125,8 @@ class RunnerProcess:
     launcher: Callable[[list[str]], list[str]] | None = None
     """Turns the runner's command line into the one started (e.g. `NetNs.command`, to run
     it inside a network namespace); it must exec the runner, not fork it."""
+    extra_args: list[str] = field(default_factory=list)
+    """More options of `dstack-runner start` (e.g. `--metadata-url`)."""
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,7 @@ class RunnerProcess:
         args += ["--work-dir", str(self.work_dir)]
         if self.labels:
             args += ["--labels", self.labels]
+        args += self.extra_args
         if self.launcher is not None:
             args = self.launcher(args)
         env = dict(os.environ, DSTACK_RUNNER_TOKEN=self.server.runner_token())

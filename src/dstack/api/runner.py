@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dstack.api.transport import Transport
-from dstack.errors import ServerError
+from dstack.errors import ServerError, ServerUnreachableError
 from dstack.models.artifacts import Manifest, StorageAccess
 from dstack.models.protocol import (
     ClaimRequest,
@@ -29,6 +29,7 @@ from dstack.models.protocol import (
     RegisterRunnerResponse,
 )
 from dstack.models.repo import CloneCredentials
+from dstack.models.runner import SpotNotice
 
 if TYPE_CHECKING:
     import httpx
@@ -209,3 +210,99 @@ class RunnerClient:
         if self.runner_id is None:
             raise RuntimeError("register() first")
         return self.runner_id
+
+
+# IMDSv2 (EC2's instance metadata service): a session token first, then every read with it.
+_TOKEN_PATH = "/latest/api/token"
+_TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+_TOKEN_HEADER = "X-aws-ec2-metadata-token"
+_INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
+_MAX_NOTICE = 64 * 1024
+
+
+class InstanceMetadataClient:
+    """The instance metadata service of the machine the runner is on (EC2's at
+    `http://169.254.169.254`, or a test's), read for spot interruption notices.
+
+    IMDSv2: a token from `PUT /latest/api/token` (kept for half its `token_ttl`, fetched
+    again after a 401), then `GET /latest/meta-data/spot/instance-action` with it. A service
+    that answers the token request 403/404/405 (IMDSv1 only) is read without a token.
+    `ServerUnreachableError` when the service does not answer within `timeout`; `ServerError`
+    for an answer that is neither a notice nor "none" (404).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 2.0,
+        token_ttl: int = 21600,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import httpx
+
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+        )
+        self._token_ttl = token_ttl
+        self._clock = clock
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._v1 = False
+
+    def close(self) -> None:
+        self._client.close()
+
+    def spot_notice(self) -> SpotNotice | None:
+        """The pending interruption notice, or None when there is none (404)."""
+        response = self._get(_INSTANCE_ACTION_PATH)
+        if response.status_code == 401 and not self._v1:
+            self._token = None  # expired or revoked: one new token, one more try
+            response = self._get(_INSTANCE_ACTION_PATH)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200 or len(response.content) > _MAX_NOTICE:
+            raise ServerError(
+                f"the instance metadata service answered {response.status_code} "
+                f"to {_INSTANCE_ACTION_PATH}"
+            )
+        try:
+            return SpotNotice.model_validate_json(response.content)
+        except ValueError as exc:
+            raise ServerError(f"unreadable spot interruption notice: {exc}") from None
+
+    def _get(self, path: str) -> httpx.Response:
+        headers = {}
+        token = self._session_token()
+        if token is not None:
+            headers[_TOKEN_HEADER] = token
+        return self._request("GET", path, headers=headers)
+
+    def _session_token(self) -> str | None:
+        if self._v1:
+            return None
+        if self._token is not None and self._clock() < self._token_until:
+            return self._token
+        headers = {_TOKEN_TTL_HEADER: str(self._token_ttl)}
+        response = self._request("PUT", _TOKEN_PATH, headers=headers)
+        if response.status_code in (403, 404, 405):
+            self._v1 = True
+            return None
+        if response.status_code != 200 or not response.text.strip():
+            raise ServerError(
+                f"the instance metadata service answered {response.status_code} to a token request"
+            )
+        self._token = response.text.strip()
+        self._token_until = self._clock() + self._token_ttl / 2
+        return self._token
+
+    def _request(self, method: str, path: str, *, headers: dict[str, str]) -> httpx.Response:
+        import httpx
+
+        try:
+            return self._client.request(method, path, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ServerUnreachableError(
+                f"the instance metadata service did not answer: {exc}"
+            ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import click
 
@@ -19,7 +20,7 @@ from dstack.cli.render import (
     table,
 )
 from dstack.cli.scope import all_repos_option, repo_for
-from dstack.models.job import Job
+from dstack.models.job import Attempt, Job, JobStatus, job_attempts
 from dstack.models.run import Run
 
 
@@ -92,3 +93,53 @@ def _print_run(run: object) -> None:
     for job in run.jobs:
         if job.message:
             out.print(f"[dim]{job_label(job)}: {job.message}[/]")
+    _print_attempts(run)
+
+
+def _print_attempts(run: Run) -> None:
+    """Jobs claimed more than once (re-queued after an interruption or a lost runner, or an
+    unconfirmed claim): one row per attempt, with its runner (a cloud runner is named after
+    its instance) and how it ended."""
+    retried = [(job, job_attempts(job.history)) for job in run.jobs]
+    retried = [(job, attempts) for job, attempts in retried if len(attempts) > 1]
+    if not retried:
+        return
+    t = table("JOB", "ATTEMPT", "RUNNER", "STARTED", "DURATION", "END")
+    for job, attempts in retried:
+        for attempt in attempts:
+            t.add_row(
+                job_label(job),
+                str(attempt.number),
+                attempt.runner or "-",
+                ago(attempt.started_at),
+                duration(_seconds(attempt.started_at, attempt.ended_at)),
+                _ending(attempt),
+            )
+    out = console()
+    out.print()
+    out.print(t)
+    for job, attempts in retried:
+        for attempt in attempts:
+            if attempt.message and attempt.status in _REQUEUED:
+                out.print(f"[dim]{job_label(job)} #{attempt.number}: {attempt.message}[/]")
+
+
+_REQUEUED = (JobStatus.SUBMITTED, JobStatus.PENDING)
+
+
+def _ending(attempt: Attempt) -> str:
+    """`re-queued (interrupted)`, `done`, `failed (exit code)`, or the status it is in."""
+    if attempt.status in _REQUEUED:
+        reason = attempt.reason.value.replace("_", " ") if attempt.reason else "re-queued"
+        return f"re-queued ({reason})"
+    return status_text(attempt.status, attempt.reason)
+
+
+def _seconds(start: datetime, end: datetime | None) -> float | None:
+    if end is None:
+        end = datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return max((end - start).total_seconds(), 0.0)

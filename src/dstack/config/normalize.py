@@ -217,10 +217,11 @@ def _script(raw: RawWorkflow, here: _KeyWhere) -> str | None:
     return next(iter(given.values()), None)
 
 
-def _retry(value: int | RawRetry | None) -> int:
-    """`retry: 2` and `retry: {limit: 2}` mean the same."""
+def _retry(value: int | RawRetry | None) -> int | None:
+    """`retry: 2` and `retry: {limit: 2}` mean the same; None: not set (the server's default,
+    `models.job.retry_limit`)."""
     if value is None:
-        return 0
+        return None
     return value if isinstance(value, int) else value.limit
 
 

@@ -115,7 +115,8 @@ class RawWorkflow(RawModel):
     )
     ssh: bool = Field(False, description="true or false")
     retry: int | RawRetry | None = Field(
-        None, description="a number of re-queues after a lost runner, or {limit: N}"
+        None,
+        description="a number of re-queues after a lost runner or an interruption, or {limit: N}",
     )
     labels: dict[str, Scalar] | None = Field(
         None, description="a mapping label: value that the runner must have"

@@ -98,10 +98,36 @@ class JobSpec(Model):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     registry_auth: RegistryAuth | None = None
     triggers: list[str] = Field(default_factory=list)
-    retry: int = Field(0, ge=0, description="Re-queue this many times after runner_lost.")
+    retry: int | None = Field(
+        None,
+        ge=0,
+        description="Re-queues allowed after `runner_lost` or `interrupted`, together; None: "
+        "the workflow set none (`retry_limit` gives the default).",
+    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Only runners with all these labels take the job."
     )
+
+
+# Re-queues allowed after an interruption when the workflow sets no `retry` and may run on
+# interruptible (spot) capacity: a spot job is expected to be interrupted now and then.
+DEFAULT_INTERRUPTIBLE_RETRY = 3
+# What ends an attempt and counts against `JobSpec.retry` when the job is re-queued.
+RETRIED_REASONS = frozenset({TerminationReason.RUNNER_LOST, TerminationReason.INTERRUPTED})
+
+
+def retry_limit(spec: JobSpec, reason: TerminationReason) -> int:
+    """Re-queues `spec` allows in all, when an attempt ended with `reason`.
+
+    The workflow's `retry` when it set one; else `DEFAULT_INTERRUPTIBLE_RETRY` for an
+    interruption of an `interruptible` job, 0 otherwise (a lost runner of a job that did not
+    ask for retries fails it, as before).
+    """
+    if spec.retry is not None:
+        return spec.retry
+    if reason is TerminationReason.INTERRUPTED and spec.resources.interruptible:
+        return DEFAULT_INTERRUPTIBLE_RETRY
+    return 0
 
 
 class StatusChange(Model):
@@ -109,6 +135,52 @@ class StatusChange(Model):
     at: datetime
     reason: TerminationReason | None = None
     message: str | None = None
+    runner: str | None = Field(
+        None, description="The runner that claimed the job (on the claim's `provisioning`)."
+    )
+    log_from: int | None = Field(
+        None,
+        description="On a re-queue: the first log seq of the next attempt; the lines below "
+        "it are the earlier attempts' (kept after an interruption).",
+    )
+
+
+class Attempt(Model):
+    """One claim of a job, from its history: where it ran and how it ended."""
+
+    number: int = Field(description="From 1.")
+    runner: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    status: JobStatus = Field(description="Its last status (`submitted`: it was re-queued).")
+    reason: TerminationReason | None = None
+    message: str | None = None
+
+
+def job_attempts(changes: list[StatusChange]) -> list[Attempt]:
+    """Each claim (a `provisioning` entry) starts an attempt; the next re-queue or terminal
+    status ends it. A job never claimed (cached, or still waiting) has none."""
+    attempts: list[Attempt] = []
+    for change in changes:
+        if change.status is JobStatus.PROVISIONING:
+            attempts.append(
+                Attempt(
+                    number=len(attempts) + 1,
+                    runner=change.runner,
+                    started_at=change.at,
+                    status=change.status,
+                )
+            )
+        elif attempts and attempts[-1].ended_at is None:
+            current = attempts[-1]
+            current.status = change.status
+            if change.status in (JobStatus.SUBMITTED, JobStatus.PENDING) or (
+                change.status.is_finished()
+            ):
+                current.ended_at = change.at
+                current.reason = change.reason
+                current.message = change.message
+    return attempts
 
 
 class JobTimings(Model):

@@ -115,6 +115,11 @@ class JobAssignment(Model):
     caches: list[Manifest] = Field(
         default_factory=list, description="Saved workflow caches to restore before running."
     )
+    resume: list[Manifest] = Field(
+        default_factory=list,
+        description="A re-queued job's own artifacts, as its earlier attempt synced them: "
+        "place them at their paths before running (checkpoints to resume from).",
+    )
     storage: StorageAccess = Field(default_factory=StorageAccess)
 
 

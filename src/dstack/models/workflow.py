@@ -90,7 +90,12 @@ class WorkflowSpec(Model):
     working_dir: str | None = Field(None, description="Relative to the `.dstack/` folder's parent.")
     registry_auth: RegistryAuth | None = None
     ssh: bool = False
-    retry: int = Field(0, ge=0, description="Re-queue after a lost runner this many times.")
+    retry: int | None = Field(
+        None,
+        ge=0,
+        description="Re-queue after a lost runner or an interruption this many times; None: "
+        "not set (3 after interruptions for `interruptible` workflows, else 0).",
+    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Run only on runners with these labels."
     )

@@ -153,6 +153,8 @@ class ArtifactSync:
         ]
         self._caches = [_tracked(path, paths, now, 0.0) for path in spec.cache]
         self._stopped = threading.Event()
+        # One round at a time: the periodic one, one asked for (`sync_now`), the final one.
+        self._round = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="artifact-sync", daemon=True)
 
     def start(self) -> ArtifactSync:
@@ -179,6 +181,10 @@ class ArtifactSync:
         `DstackError` when a push or post failed.
         """
         self.stop()
+        with self._round:
+            self._finish(move=move, caches=caches, say=say)
+
+    def _finish(self, *, move: bool, caches: bool, say: Callable[[str], None]) -> None:
         # The job's processes are gone: digests computed now stay true, so the store may
         # move (or copy) each file on the strength of this scan's hash alone.
         self._stat_cache.settle()
@@ -221,18 +227,36 @@ class ArtifactSync:
 
     def sync_due(self) -> None:
         """One periodic round: sync the artifacts whose interval has passed."""
-        now = self._clock()
-        for tracked in self._artifacts:
-            if tracked.due > now or self._stopped.is_set():
-                continue
-            tracked.due = now + tracked.interval
-            try:
-                manifest, stored = self._scan(tracked)
-                if manifest.files or tracked.posted is not None:
-                    self._push(tracked, manifest, stored, self._post_artifact, move=False)
-            except (DstackError, OSError) as exc:
-                # Files change under a running job; the next round (or the final one) retries.
-                log.info("syncing %s failed, retrying later: %s", tracked.declared, exc)
+        with self._round:
+            now = self._clock()
+            for tracked in self._artifacts:
+                if tracked.due > now or self._stopped.is_set():
+                    continue
+                tracked.due = now + tracked.interval
+                self._sync_one(tracked)
+
+    def sync_now(self) -> int:
+        """Sync every artifact now, whatever its interval (the machine is about to go away);
+        the number of paths synced. Nothing once the final sync began (it does the same)."""
+        synced = 0
+        with self._round:
+            for tracked in self._artifacts:
+                if self._stopped.is_set():
+                    break
+                tracked.due = self._clock() + tracked.interval
+                synced += self._sync_one(tracked)
+        return synced
+
+    def _sync_one(self, tracked: _Tracked) -> bool:
+        try:
+            manifest, stored = self._scan(tracked)
+            if manifest.files or tracked.posted is not None:
+                self._push(tracked, manifest, stored, self._post_artifact, move=False)
+            return True
+        except (DstackError, OSError) as exc:
+            # Files change under a running job; the next round (or the final one) retries.
+            log.info("syncing %s failed, retrying later: %s", tracked.declared, exc)
+            return False
 
     def _loop(self) -> None:
         while not self._stopped.wait(self._until_due()):

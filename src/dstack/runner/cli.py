@@ -107,6 +107,21 @@ def cli() -> None:
     help="With --server-file: seconds the server may stay unreachable before an idle runner "
     "exits (running jobs are never given up for it).",
 )
+@click.option(
+    "--metadata-url",
+    default=None,
+    envvar="DSTACK_RUNNER_METADATA_URL",
+    help="Instance metadata service to watch for spot interruption notices (EC2: "
+    "http://169.254.169.254); on a notice the runner saves its jobs' artifacts and logs and "
+    "hands them back to the server. Default: not watched.",
+)
+@click.option(
+    "--metadata-interval",
+    type=click.FloatRange(min=0.1, max=300),
+    default=5.0,
+    show_default=True,
+    help="With --metadata-url: seconds between two looks for a notice.",
+)
 def start(
     server_url: str,
     token: str,
@@ -119,6 +134,8 @@ def start(
     min_free_disk: str,
     server_file: Path | None,
     orphan_timeout: float,
+    metadata_url: str | None,
+    metadata_interval: float,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
     job_user = job_user or default_job_user()
@@ -140,6 +157,8 @@ def start(
         min_free_disk_mib=_size_mib(min_free_disk, "--min-free-disk"),
         server_file=server_file,
         orphan_exit_after=orphan_timeout,
+        metadata_url=metadata_url or None,
+        metadata_interval=metadata_interval,
         crash_point=crash_point_from_env(os.environ),
     )
     if name:

@@ -8,6 +8,11 @@ answer is stored (`<work_dir>/credential.json`, 0600) and carries every later re
 restarted runner registers with it as the same runner, and falls back to the registration
 token once when the server refuses it (revoked, or the server lost its database).
 
+Spot interruptions: with a metadata URL (`RunnerSettings.metadata_url`) an
+`InterruptionWatcher` polls the instance metadata service; on a notice the runner claims no
+more jobs and interrupts each job it holds (`JobWorker.request_interrupt`: artifacts synced,
+logs shipped, the job stopped and reported `interrupted`, which the server re-queues).
+
 Recovery: the jobs an earlier run of this runner held (on this work dir) are finished first
 (`dstack.runner.recovery`): listed in the heartbeats while their folders are synced, then
 reported. Only one runner uses a work dir at a time (`dstack.runner.lock`).
@@ -22,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from dstack.api.runner import RunnerApi
+from dstack.api.runner import InstanceMetadataClient, RunnerApi
 from dstack.errors import AuthError, DstackError, NotFoundError
 from dstack.models.protocol import (
     HeartbeatRequest,
@@ -32,11 +37,13 @@ from dstack.models.protocol import (
     RegisterRunnerResponse,
 )
 from dstack.models.resources import HostResources
+from dstack.models.runner import SpotNotice
 from dstack.runner.blobs import BlobStoreFactory, open_blob_store
 from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.credential import StoredCredential, load_credential, save_credential
 from dstack.runner.executors import Executor, RunnerIdentity, create_executor
 from dstack.runner.held import HeldJob, HeldJobs
+from dstack.runner.interruption import InterruptionWatcher, MetadataSource
 from dstack.runner.job import JobWorker
 from dstack.runner.lock import WorkDirLock
 from dstack.runner.ports import JobPorts, PortRecorder
@@ -76,6 +83,8 @@ class Runner:
     `open_blob_store`: the server's folder when this runner can write it, else the server's
     store through `api`, with the runner's credential).
     `tunnel` starts the app tunnel once registered (None: no tunnel); it is closed on exit.
+    `metadata` is the instance metadata service watched for spot interruptions (default: an
+    `InstanceMetadataClient` of `settings.metadata_url`; none without one).
     """
 
     def __init__(
@@ -87,8 +96,12 @@ class Runner:
         resources: Callable[[], HostResources] | None = None,
         blob_store: BlobStoreFactory | None = None,
         tunnel: TunnelFactory | None = start_tunnel_agent,
+        metadata: MetadataSource | None = None,
     ) -> None:
         self.settings = settings
+        self._metadata = metadata
+        self.interruption: SpotNotice | None = None
+        """The spot interruption notice, once one came: no job is claimed after it."""
         self._tunnel_factory = tunnel
         self._tunnel: Closeable | None = None
         # Host ports of the running jobs, noted from their reports: what the tunnel may dial.
@@ -132,6 +145,7 @@ class Runner:
         try:
             self._register()
             self._start_tunnel()
+            self._watch_interruptions()
             heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
             heartbeat.start()
             # The claim long-poll (and its retries while the server is away) may block for
@@ -146,6 +160,28 @@ class Runner:
             if self._tunnel is not None:
                 self._tunnel.close()
             self._stop_all()
+
+    def _watch_interruptions(self) -> None:
+        source = self._metadata
+        if source is None and self.settings.metadata_url:
+            source = InstanceMetadataClient(self.settings.metadata_url)
+        if source is None:
+            return
+        log.info("watching for spot interruption notices at %s", self.settings.metadata_url)
+        InterruptionWatcher(
+            source,
+            self._interrupt,
+            interval=self.settings.metadata_interval,
+            shutdown=self._shutdown,
+        ).start()
+
+    def _interrupt(self, notice: SpotNotice) -> None:
+        """The instance is being reclaimed: claim nothing more, interrupt every job here."""
+        with self._lock:
+            self.interruption = notice
+            workers = [w for w in self._workers.values() if w.is_alive()]
+        for worker in workers:
+            worker.request_interrupt(notice.describe())
 
     def shutdown(self) -> None:
         """Ask `run()` to stop claiming, stop the running jobs and return. Never blocks."""
@@ -237,6 +273,9 @@ class Runner:
 
     def _claim_loop(self) -> None:
         while not self._shutdown.is_set():
+            if self.interruption is not None:  # the machine is going away: take nothing
+                self._shutdown.wait(self.settings.claim_wait)
+                continue
             try:
                 assignment = self._api.claim(self.settings.claim_wait)
             except NotFoundError:
@@ -303,8 +342,11 @@ class Runner:
                 held=self._hold(assignment),
             )
             self._workers[assignment.job_id] = worker
+            notice = self.interruption
         log.info("running job %s of run %s", assignment.job_id, assignment.run_name)
         worker.start()
+        if notice is not None:  # claimed while the notice came: it goes back at once
+            worker.request_interrupt(notice.describe())
 
     def _heartbeat_loop(self) -> None:
         while not self._shutdown.wait(self.settings.heartbeat_interval):

@@ -1,4 +1,5 @@
-"""The `downloading` step after the code: dependency artifacts and saved workflow caches.
+"""The `downloading` step after the code: dependency artifacts, saved workflow caches, and
+a re-queued job's own artifacts as its interrupted attempt left them.
 
 Every file is a verified copy of its blob (never a hard link), so a job writing to a placed
 file cannot corrupt the store. Every path is checked again before anything is written (a
@@ -24,7 +25,8 @@ from dstack.storage.transfer import place
 def place_inputs(
     assignment: JobAssignment, paths: JobPaths, store: BlobStore, notice: Notice
 ) -> None:
-    """Place every dependency's artifacts, then restore the workflow caches.
+    """Place every dependency's artifacts, restore the workflow caches, then put back the
+    job's own artifacts of its earlier attempt (a re-queued job: `JobAssignment.resume`).
 
     A missing or corrupt blob raises `JobStartError` naming the dependency, its artifact path
     and (through the storage error) the blob; what was placed before stays in the job dir.
@@ -37,6 +39,9 @@ def place_inputs(
     for cache in assignment.caches:
         _place(cache, paths, store, what=f"cache '{cache.path}'")
         notice(f"restored cache {cache.path}: {_files(cache)}")
+    for manifest in assignment.resume:
+        _place(manifest, paths, store, what=f"artifact '{manifest.path}' of the last attempt")
+        notice(f"resumed {manifest.path} from the last attempt: {_files(manifest)}")
 
 
 def _place(manifest: Manifest, paths: JobPaths, store: BlobStore, *, what: str) -> None:

@@ -81,6 +81,10 @@ class JobWorker:
         self._stop_requested = False
         self._abort_requested = False
         self._forgotten = False
+        self._interruption: str | None = None
+        """Why the job is interrupted (its machine is going away), once it is."""
+        self._spool: LogSpool | None = None
+        self._shipper: LogShipper | None = None
         self.final: JobStatusUpdate | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"job-{assignment.job_id}", daemon=True
@@ -121,6 +125,46 @@ class JobWorker:
         if handle is not None:
             handle.kill()
 
+    def request_interrupt(self, reason: str, *, flush_timeout: float = 30.0) -> None:
+        """The machine is going away (a spot interruption): on a thread of its own, say so in
+        the job's log, sync its artifacts now (what the folders hold now, as the final sync
+        does), ship its log lines, then stop it as `request_stop` does. It ends `failed` with
+        reason `interrupted` and `reason` as its message, which the server re-queues when the
+        job's `retry` allows. Ignored for a job already being stopped or aborted (that ends
+        it as asked)."""
+        with self._lock:
+            if self._stop_requested or self._abort_requested or self._interruption:
+                return
+            self._interruption = reason
+        threading.Thread(
+            target=self._save_then_stop,
+            args=(reason, flush_timeout),
+            name=f"interrupt-{self.job_id}",
+            daemon=True,
+        ).start()
+
+    def _save_then_stop(self, reason: str, flush_timeout: float) -> None:
+        spool, sync, shipper = self._spool, self._sync, self._shipper
+        if spool is not None:
+            spool.write_line(f"interrupted: {reason}; saving artifacts and logs")
+        if sync is not None:
+            try:
+                synced = sync.sync_now()
+            except Exception:  # a bug must not keep the job from stopping
+                log.exception("syncing the artifacts of interrupted job %s failed", self.job_id)
+            else:
+                if spool is not None and synced:
+                    spool.write_line(f"interrupted: synced {synced} artifact path(s)")
+        if shipper is not None and not shipper.flush(flush_timeout):
+            log.warning("the logs of interrupted job %s are not all shipped yet", self.job_id)
+        with self._lock:
+            if self._abort_requested:
+                return
+            self._stop_requested = True
+            handle = self._handle
+        if handle is not None:
+            handle.stop(self._settings.stop_grace)
+
     def forget(self) -> None:
         """Kill the job and drop it: no further status or log goes to the server."""
         with self._lock:
@@ -134,6 +178,7 @@ class JobWorker:
             self._post(_failed_by(exc, self.job_dir, "cannot start the job's log"), final=True)
             return
         shipper = LogShipper(spool, self._send_logs).start()
+        self._spool, self._shipper = spool, shipper
         try:
             update = self._execute(spool)
         except Exception as exc:  # a bug must still end the job, with its reason shown
@@ -196,7 +241,7 @@ class JobWorker:
         host_ports = allocate_ports(self.assignment.spec)
         try:
             paths = self._paths(code_dir)  # refuses a path that would leave the job's dir
-            if (self.assignment.deps or self.assignment.caches) and not self._cancelled():
+            if self._has_inputs() and not self._cancelled():
                 place_inputs(self.assignment, paths, self._blob_store(), spool.write_line)
             if not accepted():
                 return None
@@ -234,11 +279,14 @@ class JobWorker:
         handle.kill()
         return False
 
-    def _nothing_to_download(self) -> bool:
+    def _has_inputs(self) -> bool:
         assignment = self.assignment
-        if assignment.deps or assignment.caches or self._checkouts is None:
+        return bool(assignment.deps or assignment.caches or assignment.resume)
+
+    def _nothing_to_download(self) -> bool:
+        if self._has_inputs() or self._checkouts is None:
             return False
-        return self._checkouts.has(assignment.repo)
+        return self._checkouts.has(self.assignment.repo)
 
     def _post_downloading(self) -> bool:
         return self._post(JobStatusUpdate(status=JobStatus.DOWNLOADING))
@@ -394,11 +442,12 @@ class JobWorker:
 
     def _cancelled(self) -> bool:
         with self._lock:
-            return self._stop_requested or self._abort_requested
+            return self._stop_requested or self._abort_requested or self._interruption is not None
 
     def _final(self, result: ExitResult | None) -> JobStatusUpdate | None:
         with self._lock:
             forgotten, abort, stop = self._forgotten, self._abort_requested, self._stop_requested
+            interruption = self._interruption
         exit_code = result.exit_code if result else None
         if forgotten:
             return None
@@ -407,6 +456,13 @@ class JobWorker:
                 status=JobStatus.ABORTED,
                 reason=TerminationReason.ABORTED_BY_USER,
                 exit_code=exit_code,
+            )
+        if interruption is not None:
+            return JobStatusUpdate(
+                status=JobStatus.FAILED,
+                reason=TerminationReason.INTERRUPTED,
+                exit_code=exit_code,
+                message=interruption,
             )
         if stop:
             return JobStatusUpdate(

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -298,6 +299,17 @@ class LogShipper:
         Returns False when `timeout` passed first. Closing the spool is the caller's job.
         """
         return self._done.wait(timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every line written so far was accepted (or shipping ended); False
+        when `timeout` passed first."""
+        target = self._spool.size
+        deadline = time.monotonic() + timeout
+        while self._offset < target and not self._done.is_set():
+            if time.monotonic() >= deadline:
+                return False
+            self._done.wait(0.05)
+        return True
 
     def abandon(self) -> None:
         """Stop shipping now; what was not shipped stays in the spool for a later shipper."""

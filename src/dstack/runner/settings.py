@@ -71,6 +71,11 @@ class RunnerSettings:
     orphan_exit_after: float = 600.0
     """With `server_file`: seconds the server may stay unreachable before an idle runner
     exits (`--orphan-timeout`); a runner with jobs keeps them running meanwhile."""
+    metadata_url: str | None = None
+    """Base URL of the instance metadata service to watch for spot interruption notices
+    (`--metadata-url`, `http://169.254.169.254` on EC2); None: not watched (self-hosted)."""
+    metadata_interval: float = 5.0
+    """Seconds between two looks for a notice (`--metadata-interval`)."""
     crash_point: Callable[[str], None] | None = field(default=None, compare=False)
     """Called at named points of a job's life (`artifacts-stored`: a final sync stored its
     blobs, its manifest is not posted yet); tests kill the runner there. None: nothing."""

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.resources import HostResources
+from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import BackendRow, JobRow, RunnerRow
 from dstack.server.scheduler import deadlines
@@ -275,10 +276,11 @@ class Scheduler:
 
 
 async def _runner_rows(session: AsyncSession) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
-    """Every registered runner, online or not: one that is restarting still counts."""
-    rows = await session.execute(
-        select(RunnerRow.name, RunnerRow.resources, RunnerRow.labels).order_by(RunnerRow.name)
-    )
+    """Every registered runner, online or not: one that is restarting still counts; one
+    whose machine is being taken back (a spot interruption) does not."""
+    query = select(RunnerRow.name, RunnerRow.resources, RunnerRow.labels)
+    query = query.where(RunnerRow.status != RunnerStatus.INTERRUPTED.value)
+    rows = await session.execute(query.order_by(RunnerRow.name))
     return [(name, resources, dict(labels)) for name, resources, labels in rows]
 
 

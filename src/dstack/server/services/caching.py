@@ -102,6 +102,8 @@ class Decision:
 def spec_fingerprint(spec: JobSpec) -> dict[str, Any]:
     """The part of a spec that decides what a job produces."""
     data = spec.model_dump(mode="json", exclude={"resources"})
+    # `retry` unset reads as 0, its meaning before it could be unset: keys stay the same.
+    data["retry"] = data.get("retry") or 0
     for app in data.get("apps", []):
         app.pop("url_query", None)
     return data

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dstack.models.artifacts import DepArtifacts, StorageAccess
+from dstack.models.artifacts import DepArtifacts, Manifest, StorageAccess
 from dstack.models.job import JobSpec, JobStatus
 from dstack.models.protocol import JobAssignment
 from dstack.models.repo import RepoRef
@@ -22,7 +22,7 @@ from dstack.server.db.models import JobRow, RunnerRow, RunRow
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services import secrets as secret_service
-from dstack.server.services.artifacts import job_artifacts
+from dstack.server.services.artifacts import job_artifacts, manifests_of
 from dstack.server.services.matching import (
     Allocation,
     allocate,
@@ -118,6 +118,8 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
         if not sqlite:
             await _lock_runner(session, runner_id)
         runner = await runner_service.require_runner(session, runner_id)
+        if runner.status == RunnerStatus.INTERRUPTED.value:  # its machine is going away
+            return None
         _touch(ctx, runner)
         host = HostResources.model_validate(runner.resources)
         if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
@@ -141,6 +143,7 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
                 JobStatus.PROVISIONING,
                 now=ctx.clock(),
                 message=f"assigned to runner '{runner.name}'",
+                runner=runner.name,
                 runner_id=runner.id,
                 gpu_indexes=list(allocation.gpu_indexes),
             )
@@ -249,6 +252,7 @@ async def _assignment(
         repo=RepoRef.model_validate(run.repo),
         gpu_indexes=list(job.gpu_indexes),
         deps=await dependency_artifacts(session, job),
+        resume=await resumed_artifacts(session, job, spec),
         caches=await caches_for(session, run.repo_id, job.workflow_name),
         storage=storage_access(ctx.blobs),
         secrets=await secret_service.job_secrets(session, ctx.settings, repo_id=run.repo_id),
@@ -272,6 +276,18 @@ async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepAr
         ]
     outer = [DepArtifacts.model_validate(a) for a in job.external_artifacts or []]
     return inner + outer
+
+
+async def resumed_artifacts(session: AsyncSession, job: JobRow, spec: JobSpec) -> list[Manifest]:
+    """A re-queued job's own artifacts, as its earlier attempts last synced them (an
+    interrupted attempt syncs them before it reports): the next attempt starts with them in
+    its artifact folders, so a job that writes checkpoints resumes from the last one.
+    Only paths the job still declares; none for a job never re-queued."""
+    if not job_service.attempts(job_service.history(job)):
+        return []
+    declared = {a.path for a in spec.artifacts}
+    manifests = (await manifests_of(session, [job.id])).get(job.id, [])
+    return [m for m in manifests if m.path in declared]
 
 
 def storage_access(store: BlobStore) -> StorageAccess:

@@ -6,21 +6,25 @@ import logging
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, update
+from sqlalchemy import Row, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import (
+    RETRIED_REASONS,
     Job,
     JobSpec,
     JobStatus,
     JobTimings,
     StatusChange,
     TerminationReason,
+    job_attempts,
+    retry_limit,
 )
 from dstack.models.protocol import JobStatusUpdate
+from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, LogRow
+from dstack.server.db.models import JobRow, LogRow, RunnerRow
 from dstack.server.errors import Forbidden, InvalidRequestError
 from dstack.server.services import tags
 
@@ -49,11 +53,14 @@ async def set_status(
     reason: TerminationReason | None = None,
     message: str | None = None,
     exit_code: int | None = None,
+    runner: str | None = None,
+    log_from: int | None = None,
     **fields: Any,
 ) -> bool:
     """Move `job` to `status`: stamp the time (`status_at`, which deadlines count from),
     append to the history, record reason, message and exit code, set `finished_at` for a
-    terminal status, and wake waiters after commit.
+    terminal status, and wake waiters after commit. `runner` (the claimer's name) and
+    `log_from` (a re-queue's first log seq) go into the history entry only.
 
     The update applies only if the job is unchanged since it was read (its `version`); it
     returns False when another writer got there first (a concurrent claim, a runner's report)
@@ -73,13 +80,16 @@ async def set_status(
     same = (current, job.reason, job.message) == (status, reason, message)
     if same and not fields and exit_code is None:
         return True
-    change = StatusChange(status=status, at=now, reason=reason, message=message)
+    change = StatusChange(
+        status=status, at=now, reason=reason, message=message, runner=runner, log_from=log_from
+    )
+    entry = change.model_dump(mode="json", exclude_none=True)
     values: dict[str, Any] = {
         "status": status.value,
         "reason": reason.value if reason else None,
         "message": message,
         "exit_code": exit_code if exit_code is not None else job.exit_code,
-        "history": job.history if same else [*job.history, change.model_dump(mode="json")],
+        "history": job.history if same else [*job.history, entry],
         "finished_at": now if status.is_finished() else None,
         "status_at": job.status_at if current is status else now,
         "version": job.version + 1,
@@ -110,16 +120,25 @@ async def requeue(
     now: datetime,
     reason: TerminationReason,
     message: str,
+    keep_logs: bool = False,
 ) -> bool:
     """Put `job` back in the queue (`submitted`) for any runner; False when it changed
     meanwhile (`set_status`).
 
-    Its runner, GPUs, ports and stop request are dropped, and so are the lost attempt's log
-    lines: the next attempt numbers its lines from 0 again, and mixing the two would garble
-    both. The old runner, should it come back, is told to forget the job (it is no longer
-    its own) and its late reports are refused. The history keeps `reason` (what counts
-    attempts: `attempts`, `claim_requeues`).
+    Its runner, GPUs, ports and stop request are dropped. The next attempt numbers its log
+    lines from 0 again: the server stores them from the history entry's `log_from` on
+    (`log_base`), after the lines it keeps. With `keep_logs` (an interruption: the runner
+    shipped every line before reporting) the ended attempt's lines stay, followed by one
+    line saying the attempt ended; otherwise (a lost runner, whose last lines are missing)
+    they are dropped. The old runner, should it come back, is told to forget the job (it is
+    no longer its own) and its late reports are refused. The history keeps `reason` (what
+    counts attempts: `attempts`, `claim_requeues`).
     """
+    base = log_base(history(job))
+    last = await session.scalar(select(func.max(LogRow.seq)).where(LogRow.job_id == job.id))
+    log_from = base
+    if keep_logs and last is not None and last >= base:
+        log_from = last + 2  # `last + 1` holds the line that ends the attempt
     requeued = await set_status(
         session,
         job,
@@ -127,14 +146,70 @@ async def requeue(
         now=now,
         reason=reason,
         message=message,
+        log_from=log_from or None,
         runner_id=None,
         gpu_indexes=[],
         host_ports=[],
         stop_requested=None,
     )
-    if requeued:
-        await session.execute(delete(LogRow).where(LogRow.job_id == job.id))
-    return requeued
+    if not requeued:
+        return False
+    if log_from > base:
+        session.add(_attempt_end_line(job, last_seq=log_from - 1, now=now, message=message))
+    else:
+        await session.execute(delete(LogRow).where(LogRow.job_id == job.id, LogRow.seq >= base))
+    return True
+
+
+def _attempt_end_line(job: JobRow, *, last_seq: int, now: datetime, message: str) -> LogRow:
+    number = len(job_attempts(history(job)))  # the claims so far: the last one just ended
+    text = f"--- attempt {max(number, 1)} ended: {message} ---\n"
+    return LogRow(job_id=job.id, seq=last_seq, timestamp=now, stream="stderr", data=text)
+
+
+def log_base(changes: list[StatusChange]) -> int:
+    """The first log seq of the current attempt: lines the runner numbers from 0 are stored
+    from here on (0 until a re-queue kept lines)."""
+    for change in reversed(changes):
+        if change.log_from is not None:
+            return change.log_from
+    return 0
+
+
+async def retry_or_fail(
+    session: AsyncSession,
+    job: JobRow,
+    *,
+    now: datetime,
+    reason: TerminationReason,
+    message: str,
+    exit_code: int | None = None,
+) -> bool:
+    """An attempt of `job` ended with `reason` (`runner_lost`, `interrupted`): re-queue it
+    when its `retry` allows another attempt (`retry_limit`) and nobody asked to stop it;
+    else it fails with `reason`. False when the job changed meanwhile.
+
+    Interruptions keep their log lines and the artifacts they synced (the next attempt gets
+    them back at claim: `claims`); both kinds of re-queue count against one limit.
+    """
+    spec = JobSpec.model_validate(job.spec)
+    done = attempts(history(job))
+    limit = retry_limit(spec, reason)
+    if done < limit and not job.stop_requested:
+        note = f"{message}; re-queued (attempt {done + 2} of {limit + 1})"
+        keep = reason is TerminationReason.INTERRUPTED
+        return await requeue(session, job, now=now, reason=reason, message=note, keep_logs=keep)
+    if done and done >= limit:
+        message = f"{message}; no retry left ({done} of {limit} used)"
+    return await set_status(
+        session,
+        job,
+        JobStatus.FAILED,
+        now=now,
+        reason=reason,
+        message=message,
+        exit_code=exit_code,
+    )
 
 
 def set_committed(row: JobRow, key: str, value: Any) -> None:
@@ -224,8 +299,9 @@ def _build_model(row: JobRow | Row[Any], runner_name: str | None, now: datetime)
 
 
 def attempts(changes: list[StatusChange]) -> int:
-    """Re-queues so far: each one is a `submitted` entry with reason `runner_lost`."""
-    return _requeues(changes, TerminationReason.RUNNER_LOST)
+    """Re-queues so far that count against `JobSpec.retry`: each one is a `submitted` entry
+    with reason `runner_lost` or `interrupted`."""
+    return sum(_requeues(changes, reason) for reason in RETRIED_REASONS)
 
 
 def claim_requeues(changes: list[StatusChange]) -> int:
@@ -246,7 +322,10 @@ async def report_status(
     404 when the job does not exist; 403 (`check_holder`) when the runner does not hold it or
     it is final — except the runner's own final report sent again unchanged (its answer was
     lost on the way), which changes nothing. 409 when the job changed meanwhile. A runner
-    reports only what it does: active or terminal statuses. `apps_ready` stamps
+    reports only what it does: active or terminal statuses. A terminal report with reason
+    `interrupted` (the runner's spot instance is being reclaimed) re-queues the job when its
+    `retry` allows (`retry_or_fail`); its repeat, should the answer be lost, is refused (403:
+    the job is no longer the runner's), which the runner takes as "forget it". `apps_ready` stamps
     `apps_ready_at` (once); it is ignored unless the job still has the status the report
     names: the report comes from a probe beside the job, and may arrive after the job moved on.
     """
@@ -258,6 +337,19 @@ async def report_status(
             return
         check_holder(job, runner_id)
         if update.apps_ready and JobStatus(job.status) is not update.status:
+            return
+        if update.reason is TerminationReason.INTERRUPTED and update.status.is_finished():
+            await _mark_interrupted(session, runner_id)
+            applied = await retry_or_fail(
+                session,
+                job,
+                now=ctx.clock(),
+                reason=TerminationReason.INTERRUPTED,
+                message=update.message or "the runner's instance is being reclaimed",
+                exit_code=update.exit_code,
+            )
+            if not applied:
+                raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
             return
         applied = await set_status(
             session,
@@ -271,6 +363,14 @@ async def report_status(
         )
         if not applied:
             raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
+
+
+async def _mark_interrupted(session: AsyncSession, runner_id: str) -> None:
+    """The runner's machine is going away: it gets no more jobs (`claims.try_claim`), not
+    even the one it hands back now, which its claim in flight would otherwise get."""
+    runner = await session.get(RunnerRow, runner_id)
+    if runner is not None and runner.status != RunnerStatus.INTERRUPTED.value:
+        runner.status = RunnerStatus.INTERRUPTED.value
 
 
 def _reported_fields(job: JobRow, update: JobStatusUpdate, now: datetime) -> dict[str, Any]:

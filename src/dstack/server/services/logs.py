@@ -13,6 +13,7 @@ from sqlalchemy import Insert, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dstack.errors import NotFoundError
+from dstack.models.bounds import INT32_MAX
 from dstack.models.job import JobStatus
 from dstack.models.logs import LogEvent, LogStream
 from dstack.models.protocol import LogBatch, LogsPage
@@ -33,20 +34,27 @@ _FETCH = 256
 async def append_logs(ctx: ServerContext, *, job_id: str, batch: LogBatch, runner_id: str) -> None:
     """Store the lines; lines whose seq is already stored are ignored (resending is safe).
 
-    Only runner `runner_id`, while it holds the job and the job is not final (404/403
-    otherwise, `jobs.require_held_job`): a runner ships every line before it reports the
-    final status.
+    Seqs count from 0 in each attempt of a job; they are stored after the earlier attempts'
+    lines (`jobs.log_base`). Only runner `runner_id`, while it holds the job and the job is
+    not final (404/403 otherwise, `jobs.require_held_job`): a runner ships every line before
+    it reports the final status.
     """
     if not batch.lines:
         async with ctx.read() as session:
             await job_service.require_held_job(session, job_id, runner_id)
         return
     async with ctx.transaction() as session:
-        await job_service.require_held_job(session, job_id, runner_id)
+        job = await job_service.require_held_job(session, job_id, runner_id)
+        # A re-queued job's runner numbers its lines from 0: they follow the lines kept of
+        # the earlier attempts (`jobs.requeue`).
+        requeued = any("log_from" in change for change in job.history)
+        base = job_service.log_base(job_service.history(job)) if requeued else 0
+        if base and max(line.seq for line in batch.lines) + base > INT32_MAX:
+            raise InvalidRequestError(f"job {job_id} has too many log lines")
         rows = [
             {
                 "job_id": job_id,
-                "seq": line.seq,
+                "seq": line.seq + base,
                 "timestamp": line.timestamp,
                 "stream": line.stream.value,
                 "data": line.data,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dstack.backends.userdata import runner_labels
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.backends import InstanceStatus
-from dstack.models.job import JobSpec, JobStatus, TerminationReason
+from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
@@ -407,27 +407,8 @@ async def _fail_active_jobs(
 
 
 async def _lose(ctx: ServerContext, session: AsyncSession, job: JobRow, message: str) -> None:
-    """A job whose runner lost it: re-queued when `spec.retry` allows, else `runner_lost`."""
-    if not await _requeue(ctx, session, job, message):
-        await job_service.set_status(
-            session,
-            job,
-            JobStatus.FAILED,
-            now=ctx.clock(),
-            reason=TerminationReason.RUNNER_LOST,
-            message=message,
-        )
-
-
-async def _requeue(ctx: ServerContext, session: AsyncSession, job: JobRow, message: str) -> bool:
-    """Back to `submitted` for another runner (`jobs.requeue`), when attempts are left;
-    False otherwise. The history keeps the `runner_lost` entry (it is what counts attempts).
-    """
-    done = job_service.attempts(job_service.history(job))
-    retry = JobSpec.model_validate(job.spec).retry
-    if done >= retry or job.stop_requested:
-        return False
-    note = f"{message}; re-queued (attempt {done + 2} of {retry + 1})"
-    return await job_service.requeue(
-        session, job, now=ctx.clock(), reason=TerminationReason.RUNNER_LOST, message=note
+    """A job whose runner lost it: re-queued when `spec.retry` allows, else `runner_lost`
+    (`jobs.retry_or_fail`). The history keeps the `runner_lost` entry (it counts attempts)."""
+    await job_service.retry_or_fail(
+        session, job, now=ctx.clock(), reason=TerminationReason.RUNNER_LOST, message=message
     )

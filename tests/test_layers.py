@@ -64,7 +64,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dstack.server.app": ("dstack.server", "dstack.storage", "dstack.backends"),  # all of it
     "dstack.server.local_main": ("dstack.server", *SETTINGS),  # the local server's process
     "dstack.server.local": ("dstack.server.settings", *SETTINGS),  # starts it, in the CLI
-    "dstack.server.local_runner": ("dstack.server.settings",),  # supervises the local runner
+    # supervises the local runner (hands it its token in `settings.RUNNER_TOKEN`)
+    "dstack.server.local_runner": ("dstack.server.settings", "dstack.settings"),
     "dstack.server.listen": (),
     "dstack.server.middleware": ("dstack.server.auth", *SERVER_BASE),
     "dstack.server.routers": (

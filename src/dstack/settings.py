@@ -1,11 +1,18 @@
-"""The `DSTACK_*` environment variables, read here and nowhere else.
+"""The `DSTACK_*` environment variables, named here and read here and nowhere else.
 
-An entry point (the CLI, `dstack server`, the background local server) calls
-`EnvSettings.read(os.environ)` once and passes what it needs on; nothing reads the
-environment at import time. Variables bound to a command-line option (`DSTACK_RUNNER_TOKEN`,
-`DSTACK_RUNNER_JOB_USER`, `DSTACK_RUNNER_MIN_FREE_DISK`, `DSTACK_RUNNER_METADATA_URL`,
-`DSTACK_RECONNECT_TIMEOUT`) are read by that option, and a job's default images by
-`ImageSettings.from_env`; README.md, "Settings", lists them all.
+An entry point (the CLI, `dstack server`, the background local server, `dstack-runner
+start`) calls `EnvSettings.read(os.environ)` once and passes what it needs on; nothing reads
+the environment at import time. The rule, checked by `tests/test_settings.py`:
+
+- every variable's name is a constant of this module; no other module spells `DSTACK_...` to
+  read the environment (`os.environ`, `getenv`, click's `envvar=`);
+- a variable that stands in for a command-line option (`OPTION_VARIABLES`) is read by that
+  option, through click's `envvar=` with the constant from here, so that the option's type
+  check, default and help apply to both and the option wins; none is read both ways;
+- the fault-injection suite's hooks (`TEST_HOOKS`) are read here too, the pause points'
+  folder at each pause point (`fault_hooks`; a test sets them for runner processes it starts).
+
+README.md, "Settings", lists them all, with every grace period and timeout.
 
 A plain module rather than `pydantic-settings`: every CLI command reads its home here, and
 importing `pydantic-settings` costs 30 ms even after pydantic (120 ms without), more than a
@@ -27,6 +34,28 @@ HOME = "DSTACK_HOME"
 EXECUTOR = "DSTACK_EXECUTOR"
 SERVER_ADMIN_TOKEN = "DSTACK_SERVER_ADMIN_TOKEN"
 SERVER_SECRET_KEY = "DSTACK_SERVER_SECRET_KEY"
+DEFAULT_IMAGE = "DSTACK_DEFAULT_IMAGE"
+DEFAULT_GPU_IMAGE = "DSTACK_DEFAULT_GPU_IMAGE"
+RECONNECT_TIMEOUT = "DSTACK_RECONNECT_TIMEOUT"
+RUNNER_TOKEN = "DSTACK_RUNNER_TOKEN"
+RUNNER_JOB_USER = "DSTACK_RUNNER_JOB_USER"
+RUNNER_MIN_FREE_DISK = "DSTACK_RUNNER_MIN_FREE_DISK"
+RUNNER_METADATA_URL = "DSTACK_RUNNER_METADATA_URL"
+RUNNER_FAULT_HOOKS = "DSTACK_RUNNER_FAULT_HOOKS"
+RUNNER_TEST_CRASH_AT = "DSTACK_RUNNER_TEST_CRASH_AT"
+RUNNER_TEST_CRASH_COUNT = "DSTACK_RUNNER_TEST_CRASH_COUNT"
+
+OPTION_VARIABLES = {
+    RECONNECT_TIMEOUT: "--reconnect-timeout",
+    RUNNER_TOKEN: "--token",
+    RUNNER_JOB_USER: "--job-user",
+    RUNNER_MIN_FREE_DISK: "--min-free-disk",
+    RUNNER_METADATA_URL: "--metadata-url",
+}
+"""Variables read by the command-line option they stand in for (click's `envvar=`)."""
+
+TEST_HOOKS = (RUNNER_FAULT_HOOKS, RUNNER_TEST_CRASH_AT, RUNNER_TEST_CRASH_COUNT)
+"""Set only by the fault-injection suite (`tests/faults/`), for runner processes it starts."""
 EXECUTORS = ("docker", "process")
 
 
@@ -52,9 +81,17 @@ SERVER_DURATIONS = (
     Duration("DSTACK_SERVER_NO_CAPACITY_BACKOFF", "no_capacity_backoff", minimum=1.0),
     Duration("DSTACK_SERVER_NO_CAPACITY_TIMEOUT", "no_capacity_timeout"),
     Duration("DSTACK_SERVER_INSTANCE_POLL_INTERVAL", "instance_poll_interval", minimum=0.1),
+    Duration("DSTACK_SERVER_KEEP_ALIVE", "keep_alive_seconds", minimum=1.0),
+    Duration("DSTACK_SERVER_RUNNER_RESTART_MAX", "runner_restart_max_seconds", minimum=1.0),
 )
 """The server's durations settable by environment variable (`dstack server` and the local
 server alike); `dstack server`'s options, where they exist, win over them."""
+
+LOCAL_SERVER_START = Duration(
+    "DSTACK_LOCAL_SERVER_START_TIMEOUT", "local_server_start_timeout", minimum=1.0
+)
+"""How long a command waits for the local server it started (or another command is
+starting) to answer: `EnvSettings.local_server_start_timeout`."""
 
 
 class EnvSettings(NamedTuple):
@@ -67,6 +104,12 @@ class EnvSettings(NamedTuple):
     server_secret_key: str | None = None
     server_durations: Mapping[str, float] = MappingProxyType({})
     """`ServerSettings` field → seconds, for the `SERVER_DURATIONS` that are set."""
+    local_server_start_timeout: float = 30.0
+    images: Mapping[str, str] = MappingProxyType({})
+    """`ImageSettings` field → template, for `DSTACK_DEFAULT_IMAGE` and
+    `DSTACK_DEFAULT_GPU_IMAGE` where set."""
+    runner_crash_at: str | None = None
+    runner_crash_count: Path | None = None
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> EnvSettings:
@@ -80,11 +123,36 @@ class EnvSettings(NamedTuple):
             server_durations={
                 d.field: _seconds(d, environ[d.env]) for d in SERVER_DURATIONS if environ.get(d.env)
             },
+            local_server_start_timeout=(
+                _seconds(LOCAL_SERVER_START, environ[LOCAL_SERVER_START.env])
+                if environ.get(LOCAL_SERVER_START.env)
+                else 30.0
+            ),
+            images={
+                field: environ[name]
+                for field, name in (
+                    ("default_image", DEFAULT_IMAGE),
+                    ("default_gpu_image", DEFAULT_GPU_IMAGE),
+                )
+                if environ.get(name)
+            },
+            runner_crash_at=environ.get(RUNNER_TEST_CRASH_AT) or None,
+            runner_crash_count=_path(environ.get(RUNNER_TEST_CRASH_COUNT)),
         )
 
     @property
     def layout(self) -> HomeLayout:
         return HomeLayout(self.home)
+
+
+def fault_hooks(environ: Mapping[str, str]) -> Path | None:
+    """The fault-injection suite's hooks folder (`DSTACK_RUNNER_FAULT_HOOKS`), read at each
+    pause point rather than once: see `dstack.runner.faults`."""
+    return _path(environ.get(RUNNER_FAULT_HOOKS))
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def _executor(value: str | None) -> str | None:

@@ -34,10 +34,10 @@ from tests.e2e.remote_helpers import (
 
 from dstack.api.client import Client
 from dstack.models.run import Run
-from dstack.runner.faults import HOOKS_ENV
 from dstack.runner.jobuser import default_job_user
 from dstack.runner.settings import RunnerSettings
 from dstack.server.local import ensure_local_server, read_local_server, stop_local_server
+from dstack.settings import RUNNER_FAULT_HOOKS as HOOKS_ENV
 
 STEPS = 8
 """Numbered steps of the job: each pauses, prints `line N`, writes `res/step-N.txt` and

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.e2e.remote_helpers import wait_until
 
-from dstack.runner.faults import HOOKS_ENV, pause_point
+from dstack.runner.faults import pause_point
+from dstack.settings import RUNNER_FAULT_HOOKS as HOOKS_ENV
 
 
 def test_a_pause_point_without_the_variable_does_nothing(tmp_path: Path) -> None:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dstack.runner.cli import CRASH_AT_ENV, CRASH_COUNT_ENV
 from dstack.runner.lock import lock_holder
 from dstack.server.local import read_local_server, stop_local_server
+from dstack.settings import RUNNER_TEST_CRASH_AT as CRASH_AT_ENV
+from dstack.settings import RUNNER_TEST_CRASH_COUNT as CRASH_COUNT_ENV
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Env

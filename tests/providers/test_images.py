@@ -6,6 +6,7 @@ from dstack.errors import ConfigError
 from dstack.models.job import JobSpec
 from dstack.models.resources import GpuRequest, ResourcesSpec
 from dstack.providers.images import ImageSettings, resolve_image
+from dstack.settings import EnvSettings
 
 
 def spec(**fields: object) -> JobSpec:
@@ -34,9 +35,8 @@ def test_gpu_jobs_get_the_gpu_default() -> None:
 
 
 def test_settings_come_from_the_environment_passed_in() -> None:
-    settings = ImageSettings.from_env(
-        {"DSTACK_DEFAULT_IMAGE": "local/python", "DSTACK_DEFAULT_GPU_IMAGE": ""}
-    )
+    env = EnvSettings.read({"DSTACK_DEFAULT_IMAGE": "local/python", "DSTACK_DEFAULT_GPU_IMAGE": ""})
+    settings = ImageSettings(**env.images)
     assert resolve_image(spec(), settings) == "local/python"
     assert settings.default_gpu_image == ImageSettings().default_gpu_image
 

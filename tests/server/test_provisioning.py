@@ -67,10 +67,13 @@ async def ctx(
         yield context
 
 
-async def add_backend(ctx: ServerContext, name: str = "memory", **limits: float | None) -> None:
-    config = BackendConfig(
-        name=name, type=BackendType.MEMORY, region="local", limits=BackendLimits(**limits)
-    )
+async def add_backend(
+    ctx: ServerContext,
+    name: str = "memory",
+    kind: BackendType = BackendType.MEMORY,
+    **limits: float | None,
+) -> None:
+    config = BackendConfig(name=name, type=kind, region="local", limits=BackendLimits(**limits))
     secret = cipher(ctx.settings).encrypt(BackendCredentials().model_dump_json().encode())
     async with ctx.transaction() as session:
         session.add(
@@ -162,6 +165,21 @@ async def test_an_interruptible_job_gets_spot(
     [launch] = cloud.twins["memory"].launches
     assert (launch.offer.instance_type, launch.offer.spot) == ("cpu.small", True)
     assert (await the_job(ctx, name)).message == "provisioning cpu.small (spot, $0.030/h) on memory"
+
+
+@pytest.mark.parametrize("interruptible", [True, False])
+async def test_an_aws_spot_runner_watches_the_metadata_service(
+    ctx: ServerContext, clock: FakeClock, cloud: Cloud, interruptible: bool
+) -> None:
+    """Spot instances of AWS start their runner with EC2's metadata service to watch for an
+    interruption notice; on-demand ones do not poll it."""
+    await add_backend(ctx, "aws", BackendType.AWS)
+    await submit(ctx, cloud_job(cpu=2, interruptible=interruptible))
+    await step(Scheduler(ctx), clock)
+
+    [launch] = cloud.twins["aws"].launches
+    watched = "export DSTACK_RUNNER_METADATA_URL=http://169.254.169.254" in launch.user_data
+    assert watched == interruptible
 
 
 async def test_max_price_leaves_no_offer_and_the_job_fails(

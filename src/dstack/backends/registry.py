@@ -11,6 +11,10 @@ from dstack.models.backends import BackendConfig, BackendCredentials, BackendTyp
 
 ComputeFactory = Callable[[BackendConfig, BackendCredentials], Compute]
 
+METADATA_URLS = {BackendType.AWS: "http://169.254.169.254"}
+"""The instance metadata service of each cloud, where a spot instance's runner watches for an
+interruption notice (`dstack-runner start --metadata-url`)."""
+
 
 def make_compute(config: BackendConfig, credentials: BackendCredentials) -> Compute:
     """The `Compute` of a configured backend (no API call is made here)."""

@@ -43,7 +43,9 @@ def local_server() -> tuple[str, str]:
     from dstack.server.local import ensure_local_server
 
     env = cli_env()
-    return ensure_local_server(env.home, executor=env.executor)
+    return ensure_local_server(
+        env.home, executor=env.executor, timeout=env.local_server_start_timeout
+    )
 
 
 def local_client() -> Client:

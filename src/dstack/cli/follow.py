@@ -22,6 +22,7 @@ import click
 from dstack.cli.context import local_server
 from dstack.cli.render import status_plain
 from dstack.errors import ServerError, ServerUnreachableError
+from dstack.settings import RECONNECT_TIMEOUT
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
@@ -44,7 +45,7 @@ def reconnect_option(func: F) -> F:
         "reconnect_timeout",
         type=click.FloatRange(min=0),
         default=RECONNECT_FOR,
-        envvar="DSTACK_RECONNECT_TIMEOUT",
+        envvar=RECONNECT_TIMEOUT,
         show_default=True,
         metavar="SECONDS",
         help="While the server is unreachable, keep reconnecting this long, then exit with 75.",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dstack.api.submit import explain
-from dstack.cli.context import local_client
+from dstack.cli.context import cli_env, local_client
 from dstack.config import find_dstack_root, load_config
 from dstack.errors import ConfigError, NotFoundError, RepoError
 from dstack.providers import PROVIDERS, canonical_name
@@ -60,7 +60,7 @@ def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
             data["error"] = problem.message
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(render_plan(run_plan, ImageSettings.from_env(os.environ)))
+        click.echo(render_plan(run_plan, ImageSettings(**cli_env().images)))
         if answer is not None:
             click.echo("")
             click.echo(render_explanations(answer))

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from dstack.cli.context import cli_env
+from dstack.settings import SERVER_DURATIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -16,12 +17,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _timeout(flag: str, default: int, what: str) -> Callable[[F], F]:
     """A `--...-timeout SECONDS` option; None when not given (the server's setting, or its
     `DSTACK_SERVER_...` variable, applies)."""
-    variable = "DSTACK_SERVER_" + flag.removeprefix("--").removesuffix("-timeout").upper()
+    suffix = "_" + flag.removeprefix("--").replace("-", "_").upper()
+    (variable,) = (d.env for d in SERVER_DURATIONS if d.env.endswith(suffix))
     return click.option(
         flag,
         type=click.FloatRange(min=1),
         default=None,
-        show_default=f"{default}, or ${variable}_TIMEOUT",
+        show_default=f"{default}, or ${variable}",
         metavar="SECONDS",
         help=what,
     )
@@ -141,7 +143,9 @@ def server(
     from dstack.server.listen import server_config, tcp_socket  # see above
 
     sock = tcp_socket(host, port)
-    config = server_config(create_app(settings), access_log=access_log)
+    config = server_config(
+        create_app(settings), access_log=access_log, keep_alive=settings.keep_alive_seconds
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -1,12 +1,11 @@
 """Which container image a job runs in when its workflow names none.
 
 The defaults are settings, not constants, so a team (or a test run without a registry) can
-point them at its own images: `DSTACK_DEFAULT_IMAGE` and `DSTACK_DEFAULT_GPU_IMAGE`.
+point them at its own images: `DSTACK_DEFAULT_IMAGE` and `DSTACK_DEFAULT_GPU_IMAGE`, read by
+`dstack.settings.EnvSettings` (its `images`, the fields set: `ImageSettings(**env.images)`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 from pydantic import Field
 
@@ -33,17 +32,6 @@ class ImageSettings(Model):
     default_gpu_image: str = Field(
         "python:{python}-slim", description="Image of jobs that ask for one or more GPUs."
     )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ImageSettings:
-        """Settings from `DSTACK_DEFAULT_IMAGE` / `DSTACK_DEFAULT_GPU_IMAGE`; unset or empty
-        variables keep the defaults."""
-        values: dict[str, str] = {}
-        if environ.get("DSTACK_DEFAULT_IMAGE"):
-            values["default_image"] = environ["DSTACK_DEFAULT_IMAGE"]
-        if environ.get("DSTACK_DEFAULT_GPU_IMAGE"):
-            values["default_gpu_image"] = environ["DSTACK_DEFAULT_GPU_IMAGE"]
-        return cls(**values)
 
 
 def resolve_image(spec: JobSpec, settings: ImageSettings) -> str:

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -22,10 +22,18 @@ from dstack.api.runner import RunnerClient
 from dstack.errors import ConfigError, DstackError
 from dstack.models.resources import parse_memory_mib
 from dstack.providers.images import ImageSettings
+from dstack.runner.clone import GitTimeouts
 from dstack.runner.daemon import Runner
 from dstack.runner.follow import ServerFollower
 from dstack.runner.jobuser import default_job_user, is_own_user
 from dstack.runner.settings import RunnerSettings
+from dstack.settings import (
+    RUNNER_JOB_USER,
+    RUNNER_METADATA_URL,
+    RUNNER_MIN_FREE_DISK,
+    RUNNER_TOKEN,
+    EnvSettings,
+)
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -52,7 +60,7 @@ def cli() -> None:
 @click.option(
     "--token",
     required=True,
-    envvar="DSTACK_RUNNER_TOKEN",
+    envvar=RUNNER_TOKEN,
     help="Registration token (`dstack runners token`); it only registers: the runner's own "
     "credential is then kept in WORK_DIR/credential.json.",
 )
@@ -80,7 +88,7 @@ def cli() -> None:
 @click.option(
     "--job-user",
     default=None,
-    envvar="DSTACK_RUNNER_JOB_USER",
+    envvar=RUNNER_JOB_USER,
     help="User process jobs run as, created when missing (default: dstack-job when started "
     "as root, else the runner's own user; the runner's own user name opts out).",
 )
@@ -88,7 +96,7 @@ def cli() -> None:
     "--min-free-disk",
     default="1GB",
     show_default=True,
-    envvar="DSTACK_RUNNER_MIN_FREE_DISK",
+    envvar=RUNNER_MIN_FREE_DISK,
     help="Take no job while the folder of the jobs has less free disk (`512MB`, `2GB`, `0`).",
 )
 @click.option(
@@ -110,7 +118,7 @@ def cli() -> None:
 @click.option(
     "--metadata-url",
     default=None,
-    envvar="DSTACK_RUNNER_METADATA_URL",
+    envvar=RUNNER_METADATA_URL,
     help="Instance metadata service to watch for spot interruption notices (EC2: "
     "http://169.254.169.254); on a notice the runner saves its jobs' artifacts and logs and "
     "hands them back to the server. Default: not watched.",
@@ -121,6 +129,34 @@ def cli() -> None:
     default=5.0,
     show_default=True,
     help="With --metadata-url: seconds between two looks for a notice.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two heartbeats (keep it well under the server's --runner-timeout).",
+)
+@click.option(
+    "--claim-wait",
+    type=click.FloatRange(min=0, max=60),
+    default=10.0,
+    show_default=True,
+    help="Seconds one request for a job may wait at the server for one to come.",
+)
+@click.option(
+    "--git-fetch-timeout",
+    type=click.FloatRange(min=1),
+    default=GitTimeouts().fetch,
+    show_default=True,
+    help="Seconds a `git fetch` of a cloned repository may take before its job fails.",
+)
+@click.option(
+    "--git-lock-timeout",
+    type=click.FloatRange(min=1),
+    default=GitTimeouts().lock,
+    show_default=True,
+    help="Seconds a job waits for the mirror another job of this runner is updating.",
 )
 def start(
     server_url: str,
@@ -136,8 +172,13 @@ def start(
     orphan_timeout: float,
     metadata_url: str | None,
     metadata_interval: float,
+    heartbeat_interval: float,
+    claim_wait: float,
+    git_fetch_timeout: float,
+    git_lock_timeout: float,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
+    env = EnvSettings.read(os.environ)
     job_user = job_user or default_job_user()
     if job_user is not None and is_own_user(job_user):
         logging.getLogger(__name__).warning(
@@ -152,14 +193,17 @@ def start(
         executor=executor,
         labels=parse_labels(labels),
         stop_grace=stop_grace,
-        images=ImageSettings.from_env(os.environ),
+        images=ImageSettings(**env.images),
         job_user=job_user,
         min_free_disk_mib=_size_mib(min_free_disk, "--min-free-disk"),
         server_file=server_file,
         orphan_exit_after=orphan_timeout,
         metadata_url=metadata_url or None,
         metadata_interval=metadata_interval,
-        crash_point=crash_point_from_env(os.environ),
+        heartbeat_interval=heartbeat_interval,
+        claim_wait=claim_wait,
+        git_timeouts=GitTimeouts(fetch=git_fetch_timeout, lock=git_lock_timeout),
+        crash_point=crash_point(env),
     )
     if name:
         settings = dataclasses.replace(settings, name=name)
@@ -193,23 +237,19 @@ def _size_mib(text: str, option: str) -> int:
         raise ConfigError(f"invalid {option}: {exc}", "write a size such as 512MB or 2GB") from None
 
 
-CRASH_AT_ENV = "DSTACK_RUNNER_TEST_CRASH_AT"
-CRASH_COUNT_ENV = "DSTACK_RUNNER_TEST_CRASH_COUNT"
-"""For fault tests only: the runner kills itself (SIGKILL, as a crash would) at the
-`RunnerSettings.crash_point` named by `CRASH_AT_ENV`, as long as the file named by
-`CRASH_COUNT_ENV` holds a positive number, which each crash decrements (so the restarted
-runner gets past that point)."""
-
-
-def crash_point_from_env(environ: Mapping[str, str]) -> Callable[[str], None] | None:
-    target, counter = environ.get(CRASH_AT_ENV), environ.get(CRASH_COUNT_ENV)
-    if not target or not counter:
+def crash_point(env: EnvSettings) -> Callable[[str], None] | None:
+    """For fault tests only: the runner kills itself (SIGKILL, as a crash would) at the
+    `RunnerSettings.crash_point` named by `DSTACK_RUNNER_TEST_CRASH_AT`, as long as the file
+    named by `DSTACK_RUNNER_TEST_CRASH_COUNT` holds a positive number, which each crash
+    decrements (so the restarted runner gets past that point)."""
+    target, counter = env.runner_crash_at, env.runner_crash_count
+    if not target or counter is None:
         return None
+    path = counter
 
     def crash(point: str) -> None:
         if point != target:
             return
-        path = Path(counter)
         try:
             left = int(path.read_text().strip() or "0")
         except (OSError, ValueError):

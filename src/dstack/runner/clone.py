@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from filelock import FileLock
@@ -27,6 +28,14 @@ FETCH_TIMEOUT = 30 * 60.0
 LOCK_TIMEOUT = 60 * 60.0
 
 
+class GitTimeouts(NamedTuple):
+    """Seconds a `git fetch` may take, and a job may wait for the mirror another job of this
+    runner is updating (`dstack-runner start --git-fetch-timeout/--git-lock-timeout`)."""
+
+    fetch: float = FETCH_TIMEOUT
+    lock: float = LOCK_TIMEOUT
+
+
 def clone_code(
     credentials: CloneCredentials,
     repo: RepoRef,
@@ -34,13 +43,14 @@ def clone_code(
     *,
     diff: Path | None,
     mirrors_dir: Path,
+    timeouts: GitTimeouts = GitTimeouts(),
 ) -> None:
     """Make ``code_dir`` hold the recorded tree of ``repo``: its commit from a clone of
     ``credentials.url``, then the diff. Raises `RepoError` with one line that names the URL
     (never the secret) and what to do."""
     if repo.commit is None:
         raise RepoError("the run records no commit to clone")
-    mirror = update_mirror(credentials, repo.commit, mirrors_dir)
+    mirror = update_mirror(credentials, repo.commit, mirrors_dir, timeouts)
     materialize(
         code_dir,
         commit=repo.commit,
@@ -57,22 +67,29 @@ def mirror_path(mirrors_dir: Path, url: str) -> Path:
     return mirrors_dir / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
 
 
-def update_mirror(credentials: CloneCredentials, commit: str, mirrors_dir: Path) -> Path:
+def update_mirror(
+    credentials: CloneCredentials,
+    commit: str,
+    mirrors_dir: Path,
+    timeouts: GitTimeouts = GitTimeouts(),
+) -> Path:
     """The mirror of ``credentials.url``, holding ``commit`` under `mirror_ref`. Jobs of one
     runner that need the same mirror take turns (a file lock), and a commit already there
     costs no network round trip."""
     mirror = mirror_path(mirrors_dir, credentials.url)
     mirrors_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(mirror) + ".lock", timeout=LOCK_TIMEOUT):
+    with FileLock(str(mirror) + ".lock", timeout=timeouts.lock):
         if not (mirror / "HEAD").exists():
             run_git(["init", "-q", "--bare", mirror], cwd=mirrors_dir)
         if rev_parse(mirror, f"{commit}^{{commit}}") is None:
-            _fetch(credentials, commit, mirror, mirrors_dir / "known_hosts")
+            _fetch(credentials, commit, mirror, mirrors_dir / "known_hosts", timeouts.fetch)
         run_git(["update-ref", mirror_ref(commit), commit], cwd=mirror)
     return mirror
 
 
-def _fetch(credentials: CloneCredentials, commit: str, mirror: Path, known_hosts: Path) -> None:
+def _fetch(
+    credentials: CloneCredentials, commit: str, mirror: Path, known_hosts: Path, timeout: float
+) -> None:
     url, secret = credentials.url, credentials.secret
     attempts = [
         ["fetch", "-q", "--no-tags", "--depth", "1", url, commit],
@@ -81,7 +98,7 @@ def _fetch(credentials: CloneCredentials, commit: str, mirror: Path, known_hosts
     with git_auth(credentials.kind, secret, known_hosts=known_hosts) as env:
         for index, args in enumerate(attempts):
             try:
-                run_git(args, cwd=mirror, env=env, timeout=FETCH_TIMEOUT, what="git fetch")
+                run_git(args, cwd=mirror, env=env, timeout=timeout, what="git fetch")
                 if rev_parse(mirror, f"{commit}^{{commit}}") is not None:
                     return
             except GitCommandError as exc:

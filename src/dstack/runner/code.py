@@ -10,7 +10,7 @@ from dstack.errors import NotFoundError
 from dstack.models.repo import RepoRef
 from dstack.repo import materialize
 from dstack.runner.checkouts import CheckoutCache
-from dstack.runner.clone import clone_code
+from dstack.runner.clone import GitTimeouts, clone_code
 from dstack.storage.base import BlobStore
 
 
@@ -23,6 +23,7 @@ def fetch_code(
     job_id: str | None = None,
     mirrors_dir: Path | None = None,
     checkouts: CheckoutCache | None = None,
+    git_timeouts: GitTimeouts = GitTimeouts(),
 ) -> Path:
     """Fetch the bundle and diff of `repo` into `job_dir` and check the tree out.
 
@@ -31,7 +32,8 @@ def fetch_code(
     Both blobs are fetched at the same time and each is verified against its digest.
     A run with `repo.clone_url` is cloned instead of read from a bundle: the runner asks the
     server for the credentials of job `job_id` (default: `job_dir`'s name) and keeps a mirror
-    per URL in `mirrors_dir` (default: `mirrors` beside the jobs' folder).
+    per URL in `mirrors_dir` (default: `mirrors` beside the jobs' folder), within
+    `git_timeouts`.
     With `checkouts`, an earlier checkout of the same code is copied instead, and a fresh
     one is kept there for the next jobs.
     Returns `<job_dir>/code`, which then holds exactly the recorded tree. Raises the
@@ -41,7 +43,7 @@ def fetch_code(
     if checkouts is not None and checkouts.copy_to(repo, code_dir):
         return code_dir
     if repo.clone_url is not None:
-        _clone(api, repo, job_dir, local_store, job_id, mirrors_dir)
+        _clone(api, repo, job_dir, local_store, job_id, mirrors_dir, git_timeouts)
     else:
         _check_out(api, repo, job_dir, local_store)
     if checkouts is not None:
@@ -92,6 +94,7 @@ def _clone(
     store: BlobStore | None,
     job_id: str | None,
     mirrors_dir: Path | None,
+    git_timeouts: GitTimeouts,
 ) -> Path:
     credentials = api.get_repo_credentials(job_id or job_dir.name)
     diff = None
@@ -101,5 +104,5 @@ def _clone(
         _fetch(api, store, repo.diff_digest, diff)
     code_dir = job_dir / "code"
     mirrors = mirrors_dir or job_dir.resolve().parent.parent / "mirrors"
-    clone_code(credentials, repo, code_dir, diff=diff, mirrors_dir=mirrors)
+    clone_code(credentials, repo, code_dir, diff=diff, mirrors_dir=mirrors, timeouts=git_timeouts)
     return code_dir

@@ -5,8 +5,8 @@ storing a sync's blobs and posting its manifest): a test cannot hit them by poll
 whose environment names a hooks folder (`DSTACK_RUNNER_FAULT_HOOKS`, which only that suite
 sets) stops at a named point while the file `pause-<point>` exists there, after creating
 `at-<point>-<job id>`: the test sees the marker, kills a process, then removes the gate. The
-environment is read at each call, never at import; without the variable a call only looks it
-up.
+environment is read at each call (by `dstack.settings.fault_hooks`), never at import; without
+the variable a call only looks it up.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
-HOOKS_ENV = "DSTACK_RUNNER_FAULT_HOOKS"
+from dstack.settings import fault_hooks
+
 MAX_PAUSE = 60.0
 """Seconds a point waits at most: a test that forgot its gate does not hang the runner."""
 
@@ -30,13 +30,13 @@ status not posted."""
 
 def pause_point(point: str, job_id: str, environ: Mapping[str, str] = os.environ) -> None:
     """Wait here while the test's gate for `point` exists (see the module's docstring)."""
-    folder = environ.get(HOOKS_ENV)
-    if not folder:
+    folder = fault_hooks(environ)
+    if folder is None:
         return
-    gate = Path(folder) / f"pause-{point}"
+    gate = folder / f"pause-{point}"
     if not gate.exists():
         return
-    (Path(folder) / f"at-{point}-{job_id}").touch()
+    (folder / f"at-{point}-{job_id}").touch()
     deadline = time.monotonic() + MAX_PAUSE
     while gate.exists() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -232,6 +232,7 @@ class JobWorker:
                 local_store=self._local_store(),
                 checkouts=self._checkouts,
                 mirrors_dir=self._settings.mirrors_dir,
+                git_timeouts=self._settings.git_timeouts,
             )
         except DstackError as exc:
             if not accepted():

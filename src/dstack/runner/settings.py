@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dstack.errors import ConfigError
 from dstack.providers.images import ImageSettings
+from dstack.runner.clone import GitTimeouts
 from dstack.runner.credential import CREDENTIAL_FILE
 from dstack.settings import EnvSettings
 
@@ -42,15 +43,19 @@ class RunnerSettings:
     """`docker`, `process`, or None: docker when an engine answers, else process."""
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = 1.0
+    """Seconds between two heartbeats (`--heartbeat-interval`); the server's
+    `--runner-timeout` must be several times longer."""
     claim_wait: float = 10.0
-    """Seconds one `/claim` long-poll may wait for a job."""
+    """Seconds one `/claim` long-poll may wait for a job (`--claim-wait`)."""
     stop_grace: float = 10.0
     """Seconds between SIGTERM and SIGKILL when a job is stopped."""
     retry_backoff: float = 1.0
     """First pause after a failed call to the server; doubles up to `retry_backoff_max`."""
     retry_backoff_max: float = 10.0
+    git_timeouts: GitTimeouts = field(default_factory=GitTimeouts)
+    """How long a `git fetch` of a cloned repository, and the wait for its mirror, may take."""
     images: ImageSettings = field(default_factory=ImageSettings)
-    """Default images of jobs that name none (`DSTACK_DEFAULT_IMAGE`)."""
+    """Default images of jobs that name none (`DSTACK_DEFAULT_IMAGE`, see `dstack.settings`)."""
     checkouts_kept: int = 8
     """Checked-out trees kept for the next jobs of the same code (0: check out every job)."""
     keep_job_dirs: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -11,11 +12,6 @@ from dstack.errors import ConfigError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-# Longer than clients keep an idle connection (httpx: 5 s). With equal times, a client
-# may send a request on a connection in the very moment the server closes it: the request
-# fails with a read error, and a POST (a claim, a report) is not retried.
-KEEP_ALIVE_SECONDS = 30
 
 
 def tcp_socket(host: str, port: int) -> socket.socket:
@@ -42,12 +38,15 @@ def tcp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server_config(app: FastAPI, *, access_log: bool, **options: Any) -> uvicorn.Config:
-    """uvicorn's settings for a dstack server (`dstack server`, the local server)."""
+def server_config(
+    app: FastAPI, *, access_log: bool, keep_alive: float, **options: Any
+) -> uvicorn.Config:
+    """uvicorn's settings for a dstack server (`dstack server`, the local server);
+    `keep_alive`: seconds an idle connection stays open (`ServerSettings.keep_alive_seconds`)."""
     return uvicorn.Config(
         app,
         log_level="info",
         access_log=access_log,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=max(1, math.ceil(keep_alive)),
         **options,
     )

@@ -87,7 +87,12 @@ async def serve(
     ).with_durations(durations or {})
     # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
     # access log: a line per request is CPU this server spends on nobody's behalf.
-    config = server_config(create_app(settings), access_log=False, timeout_graceful_shutdown=2)
+    config = server_config(
+        create_app(settings),
+        access_log=False,
+        keep_alive=settings.keep_alive_seconds,
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

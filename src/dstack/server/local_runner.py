@@ -21,10 +21,10 @@ import httpx
 from dstack.runner.credential import CREDENTIAL_FILE, rebind_credential
 from dstack.runner.lock import lock_holder
 from dstack.server.settings import ServerSettings
+from dstack.settings import RUNNER_TOKEN
 
 logger = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 30.0
 _HEALTHY_AFTER = 60.0  # a runner that lived this long resets the restart back-off
 
 
@@ -55,9 +55,10 @@ class LocalRunnerSupervisor:
         try:
             await self._wait_for_server()
             backoff = 1.0
+            most = self.settings.runner_restart_max_seconds
             while True:
                 lived = await self._run_once()
-                backoff = 1.0 if lived > _HEALTHY_AFTER else min(backoff * 2, _MAX_BACKOFF)
+                backoff = 1.0 if lived > _HEALTHY_AFTER else min(backoff * 2, most)
                 await asyncio.sleep(backoff)
         finally:
             await asyncio.shield(asyncio.to_thread(self._terminate))
@@ -76,7 +77,7 @@ class LocalRunnerSupervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "DSTACK_RUNNER_TOKEN": self.token},
+                env={**os.environ, RUNNER_TOKEN: self.token},
             )
         logger.info("started the local runner (pid %s)", self.process.pid)
         while self.process.poll() is None:

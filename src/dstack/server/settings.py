@@ -107,6 +107,14 @@ class ServerSettings:
     # How long a presigned blob URL (S3 storage) stays valid: long enough for a
     # multi-gigabyte artifact on a slow link, short enough to be worthless soon after it leaked.
     presign_url_seconds: float = 3600.0
+    # How long an idle HTTP connection (a CLI's, a runner's) is kept open for its next
+    # request (whole seconds). Longer than clients keep an idle connection (httpx: 5 s): with
+    # equal times, a client may send a request on a connection in the very moment the server
+    # closes it, the request fails with a read error, and a POST (a claim) is not retried.
+    keep_alive_seconds: float = 30.0
+    # The local runner, restarted after it exits, waits twice as long each time up to this
+    # (back to 1 s once a runner lived a minute).
+    runner_restart_max_seconds: float = 30.0
     finished_runs_listed: int = 10
     # Request body limits in bytes (413 past them; docs/api.md, "Limits"). Every body but a
     # blob's is parsed in memory, so each endpoint gets the least its callers need.

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack import __version__
 from dstack.backends.base import Compute
+from dstack.backends.registry import METADATA_URLS
 from dstack.backends.userdata import runner_labels, user_data
 from dstack.errors import BackendError
 from dstack.models.backends import (
@@ -255,6 +256,7 @@ class Provisioner:
                 name,
                 runner_labels(offer.backend, name, offer.instance_type, offer.spot),
                 __version__,
+                metadata_url=METADATA_URLS.get(backend.config.type) if offer.spot else None,
             ),
             tags=instance_service.tags(server, name, offer.backend),
         )

@@ -47,7 +47,10 @@ def test_an_empty_file_defines_none(tmp_path: Path, providers: str) -> None:
 @pytest.mark.parametrize(
     ("providers", "message"),
     [
-        ("providers:\n  - name: hello\n", ".dstack/providers.yaml:2: provider 'hello' needs"),
+        (
+            "providers:\n  - name: hello\n    image: [x]\n",
+            ".dstack/providers.yaml:3: invalid 'image' of provider 'hello'",
+        ),
         (
             "providers:\n  - name: hello\n    image: x\n    comands: [a]\n",
             ".dstack/providers.yaml:4: unknown key 'comands' in a provider",

@@ -32,7 +32,7 @@ def fake_torchrun(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "torchrun"
     path.write_text(FAKE_TORCHRUN)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder
 
 

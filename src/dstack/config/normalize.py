@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import shlex
 from collections.abc import Mapping
@@ -43,7 +41,13 @@ _PYTHON_VERSION = re.compile(r"^\d+(?:\.\d+)?$")
 # named and found, and its env (which the job gets as it is)
 _NOT_PARAMS = ("name", "provider", "help", "env", "environment")
 
-log = logging.getLogger(__name__)
+
+def warn(message: str) -> None:
+    """A warning line on stderr (through `logging`, imported only when there is one: it is
+    start-up time for every command that reads a workflow)."""
+    import logging
+
+    logging.getLogger(__name__).warning("Warning: %s", message)
 
 
 def provider_word(value: Any) -> str | None:
@@ -70,13 +74,9 @@ def repo_provider_of(
         return None
     if is_builtin(name):
         if where is not None:
-            log.warning(
-                "Warning: %s:%s: provider '%s' is the built-in one; the provider of that name in"
-                " %s is not used",
-                where.file,
-                where.line,
-                name,
-                custom[name].source,
+            warn(
+                f"{where.file}:{where.line}: provider '{name}' is the built-in one; the provider"
+                f" of that name in {custom[name].source} is not used"
             )
         return None
     return custom[name]
@@ -85,6 +85,8 @@ def repo_provider_of(
 def workflow_params(data: Mapping[str, Any]) -> dict[str, str]:
     """The workflow's keys for a `.dstack/providers.yaml` provider: scalars as text (`true`,
     `3`), lists and mappings as JSON; not its name, provider, help or env."""
+    import json  # only for workflows of such providers
+
     params: dict[str, str] = {}
     for key, value in data.items():
         if key in _NOT_PARAMS:

@@ -8,8 +8,9 @@ The forms the real repositories wrote (and two close ones):
         commands: [python3 main.py]                             commands: [python3 main.py]
         artifacts: [output]
 
-An empty file, or `providers:` with nothing under it, defines none. Any other shape, or an
-unknown key, is a `ConfigError` naming the file, the line and the key.
+An empty file, or `providers:` with nothing under it, defines none. A provider without an
+`image` runs in the default image (as `provider: bash` does). Any other shape, or an unknown
+key, is a `ConfigError` naming the file, the line and the key.
 """
 
 from __future__ import annotations
@@ -99,14 +100,14 @@ def _provider(name: Any, item: Any, where: Where) -> RepoProviderSpec:
             hint="letters, digits, '.', '_' and '-', e.g. `name: download-data`",
         )
     image = item.get("image")
-    if not isinstance(image, str) or not image.strip():
+    if image is not None and (not isinstance(image, str) or not image.strip()):
         raise where.at(item.key_line("image")).error(
-            f"provider '{name}' needs an 'image' (a string), got {show(image)}",
+            f"invalid 'image' of provider '{name}': expected an image name, got {show(image)}",
             hint="e.g. `image: python:3.9`",
         )
     return RepoProviderSpec(
         name=name,
-        image=image.strip(),
+        image=image.strip() if image else None,
         commands=_commands(item.get("commands"), where.at(item.key_line("commands")), name),
         artifacts=_artifacts(item.get("artifacts"), where.at(item.key_line("artifacts")), name),
         source=SourceLocation(file=where.file, line=where.line),

@@ -63,7 +63,7 @@ class RepoProviderSpec(Model):
     """A provider of the repository's own `.dstack/providers.yaml`: an image and commands."""
 
     name: str
-    image: str
+    image: str | None = Field(None, description="None: the default image, as for `bash`.")
     commands: list[str] = Field(
         default_factory=list, description="Run with bash; none: the image's own command."
     )

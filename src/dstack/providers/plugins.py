@@ -14,11 +14,11 @@ with that name is ignored, with a warning naming its package.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dstack.config.normalize import warn
 from dstack.errors import ConfigError
 from dstack.providers.base import Provider
 
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 GROUP = "dstack.providers"
 _MAX_ERROR = 200
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,19 +74,14 @@ class PluginProviders:
         for point in points:
             plugin = Plugin(point.name.lower(), point.value, _package(point), point)
             if plugin.name in self._builtin:
-                log.warning(
-                    "Warning: provider '%s' of package %s is ignored: '%s' is a built-in provider",
-                    plugin.name,
-                    plugin.package,
-                    plugin.name,
+                warn(
+                    f"provider '{plugin.name}' of package {plugin.package} is ignored:"
+                    f" '{plugin.name}' is a built-in provider"
                 )
             elif plugin.name in found:
-                log.warning(
-                    "Warning: provider '%s' of package %s is ignored: package %s has one"
-                    " of that name",
-                    plugin.name,
-                    plugin.package,
-                    found[plugin.name].package,
+                warn(
+                    f"provider '{plugin.name}' of package {plugin.package} is ignored:"
+                    f" package {found[plugin.name].package} has one of that name"
                 )
             else:
                 found[plugin.name] = plugin

@@ -6,6 +6,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -72,12 +73,35 @@ def invoke(*args: str) -> Result:
 def test_workflows_lists_name_provider_help(repo: Path) -> None:
     result = invoke("workflows")
     assert result.exit_code == 0
-    lines = [line.rstrip().split(None, 2) for line in result.output.splitlines()]
+    lines = [line.rstrip().split(None, 3) for line in result.output.splitlines()]
     assert lines == [
-        ["NAME", "PROVIDER", "HELP"],
-        ["prepare", "bash", "Download the data"],
-        ["train", "python", "Train the model"],
-        ["app", "docker"],
+        ["NAME", "PROVIDER", "FROM", "HELP"],
+        ["prepare", "bash", "built-in", "Download the data"],
+        ["train", "python", "built-in", "Train the model"],
+        ["app", "docker", "built-in"],
+    ]
+
+
+def test_workflows_says_where_each_provider_comes_from(repo: Path) -> None:
+    dstack = repo / "ml" / ".dstack"
+    (dstack / "providers.yaml").write_text(
+        "providers:\n  - {name: fetch, image: alpine}\n  - {name: bash, image: alpine}\n"
+    )
+    (dstack / "workflows.yaml").write_text(
+        "workflows:\n"
+        "  - {name: a, provider: fetch}\n"
+        "  - {name: b, provider: bash, commands: [x]}\n"
+        "  - {name: c, provider: torchrun, script: t.py}\n"
+        "  - {name: d, provider: nowhere-to-be-found}\n"
+    )
+    result = invoke("workflows")
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines()[1:]]
+    assert lines == [
+        ["a", "fetch", "providers.yaml"],
+        ["b", "bash", "built-in"],
+        ["c", "torchrun", "built-in"],
+        ["d", "nowhere-to-be-found", "unknown"],
     ]
 
 
@@ -196,3 +220,67 @@ def test_plan_works_without_a_dstack_folder_for_providers(
     assert result.exit_code == 0, result.output
     assert "  commands:    echo hi 'a b'\n" in result.output
     assert "  working dir: src\n" in result.output
+
+
+def _torchrun_plan(*args: str) -> dict[str, Any]:
+    result = invoke("plan", "--json", "torchrun", *args)
+    assert result.exit_code == 0, result.output
+    plan: dict[str, Any] = json.loads(result.output)
+    return plan
+
+
+def test_plan_of_torchrun_on_one_node_is_standalone(repo: Path) -> None:
+    plan = _torchrun_plan("--gpu", "2", "train.py", "--lr", "0.1")
+    [job] = plan["jobs"]
+    assert job["spec"]["provider"] == "torchrun"
+    assert job["spec"]["commands"] == [
+        "torchrun --standalone --nnodes 1 --nproc_per_node 2 train.py --lr 0.1"
+    ]
+    assert job["spec"]["resources"]["nodes"] == 1
+
+
+def test_plan_of_torchrun_on_two_nodes_reads_rank_and_master_from_the_node(repo: Path) -> None:
+    plan = _torchrun_plan("--nodes", "2", "-r", "req.txt", "train.py")
+    spec = plan["jobs"][0]["spec"]
+    assert spec["commands"] == [
+        "pip install -r req.txt",
+        'torchrun --nnodes 2 --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"'
+        ' --master_port "$MASTER_PORT" --nproc_per_node 1 train.py',
+    ]
+    assert spec["resources"]["nodes"] == 2
+
+
+def test_plan_of_a_torchrun_workflow_with_nodes_at_workflow_level(repo: Path) -> None:
+    (repo / "ml" / ".dstack" / "workflows.yaml").write_text(
+        "workflows:\n  - name: ddp\n    provider: torchrun\n    script: example.py\n"
+        "    nodes: 2\n    resources:\n      gpu: 4\n"
+    )
+    result = invoke("plan", "--json", "ddp", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    spec = json.loads(result.output)["jobs"][0]["spec"]
+    assert spec["commands"] == [
+        'torchrun --nnodes 2 --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"'
+        ' --master_port "$MASTER_PORT" --nproc_per_node 4 example.py --epochs 1'
+    ]
+    assert spec["resources"]["nodes"] == 2
+
+
+def test_dstack_run_torchrun_help_shows_nodes(repo: Path) -> None:
+    result = invoke("run", "torchrun", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: dstack run torchrun [OPTIONS] SCRIPT [ARGS]..." in result.output
+    assert "--nodes" in result.output
+
+
+def test_a_bad_providers_yaml_is_one_line_naming_file_and_key(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (repo / "ml" / ".dstack" / "providers.yaml").write_text(
+        "providers:\n  - name: fetch\n    image: alpine\n    command: [x]\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", "train"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Error: .dstack/providers.yaml:4: unknown key 'command' in a provider"
+    assert err[1:] == ["Hint: did you mean 'commands'?"]

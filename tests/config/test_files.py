@@ -107,15 +107,3 @@ def test_variable_must_be_scalar(tmp_path: Path) -> None:
     write_repo(tmp_path, "workflows: []\n", "variables:\n  w:\n    x: [1]\n")
     with pytest.raises(ConfigError, match=r"^\.dstack/variables.yaml:3: variable 'x'"):
         load_config(tmp_path)
-
-
-def test_providers_yaml_is_ignored_unless_used(tmp_path: Path) -> None:
-    write_repo(tmp_path, "workflows:\n  - name: w\n    provider: hello\n")
-    (tmp_path / ".dstack" / "providers.yaml").write_text("providers:\n  - name: hello\n")
-    config = load_config(tmp_path)
-    from dstack.config import resolve_workflow
-
-    with pytest.raises(ConfigError, match="custom providers are not supported"):
-        resolve_workflow(config, "w", [])
-    (tmp_path / ".dstack" / "providers.yaml").write_text("providers: [[ broken")
-    assert resolve_workflow(load_config(tmp_path), "w", []).spec.provider == "hello"

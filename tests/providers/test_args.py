@@ -88,7 +88,8 @@ def test_app_providers_take_their_target(
         ("bash", ["--memory", "lots", "-c", "x"], "invalid --memory 'lots'"),
         ("bash", ["-e", "=1", "-c", "x"], "invalid -e '=1'"),
         ("bash", ["--dep", "a:b:c", "-c", "x"], "invalid dependency 'a:b:c'"),
-        ("torchrun", [], "unknown provider 'torchrun'"),
+        ("torchrun", [], "dstack run torchrun: missing SCRIPT"),
+        ("nope", [], "unknown provider 'nope'"),
     ],
 )
 def test_bad_arguments_are_one_clear_config_error(

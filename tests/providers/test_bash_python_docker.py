@@ -144,9 +144,9 @@ def test_docker_entrypoint_with_unbalanced_quotes_is_a_config_error() -> None:
 
 def test_unknown_provider_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as err:
-        job_specs(workflow("torchrun", commands=["x"]), SubmissionContext())
+        job_specs(workflow("nope", commands=["x"]), SubmissionContext())
     assert err.value.message == (
-        "unknown provider 'torchrun' in workflow 'train' (.dstack/workflows.yaml:3)"
+        "unknown provider 'nope' in workflow 'train' (.dstack/workflows.yaml:3)"
     )
     assert err.value.hint is not None
     assert "bash, python, docker" in err.value.hint

@@ -15,9 +15,10 @@ from dstack.api.submit import explain
 from dstack.cli.context import cli_env, local_client
 from dstack.config import find_dstack_root, load_config
 from dstack.errors import ConfigError, NotFoundError, RepoError
-from dstack.providers import PROVIDERS, canonical_name
+from dstack.providers import canonical_name
 from dstack.providers.images import ImageSettings, resolve_image
 from dstack.providers.plan import plan_provider, plan_workflow
+from dstack.providers.registry import known_names
 from dstack.repo.git import changed_paths, find_repo_root, read_repo_state
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def make_plan(
     known = ", ".join(config.workflow_names()) if config is not None else ""
     raise ConfigError(
         f"'{name}' is neither a workflow of this repository nor a provider",
-        hint=f"workflows: {known or '(none)'}; providers: {', '.join(PROVIDERS)}",
+        hint=f"workflows: {known or '(none)'}; providers: {', '.join(known_names())}",
     )
 
 

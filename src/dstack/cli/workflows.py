@@ -7,17 +7,35 @@ from pathlib import Path
 import click
 
 from dstack.cli.render import console, table
-from dstack.config import find_dstack_root, load_config
+from dstack.config import RepoConfig, find_dstack_root, load_config
+from dstack.config.normalize import is_builtin
+from dstack.providers.registry import provider_origin
 
 
-@click.command(help="List the workflows of this repository: name, provider and help.")
+@click.command(
+    help="List the workflows of this repository: name, provider, where the provider comes "
+    "from (built-in, .dstack/providers.yaml, or the installed package that provides it) "
+    "and help."
+)
 def workflows() -> None:
     config = load_config(find_dstack_root(Path.cwd()))
     names = config.workflow_names()
     if not names:
         click.echo("No workflows yet: add them to .dstack/workflows.yaml.")
         return
-    rows = table("NAME", "PROVIDER", "HELP")
+    rows = table("NAME", "PROVIDER", "FROM", "HELP")
     for name in names:
-        rows.add_row(name, config.provider(name), config.help(name) or "")
+        provider = config.provider(name)
+        rows.add_row(name, provider, origin(config, provider), config.help(name) or "")
     console().print(rows)
+
+
+def origin(config: RepoConfig, provider: str) -> str:
+    """Where `provider` resolves to, in the order a run resolves it; imports no plugin."""
+    if provider == "-":
+        return "-"
+    if is_builtin(provider):
+        return "built-in"
+    if provider in config.custom_providers:
+        return "providers.yaml"
+    return provider_origin(provider) or "unknown"

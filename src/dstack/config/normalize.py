@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -25,10 +26,76 @@ from dstack.models.names import NAME_RULE, name_problem
 from dstack.models.paths import PathError, check_declared
 from dstack.models.providers import ALIASES, PROVIDER_NAMES
 from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
-from dstack.models.workflow import ArtifactSpec, DepKind, DepRef, RegistryAuth, WorkflowSpec
+from dstack.models.workflow import (
+    ArtifactSpec,
+    DepKind,
+    DepRef,
+    RegistryAuth,
+    RepoProviderSpec,
+    WorkflowSpec,
+)
 
 _PYTHON_IN_PROVIDER = re.compile(r"^python(?:==|[:/])?(?P<version>\d+(?:\.\d+)?)$")
 _PYTHON_VERSION = re.compile(r"^\d+(?:\.\d+)?$")
+# keys that are not a parameter of a `.dstack/providers.yaml` provider: how the workflow is
+# named and found, and its env (which the job gets as it is)
+_NOT_PARAMS = ("name", "provider", "help", "env", "environment")
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (through `logging`, imported only when there is one: it is
+    start-up time for every command that reads a workflow)."""
+    import logging
+
+    logging.getLogger(__name__).warning("Warning: %s", message)
+
+
+def provider_word(value: Any) -> str | None:
+    """The name a raw `provider` value gives: `torchrun@experimental --x` → `torchrun`."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or not value.split():
+        return None
+    return value.split()[0].split("@", 1)[0]
+
+
+def is_builtin(name: str) -> bool:
+    """A built-in provider's name, alias, or `python3.9` (python with a version glued on)."""
+    return name in PROVIDER_NAMES or name in ALIASES or bool(_PYTHON_IN_PROVIDER.match(name))
+
+
+def repo_provider_of(
+    raw: Mapping[str, Any], custom: Mapping[str, RepoProviderSpec], where: Where | None = None
+) -> RepoProviderSpec | None:
+    """The `.dstack/providers.yaml` provider the raw workflow names, if any: a built-in name
+    wins over it (with a warning, when `where` says which workflow asks)."""
+    name = provider_word(raw.get("provider"))
+    if name is None or name not in custom:
+        return None
+    if is_builtin(name):
+        if where is not None:
+            warn(
+                f"{where.file}:{where.line}: provider '{name}' is the built-in one; the provider"
+                f" of that name in {custom[name].source} is not used"
+            )
+        return None
+    return custom[name]
+
+
+def workflow_params(data: Mapping[str, Any]) -> dict[str, str]:
+    """The workflow's keys for a `.dstack/providers.yaml` provider: scalars as text (`true`,
+    `3`), lists and mappings as JSON; not its name, provider, help or env."""
+    import json  # only for workflows of such providers
+
+    params: dict[str, str] = {}
+    for key, value in data.items():
+        if key in _NOT_PARAMS:
+            continue
+        if isinstance(value, dict | list):
+            params[str(key)] = json.dumps(value, default=str)
+        else:
+            params[str(key)] = "" if value is None else _text(value)
+    return params
 
 
 def validate_raw(data: LineDict, where: Where) -> RawWorkflow:
@@ -91,10 +158,15 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) -> WorkflowSpec:
-    """Build the final spec; ``custom`` are provider names from `.dstack/providers.yaml`."""
+def to_spec(
+    raw: RawWorkflow,
+    data: LineDict,
+    where: Where,
+    repo_provider: RepoProviderSpec | None = None,
+) -> WorkflowSpec:
+    """Build the final spec; ``repo_provider``: the `.dstack/providers.yaml` provider it uses."""
     here = _KeyWhere(data, where)
-    provider, glued_python, extra_args = _provider(raw, here, custom)
+    provider, glued_python, extra_args = _provider(raw, here, repo_provider)
     python = _python_version(raw.python, here.at("python"))
     version = _python_version(raw.version, here.at("version"))
     try:
@@ -125,6 +197,7 @@ def to_spec(raw: RawWorkflow, data: LineDict, where: Where, custom: set[str]) ->
             ssh=raw.ssh,
             retry=_retry(raw.retry),
             labels={key: _text(value) for key, value in (raw.labels or {}).items()},
+            repo_provider=repo_provider,
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -158,7 +231,7 @@ class _KeyWhere:
 
 
 def _provider(
-    raw: RawWorkflow, here: _KeyWhere, custom: set[str]
+    raw: RawWorkflow, here: _KeyWhere, repo_provider: RepoProviderSpec | None
 ) -> tuple[str, str | None, list[str]]:
     """Provider name, a Python version glued to it (`python3.9`), extra words (arguments)."""
     value = raw.provider
@@ -174,12 +247,8 @@ def _provider(
         )
     name, *extra = value.split()
     name = name.split("@", 1)[0]  # `torchrun@experimental`: the branch is not selectable
-    # Built-in names win over a `.dstack/providers.yaml` entry of the same name.
-    if name in custom and name not in PROVIDER_NAMES:
-        raise here.at("provider").error(
-            f"provider '{name}' from .dstack/providers.yaml: custom providers are not supported",
-            hint="use provider: docker (or bash) with the image and commands of that provider",
-        )
+    if repo_provider is not None:  # `repo_provider_of` chose it: no built-in has that name
+        return repo_provider.name, None, extra
     glued = _PYTHON_IN_PROVIDER.match(name)
     if glued:
         return "python", glued.group("version"), extra

@@ -24,8 +24,11 @@ _CUSTOM_PROVIDER_HINT = (
 )
 
 
-def prepare_workflow(raw: LineDict, where: Where) -> LineDict:
-    """Return a copy of ``raw`` in the shape `RawWorkflow` expects, or raise `ConfigError`."""
+def prepare_workflow(raw: LineDict, where: Where, *, open_keys: bool = False) -> LineDict:
+    """Return a copy of ``raw`` in the shape `RawWorkflow` expects, or raise `ConfigError`.
+
+    ``open_keys``: keys `RawWorkflow` does not know are kept (the workflow's provider is one
+    of `.dstack/providers.yaml`, whose commands read them), not refused."""
     check_legacy_item(raw, where)
     data = _unwrap_template(raw, where)
     _check_provider(data, where)
@@ -34,7 +37,8 @@ def prepare_workflow(raw: LineDict, where: Where) -> LineDict:
         data["resources"] = _prepare_resources(data["resources"], where)
     if isinstance(data.get("deps"), dict):
         data["deps"] = [data["deps"]]  # a single mapping where a list was meant
-    _check_keys(data, field_names(RawWorkflow), where, "")
+    if not open_keys:
+        _check_keys(data, field_names(RawWorkflow), where, "")
     return data
 
 

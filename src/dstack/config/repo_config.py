@@ -10,13 +10,13 @@ from typing import Any
 from dstack.config.files import LineDict, load_yaml
 from dstack.config.location import Where, did_you_mean
 from dstack.config.prepare import LEGACY_HINT
+from dstack.config.repo_providers import PROVIDERS_FILE, read_repo_providers
 from dstack.config.variables import Variable, variable_from_yaml
-from dstack.errors import ConfigError
+from dstack.models.workflow import RepoProviderSpec
 
 WORKFLOWS_FILE = ".dstack/workflows.yaml"
 WORKFLOWS_DIR = ".dstack/workflows"
 VARIABLES_FILE = ".dstack/variables.yaml"
-PROVIDERS_FILE = ".dstack/providers.yaml"
 _LEGACY_TOP = ("steps", "configs")
 
 
@@ -44,12 +44,12 @@ class WorkflowEntry:
 
 @dataclass
 class RepoConfig:
-    """All workflows, variables and custom provider names of one `.dstack/` folder."""
+    """All workflows, variables and providers (`.dstack/providers.yaml`) of one `.dstack/`."""
 
     root: Path
     workflows: dict[str, WorkflowEntry] = field(default_factory=dict)
     variables: dict[str, dict[str, Variable]] = field(default_factory=dict)
-    custom_providers: set[str] = field(default_factory=set)
+    custom_providers: dict[str, RepoProviderSpec] = field(default_factory=dict)
 
     def workflow_names(self) -> list[str]:
         """Names in file order (`.dstack/workflows.yaml` first, then `workflows/*` sorted)."""
@@ -74,7 +74,8 @@ class RepoConfig:
 
 
 def load_config(root: Path) -> RepoConfig:
-    """Read `.dstack/workflows.yaml`, `.dstack/workflows/*.y(a)ml` and `variables.yaml`.
+    """Read `.dstack/workflows.yaml`, `.dstack/workflows/*.y(a)ml`, `variables.yaml` and
+    `providers.yaml`.
 
     ``root`` is the folder holding `.dstack/`. Raises `ConfigError` (with ``file:line``) on
     bad YAML, unknown top-level keys, legacy formats and a workflow name defined twice.
@@ -87,7 +88,7 @@ def load_config(root: Path) -> RepoConfig:
     variables = root / VARIABLES_FILE
     if variables.is_file():
         config.variables = _read_variables(variables, VARIABLES_FILE)
-    config.custom_providers = _custom_provider_names(root / PROVIDERS_FILE)
+    config.custom_providers = read_repo_providers(root / PROVIDERS_FILE)
     return config
 
 
@@ -184,21 +185,3 @@ def _section(section: Any, where: Where, name: str) -> dict[str, Variable]:
             )
         result[str(key)] = variable_from_yaml(value, section.raw_text.get(key))
     return result
-
-
-def _custom_provider_names(path: Path) -> set[str]:
-    """Names in `.dstack/providers.yaml`; an unreadable file only matters if one is used."""
-    if not path.is_file():
-        return set()
-    try:
-        data = load_yaml(path, PROVIDERS_FILE)
-    except ConfigError:
-        return set()
-    items = data.get("providers") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        return set()
-    return {
-        item["name"]
-        for item in items
-        if isinstance(item, dict) and isinstance(item.get("name"), str)
-    }

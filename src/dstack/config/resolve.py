@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dstack.config.files import LineDict
 from dstack.config.location import close_matches
-from dstack.config.normalize import to_spec, validate_raw
+from dstack.config.normalize import repo_provider_of, to_spec, validate_raw, workflow_params
 from dstack.config.prepare import prepare_workflow
 from dstack.config.repo_config import RepoConfig
+from dstack.config.schema import RawWorkflow, field_names
 from dstack.config.variables import Interpolator, env_name, split_overrides
 from dstack.errors import ConfigError
 from dstack.models.workflow import WorkflowSpec
@@ -33,18 +35,30 @@ def resolve_workflow(config: RepoConfig, name: str, argv: list[str]) -> Resolved
     declared = config.declared_variables(name)
     overrides, run_args = split_overrides(argv, declared, entry.where)
     variables = {**declared, **overrides}
-    prepared = prepare_workflow(entry.raw, entry.where)
+    repo_provider = repo_provider_of(entry.raw, config.custom_providers, entry.where)
+    prepared = prepare_workflow(entry.raw, entry.where, open_keys=repo_provider is not None)
     interpolated = Interpolator(variables, run_args, entry.where).apply(prepared)
+    params: dict[str, str] = {}
+    if repo_provider is not None:
+        params = workflow_params(interpolated)
+        interpolated = _known_keys(interpolated)
     raw = validate_raw(interpolated, entry.where)
-    spec = to_spec(raw, interpolated, entry.where, config.custom_providers)
+    spec = to_spec(raw, interpolated, entry.where, repo_provider)
     env = {env_name(key): var.text for key, var in variables.items()}
     spec = spec.model_copy(
         update={
             "variables": {key: var.text for key, var in variables.items()},
             "env": {**env, **spec.env},
+            "params": params,
         }
     )
     return ResolvedWorkflow(spec=spec, run_args=run_args)
+
+
+def _known_keys(data: LineDict) -> LineDict:
+    """The keys `RawWorkflow` types; the others are only parameters of the provider."""
+    known = set(field_names(RawWorkflow))
+    return LineDict({k: v for k, v in data.items() if k in known}).copy_lines(data)
 
 
 def _unknown_workflow(config: RepoConfig, name: str) -> ConfigError:

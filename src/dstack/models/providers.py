@@ -13,6 +13,7 @@ PROVIDER_NAMES: tuple[str, ...] = (
     "lab",
     "notebook",
     "code",
+    "torchrun",
 )
 
 # names the early docs used for the same providers; `config` maps them when it reads a workflow

@@ -59,6 +59,18 @@ class RegistryAuth(Model):
     password: str | None = None
 
 
+class RepoProviderSpec(Model):
+    """A provider of the repository's own `.dstack/providers.yaml`: an image and commands."""
+
+    name: str
+    image: str | None = Field(None, description="None: the default image, as for `bash`.")
+    commands: list[str] = Field(
+        default_factory=list, description="Run with bash; none: the image's own command."
+    )
+    artifacts: list[ArtifactSpec] = Field(default_factory=list)
+    source: SourceLocation
+
+
 class WorkflowSpec(Model):
     """One workflow, fully resolved: every value below is final except `${{ secrets.X }}`."""
 
@@ -101,4 +113,12 @@ class WorkflowSpec(Model):
     )
     variables: dict[str, str] = Field(
         default_factory=dict, description="Resolved variables; also exported upper-cased."
+    )
+    repo_provider: RepoProviderSpec | None = Field(
+        None, description="The `.dstack/providers.yaml` provider `provider` names, if any."
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="The workflow's keys as written (scalars as text, the rest as JSON), for "
+        "a `.dstack/providers.yaml` provider: its commands see them as variables.",
     )

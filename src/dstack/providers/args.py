@@ -1,8 +1,8 @@
 """`dstack run <provider> ...`: a workflow built from command-line arguments.
 
 Rule for where options go: the shared options (`--gpu`, `-r`, `-e`, ...) come before the
-script. For providers that take a script or an app (`python`, `streamlit`, `gradio`,
-`fastapi`) everything after it is passed to it untouched, options included. For the others
+script. For providers that take a script or an app (`python`, `torchrun`, `streamlit`,
+`gradio`, `fastapi`) everything after it is passed to it untouched, options included. For the others
 (`bash`, `docker`, `lab`, `notebook`, `code`) options may come anywhere; after `--` the rest
 is passed through (for `bash`: appended to the last command).
 """
@@ -40,6 +40,7 @@ _SHARED_HELP = {
     "shm_size": "Size of /dev/shm, e.g. 8GB.",
     "ports": "Number of extra ports to open ($PORT_0, $PORT_1, ...).",
     "python": "Python version, e.g. 3.10.",
+    "nodes": "Number of machines the run takes (torchrun: one torchrun per node).",
 }
 
 
@@ -60,6 +61,7 @@ def _shared_options() -> list[click.Parameter]:
         click.Option(["--shm-size"], help=h["shm_size"]),
         click.Option(["-p", "--ports"], type=click.IntRange(min=0), default=0, help=h["ports"]),
         click.Option(["--python"], help=h["python"]),
+        click.Option(["--nodes"], type=click.IntRange(min=1), default=1, help=h["nodes"]),
     ]
 
 
@@ -173,6 +175,8 @@ def _positional_fields(provider: Provider, args: list[str], commands: list[str])
                 hint=provider_usage(provider.name),
             )
         return {}
+    if provider.positional == "args":  # every positional argument is an argument
+        return {"args": args}
     if not args:
         raise missing(provider.usage.split()[0])
     first, rest = args[0], args[1:]
@@ -244,4 +248,5 @@ def _resources(params: dict[str, Any]) -> ResourcesSpec:
         gpu=gpu,
         shm_size_mib=_size(params, "shm_size", "--shm-size"),
         interruptible=params["interruptible"],
+        nodes=params["nodes"],
     )

@@ -48,8 +48,12 @@ class Provider(ABC):
     """Turns one `WorkflowSpec` into the jobs that run it.
 
     `usage` is the positional part of `dstack run <name> ...` shown in help and errors;
-    `positional` says what the first positional argument on the command line is
-    (`None`: the provider takes none).
+    `positional` says what the first positional argument on the command line is: the
+    `WorkflowSpec` field it sets (`file`, `app`, `image`; the rest go to `args`), `args` (all
+    of them go to `args`) or `None` (the provider takes none).
+
+    Packages add providers through the entry-point group `dstack.providers` (see
+    `dstack.providers.plugins`): a subclass of this class, with its own `name`.
     """
 
     name: ClassVar[str]

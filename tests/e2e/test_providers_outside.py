@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,9 +102,9 @@ def _venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def _pip_install(python: Path, project: Path) -> bool:
-    """A real `pip install` of `project`, offline; False when this machine cannot build it
-    (a setuptools older than 70.1 builds wheels only with the `wheel` package)."""
+def install(python: Path, project: Path) -> None:
+    """A real `pip install` of `project`, offline, with the setuptools of the test
+    dependencies (70.1 or later builds wheels without the `wheel` package)."""
     proc = subprocess.run(
         [
             str(python),
@@ -122,41 +121,7 @@ def _pip_install(python: Path, project: Path) -> bool:
         text=True,
         check=False,
     )
-    if proc.returncode == 0:
-        return True
-    assert "bdist_wheel" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return False
-
-
-def _install_by_hand(python: Path, project: Path) -> None:
-    """What `pip install` leaves, written from the project's own `pyproject.toml`: the
-    distribution's metadata and entry points, and a `.pth` pointing at its module."""
-    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
-    out = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    site = Path(out.stdout.strip())
-    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
-    )
-    groups = meta["entry-points"]
-    (info / "entry_points.txt").write_text(
-        "".join(
-            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items())
-            for group, points in groups.items()
-        )
-    )
-    (site / f"{meta['name']}.pth").write_text(f"{project}\n")
-
-
-def install(python: Path, project: Path) -> None:
-    if not _pip_install(python, project):
-        _install_by_hand(python, project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _dstack(python: Path, env: Env, *args: str) -> Result:

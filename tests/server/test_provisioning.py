@@ -173,7 +173,27 @@ async def test_max_price_leaves_no_offer_and_the_job_fails(
 
     failed = await the_job(ctx, name)
     assert (failed.status, failed.reason) == (JobStatus.FAILED, TerminationReason.NO_CAPACITY)
-    assert "no on-demand offer" in (failed.message or "")
+    message = failed.message or ""
+    assert "every on-demand offer that fits is over its backend's max price (memory $0.50/h)" in (
+        message
+    )
+    assert "the cheapest: " in message
+    assert message.endswith(" on memory (see `dstack offers`)")
+    assert cloud.twins["memory"].launches == []
+
+
+async def test_a_job_no_offer_fits_fails_naming_the_backends(
+    ctx: ServerContext, clock: FakeClock, cloud: Cloud
+) -> None:
+    await add_backend(ctx)
+    name = await submit(ctx, cloud_job(cpu=512, interruptible=True))
+    await step(Scheduler(ctx), clock)
+
+    failed = await the_job(ctx, name)
+    assert (failed.status, failed.reason) == (JobStatus.FAILED, TerminationReason.NO_CAPACITY)
+    assert "no spot offer of the backends (memory) does (see `dstack offers`)" in (
+        failed.message or ""
+    )
     assert cloud.twins["memory"].launches == []
 
 

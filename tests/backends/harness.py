@@ -157,6 +157,9 @@ class BootHarness:
     `DSTACK_RUNNER_METADATA_URL`. Polling runs in a thread every `interval` seconds while
     the harness is entered; `poll()` does one round by hand. Errors of a round are kept in
     `errors` (a test asserts it is empty) rather than lost in the thread.
+
+    `hold()` keeps new instances from booting (a slow boot: they stay `running` in EC2 with
+    no runner) until `release()`; killing what EC2 terminates goes on meanwhile.
     """
 
     def __init__(
@@ -179,6 +182,8 @@ class BootHarness:
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._booting = threading.Event()
+        self._booting.set()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> BootHarness:
@@ -208,12 +213,21 @@ class BootHarness:
         with self._lock:
             self.instances[instance_id].metadata.interrupt(when)
 
+    def hold(self) -> None:
+        """Boot nothing new until `release()` (instances created meanwhile wait)."""
+        self._booting.clear()
+
+    def release(self) -> None:
+        """Boot again, the instances held back included (those still running in EC2)."""
+        self._booting.set()
+
     def poll(self) -> None:
-        """One round: boot what is new and running, kill what EC2 says is gone."""
+        """One round: boot what is new and running (unless held), kill what EC2 says is
+        gone."""
         for raw in self._described():
             state = raw["State"]["Name"]
             known = self.instances.get(raw["InstanceId"])
-            if known is None and state in BOOTED_STATES:
+            if known is None and state in BOOTED_STATES and self._booting.is_set():
                 self._boot(raw)
             elif known is not None and state in GONE_STATES and not known.killed:
                 _kill(known)

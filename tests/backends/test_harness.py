@@ -104,6 +104,24 @@ def test_a_terminated_instance_is_killed(ec2, tags: dict[str, str], tmp_path: Pa
     ec2.terminate_instances(InstanceIds=[second])
 
 
+def test_a_held_instance_boots_only_once_released(
+    ec2, tags: dict[str, str], tmp_path: Path
+) -> None:
+    with BootHarness(ec2, root=tmp_path, tags=tags) as harness:
+        harness.hold()
+        instance_id = run(ec2, tags)
+        for _ in range(5):
+            harness.poll()  # rounds that see it running
+        (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        assert reservation["Instances"][0]["State"]["Name"] == "running"
+        assert harness.instances == {}
+        harness.release()
+        (booted,) = harness.wait_for(1)
+        assert booted.instance_id == instance_id
+        assert harness.errors == []
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+
 def test_the_metadata_service(ec2, tags: dict[str, str], tmp_path: Path) -> None:
     with BootHarness(ec2, root=tmp_path, tags=tags) as harness:
         instance_id = run(ec2, tags)

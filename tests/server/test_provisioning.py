@@ -88,9 +88,13 @@ async def add_backend(
         )
 
 
-def cloud_job(cpu: int = 2, *, gpus: int = 0, interruptible: bool = False) -> object:
+def cloud_job(
+    cpu: int = 2, *, gpus: int = 0, interruptible: bool = False, memory_mib: int | None = None
+) -> object:
     submitted = job(cpu=cpu, gpus=gpus)
-    resources = submitted.spec.resources.model_copy(update={"interruptible": interruptible})
+    resources = submitted.spec.resources.model_copy(
+        update={"interruptible": interruptible, "memory_mib": memory_mib}
+    )
     spec = submitted.spec.model_copy(update={"resources": resources})
     return submitted.model_copy(update={"spec": spec})
 
@@ -116,11 +120,14 @@ async def instances(ctx: ServerContext) -> list[InstanceRow]:
         return list((await session.scalars(query)).all())
 
 
-async def register_instance(ctx: ServerContext, row: InstanceRow) -> str:
-    """Register the instance's runner, as its user data does (with its credential)."""
+async def register_instance(
+    ctx: ServerContext, row: InstanceRow, *, memory_mib: int | None = None
+) -> str:
+    """Register the instance's runner, as its user data does (with its credential),
+    reporting the offer's resources (or `memory_mib`)."""
     offer = row.offer["resources"]
     resources = HostResources(
-        cpus=offer["cpus"], memory_mib=offer["memory_mib"], disk_mib=100 * 1024
+        cpus=offer["cpus"], memory_mib=memory_mib or offer["memory_mib"], disk_mib=100 * 1024
     )
     request = RegisterRunnerRequest(
         name=row.name, host="10.0.0.1", resources=resources, executors=["process"]
@@ -191,7 +198,27 @@ async def test_max_price_leaves_no_offer_and_the_job_fails(
 
     failed = await the_job(ctx, name)
     assert (failed.status, failed.reason) == (JobStatus.FAILED, TerminationReason.NO_CAPACITY)
-    assert "no on-demand offer" in (failed.message or "")
+    message = failed.message or ""
+    assert "every on-demand offer that fits is over its backend's max price (memory $0.50/h)" in (
+        message
+    )
+    assert "the cheapest: " in message
+    assert message.endswith(" on memory (see `dstack offers`)")
+    assert cloud.twins["memory"].launches == []
+
+
+async def test_a_job_no_offer_fits_fails_naming_the_backends(
+    ctx: ServerContext, clock: FakeClock, cloud: Cloud
+) -> None:
+    await add_backend(ctx)
+    name = await submit(ctx, cloud_job(cpu=512, interruptible=True))
+    await step(Scheduler(ctx), clock)
+
+    failed = await the_job(ctx, name)
+    assert (failed.status, failed.reason) == (JobStatus.FAILED, TerminationReason.NO_CAPACITY)
+    assert "no spot offer of the backends (memory) does (see `dstack offers`)" in (
+        failed.message or ""
+    )
     assert cloud.twins["memory"].launches == []
 
 
@@ -328,6 +355,27 @@ async def test_the_job_runs_on_its_instance_which_goes_once_idle(
     assert (gone.state, gone.reason) == ("terminated", "idle for 300s")
     assert await runner_service.list_runners(ctx) == []
     assert cloud.twins["memory"].alive() == []
+
+
+async def test_a_cloud_runner_has_its_instance_types_resources(
+    ctx: ServerContext, clock: FakeClock, cloud: Cloud
+) -> None:
+    await add_backend(ctx)
+    name = await submit(ctx, cloud_job(cpu=2, memory_mib=4096))
+    scheduler = Scheduler(ctx)
+    await step(scheduler, clock)
+    [row] = await instances(ctx)
+    assert row.instance_type == "cpu.small"  # 2 CPU, 4096 MiB
+    # The kernel keeps some of it: the machine reports less than its type's memory.
+    runner_id = await register_instance(ctx, row, memory_mib=3800)
+    await step(scheduler, clock)
+
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+    assert (await the_job(ctx, name)).status is JobStatus.PROVISIONING
+    [runner] = await runner_service.list_runners(ctx)
+    assert (runner.resources.cpus, runner.resources.memory_mib) == (2, 4096)
+    assert runner.resources.disk_mib == 100 * 1024  # the runner's own
 
 
 async def test_stopping_a_job_terminates_its_booting_instance(

@@ -120,6 +120,32 @@ def test_an_unreachable_endpoint_is_a_backend_error() -> None:
     assert "cannot reach EC2" in caught.value.message
 
 
+def test_a_server_error_is_tried_three_times_in_all() -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from dstack.backends.aws.compute import make_client
+
+    sent: list[str] = []
+
+    class Body:
+        def stream(self, **_: Any) -> Iterator[bytes]:
+            yield b"<Response><Errors><Error><Code>InternalError</Code></Error></Errors></Response>"
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        sent.append(request.url)
+        return AWSResponse(request.url, 500, {}, Body())
+
+    client = make_client(aws_config("http://127.0.0.1:9"), FAKE_KEYS)
+    client.meta.events.register("before-send.ec2.DescribeRegions", answer)
+    compute = AwsCompute(aws_config(None), FAKE_KEYS, client=client)
+    try:
+        with pytest.raises(BackendError, match="InternalError"):
+            compute.check()
+    finally:
+        client.close()
+    assert len(sent) == 3
+
+
 def test_half_a_key_pair_is_refused() -> None:
     with pytest.raises(BackendAuthError):
         AwsCompute(aws_config(None), BackendCredentials(access_key_id="AKIA"))

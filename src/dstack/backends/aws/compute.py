@@ -323,7 +323,7 @@ def make_client(config: BackendConfig, credentials: BackendCredentials) -> Any:
         "ec2",
         endpoint_url=config.endpoint_url,
         config=BotoConfig(
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": 3},  # the first one included
             connect_timeout=10,
             read_timeout=60,
             user_agent_extra=f"dstack/{dstack.__version__}",

@@ -212,9 +212,10 @@ class Provisioner:
             ):
                 return  # its instance is on its way
         spec = JobSpec.model_validate(job.spec)
-        offers = await _offers(spec, backends)
+        fitting = await _offers(spec, backends)
+        offers = [o for o in fitting if _within_max_price(o, backends)]
         if not offers:
-            await self._fail(job.id, _no_offer_message(spec, backends))
+            await self._fail(job.id, _no_offer_message(spec, backends, fitting))
             return
         while True:
             async with self.ctx.transaction() as session:
@@ -344,12 +345,11 @@ class Provisioner:
 
 
 async def _offers(spec: JobSpec, backends: Backends) -> list[InstanceOffer]:
-    """Every backend's offers that fit the job (its market, labels, the backend's
-    `max_price`), cheapest first."""
+    """Every backend's offers that fit the job (its market and labels), cheapest first,
+    whatever their price (`_within_max_price` says which a backend allows)."""
     spot = spec.resources.interruptible
     found: list[InstanceOffer] = []
     for backend in backends.values():
-        cap = backend.config.limits.max_price
         try:
             offers = await asyncio.to_thread(backend.compute.offers, spec.resources, spot=spot)
         except BackendError as exc:
@@ -358,10 +358,14 @@ async def _offers(spec: JobSpec, backends: Backends) -> list[InstanceOffer]:
         found += [
             o
             for o in offers
-            if (cap is None or o.price <= cap)
-            and labels_match(spec.labels, runner_labels(o.backend, "", o.instance_type, o.spot))
+            if labels_match(spec.labels, runner_labels(o.backend, "", o.instance_type, o.spot))
         ]
     return sorted(found, key=lambda o: (o.price, o.backend, o.instance_type))
+
+
+def _within_max_price(offer: InstanceOffer, backends: Backends) -> bool:
+    cap = backends[offer.backend].config.limits.max_price
+    return cap is None or offer.price <= cap
 
 
 async def _at_limit(session: AsyncSession, backend: Backend) -> bool:
@@ -407,12 +411,22 @@ def _tried_message(tried: Sequence[InstanceRow], timeout: float) -> str:
     return f"no capacity within {timeout:g}s; offers tried: {offers}"
 
 
-def _no_offer_message(spec: JobSpec, backends: Backends) -> str:
+def _no_offer_message(spec: JobSpec, backends: Backends, fitting: Sequence[InstanceOffer]) -> str:
+    """Why no backend can create an instance for the job: no offer fits, or every one
+    that does is dearer than its backend's `max_price` (the limits and the cheapest named)."""
     names = ", ".join(sorted(backends)) or "none"
-    market = "spot" if spec.resources.interruptible else "on-demand"
+    market = instance_service.market(spec.resources.interruptible)
+    asked = f"asked for {describe_request(spec.resources)}: no runner fits, and"
+    if not fitting:
+        return f"{asked} no {market} offer of the backends ({names}) does (see `dstack offers`)"
+    caps = ", ".join(
+        f"{name} {instance_service.format_price(cap)}/h"
+        for name in sorted({o.backend for o in fitting})
+        if (cap := backends[name].config.limits.max_price) is not None
+    )
     return (
-        f"asked for {describe_request(spec.resources)}: no runner fits, and no {market} offer "
-        f"of the backends ({names}) does within their max price (see `dstack offers`)"
+        f"{asked} every {market} offer that fits is over its backend's max price ({caps}); "
+        f"the cheapest: {instance_service.describe_offer(fitting[0])} (see `dstack offers`)"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.backends.userdata import runner_labels
 from dstack.errors import ConflictError, NotFoundError
-from dstack.models.backends import InstanceStatus
+from dstack.models.backends import InstanceOffer, InstanceStatus
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import (
     HeartbeatRequest,
@@ -103,6 +104,7 @@ async def _create_for_instance(
             row.backend, row.registered_at = found.backend, now
             _apply(ctx, row, request)
             row.labels = {**request.labels, **_instance_labels(found)}
+            row.resources = _instance_resources(found, request.resources)
             session.add(row)
             found.state, found.runner_id = InstanceStatus.READY.value, row.id
             found.registered_at = found.idle_since = now
@@ -121,6 +123,19 @@ def _instance_labels(row: InstanceRow) -> dict[str, str]:
     return runner_labels(row.backend, row.name, row.instance_type, row.spot)
 
 
+def _instance_resources(row: InstanceRow, reported: HostResources) -> dict[str, Any]:
+    """A cloud runner's CPUs, memory and GPUs are its instance type's, as the offer its job
+    was matched against says: the machine reports less (the kernel keeps some memory,
+    `nvidia-smi` shows a GPU's memory short of its nominal size), and a job asking for the
+    nominal amount would never be taken by the runner created for it. Free disk is the
+    runner's own; GPUs too when the offer names none."""
+    offer = InstanceOffer.model_validate(row.offer).resources
+    machine: dict[str, Any] = {"cpus": offer.cpus, "memory_mib": offer.memory_mib}
+    if offer.gpus:
+        machine["gpus"] = offer.gpus
+    return reported.model_copy(update=machine).model_dump(mode="json")
+
+
 async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRequest) -> None:
     try:
         async with ctx.transaction() as session:
@@ -132,8 +147,9 @@ async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRe
             instance = await session.scalar(
                 select(InstanceRow).where(InstanceRow.runner_id == runner_id)
             )
-            if instance is not None:  # a cloud runner keeps the labels the server gave it
+            if instance is not None:  # a cloud runner keeps what the server gave it
                 row.labels = {**row.labels, **_instance_labels(instance)}
+                row.resources = _instance_resources(instance, request.resources)
             mark_changed(session, work=True)
     except IntegrityError:
         raise _name_taken(request.name) from None

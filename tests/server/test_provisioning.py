@@ -421,6 +421,50 @@ async def test_an_interrupted_instance_loses_its_jobs(
         assert await session.get(RunnerRow, runner_id) is None
 
 
+async def test_a_runner_reporting_an_interruption_has_its_instance_replaced_at_once(
+    ctx: ServerContext, clock: FakeClock, cloud: Cloud
+) -> None:
+    """The runner synced and handed its job back: its instance goes at the next step (not
+    when the cloud takes it, nor when idle), which frees the backend's only slot for a new
+    instance of the cheapest offer again, the one the job was interrupted on included."""
+    await add_backend(ctx, max_instances=1, idle_timeout=300)
+    name = await submit(ctx, cloud_job(cpu=2, interruptible=True))
+    scheduler = Scheduler(ctx)
+    await step(scheduler, clock)
+    [first] = await instances(ctx)
+    runner_id = await register_instance(ctx, first)
+    await step(scheduler, clock)
+    assignment = await claims.try_claim(ctx, runner_id=runner_id)
+    assert assignment is not None
+    running = JobStatusUpdate(status=JobStatus.RUNNING)
+    await job_service.report_status(
+        ctx, job_id=assignment.job_id, update=running, runner_id=runner_id
+    )
+
+    interrupted = JobStatusUpdate(
+        status=JobStatus.FAILED,
+        reason=TerminationReason.INTERRUPTED,
+        message="spot instance interrupted: terminate",
+    )
+    await job_service.report_status(
+        ctx, job_id=assignment.job_id, update=interrupted, runner_id=runner_id
+    )
+    assert await claims.try_claim(ctx, runner_id=runner_id) is None
+    await step(scheduler, clock)
+    await step(scheduler, clock)
+
+    gone, new = await instances(ctx)
+    assert (gone.id, gone.state) == (first.id, InstanceStatus.TERMINATED.value)
+    assert gone.reason == "its runner reported a spot interruption"
+    assert (new.state, new.instance_type, new.spot) == ("booting", "cpu.small", True)
+    assert [i.id for i in cloud.twins["memory"].alive()] == [new.cloud_id]
+    async with ctx.read() as session:
+        assert await session.get(RunnerRow, runner_id) is None
+    waiting = await the_job(ctx, name)
+    assert (waiting.status, waiting.attempt) == (JobStatus.PENDING, 1)
+    assert waiting.message == "provisioning cpu.small (spot, $0.030/h) on memory"
+
+
 async def test_a_restarted_server_terminates_what_it_does_not_know(
     ctx: ServerContext, clock: FakeClock, cloud: Cloud
 ) -> None:

@@ -7,13 +7,15 @@ configured; each provisioner step then
 - on its first run, terminates the instances tagged with this server's id that the database
   does not know or knows as terminated (what a crashed server left running);
 - looks at every live instance: one whose job ended before it was ready, one whose runner
-  did not register in time, one idle for its backend's `idle_timeout`, one the cloud says
-  is gone (terminated, or interrupted: a spot instance taken back) is terminated, and its
-  runner forgotten (its jobs lost: re-queued or `runner_lost`);
+  did not register in time, one whose runner reported a spot interruption and handed its
+  jobs back, one idle for its backend's `idle_timeout`, one the cloud says is gone
+  (terminated, or interrupted: a spot instance taken back) is terminated, and its runner
+  forgotten (its jobs lost: re-queued or `runner_lost`);
 - gives each waiting job without an instance the cheapest fitting offer it has not tried
-  in this round (spot for `interruptible` jobs, on-demand otherwise), within each backend's
-  `max_instances` and `max_price`. With none left, the job waits (`pending`, `no_capacity`)
-  `no_capacity_backoff` seconds, doubling, then tries every offer again; after
+  in this round (a round starts at each re-queue; spot for `interruptible` jobs,
+  on-demand otherwise), within each backend's `max_instances` and `max_price`. With none
+  left, the job waits (`pending`, `no_capacity`) `no_capacity_backoff` seconds, doubling,
+  then tries every offer again; after
   `no_capacity_timeout` it fails `no_capacity`, listing the offers it tried.
 
 Cloud calls run in a worker thread and never inside a transaction: an instance is recorded
@@ -44,8 +46,9 @@ from dstack.models.backends import (
     LaunchRequest,
 )
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
+from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext
-from dstack.server.db.models import InstanceRow, JobRow
+from dstack.server.db.models import InstanceRow, JobRow, RunnerRow
 from dstack.server.services import instances as instance_service
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
@@ -138,12 +141,27 @@ class Provisioner:
             timeout = settings.instance_registration_timeout
             if now - row.created_at > timedelta(seconds=timeout):
                 return f"its runner did not register within {timeout:g}s"
+        if row.state == InstanceStatus.READY.value and await self._handed_back(row):
+            return "its runner reported a spot interruption"
         gone = await self._gone(row, backend, now)
         if gone is not None:
             return gone
         if row.state == InstanceStatus.READY.value:
             return await self._idle(row.id, backend.config.limits.idle_timeout)
         return None
+
+    async def _handed_back(self, row: InstanceRow) -> bool:
+        """Whether its runner reported a spot interruption and holds no job any more (each
+        one synced and re-queued): the instance is of no use, and the cloud takes it within
+        minutes anyway. Terminated now, it stops costing and frees its backend's
+        `max_instances` slot for the new instance the re-queued job needs."""
+        if row.runner_id is None:
+            return False
+        async with self.ctx.read() as session:
+            runner = await session.get(RunnerRow, row.runner_id)
+            if runner is None or runner.status != RunnerStatus.INTERRUPTED.value:
+                return False
+            return not await runner_service.active_jobs(session, row.runner_id)
 
     async def _job_waits(self, job_id: str | None) -> bool:
         async with self.ctx.read() as session:

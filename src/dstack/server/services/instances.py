@@ -19,7 +19,7 @@ from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.models.backends import InstanceOffer, InstanceStatus
-from dstack.models.job import Job, JobInstance, JobStatus, TerminationReason
+from dstack.models.job import Job, JobInstance, JobStatus, StatusChange, TerminationReason
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import InstanceRow, JobRow
 from dstack.server.services import jobs as job_service
@@ -162,18 +162,33 @@ async def idle_since(session: AsyncSession, row: InstanceRow, now: datetime) -> 
 
 
 def round_start(job: JobRow) -> datetime | None:
-    """When the job last said it waits for capacity (`pending` with `no_capacity`): the
-    offers it tried since are this round's."""
+    """When the job last said it waits for capacity (`pending` with `no_capacity`), or was
+    last re-queued (an interruption, a lost runner): the offers it tried since are this
+    round's. A re-queued job tries every offer again, the cheapest first: the instance its
+    last attempt ran on was no failed offer."""
     changes = no_capacity_waits(job)
-    return changes[-1] if changes else None
+    requeued = _last_requeue(job_service.history(job))
+    return max((m for m in (changes[-1] if changes else None, requeued) if m), default=None)
 
 
 def no_capacity_waits(job: JobRow) -> list[datetime]:
+    """When the job said it waits for capacity, since its last re-queue (each attempt has
+    its own backoff and `no_capacity_timeout`)."""
+    changes = job_service.history(job)
+    since = _last_requeue(changes)
     return [
         c.at
-        for c in job_service.history(job)
-        if c.status is JobStatus.PENDING and c.reason is TerminationReason.NO_CAPACITY
+        for c in changes
+        if c.status is JobStatus.PENDING
+        and c.reason is TerminationReason.NO_CAPACITY
+        and (since is None or c.at >= since)
     ]
+
+
+def _last_requeue(changes: Sequence[StatusChange]) -> datetime | None:
+    """When the job was last put back in the queue (`submitted` with a reason)."""
+    requeues = [c.at for c in changes if c.status is JobStatus.SUBMITTED and c.reason]
+    return requeues[-1] if requeues else None
 
 
 # --- what `dstack ps` shows ---------------------------------------------------------------

@@ -17,16 +17,20 @@ sending it: HTTP 500 with EC2's XML error `InsufficientInstanceCapacity`, which 
 parses (and retries) as it would AWS's. The hook is reachable only through the factory a
 test hands to `create_app`: no setting, variable or option of the product turns it on.
 
-Spot interruptions (an interrupted job resuming from its checkpoint on a new instance) are
-not covered here yet: they come with the runner's interruption handling.
+A spot interruption is posted on the instance's own fake metadata service
+(`BootHarness.interrupt`), which its runner watches (the user data points it at EC2's, the
+harness at its own): the interrupted job resumes from its checkpoint on a new spot instance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
+import re
+import sqlite3
 import sys
 import threading
 import time
@@ -126,6 +130,13 @@ class Team:
     capacity: Capacity
     server_id: str
     go: Path  # jobs that wait for it run until the test creates it
+    database: Path  # the server's SQLite file, read by the test
+
+    def instance_rows(self) -> list[tuple[str, str, str | None]]:
+        """The server's instances (name, state, reason), oldest first."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT name, state, reason FROM instances ORDER BY created_at")
+            return [(name, state, reason) for name, state, reason in rows]
 
     def dstack(self, *args: str) -> Result:
         return self.user.dstack(*args)
@@ -205,6 +216,33 @@ workflows:
     resources:
       cpu: 2
       interruptible: true
+  - name: epochs
+    provider: bash
+    commands:
+      - python3 train.py
+    artifacts: [ckpt]
+    resources:
+      cpu: 2
+      interruptible: true
+"""
+
+# Counts epochs from the checkpoint in its artifact folder. The first attempt (from 0) waits
+# at epoch 2 while the hold file exists, so the interruption comes at a known epoch and the
+# job cannot end before it; the second attempt starts from the checkpoint and runs to 8.
+TRAIN = """\
+import pathlib, time
+
+checkpoint = pathlib.Path("ckpt/epoch.txt")
+hold = pathlib.Path({hold!r})
+start = int(checkpoint.read_text()) if checkpoint.exists() else 0
+print(f"starting at epoch {{start}}", flush=True)
+checkpoint.parent.mkdir(exist_ok=True)
+for epoch in range(start + 1, 9):
+    time.sleep(0.2)
+    checkpoint.write_text(str(epoch))
+    print(f"epoch {{epoch}}", flush=True)
+    while start == 0 and epoch >= 2 and hold.exists():
+        time.sleep(0.1)
 """
 
 
@@ -239,7 +277,10 @@ def team(tmp_path: Path, moto_ec2: MotoServer) -> Iterator[Team]:
     harness = BootHarness(
         ec2, root=tmp_path / "instances", env=boot_env, tags={SERVER_TAG: server_id}
     )
-    team = Team(user, settings.url, moto_ec2, ec2, harness, Capacity(), server_id, go)
+    team = Team(
+        user, settings.url, moto_ec2, ec2, harness, Capacity(), server_id, go,
+        settings.files.database,
+    )  # fmt: skip
     try:
         with serve(settings, team.capacity), harness:
             configured = user.dstack("config", "--url", settings.url, "--token", ADMIN_TOKEN)
@@ -385,3 +426,65 @@ def test_max_price_below_every_offer_fails_the_job_naming_the_limit(team: Team) 
     assert team.instances() == []
     shown = team.dstack("ps", name, "--remote")
     assert "no capacity" in shown.out, shown.out
+
+
+def _epochs(text: str, pattern: str = r"^epoch (\d+)$") -> list[int]:
+    return [int(n) for n in re.findall(pattern, text, re.MULTILINE)]
+
+
+def test_an_interrupted_spot_job_resumes_from_its_checkpoint_on_a_new_instance(
+    team: Team, tmp_path: Path
+) -> None:
+    team.add_aws("--max-instances", "1", "--idle-timeout", "10m")
+    hold = tmp_path / "hold"
+    hold.touch()
+    team.user.write("train.py", TRAIN.format(hold=str(hold)))
+    team.user.commit("train")
+    name = team.submit("epochs")
+
+    def logs() -> str:
+        return team.dstack("logs", name, "--remote").out
+
+    until(lambda: 2 in _epochs(logs()), 90, "epoch 2 on the first instance")
+    (first,) = team.instances()
+    assert (first["InstanceType"], first["InstanceLifecycle"]) == (CHEAPEST, "spot")
+    booted = team.harness.instances[first["InstanceId"]]
+    # EC2's metadata service in its user data; the harness's own in the environment wins.
+    assert "export DSTACK_RUNNER_METADATA_URL=http://169.254.169.254" in booted.user_data
+    notice = "/latest/meta-data/spot/instance-action"
+    until(lambda: notice in booted.metadata.requests, 30, "the runner to watch for a notice")
+
+    team.harness.interrupt(first["InstanceId"])
+    # The server terminates the instance its runner handed the job back from (EC2 would
+    # two minutes after the notice), which frees the backend's only slot for a new one.
+    until(lambda: len(team.instances()) == 2, 60, "a second instance")
+    assert settled(team, name, timeout=120)["status"] == "done"
+
+    gone, second = sorted(team.instances(), key=lambda i: i["LaunchTime"])
+    assert (gone["InstanceId"], gone["State"]["Name"]) == (first["InstanceId"], "terminated")
+    assert (second["InstanceType"], second["InstanceLifecycle"]) == (CHEAPEST, "spot")
+    assert second["State"]["Name"] == "running"  # idle, until its timeout
+    first_name, second_name = tags(gone)[NAME_TAG], tags(second)[NAME_TAG]
+    assert team.instance_rows() == [
+        (first_name, "terminated", "its runner reported a spot interruption"),
+        (second_name, "ready", None),
+    ]
+    assert booted.killed
+
+    text = logs()
+    assert _epochs(text, r"^starting at epoch (\d+)$") == [0, 2], text  # from the checkpoint
+    assert _epochs(text) == list(range(1, 9)), text  # no epoch ran twice
+    target = tmp_path / "got"
+    copied = team.dstack("cp", name, "ckpt", str(target), "--remote")
+    assert copied.code == 0, copied
+    assert (target / "epoch.txt").read_text() == "8"
+
+    job = team.job(name)
+    assert (job["attempt"], job["instance"]["name"]) == (1, second_name)
+    shown = team.dstack("ps", name, "--remote")
+    assert shown.code == 0, shown
+    rows = [line.split() for line in shown.out.splitlines()]
+    attempts = [row[1:3] for row in rows if len(row) > 2 and row[0] == "epochs" and row[1] in "12"]
+    assert attempts == [["1", first_name], ["2", second_name]], shown.out
+    assert "re-queued (interrupted)" in shown.out, shown.out
+    assert "epochs #1: spot instance interrupted: terminate" in shown.out, shown.out

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.errors import ConflictError, MissingBlobsError, NotFoundError
 from dstack.models.artifacts import JobArtifacts
-from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
+from dstack.models.job import (
+    JobSpec,
+    JobStatus,
+    StatusChange,
+    TerminationReason,
+    gang_indexes,
+)
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
 from dstack.models.run import Run, run_cost, run_status
@@ -97,6 +103,39 @@ def _check_deps(request: SubmitRunRequest) -> None:
             raise InvalidRequestError(
                 f"job {index} depends on job(s) {bad}, which do not come before it",
                 hint="list jobs in dependency order",
+            )
+    _check_gangs(request)
+
+
+def _check_gangs(request: SubmitRunRequest) -> None:
+    """The nodes of a multi-node job come next to each other, ranks 0..N-1, with the same
+    workflow, resources and dependencies (`gang_indexes` relies on it)."""
+    jobs = request.jobs
+    for index, job in enumerate(jobs):
+        spec = job.spec
+        nodes = spec.resources.nodes
+        gang = gang_indexes(index, spec)
+        first = jobs[gang.start] if 0 <= gang.start < len(jobs) else None
+        if nodes <= 1 and spec.node_rank == 0:
+            continue
+        ok = (
+            spec.node_rank < nodes
+            and first is not None
+            and gang.stop <= len(jobs)
+            and all(
+                jobs[i].spec.node_rank == i - gang.start
+                and jobs[i].spec.resources == spec.resources
+                and jobs[i].workflow_name == job.workflow_name
+                and jobs[i].deps == job.deps
+                for i in gang
+            )
+        )
+        if not ok:
+            raise InvalidRequestError(
+                f"job {index} is node {spec.node_rank} of {nodes}, but its run does not list "
+                f"its {nodes} nodes next to each other (ranks 0..{nodes - 1}, same workflow, "
+                "resources and dependencies)",
+                hint="plan the run with `dstack run`, which lists them so",
             )
 
 

@@ -350,10 +350,18 @@ async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepAr
             )
         ).all()
         inner = [
-            DepArtifacts.model_validate(a.model_dump()) for a in await job_artifacts(session, rows)
+            DepArtifacts.model_validate(a.model_dump())
+            for a in await job_artifacts(session, sorted(rows, key=_placing_order))
         ]
     outer = [DepArtifacts.model_validate(a) for a in job.external_artifacts or []]
     return inner + outer
+
+
+def _placing_order(row: JobRow) -> tuple[int, int]:
+    """By job; the nodes of a multi-node dependency from the last to node 0, whose files
+    are placed last: where two nodes wrote the same file, node 0's is kept."""
+    rank = int(row.spec.get("node_rank", 0) or 0)
+    return (row.index - rank, -rank)
 
 
 async def resumed_artifacts(session: AsyncSession, job: JobRow, spec: JobSpec) -> list[Manifest]:

@@ -22,13 +22,16 @@ from dstack.models.job import (
 )
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
+from dstack.models.resources import HostResources
 from dstack.models.run import Run, run_cost, run_status
+from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import caching, dependencies, gc, instances, secrets
 from dstack.server.services import jobs as job_service
 from dstack.server.services.artifacts import job_artifacts, missing_in
+from dstack.server.services.matching import fits_ever, labels_match
 from dstack.server.services.names import random_prefix, run_name
 
 _NAME_ATTEMPTS = 5
@@ -93,7 +96,33 @@ async def plan_run(ctx: ServerContext, *, request: SubmitRunRequest) -> PlanResp
     async with ctx.transaction() as session:
         externals = await dependencies.resolve_request(session, request)
         decisions = await caching.decide(session, request, externals)
-    return PlanResponse(jobs=[d.explanation() for d in decisions])
+        hosts = await _registered_hosts(session)
+    explained = []
+    for job, decision in zip(request.jobs, decisions, strict=True):
+        explanation = decision.explanation()
+        if decision.origin is None:
+            explanation.runners = _fitting(job.spec, hosts)
+        explained.append(explanation)
+    return PlanResponse(jobs=explained)
+
+
+async def _registered_hosts(
+    session: AsyncSession,
+) -> list[tuple[str, HostResources, dict[str, str]]]:
+    query = select(RunnerRow.name, RunnerRow.resources, RunnerRow.labels).where(
+        RunnerRow.status != RunnerStatus.INTERRUPTED.value
+    )
+    rows = await session.execute(query.order_by(RunnerRow.name))
+    return [(n, HostResources.model_validate(r), dict(lab)) for n, r, lab in rows]
+
+
+def _fitting(spec: JobSpec, hosts: list[tuple[str, HostResources, dict[str, str]]]) -> list[str]:
+    """The runners `spec` could run on (ever: their whole machine), by name."""
+    return [
+        name
+        for name, host, labels in hosts
+        if labels_match(spec.labels, labels) and fits_ever(spec.resources, host)
+    ]
 
 
 def _check_deps(request: SubmitRunRequest) -> None:

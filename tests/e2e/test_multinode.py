@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.e2e.conftest import Env, _stop_server, make_env
+from tests.e2e.conftest import TEST_IMAGE, Env, _stop_server, make_env
 from tests.e2e.remote_helpers import (
     ADMIN_TOKEN,
     RunnerProcess,
@@ -198,3 +198,45 @@ def test_a_node_killed_mid_run_stops_the_other_and_the_run_names_it(
     assert re.fullmatch(r"node 1 failed: exit code \d+", node0["message"]), node0
     shown = user.dstack("ps", name, "--remote")
     assert "node 1 failed: exit code" in shown.out, shown.out
+
+
+@pytest.fixture
+def docker_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TeamServer]:
+    """Two Docker runners on this machine: a container of a multi-node job shares the host's
+    network, so node 1 reaches node 0 at MASTER_ADDR (without it, each container's 127.0.0.1
+    would be its own)."""
+    monkeypatch.setenv("DSTACK_DEFAULT_IMAGE", TEST_IMAGE)
+    server = TeamServer(home=tmp_path / "server-home")
+    runners = [
+        RunnerProcess(n, tmp_path / "runners" / n, server, extra_args=["--executor", "docker"])
+        for n in ("d0", "d1")
+    ]
+    try:
+        server.start()
+        for runner in runners:
+            runner.start()
+        wait_until(lambda: {"d0", "d1"} <= online_runners(server), 60, "both runners online")
+        yield server
+    finally:
+        for runner in runners:
+            runner.stop()
+        server.stop()
+
+
+@pytest.mark.docker
+def test_two_docker_nodes_sum_over_the_host_network(
+    tmp_path: Path, docker_pair: TeamServer
+) -> None:
+    (tmp_path / "user").mkdir()
+    user = make_env(tmp_path / "user", "docker")
+    try:
+        assert user.dstack("config", "--url", docker_pair.url, "--token", ADMIN_TOKEN).code == 0
+        _workflow(user, "allsum", SUM)
+        name = _remote_run(user, "allsum")
+        run = _wait(user, name, {"done", "failed", "stopped"}, timeout=180)
+        assert run["status"] == "done", run
+        logs = user.dstack("logs", name, "--remote").out
+        sums = re.findall(r"^\[node (\d)\] rank (\d): sum (\d+)$", logs, re.MULTILINE)
+        assert sorted(sums) == [("0", "0", "3"), ("1", "1", "3")], logs
+    finally:
+        _stop_server(user.home)

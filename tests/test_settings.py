@@ -144,6 +144,10 @@ JOB_VARIABLES = {
     "DSTACK_JOB_ID",
     "DSTACK_APP_HOST",
     "DSTACK_CODE_TOKEN",
+    "DSTACK_NODE_RANK",
+    "DSTACK_NODES_NUM",
+    "DSTACK_MASTER_NODE_IP",
+    "DSTACK_MASTER_JOB_ID",
 }
 SRC = Path(settings.__file__).parent
 

@@ -284,3 +284,13 @@ def test_a_bad_providers_yaml_is_one_line_naming_file_and_key(
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "Error: .dstack/providers.yaml:4: unknown key 'command' in a provider"
     assert err[1:] == ["Hint: did you mean 'commands'?"]
+
+
+def test_plan_of_two_nodes_shows_each_node_and_the_runners_that_fit(repo: Path) -> None:
+    result = invoke("plan", "python", "--nodes", "2", "train.py")
+    assert result.exit_code == 0, result.output
+    assert "Plan for dstack run python: 2 jobs" in result.output
+    assert "node:        0 of 2 (primary: MASTER_ADDR)" in result.output
+    assert "node:        1 of 2\n" in result.output
+    assert "Runners that fit:" in result.output
+    assert "  job 1  " in result.output.split("Runners that fit:")[1]

@@ -124,3 +124,47 @@ def test_provider_plan_has_one_job_and_external_deps() -> None:
 def test_provider_plan_tokens_can_be_injected() -> None:
     plan = plan_provider("notebook", [], subdir="", environ={}, token_factory=lambda: "tok")
     assert plan.jobs[0].spec.apps[0].url_query == {"token": "tok"}
+
+
+NODES = """\
+workflows:
+  - name: prepare
+    provider: bash
+    commands: [echo prepare]
+  - name: train
+    provider: bash
+    commands: [python train.py]
+    nodes: 3
+    deps:
+      - workflow: prepare
+  - name: evaluate
+    provider: bash
+    commands: [echo evaluate]
+    resources:
+      nodes: 2
+    deps:
+      - workflow: train
+"""
+
+
+def test_nodes_make_one_job_per_node_next_to_each_other(tmp_path: Path) -> None:
+    plan = plan_workflow(config(tmp_path, NODES), "evaluate", [], subdir="", environ={})
+    jobs = [(j.workflow_name, j.spec.node_rank, j.spec.resources.nodes) for j in plan.jobs]
+    assert jobs == [
+        ("prepare", 0, 1),
+        ("train", 0, 3),
+        ("train", 1, 3),
+        ("train", 2, 3),
+        ("evaluate", 0, 2),
+        ("evaluate", 1, 2),
+    ]
+    # Every node waits for every node of the workflows it depends on.
+    assert [j.deps for j in plan.jobs] == [[], [0], [0], [0], [1, 2, 3], [1, 2, 3]]
+
+
+def test_the_corpus_torchrun_workflow_plans_two_nodes(tmp_path: Path) -> None:
+    corpus = Path(__file__).resolve().parents[2] / ".." / "shared" / "compat-corpus"
+    source = corpus / "ivan-bokov__dstack-test-providers/.dstack/workflows@d909b5e9.yaml"
+    plan = plan_workflow(config(tmp_path, source.read_text()), "hello", [], subdir="", environ={})
+    assert [j.spec.node_rank for j in plan.jobs] == [0, 1]
+    assert all("--nnodes 2" in j.spec.commands[-1] for j in plan.jobs)

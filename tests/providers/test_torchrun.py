@@ -41,7 +41,10 @@ def _command(nodes: int = 1, gpus: int | None = None, **fields: Any) -> list[str
     wf = workflow(
         "torchrun", file="train.py", resources=ResourcesSpec(nodes=nodes, gpu=gpu), **fields
     )
-    (spec,) = job_specs(wf, SubmissionContext(run_args=["--lr", "0.1"]))
+    specs = job_specs(wf, SubmissionContext(run_args=["--lr", "0.1"]))
+    assert [s.node_rank for s in specs] == list(range(nodes))  # one job per node
+    assert len({tuple(s.commands) for s in specs}) == 1  # the same command on each
+    spec = specs[0]
     assert spec.provider == "torchrun"
     assert spec.resources.nodes == nodes
     return spec.commands
@@ -75,7 +78,7 @@ def test_each_node_runs_the_command_with_its_own_variables(tmp_path: Path) -> No
     """The same command on two nodes: the shell fills in each node's rank and master."""
     (tmp_path / "train.py").write_text("import sys; print('script args', sys.argv[1:])\n")
     wf = workflow("torchrun", file="train.py", args=["x y"], resources=ResourcesSpec(nodes=2))
-    (spec,) = job_specs(wf, SubmissionContext())
+    spec, _ = job_specs(wf, SubmissionContext())
     path = f"{fake_torchrun(tmp_path / 'bin')}:{os.environ['PATH']}"
     for rank in ("0", "1"):
         node = {"NODE_RANK": rank, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}

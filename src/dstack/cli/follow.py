@@ -90,6 +90,38 @@ def _find_local_server(client: Client) -> None:
         client.rebase(url, token)
 
 
+class NodePrefixes:
+    """Prefixes each line of the jobs of multi-node runs with their node (`[node 1] `), when
+    the run has such jobs; a line split over two events is prefixed once."""
+
+    def __init__(self, run: Run) -> None:
+        self.labels = {
+            job.id: f"[node {job.spec.node_rank}] "
+            for job in run.jobs
+            if job.spec.resources.nodes > 1
+        }
+        self._midline: set[tuple[str, str]] = set()  # (job, stream) whose last line is open
+
+    def __call__(self, events: list[LogEvent]) -> list[LogEvent]:
+        if not self.labels:
+            return events
+        return [self._prefixed(event) for event in events]
+
+    def _prefixed(self, event: LogEvent) -> LogEvent:
+        label = self.labels.get(event.job_id)
+        if label is None or not event.data:
+            return event
+        key = (event.job_id, event.stream)
+        lines = event.data.splitlines(keepends=True)
+        first = 1 if key in self._midline else 0
+        data = "".join(lines[:first]) + "".join(label + line for line in lines[first:])
+        if event.data.endswith(("\n", "\r")):
+            self._midline.discard(key)
+        else:
+            self._midline.add(key)
+        return event.model_copy(update={"data": data})
+
+
 def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool = False) -> None:
     """Print a page: consecutive events of one stream go out in one `write`."""
     if as_json:
@@ -145,6 +177,8 @@ class RunFollower:
         # at its statuses: the next is due a poll interval later, or with the last page.
         self._known = known if known is not None and known.status.is_finished() else None
         self._looked_at_start = known is not None
+        self._first_look = known
+        self._prefixes: NodePrefixes | None = None  # once the run's jobs are known
         self._seen: dict[str, str] = {}
         self.transform = transform
         self.on_run = on_run
@@ -178,7 +212,14 @@ class RunFollower:
         page = self.client.get_logs(
             self.run_name, cursor=self.cursor, since=self.since, wait=poll_seconds, with_run=True
         )
-        return page, self.transform(page.events) if self.transform else page.events
+        events = page.events
+        if events and not self.as_json:
+            if self._prefixes is None:
+                self._prefixes = NodePrefixes(
+                    self._first_look or page.run or self.client.get_run(self.run_name)
+                )
+            events = self._prefixes(events)
+        return page, self.transform(events) if self.transform else events
 
     def _look_at_run(self, page: LogsPage) -> Run:
         """Report the run's statuses (each change once, so safe to do again)."""
@@ -205,7 +246,8 @@ class RunFollower:
             self._seen[job.id] = state
             if job.status.value == "running" and not many:
                 continue
-            label = f"{job.workflow_name or job.spec.provider}: " if many else ""
+            node = f" [node {job.spec.node_rank}]" if job.spec.resources.nodes > 1 else ""
+            label = f"{job.workflow_name or job.spec.provider}{node}: " if many else ""
             detail = f" — {job.message}" if job.message and not job.status.is_active() else ""
             self.err.write(
                 f"\x1b[2m{label}{state}{detail}\x1b[0m\n"

@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from dstack.cli.context import client_for, remote_option
-from dstack.cli.follow import RunFollower, reconnect_for, reconnect_option, write_events
+from dstack.cli.follow import (
+    NodePrefixes,
+    RunFollower,
+    reconnect_for,
+    reconnect_option,
+    write_events,
+)
 from dstack.errors import ConfigError
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
@@ -69,9 +75,14 @@ def logs(
         ).follow()
         return
     cursor: str | None = None
+    prefixes: NodePrefixes | None = None
     while True:
         page = client.get_logs(run_name, cursor=cursor, since=since_time, wait=0)
-        write_events(page.events, sys.stdout, sys.stderr, as_json)
+        events = page.events
+        if events and not as_json:  # `[node 1] ` before the lines of multi-node jobs
+            prefixes = prefixes or NodePrefixes(page.run or client.get_run(run_name))
+            events = prefixes(events)
+        write_events(events, sys.stdout, sys.stderr, as_json)
         if not page.events or page.cursor == cursor:
             return
         cursor = page.cursor

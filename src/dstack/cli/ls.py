@@ -9,8 +9,10 @@ import click
 from dstack.cli.artifacts import run_artifacts
 from dstack.cli.context import client_for, remote_option
 from dstack.cli.render import console, size, table
+from dstack.errors import ConfigError
 
 if TYPE_CHECKING:
+    from dstack.api.client import Client
     from dstack.models.artifacts import JobArtifacts
 
 
@@ -46,15 +48,42 @@ def listing(files: list[tuple[str, int]], prefix: str, recursive: bool) -> list[
     return sorted(rows.items())
 
 
+def of_node(client: Client, ref: str, found: list[JobArtifacts], node: int) -> list[JobArtifacts]:
+    """The artifacts of node `node`'s jobs of run `ref` (a tag: the run it points to)."""
+    run_name = found[0].run_name if ref.startswith(":") and found else ref
+    run = client.get_run(run_name)
+    ids = {job.id for job in run.jobs if job.spec.node_rank == node}
+    if not any(job.spec.node_rank == node for job in run.jobs):
+        nodes = max((job.spec.resources.nodes for job in run.jobs), default=1)
+        raise ConfigError(
+            f"run '{run.name}' has no node {node}",
+            hint=f"its nodes are 0..{nodes - 1}" if nodes > 1 else "it runs on one node: 0",
+        )
+    return [a for a in found if a.job_id in ids]
+
+
 @click.command()
 @remote_option
 @click.argument("ref", metavar="RUN|:TAG")
 @click.argument("prefix", required=False, default="")
 @click.option("-r", "--recursive", is_flag=True, help="List every file, not only the top level.")
 @click.option("--total", is_flag=True, help="Print the total size at the end.")
-def ls(ref: str, prefix: str, recursive: bool, total: bool, remote: str | None) -> None:
+@click.option(
+    "--node",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Of a multi-node run: only the artifacts of this node (0: the primary). Default: "
+    "every node's, merged.",
+)
+def ls(
+    ref: str, prefix: str, recursive: bool, total: bool, node: int | None, remote: str | None
+) -> None:
     """List the artifacts of a run, or of the run a tag points to."""
-    files = artifact_files(run_artifacts(client_for(remote), ref))
+    client = client_for(remote)
+    found = run_artifacts(client, ref)
+    if node is not None:
+        found = of_node(client, ref, found, node)
+    files = artifact_files(found)
     rows = listing(files, prefix, recursive)
     if not rows:
         click.echo(f"No artifacts{f' under {prefix}' if prefix else ''} in {ref}.")

@@ -103,6 +103,12 @@ def render_explanations(answer: PlanResponse) -> str:
     for name, e in zip(names, answer.jobs, strict=True):
         verdict = f"cached (from run {e.cached_from})" if e.cached_from else f"runs: {e.reason}"
         lines.append(f"  {name:<{width}}{verdict}")
+    placed = [(f"job {e.index}", e.runners) for e in answer.jobs if e.runners is not None]
+    if placed:
+        lines += ["", "Runners that fit:"]
+        width = max(len(n) for n, _ in placed) + 2
+        for name, runners in placed:
+            lines.append(f"  {name:<{width}}{', '.join(runners or []) or '(none registered)'}")
     return "\n".join(lines)
 
 
@@ -194,6 +200,9 @@ def _job_lines(run_plan: RunPlan, index: int, job: PlannedJob, images: ImageSett
         ("env", ", ".join(spec.env)),
         ("depends on", _deps(run_plan, job)),
     ]
+    if spec.resources.nodes > 1:
+        role = " (primary: MASTER_ADDR)" if spec.node_rank == 0 else ""
+        fields.insert(0, ("node", f"{spec.node_rank} of {spec.resources.nodes}{role}"))
     lines = [f"Job {index}: {job.workflow_name or run_plan.provider}"]
     for label, value in fields:
         first, *rest = (value or "-").splitlines() or ["-"]

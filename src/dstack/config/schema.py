@@ -32,7 +32,7 @@ class RawResources(RawModel):
     shm_size: str | int | None = Field(None, description="a size such as 8GB")
     interruptible: bool | None = Field(None, description="true or false")
     local: bool | None = Field(None, description="true or false")
-    nodes: int | None = Field(None, ge=1, description="a number of machines, 1 or more")
+    nodes: int | None = Field(None, ge=1, le=256, description="a number of machines, 1 to 256")
 
 
 class RawArtifact(RawModel):

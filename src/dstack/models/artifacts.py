@@ -109,3 +109,8 @@ class JobExplanation(Model):
     cache_key: str
     cached_from: str | None = Field(None, description="Run whose results are reused.")
     reason: str = Field(description="`cached`, or why it runs: `code changed (src/train.py)`...")
+    runners: list[str] | None = Field(
+        None,
+        description="Registered runners that fit the job (resources and labels), by name; "
+        "None: not looked at (a job that is reused).",
+    )

@@ -64,6 +64,9 @@ class TerminationReason(StrEnum):
     # instance type, market, price and backend); `pending` with `no_capacity` while it
     # waits for a cloud to have capacity again.
     WAITING_FOR_INSTANCE = "waiting_for_instance"
+    # A job of a multi-node run stopped because another node of it ended without success
+    # (the message names the node: `node 1 failed: exit code 3`).
+    NODE_FAILED = "node_failed"
 
 
 class PortSpec(Model):
@@ -107,6 +110,18 @@ class JobSpec(Model):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Only runners with all these labels take the job."
     )
+    node_rank: int = Field(
+        0,
+        ge=0,
+        description="Its node in a multi-node run (`resources.nodes` > 1): the run's jobs "
+        "`index - node_rank` .. `+ nodes - 1` are its gang, started together; 0 is the primary.",
+    )
+
+
+def gang_indexes(index: int, spec: JobSpec) -> range:
+    """The job indexes of the gang of job `index` (itself alone for a one-node job)."""
+    first = index - spec.node_rank
+    return range(first, first + max(spec.resources.nodes, 1))
 
 
 # Re-queues allowed after an interruption when the workflow sets no `retry` and may run on
@@ -123,6 +138,8 @@ def retry_limit(spec: JobSpec, reason: TerminationReason) -> int:
     interruption of an `interruptible` job, 0 otherwise (a lost runner of a job that did not
     ask for retries fails it, as before).
     """
+    if spec.resources.nodes > 1:  # a node alone cannot rejoin its gang: it fails
+        return 0
     if spec.retry is not None:
         return spec.retry
     if reason is TerminationReason.INTERRUPTED and spec.resources.interruptible:

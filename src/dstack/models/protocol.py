@@ -59,6 +59,13 @@ class UploadRunRequest(Model):
 class RegisterRunnerRequest(Model):
     name: RunnerName
     host: str = Field(max_length=200)
+    address: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9.:%\-\[\]]+$",
+        description="An address other runners reach this one at (multi-node runs: the "
+        "primary node's is the others' `MASTER_ADDR`); None: an older runner (`host` is used).",
+    )
     resources: HostResources
     executors: list[Text]
     labels: dict[Text, Text] = Field(default_factory=dict)
@@ -99,6 +106,18 @@ class ClaimRequest(Model):
     wait_seconds: float = Field(10.0, ge=0, le=60, description="Long-poll for this long.")
 
 
+class NodeInfo(Model):
+    """Where a job stands in its multi-node run, and how its nodes reach the primary."""
+
+    rank: int = Field(0, ge=0, description="This job's node, from 0 (the primary).")
+    nodes: int = Field(1, ge=1, description="Nodes of the run's gang.")
+    master_address: str = Field(
+        "127.0.0.1", max_length=200, description="The primary's runner address."
+    )
+    master_port: int = Field(29500, ge=1, le=65535)
+    master_job_id: str = Field("", description="The primary's job id.")
+
+
 class JobAssignment(Model):
     """A job handed to a runner: everything it needs to fetch, run and report it."""
 
@@ -121,6 +140,9 @@ class JobAssignment(Model):
         "place them at their paths before running (checkpoints to resume from).",
     )
     storage: StorageAccess = Field(default_factory=StorageAccess)
+    node: NodeInfo | None = Field(
+        None, description="Its place in a multi-node run; None: an older server (one node)."
+    )
 
 
 class JobStatusUpdate(Model):

@@ -9,6 +9,8 @@ from pydantic import Field
 from dstack.models.common import Model
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+# The most nodes (machines) one multi-node job takes.
+MAX_NODES = 256
 _UNITS_MIB = {"": 1.0, "b": 1 / 2**20, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2}
 
 
@@ -54,7 +56,7 @@ class ResourcesSpec(Model):
     shm_size_mib: int | None = Field(None, ge=0, description="Size of /dev/shm, in MiB.")
     interruptible: bool = Field(False, description="May run on spot/preemptible capacity.")
     local: bool = Field(False, description="Run on this machine even when a remote is set.")
-    nodes: int = Field(1, ge=1, description="Number of machines (multi-node jobs).")
+    nodes: int = Field(1, ge=1, le=MAX_NODES, description="Number of machines (multi-node jobs).")
 
     @property
     def gpu_count(self) -> int:

@@ -34,6 +34,7 @@ class Runner(Model):
     id: str
     name: str
     host: str
+    address: str | None = Field(None, description="Where other runners reach it.")
     resources: HostResources
     executors: list[str] = Field(description="`docker`, `process`.")
     labels: dict[str, str] = Field(default_factory=dict)

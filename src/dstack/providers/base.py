@@ -62,7 +62,7 @@ class Provider(ABC):
     summary: ClassVar[str] = ""
 
     def job_specs(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
-        """One job for now; multi-node workflows keep `resources.nodes` for the scheduler."""
+        """One job (`nodes: N` makes it N, one per node: `registry.expand_nodes`)."""
         return [self.job_spec(workflow, ctx)]
 
     @abstractmethod

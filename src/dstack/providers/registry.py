@@ -93,7 +93,25 @@ def get_provider(name: str, *, where: str | None = None) -> Provider:
 
 
 def job_specs(workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
-    """The jobs that run `workflow` with its provider."""
+    """The jobs that run `workflow` with its provider; each job of `nodes: N` (N > 1)
+    becomes N, one per node (`JobSpec.node_rank`), next to each other."""
+    return expand_nodes(_provider_job_specs(workflow, ctx))
+
+
+def expand_nodes(specs: list[JobSpec]) -> list[JobSpec]:
+    """Each spec with `resources.nodes` N > 1 as N specs of ranks 0..N-1 (a spec already
+    ranked by its provider is kept as it is)."""
+    expanded: list[JobSpec] = []
+    for spec in specs:
+        nodes = spec.resources.nodes
+        if nodes <= 1 or spec.node_rank:
+            expanded.append(spec)
+            continue
+        expanded.extend(spec.model_copy(update={"node_rank": rank}) for rank in range(nodes))
+    return expanded
+
+
+def _provider_job_specs(workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
     if workflow.repo_provider is not None:
         return _REPO_PROVIDER.job_specs(workflow, ctx)
     where = f"workflow '{workflow.name}' ({workflow.source})"

@@ -158,6 +158,13 @@ def cli() -> None:
     show_default=True,
     help="Seconds a job waits for the mirror another job of this runner is updating.",
 )
+@click.option(
+    "--address",
+    default=None,
+    help="Address other runners reach this one at (the primary node's is the other nodes' "
+    "MASTER_ADDR in multi-node runs). Default: this machine's source address of the route "
+    "to the server.",
+)
 def start(
     server_url: str,
     token: str,
@@ -176,6 +183,7 @@ def start(
     claim_wait: float,
     git_fetch_timeout: float,
     git_lock_timeout: float,
+    address: str | None,
 ) -> None:
     """Register with the server and run jobs until interrupted."""
     env = EnvSettings.read(os.environ)
@@ -204,6 +212,7 @@ def start(
         claim_wait=claim_wait,
         git_timeouts=GitTimeouts(fetch=git_fetch_timeout, lock=git_lock_timeout),
         crash_point=crash_point(env),
+        address=address or None,
     )
     if name:
         settings = dataclasses.replace(settings, name=name)

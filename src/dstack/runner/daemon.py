@@ -38,6 +38,7 @@ from dstack.models.protocol import (
 )
 from dstack.models.resources import HostResources
 from dstack.models.runner import SpotNotice
+from dstack.runner.address import route_source
 from dstack.runner.blobs import BlobStoreFactory, open_blob_store
 from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.credential import StoredCredential, load_credential, save_credential
@@ -223,6 +224,7 @@ class Runner:
         request = RegisterRunnerRequest(
             name=self.settings.name,
             host=socket.gethostname(),
+            address=self.settings.address or route_source(self.settings.server_url),
             resources=self._resources(),
             executors=[self._executor.name if self._executor else "process"],
             labels=dict(self.settings.labels),

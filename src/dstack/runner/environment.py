@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from dstack.models.job import JobSpec
-from dstack.models.protocol import JobAssignment
+from dstack.models.protocol import JobAssignment, NodeInfo
 from dstack.runner.errors import JobStartError
 
 # `${{ secrets.NAME }}`, as the configuration layer leaves it in commands and env values.
@@ -106,8 +106,29 @@ def job_env(assignment: JobAssignment, host_ports: list[int]) -> dict[str, str]:
     for index, port in enumerate(host_ports):
         env[f"PORT_{index}"] = str(port)
         env[f"JOB_PORT_{index}"] = str(port)
+    env.update(node_env(assignment))
     env.update(secrets)
     return env
+
+
+def node_env(assignment: JobAssignment) -> dict[str, str]:
+    """The job's place in its (multi-node) run: `DSTACK_NODE_RANK`, `DSTACK_NODES_NUM`,
+    `DSTACK_MASTER_NODE_IP`, `DSTACK_MASTER_JOB_ID`, and torch's `MASTER_ADDR`,
+    `MASTER_PORT`, `NODE_RANK`, `WORLD_SIZE` (nodes x GPUs per node, at least nodes). A
+    one-node job gets them too (rank 0 of 1, master on 127.0.0.1), so scripts need no case
+    for it."""
+    node = assignment.node or NodeInfo(master_job_id=assignment.job_id)
+    gpus = max(1, assignment.spec.resources.gpu_count)
+    return {
+        "DSTACK_NODE_RANK": str(node.rank),
+        "DSTACK_NODES_NUM": str(node.nodes),
+        "DSTACK_MASTER_NODE_IP": node.master_address,
+        "DSTACK_MASTER_JOB_ID": node.master_job_id,
+        "MASTER_ADDR": node.master_address,
+        "MASTER_PORT": str(node.master_port),
+        "NODE_RANK": str(node.rank),
+        "WORLD_SIZE": str(node.nodes * gpus),
+    }
 
 
 def with_secret_references(spec: JobSpec, secrets: dict[str, str]) -> JobSpec:

@@ -81,6 +81,9 @@ class RunnerSettings:
     (`--metadata-url`, `http://169.254.169.254` on EC2); None: not watched (self-hosted)."""
     metadata_interval: float = 5.0
     """Seconds between two looks for a notice (`--metadata-interval`)."""
+    address: str | None = None
+    """Where other runners reach this one (`--address`): the primary node's runner address
+    is the other nodes' `MASTER_ADDR`. None: the source address of the route to the server."""
     crash_point: Callable[[str], None] | None = field(default=None, compare=False)
     """Called at named points of a job's life (`artifacts-stored`: a final sync stored its
     blobs, its manifest is not posted yet); tests kill the runner there. None: nothing."""

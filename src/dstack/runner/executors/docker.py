@@ -121,6 +121,12 @@ class DockerExecutor:
             "detach": True,
             **_limits(spec, job.gpu_indexes),
         }
+        if spec.resources.nodes > 1:
+            # The nodes of a multi-node run reach each other at their runners' addresses
+            # (MASTER_ADDR:MASTER_PORT): the container shares the host's network, where its
+            # ports are the host's own (nothing to publish).
+            args["network_mode"] = "host"
+            del args["ports"]
         if spec.commands:
             args["entrypoint"] = list(spec.entrypoint or ["bash", "-c"])
             args["command"] = [script_of(spec.commands)]

@@ -89,6 +89,8 @@ class RunnerRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     host: Mapped[str] = mapped_column(String(200))
+    # Where other runners reach it (`dstack-runner start --address`); None: an older runner.
+    address: Mapped[str | None] = mapped_column(String(200))
     resources: Mapped[dict[str, Any]] = mapped_column(JSON)
     executors: Mapped[list[str]] = mapped_column(JSON)
     labels: Mapped[dict[str, str]] = mapped_column(JSON)

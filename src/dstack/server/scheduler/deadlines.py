@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dstack.models.job import JobStatus, TerminationReason
+from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.server.context import ServerContext
 from dstack.server.db.models import JobRow, RunnerRow
 from dstack.server.services import jobs as job_service
@@ -88,6 +88,8 @@ async def _unconfirmed(
     if job.stop_requested:
         status, reason = _STOPPED[job.stop_requested]
         await _final(ctx, session, job, reason, f"{note} the claim", status=status)
+    elif JobSpec.model_validate(job.spec).resources.nodes > 1:  # a node cannot rejoin
+        await _final(ctx, session, job, TerminationReason.RUNNER_LOST, f"{note} the claim")
     elif job_service.claim_requeues(job_service.history(job)) < CLAIM_REQUEUES:
         message = f"{note} the claim; re-queued"
         now = ctx.clock()

@@ -32,6 +32,7 @@ from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import BackendRow, JobRow, RunnerRow
 from dstack.server.scheduler import deadlines
 from dstack.server.scheduler.provisioning import Provisioner
+from dstack.server.services import gangs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services.claims import WAITING_STATUSES, dependency_statuses
@@ -116,6 +117,7 @@ class Scheduler:
             await runner_service.mark_lost_runners(self.ctx, session, listening_since=since)
             if look_for_overdue:
                 await deadlines.expire_overdue(self.ctx, session, since=since)
+                await gangs.expire_reservations(self.ctx, session)
             hosts, labels, fingerprint = await self._hosts(session)
             self._backends = await session.scalar(select(BackendRow.name).limit(1)) is not None
             query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
@@ -172,6 +174,8 @@ class Scheduler:
                 return True
             if look_for_overdue and await deadlines.any_overdue(self.ctx, session, since=since):
                 return True
+            if look_for_overdue and await gangs.any_reservation(session):
+                return True
             hosts, _, fingerprint = await self._hosts(session)
             if not hosts or fingerprint != self._judged_hosts:
                 return True
@@ -200,6 +204,8 @@ class Scheduler:
         all_hosts: Hosts,
         labels: Labels,
     ) -> None:
+        if job.runner_id is not None:  # a node of a gang, reserved for its runner's claim
+            return
         hosts = _labelled(job, all_hosts, labels)
         deps = {d: statuses.get((job.run_name, d)) for d in job.deps}
         failed = sorted(d for d, s in deps.items() if s in _FAILED)
@@ -210,6 +216,11 @@ class Scheduler:
             )
             return
         spec = JobSpec.model_validate(job.spec).resources
+        if spec.nodes > 1:
+            short = gangs.shortage(spec, hosts)
+            if short is not None:
+                await self._too_few_runners(session, job, short)
+                return
         fits = any(fits_ever(spec, host) for _, host in hosts)
         if not fits and not self._backends:
             await self._no_runner(session, job, hosts, registered=bool(all_hosts))
@@ -229,8 +240,24 @@ class Scheduler:
             job,
             JobStatus.PENDING,
             TerminationReason.WAITING_FOR_RUNNER,
-            waiting_message(spec, hosts),
+            waiting_message(spec, hosts)
+            if spec.nodes <= 1
+            else f"waiting for {spec.nodes} runners that fit to be free at once",
         )
+
+    async def _too_few_runners(self, session: AsyncSession, job: JobRow, short: str) -> None:
+        """A gang fewer runners could ever take than it has nodes: it waits while the server
+        is young (`no_runner_grace_seconds`), then fails. Cloud instances are not created
+        for gangs."""
+        young = (self.ctx.clock() - self.ctx.started_at).total_seconds()
+        if self._backends:
+            short += " (cloud instances are not created for multi-node runs)"
+        if young < self.ctx.settings.no_runner_grace_seconds:
+            await self._set(
+                session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_RUNNER, short
+            )
+            return
+        await self._set(session, job, JobStatus.FAILED, TerminationReason.NO_CAPACITY, short)
 
     async def _wants_instance(self, session: AsyncSession, job: JobRow) -> None:
         """No registered runner fits the job, but a backend may: the provisioner's now

@@ -142,7 +142,25 @@ async def decide(
         decision = Decision(index, job.workflow_name, key, inputs, None, "")
         await _decide_one(session, request, job, decision, decisions)
         decisions.append(decision)
+        _whole_gang(request, decisions)
     return decisions
+
+
+def _whole_gang(request: SubmitRunRequest, decisions: list[Decision]) -> None:
+    """A multi-node job is reused only with its whole gang: once its last node is decided,
+    a gang some node of which runs runs entirely (its nodes start together)."""
+    index = len(decisions) - 1
+    spec = request.jobs[index].spec
+    nodes = spec.resources.nodes
+    if nodes <= 1 or spec.node_rank != nodes - 1:
+        return
+    gang = decisions[index - nodes + 1 :]
+    if all(d.origin is not None for d in gang) or all(d.origin is None for d in gang):
+        return
+    for decision in gang:
+        if decision.origin is not None:
+            decision.origin = None
+            decision.reason = "another node of its multi-node run runs"
 
 
 def _external_input(resolved: ResolvedDep) -> ExternalInput:

@@ -19,6 +19,7 @@ from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
 from dstack.server.db.models import JobRow, RunnerRow, RunRow
+from dstack.server.services import gangs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services import secrets as secret_service
@@ -43,13 +44,17 @@ _FRESH = timedelta(seconds=1)
 # running it on SQLite); values go in as bound parameters.
 _JOBS = JobRow.__table__
 _ANY_WAITING = select(_JOBS.c.id).where(_JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
+# Active jobs, and nodes of gangs reserved for the runner (`gangs`), hold its resources.
 _HELD = select(_JOBS.c.spec, _JOBS.c.gpu_indexes).where(
     _JOBS.c.runner_id == bindparam("runner_id"),
-    _JOBS.c.status.in_(runner_service.ACTIVE_STATUSES),
+    _JOBS.c.status.in_(gangs.HELD_STATUSES),
 )
 _QUEUE_ORDER = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
 _WAITING = (
-    select(JobRow).where(JobRow.status.in_(WAITING_STATUSES)).order_by(*_QUEUE_ORDER).limit(_BATCH)
+    select(JobRow)
+    .where(JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_(None))
+    .order_by(*_QUEUE_ORDER)
+    .limit(_BATCH)
 )
 # The keys of a tuple comparison take no type from their columns: they are given them.
 _WAITING_AFTER = _WAITING.where(
@@ -112,7 +117,17 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
     claim (its free resources are computed once at a time) and the job is picked with
     `FOR UPDATE SKIP LOCKED`, so concurrent claimers in any number of server processes pass
     over each other's job instead of losing races; SQLite has one writer at a time anyway.
+
+    A node of a gang reserved for this runner comes first; a gang's primary is taken only
+    with its whole gang (`gangs`): the other nodes are reserved in the same transaction.
     """
+    try:
+        return await _try_claim(ctx, runner_id)
+    except _GangRace:  # rolled back: the gang's nodes are free again
+        return None
+
+
+async def _try_claim(ctx: ServerContext, runner_id: str) -> JobAssignment | None:
     sqlite = ctx.engine.dialect.name == "sqlite"
     async with _claim_turn(ctx), ctx.transaction() as session:
         if not sqlite:
@@ -124,10 +139,15 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
         host = HostResources.model_validate(runner.resources)
         if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
             return None
+        reserved = await gangs.reserved_job(session, runner_id)
+        if reserved is not None:  # a node of a gang, given to this runner ahead
+            return await _take_reserved(ctx, session, reserved, runner)
         held = await _held(session, runner_id)
         free = free_resources(host, held)
         async for job in _runnable(session):
             spec = JobSpec.model_validate(job.spec)
+            if spec.node_rank:  # a node of a gang: assigned with its primary
+                continue
             if not labels_match(spec.labels, runner.labels):
                 continue
             allocation = allocate(spec.resources, free)
@@ -136,6 +156,9 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
             # SQLite claims take turns, and the versioned update below catches any other
             # writer; elsewhere the row lock keeps concurrent claimers off this job.
             if not sqlite and not await _lock_waiting(session, job):
+                continue
+            gang = gangs.is_gang(spec)
+            if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
                 continue
             claimed = await job_service.set_status(
                 session,
@@ -149,7 +172,61 @@ async def try_claim(ctx: ServerContext, *, runner_id: str) -> JobAssignment | No
             )
             if claimed:
                 return await _assignment(ctx, session, job, spec)
+            if gang:  # the other nodes are reserved: undo them with it
+                raise _GangRace()
     return None
+
+
+class _GangRace(Exception):
+    """The primary changed while its gang was being reserved: nothing is kept."""
+
+
+async def _assign_gang(
+    ctx: ServerContext,
+    session: AsyncSession,
+    primary: JobRow,
+    spec: JobSpec,
+    runner: RunnerRow,
+    *,
+    sqlite: bool,
+) -> bool:
+    """Reserve nodes 1..N-1 of `primary`'s gang on N-1 other free runners, or nothing."""
+    others = [j for j in await gangs.gang_rows(session, primary, spec) if j.id != primary.id]
+    if len(others) != spec.resources.nodes - 1:
+        return False
+    if any(j.status not in WAITING_STATUSES or j.runner_id is not None for j in others):
+        return False
+    places = await gangs.place_others(
+        ctx, session, spec, claimer_id=runner.id, count=len(others), lock=not sqlite
+    )
+    if places is None:
+        return False
+    if not sqlite:
+        for job in others:
+            if not await _lock_waiting(session, job):
+                return False
+    for job, place in zip(others, places, strict=True):
+        if not await gangs.reserve(ctx, session, job, place, runner.name):
+            raise _GangRace()
+    return True
+
+
+async def _take_reserved(
+    ctx: ServerContext, session: AsyncSession, job: JobRow, runner: RunnerRow
+) -> JobAssignment | None:
+    spec = JobSpec.model_validate(job.spec)
+    claimed = await job_service.set_status(
+        session,
+        job,
+        JobStatus.PROVISIONING,
+        now=ctx.clock(),
+        message=f"node {spec.node_rank} assigned to runner '{runner.name}'",
+        runner=runner.name,
+        runner_id=runner.id,
+    )
+    if not claimed:
+        return None
+    return await _assignment(ctx, session, job, spec)
 
 
 @contextlib.asynccontextmanager
@@ -256,6 +333,7 @@ async def _assignment(
         caches=await caches_for(session, run.repo_id, job.workflow_name),
         storage=storage_access(ctx.blobs),
         secrets=await secret_service.job_secrets(session, ctx.settings, repo_id=run.repo_id),
+        node=await gangs.node_info(session, job, spec),
     )
 
 
@@ -272,10 +350,18 @@ async def dependency_artifacts(session: AsyncSession, job: JobRow) -> list[DepAr
             )
         ).all()
         inner = [
-            DepArtifacts.model_validate(a.model_dump()) for a in await job_artifacts(session, rows)
+            DepArtifacts.model_validate(a.model_dump())
+            for a in await job_artifacts(session, sorted(rows, key=_placing_order))
         ]
     outer = [DepArtifacts.model_validate(a) for a in job.external_artifacts or []]
     return inner + outer
+
+
+def _placing_order(row: JobRow) -> tuple[int, int]:
+    """By job; the nodes of a multi-node dependency from the last to node 0, whose files
+    are placed last: where two nodes wrote the same file, node 0's is kept."""
+    rank = int(row.spec.get("node_rank", 0) or 0)
+    return (row.index - rank, -rank)
 
 
 async def resumed_artifacts(session: AsyncSession, job: JobRow, spec: JobSpec) -> list[Manifest]:

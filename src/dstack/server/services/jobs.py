@@ -18,6 +18,7 @@ from dstack.models.job import (
     JobTimings,
     StatusChange,
     TerminationReason,
+    gang_indexes,
     job_attempts,
     retry_limit,
 )
@@ -110,7 +111,68 @@ async def set_status(
     )
     if status is JobStatus.DONE:
         await tags.on_job_done(session, job, now)
+    elif status.is_finished() and reason not in _USER_STOPS:
+        await stop_gang(session, job, now)
     return True
+
+
+# A user's stop reaches every job of the run by itself (`runs.stop_run`).
+_USER_STOPS = frozenset({TerminationReason.STOPPED_BY_USER, TerminationReason.ABORTED_BY_USER})
+
+
+def node_failure(job: JobRow) -> str:
+    """`node 1 failed: exit code 3`: how a node of a gang ended, for the other nodes."""
+    spec = JobSpec.model_validate(job.spec)
+    if job.exit_code is not None and job.reason == TerminationReason.EXIT_CODE.value:
+        detail = f"exit code {job.exit_code}"
+    else:
+        detail = job.message or job.reason or job.status
+    return f"node {spec.node_rank} {job.status}: {detail}"
+
+
+async def stop_gang(session: AsyncSession, job: JobRow, now: datetime) -> None:
+    """Node `job` of a multi-node job ended without success: the other nodes stop too —
+    those not started at once, the started ones through their runners' heartbeats (their
+    runners then report them `stopped`, `report_status` names the node)."""
+    spec = JobSpec.model_validate(job.spec)
+    if spec.resources.nodes <= 1:
+        return
+    indexes = [i for i in gang_indexes(job.index, spec) if i != job.index]
+    query = select(JobRow).where(JobRow.run_name == job.run_name, JobRow.index.in_(indexes))
+    message = node_failure(job)
+    for other in (await session.scalars(query)).all():
+        status = JobStatus(other.status)
+        if status.is_finished():
+            continue
+        if status.is_active():
+            if not other.stop_requested:
+                other.stop_requested = "stop"
+                mark_changed(session)
+            continue
+        await set_status(
+            session,
+            other,
+            JobStatus.STOPPED,
+            now=now,
+            reason=TerminationReason.NODE_FAILED,
+            message=message,
+        )
+
+
+async def _failed_node(session: AsyncSession, job: JobRow) -> str | None:
+    """How another node of `job`'s gang ended without success, if one did."""
+    spec = JobSpec.model_validate(job.spec)
+    if spec.resources.nodes <= 1:
+        return None
+    indexes = [i for i in gang_indexes(job.index, spec) if i != job.index]
+    query = (
+        select(JobRow)
+        .where(JobRow.run_name == job.run_name, JobRow.index.in_(indexes))
+        .where(JobRow.status.in_([JobStatus.FAILED.value, JobStatus.ABORTED.value]))
+        .order_by(JobRow.finished_at)
+    )
+    failed = (await session.scalars(query)).first()
+    return node_failure(failed) if failed is not None else None
 
 
 async def requeue(
@@ -351,13 +413,18 @@ async def report_status(
             if not applied:
                 raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
             return
+        reason, message = update.reason or _default_reason(job, update), update.message
+        if update.status in (JobStatus.STOPPED, JobStatus.ABORTED) and job.stop_requested:
+            failure = await _failed_node(session, job)
+            if failure is not None:  # stopped because another node of its gang failed
+                reason, message = TerminationReason.NODE_FAILED, failure
         applied = await set_status(
             session,
             job,
             update.status,
             now=ctx.clock(),
-            reason=update.reason or _default_reason(job, update),
-            message=update.message,
+            reason=reason,
+            message=message,
             exit_code=update.exit_code,
             **_reported_fields(job, update, ctx.clock()),
         )

@@ -158,6 +158,7 @@ async def _restart(ctx: ServerContext, runner_id: str, request: RegisterRunnerRe
 def _apply(ctx: ServerContext, row: RunnerRow, request: RegisterRunnerRequest) -> None:
     row.name = request.name
     row.host = request.host
+    row.address = request.address
     row.resources = request.resources.model_dump(mode="json")
     row.executors = list(request.executors)
     row.labels = dict(request.labels)
@@ -356,6 +357,7 @@ def _to_model(row: RunnerRow, running: list[str], instance: RunnerInstance | Non
         id=row.id,
         name=row.name,
         host=row.host,
+        address=row.address,
         resources=HostResources.model_validate(row.resources),
         executors=list(row.executors),
         labels=dict(row.labels),

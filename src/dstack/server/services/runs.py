@@ -13,16 +13,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.errors import ConflictError, MissingBlobsError, NotFoundError
 from dstack.models.artifacts import JobArtifacts
-from dstack.models.job import JobSpec, JobStatus, StatusChange, TerminationReason
+from dstack.models.job import (
+    JobSpec,
+    JobStatus,
+    StatusChange,
+    TerminationReason,
+    gang_indexes,
+)
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
+from dstack.models.resources import HostResources
 from dstack.models.run import Run, run_cost, run_status
+from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import caching, dependencies, gc, instances, secrets
 from dstack.server.services import jobs as job_service
 from dstack.server.services.artifacts import job_artifacts, missing_in
+from dstack.server.services.matching import fits_ever, labels_match
 from dstack.server.services.names import random_prefix, run_name
 
 _NAME_ATTEMPTS = 5
@@ -87,7 +96,33 @@ async def plan_run(ctx: ServerContext, *, request: SubmitRunRequest) -> PlanResp
     async with ctx.transaction() as session:
         externals = await dependencies.resolve_request(session, request)
         decisions = await caching.decide(session, request, externals)
-    return PlanResponse(jobs=[d.explanation() for d in decisions])
+        hosts = await _registered_hosts(session)
+    explained = []
+    for job, decision in zip(request.jobs, decisions, strict=True):
+        explanation = decision.explanation()
+        if decision.origin is None:
+            explanation.runners = _fitting(job.spec, hosts)
+        explained.append(explanation)
+    return PlanResponse(jobs=explained)
+
+
+async def _registered_hosts(
+    session: AsyncSession,
+) -> list[tuple[str, HostResources, dict[str, str]]]:
+    query = select(RunnerRow.name, RunnerRow.resources, RunnerRow.labels).where(
+        RunnerRow.status != RunnerStatus.INTERRUPTED.value
+    )
+    rows = await session.execute(query.order_by(RunnerRow.name))
+    return [(n, HostResources.model_validate(r), dict(lab)) for n, r, lab in rows]
+
+
+def _fitting(spec: JobSpec, hosts: list[tuple[str, HostResources, dict[str, str]]]) -> list[str]:
+    """The runners `spec` could run on (ever: their whole machine), by name."""
+    return [
+        name
+        for name, host, labels in hosts
+        if labels_match(spec.labels, labels) and fits_ever(spec.resources, host)
+    ]
 
 
 def _check_deps(request: SubmitRunRequest) -> None:
@@ -97,6 +132,39 @@ def _check_deps(request: SubmitRunRequest) -> None:
             raise InvalidRequestError(
                 f"job {index} depends on job(s) {bad}, which do not come before it",
                 hint="list jobs in dependency order",
+            )
+    _check_gangs(request)
+
+
+def _check_gangs(request: SubmitRunRequest) -> None:
+    """The nodes of a multi-node job come next to each other, ranks 0..N-1, with the same
+    workflow, resources and dependencies (`gang_indexes` relies on it)."""
+    jobs = request.jobs
+    for index, job in enumerate(jobs):
+        spec = job.spec
+        nodes = spec.resources.nodes
+        gang = gang_indexes(index, spec)
+        first = jobs[gang.start] if 0 <= gang.start < len(jobs) else None
+        if nodes <= 1 and spec.node_rank == 0:
+            continue
+        ok = (
+            spec.node_rank < nodes
+            and first is not None
+            and gang.stop <= len(jobs)
+            and all(
+                jobs[i].spec.node_rank == i - gang.start
+                and jobs[i].spec.resources == spec.resources
+                and jobs[i].workflow_name == job.workflow_name
+                and jobs[i].deps == job.deps
+                for i in gang
+            )
+        )
+        if not ok:
+            raise InvalidRequestError(
+                f"job {index} is node {spec.node_rank} of {nodes}, but its run does not list "
+                f"its {nodes} nodes next to each other (ranks 0..{nodes - 1}, same workflow, "
+                "resources and dependencies)",
+                hint="plan the run with `dstack run`, which lists them so",
             )
 
 

@@ -102,7 +102,9 @@ async def test_a_gang_and_a_single_job_share_two_runners_without_deadlock(
     assert (primary.node.rank, node1.node.rank) == (0, 1)
     assert node1.node.master_address == "10.0.0.1"
     assert node1.node.master_job_id == primary.job_id
-    assert (node1.node.nodes, node1.node.master_port) == (2, 29500)
+    assert node1.node.nodes == 2
+    assert node1.node.master_port == primary.node.master_port  # one port per gang
+    assert 29500 <= node1.node.master_port < 30500
 
     await finish(ctx, primary, r1)
     await finish(ctx, node1, r2)
@@ -185,6 +187,23 @@ async def test_a_gang_too_large_fails_once_the_grace_is_over(
     run = await runs.get_run(ctx, name=trio.name)
     assert run.status is JobStatus.FAILED
     assert run.jobs[0].reason is TerminationReason.NO_CAPACITY
+    assert run.jobs[0].message == "needs 3 runners that fit, 1 registered"
+
+
+async def test_a_gang_waiting_out_the_grace_fails_when_it_ends_with_nothing_changed(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    await add_runner(ctx, "r1")
+    trio = await runs.submit_run(ctx, request=submission(*gang(3)))
+    scheduler = Scheduler(ctx)
+    await scheduler.tick()
+    assert (await runs.get_run(ctx, name=trio.name)).status is JobStatus.PENDING
+
+    clock.advance(ctx.settings.no_runner_grace_seconds + 1)  # no runner, no job changed
+    await scheduler.tick()
+
+    run = await runs.get_run(ctx, name=trio.name)
+    assert run.status is JobStatus.FAILED
     assert run.jobs[0].message == "needs 3 runners that fit, 1 registered"
 
 

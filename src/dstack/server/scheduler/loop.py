@@ -70,6 +70,10 @@ class Scheduler:
         self._listening_since = ctx.started_at
         # Deadlines are looked for once per `scheduler_interval`, not at every wake-up.
         self._deadlines_at: datetime | None = None
+        # A job the last judgement left waiting out the no-runner grace (a gang with too
+        # few runners): judged again once per interval until the grace ends, as no change
+        # of runners or jobs would bring it up.
+        self._in_grace = False
         self.provisioner = Provisioner(ctx)
         # The provisioner runs once per `scheduler_interval`, and at once after a tick that
         # gave it a job.
@@ -121,7 +125,8 @@ class Scheduler:
             hosts, labels, fingerprint = await self._hosts(session)
             self._backends = await session.scalar(select(BackendRow.name).limit(1)) is not None
             query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
-            if hosts and fingerprint == self._judged_hosts:
+            in_grace, self._in_grace = self._in_grace, False
+            if hosts and fingerprint == self._judged_hosts and not in_grace:
                 # A pending job without dependencies was judged against these very runners,
                 # and nothing else decides its fate: only new jobs and jobs whose
                 # dependencies may have moved need a look.
@@ -174,7 +179,7 @@ class Scheduler:
                 return True
             if look_for_overdue and await deadlines.any_overdue(self.ctx, session, since=since):
                 return True
-            if look_for_overdue and await gangs.any_reservation(session):
+            if look_for_overdue and (self._in_grace or await gangs.any_reservation(session)):
                 return True
             hosts, _, fingerprint = await self._hosts(session)
             if not hosts or fingerprint != self._judged_hosts:
@@ -256,6 +261,7 @@ class Scheduler:
             await self._set(
                 session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_RUNNER, short
             )
+            self._in_grace = True
             return
         await self._set(session, job, JobStatus.FAILED, TerminationReason.NO_CAPACITY, short)
 

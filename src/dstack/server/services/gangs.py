@@ -18,6 +18,7 @@ Policy (README "Multi-node runs"):
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from dstack.server.services.matching import (
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 HELD_STATUSES = [s.value for s in JobStatus if s.is_active()] + WAITING_STATUSES
 DEFAULT_MASTER_PORT = 29500
+MASTER_PORTS = 1000
 
 
 def is_gang(spec: JobSpec) -> bool:
@@ -169,7 +171,7 @@ async def node_info(session: AsyncSession, job: JobRow, spec: JobSpec) -> NodeIn
             rank=0,
             nodes=1,
             master_address="127.0.0.1",
-            master_port=master_port(spec),
+            master_port=master_port(spec, job.id),
             master_job_id=job.id,
         )
     first = gang_indexes(job.index, spec).start
@@ -185,17 +187,19 @@ async def node_info(session: AsyncSession, job: JobRow, spec: JobSpec) -> NodeIn
         rank=spec.node_rank,
         nodes=nodes,
         master_address=address,
-        master_port=master_port(spec),
+        master_port=master_port(spec, primary.id if primary is not None else job.id),
         master_job_id=primary.id if primary is not None else "",
     )
 
 
-def master_port(spec: JobSpec) -> int:
-    """The workflow's `MASTER_PORT` when its env sets one (a number), else 29500."""
+def master_port(spec: JobSpec, primary_id: str) -> int:
+    """The workflow's `MASTER_PORT` when its env sets one (a number), else a port of
+    29500-30499 chosen by the primary job's id: two gangs whose primaries share a runner
+    then rarely (1 in 1000) pick the same port, where one fixed port would always clash."""
     value = spec.env.get("MASTER_PORT", "")
     if value.isdigit() and 0 < int(value) < 65536:
         return int(value)
-    return DEFAULT_MASTER_PORT
+    return DEFAULT_MASTER_PORT + zlib.crc32(primary_id.encode()) % MASTER_PORTS
 
 
 def shortage(spec: ResourcesSpec, hosts: Sequence[tuple[str, HostResources]]) -> str | None:

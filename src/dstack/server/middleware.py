@@ -28,6 +28,10 @@ from dstack.server.settings import ServerSettings
 
 PUBLIC_PATHS = frozenset({"/api/health"})
 """Answered without a token."""
+API_PREFIX = "/api/"
+"""Paths outside it are the web UI's (`dstack.ui`): its pages and endpoints authenticate by
+their session cookie, each route itself (a page without one redirects to sign in, its data
+401), never by a bearer token; their bodies are bounded here all the same."""
 
 SMALL_BODY_BYTES = 16 << 10
 """Bodies of a few fields (a backend's settings, an offers request)."""
@@ -86,7 +90,9 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] not in PUBLIC_PATHS and not await _authenticated(scope):
+        path = scope["path"]
+        needs_token = path.startswith(API_PREFIX) and path not in PUBLIC_PATHS
+        if needs_token and not await _authenticated(scope):
             await Response(status_code=401)(scope, receive, send)
             return
         limit, route = self.limits.of(scope["method"], scope["path"])

@@ -243,9 +243,11 @@ async def events(request: Request, ui: Data) -> StreamingResponse:
     async def stream() -> AsyncIterator[bytes]:
         counter = 0
         yield b"retry: 3000\n\n"
+        event = ctx.notifier.current()
         while True:
-            event = ctx.notifier.current()
             await Notifier.wait(event, PING_SECONDS)
+            # taken before the page refreshes: a change from now on wakes the next wait
+            event = ctx.notifier.current()
             if not await _still_signed_in(request):
                 yield _event("signout", {})
                 return

@@ -29,20 +29,25 @@
     var stamp = document.getElementById("updated");
     var target = document.querySelector("[data-fragment]");
     if (!stamp || !target || !window.EventSource) { return; }
-    var source = null, pending = false;
+    var source = null, pending = false, again = false;
+    function update() {
+      // one fetch at a time; a change during it is fetched right after
+      if (pending) { again = true; return; }
+      pending = true;
+      refresh(target, stamp).finally(function () {
+        pending = false;
+        if (again) { again = false; update(); }
+      });
+    }
     function open() {
       if (source) { return; }
       source = new EventSource("/ui/events");
-      source.addEventListener("change", function () {
-        if (pending) { return; }
-        pending = true;
-        refresh(target, stamp).finally(function () { pending = false; });
-      });
+      source.addEventListener("change", update);
       source.addEventListener("signout", function () { window.location.reload(); });
     }
     function close() { if (source) { source.close(); source = null; } }
     document.addEventListener("visibilitychange", function () {
-      if (document.hidden) { close(); } else { open(); refresh(target, stamp); }
+      if (document.hidden) { close(); } else { open(); update(); }
     });
     setInterval(function () {
       var at = Number(stamp.dataset.at || 0);

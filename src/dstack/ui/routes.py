@@ -172,7 +172,7 @@ async def _visible_run(ctx: ServerContext, ui: UiSession, name: str) -> Run:
 async def run_page(request: Request, name: str, ui: Page) -> Response:
     ctx = ctx_of(request)
     run = await _visible_run(ctx, ui, name)
-    detail = run_pages.run_detail(run, ui, ctx.clock())
+    detail = run_pages.run_detail(run, ui, ctx.clock(), local=ctx.settings.local_runner)
     body = (
         f'<p class="crumbs"><a href="/">Runs</a> /</p><h1>{esc(run.name)}</h1>'
         f'<p class="live" aria-live="polite"><span id="updated" data-live="run">live</span></p>'
@@ -186,7 +186,7 @@ async def run_page(request: Request, name: str, ui: Page) -> Response:
 async def run_fragment(request: Request, name: str, ui: Data) -> Response:
     ctx = ctx_of(request)
     run = await _visible_run(ctx, ui, name)
-    return _html(run_pages.run_detail(run, ui, ctx.clock()))
+    return _html(run_pages.run_detail(run, ui, ctx.clock(), local=ctx.settings.local_runner))
 
 
 @router.post("/runs/{name}/stop")

@@ -194,7 +194,7 @@ def timeline(job: Job) -> str:
     return f'<div class="timeline" role="list" aria-label="Phases">{bars}</div>'
 
 
-def run_detail(run: Run, ui: UiSession, now: datetime) -> str:
+def run_detail(run: Run, ui: UiSession, now: datetime, *, local: bool = False) -> str:
     """The live part of a run's page: summary, graph, jobs."""
     jobs_html = []
     for job in run.jobs:
@@ -239,7 +239,7 @@ def run_detail(run: Run, ui: UiSession, now: datetime) -> str:
             '<label>Tag <input name="tag" required maxlength="200"></label>'
             '<button type="submit">Add tag</button></form>'
         )
-    apps = app_links(run)
+    apps = app_links(run) if local else ""
     return f"""<dl class="summary">
 <div><dt>Status</dt><dd id="run-status">{status(run.status, run_reason(run))}</dd></div>
 <div><dt>Repository</dt><dd>{esc(run.repo.repo_id)}</dd></div>
@@ -260,7 +260,8 @@ def run_detail(run: Run, ui: UiSession, now: datetime) -> str:
 
 
 def app_links(run: Run) -> str:
-    """Links to the apps of a run's running jobs, on runners on this machine (local runs)."""
+    """Links to the apps of a run's running jobs, on the local server's runner (this
+    machine: its ports are the browser's `localhost`)."""
     links = []
     for job in run.jobs:
         if job.status is not JobStatus.RUNNING or job.apps_ready_at is None:

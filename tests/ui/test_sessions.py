@@ -273,3 +273,33 @@ def test_ansi_is_escaped_and_other_controls_dropped() -> None:
     assert to_html("<x>\x1b[1;32mok\x1b[0m\x07\x1b]0;title\x07!") == (
         '&lt;x&gt;<span class="b fg-2">ok</span>!'
     )
+
+
+def events_of(body: str) -> list[tuple[str | None, str, str]]:
+    """(id, event, data) of a text/event-stream body."""
+    found = []
+    for block in body.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            found.append((fields.get("id"), fields["event"], fields["data"]))
+    return found
+
+
+async def test_the_log_stream_resumes_after_the_last_event_id(
+    http: httpx.AsyncClient, ctx: ServerContext
+) -> None:
+    name = await submit(http, ADMIN, REPO_A)
+    chunks = [("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")]
+    await add_logs(ctx, await job_id(ctx, name), chunks)
+    from dstack.server.services import runs as run_service
+
+    await run_service.stop_run(ctx, name=name)  # finished: the stream ends by itself
+    await sign_in(http, ADMIN)
+    url = f"/ui/api/runs/{name}/jobs/0/stream"
+    fresh = events_of((await http.get(url)).text)
+    assert fresh[0] == ("2", "lines", '{"total": 3}')
+    assert [e[1] for e in fresh] == ["lines", "status", "end"]
+    resumed = events_of((await http.get(url, headers={"Last-Event-ID": "2"})).text)
+    assert [e[1] for e in resumed] == ["status", "end"]  # nothing after seq 2 to announce
+    earlier = events_of((await http.get(url, headers={"Last-Event-ID": "0"})).text)
+    assert earlier[0][:2] == ("2", "lines")

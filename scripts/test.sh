@@ -8,8 +8,8 @@ log() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
 # postgresql, openssh-server: the DB suite and the SSH clone tests start their own throwaway
-# server from these binaries.
-APT_PACKAGES=(git docker.io busybox-static postgresql openssh-server)
+# server from these binaries; chromium: the web UI's browser tests (Playwright drives it).
+APT_PACKAGES=(git docker.io busybox-static postgresql openssh-server chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

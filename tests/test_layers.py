@@ -61,7 +61,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dstack.api": ("dstack.config", "dstack.providers", "dstack.repo", "dstack.storage"),
     # --- the server, top to bottom ------------------------------------------------------
     "dstack.server": (),
-    "dstack.server.app": ("dstack.server", "dstack.storage", "dstack.backends"),  # all of it
+    "dstack.server.app": ("dstack.server", "dstack.storage", "dstack.backends", "dstack.ui"),
+    # the web UI: pages on the services, as the routers are (the app mounts it)
+    "dstack.ui": ("dstack.server.auth", "dstack.server.services", *SERVER_BASE, "dstack.storage"),
     "dstack.server.local_main": ("dstack.server", *SETTINGS),  # the local server's process
     "dstack.server.local": ("dstack.server.settings", *SETTINGS),  # starts it, in the CLI
     # supervises the local runner (hands it its token in `settings.RUNNER_TOKEN`)

@@ -54,6 +54,12 @@ class Client(ReposClient, TeamsClient, BackendsClient):
         except NotFoundError:
             self.request("GET", "/api/runners")
 
+    def ui_sign_in_url(self) -> str:
+        """A one-time link that signs this client's user in to the server's web UI (the code
+        in it is good once, for a minute)."""
+        answer: dict[str, str] = self.request("POST", "/api/ui/codes").json()
+        return self.base_url + answer["path"]
+
     def submit_run(self, request: SubmitRunRequest) -> Run:
         body = request.model_dump(mode="json")
         return Run.model_validate(self.request("POST", "/api/runs", json=body).json())

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("dstack.cli.init:init", "Let runners clone this repository (token or SSH key)."),
     "push": ("dstack.cli.push:push", "Copy a local run and its artifacts to a remote."),
     "pull": ("dstack.cli.pull:pull", "Copy a remote run and its artifacts here."),
+    "ui": ("dstack.cli.ui:ui", "Open the server's web UI in the browser, signed in."),
 }
 
 

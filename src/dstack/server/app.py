@@ -30,6 +30,7 @@ from dstack.server.services import users as user_service
 from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.server.storage import close_blob_store, open_blob_store
 from dstack.storage.base import AdminBlobStore
+from dstack.ui.mount import install as install_ui
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def create_app(
     app.include_router(repos.runner_router)
     app.include_router(backend_routes.router)
     app.include_router(backend_routes.offers_router)
+    install_ui(app)  # the web UI at `/`, after the API's routes
     return app
 
 

@@ -28,6 +28,17 @@ from dstack.server.settings import ServerSettings
 
 PUBLIC_PATHS = frozenset({"/api/health"})
 """Answered without a token."""
+UI_PAGES = frozenset({"/", "/signin", "/signout", "/tags", "/runners", "/secrets", "/users"})
+UI_PREFIXES = ("/ui/", "/runs/", "/signin/", "/secrets/")
+"""The web UI's paths (`dstack.ui`): its pages and endpoints authenticate by their session
+cookie, each route itself (a page without one redirects to sign in, its data is 401), never
+by a bearer token; their bodies are bounded here all the same. Every other path (the API,
+FastAPI's /docs and /openapi.json, unknown ones) needs a token."""
+
+
+def is_ui_path(path: str) -> bool:
+    return path in UI_PAGES or path.startswith(UI_PREFIXES)
+
 
 SMALL_BODY_BYTES = 16 << 10
 """Bodies of a few fields (a backend's settings, an offers request)."""
@@ -86,7 +97,9 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] not in PUBLIC_PATHS and not await _authenticated(scope):
+        path = scope["path"]
+        needs_token = path not in PUBLIC_PATHS and not is_ui_path(path)
+        if needs_token and not await _authenticated(scope):
             await Response(status_code=401)(scope, receive, send)
             return
         limit, route = self.limits.of(scope["method"], scope["path"])

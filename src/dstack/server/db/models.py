@@ -23,6 +23,11 @@ from dstack.server.db.base import Base, UTCDateTime
 
 class RunRow(Base):
     __tablename__ = "runs"
+    __table_args__ = (
+        # The web UI's runs list: newest first, paged by (submitted_at, name) keys.
+        Index("ix_runs_submitted_name", "submitted_at", "name"),
+        Index("ix_runs_repo_submitted_name", "repo_id", "submitted_at", "name"),
+    )
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     name_prefix: Mapped[str] = mapped_column(String(100), index=True)
@@ -271,3 +276,20 @@ class InstanceRow(Base):
     # Since when its runner holds no job; None while it holds one (or before it registered).
     idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UiSessionRow(Base):
+    """A signed-in browser (`dstack.ui`): the sha256 of its opaque session id (the cookie
+    holds the id itself), whose token signed it in (its hash: a new token or a deleted user
+    ends the session), its CSRF token, and when it expires. Sign-in codes (`dstack ui`) are
+    rows with `kind` "code": single use, a minute long."""
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    user_name: Mapped[str] = mapped_column(String(200), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

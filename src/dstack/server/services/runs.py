@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, select
+from sqlalchemy import Row, bindparam, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -315,6 +315,44 @@ async def list_runs(
     finished = [r for r in runs if r.status.is_finished()][:limit]
     keep = {r.name for r in finished}
     return [r for r in runs if not r.status.is_finished() or r.name in keep]
+
+
+async def list_runs_page(
+    ctx: ServerContext,
+    *,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+    repos: list[str] | None = None,
+    repo_id: str | None = None,
+    workflow: str | None = None,
+    user: str | None = None,
+) -> list[Run]:
+    """At most `limit` runs, newest first, after the key `before` (submitted_at, name) of the
+    last run of the previous page: keyset pagination on `ix_runs_submitted_name` (or
+    `ix_runs_repo_submitted_name`), as fast on the thousandth page as on the first."""
+    query = _RUNS_NEWEST_FIRST
+    if before is not None:
+        key = tuple_(_RUNS.c.submitted_at, _RUNS.c.name)
+        query = query.where(
+            key
+            < tuple_(
+                bindparam("before_at", type_=_RUNS.c.submitted_at.type),
+                bindparam("before_name", type_=_RUNS.c.name.type),
+            )
+        )
+    if repos is not None:
+        query = query.where(_RUNS.c.repo_id.in_(repos))
+    for column, value in ((_RUNS.c.repo_id, repo_id), (_RUNS.c.workflow_name, workflow)):
+        if value is not None:
+            query = query.where(column == value)
+    if user is not None:
+        query = query.where(_RUNS.c.user == user)
+    params: dict[str, Any] = {}
+    if before is not None:
+        params = {"before_at": before[0], "before_name": before[1]}
+    async with ctx.connect() as connection:
+        rows = (await connection.execute(query.limit(limit), params)).all()
+        return await _to_models(ctx, connection, rows)
 
 
 async def _to_models(

@@ -1,0 +1,147 @@
+// The log viewer: fixed-height rows, only the visible ones in the DOM, pages of lines
+// fetched by line number; a live stream (SSE) says how many lines there are.
+"use strict";
+(function () {
+  var ROW = 20, PAGE = 200, OVERSCAN = 20;
+  var view, spacer, base, total = 0, pages = {}, loading = {}, follow = true;
+  var matches = [], current = -1, hits = {}, target = -1, source = null, ended = false;
+
+  function pageOf(n) { return Math.floor(n / PAGE); }
+  function load(p) {
+    if (pages[p] || loading[p]) { return; }
+    loading[p] = true;
+    fetch(base + "/lines?start=" + p * PAGE + "&count=" + PAGE, { credentials: "same-origin" })
+      .then(function (r) { if (r.status === 401) { location.reload(); } return r.json(); })
+      .then(function (body) {
+        delete loading[p];
+        if (body.total > total) { setTotal(body.total); }
+        // a page that is not full yet is kept only until the log grows past it
+        pages[p] = { lines: body.lines, full: body.lines.length === PAGE };
+        render();
+      })
+      .catch(function () { delete loading[p]; });
+  }
+  function setTotal(n) {
+    if (n === total) { return; }
+    var last = pageOf(Math.max(total - 1, 0));
+    Object.keys(pages).forEach(function (k) { if (Number(k) >= last && !pages[k].full) { delete pages[k]; } });
+    total = n;
+    spacer.style.height = total * ROW + "px";
+    document.getElementById("line-count").textContent = total + " lines";
+    if (follow) { view.scrollTop = view.scrollHeight; }
+    render();
+  }
+  function render() {
+    var first = Math.max(0, Math.floor(view.scrollTop / ROW) - OVERSCAN);
+    var last = Math.min(total, Math.ceil((view.scrollTop + view.clientHeight) / ROW) + OVERSCAN);
+    var rows = [], stderr = document.getElementById("log-stderr").checked;
+    for (var p = pageOf(first); p <= pageOf(Math.max(last - 1, 0)) && first < last; p++) {
+      var page = pages[p];
+      if (!page) { load(p); continue; }
+      page.lines.forEach(function (line) {
+        if (line.n < first || line.n >= last) { return; }
+        var cls = "log-row" + (stderr && line.s === "stderr" ? " err" : "") +
+          (hits[line.n] ? " hit" : "") + (line.n === target ? " target" : "");
+        rows.push('<div class="' + cls + '" style="top:' + line.n * ROW + 'px" data-n="' + line.n +
+          '"><a class="ln" href="#L' + (line.n + 1) + '" tabindex="-1">' + (line.n + 1) + "</a>" + line.h + "</div>");
+      });
+    }
+    var html = rows.join("");
+    var holder = view.querySelector(".log-rows");
+    if (!holder) { holder = document.createElement("div"); holder.className = "log-rows"; view.appendChild(holder); }
+    holder.innerHTML = html;
+  }
+  function goTo(n) {
+    follow = false;
+    document.getElementById("log-follow").checked = false;
+    target = n;
+    view.scrollTop = Math.max(0, n * ROW - view.clientHeight / 2);
+    history.replaceState(null, "", "#L" + (n + 1));
+    render();
+  }
+  function showMatch() {
+    var label = document.getElementById("log-matches");
+    if (!matches.length) { label.textContent = "no matches"; return; }
+    label.textContent = (current + 1) + " / " + matches.length + (matches.more ? "+" : "");
+    goTo(matches[current]);
+  }
+  function search(e) {
+    e.preventDefault();
+    var q = document.getElementById("log-q").value;
+    if (!q) { return; }
+    fetch(base + "/search?q=" + encodeURIComponent(q), { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (body) {
+        matches = body.matches || []; matches.more = body.more; hits = {};
+        matches.forEach(function (n) { hits[n] = true; });
+        current = matches.length ? 0 : -1;
+        showMatch();
+      });
+  }
+  function step(d) {
+    if (!matches.length) { return; }
+    current = (current + d + matches.length) % matches.length;
+    showMatch();
+  }
+  function connect() {
+    if (source || ended || !window.EventSource) { return; }
+    source = new EventSource(base + "/stream");
+    source.addEventListener("lines", function (e) { setTotal(JSON.parse(e.data).total); });
+    source.addEventListener("status", function (e) {
+      var d = JSON.parse(e.data);
+      var el = document.getElementById("job-status");
+      el.innerHTML = "";
+      var badge = document.createElement("span");
+      badge.className = "status s-" + d.status; badge.textContent = d.status;
+      el.appendChild(badge);
+      if (d.reason && d.reason !== d.status && d.reason !== "done") {
+        el.appendChild(document.createTextNode(" " + d.reason.replace(/_/g, " ")));
+      }
+    });
+    source.addEventListener("end", function (e) {
+      ended = true; setTotal(JSON.parse(e.data).total); source.close(); source = null;
+    });
+    source.addEventListener("signout", function () { location.reload(); });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    view = document.getElementById("log");
+    spacer = view.querySelector(".log-spacer");
+    base = view.getAttribute("data-base");
+    view.addEventListener("scroll", function () {
+      var atEnd = view.scrollTop + view.clientHeight >= view.scrollHeight - ROW * 2;
+      if (!atEnd && follow && total * ROW > view.clientHeight) {
+        follow = false; document.getElementById("log-follow").checked = false;
+      }
+      render();
+    });
+    document.getElementById("log-follow").addEventListener("change", function (e) {
+      follow = e.target.checked;
+      if (follow) { view.scrollTop = view.scrollHeight; }
+    });
+    document.getElementById("log-stderr").addEventListener("change", render);
+    document.getElementById("log-end").addEventListener("click", function () {
+      follow = true; document.getElementById("log-follow").checked = true;
+      view.scrollTop = view.scrollHeight; render();
+    });
+    document.getElementById("log-search").addEventListener("submit", search);
+    document.getElementById("log-next").addEventListener("click", function () { step(1); });
+    document.getElementById("log-prev").addEventListener("click", function () { step(-1); });
+    view.addEventListener("keydown", function (e) {
+      if (e.key === "End") { view.scrollTop = view.scrollHeight; }
+      else if (e.key === "Home") { view.scrollTop = 0; }
+      else { return; }
+      e.preventDefault(); render();
+    });
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) { if (source) { source.close(); source = null; } } else { connect(); }
+    });
+    var m = /^#L(\d+)$/.exec(location.hash);
+    fetch(base + "/lines?start=0&count=1", { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (body) {
+        setTotal(body.total);
+        if (m) { goTo(Number(m[1]) - 1); } else { view.scrollTop = view.scrollHeight; render(); }
+        connect();
+      });
+  });
+})();

@@ -1,7 +1,7 @@
 """The web UI: browser sessions and sign-in codes; indexes for its runs list.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2023-06-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -331,3 +331,43 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
             elif child in on_stack:
                 low[node] = min(low[node], index[child])
     return found
+
+
+def _lazy_imports_without_reason(path: Path) -> Iterator[int]:
+    """Lines of `path` importing inside a function with no comment saying why (issue #15: a
+    function-level import only where it saves measured start-up time, and says so).
+
+    A comment counts on the import's own line or on the line above the run of imports it
+    starts (blank lines between the imports of one run are fine)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    imports = []
+    for function in ast.walk(ast.parse(text, filename=str(path))):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    imports.append(node)
+    import_lines = {
+        line for node in imports for line in range(node.lineno, (node.end_lineno or 0) + 1)
+    }
+    for node in imports:
+        if "#" in lines[node.lineno - 1]:
+            continue
+        above = node.lineno - 1
+        while above >= 1 and (above in import_lines or not lines[above - 1].strip()):
+            above -= 1
+        if above < 1 or not lines[above - 1].lstrip().startswith("#"):
+            yield node.lineno
+
+
+def test_function_level_imports_say_why() -> None:
+    bare = [
+        f"{path.relative_to(SRC.parent)}:{line}"
+        for path in _modules().values()
+        for line in _lazy_imports_without_reason(path)
+    ]
+    assert not bare, (
+        "imports inside a function without a comment saying what they save (move them to the "
+        "top of the module, or say e.g. `# boto3: ~80 ms the CLI does not need`):\n"
+        + "\n".join(bare)
+    )

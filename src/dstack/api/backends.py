@@ -22,6 +22,7 @@ class BackendsClient(BaseClient):
         """Add a backend (admin). The server checks the credentials with the cloud first:
         `ConfigError` if it refuses them, `BackendError` if it cannot be asked,
         `ConflictError` if the name is taken; nothing is stored then."""
+        # the backends' models (~15 ms) only here: every command's client loads this module
         from dstack.models.backends import BackendCredentials
         from dstack.models.backends_api import AddBackendRequest, BackendInfo
 
@@ -31,7 +32,7 @@ class BackendsClient(BaseClient):
 
     def list_backends(self) -> list[BackendInfo]:
         """The backends and their settings (admin); never their credentials."""
-        from dstack.models.backends_api import BackendInfo
+        from dstack.models.backends_api import BackendInfo  # see add_backend
 
         return validate_list(BackendInfo, self.request("GET", "/api/backends").json())
 
@@ -48,7 +49,7 @@ class BackendsClient(BaseClient):
         limit: int = 100,
     ) -> OffersResponse:
         """What the backends offer for `resources`, cheapest first."""
-        from dstack.models.backends_api import OffersRequest, OffersResponse
+        from dstack.models.backends_api import OffersRequest, OffersResponse  # see add_backend
 
         body = OffersRequest(resources=resources, spot=spot, max_price=max_price, limit=limit)
         response = self.request("POST", "/api/offers", json=body.model_dump(mode="json"))

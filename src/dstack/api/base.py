@@ -85,10 +85,10 @@ class BaseClient:
     def _open_blob_store(self) -> BlobStore:
         # The stores are imported here: 10-15 ms each at start, and most commands move no blob.
         if self._blob_dir is not None:
-            from dstack.storage.local import LocalBlobStore
+            from dstack.storage.local import LocalBlobStore  # see above
 
             return LocalBlobStore(self._blob_dir)
-        from dstack.api.blobs import HttpBlobStore
+        from dstack.api.blobs import HttpBlobStore  # see above
 
         store = HttpBlobStore(self.base_url, self.transport.token, transport=self._http_transport)
         self._own_store = store

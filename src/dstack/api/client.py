@@ -114,7 +114,7 @@ class Client(ReposClient, TeamsClient, BackendsClient):
         return LogsPage.model_validate(response.json())
 
     def list_runners(self) -> list[Runner]:
-        from dstack.models.runner import Runner
+        from dstack.models.runner import Runner  # ~3 ms only `dstack runners` needs
 
         return validate_list(Runner, self.request("GET", "/api/runners").json())
 

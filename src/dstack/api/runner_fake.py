@@ -34,6 +34,7 @@ from dstack.models.protocol import (
     RegisterRunnerResponse,
 )
 from dstack.models.repo import CloneCredentials
+from dstack.models.resources import HostResources
 from dstack.storage.base import BlobStore
 from dstack.storage.memory import MemoryBlobStore
 
@@ -212,8 +213,6 @@ class FakeRunnerApi:
     # --- for tests ---------------------------------------------------------------------------
     def registered(self, name: str = "test-runner") -> FakeRunnerApi:
         """This fake, registered as a runner `name` (for tests that call it without a daemon)."""
-        from dstack.models.resources import HostResources
-
         resources = HostResources(cpus=1, memory_mib=1024, disk_mib=1024)
         self.register(
             RegisterRunnerRequest(name=name, host="test", resources=resources, executors=[])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dstack.backends.base import Compute
+from dstack.backends.memory import MemoryCompute
 from dstack.errors import BackendError
 from dstack.models.backends import BackendConfig, BackendCredentials, BackendType
 
@@ -23,7 +24,5 @@ def make_compute(config: BackendConfig, credentials: BackendCredentials) -> Comp
 
         return AwsCompute(config, credentials)
     if config.type == BackendType.MEMORY:
-        from dstack.backends.memory import MemoryCompute
-
         return MemoryCompute(config.name, region=config.region)
     raise BackendError(f"backend '{config.name}': unknown type {config.type}")

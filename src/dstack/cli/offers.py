@@ -69,6 +69,7 @@ def _spec(
     gpu_name: str | None,
     gpu_memory: str | None,
 ) -> ResourcesSpec:
+    # pydantic models (~75 ms): `dstack offers --help` answers without them
     from dstack.models.resources import GpuRequest, ResourcesSpec, parse_memory_mib
 
     def mib(flag: str, value: str | None) -> int | None:
@@ -111,7 +112,7 @@ def _as_json(answer: OffersResponse) -> dict[str, Any]:
 
 
 def _print(answer: OffersResponse) -> None:
-    from dstack.models.resources import format_memory
+    from dstack.models.resources import format_memory  # see _spec
 
     if not answer.backends:
         click.echo("No backends are configured: an admin adds one with `dstack backends add aws`.")

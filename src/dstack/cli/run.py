@@ -94,18 +94,18 @@ def run(
         tag = tag or (late_tag if isinstance(late_tag, str) else None)
     if tag is not None:
         check_name(tag, "tag")
-    from dstack.repo.git import find_repo_root, read_repo_state
+    from dstack.repo.git import find_repo_root, read_repo_state  # see above
 
     repo_root = find_repo_root(cwd)
     plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
     state = read_repo_state(repo_root, is_toplevel=True)
 
-    from dstack.api.submit import submit
+    from dstack.api.submit import submit  # see above
 
     client = client_for(remote)
     if explain:
-        from dstack.api.submit import explain as explain_plan
-        from dstack.cli.plan import readable, render_explanations
+        from dstack.api.submit import explain as explain_plan  # see above
+        from dstack.cli.plan import readable, render_explanations  # see above
 
         answer = readable(
             explain_plan(client, plan, state, subdir=subdir, reload=reload), state.root

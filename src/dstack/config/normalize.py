@@ -45,7 +45,7 @@ _NOT_PARAMS = ("name", "provider", "help", "env", "environment")
 def warn(message: str) -> None:
     """A warning line on stderr (through `logging`, imported only when there is one: it is
     start-up time for every command that reads a workflow)."""
-    import logging
+    import logging  # ~3 ms: see above
 
     logging.getLogger(__name__).warning("Warning: %s", message)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import AfterValidator, Field
 
@@ -116,7 +117,5 @@ SecretValue = Annotated[
 def url_segment(name: str) -> str:
     """`name` as one URL path segment, whatever it holds: a name stored before the rule
     (`..`, a space, a `?`) is still reached, never a neighbouring path."""
-    from urllib.parse import quote
-
     quoted = quote(name, safe="")
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted

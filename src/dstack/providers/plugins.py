@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from importlib.metadata import EntryPoint, entry_points
 
 from dstack.config.normalize import warn
 from dstack.errors import ConfigError
 from dstack.providers.base import Provider
-
-if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
 
 GROUP = "dstack.providers"
 _MAX_ERROR = 200
@@ -67,8 +64,6 @@ class PluginProviders:
         return self._found
 
     def _scan(self) -> dict[str, Plugin]:
-        from importlib.metadata import entry_points
-
         found: dict[str, Plugin] = {}
         points = sorted(entry_points(group=GROUP), key=lambda p: (p.name, _package(p)))
         for point in points:

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import (
@@ -276,8 +277,6 @@ async def retry_or_fail(
 
 def set_committed(row: JobRow, key: str, value: Any) -> None:
     """Mirror a value written with a Core UPDATE on the loaded row, without dirtying it."""
-    from sqlalchemy.orm.attributes import set_committed_value
-
     set_committed_value(row, key, value)
 
 

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dstack.errors import NotFoundError
@@ -69,11 +71,7 @@ def _insert_ignore(dialect: str) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the dialect at hand."""
     table: Any = LogRow.__table__
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
         return pg_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
     return sqlite_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
 
 

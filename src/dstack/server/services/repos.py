@@ -8,7 +8,6 @@ repository it holds while the job is active; users see the URL, the kind and who
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete
 
@@ -22,15 +21,14 @@ from dstack.models.repo import (
     RepoCredentialsResponse,
     RepoRef,
 )
+from dstack.repo.credentials import AccessCheck, check_access
+from dstack.repo.remote_urls import sanitize_remote_url
 from dstack.server.context import ServerContext
 from dstack.server.db.models import JobRow, RepoCredentialRow, RunRow
 from dstack.server.errors import Forbidden, InvalidRequestError
 from dstack.server.principals import Principal, Role
 from dstack.server.services import jobs as job_service
 from dstack.server.services.secrets import cipher
-
-if TYPE_CHECKING:
-    from dstack.repo.credentials import AccessCheck
 
 MAX_SECRET = 64 * 1024
 
@@ -127,8 +125,6 @@ def _check_holder(job: JobRow, runner_id: str) -> None:
 
 
 def _validate(request: RepoCredentialsRequest) -> None:
-    from dstack.repo.remote_urls import sanitize_remote_url
-
     url = request.url.strip()
     if not url or url.startswith("-") or any(c in url for c in "\n\r\0"):
         raise InvalidRequestError(f"invalid repository URL '{url}'")
@@ -146,8 +142,6 @@ def _validate(request: RepoCredentialsRequest) -> None:
 
 
 async def _check(ctx: ServerContext, request: RepoCredentialsRequest) -> AccessCheck:
-    from dstack.repo.credentials import check_access
-
     return await asyncio.to_thread(
         check_access, request.url, request.kind, request.secret, cwd=ctx.settings.server_dir
     )

@@ -16,8 +16,8 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,9 +29,6 @@ from dstack.server.db.models import SecretRow
 from dstack.server.errors import InvalidRequestError
 from dstack.server.settings import ServerSettings
 from dstack.server.tokens import load_or_create_token
-
-if TYPE_CHECKING:
-    from cryptography.fernet import Fernet
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +47,6 @@ _SECRETS_OF = select(_COLUMNS.name, _COLUMNS.value, _COLUMNS.repo_id).where(
 
 def cipher(settings: ServerSettings) -> Fernet:
     """The server's cipher; creates `server_dir/secret_key` when no key is configured."""
-    from cryptography.fernet import Fernet
-
     key = settings.secret_key or load_or_create_token(settings.files.secret_key)
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
 
@@ -125,8 +120,6 @@ async def job_secrets(
     transaction): the global secrets and the repository's own, which win over a global one
     of the same name. A value the current key cannot decrypt (the key changed) is left out
     and logged: jobs that refer to it fail with its name."""
-    from cryptography.fernet import InvalidToken
-
     rows = (await session.execute(_SECRETS_OF, {"scopes": [GLOBAL, repo_id]})).all()
     if not rows:
         return {}

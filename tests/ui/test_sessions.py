@@ -297,8 +297,10 @@ async def test_the_log_stream_resumes_after_the_last_event_id(
     await sign_in(http, ADMIN)
     url = f"/ui/api/runs/{name}/jobs/0/stream"
     fresh = events_of((await http.get(url)).text)
-    assert fresh[0] == ("2", "lines", '{"total": 3}')
+    assert fresh[0] == ("2", "lines", '{"total": 3, "runner": false}')
     assert [e[1] for e in fresh] == ["lines", "status", "end"]
+    stdout_only = events_of((await http.get(url, params={"streams": "stdout"})).text)
+    assert stdout_only[0] == ("2", "lines", '{"total": 2, "runner": false}')
     resumed = events_of((await http.get(url, headers={"Last-Event-ID": "2"})).text)
     assert [e[1] for e in resumed] == ["status", "end"]  # nothing after seq 2 to announce
     earlier = events_of((await http.get(url, headers={"Last-Event-ID": "0"})).text)

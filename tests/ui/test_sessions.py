@@ -384,3 +384,29 @@ async def test_log_lines_of_chosen_streams(http: httpx.AsyncClient, ctx: ServerC
     assert '<option value="stderr" selected>' in page.text
     assert 'id="log-time" checked' in page.text
     assert 'id="log-runner-toggle" hidden' in page.text  # no runner messages in this log
+
+
+async def test_the_runners_own_messages_are_a_stream_of_their_own(
+    http: httpx.AsyncClient, ctx: ServerContext
+) -> None:
+    from datetime import timedelta
+
+    from dstack.server.db.models import LogRow
+
+    name = await submit(http, ADMIN, REPO_A)
+    job = await job_id(ctx, name)
+    chunks = [("runner", "pulling image\n"), ("stdout", "hello\n"), ("runner", "exit 0\n")]
+    now = ctx.clock()
+    async with ctx.transaction() as session:  # as the runner will send them (stream `runner`)
+        session.add_all(
+            LogRow(job_id=job, seq=i, timestamp=now + timedelta(seconds=i), stream=s, data=d)
+            for i, (s, d) in enumerate(chunks)
+        )
+    await sign_in(http, ADMIN)
+    base = f"/ui/api/runs/{name}/jobs/0"
+    shown = (await http.get(f"{base}/lines", params={"streams": "stdout,stderr"})).json()
+    assert [line["h"] for line in shown["lines"]] == ["hello"]
+    with_runner = (await http.get(f"{base}/lines", params={"streams": "stdout,runner"})).json()
+    assert [line["s"] for line in with_runner["lines"]] == ["runner", "stdout", "runner"]
+    page = await http.get(f"/runs/{name}/jobs/0")
+    assert 'id="log-runner-toggle">' in page.text  # the toggle shows: the log has them

@@ -105,7 +105,7 @@ def layout(
             '<button type="submit">Sign out</button></form>'
         )
     prefs = (
-        '<div class="prefs"><label>Times <select id="pref-tz">'
+        '<div class="prefs"><label>Time zone <select id="pref-tz">'
         '<option value="local">local</option><option value="utc">UTC</option></select></label>'
         '<label>Theme <select id="pref-theme"><option value="">system</option>'
         '<option value="light">light</option><option value="dark">dark</option></select>'

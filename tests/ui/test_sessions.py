@@ -297,9 +297,116 @@ async def test_the_log_stream_resumes_after_the_last_event_id(
     await sign_in(http, ADMIN)
     url = f"/ui/api/runs/{name}/jobs/0/stream"
     fresh = events_of((await http.get(url)).text)
-    assert fresh[0] == ("2", "lines", '{"total": 3}')
+    assert fresh[0] == ("2", "lines", '{"total": 3, "runner": false}')
     assert [e[1] for e in fresh] == ["lines", "status", "end"]
+    stdout_only = events_of((await http.get(url, params={"streams": "stdout"})).text)
+    assert stdout_only[0] == ("2", "lines", '{"total": 2, "runner": false}')
     resumed = events_of((await http.get(url, headers={"Last-Event-ID": "2"})).text)
     assert [e[1] for e in resumed] == ["status", "end"]  # nothing after seq 2 to announce
     earlier = events_of((await http.get(url, headers={"Last-Event-ID": "0"})).text)
     assert earlier[0][:2] == ("2", "lines")
+
+
+async def test_rerun_from_the_page_needs_csrf_and_the_repository(
+    http: httpx.AsyncClient, ctx: ServerContext
+) -> None:
+    mine = await submit(http, ADMIN, REPO_A)
+    other = await submit(http, ADMIN, REPO_B)
+    token = await new_user(http, "dave", repos=[REPO_A])
+    await sign_in(http, token)
+    page = await http.get(f"/runs/{mine}")
+    assert 'action="/runs/' + mine + '/rerun"' in page.text
+    csrf = csrf_of(page.text)
+    assert (await http.post(f"/runs/{mine}/rerun")).status_code == 403
+    assert (await http.post(f"/runs/{mine}/rerun", data={"csrf": "forged"})).status_code == 403
+    evil = {"origin": "https://evil.example"}
+    refused = await http.post(f"/runs/{mine}/rerun", data={"csrf": csrf}, headers=evil)
+    assert refused.status_code == 403
+    hidden = await http.post(f"/runs/{other}/rerun", data={"csrf": csrf})
+    assert hidden.status_code == 404
+    from dstack.server.services import runs as run_service
+
+    assert len(await run_service.list_runs(ctx, all=True)) == 2  # nothing submitted yet
+    done = await http.post(f"/runs/{mine}/rerun", data={"csrf": csrf})
+    assert done.status_code == 303
+    new = done.headers["location"].removeprefix("/runs/")
+    rerun = await run_service.get_run(ctx, name=new)
+    assert (rerun.user, rerun.repo.repo_id) == ("dave", REPO_A)
+    assert f'href="/runs/{mine}"' in (await http.get(f"/runs/{new}")).text  # "Re-run of"
+
+
+async def test_stop_selected_runs(http: httpx.AsyncClient, ctx: ServerContext) -> None:
+    from dstack.server.services import runs as run_service
+
+    first, second = await submit(http, ADMIN, REPO_A), await submit(http, ADMIN, REPO_A)
+    other = await submit(http, ADMIN, REPO_B)
+    token = await new_user(http, "erin", repos=[REPO_A])
+    await sign_in(http, token)
+    page = await http.get("/")
+    assert f'name="run" value="{first}"' in page.text
+    csrf = csrf_of(page.text)
+    picked = {"back": "/?repo=x", "run": [first, other]}
+    assert (await http.post("/runs/stop", data=picked)).status_code == 403  # no CSRF
+    picked["csrf"] = csrf
+    assert (await http.post("/runs/stop", data=picked)).status_code == 404  # one not hers
+    assert (await run_service.get_run(ctx, name=first)).status.value == "submitted"
+    both = {"csrf": csrf, "back": "/?repo=x", "run": [first, second]}
+    stopped = await http.post("/runs/stop", data=both)
+    assert (stopped.status_code, stopped.headers["location"]) == (303, "/?repo=x")
+    for name in (first, second):
+        assert (await run_service.get_run(ctx, name=name)).status.value == "stopped"
+    assert (await run_service.get_run(ctx, name=other)).status.value == "submitted"
+
+
+async def test_log_lines_of_chosen_streams(http: httpx.AsyncClient, ctx: ServerContext) -> None:
+    name = await submit(http, ADMIN, REPO_A)
+    chunks = [("stdout", "a"), ("stderr", "err 1\n"), ("stdout", "b\n"), ("stdout", "c\n")]
+    await add_logs(ctx, await job_id(ctx, name), chunks)
+    await sign_in(http, ADMIN)
+    base = f"/ui/api/runs/{name}/jobs/0"
+
+    async def lines(streams: str | None) -> list[tuple[str, str]]:
+        params = {"streams": streams} if streams else {}
+        body = (await http.get(f"{base}/lines", params=params)).json()
+        assert body["total"] == len(body["lines"])
+        assert all(line["t"] for line in body["lines"])  # when each was printed
+        return [(line["s"], line["h"]) for line in body["lines"]]
+
+    # all streams: as printed (a partial stdout line is continued by the next row)
+    assert await lines(None) == [("stdout", "aerr 1"), ("stdout", "b"), ("stdout", "c")]
+    assert await lines("stdout") == [("stdout", "ab"), ("stdout", "c")]
+    assert await lines("stderr") == [("stderr", "err 1")]
+    found = (await http.get(f"{base}/search", params={"q": "c", "streams": "stdout"})).json()
+    assert found["matches"] == [1]
+    bad = await http.get(f"{base}/lines", params={"streams": "stdout,secrets"})
+    assert bad.status_code == 400
+    page = await http.get(f"/runs/{name}/jobs/0", params={"stream": "stderr", "ts": "1"})
+    assert '<option value="stderr" selected>' in page.text
+    assert 'id="log-time" checked' in page.text
+    assert 'id="log-runner-toggle" hidden' in page.text  # no runner messages in this log
+
+
+async def test_the_runners_own_messages_are_a_stream_of_their_own(
+    http: httpx.AsyncClient, ctx: ServerContext
+) -> None:
+    from datetime import timedelta
+
+    from dstack.server.db.models import LogRow
+
+    name = await submit(http, ADMIN, REPO_A)
+    job = await job_id(ctx, name)
+    chunks = [("runner", "pulling image\n"), ("stdout", "hello\n"), ("runner", "exit 0\n")]
+    now = ctx.clock()
+    async with ctx.transaction() as session:  # as the runner will send them (stream `runner`)
+        session.add_all(
+            LogRow(job_id=job, seq=i, timestamp=now + timedelta(seconds=i), stream=s, data=d)
+            for i, (s, d) in enumerate(chunks)
+        )
+    await sign_in(http, ADMIN)
+    base = f"/ui/api/runs/{name}/jobs/0"
+    shown = (await http.get(f"{base}/lines", params={"streams": "stdout,stderr"})).json()
+    assert [line["h"] for line in shown["lines"]] == ["hello"]
+    with_runner = (await http.get(f"{base}/lines", params={"streams": "stdout,runner"})).json()
+    assert [line["s"] for line in with_runner["lines"]] == ["runner", "stdout", "runner"]
+    page = await http.get(f"/runs/{name}/jobs/0")
+    assert 'id="log-runner-toggle">' in page.text  # the toggle shows: the log has them

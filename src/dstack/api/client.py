@@ -16,6 +16,7 @@ from dstack.models.run import Run
 from dstack.models.runs_api import (
     LogsPage,
     PlanResponse,
+    RerunRequest,
     StopRunRequest,
     SubmitRunRequest,
     TagRequest,
@@ -78,6 +79,13 @@ class Client(ReposClient, TeamsClient, BackendsClient):
         body = StopRunRequest(abort=abort).model_dump(mode="json")
         return Run.model_validate(
             self.request("POST", f"/api/runs/{url_segment(name)}/stop", json=body).json()
+        )
+
+    def rerun(self, name: str, reload: bool = False) -> Run:
+        """Submit run `name` again as it was submitted (the server keeps its submission)."""
+        body = RerunRequest(reload=reload).model_dump(mode="json")
+        return Run.model_validate(
+            self.request("POST", f"/api/runs/{url_segment(name)}/rerun", json=body).json()
         )
 
     def delete_run(self, name: str) -> None:

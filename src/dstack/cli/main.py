@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ps": ("dstack.cli.ps:ps", "List runs, or show one run's jobs."),
     "logs": ("dstack.cli.logs:logs", "Show the output of a run."),
     "attach": ("dstack.cli.attach:attach", "Follow a running run's logs and show its apps."),
+    "rerun": ("dstack.cli.rerun:rerun", "Run a run again, exactly as it was submitted."),
     "stop": ("dstack.cli.stop:stop", "Stop runs."),
     "rm": ("dstack.cli.rm:rm", "Remove finished runs."),
     "runners": ("dstack.cli.runners:runners", "List the runners; `runners token` makes a token."),

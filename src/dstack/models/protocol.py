@@ -39,6 +39,7 @@ from dstack.models.runs_api import MissingBlobsRequest as MissingBlobsRequest
 from dstack.models.runs_api import MissingBlobsResponse as MissingBlobsResponse
 from dstack.models.runs_api import NameRef as NameRef
 from dstack.models.runs_api import PlanResponse as PlanResponse
+from dstack.models.runs_api import RerunRequest as RerunRequest
 from dstack.models.runs_api import StopRunRequest as StopRunRequest
 from dstack.models.runs_api import SubmitRunRequest as SubmitRunRequest
 from dstack.models.runs_api import TagRef as TagRef

@@ -78,6 +78,10 @@ class StopRunRequest(Model):
     abort: bool = False
 
 
+class RerunRequest(Model):
+    reload: bool = Field(False, description="Run every job even when an earlier result fits.")
+
+
 class LogsPage(Model):
     events: list[LogEvent] = Field(description="Ordered by job index, then seq.")
     cursor: str = Field(description="Opaque; pass it back to get the lines after these.")

@@ -84,6 +84,14 @@ async def read_form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in parsed.items()}
 
 
+async def read_form_lists(request: Request) -> dict[str, list[str]]:
+    """The form as `read_form` bounds it, every value of each field (checkboxes)."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise Forbidden("form too large")
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
 async def changing(request: Request) -> tuple[UiSession, dict[str, str]]:
     """A state change from a page: the session (or 401), same origin, CSRF token matches.
     Returns the session and the form."""

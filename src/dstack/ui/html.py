@@ -27,7 +27,8 @@ def seg(value: str) -> str:
 
 
 def when(moment: datetime | None) -> str:
-    """A time as `<time>`: UTC in the markup, shown in the browser's zone by app.js."""
+    """A time as `<time>`: UTC in the markup, shown in the browser's zone or in UTC (the
+    reader's choice) by app.js, the other one in its tooltip."""
     if moment is None:
         return "-"
     iso = moment.isoformat()
@@ -103,6 +104,13 @@ def layout(
             f'<form method="post" action="/signout" class="inline">{csrf_field(ui)}'
             '<button type="submit">Sign out</button></form>'
         )
+    prefs = (
+        '<div class="prefs"><label>Time zone <select id="pref-tz">'
+        '<option value="local">local</option><option value="utc">UTC</option></select></label>'
+        '<label>Theme <select id="pref-theme"><option value="">system</option>'
+        '<option value="light">light</option><option value="dark">dark</option></select>'
+        "</label></div>"
+    )
     script_tags = "".join(
         f'<script src="{STATIC}/{esc(name)}" defer></script>' for name in ("app.js", *scripts)
     )
@@ -111,11 +119,12 @@ def layout(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">{head_csrf}
 <title>{esc(title)} · dstack</title>
-<link rel="stylesheet" href="{STATIC}/app.css">{script_tags}
+<link rel="stylesheet" href="{STATIC}/app.css">
+<script src="{STATIC}/theme.js"></script>{script_tags}
 </head><body>
 <a class="skip" href="#main">Skip to content</a>
 <header><a class="brand" href="/">dstack</a>
-<nav aria-label="Main"><ul>{links}</ul></nav><div class="user">{user}</div></header>
+<nav aria-label="Main"><ul>{links}</ul></nav><div class="user">{prefs}{user}</div></header>
 <main id="main" tabindex="-1">{body}</main>
 </body></html>"""
 

@@ -6,6 +6,10 @@ seq and the number of the line it starts in (the newlines of all rows before it)
 the database (`length(data) - length(replace(data, '\\n', ''))`) without reading the text.
 The index grows with the log (only rows after the last indexed seq are counted) and is kept
 for a few jobs (`LogIndexes`), 16 bytes per row.
+
+The viewer shows some of the streams (stdout, stderr, and the runner's own messages): an index
+counts only their rows, so lines are numbered within what is shown (with one stream shown, a
+partial stdout line goes on in the next stdout row, whatever stderr printed between them).
 """
 
 from __future__ import annotations
@@ -15,25 +19,36 @@ import bisect
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
 
 from dstack.server.context import ServerContext
 from dstack.server.db.models import LogRow
+from dstack.server.errors import InvalidRequestError
 from dstack.ui import ansi
 
+STREAMS = ("stdout", "stderr", "runner")
 MAX_PAGE_LINES = 2000
 MAX_MATCHES = 10_000
 _NEWLINES = func.length(LogRow.data) - func.length(func.replace(LogRow.data, "\n", ""))
 _COUNTS = (
     select(LogRow.seq, _NEWLINES)
-    .where(LogRow.job_id == bindparam("job_id"), LogRow.seq > bindparam("after"))
+    .where(
+        LogRow.job_id == bindparam("job_id"),
+        LogRow.seq > bindparam("after"),
+        LogRow.stream.in_(bindparam("streams", expanding=True)),
+    )
     .order_by(LogRow.seq)
 )
 _ROWS_FROM = (
-    select(LogRow.seq, LogRow.stream, LogRow.data)
-    .where(LogRow.job_id == bindparam("job_id"), LogRow.seq >= bindparam("first"))
+    select(LogRow.seq, LogRow.stream, LogRow.data, LogRow.timestamp)
+    .where(
+        LogRow.job_id == bindparam("job_id"),
+        LogRow.seq >= bindparam("first"),
+        LogRow.stream.in_(bindparam("streams", expanding=True)),
+    )
     .order_by(LogRow.seq)
     .limit(bindparam("limit"))
 )
@@ -69,35 +84,54 @@ class Line:
     number: int
     stream: str
     text: str
+    at: datetime | None = None  # when its first text was printed
 
     def json(self) -> dict[str, Any]:
-        return {"n": self.number, "s": self.stream, "h": ansi.to_html(self.text)}
+        at = self.at.isoformat() if self.at is not None else None
+        return {"n": self.number, "s": self.stream, "t": at, "h": ansi.to_html(self.text)}
+
+
+def parse_streams(value: str | None) -> tuple[str, ...]:
+    """`stdout,stderr` (any of `STREAMS`, comma-separated) as a key; None: all of them."""
+    if value is None:
+        return STREAMS
+    chosen = set(value.split(","))
+    if not chosen or not chosen <= set(STREAMS):
+        raise InvalidRequestError(
+            f"unknown streams '{value[:100]}'",
+            hint="a comma-separated list of " + ",".join(STREAMS),
+        )
+    return tuple(s for s in STREAMS if s in chosen)
 
 
 class LogIndexes:
-    """The line indexes of the last few jobs looked at."""
+    """The line indexes of the last few (job, streams) looked at."""
 
-    def __init__(self, size: int = 16) -> None:
+    def __init__(self, size: int = 32) -> None:
         self._size = size
-        self._indexes: OrderedDict[str, LogIndex] = OrderedDict()
+        self._indexes: OrderedDict[tuple[str, tuple[str, ...]], LogIndex] = OrderedDict()
 
-    async def of(self, ctx: ServerContext, job_id: str) -> LogIndex:
-        index = self._indexes.get(job_id)
+    async def of(
+        self, ctx: ServerContext, job_id: str, streams: tuple[str, ...] = STREAMS
+    ) -> LogIndex:
+        key = (job_id, streams)
+        index = self._indexes.get(key)
         if index is None:
-            index = self._indexes[job_id] = LogIndex()
+            index = self._indexes[key] = LogIndex()
             while len(self._indexes) > self._size:
                 self._indexes.popitem(last=False)
-        self._indexes.move_to_end(job_id)
+        self._indexes.move_to_end(key)
         async with index.lock:
-            await _extend(ctx, job_id, index)
+            await _extend(ctx, job_id, streams, index)
         return index
 
 
-async def _extend(ctx: ServerContext, job_id: str, index: LogIndex) -> None:
+async def _extend(
+    ctx: ServerContext, job_id: str, streams: tuple[str, ...], index: LogIndex
+) -> None:
+    params = {"job_id": job_id, "after": index.last_seq, "streams": list(streams)}
     async with ctx.connect() as connection:
-        rows = (
-            await connection.execute(_COUNTS, {"job_id": job_id, "after": index.last_seq})
-        ).all()
+        rows = (await connection.execute(_COUNTS, params)).all()
         if not rows:
             return
         for seq, newlines in rows:
@@ -109,7 +143,12 @@ async def _extend(ctx: ServerContext, job_id: str, index: LogIndex) -> None:
 
 
 async def read_lines(
-    ctx: ServerContext, job_id: str, index: LogIndex, start: int, count: int
+    ctx: ServerContext,
+    job_id: str,
+    index: LogIndex,
+    start: int,
+    count: int,
+    streams: tuple[str, ...] = STREAMS,
 ) -> list[Line]:
     """Lines `start` .. `start + count` (fewer at the end of the log)."""
     start = max(0, min(start, index.lines))
@@ -122,40 +161,47 @@ async def read_lines(
     lines: list[Line] = []
     current: list[str] = []
     stream: str | None = None
+    at: datetime | None = None
     first = index.seqs[i]
     async with ctx.connect() as connection:
         while len(lines) < count:
             rows = (
                 await connection.execute(
-                    _ROWS_FROM, {"job_id": job_id, "first": first, "limit": 64}
+                    _ROWS_FROM,
+                    {"job_id": job_id, "first": first, "limit": 64, "streams": list(streams)},
                 )
             ).all()
             if not rows:
                 break
-            for seq, row_stream, data in rows:
+            for seq, row_stream, data, row_at in rows:
                 first = seq + 1
                 parts = data.split("\n")
                 for k, part in enumerate(parts):
                     if stream is None and (part or k < len(parts) - 1):
                         stream = row_stream  # a line's stream: where its first text is
+                        at = row_at
                     current.append(part)
                     if k == len(parts) - 1:
                         break  # the row's last part goes on in the next row
                     if number >= start:
-                        lines.append(Line(number, stream or row_stream, "".join(current)))
+                        lines.append(Line(number, stream or row_stream, "".join(current), at))
                     number += 1
-                    current, stream = [], None
+                    current, stream, at = [], None, None
                     if len(lines) >= count:
                         break
                 if len(lines) >= count:
                     break
     if len(lines) < count and current and number >= start and "".join(current):
-        lines.append(Line(number, stream or "stdout", "".join(current)))
+        lines.append(Line(number, stream or "stdout", "".join(current), at))
     return lines
 
 
 async def search(
-    ctx: ServerContext, job_id: str, index: LogIndex, query: str
+    ctx: ServerContext,
+    job_id: str,
+    index: LogIndex,
+    query: str,
+    streams: tuple[str, ...] = STREAMS,
 ) -> tuple[list[int], bool]:
     """The numbers of the lines that contain `query` (case-insensitive, colours ignored),
     at most `MAX_MATCHES`; and whether there were more."""
@@ -163,7 +209,11 @@ async def search(
     matches: list[int] = []
     statement = (
         select(LogRow.seq, LogRow.data)
-        .where(LogRow.job_id == job_id, LogRow.data.icontains(query, autoescape=True))
+        .where(
+            LogRow.job_id == job_id,
+            LogRow.stream.in_(streams),
+            LogRow.data.icontains(query, autoescape=True),
+        )
         .order_by(LogRow.seq)
         .limit(MAX_MATCHES)  # each row found holds a match
     )
@@ -181,6 +231,11 @@ async def search(
     return matches, False
 
 
+HAS_STREAM = (
+    select(LogRow.seq)
+    .where(LogRow.job_id == bindparam("job_id"), LogRow.stream == bindparam("stream"))
+    .limit(1)
+)
 ROWS_AFTER = (
     select(LogRow.seq, LogRow.data)
     .where(LogRow.job_id == bindparam("job_id"), LogRow.seq > bindparam("after"))

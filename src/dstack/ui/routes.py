@@ -23,7 +23,8 @@ from dstack.models.job import Job
 from dstack.models.run import Run
 from dstack.server.auth import CurrentUser
 from dstack.server.context import Notifier, ServerContext
-from dstack.server.errors import Forbidden
+from dstack.server.errors import Forbidden, InvalidRequestError
+from dstack.server.services import reruns as rerun_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services import runs as run_service
 from dstack.server.services import secrets as secret_service
@@ -41,6 +42,7 @@ from dstack.ui.auth import (
     data_session,
     page_session,
     read_form,
+    read_form_lists,
     session_of,
     set_cookie,
 )
@@ -51,8 +53,14 @@ router = APIRouter(include_in_schema=False)
 api_router = APIRouter(prefix="/api/ui")
 Page = Annotated[UiSession, Depends(page_session)]
 Data = Annotated[UiSession, Depends(data_session)]
-_STATIC = {"app.css": "text/css", "app.js": "text/javascript", "logs.js": "text/javascript"}
+_STATIC = {
+    "app.css": "text/css",
+    "app.js": "text/javascript",
+    "logs.js": "text/javascript",
+    "theme.js": "text/javascript",
+}
 PING_SECONDS = 15.0
+MAX_STOPPED = 200  # runs one "Stop selected" may name
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -151,7 +159,7 @@ async def runs_page(request: Request, ui: Page, cursor: str | None = None) -> Re
     ctx = ctx_of(request)
     filters = run_pages.Filters.of(dict(request.query_params))
     runs, nxt = await run_pages.page(ctx, ui, filters, cursor)
-    body = run_pages.list_body(runs, filters, cursor, nxt, ctx.clock())
+    body = run_pages.list_body(runs, filters, cursor, nxt, ctx.clock(), ui)
     return _html(layout("Runs", body, ui=ui, nav="runs"))
 
 
@@ -168,11 +176,16 @@ async def _visible_run(ctx: ServerContext, ui: UiSession, name: str) -> Run:
     return await run_service.get_run(ctx, name=name)
 
 
+async def _detail(ctx: ServerContext, ui: UiSession, run: Run) -> str:
+    rerun = await rerun_service.info(ctx, run.name)
+    return run_pages.run_detail(run, ui, ctx.clock(), local=ctx.settings.local_runner, rerun=rerun)
+
+
 @router.get("/runs/{name}")
 async def run_page(request: Request, name: str, ui: Page) -> Response:
     ctx = ctx_of(request)
     run = await _visible_run(ctx, ui, name)
-    detail = run_pages.run_detail(run, ui, ctx.clock(), local=ctx.settings.local_runner)
+    detail = await _detail(ctx, ui, run)
     body = (
         f'<p class="crumbs"><a href="/">Runs</a> /</p><h1>{esc(run.name)}</h1>'
         f'<p class="live" aria-live="polite"><span id="updated" data-live="run">live</span></p>'
@@ -186,7 +199,39 @@ async def run_page(request: Request, name: str, ui: Page) -> Response:
 async def run_fragment(request: Request, name: str, ui: Data) -> Response:
     ctx = ctx_of(request)
     run = await _visible_run(ctx, ui, name)
-    return _html(run_pages.run_detail(run, ui, ctx.clock(), local=ctx.settings.local_runner))
+    return _html(await _detail(ctx, ui, run))
+
+
+@router.post("/runs/stop")
+async def stop_runs(request: Request) -> Response:
+    """The runs list's "Stop selected": every run named (`run`, repeated) is stopped, or
+    none when one of them is not the user's to see (404)."""
+    ui, form = await changing(request)
+    ctx = ctx_of(request)
+    names = list(dict.fromkeys((await read_form_lists(request)).get("run", [])))
+    if not names:
+        raise InvalidRequestError("no run selected", hint="tick the runs to stop")
+    if len(names) > MAX_STOPPED:
+        raise InvalidRequestError(f"at most {MAX_STOPPED} runs at once")
+    for name in names:
+        await _visible_run(ctx, ui, name)
+    for name in names:
+        await run_service.stop_run(ctx, name=name, abort=form.get("abort") == "1")
+    return _see_other(_safe_next(form.get("back")))
+
+
+@router.post("/runs/{name}/rerun")
+async def rerun_run(request: Request, name: str) -> Response:
+    """Re-run (`services/reruns.py`): the same submission, by the session's user, who must
+    be allowed to submit in the run's repository; the new run's page next."""
+    ui, form = await changing(request)
+    ctx = ctx_of(request)
+    run = await _visible_run(ctx, ui, name)
+    user_service.require_repo(ui.principal, run.repo.repo_id)
+    new = await rerun_service.rerun(
+        ctx, name=name, user=ui.principal.name, reload=form.get("reload") == "1"
+    )
+    return _see_other(f"/runs/{seg(new.name)}")
 
 
 @router.post("/runs/{name}/stop")
@@ -275,10 +320,36 @@ def _indexes(request: Request) -> loglines.LogIndexes:
     return found
 
 
+async def _has_stream(ctx: ServerContext, job_id: str, stream: str) -> bool:
+    async with ctx.connect() as connection:
+        found = await connection.scalar(loglines.HAS_STREAM, {"job_id": job_id, "stream": stream})
+    return found is not None
+
+
+def _option(value: str, label: str, chosen: str) -> str:
+    return f'<option value="{value}"{" selected" if value == chosen else ""}>{label}</option>'
+
+
 @router.get("/runs/{name}/jobs/{index}")
-async def logs_page(request: Request, name: str, index: int, ui: Page) -> Response:
+async def logs_page(
+    request: Request,
+    name: str,
+    index: int,
+    ui: Page,
+    stream: str = "both",
+    runner: bool = False,
+    ts: bool = False,
+) -> Response:
+    """The log viewer. `stream` (both, stdout, stderr), `runner` (show the runner's own
+    messages) and `ts` (timestamps) are the viewer's settings, kept in the URL by logs.js."""
     ctx = ctx_of(request)
     run, job = await _job(ctx, ui, name, index)
+    chosen = stream if stream in ("both", "stdout", "stderr") else "both"
+    streams = "".join(
+        _option(v, label, chosen)
+        for v, label in (("both", "stdout and stderr"), ("stdout", "stdout"), ("stderr", "stderr"))
+    )
+    has_runner = await _has_stream(ctx, job.id, "runner")
     base = f"/ui/api/runs/{seg(run.name)}/jobs/{index}"
     reason = job.reason.value if job.reason else None
     download = f"/runs/{seg(run.name)}/jobs/{index}/log.txt"
@@ -292,8 +363,11 @@ async def logs_page(request: Request, name: str, index: int, ui: Page) -> Respon
 <button type="button" id="log-prev" aria-label="Previous match">↑</button>
 <button type="button" id="log-next" aria-label="Next match">↓</button>
 <span id="log-matches" aria-live="polite"></span></form>
+<label>Streams <select id="log-streams">{streams}</select></label>
+<label id="log-runner-toggle"{"" if has_runner else " hidden"}><input type="checkbox"
+ id="log-runner"{" checked" if runner else ""}> Runner messages</label>
+<label><input type="checkbox" id="log-time"{" checked" if ts else ""}> Timestamps</label>
 <label><input type="checkbox" id="log-follow" checked> Follow</label>
-<label><input type="checkbox" id="log-stderr" checked> stderr</label>
 <button type="button" id="log-end">Jump to end</button>
 <a class="button" href="{esc(download)}" download>Download</a></div>
 <div id="log" class="log" tabindex="0" role="log" aria-label="Output" data-base="{esc(base)}">
@@ -309,12 +383,15 @@ async def log_lines(
     ui: Data,
     start: Annotated[int, Query(ge=0)] = 0,
     count: Annotated[int, Query(ge=1, le=loglines.MAX_PAGE_LINES)] = 200,
+    streams: Annotated[str | None, Query(max_length=100)] = None,
 ) -> JSONResponse:
-    """Lines `start`.. of the job's log as HTML (ANSI colours as classes), with the total."""
+    """Lines `start`.. of the job's log as HTML (ANSI colours as classes), with the total;
+    of `streams` only (comma-separated; all without it), numbered within them."""
     ctx = ctx_of(request)
+    chosen = loglines.parse_streams(streams)
     _, job = await _job(ctx, ui, name, index)
-    found = await _indexes(request).of(ctx, job.id)
-    lines = await loglines.read_lines(ctx, job.id, found, start, count)
+    found = await _indexes(request).of(ctx, job.id, chosen)
+    lines = await loglines.read_lines(ctx, job.id, found, start, count, chosen)
     body = {"total": found.lines, "last_seq": found.last_seq, "lines": [x.json() for x in lines]}
     return JSONResponse(body, headers=_NO_STORE)
 
@@ -326,20 +403,30 @@ async def log_search(
     index: int,
     ui: Data,
     q: Annotated[str, Query(min_length=1, max_length=200)],
+    streams: Annotated[str | None, Query(max_length=100)] = None,
 ) -> JSONResponse:
     ctx = ctx_of(request)
+    chosen = loglines.parse_streams(streams)
     _, job = await _job(ctx, ui, name, index)
-    found = await _indexes(request).of(ctx, job.id)
-    matches, more = await loglines.search(ctx, job.id, found, q)
+    found = await _indexes(request).of(ctx, job.id, chosen)
+    matches, more = await loglines.search(ctx, job.id, found, q, chosen)
     return JSONResponse({"matches": matches, "more": more}, headers=_NO_STORE)
 
 
 @router.get("/ui/api/runs/{name}/jobs/{index}/stream")
-async def log_stream(request: Request, name: str, index: int, ui: Data) -> StreamingResponse:
-    """`lines` events (id: the last log seq seen, data: the line total) as the log grows,
-    `status` events as the job's status changes, `end` once it finished and all is sent.
-    A reconnect's `Last-Event-ID` resumes after that seq."""
+async def log_stream(
+    request: Request,
+    name: str,
+    index: int,
+    ui: Data,
+    streams: Annotated[str | None, Query(max_length=100)] = None,
+) -> StreamingResponse:
+    """`lines` events (id: the last log seq seen, data: the line total of `streams` and
+    whether the runner's own messages are in the log) as the log grows, `status` events as
+    the job's status changes, `end` once it finished and all is sent. A reconnect's
+    `Last-Event-ID` resumes after that seq."""
     ctx = ctx_of(request)
+    chosen = loglines.parse_streams(streams)
     run, job = await _job(ctx, ui, name, index)
     indexes = _indexes(request)
     try:
@@ -351,12 +438,14 @@ async def log_stream(request: Request, name: str, index: int, ui: Data) -> Strea
         nonlocal after, job
         yield b"retry: 2000\n\n"
         last_status = None
+        has_runner = False
         while True:
             event = ctx.notifier.current()
-            found = await indexes.of(ctx, job.id)
+            found = await indexes.of(ctx, job.id, chosen)
             if found.last_seq > after:
                 after = found.last_seq
-                yield _event("lines", {"total": found.lines}, after)
+                has_runner = has_runner or await _has_stream(ctx, job.id, "runner")
+                yield _event("lines", {"total": found.lines, "runner": has_runner}, after)
             current = job.status.value
             if current != last_status:
                 last_status = current

@@ -12,8 +12,19 @@ from dstack.models.run import Run
 from dstack.server.context import ServerContext
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import runs as run_service
+from dstack.server.services.reruns import RerunInfo
 from dstack.ui import graph
-from dstack.ui.html import duration, esc, money, post_button, seg, status, url, when
+from dstack.ui.html import (
+    csrf_field,
+    duration,
+    esc,
+    money,
+    post_button,
+    seg,
+    status,
+    url,
+    when,
+)
 from dstack.ui.sessions import UiSession
 
 PAGE_SIZE = 50
@@ -135,12 +146,19 @@ def run_reason(run: Run) -> str | None:
 
 def rows(runs: list[Run], now: datetime) -> str:
     if not runs:
-        return '<tr><td colspan="9" class="empty">No runs match.</td></tr>'
+        return '<tr><td colspan="10" class="empty">No runs match.</td></tr>'
     out = []
     for run in runs:
         link = f"/runs/{seg(run.name)}"
+        pick = (
+            ""
+            if run.status.is_finished()
+            else f'<input type="checkbox" name="run" value="{esc(run.name)}" form="stop-runs" '
+            f'aria-label="Select {esc(run.name)}">'
+        )
         out.append(
-            f'<tr data-run="{esc(run.name)}"><td><a href="{esc(link)}">{esc(run.name)}</a></td>'
+            f'<tr data-run="{esc(run.name)}"><td class="pick">{pick}</td>'
+            f'<td><a href="{esc(link)}">{esc(run.name)}</a></td>'
             f"<td>{esc(run.repo.repo_id)}</td>"
             f"<td>{esc(run.workflow_name or run.provider or '-')}</td>"
             f"<td>{esc(run.user)}</td><td>{status(run.status, run_reason(run))}</td>"
@@ -151,7 +169,12 @@ def rows(runs: list[Run], now: datetime) -> str:
 
 
 def list_body(
-    runs: list[Run], filters: Filters, cursor: str | None, nxt: str | None, now: datetime
+    runs: list[Run],
+    filters: Filters,
+    cursor: str | None,
+    nxt: str | None,
+    now: datetime,
+    ui: UiSession,
 ) -> str:
     options = "".join(
         f'<option value="{v}"{" selected" if filters.status == v else ""}>{v or "any"}</option>'
@@ -171,7 +194,13 @@ def list_body(
 <label>User <input name="user" value="{esc(filters.user or "")}"></label>
 <button type="submit">Filter</button> <a href="/">Clear</a></form>
 <p class="live" aria-live="polite"><span id="updated" data-live="runs">live</span></p>
-<div class="scroll"><table class="runs" aria-label="Runs"><thead><tr><th scope="col">Run</th>
+<form id="stop-runs" method="post" action="/runs/stop" class="actions"
+ data-confirm="Stop the selected runs?">{csrf_field(ui)}
+<input type="hidden" name="back" value="{esc(url("/", **filters.query(), cursor=cursor))}">
+<button type="submit">Stop selected</button></form>
+<div class="scroll"><table class="runs" aria-label="Runs"><thead><tr>
+<th scope="col"><input type="checkbox" id="pick-all" aria-label="Select all unfinished runs">
+</th><th scope="col">Run</th>
 <th scope="col">Repository</th><th scope="col">Workflow</th><th scope="col">User</th>
 <th scope="col">Status</th><th scope="col">Submitted</th><th scope="col">Duration</th>
 <th scope="col">Cost</th><th scope="col">Tag</th></tr></thead>
@@ -194,7 +223,14 @@ def timeline(job: Job) -> str:
     return f'<div class="timeline" role="list" aria-label="Phases">{bars}</div>'
 
 
-def run_detail(run: Run, ui: UiSession, now: datetime, *, local: bool = False) -> str:
+def run_detail(
+    run: Run,
+    ui: UiSession,
+    now: datetime,
+    *,
+    local: bool = False,
+    rerun: RerunInfo | None = None,
+) -> str:
     """The live part of a run's page: summary, graph, jobs."""
     jobs_html = []
     for job in run.jobs:
@@ -239,6 +275,20 @@ def run_detail(run: Run, ui: UiSession, now: datetime, *, local: bool = False) -
             '<label>Tag <input name="tag" required maxlength="200"></label>'
             '<button type="submit">Add tag</button></form>'
         )
+    if rerun is not None and rerun.possible:
+        actions.append(post_button(ui, f"/runs/{seg(run.name)}/rerun", "Re-run"))
+        actions.append(
+            f'<form method="post" action="/runs/{esc(seg(run.name))}/rerun" class="inline">'
+            f'{csrf_field(ui)}<input type="hidden" name="reload" value="1">'
+            '<button type="submit" title="Run every job, even those an earlier result fits">'
+            "Re-run without cache</button></form>"
+        )
+    origin = (
+        f'<div><dt>Re-run of</dt><dd><a href="/runs/{esc(seg(rerun.of))}">{esc(rerun.of)}</a>'
+        "</dd></div>"
+        if rerun is not None and rerun.of
+        else ""
+    )
     apps = app_links(run) if local else ""
     return f"""<dl class="summary">
 <div><dt>Status</dt><dd id="run-status">{status(run.status, run_reason(run))}</dd></div>
@@ -249,7 +299,7 @@ def run_detail(run: Run, ui: UiSession, now: datetime, *, local: bool = False) -
 <div><dt>Submitted</dt><dd>{when(run.submitted_at)}</dd></div>
 <div><dt>Duration</dt><dd>{duration(run_duration(run, now))}</dd></div>
 <div><dt>Cost</dt><dd>{money(run.cost)}</dd></div>
-<div><dt>Tag</dt><dd>{esc(run.tag or "-")}</dd></div></dl>
+<div><dt>Tag</dt><dd>{esc(run.tag or "-")}</dd></div>{origin}</dl>
 <div class="actions">{"".join(actions)} {tag_form}
 <a class="button" href="/runs/{esc(seg(run.name))}/artifacts">Artifacts</a></div>{apps}
 <h2>Jobs</h2><div class="scroll">{graph.svg(run.name, run.jobs)}</div>

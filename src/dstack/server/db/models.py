@@ -41,6 +41,10 @@ class RunRow(Base):
     tag: Mapped[str | None] = mapped_column(String(200))
     user: Mapped[str] = mapped_column(String(200))
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # What a re-run submits again (`services/reruns.py`): the `SubmitRunRequest` and, per
+    # job, the runs its external deps resolved to. None for runs uploaded, imported, or
+    # submitted before re-runs existed.
+    submission: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class JobRow(Base):

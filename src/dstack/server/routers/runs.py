@@ -12,6 +12,7 @@ from dstack.models.protocol import (
     LogsPage,
     NameRef,
     PlanResponse,
+    RerunRequest,
     StopRunRequest,
     SubmitRunRequest,
     UploadRunRequest,
@@ -27,6 +28,7 @@ from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import imports as import_service
 from dstack.server.services import logs as log_service
+from dstack.server.services import reruns as rerun_service
 from dstack.server.services import runs as run_service
 from dstack.server.services import uploads as upload_service
 from dstack.server.services.scope import require_listing
@@ -80,6 +82,16 @@ async def get_run(name: str, ctx: Ctx) -> Run:
 @router.post("/{name}/stop", dependencies=VisibleRun)
 async def stop_run(name: str, body: StopRunRequest, ctx: Ctx) -> Run:
     return await run_service.stop_run(ctx, name=name, abort=body.abort)
+
+
+@router.post("/{name}/rerun", status_code=201, dependencies=VisibleRun)
+async def rerun(name: str, ctx: Ctx, user: CurrentUser, body: RerunRequest | None = None) -> Run:
+    """The run submitted again as it was (see `services/reruns.py`), by this user."""
+    run = await run_service.get_run(ctx, name=name)
+    require_repo(user, run.repo.repo_id)
+    return await rerun_service.rerun(
+        ctx, name=name, user=user.name, reload=body.reload if body else False
+    )
 
 
 @router.delete("/{name}", status_code=204, dependencies=VisibleRun)

@@ -51,7 +51,12 @@ _JOBS_OF_RUNS = (
 
 
 async def submit_run(
-    ctx: ServerContext, *, request: SubmitRunRequest, user: str | None = None
+    ctx: ServerContext,
+    *,
+    request: SubmitRunRequest,
+    user: str | None = None,
+    pinned: list[list[dependencies.ResolvedDep]] | None = None,
+    rerun_of: str | None = None,
 ) -> Run:
     """Store a run and its jobs under a fresh name, submitted by `user` (default: the
     admin's name); return it. A job referring to a secret that does not exist is refused.
@@ -60,6 +65,10 @@ async def submit_run(
     `NotFoundError` and nothing is created), each job gets its cache key, and jobs whose
     results can be reused are finished at once as `done`/`cached` — so a fully cached run
     is done when this returns.
+
+    The run keeps the request and what its external deps resolved to (`RunRow.submission`)
+    for a re-run, which passes them back as `pinned` (deps not resolved again) and
+    `rerun_of` (the run it repeats).
     """
     _check_deps(request)
     await _require_code(ctx, request.repo)
@@ -68,7 +77,7 @@ async def submit_run(
     for attempt in range(_NAME_ATTEMPTS):
         try:
             async with ctx.transaction() as session:
-                name = await _insert_run(ctx, session, request, user)
+                name = await _insert_run(ctx, session, request, user, pinned, rerun_of)
             return await get_run(ctx, name=name)
         except IntegrityError:
             # Another submit took the same name between our count and insert: draw again.
@@ -169,9 +178,17 @@ def _check_gangs(request: SubmitRunRequest) -> None:
 
 
 async def _insert_run(
-    ctx: ServerContext, session: AsyncSession, request: SubmitRunRequest, user: str | None
+    ctx: ServerContext,
+    session: AsyncSession,
+    request: SubmitRunRequest,
+    user: str | None,
+    pinned: list[list[dependencies.ResolvedDep]] | None,
+    rerun_of: str | None,
 ) -> str:
-    externals = await dependencies.resolve_request(session, request)
+    if pinned is None:
+        externals = await dependencies.resolve_request(session, request)
+    else:
+        externals = pinned
     decisions = await caching.decide(session, request, externals)
     now = ctx.clock()
     name = await insert_run_row(
@@ -184,6 +201,7 @@ async def _insert_run(
         variables=dict(request.variables),
         tag=request.tag,
         user=user,
+        submission=_submission(request, externals, rerun_of),
     )
     rows = [
         _new_job(name, index, job, now, decisions[index], externals[index])
@@ -209,6 +227,7 @@ async def insert_run_row(
     variables: dict[str, str],
     tag: str | None,
     user: str | None = None,
+    submission: dict[str, Any] | None = None,
 ) -> str:
     """Add a run under a fresh name (flushed); return the name. A name taken concurrently
     surfaces as `IntegrityError` at commit: the caller draws again."""
@@ -231,10 +250,28 @@ async def insert_run_row(
             tag=tag,
             user=user or ctx.settings.user,
             submitted_at=ctx.clock(),
+            submission=submission,
         )
     )
     await session.flush()
     return name
+
+
+def _submission(
+    request: SubmitRunRequest,
+    externals: list[list[dependencies.ResolvedDep]],
+    rerun_of: str | None,
+) -> dict[str, Any]:
+    """What a re-run needs: the request, and per job the run each external dep resolved to
+    with how many of the job's `external_artifacts` it gave (they are stored in order)."""
+    return {
+        "request": request.model_dump(mode="json"),
+        "externals": [
+            [{"ref": str(r.ref), "run_name": r.run_name, "count": len(r.artifacts)} for r in job]
+            for job in externals
+        ],
+        "rerun_of": rerun_of,
+    }
 
 
 def _new_job(

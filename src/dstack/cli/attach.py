@@ -210,6 +210,8 @@ def attach_run(
     remote: str | None,
     reconnect_timeout: float,
     err: TextIO | None = None,
+    runner: bool = False,
+    timestamps: bool = False,
 ) -> Run:
     """Follow `run` until it ends, showing its apps; Ctrl+C asks whether to stop it (at a
     terminal) or detaches. Forwards opened for its apps are closed when this returns.
@@ -217,7 +219,8 @@ def attach_run(
     While the server is away it reconnects (`follow.reconnect_for`) for up to
     `reconnect_timeout` seconds; the app forwards stay bound meanwhile and each new
     connection goes through the server once it is back. Ctrl+C while reconnecting detaches
-    without asking (the run cannot be stopped through an absent server)."""
+    without asking (the run cannot be stopped through an absent server). `runner` and
+    `timestamps`: as `dstack logs --runner -t` shows the lines."""
     err = err or sys.stderr
     reconnect = reconnect_for(
         client, run.name, remote=remote, give_up_after=reconnect_timeout, err=err
@@ -232,6 +235,8 @@ def attach_run(
         transform=view.transform,
         on_run=view.on_run,
         reconnect=reconnect,
+        runner=runner,
+        timestamps=timestamps,
     )
     try:
         while True:
@@ -269,12 +274,31 @@ def _ask_to_stop(client: Client, run_name: str) -> bool:
 @click.command()
 @remote_option
 @click.argument("run_name", metavar="RUN")
+@click.option(
+    "-t", "--timestamps", is_flag=True, help="Start each line with its time (UTC, ISO 8601)."
+)
+@click.option(
+    "--runner", "show_runner", is_flag=True, help="Also the runner's own messages, on stderr."
+)
 @reconnect_option
-def attach(run_name: str, remote: str | None, reconnect_timeout: float) -> None:
+def attach(
+    run_name: str,
+    remote: str | None,
+    reconnect_timeout: float,
+    timestamps: bool,
+    show_runner: bool,
+) -> None:
     """Follow a run's logs again and show the URLs of its apps (until the run ends).
 
     A server that goes away meanwhile is waited for (see --reconnect-timeout)."""
     client = client_for(remote)
     run = client.get_run(run_name)
-    final = attach_run(client, run, remote=remote, reconnect_timeout=reconnect_timeout)
+    final = attach_run(
+        client,
+        run,
+        remote=remote,
+        reconnect_timeout=reconnect_timeout,
+        runner=show_runner,
+        timestamps=timestamps,
+    )
     sys.exit(exit_code_of(final))

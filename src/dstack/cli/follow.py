@@ -21,6 +21,7 @@ import click
 
 from dstack.cli.context import local_server
 from dstack.cli.render import status_plain
+from dstack.cli.spinner import Spinner
 from dstack.errors import ServerError, ServerUnreachableError
 from dstack.settings import RECONNECT_TIMEOUT
 
@@ -197,12 +198,15 @@ class RunFollower:
         reconnect: Reconnect | None = None,
         timestamps: bool = False,
         runner: bool = False,
+        spinner: Spinner | None = None,
     ) -> None:
         """`transform` may change events before they are printed (the attached view rewrites
         app URLs); `on_run` sees the run at each status check (it prints the apps' URLs);
         `reconnect` rides out the server's absence (`reconnect_for`). Both hooks may be
         called again for the same page or run after the server was away. `timestamps` and
-        `runner` as `LogView` takes them."""
+        `runner` as `LogView` takes them. At a terminal, with `show_status`, what the run waits
+        for (a job to start) is shown by `spinner` (default: one of its own) instead of a
+        line per change."""
         self.client = client
         self.run_name = run_name
         self.out = out or sys.stdout
@@ -219,6 +223,9 @@ class RunFollower:
         self._view: LogView | None = None  # once the run's jobs are known
         self.timestamps = timestamps
         self.runner = runner
+        self.spinner = spinner or Spinner(self.err)
+        if not show_status or as_json:
+            self.spinner.active = False
         self._seen: dict[str, str] = {}
         self.transform = transform
         self.on_run = on_run
@@ -232,10 +239,18 @@ class RunFollower:
 
         Without `reconnect`, an unreachable server raises `ServerUnreachableError`; with it,
         the follower waits for the server as `reconnect` says and resumes at `cursor`."""
+        try:
+            return self._follow(poll_seconds)
+        finally:
+            self.spinner.close()
+
+    def _follow(self, poll_seconds: float) -> Run:
         last_status_check = time.monotonic() if self._looked_at_start else 0.0
         while True:
             page, events = self._call(lambda: self._next_page(poll_seconds))
-            write_events(events, self.out, self.err, self.as_json)
+            if events:
+                with self.spinner.paused(ends_line=events[-1].data.endswith("\n")):
+                    write_events(events, self.out, self.err, self.as_json)
             self.cursor = page.cursor
             now = time.monotonic()
             if page.finished or now - last_status_check >= poll_seconds:
@@ -279,26 +294,36 @@ class RunFollower:
         return page.run or self._known
 
     def _report_status(self, run: Run) -> None:
+        """Each job's status as it changes, with its message (the reason it waits or failed);
+        at a terminal, a job waiting to start is shown by the spinner, not a line."""
         if not self.show_status:
             return
-
         many = len(run.jobs) > 1
         for job in run.jobs:
             state = status_plain(job.status, job.reason)
-            if self._seen.get(job.id) == state:
+            detail = f" — {job.message}" if job.message and not job.status.is_active() else ""
+            if self._seen.get(job.id) == state + detail:
                 continue
-            self._seen[job.id] = state
-            if job.status.value == "running" and not many:
-                continue
+            self._seen[job.id] = state + detail
             node = f" [node {job.spec.node_rank}]" if job.spec.resources.nodes > 1 else ""
             label = f"{job.workflow_name or job.spec.provider}{node}: " if many else ""
-            detail = f" — {job.message}" if job.message and not job.status.is_active() else ""
-            self.err.write(
-                f"\x1b[2m{label}{state}{detail}\x1b[0m\n"
-                if self.err.isatty()
-                else f"{label}{state}{detail}\n"
-            )
-            self.err.flush()
+            if self.spinner.active:
+                waiting = job.status.value in _WAITING
+                self.spinner.set(f"job {job.id}", f"{label}{state}{detail}" if waiting else None)
+                if waiting:
+                    continue
+            if job.status.value == "running" and not many:
+                continue
+            line = f"{label}{state}{detail}"
+            if self.spinner.active:
+                self.spinner.write(f"\x1b[2m{line}\x1b[0m\n")
+            else:
+                self.err.write(f"\x1b[2m{line}\x1b[0m\n" if self.err.isatty() else f"{line}\n")
+                self.err.flush()
+
+
+_WAITING = ("submitted", "pending", "provisioning", "downloading")
+"""Statuses of a job that has not started yet."""
 
 
 def exit_code_of(run: Run) -> int:

@@ -120,3 +120,47 @@ def test_a_just_submitted_run_is_not_looked_at_before_its_output() -> None:
 
     assert (final, out, err) == (done, "hello\n", "done\n")
     assert server.get_run_calls == 0
+
+
+class ChangingServer(FakeServer):
+    """`get_run` answers the given runs in turn (the last one from then on)."""
+
+    def __init__(self, pages: list[LogsPage], runs: list[Run]) -> None:
+        super().__init__(pages, runs[-1])
+        self.runs = runs
+
+    def get_run(self, name: str) -> Run:
+        return self.runs.pop(0) if len(self.runs) > 1 else self.runs[0]
+
+
+def _waiting(reason: TerminationReason, message: str, status: JobStatus) -> Run:
+    run = _run(status)
+    job = run.jobs[0].model_copy(update={"reason": reason, "message": message})
+    return run.model_copy(update={"jobs": [job], "status": status})
+
+
+def test_each_change_of_a_waiting_jobs_message_is_shown_and_then_why_it_failed() -> None:
+    registering = _waiting(
+        TerminationReason.WAITING_FOR_RUNNER,
+        "waiting for a runner to register",
+        JobStatus.PENDING,
+    )
+    creating = _waiting(
+        TerminationReason.WAITING_FOR_RUNNER, "creating an instance", JobStatus.PENDING
+    )
+    failed = _waiting(TerminationReason.NO_CAPACITY, "no capacity in us-east-1", JobStatus.FAILED)
+    pages = [
+        LogsPage(events=[], cursor="", finished=False),
+        LogsPage(events=[], cursor="", finished=False),
+        LogsPage(events=[], cursor="", finished=True, run=failed),
+    ]
+    server = ChangingServer(pages, [registering, creating, failed])
+    out, err = io.StringIO(), io.StringIO()
+
+    RunFollower(cast(Any, server), "quick-fox-1", out=out, err=err).follow(poll_seconds=0)
+
+    assert err.getvalue().splitlines() == [
+        "pending (waiting for runner) — waiting for a runner to register",
+        "pending (waiting for runner) — creating an instance",
+        "failed (no capacity) — no capacity in us-east-1",
+    ]

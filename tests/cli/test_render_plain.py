@@ -58,6 +58,16 @@ CASES = {
         ),
         _run("a", None, [_job(0, "x", JobStatus.STOPPED, None)], provider="bash"),
     ],
+    "several repositories and users": [
+        _run("r-1", "hello", [_job(0, "hello", JobStatus.DONE, None)]),
+        _run(
+            "r-2",
+            "hello",
+            [_job(0, "hello", JobStatus.DONE, None)],
+            repo=RepoRef(repo_id="acme/other", tree="t" * 40),
+            user="bob",
+        ),
+    ],
     "markup in a name": [_run("r-1", "[bold]x", [_job(0, "x", JobStatus.DONE, None)])],
     "too wide": [_run("r" * 70, "w" * 20, [_job(0, "x", JobStatus.RUNNING, None)])],
     "wide characters": [_run("r-1", "训练", [_job(0, "x", JobStatus.RUNNING, None)])],
@@ -83,7 +93,13 @@ def test_plain_text_is_what_rich_prints(case: str, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize(
     ("case", "plain"),
-    [("one job", True), ("a chain", True), ("markup in a name", False), ("too wide", False)],
+    [
+        ("one job", True),
+        ("a chain", True),
+        ("several repositories and users", True),
+        ("markup in a name", False),
+        ("too wide", False),
+    ],
 )
 def test_rich_is_left_out_only_where_the_text_is_plain(
     case: str, plain: bool, capsys: pytest.CaptureFixture[str]
@@ -91,3 +107,17 @@ def test_rich_is_left_out_only_where_the_text_is_plain(
     import sys
 
     assert (render.plain_runs_table(CASES[case], sys.stderr) is not None) == plain
+
+
+def test_repo_and_user_columns_only_where_the_runs_have_several(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    print_runs(CASES["several repositories and users"], stderr=True)
+    several = capsys.readouterr().err.splitlines()
+    print_runs(CASES["one job"], stderr=True)
+    one = capsys.readouterr().err.splitlines()
+
+    assert one[0].split()[:2] == ["RUN", "WORKFLOW"]
+    assert several[0].split()[:4] == ["RUN", "REPO", "USER", "WORKFLOW"]
+    assert several[1].split()[:3] == ["r-1", "models", "admin"]
+    assert several[2].split()[:3] == ["r-2", "other", "bob"]

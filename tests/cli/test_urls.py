@@ -110,7 +110,7 @@ def test_waiting_is_said_once_then_the_url_once() -> None:
     announce(_run(_job(0, status=JobStatus.RUNNING, host_ports=[8888], ready=True)))
 
     assert err.getvalue() == (
-        "waiting for lab on port 8888…\nlab: http://127.0.0.1:8888/lab?token=T\n"
+        "waiting for app 'lab' on port 8888…\napp 'lab': http://127.0.0.1:8888/lab?token=T\n"
     )
     assert rewriter([_event("job-0", "http://0.0.0.0:8888/")])[0].data == "http://127.0.0.1:8888/"
 
@@ -128,7 +128,7 @@ def test_forwarded_addresses_are_shown_and_used_for_the_rewrite() -> None:
     )
 
     assert err.getvalue() == (
-        "w0: lab: http://127.0.0.1:20000/lab?token=T\nw1: lab: http://127.0.0.1:20001/lab?token=T\n"
+        "w0: app 'lab': http://127.0.0.1:20000/lab?token=T\nw1: app 'lab': http://127.0.0.1:20001/lab?token=T\n"
     )
     [line] = rewriter([_event("job-1", "http://abc:8888/lab")])
     assert line.data == "http://127.0.0.1:20001/lab"

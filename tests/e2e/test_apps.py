@@ -148,7 +148,7 @@ def test_a_fastapi_app_gets_its_url_printed_and_answers_there(app_env: Env) -> N
     )
     app_env.commit()
     with _attached(app_env, "run", "api") as attached:
-        url = attached.expect(r"^fastapi: (http://127\.0\.0\.1:(\d+)/)$").group(1)
+        url = attached.expect(r"^app 'fastapi': (http://127\.0\.0\.1:(\d+)/)$").group(1)
         port = url.rsplit(":", 1)[1].rstrip("/")
 
         assert httpx.get(url).json() == {"hello": "world"}
@@ -161,7 +161,7 @@ def test_a_fastapi_app_gets_its_url_printed_and_answers_there(app_env: Env) -> N
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((_outside_address(), int(port)), timeout=5).close()
         _stop(app_env, name, attached)
-        assert "waiting for fastapi on port" in attached.text()
+        assert "waiting for app 'fastapi' on port" in attached.text()
 
 
 def test_a_bash_port_is_shown_by_attach_and_stopping_the_run_ends_the_attach(
@@ -182,7 +182,7 @@ def test_a_bash_port_is_shown_by_attach_and_stopping_the_run_ends_the_attach(
     assert submitted.code == 0, submitted
     name = _running_run(app_env)
     with _attached(app_env, "attach", name) as attached:
-        url = attached.expect(r"^port 0: (http://127\.0\.0\.1:\d+/)$").group(1)
+        url = attached.expect(r"^app 'files': (http://127\.0\.0\.1:\d+/)$").group(1)
         assert httpx.get(url).status_code == 200
         attached.expect(r"\(http://127\.0\.0\.1:\d+/\)")  # http.server's banner, rewritten
         assert app_env.dstack("stop", name).code == 0
@@ -200,7 +200,7 @@ def test_jupyterlab_answers_with_its_token_and_runs_code(app_env: Env) -> None:
     )
     app_env.commit()
     with _attached(app_env, "run", "ide") as attached:
-        match = attached.expect(r"^lab: (http://127\.0\.0\.1:(\d+))/lab\?token=([\w-]+)$")
+        match = attached.expect(r"^app 'lab': (http://127\.0\.0\.1:(\d+))/lab\?token=([\w-]+)$")
         base, token = match.group(1), match.group(3)
 
         login = httpx.get(f"{base}/lab")  # without the token: to the login page
@@ -261,7 +261,7 @@ def test_a_streamlit_app_answers(app_env: Env) -> None:
     )
     app_env.commit()
     with _attached(app_env, "run", "dash") as attached:
-        url = attached.expect(r"^streamlit: (http://127\.0\.0\.1:\d+)/$").group(1)
+        url = attached.expect(r"^app 'streamlit': (http://127\.0\.0\.1:\d+)/$").group(1)
         assert httpx.get(url + "/").status_code == 200
         assert httpx.get(url + "/_stcore/health").text == "ok"
         _stop(app_env, _running_run(app_env), attached)
@@ -294,7 +294,7 @@ def test_docker_publishes_the_ports_on_loopback_only(tmp_path: Path) -> None:
         )
         env.commit()
         with _attached(env, "run", "files") as attached:
-            match = attached.expect(r"^port 0: (http://127\.0\.0\.1:(\d+)/)$")
+            match = attached.expect(r"^app 'files': (http://127\.0\.0\.1:(\d+)/)$")
             url, port = match.group(1), int(match.group(2))
             assert httpx.get(url).status_code == 200
             with pytest.raises(ConnectionRefusedError):
@@ -326,7 +326,7 @@ def test_a_remote_runs_port_is_forwarded_to_this_machine(tmp_path: Path) -> None
         )
         env.commit()
         with _attached(env, "run", "--remote", "files") as attached:
-            match = attached.expect(r"^port 0: (http://127\.0\.0\.1:(\d+)/)$")
+            match = attached.expect(r"^app 'files': (http://127\.0\.0\.1:(\d+)/)$")
             url, local = match.group(1), match.group(2)
             assert httpx.get(url, timeout=30).status_code == 200
             # the runner's port in http.server's banner became the forwarded one

@@ -35,7 +35,7 @@ def test_jupyter_notebook_answers_at_tree_with_its_token_and_runs_code(app_env: 
     )
     app_env.commit()
     with _attached(app_env, "run", "notebook") as attached:
-        match = attached.expect(r"^notebook: (http://127\.0\.0\.1:\d+)/tree\?token=([\w-]+)$")
+        match = attached.expect(r"^app 'notebook': (http://127\.0\.0\.1:\d+)/tree\?token=([\w-]+)$")
         base, token = match.group(1), match.group(2)
 
         login = httpx.get(f"{base}/tree")  # without the token: to the login page
@@ -77,7 +77,7 @@ def test_a_gradio_app_answers_and_computes_through_its_api(app_env: Env) -> None
     )
     app_env.commit()
     with _attached(app_env, "run", "demo") as attached:
-        match = attached.expect(r"^gradio: (http://127\.0\.0\.1:(\d+))/$", timeout=120)
+        match = attached.expect(r"^app 'gradio': (http://127\.0\.0\.1:(\d+))/$", timeout=120)
         base, port = match.group(1), match.group(2)
 
         assert httpx.get(f"{base}/").status_code == 200
@@ -139,11 +139,11 @@ def test_an_apps_package_is_installed_into_a_job_that_lacks_it(app_env: Env) -> 
     )
     app_env.commit()
     with _attached(app_env, "run", "api") as attached:
-        url = attached.expect(r"^fastapi: (http://127\.0\.0\.1:\d+/)$", timeout=240).group(1)
+        url = attached.expect(r"^app 'fastapi': (http://127\.0\.0\.1:\d+/)$", timeout=240).group(1)
         assert httpx.get(url).json() == {"hello": "venv"}
         name = _running_run(app_env)
-        logs = app_env.dstack("logs", name)
-        assert "creating a virtual environment" in logs.out + logs.err
+        logs = app_env.dstack("logs", "--runner", name)
+        assert "creating a virtual environment" in logs.err
         _stop(app_env, name, attached)
 
 
@@ -194,7 +194,9 @@ def test_vs_code_answers_with_its_connection_token_only(app_env: Env) -> None:
     app_env.commit()
     with _attached(app_env, "run", "ide") as attached:
         # the first start downloads openvscode-server (about 60 MB) into the job
-        match = attached.expect(r"^code: (http://127\.0\.0\.1:\d+)/\?tkn=([\w-]+)$", timeout=600)
+        match = attached.expect(
+            r"^app 'code': (http://127\.0\.0\.1:\d+)/\?tkn=([\w-]+)$", timeout=600
+        )
         base, token = match.group(1), match.group(2)
 
         assert httpx.get(f"{base}/").status_code == 403

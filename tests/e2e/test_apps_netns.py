@@ -113,7 +113,7 @@ def test_a_fastapi_app_inside_another_network_answers_through_the_forward(user: 
     )
     user.commit()
     with _attached(user, "run", "--remote", "api") as attached:
-        match = attached.expect(r"^fastapi: (http://127\.0\.0\.1:(\d+)/)$", timeout=120)
+        match = attached.expect(r"^app 'fastapi': (http://127\.0\.0\.1:(\d+)/)$", timeout=120)
         url, local = match.group(1), int(match.group(2))
         name, host_port = _running_remote_run(user)
         _assert_forwarded(local, host_port)
@@ -136,7 +136,7 @@ def test_jupyterlab_inside_another_network_runs_code_through_the_forward(user: E
     )
     user.commit()
     with _attached(user, "run", "--remote", "ide") as attached:
-        pattern = r"^lab: (http://127\.0\.0\.1:(\d+))/lab\?token=([\w-]+)$"
+        pattern = r"^app 'lab': (http://127\.0\.0\.1:(\d+))/lab\?token=([\w-]+)$"
         match = attached.expect(pattern, timeout=120)
         base, local, token = match.group(1), int(match.group(2)), match.group(3)
         name, host_port = _running_remote_run(user)
@@ -165,7 +165,7 @@ def test_a_streamlit_app_inside_another_network_answers_through_the_forward(user
     )
     user.commit()
     with _attached(user, "run", "--remote", "dash") as attached:
-        match = attached.expect(r"^streamlit: (http://127\.0\.0\.1:(\d+))/$", timeout=120)
+        match = attached.expect(r"^app 'streamlit': (http://127\.0\.0\.1:(\d+))/$", timeout=120)
         url, local = match.group(1), int(match.group(2))
         name, host_port = _running_remote_run(user)
         _assert_forwarded(local, host_port)

@@ -219,8 +219,8 @@ def test_attach_reconnects_and_its_port_forward_answers_again(
     assert submitted.code == 0, submitted
     name = _run_name(submitted.out + submitted.err)
     cli = _spawn(clis, user, "attach", name, "--remote")
-    cli.wait_for(r"port 0: http://127\.0\.0\.1:\d+/")
-    url = re.search(r"port 0: (http://127\.0\.0\.1:\d+/)", cli.err)
+    cli.wait_for(r"app 'files': http://127\.0\.0\.1:\d+/")
+    url = re.search(r"app 'files': (http://127\.0\.0\.1:\d+/)", cli.err)
     assert url, str(cli)
     assert httpx.get(url.group(1), timeout=30).status_code == 200
 

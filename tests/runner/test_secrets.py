@@ -93,7 +93,7 @@ def test_only_a_possible_start_of_a_secret_waits(tmp_path: Path) -> None:
 
     spool.write(LogStream.STDOUT, b"epoch 1/10 s3")
     assert spooled(tmp_path) == "epoch 1/10 "
-    spool.write_line("runner: note")  # stderr: the held stdout keeps waiting
+    spool.write_line("runner: note", LogStream.STDERR)  # stderr: the held stdout keeps waiting
     assert spooled(tmp_path) == "epoch 1/10 runner: note\n"
     spool.write_line("runner: stdout note", LogStream.STDOUT)  # stdout: in order
     spool.close()

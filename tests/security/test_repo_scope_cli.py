@@ -78,7 +78,7 @@ def test_rm_all_removes_only_the_current_repositorys_runs(local: Local) -> None:
 
     assert (listed.exit_code, mine in listed.output, theirs in listed.output) == (0, True, False)
     assert removed.exit_code == 0, removed.output
-    assert removed.output == f"Removed {mine}\n"
+    assert removed.output == f"Removed {mine}\n1 run removed; no files of their own to free\n"
     assert [r.name for r in local.client.list_runs(all=True)] == [theirs]
 
 

@@ -51,11 +51,16 @@ async def test_dependency_failure_propagates_through_the_chain(ctx: ServerContex
     request = submission(job(name="prep"), job(name="train", deps=[0]), job(name="eval", deps=[1]))
     run = await runs.submit_run(ctx, request=request)
     await Scheduler(ctx).tick()
-    statuses = [j.reason for j in (await runs.get_run(ctx, name=run.name)).jobs]
-    assert statuses == [
+    waiting = (await runs.get_run(ctx, name=run.name)).jobs
+    assert [j.reason for j in waiting] == [
         TerminationReason.WAITING_FOR_RUNNER,
         TerminationReason.WAITING_FOR_DEPENDENCIES,
         TerminationReason.WAITING_FOR_DEPENDENCIES,
+    ]
+    # Jobs are named by their workflow, not their index.
+    assert [j.message for j in waiting[1:]] == [
+        "waiting for prep to finish",
+        "waiting for train to finish",
     ]
 
     assignment = await claims.try_claim(ctx, runner_id=runner_id)
@@ -75,6 +80,7 @@ async def test_dependency_failure_propagates_through_the_chain(ctx: ServerContex
         (JobStatus.FAILED, TerminationReason.DEPENDENCY_FAILED),
     ]
     assert final.jobs[0].exit_code == 3
+    assert final.jobs[1].message == f"dependency prep of run {run.name} did not succeed"
 
 
 async def test_silent_runner_goes_offline_and_its_jobs_fail_runner_lost(

@@ -102,11 +102,27 @@ async def test_deleting_a_run_reclaims_only_its_unreferenced_blobs(ctx: ServerCo
     [own] = (await runs.run_artifacts(ctx, run_name=gone))[0].manifests
     [common] = (await runs.run_artifacts(ctx, run_name=kept))[0].manifests
 
-    await runs.delete_run(ctx, name=gone)
-    await runs.delete_run(ctx, name=shared.name)
+    first = await runs.delete_run(ctx, name=gone)
+    second = await runs.delete_run(ctx, name=shared.name)
 
     assert not ctx.blobs.exists(own.files[0].digest)
     assert ctx.blobs.exists(common.files[0].digest)
+    # The answer counts what each deletion left unreferenced: the shared blob is not.
+    assert (first.freed_bytes, second.freed_bytes) == (len(b"only in the deleted run"), 0)
+    assert first.gc_grace_seconds == 0
+
+
+async def test_the_freed_bytes_are_counted_before_the_grace_period_ends(
+    ctx: ServerContext,
+) -> None:
+    ctx.settings.gc_grace_seconds = 3600
+    name = await done_run(ctx, "t1", b"kept an hour")
+    [manifest] = (await runs.run_artifacts(ctx, run_name=name))[0].manifests
+
+    deleted = await runs.delete_run(ctx, name=name)
+
+    assert (deleted.freed_bytes, deleted.gc_grace_seconds) == (len(b"kept an hour"), 3600)
+    assert ctx.blobs.exists(manifest.files[0].digest)  # until garbage collection passes
 
 
 async def test_gc_keeps_code_caches_and_young_blobs(ctx: ServerContext, clock: FakeClock) -> None:

@@ -17,6 +17,7 @@ from dstack.models.runs_api import (
     LogsPage,
     PlanResponse,
     RerunRequest,
+    RunDeleted,
     StopRunRequest,
     SubmitRunRequest,
     TagRequest,
@@ -88,11 +89,16 @@ class Client(ReposClient, TeamsClient, BackendsClient):
             self.request("POST", f"/api/runs/{url_segment(name)}/rerun", json=body).json()
         )
 
-    def delete_run(self, name: str) -> None:
+    def delete_run(self, name: str) -> RunDeleted:
+        """Delete a finished run; the answer says how many bytes garbage collection frees
+        (a server that answers 204, from before it said so: nothing counted)."""
         if _unaddressable(name):
-            self.request("POST", "/api/runs/delete", json={"name": name})
-            return
-        self.request("DELETE", f"/api/runs/{url_segment(name)}")
+            response = self.request("POST", "/api/runs/delete", json={"name": name})
+        else:
+            response = self.request("DELETE", f"/api/runs/{url_segment(name)}")
+        if response.status_code == 204 or not response.content:
+            return RunDeleted(name=name)
+        return RunDeleted.model_validate(response.json())
 
     def get_logs(
         self,

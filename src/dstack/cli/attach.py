@@ -16,6 +16,7 @@ import click
 
 from dstack.cli.context import client_for, remote_named, remote_option
 from dstack.cli.follow import RunFollower, exit_code_of, reconnect_for, reconnect_option
+from dstack.cli.spinner import Spinner
 from dstack.cli.urls import LogRewriter, app_url
 from dstack.errors import DstackError
 from dstack.providers.app import served_apps
@@ -23,7 +24,7 @@ from dstack.providers.app import served_apps
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.cli.urls import LogRewriter
-    from dstack.models.job import Job
+    from dstack.models.job import AppSpec, Job
     from dstack.models.logs import LogEvent
     from dstack.models.run import Run
     from dstack.tunnel.client import PortForwards
@@ -125,10 +126,18 @@ class AppAnnouncer:
     """At each look at the run: says once per app "waiting for APP on port N…" while its job
     runs and the app does not answer yet, then once its URL; keeps the rewriter's ports."""
 
-    def __init__(self, addresses: AppAddresses, rewriter: LogRewriter, err: TextIO) -> None:
+    def __init__(
+        self,
+        addresses: AppAddresses,
+        rewriter: LogRewriter,
+        err: TextIO,
+        spinner: Spinner | None = None,
+    ) -> None:
+        """At a terminal (`spinner` active) the wait is shown by the spinner, not a line."""
         self._addresses = addresses
         self._rewriter = rewriter
         self._err = err
+        self._spinner = spinner
         self._waiting: set[str] = set()
         self._announced: set[str] = set()
 
@@ -144,6 +153,9 @@ class AppAnnouncer:
                 self._rewriter.set_ports(job.id, ports)
             if _running(job):
                 self._announce(job, addresses, many=len(run.jobs) > 1)
+            elif self._spinner is not None and job.id in self._waiting:
+                for index in range(len(job.spec.ports)):  # it ended before its apps answered
+                    self._spinner.set(f"app {job.id} {index}", None)
 
     def _announce(self, job: Job, addresses: dict[Target, str], *, many: bool) -> None:
         label = f"{job.workflow_name or job.spec.provider}: " if many else ""
@@ -153,7 +165,11 @@ class AppAnnouncer:
                 self._waiting.add(job.id)
                 for app in apps:
                     port = job.host_ports[app.port_index]
-                    self._write(f"{label}waiting for {app.name} on port {port}…")
+                    text = f"{label}waiting for {app_title(job, app)} on port {port}…"
+                    if self._spinner is not None and self._spinner.active:
+                        self._spinner.set(f"app {job.id} {app.port_index}", text)
+                    else:
+                        self._write(text)
             return
         if job.id in self._announced:
             return
@@ -163,11 +179,26 @@ class AppAnnouncer:
         self._announced.add(job.id)
         for app, address in reachable:
             assert address is not None
-            self._write(f"{label}{app.name}: {app_url(address, app)}")
+            if self._spinner is not None:
+                self._spinner.set(f"app {job.id} {app.port_index}", None)
+            self._write(f"{label}{app_title(job, app)}: {app_url(address, app)}")
 
     def _write(self, line: str) -> None:
+        if self._spinner is not None and self._spinner.active:
+            self._spinner.write(line + "\n")
+            return
         self._err.write(line + "\n")
         self._err.flush()
+
+
+def app_title(job: Job, app: AppSpec) -> str:
+    """`app 'lab'`; a port no app names is the job's workflow's app (`app 'files'`), with its
+    index where the job has several such ports (`app 'files' (port 1)`)."""
+    if any(named.name == app.name for named in job.spec.apps):
+        return f"app '{app.name}'"
+    unnamed = len(job.spec.ports) - len({a.port_index for a in job.spec.apps})
+    name = job.workflow_name or job.spec.provider
+    return f"app '{name}'" + (f" (port {app.port_index})" if unnamed > 1 else "")
 
 
 class AttachedView:
@@ -180,13 +211,14 @@ class AttachedView:
         addresses: AppAddresses,
         err: TextIO,
         known: Run | None = None,
+        spinner: Spinner | None = None,
     ):
         """`known`: the run as the caller has it; its jobs that publish no port need no
         look at the run for their URLs."""
         self._client = client
         self._run_name = run_name
         self.rewriter = LogRewriter()
-        self.announcer = AppAnnouncer(addresses, self.rewriter, err)
+        self.announcer = AppAnnouncer(addresses, self.rewriter, err, spinner)
         self._looked: set[str] = {j.id for j in known.jobs if not j.spec.ports} if known else set()
 
     def on_run(self, run: Run) -> None:
@@ -210,6 +242,8 @@ def attach_run(
     remote: str | None,
     reconnect_timeout: float,
     err: TextIO | None = None,
+    runner: bool = False,
+    timestamps: bool = False,
 ) -> Run:
     """Follow `run` until it ends, showing its apps; Ctrl+C asks whether to stop it (at a
     terminal) or detaches. Forwards opened for its apps are closed when this returns.
@@ -217,13 +251,15 @@ def attach_run(
     While the server is away it reconnects (`follow.reconnect_for`) for up to
     `reconnect_timeout` seconds; the app forwards stay bound meanwhile and each new
     connection goes through the server once it is back. Ctrl+C while reconnecting detaches
-    without asking (the run cannot be stopped through an absent server)."""
+    without asking (the run cannot be stopped through an absent server). `runner` and
+    `timestamps`: as `dstack logs --runner -t` shows the lines."""
     err = err or sys.stderr
     reconnect = reconnect_for(
         client, run.name, remote=remote, give_up_after=reconnect_timeout, err=err
     )
     addresses = app_addresses(run.name, remote=remote, err=err)
-    view = AttachedView(client, run.name, addresses, err, known=run)
+    spinner = Spinner(err)
+    view = AttachedView(client, run.name, addresses, err, known=run, spinner=spinner)
     follower = RunFollower(
         client,
         run.name,
@@ -232,6 +268,9 @@ def attach_run(
         transform=view.transform,
         on_run=view.on_run,
         reconnect=reconnect,
+        runner=runner,
+        timestamps=timestamps,
+        spinner=spinner,
     )
     try:
         while True:
@@ -269,12 +308,31 @@ def _ask_to_stop(client: Client, run_name: str) -> bool:
 @click.command()
 @remote_option
 @click.argument("run_name", metavar="RUN")
+@click.option(
+    "-t", "--timestamps", is_flag=True, help="Start each line with its time (UTC, ISO 8601)."
+)
+@click.option(
+    "--runner", "show_runner", is_flag=True, help="Also the runner's own messages, on stderr."
+)
 @reconnect_option
-def attach(run_name: str, remote: str | None, reconnect_timeout: float) -> None:
+def attach(
+    run_name: str,
+    remote: str | None,
+    reconnect_timeout: float,
+    timestamps: bool,
+    show_runner: bool,
+) -> None:
     """Follow a run's logs again and show the URLs of its apps (until the run ends).
 
     A server that goes away meanwhile is waited for (see --reconnect-timeout)."""
     client = client_for(remote)
     run = client.get_run(run_name)
-    final = attach_run(client, run, remote=remote, reconnect_timeout=reconnect_timeout)
+    final = attach_run(
+        client,
+        run,
+        remote=remote,
+        reconnect_timeout=reconnect_timeout,
+        runner=show_runner,
+        timestamps=timestamps,
+    )
     sys.exit(exit_code_of(final))

@@ -14,13 +14,14 @@ import functools
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from dstack.cli.context import local_server
 from dstack.cli.render import status_plain
+from dstack.cli.spinner import Spinner
 from dstack.errors import ServerError, ServerUnreachableError
 from dstack.settings import RECONNECT_TIMEOUT
 
@@ -90,26 +91,31 @@ def _find_local_server(client: Client) -> None:
         client.rebase(url, token)
 
 
-class NodePrefixes:
-    """Prefixes each line of the jobs of multi-node runs with their node (`[node 1] `), when
-    the run has such jobs; a line split over two events is prefixed once."""
+class LogView:
+    """What `dstack logs` and an attached `dstack run` show of a run's events: the runner's own
+    messages only with `runner`; in a run of several jobs, each line prefixed by its job's
+    name (`[prepare] `), with its node in a multi-node run (`[train] [node 1] `, or
+    `[node 1] ` when every job is of one workflow); with `timestamps`, each line starts with
+    its time (UTC, `2026-12-07T10:00:00.123Z `). A line split over two events is prefixed
+    once."""
 
-    def __init__(self, run: Run) -> None:
-        self.labels = {
-            job.id: f"[node {job.spec.node_rank}] "
-            for job in run.jobs
-            if job.spec.resources.nodes > 1
-        }
+    def __init__(self, run: Run, *, timestamps: bool = False, runner: bool = False) -> None:
+        self.labels = job_prefixes(run)
+        self.timestamps = timestamps
+        self.runner = runner
         self._midline: set[tuple[str, str]] = set()  # (job, stream) whose last line is open
 
     def __call__(self, events: list[LogEvent]) -> list[LogEvent]:
-        if not self.labels:
-            return events
-        return [self._prefixed(event) for event in events]
+        shown = shown_events(events, runner=self.runner)
+        if not self.labels and not self.timestamps:
+            return shown
+        return [self._prefixed(event) for event in shown]
 
     def _prefixed(self, event: LogEvent) -> LogEvent:
-        label = self.labels.get(event.job_id)
-        if label is None or not event.data:
+        label = self.labels.get(event.job_id, "")
+        if self.timestamps:
+            label = _timestamp(event) + " " + label
+        if not label or not event.data:
             return event
         key = (event.job_id, event.stream)
         lines = event.data.splitlines(keepends=True)
@@ -122,8 +128,38 @@ class NodePrefixes:
         return event.model_copy(update={"data": data})
 
 
+RUNNER_STREAM = "runner"
+"""The stream of the runner's own messages (artifact uploads, image pulls): hidden unless
+asked for (`--runner`)."""
+
+
+def shown_events(events: list[LogEvent], *, runner: bool) -> list[LogEvent]:
+    """The events to print: the runner's messages only with `runner`."""
+    return events if runner else [e for e in events if e.stream != RUNNER_STREAM]
+
+
+def job_prefixes(run: Run) -> dict[str, str]:
+    """Per job id, what its lines start with: nothing in a run of one job."""
+    if len(run.jobs) < 2:
+        return {}
+    names = {job.workflow_name or job.spec.provider for job in run.jobs}
+    prefixes = {}
+    for job in run.jobs:
+        name = f"[{job.workflow_name or job.spec.provider}] " if len(names) > 1 else ""
+        node = f"[node {job.spec.node_rank}] " if job.spec.resources.nodes > 1 else ""
+        prefixes[job.id] = name + node
+    return {job_id: prefix for job_id, prefix in prefixes.items() if prefix}
+
+
+def _timestamp(event: LogEvent) -> str:
+    when = event.timestamp
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
 def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool = False) -> None:
-    """Print a page: consecutive events of one stream go out in one `write`."""
+    """Print a page: consecutive events of one stream go out in one `write` (stderr and the
+    runner's messages to `err`)."""
     if as_json:
         out.write("".join(event.model_dump_json() + "\n" for event in events))
         out.flush()
@@ -131,7 +167,7 @@ def write_events(events: list[LogEvent], out: TextIO, err: TextIO, as_json: bool
     run: list[str] = []
     target = out
     for event in events:
-        stream = err if event.stream == "stderr" else out
+        stream = out if event.stream == "stdout" else err
         if stream is not target and run:
             target.write("".join(run))
             run = []
@@ -160,11 +196,17 @@ class RunFollower:
         transform: Callable[[list[LogEvent]], list[LogEvent]] | None = None,
         on_run: Callable[[Run], None] | None = None,
         reconnect: Reconnect | None = None,
+        timestamps: bool = False,
+        runner: bool = False,
+        spinner: Spinner | None = None,
     ) -> None:
         """`transform` may change events before they are printed (the attached view rewrites
         app URLs); `on_run` sees the run at each status check (it prints the apps' URLs);
         `reconnect` rides out the server's absence (`reconnect_for`). Both hooks may be
-        called again for the same page or run after the server was away."""
+        called again for the same page or run after the server was away. `timestamps` and
+        `runner` as `LogView` takes them. At a terminal, with `show_status`, what the run waits
+        for (a job to start) is shown by `spinner` (default: one of its own) instead of a
+        line per change."""
         self.client = client
         self.run_name = run_name
         self.out = out or sys.stdout
@@ -178,7 +220,12 @@ class RunFollower:
         self._known = known if known is not None and known.status.is_finished() else None
         self._looked_at_start = known is not None
         self._first_look = known
-        self._prefixes: NodePrefixes | None = None  # once the run's jobs are known
+        self._view: LogView | None = None  # once the run's jobs are known
+        self.timestamps = timestamps
+        self.runner = runner
+        self.spinner = spinner or Spinner(self.err)
+        if not show_status or as_json:
+            self.spinner.active = False
         self._seen: dict[str, str] = {}
         self.transform = transform
         self.on_run = on_run
@@ -192,10 +239,18 @@ class RunFollower:
 
         Without `reconnect`, an unreachable server raises `ServerUnreachableError`; with it,
         the follower waits for the server as `reconnect` says and resumes at `cursor`."""
+        try:
+            return self._follow(poll_seconds)
+        finally:
+            self.spinner.close()
+
+    def _follow(self, poll_seconds: float) -> Run:
         last_status_check = time.monotonic() if self._looked_at_start else 0.0
         while True:
             page, events = self._call(lambda: self._next_page(poll_seconds))
-            write_events(events, self.out, self.err, self.as_json)
+            if events:
+                with self.spinner.paused(ends_line=events[-1].data.endswith("\n")):
+                    write_events(events, self.out, self.err, self.as_json)
             self.cursor = page.cursor
             now = time.monotonic()
             if page.finished or now - last_status_check >= poll_seconds:
@@ -213,12 +268,16 @@ class RunFollower:
             self.run_name, cursor=self.cursor, since=self.since, wait=poll_seconds, with_run=True
         )
         events = page.events
-        if events and not self.as_json:
-            if self._prefixes is None:
-                self._prefixes = NodePrefixes(
-                    self._first_look or page.run or self.client.get_run(self.run_name)
+        if events and self.as_json:
+            events = shown_events(events, runner=self.runner)
+        elif events:
+            if self._view is None:
+                self._view = LogView(
+                    self._first_look or page.run or self.client.get_run(self.run_name),
+                    timestamps=self.timestamps,
+                    runner=self.runner,
                 )
-            events = self._prefixes(events)
+            events = self._view(events)
         return page, self.transform(events) if self.transform else events
 
     def _look_at_run(self, page: LogsPage) -> Run:
@@ -235,26 +294,36 @@ class RunFollower:
         return page.run or self._known
 
     def _report_status(self, run: Run) -> None:
+        """Each job's status as it changes, with its message (the reason it waits or failed);
+        at a terminal, a job waiting to start is shown by the spinner, not a line."""
         if not self.show_status:
             return
-
         many = len(run.jobs) > 1
         for job in run.jobs:
             state = status_plain(job.status, job.reason)
-            if self._seen.get(job.id) == state:
+            detail = f" — {job.message}" if job.message and not job.status.is_active() else ""
+            if self._seen.get(job.id) == state + detail:
                 continue
-            self._seen[job.id] = state
-            if job.status.value == "running" and not many:
-                continue
+            self._seen[job.id] = state + detail
             node = f" [node {job.spec.node_rank}]" if job.spec.resources.nodes > 1 else ""
             label = f"{job.workflow_name or job.spec.provider}{node}: " if many else ""
-            detail = f" — {job.message}" if job.message and not job.status.is_active() else ""
-            self.err.write(
-                f"\x1b[2m{label}{state}{detail}\x1b[0m\n"
-                if self.err.isatty()
-                else f"{label}{state}{detail}\n"
-            )
-            self.err.flush()
+            if self.spinner.active:
+                waiting = job.status.value in _WAITING
+                self.spinner.set(f"job {job.id}", f"{label}{state}{detail}" if waiting else None)
+                if waiting:
+                    continue
+            if job.status.value == "running" and not many:
+                continue
+            line = f"{label}{state}{detail}"
+            if self.spinner.active:
+                self.spinner.write(f"\x1b[2m{line}\x1b[0m\n")
+            else:
+                self.err.write(f"\x1b[2m{line}\x1b[0m\n" if self.err.isatty() else f"{line}\n")
+                self.err.flush()
+
+
+_WAITING = ("submitted", "pending", "provisioning", "downloading")
+"""Statuses of a job that has not started yet."""
 
 
 def exit_code_of(run: Run) -> int:

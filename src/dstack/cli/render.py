@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from dstack.models.job import Job, JobStatus
     from dstack.models.run import Run
 
-    # RUN, WORKFLOW, SUBMITTED, the status and its reason, TAG, COST
-    _RunRow = tuple[str, str, str, JobStatus, object, str, str]
+    # The cells before STATUS, the status and its reason, the cells after it
+    _RunRow = tuple[list[str], JobStatus, object, list[str]]
 
 _STATUS_STYLE = {
     "done": "green",
@@ -110,7 +110,6 @@ def job_label(job: Job) -> str:
     return job.workflow_name or job.spec.provider
 
 
-_RUN_COLUMNS = ("RUN", "WORKFLOW", "SUBMITTED", "STATUS", "TAG", "COST")
 # Environment variables that make rich style or size its output differently.
 _RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "JUPYTER_COLUMNS")
 _PLAIN_WIDTH = 80  # rich's width when writing to something that is not a terminal
@@ -135,13 +134,14 @@ def plain_runs_table(runs: list[Run], stream: TextIO) -> str | None:
     characters of other widths)."""
     if stream.isatty() or any(os.environ.get(name) for name in _RICH_ENV):
         return None
-    rows = [list(_RUN_COLUMNS)] + [
-        [name, workflow, submitted, status_plain(status, reason), tag, cost]
-        for name, workflow, submitted, status, reason, tag, cost in _run_rows(runs)
+    columns = run_columns(runs)
+    rows = [columns] + [
+        [*before, status_plain(status, reason), *after]
+        for before, status, reason, after in _run_rows(runs)
     ]
     if not all(_plain_cell(cell) for row in rows for cell in row):
         return None
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_RUN_COLUMNS))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     if sum(widths) + 2 * (len(widths) - 1) > _PLAIN_WIDTH:
         return None
     return "".join(
@@ -150,29 +150,68 @@ def plain_runs_table(runs: list[Run], stream: TextIO) -> str | None:
     )
 
 
+def run_columns(runs: list[Run]) -> list[str]:
+    """RUN, [REPO,] [USER,] WORKFLOW, SUBMITTED, STATUS, TAG, COST: REPO and USER where the
+    runs are of more than one repository or user."""
+    repos, users = _scope_columns(runs)
+    return [
+        "RUN",
+        *(["REPO"] if repos else []),
+        *(["USER"] if users else []),
+        "WORKFLOW",
+        "SUBMITTED",
+        "STATUS",
+        "TAG",
+        "COST",
+    ]
+
+
+def _scope_columns(runs: list[Run]) -> tuple[dict[str, str], bool]:
+    """The REPO cell of each repository id (none when all runs share one: its short form, or
+    the whole id where two share that), and whether USER is shown."""
+    ids = {run.repo.repo_id for run in runs}
+    users = len({run.user for run in runs}) > 1
+    if len(ids) < 2:
+        return {}, users
+    short = {repo_id: _short_repo(repo_id) for repo_id in ids}
+    if len(set(short.values())) < len(short):
+        return {repo_id: repo_id for repo_id in ids}, users
+    return short, users
+
+
 def _plain_cell(cell: str) -> bool:
     return cell.isascii() and cell.isprintable() and not any(c in cell for c in "[]:\\")
 
 
+def _short_repo(repo_id: str) -> str:
+    """`github.com/acme/models` → `models`; `local:` + a path hash → its first 8 digits."""
+    if repo_id.startswith("local:"):
+        return repo_id[: len("local:") + 8]
+    return repo_id.rstrip("/").rsplit("/", 1)[-1] or repo_id
+
+
 def _run_rows(runs: list[Run]) -> list[_RunRow]:
     """Per run, and per job of a multi-job run: the cells, with the status and its reason."""
+    repos, users = _scope_columns(runs)
     rows: list[_RunRow] = []
     for run in runs:
         reason = run.jobs[-1].reason if len(run.jobs) == 1 else None
         workflow = run.workflow_name or run.provider or "-"
+        scope = [*([repos[run.repo.repo_id]] if repos else []), *([run.user] if users else [])]
         rows.append(
             (
-                run.name,
-                workflow,
-                ago(run.submitted_at),
+                [run.name, *scope, workflow, ago(run.submitted_at)],
                 run.status,
                 reason,
-                run.tag or "",
-                cost(run.cost),
+                [run.tag or "", cost(run.cost)],
             )
         )
         if len(run.jobs) > 1:
-            rows += [("", f"  {job_label(j)}", "", j.status, j.reason, "", "") for j in run.jobs]
+            blank = [""] * len(scope)
+            rows += [
+                (["", *blank, f"  {job_label(j)}", ""], j.status, j.reason, ["", ""])
+                for j in run.jobs
+            ]
     return rows
 
 
@@ -188,9 +227,8 @@ def price(usd_per_hour: float) -> str:
 
 
 def runs_table(runs: list[Run]) -> Table:
-    """RUN, WORKFLOW, SUBMITTED, STATUS, TAG, COST; multi-job runs get one indented row per
-    job."""
-    t = table(*_RUN_COLUMNS)
-    for name, workflow, submitted, status, reason, tag, usd in _run_rows(runs):
-        t.add_row(name, workflow, submitted, status_text(status, reason), tag, usd)
+    """`run_columns(runs)`; multi-job runs get one indented row per job."""
+    t = table(*run_columns(runs))
+    for before, status, reason, after in _run_rows(runs):
+        t.add_row(*before, status_text(status, reason), *after)
     return t

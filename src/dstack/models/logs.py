@@ -9,8 +9,17 @@ from dstack.models.common import Model
 
 
 class LogStream(StrEnum):
+    """Where a chunk came from: the job's stdout or stderr, or the runner itself (`runner`:
+    its own messages about the job, such as artifact uploads and image pulls, which the CLI
+    shows only when asked, `--runner`)."""
+
     STDOUT = "stdout"
     STDERR = "stderr"
+    RUNNER = "runner"
+
+
+JOB_STREAMS = (LogStream.STDOUT, LogStream.STDERR)
+"""The streams a job's own processes write."""
 
 
 class LogEvent(Model):

@@ -74,6 +74,20 @@ class MissingBlobsResponse(Model):
     missing: list[str]
 
 
+class RunDeleted(Model):
+    """The answer to deleting a run: what its removal leaves for garbage collection."""
+
+    name: str
+    freed_bytes: int = Field(
+        0,
+        description="Bytes of the blobs (artifacts, code) that nothing references any more "
+        "once the run is gone; garbage collection deletes them within `gc_grace_seconds`.",
+    )
+    gc_grace_seconds: float = Field(
+        0.0, description="How long an unreferenced blob is kept before it is deleted."
+    )
+
+
 class StopRunRequest(Model):
     abort: bool = False
 

@@ -172,19 +172,34 @@ class ArtifactSync:
         """True when the job declared artifacts (or caches, with `caches`) to sync at the end."""
         return bool(self._artifacts or (caches and self._caches))
 
-    def finish(self, *, move: bool, caches: bool, say: Callable[[str], None]) -> None:
+    def finish(
+        self,
+        *,
+        move: bool,
+        caches: bool,
+        say: Callable[[str], None],
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         """Final scan and push of every artifact (and cache, with `caches`).
 
         With `move`, files inside the job dir are moved into a local store instead of copied:
         the job dir is about to be deleted. `say` gets a summary line per path once its blobs
-        are stored, before its manifest is posted (the line travels meanwhile). Raises
-        `DstackError` when a push or post failed.
+        are stored, before its manifest is posted (the line travels meanwhile); `warn` (default
+        `say`) a line per path that cannot be saved. Raises `DstackError` when a push or post
+        failed.
         """
         self.stop()
         with self._round:
-            self._finish(move=move, caches=caches, say=say)
+            self._finish(move=move, caches=caches, say=say, warn=warn or say)
 
-    def _finish(self, *, move: bool, caches: bool, say: Callable[[str], None]) -> None:
+    def _finish(
+        self,
+        *,
+        move: bool,
+        caches: bool,
+        say: Callable[[str], None],
+        warn: Callable[[str], None],
+    ) -> None:
         # The job's processes are gone: digests computed now stay true, so the store may
         # move (or copy) each file on the strength of this scan's hash alone.
         self._stat_cache.settle()
@@ -197,7 +212,7 @@ class ArtifactSync:
                     (tracked, *self._scan(tracked, ingest=not (move and tracked.movable)))
                 )
             except UnsafePathError as exc:  # the others are still saved
-                say(f"warning: {'cache' if tracked in saved else 'artifact'} not saved: {exc}")
+                warn(f"warning: {'cache' if tracked in saved else 'artifact'} not saved: {exc}")
         for tracked, manifest, stored in scanned:
             is_cache = tracked in saved
             moving = move and tracked.movable
@@ -221,7 +236,10 @@ class ArtifactSync:
         carried = self._carried.get((tracked.declared, cache))
         if carried is not None:
             manifest.files = _joined(carried, manifest, self._store)
-        say(tracked.summary(manifest, cache=cache))
+        if manifest.files or cache or tracked.posted is not None:
+            say(tracked.summary(manifest, cache=cache))
+        else:  # kept as an empty artifact: `dstack ls` shows it, with nothing in it
+            say(f"artifact '{tracked.declared}' was declared but not written")
         if self._crash_point is not None:
             self._crash_point("artifacts-stored")
 

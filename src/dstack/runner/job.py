@@ -146,7 +146,7 @@ class JobWorker:
     def _save_then_stop(self, reason: str, flush_timeout: float) -> None:
         spool, sync, shipper = self._spool, self._sync, self._shipper
         if spool is not None:
-            spool.write_line(f"interrupted: {reason}; saving artifacts and logs")
+            spool.say_error(f"interrupted: {reason}; saving artifacts and logs")
         if sync is not None:
             try:
                 synced = sync.sync_now()
@@ -237,7 +237,7 @@ class JobWorker:
         except DstackError as exc:
             if not accepted():
                 return None
-            spool.write_line(f"error: cannot fetch the code: {exc}")
+            spool.say_error(f"error: cannot fetch the code: {exc}")
             return _failed(TerminationReason.EXECUTOR_ERROR, f"cannot fetch the code: {exc}")
         host_ports = allocate_ports(self.assignment.spec)
         try:
@@ -252,7 +252,7 @@ class JobWorker:
         except JobStartError as exc:
             if not accepted():
                 return None
-            spool.write_line(f"error: {exc}")
+            spool.say_error(f"error: {exc}")
             return _failed(exc.reason, str(exc))
         self._attach(handle)
         # `running` is posted while the job runs (a short job may be over before the answer
@@ -392,11 +392,11 @@ class JobWorker:
         )
         move = is_local(self._blob_store()) and not self._settings.keep_job_dirs
         try:
-            sync.finish(move=move, caches=caches, say=spool.write_line)
+            sync.finish(move=move, caches=caches, say=spool.write_line, warn=spool.say_error)
         except (DstackError, OSError) as exc:
             if not uploading.result():
                 return None
-            spool.write_line(f"error: cannot upload the artifacts: {exc}")
+            spool.say_error(f"error: cannot upload the artifacts: {exc}")
             return _upload_failed(update, exc)
         return update if uploading.result() else None
 

@@ -50,7 +50,7 @@ HOLD_CHARS = 1 << 17
 MASK = "***"
 # Characters per log entry; a longer chunk is cut after its last newline within the limit.
 MAX_ENTRY = 1 << 16
-_STREAM_CODES = {LogStream.STDOUT: "o", LogStream.STDERR: "e"}
+_STREAM_CODES = {LogStream.STDOUT: "o", LogStream.STDERR: "e", LogStream.RUNNER: "r"}
 _CODE_STREAMS = {code: stream for stream, code in _STREAM_CODES.items()}
 
 SendBatch = Callable[[list[LogLine]], None]
@@ -136,13 +136,19 @@ class LogSpool:
             self._held[stream] = text[len(text) - keep :] if keep else ""
             self._append(stream, text[: len(text) - keep])
 
-    def write_line(self, text: str, stream: LogStream = LogStream.STDERR) -> None:
-        """Record a message of the runner itself (a warning, pull progress) as one line."""
+    def write_line(self, text: str, stream: LogStream = LogStream.RUNNER) -> None:
+        """Record a message of the runner itself (pull progress, an upload's summary) as one
+        line, on the runner's stream; one that tells why the job failed goes on `stderr`,
+        where it is shown with the job's output (`say_error`)."""
         with self._cond:
             if not self._closed:
                 self._append(stream, self._held[stream])
                 self._held[stream] = ""
                 self._append(stream, text if text.endswith("\n") else text + "\n")
+
+    def say_error(self, text: str) -> None:
+        """A line of the runner the user must see with the job's output: why it failed."""
+        self.write_line(text, LogStream.STDERR)
 
     def close(self) -> None:
         """Flush what the decoders hold and refuse further writes. Idempotent."""

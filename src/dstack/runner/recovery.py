@@ -89,13 +89,13 @@ class Recovery:
         """Store and post the job's artifacts (and caches, unless it was aborted); a job
         whose artifacts cannot be stored fails, as it would have without the crash."""
         if update.reason is TerminationReason.RUNNER_LOST:
-            spool.write_line(f"error: {RESTARTED}")
+            spool.say_error(f"error: {RESTARTED}")
         try:
             self._artifact_sync(assignment).finish(
                 move=False, caches=update.status is not JobStatus.ABORTED, say=spool.write_line
             )
         except (DstackError, OSError) as exc:
-            spool.write_line(f"error: cannot upload the artifacts: {exc}")
+            spool.say_error(f"error: cannot upload the artifacts: {exc}")
             if update.status is JobStatus.DONE:
                 return JobStatusUpdate(
                     status=JobStatus.FAILED,

@@ -24,7 +24,7 @@ from docker.utils import parse_repository_tag
 
 from dstack.errors import ExecutorError
 from dstack.models.job import JobSpec, TerminationReason
-from dstack.models.logs import LogStream
+from dstack.models.logs import JOB_STREAMS, LogStream
 from dstack.providers.images import ImageSettings, resolve_image
 from dstack.runner.errors import JobStartError
 from dstack.runner.executors.base import (
@@ -204,7 +204,7 @@ class DockerHandle:
 
     def follow(self) -> None:
         """Start streaming output and waiting for the exit, each on its own thread."""
-        for stream in LogStream:
+        for stream in JOB_STREAMS:
             thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
             thread.start()
             self._followers.append(thread)

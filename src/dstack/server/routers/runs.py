@@ -18,6 +18,7 @@ from dstack.models.protocol import (
     UploadRunRequest,
 )
 from dstack.models.run import Run
+from dstack.models.runs_api import RunDeleted
 from dstack.server.auth import (
     CurrentUser,
     VisibleRun,
@@ -94,16 +95,15 @@ async def rerun(name: str, ctx: Ctx, user: CurrentUser, body: RerunRequest | Non
     )
 
 
-@router.delete("/{name}", status_code=204, dependencies=VisibleRun)
-async def delete_run(name: str, ctx: Ctx) -> Response:
-    await run_service.delete_run(ctx, name=name)
-    return Response(status_code=204)
+@router.delete("/{name}", dependencies=VisibleRun)
+async def delete_run(name: str, ctx: Ctx) -> RunDeleted:
+    return await run_service.delete_run(ctx, name=name)
 
 
-@router.post("/delete", status_code=204)
+@router.post("/delete")
 async def delete_run_named_in_body(
     body: NameRef, ctx: Ctx, request: Request, user: CurrentUser
-) -> Response:
+) -> RunDeleted:
     """`DELETE /api/runs/{name}` for a name no URL path carries (a run imported before names
     had a rule, with a `/` in its name)."""
     await require_visible_run(body.name, request, user)

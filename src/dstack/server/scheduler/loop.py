@@ -215,7 +215,8 @@ class Scheduler:
         deps = {d: statuses.get((job.run_name, d)) for d in job.deps}
         failed = sorted(d for d, s in deps.items() if s in _FAILED)
         if failed:
-            message = f"dependency job(s) {failed} of run {job.run_name} did not succeed"
+            names = await _job_names(session, job.run_name, failed)
+            message = f"dependency {names} of run {job.run_name} did not succeed"
             await self._set(
                 session, job, JobStatus.FAILED, TerminationReason.DEPENDENCY_FAILED, message
             )
@@ -232,7 +233,9 @@ class Scheduler:
             return
         waiting_for = sorted(d for d, s in deps.items() if s != JobStatus.DONE.value)
         if waiting_for:
-            message = f"waiting for job(s) {waiting_for} to finish"
+            message = (
+                f"waiting for {await _job_names(session, job.run_name, waiting_for)} to finish"
+            )
             await self._set(
                 session, job, JobStatus.PENDING, TerminationReason.WAITING_FOR_DEPENDENCIES, message
             )
@@ -321,3 +324,16 @@ def _labelled(job: JobRow, hosts: Hosts, labels: Labels) -> Hosts:
     """The runners that have every label the job asks for."""
     wanted = JobSpec.model_validate(job.spec).labels
     return [(name, host) for name, host in hosts if labels_match(wanted, labels.get(name, {}))]
+
+
+async def _job_names(session: AsyncSession, run_name: str, indexes: list[int]) -> str:
+    """`prepare`, `prepare, split`: the workflows of a run's jobs, as messages name them
+    (each once: the nodes of a multi-node job share its name); `job N` for one without."""
+    rows = await session.execute(
+        select(JobRow.index, JobRow.workflow_name).where(
+            JobRow.run_name == run_name, JobRow.index.in_(indexes)
+        )
+    )
+    named: dict[int, str | None] = dict(rows.all())
+    names = dict.fromkeys(named.get(i) or f"job {i}" for i in sorted(indexes))
+    return ", ".join(names)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import anyio
 from sqlalchemy import Row, bindparam, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -25,6 +26,7 @@ from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.models.run import Run, run_cost, run_status
 from dstack.models.runner import RunnerStatus
+from dstack.models.runs_api import RunDeleted
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
 from dstack.server.errors import InvalidRequestError
@@ -455,10 +457,14 @@ async def _stop_job(ctx: ServerContext, session: AsyncSession, job: JobRow, abor
     await job_service.set_status(session, job, final, now=ctx.clock(), reason=reason)
 
 
-async def delete_run(ctx: ServerContext, *, name: str) -> None:
+async def delete_run(ctx: ServerContext, *, name: str) -> RunDeleted:
     """Remove a finished run with its jobs, logs and manifests, then the blobs nothing
     references any more. 409 while it is unfinished, or while a tag points to it (a tag
-    promises its artifacts: delete the tag first)."""
+    promises its artifacts: delete the tag first).
+
+    The answer counts the bytes of the blobs the run alone held (a blob another run, cache or
+    tag still names is not counted): garbage collection deletes them once they are older than
+    its grace period, at once for those that already are."""
     run = await get_run(ctx, name=name)
     if not run.status.is_finished():
         raise ConflictError(
@@ -473,13 +479,47 @@ async def delete_run(ctx: ServerContext, *, name: str) -> None:
                 f"run '{name}' is tagged {', '.join(repr(t) for t in tags)}",
                 hint=f"delete the tag first: dstack tags delete {tags[0]}",
             )
+        held = await _held_blobs(session, name)
         job_ids = select(JobRow.id).where(JobRow.run_name == name)
         await session.execute(delete(LogRow).where(LogRow.job_id.in_(job_ids)))
         await session.execute(delete(ManifestRow).where(ManifestRow.job_id.in_(job_ids)))
         await session.execute(delete(JobRow).where(JobRow.run_name == name))
         await session.execute(delete(RunRow).where(RunRow.name == name))
+        referenced = await gc.referenced_digests(session)
         mark_changed(session)
+    released = {digest: size for digest, size in held.items() if digest not in referenced}
+    freed = await anyio.to_thread.run_sync(_blob_bytes, ctx, released)
     await gc.collect(ctx)
+    return RunDeleted(name=name, freed_bytes=freed, gc_grace_seconds=ctx.settings.gc_grace_seconds)
+
+
+async def _held_blobs(session: AsyncSession, run_name: str) -> dict[str, int | None]:
+    """The blobs a run names, with their sizes where its manifests tell them (the code's
+    bundle and diff: None, the store is asked)."""
+    held: dict[str, int | None] = {}
+    job_ids = select(JobRow.id).where(JobRow.run_name == run_name)
+    manifests = select(ManifestRow.manifest).where(ManifestRow.job_id.in_(job_ids))
+    for (manifest,) in await session.execute(manifests):
+        for entry in manifest.get("files", []):
+            held[entry["digest"]] = int(entry.get("size", 0))
+    repo = await session.scalar(select(RunRow.repo).where(RunRow.name == run_name))
+    for key in ("bundle_digest", "diff_digest"):
+        digest = (repo or {}).get(key)
+        if digest:
+            held.setdefault(digest, None)
+    return held
+
+
+def _blob_bytes(ctx: ServerContext, blobs: dict[str, int | None]) -> int:
+    total = 0
+    for digest, size in blobs.items():
+        if size is None:
+            try:
+                size = ctx.blobs.size(digest)
+            except NotFoundError:
+                size = 0
+        total += size
+    return total
 
 
 async def run_artifacts(ctx: ServerContext, *, run_name: str) -> list[JobArtifacts]:

@@ -98,7 +98,10 @@ def test_a_provider_of_providers_yaml_runs_with_the_workflows_keys(process_env: 
 
 
 def _venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(path)], check=True)
+    """A virtualenv seeing this Python's packages (dstack, pip, and the setuptools of the test
+    dependencies: a venv's own bundled setuptools 65 could not build the package offline)."""
+    command = [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)]
+    subprocess.run(command, check=True)
     return path / "bin" / "python"
 
 

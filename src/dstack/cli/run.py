@@ -12,13 +12,15 @@ import click
 from dstack.cli.context import cli_config, client_for, home_layout, remote_option
 from dstack.cli.follow import exit_code_of, reconnect_option
 from dstack.cli.render import print_runs
-from dstack.errors import ConfigError
+from dstack.errors import ConfigError, NotFoundError
 from dstack.models.names import check_name
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
     from dstack.config import RepoConfig
     from dstack.models.run import Run
+    from dstack.providers.plan import RunPlan
+    from dstack.repo.git import RepoState
 
 HELP = """Run a workflow of this repository, or a provider directly.
 
@@ -100,9 +102,32 @@ def run(
     plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
     state = read_repo_state(repo_root, is_toplevel=True)
 
+    client = client_for(remote)
+    try:
+        submitted = _submit(client, plan, state, subdir, tag, reload, explain)
+    except NotFoundError as exc:
+        raise _on_remote(exc, remote) from None
+    _print_submitted(submitted)
+    if detach:
+        # stdout holds the name alone: `name=$(dstack run -d train)`
+        click.echo(submitted.name)
+        return
+    final = _attach(client, submitted, remote, reconnect_timeout)
+
+    sys.exit(exit_code_of(final))
+
+
+def _submit(
+    client: Client,
+    plan: RunPlan,
+    state: RepoState,
+    subdir: str,
+    tag: str | None,
+    reload: bool,
+    explain: bool,
+) -> Run:
     from dstack.api.submit import submit
 
-    client = client_for(remote)
     if explain:
         from dstack.api.submit import explain as explain_plan
         from dstack.cli.plan import readable, render_explanations
@@ -111,7 +136,7 @@ def run(
             explain_plan(client, plan, state, subdir=subdir, reload=reload), state.root
         )
         click.echo(render_explanations(answer), err=True)
-    submitted = submit(
+    return submit(
         client,
         plan,
         state,
@@ -120,12 +145,22 @@ def run(
         tag=tag,
         reload=reload,
     )
-    _print_submitted(submitted)
-    if detach:
-        return
-    final = _attach(client, submitted, remote, reconnect_timeout)
 
-    sys.exit(exit_code_of(final))
+
+_RUN_IT_FIRST = "run it first: dstack run "
+
+
+def _on_remote(exc: NotFoundError, remote: str | None) -> NotFoundError:
+    """On a remote, a dependency that ran only locally must run there (or be pushed)."""
+    if remote is None or not (exc.hint or "").startswith(_RUN_IT_FIRST):
+        return exc
+    workflow = (exc.hint or "").removeprefix(_RUN_IT_FIRST).split()[0]
+    flag = f"--remote={remote}" if remote else "--remote"
+    return NotFoundError(
+        f"{exc.message} on the remote",
+        hint=f"run it first: dstack run {workflow} {flag}; or copy a local run of it there:"
+        f" dstack push RUN {flag.replace('=', ' ')}",
+    )
 
 
 def _remote_or_workflow(

@@ -340,3 +340,40 @@ def test_a_default_image_that_cannot_be_pulled_says_how_to_run_without_docker(
     shown = result.out + result.err
     assert "cannot pull image 127.0.0.1:9/dstack-missing:1" in shown
     assert "DSTACK_EXECUTOR=process dstack run" in shown
+
+
+# --- a remote -----------------------------------------------------------------------------
+
+
+def test_a_remote_run_missing_a_dependency_says_to_run_it_there_or_push_it(
+    process_env: Env, tmp_path: Path
+) -> None:
+    from tests.e2e.remote_helpers import ADMIN_TOKEN, TeamServer
+
+    server = TeamServer(home=tmp_path / "server-home")
+    server.start()
+    try:
+        env = process_env
+        configured = env.dstack("config", "--url", server.url, "--token", ADMIN_TOKEN)
+        assert configured.code == 0, configured
+        env.workflows(
+            """
+            workflows:
+              - name: prepare
+                provider: bash
+                commands: [mkdir -p data]
+                artifacts: [data]
+              - name: train
+                provider: bash
+                commands: [ls data]
+                depends-on: ["prepare:latest"]
+            """
+        )
+        env.commit()
+        result = env.dstack("run", "--remote", "train")
+        assert result.code == 1, result
+        assert "workflow 'prepare' has no successful run yet on the remote" in result.err
+        assert "run it first: dstack run prepare --remote;" in result.err
+        assert "dstack push RUN --remote" in result.err
+    finally:
+        server.stop()

@@ -37,6 +37,7 @@ SERVER_SECRET_KEY = "DSTACK_SERVER_SECRET_KEY"
 DEFAULT_IMAGE = "DSTACK_DEFAULT_IMAGE"
 DEFAULT_GPU_IMAGE = "DSTACK_DEFAULT_GPU_IMAGE"
 RECONNECT_TIMEOUT = "DSTACK_RECONNECT_TIMEOUT"
+UPLOAD_CONFIRM_SIZE = "DSTACK_UPLOAD_CONFIRM_SIZE"
 RUNNER_TOKEN = "DSTACK_RUNNER_TOKEN"
 RUNNER_JOB_USER = "DSTACK_RUNNER_JOB_USER"
 RUNNER_MIN_FREE_DISK = "DSTACK_RUNNER_MIN_FREE_DISK"
@@ -110,6 +111,8 @@ class EnvSettings(NamedTuple):
     `DSTACK_DEFAULT_GPU_IMAGE` where set."""
     runner_crash_at: str | None = None
     runner_crash_count: Path | None = None
+    upload_confirm_bytes: int = 10_000_000
+    """`dstack run` asks before uploading local changes bigger than this (on a terminal)."""
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> EnvSettings:
@@ -138,6 +141,7 @@ class EnvSettings(NamedTuple):
             },
             runner_crash_at=environ.get(RUNNER_TEST_CRASH_AT) or None,
             runner_crash_count=_path(environ.get(RUNNER_TEST_CRASH_COUNT)),
+            upload_confirm_bytes=_bytes(UPLOAD_CONFIRM_SIZE, environ.get(UPLOAD_CONFIRM_SIZE)),
         )
 
     @property
@@ -161,6 +165,26 @@ def _executor(value: str | None) -> str | None:
             f"invalid {EXECUTOR} '{value}'", hint=f"use one of: {', '.join(EXECUTORS)}"
         )
     return value
+
+
+_DECIMAL_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def _bytes(name: str, text: str | None, default: int = 10_000_000) -> int:
+    """`10MB`, `500kB`, `1GB`, `2000` (bytes): decimal units, as sizes are shown."""
+    if not text:
+        return default
+    number = text.strip().rstrip("bBkKmMgGtT")
+    unit = text.strip()[len(number) :].lower()
+    if unit and not unit.endswith("b"):
+        unit += "b"  # `5k`, `10M`
+    try:
+        value = float(number) * _DECIMAL_UNITS[unit]
+    except (ValueError, KeyError):
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"invalid {name} '{text}'", hint="give a size such as 10MB or 500kB")
+    return int(value)
 
 
 def _seconds(duration: Duration, text: str) -> float:

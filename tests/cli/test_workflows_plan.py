@@ -123,7 +123,8 @@ def test_plan_of_a_workflow_shows_its_dependencies_first(repo: Path) -> None:
     out = result.output
     assert out.startswith("Plan for workflow 'train': 2 jobs\nArguments: --epochs 3\n")
     assert out.index("Job 0: prepare") < out.index("Job 1: train")
-    assert "  image:       python:3.11-slim (default)\n" in out
+    # the process executor (this fixture's) runs jobs on the host: no image to show
+    assert "  image:       - (the process executor runs jobs on the host)\n" in out
     assert "  working dir: ml\n" in out
     assert "  commands:    pip install -r requirements.txt\n" in out
     assert "               python train.py --epochs 3\n" in out
@@ -131,7 +132,14 @@ def test_plan_of_a_workflow_shows_its_dependencies_first(repo: Path) -> None:
     assert "  depends on:  job 0 (prepare), :v1\n" in out
 
 
-def test_plan_shows_the_workflows_own_image_and_entrypoint(repo: Path) -> None:
+def test_plan_shows_the_workflows_own_image_and_entrypoint(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = invoke("plan", "app")
+    assert "  image:       ubuntu (not used: the process executor runs jobs on the host)\n" in (
+        result.output
+    )
+    monkeypatch.setenv("DSTACK_EXECUTOR", "docker")
     result = invoke("plan", "app")
     assert "  image:       ubuntu\n" in result.output
     assert "  commands:    entrypoint: /bin/sh -c\n" in result.output
@@ -142,6 +150,7 @@ def test_plan_default_image_comes_from_the_environment(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DSTACK_DEFAULT_GPU_IMAGE", "local/gpu:{python}")
+    monkeypatch.setenv("DSTACK_EXECUTOR", "docker")
     result = invoke("plan", "train")
     assert "  image:       local/gpu:3.11 (default)\n" in result.output
     assert "  image:       python:3.11-slim (default)\n" in result.output
@@ -176,11 +185,17 @@ def test_plan_of_an_app_provider_shows_its_port(repo: Path) -> None:
     assert "  ports:       $PORT_0 (lab)\n" in result.output
 
 
-def test_plan_of_an_unknown_name_lists_workflows_and_providers(repo: Path) -> None:
+def test_plan_of_a_typo_names_the_closest_workflow(repo: Path) -> None:
     result = invoke("plan", "trian")
     assert isinstance(result.exception, ConfigError)
+    assert result.exception.message == "no workflow 'trian'; did you mean 'train'?"
+
+
+def test_plan_of_an_unknown_name_lists_workflows_and_providers(repo: Path) -> None:
+    result = invoke("plan", "zzz")
+    assert isinstance(result.exception, ConfigError)
     assert result.exception.message == (
-        "'trian' is neither a workflow of this repository nor a provider"
+        "no workflow 'zzz': it is neither a workflow of this repository nor a provider"
     )
     assert result.exception.hint is not None
     assert "workflows: prepare, train, app" in result.exception.hint

@@ -44,8 +44,8 @@ class Env:
             DSTACK_HOME=str(self.home),
             DSTACK_EXECUTOR=self.executor,
             DSTACK_DEFAULT_IMAGE=TEST_IMAGE,
-            **self.extra_env,
         )
+        env.update(self.extra_env)  # may replace the ones above
         return env
 
     def dstack(self, *args: str, cwd: Path | None = None, timeout: float = 120) -> Result:

@@ -184,7 +184,7 @@ def test_an_installed_provider_package_works_everywhere(process_env: Env, tmp_pa
     # Not installed in the test's own Python: there, `hello` is no provider.
     unknown = env.dstack("plan", "hello")
     assert unknown.code == 1
-    assert "'hello' is neither a workflow of this repository nor a provider" in unknown.err
+    assert "no workflow 'hello': it is neither a workflow" in unknown.err
 
 
 def test_a_broken_provider_package_is_one_clear_line(process_env: Env, tmp_path: Path) -> None:

@@ -17,13 +17,31 @@ def test_bash_takes_repeated_commands_and_appends_extra_args() -> None:
     assert spec.source.file == "command line"
 
 
-def test_python_options_before_the_script_everything_after_goes_to_it() -> None:
-    argv = ["--gpu", "1", "-r", "req.txt", "train.py", "--epochs", "3", "--gpu", "2"]
-    spec = parse_provider_args("python", argv)
+def test_python_short_options_before_the_script_long_ones_anywhere_before_dashes() -> None:
+    argv = ["--gpu", "1", "-r", "req.txt", "train.py", "--epochs", "3", "-e", "X", "--gpu", "2"]
+    spec = parse_provider_args("python", [*argv, "--", "--gpu", "4"])
     assert spec.file == "train.py"
-    assert spec.args == ["--epochs", "3", "--gpu", "2"]
+    assert spec.args == ["--epochs", "3", "-e", "X", "--gpu", "4"]
     assert spec.requirements == "req.txt"
+    assert spec.resources.gpu == GpuRequest(count=2)
+    assert spec.env == {}
+
+
+def test_the_early_docs_syntax_gives_dstack_its_options() -> None:
+    argv = "train.py --epoch 100 --seed 2 --batch-size 128 --dep prepare:latest"
+    argv += " --artifact checkpoint --gpu 1 --interruptible --memory=8GB"
+    spec = parse_provider_args("python", argv.split())
+    assert spec.args == ["--epoch", "100", "--seed", "2", "--batch-size", "128"]
+    assert spec.deps == [DepRef(kind=DepKind.LATEST, workflow="prepare")]
+    assert spec.artifacts == [ArtifactSpec(path="checkpoint")]
     assert spec.resources.gpu == GpuRequest(count=1)
+    assert spec.resources.interruptible
+    assert spec.resources.memory_mib == 8 * 1024
+
+
+def test_a_script_option_after_the_script_stays_the_scripts_help_included() -> None:
+    spec = parse_provider_args("torchrun", ["train.py", "--help", "--nodes-x", "2"])
+    assert spec.args == ["--help", "--nodes-x", "2"]
 
 
 def test_shared_options() -> None:
@@ -112,7 +130,7 @@ def test_help_prints_the_provider_options(capsys: pytest.CaptureFixture[str]) ->
         parse_provider_args("python", ["--help"])
     out = capsys.readouterr().out
     assert "--gpu-name" in out
-    assert "everything after it is passed to it" in out
+    assert "after -- everything is the script's" in out
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -123,13 +124,17 @@ class BaseClient:
         response = self.request("POST", "/api/blobs/missing", json=body)
         return MissingBlobsResponse.model_validate(response.json()).missing
 
-    def put_blob(self, path: Path, digest: str) -> None:
-        """Upload a file, streamed; the server verifies it against `digest`."""
+    def put_blob(
+        self, path: Path, digest: str, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Upload a file, streamed; the server verifies it against `digest`. `progress` is
+        called with the size of each chunk as it is sent."""
         with path.open("rb") as file:
+            chunks: Iterator[bytes] = iter(lambda: file.read(_CHUNK), b"")
             self.request(
                 "PUT",
                 f"/api/blobs/{digest}",
-                content=iter(lambda: file.read(_CHUNK), b""),
+                content=chunks if progress is None else _reported(chunks, progress),
                 headers={"content-type": "application/octet-stream"},
             )
 
@@ -156,3 +161,9 @@ class BaseClient:
                 hasher.update(chunk)
                 out.write(chunk)
         return hasher.hexdigest()
+
+
+def _reported(chunks: Iterator[bytes], progress: Callable[[int], None]) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        progress(len(chunk))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dstack.errors import MissingBlobsError
 from dstack.models.repo import RepoRef
@@ -22,8 +24,24 @@ if TYPE_CHECKING:
     from dstack.providers.plan import RunPlan
 
 
+class UploadHooks(Protocol):
+    """What a caller sees of the upload of local changes (the CLI: a summary, a question
+    above a size, progress)."""
+
+    def uploading(self, diff: bytes) -> AbstractContextManager[Callable[[int], None] | None]:
+        """Entered right before `diff` is uploaded; may raise (a `DstackError`) to upload
+        and submit nothing. Gives a function called with each chunk's size as it is sent."""
+        ...
+
+
 def upload_code(
-    client: Client, state: RepoState, subdir: str, cache_dir: Path, *, trust_memo: bool = False
+    client: Client,
+    state: RepoState,
+    subdir: str,
+    cache_dir: Path,
+    *,
+    trust_memo: bool = False,
+    hooks: UploadHooks | None = None,
 ) -> RepoRef:
     """Make the run's code available to runners and describe it.
 
@@ -33,7 +51,8 @@ def upload_code(
     `cache_dir/bundles/<commit>` and re-uploaded only when the server lost it. The diff of
     local changes is uploaded unless the server has it; an uploaded one is remembered in
     `cache_dir/diffs/<digest>`. With `trust_memo`, what was remembered is not asked about:
-    the server refuses the submission (`MissingBlobsError`) if it lost it.
+    the server refuses the submission (`MissingBlobsError`) if it lost it. `hooks` sees the
+    upload of the diff, when there is one.
     """
     clone_url = clone_url_for(client, state)
     bundle_digest = None
@@ -44,10 +63,11 @@ def upload_code(
         diff_digest = hashlib.sha256(state.diff).hexdigest()
         memo = cache_dir / "diffs" / diff_digest
         if not (trust_memo and memo.exists()) and not client.has_blob(diff_digest):
-            with tempfile.TemporaryDirectory() as tmp:
+            watch = hooks.uploading(state.diff) if hooks is not None else nullcontext(None)
+            with watch as progress, tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp, "diff")
                 path.write_bytes(state.diff)
-                client.put_blob(path, diff_digest)
+                client.put_blob(path, diff_digest, progress=progress)
         _remember(memo, diff_digest)
     return RepoRef(
         repo_id=state.repo_id,
@@ -165,14 +185,15 @@ def submit(
     cache_dir: Path,
     tag: str | None = None,
     reload: bool = False,
+    hooks: UploadHooks | None = None,
 ) -> Run:
     # Built before uploading: a bad plan must not leave blobs behind.
     request = build_request(plan, state, subdir=subdir, tag=tag, reload=reload)
     # Code uploaded before is not asked about: one round trip less per run. If the server
     # lost it, it refuses the run, and the code is checked and uploaded before a retry.
-    repo = upload_code(client, state, subdir, cache_dir, trust_memo=True)
+    repo = upload_code(client, state, subdir, cache_dir, trust_memo=True, hooks=hooks)
     try:
         return client.submit_run(request.model_copy(update={"repo": repo}))
     except MissingBlobsError:
-        repo = upload_code(client, state, subdir, cache_dir)
+        repo = upload_code(client, state, subdir, cache_dir, hooks=hooks)
         return client.submit_run(request.model_copy(update={"repo": repo}))

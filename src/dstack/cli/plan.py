@@ -39,14 +39,21 @@ wherever it appears.
 
 @click.command(
     help=HELP,
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        # the arguments keep their `--` (it separates dstack's options from the script's)
+        "allow_interspersed_args": False,
+    },
 )
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
     cwd = Path.cwd()
-    run_plan, subdir = make_plan(cwd, name, list(args), os.environ)
+    argv, late_json = _take_json(list(args))
+    as_json = as_json or late_json
+    run_plan, subdir = make_plan(cwd, name, argv, os.environ)
     try:
         answer = _explain(cwd, run_plan, subdir)
         problem = None
@@ -61,12 +68,20 @@ def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
             data["error"] = problem.message
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(render_plan(run_plan, ImageSettings(**cli_env().images)))
+        env = cli_env()
+        click.echo(render_plan(run_plan, ImageSettings(**env.images), executor=env.executor))
         if answer is not None:
             click.echo("")
             click.echo(render_explanations(answer))
     if problem is not None:
         raise problem
+
+
+def _take_json(argv: list[str]) -> tuple[list[str], bool]:
+    """`--json` anywhere before `--` is plan's own option."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--json"]
+    return [*head, *argv[end:]], len(head) != end
 
 
 def _explain(cwd: Path, run_plan: RunPlan, subdir: str) -> PlanResponse | None:
@@ -135,9 +150,22 @@ def make_plan(
     if canonical_name(name) is not None:
         subdir = _subdir(cwd, repo_root)
         return plan_provider(name, argv, subdir=subdir, environ=environ), subdir
-    known = ", ".join(config.workflow_names()) if config is not None else ""
-    raise ConfigError(
-        f"'{name}' is neither a workflow of this repository nor a provider",
+    raise unknown_name(name, config.workflow_names() if config is not None else [])
+
+
+def unknown_name(name: str, workflows: list[str]) -> ConfigError:
+    """`no workflow 'trian'; did you mean 'train'?` (a workflow or a provider, by difflib)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [*workflows, *known_names()], n=1, cutoff=0.6)
+    if close:
+        return ConfigError(
+            f"no workflow '{name}'; did you mean '{close[0]}'?",
+            hint="`dstack workflows` lists the workflows of this repository",
+        )
+    known = ", ".join(workflows)
+    return ConfigError(
+        f"no workflow '{name}': it is neither a workflow of this repository nor a provider",
         hint=f"workflows: {known or '(none)'}; providers: {', '.join(known_names())}",
     )
 
@@ -168,8 +196,9 @@ def _subdir(folder: Path, repo_root: Path | None = None) -> str:
     return "" if rel == "." else rel
 
 
-def render_plan(run_plan: RunPlan, images: ImageSettings) -> str:
-    """The plan as text: a header, then one block per job."""
+def render_plan(run_plan: RunPlan, images: ImageSettings, executor: str | None = None) -> str:
+    """The plan as text: a header, then one block per job; `executor`: `$DSTACK_EXECUTOR`
+    (the process executor uses no image: none is shown)."""
     count = len(run_plan.jobs)
     target = (
         f"workflow '{run_plan.workflow_name}'"
@@ -183,15 +212,17 @@ def render_plan(run_plan: RunPlan, images: ImageSettings) -> str:
     if run_plan.run_args:
         lines.append(f"Arguments: {' '.join(run_plan.run_args)}")
     for index, job in enumerate(run_plan.jobs):
-        lines += ["", *_job_lines(run_plan, index, job, images)]
+        lines += ["", *_job_lines(run_plan, index, job, images, executor)]
     return "\n".join(lines)
 
 
-def _job_lines(run_plan: RunPlan, index: int, job: PlannedJob, images: ImageSettings) -> list[str]:
+def _job_lines(
+    run_plan: RunPlan, index: int, job: PlannedJob, images: ImageSettings, executor: str | None
+) -> list[str]:
     spec = job.spec
     fields = [
         ("provider", spec.provider),
-        ("image", _image(spec, images)),
+        ("image", _image(spec, images, executor)),
         ("working dir", spec.working_dir),
         ("commands", _commands(spec)),
         ("resources", spec.resources.describe()),
@@ -211,7 +242,11 @@ def _job_lines(run_plan: RunPlan, index: int, job: PlannedJob, images: ImageSett
     return lines
 
 
-def _image(spec: JobSpec, images: ImageSettings) -> str:
+def _image(spec: JobSpec, images: ImageSettings, executor: str | None) -> str:
+    if executor == "process":
+        if spec.image:
+            return f"{spec.image} (not used: the process executor runs jobs on the host)"
+        return "- (the process executor runs jobs on the host)"
     image = resolve_image(spec, images)
     return image if spec.image else f"{image} (default)"
 

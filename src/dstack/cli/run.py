@@ -9,16 +9,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dstack.cli.context import cli_config, client_for, home_layout, remote_option
+from dstack.cli.context import cli_config, cli_env, client_for, home_layout, remote_option
 from dstack.cli.follow import exit_code_of, reconnect_option
 from dstack.cli.render import print_runs
-from dstack.errors import ConfigError
+from dstack.errors import ConfigError, NotFoundError
 from dstack.models.names import check_name
 
 if TYPE_CHECKING:
     from dstack.api.client import Client
+    from dstack.api.submit import UploadHooks
     from dstack.config import RepoConfig
     from dstack.models.run import Run
+    from dstack.providers.plan import RunPlan
+    from dstack.repo.git import RepoState
 
 HELP = """Run a workflow of this repository, or a provider directly.
 
@@ -30,10 +33,15 @@ HELP = """Run a workflow of this repository, or a provider directly.
   dstack run python --gpu 1 train.py --lr 0.1
 
 Everything after WORKFLOW belongs to the workflow: declared variables (`--name value`), and
-the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, --reload,
+the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, -y, --reload,
 --explain and --remote[=NAME], which may also follow a workflow's name (use `--` to pass
-them on instead). `--remote` submits to the default remote server (see `dstack config`).
-For a provider, dstack's options go before the provider's name.
+them on instead). An argument the workflow cannot take (an unknown --variable, or any
+argument when it places none) is an error. `--remote` submits to the default remote server
+(see `dstack config`). For a provider, dstack's options go before the provider's name; the
+provider's own (--gpu, --dep, ...) may also follow a script, up to `--`.
+Local changes (changed and untracked files, less those .dstackignore lists) are uploaded
+with the run: their size is shown, and above DSTACK_UPLOAD_CONFIRM_SIZE (10MB) the command
+asks first on a terminal (-y skips the question). With -d, stdout is the run's name alone.
 The command shows the logs live, and the URL of each app the run serves once it answers
 (`dstack attach RUN` shows them again), and exits with the run's exit code. While the
 server is unreachable it reconnects, for up to --reconnect-timeout seconds (then exit 75).
@@ -51,6 +59,7 @@ server is unreachable it reconnects, for up to --reconnect-timeout seconds (then
 @click.option("-t", "--tag", "tag", metavar="TAG", help="Tag the run when it succeeds.")
 @click.option("--reload", is_flag=True, help="Run every job, even when an earlier result fits.")
 @click.option("--explain", is_flag=True, help="Say for each job why it runs or what it reuses.")
+@click.option("-y", "--yes", is_flag=True, help="Upload local changes of any size without asking.")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this message and exit.")
 @remote_option
 @reconnect_option
@@ -63,6 +72,7 @@ def run(
     tag: str | None,
     reload: bool,
     explain: bool,
+    yes: bool,
     show_help: bool,
     remote: str | None,
     reconnect_timeout: float,
@@ -87,6 +97,7 @@ def run(
         detach = detach or bool(late.get("detach"))
         reload = reload or bool(late.get("reload"))
         explain = explain or bool(late.get("explain"))
+        yes = yes or bool(late.get("yes"))
         late_remote = late.get("remote")
         if isinstance(late_remote, str) and remote is None:
             remote = late_remote
@@ -100,9 +111,39 @@ def run(
     plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
     state = read_repo_state(repo_root, is_toplevel=True)
 
+    client = client_for(remote)
+    asked = cli_env().executor
+    if remote is None and asked is not None:
+        _check_local_executor(client, asked)
+    from dstack.cli.upload import UploadPrompt  # see above
+
+    hooks = UploadPrompt(threshold=cli_env().upload_confirm_bytes, yes=yes)
+    try:
+        submitted = _submit(client, plan, state, subdir, tag, reload, explain, hooks)
+    except NotFoundError as exc:
+        raise _on_remote(exc, remote) from None
+    _print_submitted(submitted)
+    if detach:
+        # stdout holds the name alone: `name=$(dstack run -d train)`
+        click.echo(submitted.name)
+        return
+    final = _attach(client, submitted, remote, reconnect_timeout)
+
+    sys.exit(exit_code_of(final))
+
+
+def _submit(
+    client: Client,
+    plan: RunPlan,
+    state: RepoState,
+    subdir: str,
+    tag: str | None,
+    reload: bool,
+    explain: bool,
+    hooks: UploadHooks,
+) -> Run:
     from dstack.api.submit import submit  # see above
 
-    client = client_for(remote)
     if explain:
         from dstack.api.submit import explain as explain_plan  # see above
         from dstack.cli.plan import readable, render_explanations  # see above
@@ -111,7 +152,7 @@ def run(
             explain_plan(client, plan, state, subdir=subdir, reload=reload), state.root
         )
         click.echo(render_explanations(answer), err=True)
-    submitted = submit(
+    return submit(
         client,
         plan,
         state,
@@ -119,13 +160,42 @@ def run(
         cache_dir=home_layout().cache_dir,
         tag=tag,
         reload=reload,
+        hooks=hooks,
     )
-    _print_submitted(submitted)
-    if detach:
-        return
-    final = _attach(client, submitted, remote, reconnect_timeout)
 
-    sys.exit(exit_code_of(final))
+
+def _check_local_executor(client: Client, asked: str) -> None:
+    """`DSTACK_EXECUTOR` reaches the local server's runner only when the server starts: a
+    server started earlier with the other executor would run the job there, silently."""
+    from dstack.settings import EXECUTOR
+
+    runners = client.list_runners()
+    local = [r for r in runners if r.name == "local" and r.status in ("ready", "busy")]
+    if not local or asked in local[0].executors:
+        return
+    running = ", ".join(local[0].executors)
+    raise ConfigError(
+        f"{EXECUTOR}={asked}, but the local server's runner runs jobs with the {running}"
+        " executor (the server was started earlier, with another setting)",
+        hint=f"restart it: `dstack server stop`, then run again with {EXECUTOR}={asked}"
+        f" (its running jobs stop); or unset {EXECUTOR}",
+    )
+
+
+_RUN_IT_FIRST = "run it first: dstack run "
+
+
+def _on_remote(exc: NotFoundError, remote: str | None) -> NotFoundError:
+    """On a remote, a dependency that ran only locally must run there (or be pushed)."""
+    if remote is None or not (exc.hint or "").startswith(_RUN_IT_FIRST):
+        return exc
+    workflow = (exc.hint or "").removeprefix(_RUN_IT_FIRST).split()[0]
+    flag = f"--remote={remote}" if remote else "--remote"
+    return NotFoundError(
+        f"{exc.message} on the remote",
+        hint=f"run it first: dstack run {workflow} {flag}; or copy a local run of it there:"
+        f" dstack push RUN {flag.replace('=', ' ')}",
+    )
 
 
 def _remote_or_workflow(
@@ -141,7 +211,14 @@ def _remote_or_workflow(
     return remote, rest, ""
 
 
-_LATE_FLAGS = {"-d": "detach", "--detach": "detach", "--reload": "reload", "--explain": "explain"}
+_LATE_FLAGS = {
+    "-d": "detach",
+    "--detach": "detach",
+    "--reload": "reload",
+    "--explain": "explain",
+    "-y": "yes",
+    "--yes": "yes",
+}
 _LATE_VALUES = {"-t": "tag", "--tag": "tag"}
 
 

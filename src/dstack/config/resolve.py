@@ -17,10 +17,14 @@ from dstack.models.workflow import WorkflowSpec
 
 @dataclass(frozen=True)
 class ResolvedWorkflow:
-    """A workflow ready for its provider, and the `dstack run` arguments meant for the job."""
+    """A workflow ready for its provider, and the `dstack run` arguments meant for the job.
+
+    `places_run_args`: its file places them (`${{ run.args }}`); a provider may use them too.
+    """
 
     spec: WorkflowSpec
     run_args: list[str]
+    places_run_args: bool = False
 
 
 def resolve_workflow(config: RepoConfig, name: str, argv: list[str]) -> ResolvedWorkflow:
@@ -37,7 +41,8 @@ def resolve_workflow(config: RepoConfig, name: str, argv: list[str]) -> Resolved
     variables = {**declared, **overrides}
     repo_provider = repo_provider_of(entry.raw, config.custom_providers, entry.where)
     prepared = prepare_workflow(entry.raw, entry.where, open_keys=repo_provider is not None)
-    interpolated = Interpolator(variables, run_args, entry.where).apply(prepared)
+    interpolator = Interpolator(variables, run_args, entry.where)
+    interpolated = interpolator.apply(prepared)
     params: dict[str, str] = {}
     if repo_provider is not None:
         params = workflow_params(interpolated)
@@ -52,7 +57,9 @@ def resolve_workflow(config: RepoConfig, name: str, argv: list[str]) -> Resolved
             "params": params,
         }
     )
-    return ResolvedWorkflow(spec=spec, run_args=run_args)
+    return ResolvedWorkflow(
+        spec=spec, run_args=run_args, places_run_args="run_args" in interpolator.used
+    )
 
 
 def _known_keys(data: LineDict) -> LineDict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -95,11 +95,15 @@ def split_overrides(
 
 @dataclass(frozen=True)
 class Interpolator:
-    """Substitutes references in every string of a workflow's raw mapping."""
+    """Substitutes references in every string of a workflow's raw mapping.
+
+    `used` collects the special names it substituted (`run_args`, ...): whether the workflow
+    places the run's arguments anywhere."""
 
     variables: Mapping[str, Variable]
     run_args: list[str]
     where: Where
+    used: set[str] = field(default_factory=set)
 
     def apply(self, value: Any, line: int | None = None) -> Any:
         """Return a copy of ``value`` with every string interpolated (mappings keep lines)."""
@@ -154,6 +158,7 @@ class Interpolator:
         return self.variables.get(name)
 
     def _special(self, name: str) -> str:
+        self.used.add(name)
         if name == "run_args":
             return shlex.join(self.run_args)
         if name == "variables_as_args":

@@ -1,10 +1,14 @@
 """`dstack run <provider> ...`: a workflow built from command-line arguments.
 
-Rule for where options go: the shared options (`--gpu`, `-r`, `-e`, ...) come before the
-script. For providers that take a script or an app (`python`, `torchrun`, `streamlit`,
-`gradio`, `fastapi`) everything after it is passed to it untouched, options included. For the others
-(`bash`, `docker`, `lab`, `notebook`, `code`) options may come anywhere; after `--` the rest
-is passed through (for `bash`: appended to the last command).
+Rule for where options go: dstack's options (`--gpu`, `--dep`, `-e`, ...) may come anywhere
+before `--`; what follows `--` is passed on untouched. For providers that take a script or an
+app (`python`, `torchrun`, `streamlit`, `gradio`, `fastapi`) the arguments after it that are
+not dstack's long options (`--gpu 1`, `--dep=prepare:latest`) are passed to it, in order: the
+early docs' `dstack run python train.py --epoch 100 --dep prepare:latest --gpu 1` gives the
+script `--epoch 100` and dstack the rest. Short options (`-e`, `-a`, ...) are dstack's only
+before the script: scripts use them too often. For the others (`bash`, `docker`, `lab`,
+`notebook`, `code`) options may come anywhere; after `--` the rest is passed through (for
+`bash`: appended to the last command).
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ def _shared_options() -> list[click.Parameter]:
 def _epilog(provider: Provider) -> str:
     if provider.positional in ("file", "app"):
         return (
-            "Options go before the script; everything after it is passed to it. "
-            "Example: dstack run python --gpu 1 train.py --epochs 3"
+            "The script gets the arguments after it, except dstack's long options (--gpu,"
+            " --dep, ...), which may come anywhere; after -- everything is the script's."
+            " Example: dstack run python train.py --epochs 3 --gpu 1 -- --seed 2"
         )
     return "Options may come anywhere; after -- the rest is passed through."
 
@@ -110,6 +115,8 @@ def parse_provider_args(provider: str, argv: list[str]) -> WorkflowSpec:
     """
     impl = get_provider(provider)
     command = provider_command(impl)
+    if impl.positional in ("file", "app"):
+        argv = hoist_options(command, argv)
     try:
         ctx = command.make_context(f"dstack run {impl.name}", list(argv))
     except click.UsageError as exc:
@@ -117,6 +124,55 @@ def parse_provider_args(provider: str, argv: list[str]) -> WorkflowSpec:
             f"dstack run {impl.name}: {exc.format_message()}", hint=provider_usage(impl.name)
         ) from exc
     return _workflow_from_params(impl, ctx.params)
+
+
+def hoist_options(command: click.Command, argv: list[str]) -> list[str]:
+    """`[OPTS] SCRIPT ARGS...` with dstack's long options among ARGS moved before SCRIPT.
+
+    Up to the script, click reads the options as usual. After it, `--gpu 1` or `--gpu=1`
+    (any long option of `command`) is dstack's, up to a `--`; everything else, and all that
+    follows `--`, is the script's. Returns `OPTS HOISTED -- SCRIPT ARGS...`.
+    """
+    takes_value: dict[str, bool] = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for name in param.opts:
+                takes_value[name] = not param.is_flag
+    start = _script_index(argv, takes_value)
+    if start is None:
+        return list(argv)
+    hoisted: list[str] = []
+    script_args: list[str] = []
+    rest = iter(argv[start + 1 :])
+    for arg in rest:
+        if arg == "--":
+            script_args += rest
+            break
+        name, eq, _ = arg.partition("=")
+        if not name.startswith("--") or name not in takes_value:
+            script_args.append(arg)
+            continue
+        hoisted.append(arg)
+        if takes_value[name] and not eq:
+            value = next(rest, None)
+            if value is not None:
+                hoisted.append(value)
+    return [*argv[:start], *hoisted, "--", argv[start], *script_args]
+
+
+def _script_index(argv: list[str], takes_value: dict[str, bool]) -> int | None:
+    """Where the script (the first positional argument) is in `argv`; None if there is none
+    or a `--` comes first (then click reads it as given)."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            return None
+        if arg.startswith("-") and arg != "-":
+            index += 2 if takes_value.get(arg) else 1
+            continue
+        return index
+    return None
 
 
 def _workflow_from_params(provider: Provider, params: dict[str, Any]) -> WorkflowSpec:

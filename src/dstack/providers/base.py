@@ -18,6 +18,9 @@ from dstack.errors import ConfigError
 from dstack.models.job import AppSpec, JobSpec, PortSpec
 from dstack.models.workflow import WorkflowSpec
 
+OPTIONAL_FIELDS = ("commands", "entrypoint", "file", "app", "args")
+"""Workflow fields only some providers use."""
+
 
 def new_token() -> str:
     return secrets.token_urlsafe(16)
@@ -60,6 +63,9 @@ class Provider(ABC):
     usage: ClassVar[str] = ""
     positional: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
+    reads: ClassVar[frozenset[str] | None] = None
+    """Which of `OPTIONAL_FIELDS` its jobs use (a workflow setting another one is warned
+    about); None: it may use any of them (a provider from a package)."""
 
     def job_specs(self, workflow: WorkflowSpec, ctx: SubmissionContext) -> list[JobSpec]:
         """One job (`nodes: N` makes it N, one per node: `registry.expand_nodes`)."""

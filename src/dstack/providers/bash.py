@@ -24,6 +24,7 @@ class BashProvider(Provider):
     """
 
     name = "bash"
+    reads = frozenset({"commands", "args"})
     usage = "-c COMMAND [-c COMMAND]... [ARGS]..."
     summary = "Run shell commands."
 

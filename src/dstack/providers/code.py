@@ -44,6 +44,7 @@ class CodeProvider(AppProvider):
     every user of the machine sees in `ps`."""
 
     name = "code"
+    reads = frozenset()
     summary = "Open VS Code in the browser."
     needs_token = True
 

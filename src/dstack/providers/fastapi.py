@@ -9,6 +9,7 @@ from dstack.providers.base import SubmissionContext, quote_all, require
 
 class FastAPIProvider(AppProvider):
     name = "fastapi"
+    reads = frozenset({"app", "args"})
     usage = "MODULE:APP"
     positional = "app"
     summary = "Serve a FastAPI app (uvicorn)."

@@ -12,6 +12,7 @@ class GradioProvider(AppProvider):
     (unless the app passes `server_name` / `server_port` to `launch()` itself)."""
 
     name = "gradio"
+    reads = frozenset({"file", "args"})
     usage = "FILE [ARGS]..."
     positional = "file"
     summary = "Serve a Gradio app."

@@ -25,6 +25,7 @@ def jupyter_launch(app: str, port: str, token: str, url_path: str) -> Launch:
 
 class LabProvider(AppProvider):
     name = "lab"
+    reads = frozenset()
     summary = "Open JupyterLab."
     packages = ("jupyterlab",)
     needs_token = True

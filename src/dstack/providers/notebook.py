@@ -10,6 +10,7 @@ from dstack.providers.lab import jupyter_launch
 
 class NotebookProvider(AppProvider):
     name = "notebook"
+    reads = frozenset()
     summary = "Open Jupyter Notebook."
     packages = ("notebook",)
     needs_token = True

@@ -10,13 +10,15 @@ from collections.abc import Callable, Mapping
 
 from pydantic import Field
 
-from dstack.config import RepoConfig, resolve_workflow
+from dstack.config import RepoConfig, ResolvedWorkflow, resolve_workflow
+from dstack.config.arguments import check_run_arguments
+from dstack.config.normalize import warn
 from dstack.errors import ConfigError
 from dstack.models.common import Model
 from dstack.models.job import JobSpec
 from dstack.models.workflow import DepKind, DepRef, WorkflowSpec
 from dstack.providers.args import parse_provider_args
-from dstack.providers.base import SubmissionContext, new_token
+from dstack.providers.base import OPTIONAL_FIELDS, Provider, SubmissionContext, new_token
 from dstack.providers.registry import get_provider, job_specs
 
 TokenFactory = Callable[[], str]
@@ -56,10 +58,15 @@ def plan_workflow(
     """The jobs of workflow `name` and, first, of every workflow it depends on (once each).
 
     `argv` (the arguments after the name) go to the target only; its dependencies are
-    resolved with their defaults. Raises `ConfigError` on a cycle or an unknown workflow.
+    resolved with their defaults. Raises `ConfigError` on a cycle, an unknown workflow, or an
+    argument the workflow cannot mean (`config.arguments`). A key of a workflow that its
+    provider ignores is one warning line each.
     """
     target = resolve_workflow(config, name, argv)
+    check_run_arguments(config, name, argv, consumes=_consumes_arguments(target))
     order = _dependency_order(config, target.spec)
+    for spec in order:
+        _warn_ignored_keys(spec)
     jobs: list[PlannedJob] = []
     job_indexes: dict[str, list[int]] = {}
     for spec in order:
@@ -95,6 +102,39 @@ def plan_workflow(
         run_args=list(target.run_args),
         variables=dict(target.spec.variables),
     )
+
+
+def _provider_of(spec: WorkflowSpec) -> Provider | None:
+    """The provider of a workflow; None for a `.dstack/providers.yaml` one."""
+    if spec.repo_provider is not None:
+        return None
+    return get_provider(spec.provider, where=f"workflow '{spec.name}' ({spec.source})")
+
+
+def _consumes_arguments(target: ResolvedWorkflow) -> bool:
+    """The run's arguments go somewhere: `${{ run.args }}`, a script's provider, or a
+    provider whose use of them dstack cannot see (providers.yaml, a package)."""
+    provider = _provider_of(target.spec)
+    if target.places_run_args or provider is None or provider.reads is None:
+        return True
+    return provider.positional in ("file", "app")
+
+
+def _warn_ignored_keys(spec: WorkflowSpec) -> None:
+    """`.dstack/workflows.yaml:3: workflow 'train': 'commands' is ignored by the python
+    provider`: one line per key the workflow sets and its provider does not use."""
+    provider = _provider_of(spec)
+    if provider is None:
+        return
+    ignored = [] if provider.reads is None else sorted(set(OPTIONAL_FIELDS) - provider.reads)
+    ignored = [key for key in ignored if getattr(spec, key)]
+    if spec.ssh:
+        ignored.append("ssh")
+    for key in ignored:
+        warn(
+            f"{spec.source}: workflow '{spec.name}': '{key}' is ignored by the {provider.name}"
+            " provider"
+        )
 
 
 def _dependency_order(config: RepoConfig, target: WorkflowSpec) -> list[WorkflowSpec]:

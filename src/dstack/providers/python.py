@@ -18,6 +18,7 @@ class PythonProvider(Provider):
     """`python FILE ARGS... RUN_ARGS...` after the requirements and `setup`."""
 
     name = "python"
+    reads = frozenset({"file", "args"})
     usage = "FILE [ARGS]..."
     positional = "file"
     summary = "Run a Python script."

@@ -9,6 +9,7 @@ from dstack.providers.base import SubmissionContext, quote_all, require
 
 class StreamlitProvider(AppProvider):
     name = "streamlit"
+    reads = frozenset({"file", "args"})
     usage = "FILE [ARGS]..."
     positional = "file"
     summary = "Serve a Streamlit app."

@@ -35,6 +35,7 @@ class TorchrunProvider(Provider):
     """`torchrun` with one process per GPU (at least one) on each of `nodes` machines."""
 
     name = "torchrun"
+    reads = frozenset({"file", "args"})
     usage = "SCRIPT [ARGS]..."
     positional = "file"
     summary = "Run a PyTorch script with torchrun, on one or more nodes (--nodes)."

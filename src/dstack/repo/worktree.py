@@ -12,13 +12,15 @@ import tempfile
 from pathlib import Path
 
 from dstack.repo.command import EMPTY_TREE, run_git
+from dstack.repo.dstackignore import exclude_pathspecs, ignored_untracked
 
 
 def write_working_tree(root: Path, head: str | None, *, user_index: Path | None = None) -> str:
     """Write the tree of the working copy at ``root`` into its object store; return its hash.
 
     ``head`` is the HEAD commit (None in a repository with no commit yet); ``user_index`` is
-    what :func:`index_path` says, when the caller asked already. Respects ``.gitignore``.
+    what :func:`index_path` says, when the caller asked already. Respects ``.gitignore``, and
+    ``.dstackignore`` for untracked files.
     Adds blob objects for new and changed files to the repository's object store (as
     ``git add`` would), and changes nothing else.
     """
@@ -26,7 +28,17 @@ def write_working_tree(root: Path, head: str | None, *, user_index: Path | None 
         index = Path(tmp) / "index"
         env = {"GIT_INDEX_FILE": str(index)}
         _seed_index(root, head, user_index or index_path(root), index, env)
-        run_git(["add", "-A", "--", "."], cwd=root, env=env, what="reading the working copy")
+        left_out = ignored_untracked(root)
+        if left_out:
+            run_git(
+                ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"],
+                cwd=root,
+                env=env,
+                input=exclude_pathspecs(left_out),
+                what="reading the working copy",
+            )
+        else:
+            run_git(["add", "-A", "--", "."], cwd=root, env=env, what="reading the working copy")
         return run_git(["write-tree"], cwd=root, env=env).decode().strip()
 
 

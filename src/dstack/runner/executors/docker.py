@@ -34,6 +34,7 @@ from dstack.runner.executors.base import (
     RunnerIdentity,
     script_of,
 )
+from dstack.settings import DEFAULT_IMAGE, EXECUTOR
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RUNNER_ID_LABEL = "dstack.runner-id"
@@ -168,7 +169,7 @@ class DockerExecutor:
         except DockerException as exc:
             raise JobStartError(
                 f"cannot pull image {image} for workflow '{job.label}': {_explain(exc)}",
-                "check the image name and that this machine can reach its registry",
+                _pull_hint(job),
                 reason=TerminationReason.IMAGE_PULL,
             ) from exc
 
@@ -184,6 +185,19 @@ class DockerExecutor:
             if status and last.get(layer) != status:  # progress bars repeat; statuses do not
                 last[layer] = status
                 job.notice(f"{layer}: {status}" if layer else status)
+
+
+def _pull_hint(job: JobLaunch) -> str:
+    """What to do when an image cannot be pulled; a job that names no image (the default
+    one) can run without Docker at all."""
+    hint = "check the image name and that this machine can reach its registry"
+    if job.spec.image:
+        return hint
+    return (
+        f"{hint}; or run without Docker, on this machine:"
+        f" {EXECUTOR}=process dstack run ... (`dstack server stop` first if the local server"
+        f" runs); or set {DEFAULT_IMAGE} to an image this machine has"
+    )
 
 
 class DockerHandle:

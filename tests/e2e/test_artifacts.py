@@ -106,7 +106,8 @@ def test_plan_explains_cache_decisions(process_env: Env) -> None:
     after = process_env.dstack("plan", "evaluate")
 
     assert after.code == 0, after
-    lines = {line.split()[0]: line for line in after.out.splitlines()[-3:]}
+    cache = after.out.split("Cache:\n", 1)[1].split("\n\n", 1)[0]
+    lines = {line.split()[0]: line for line in cache.splitlines()}
     assert "cached (from run" in lines["prepare"]
     assert "cached (from run" in lines["train"]
     assert "no artifacts" in lines["evaluate"]

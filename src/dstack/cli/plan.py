@@ -118,7 +118,9 @@ def render_explanations(answer: PlanResponse) -> str:
     for name, e in zip(names, answer.jobs, strict=True):
         verdict = f"cached (from run {e.cached_from})" if e.cached_from else f"runs: {e.reason}"
         lines.append(f"  {name:<{width}}{verdict}")
-    placed = [(f"job {e.index}", e.runners) for e in answer.jobs if e.runners is not None]
+    placed = [
+        (n, e.runners) for n, e in zip(names, answer.jobs, strict=True) if e.runners is not None
+    ]
     if placed:
         lines += ["", "Runners that fit:"]
         width = max(len(n) for n, _ in placed) + 2

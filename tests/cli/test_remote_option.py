@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.cli.test_completion import complete
 from tests.e2e.conftest import Env, _stop_server, make_env
 from tests.e2e.remote_helpers import (
     ADMIN_TOKEN,
@@ -125,4 +126,12 @@ def test_remote_on_a_nested_command_and_after_the_arguments(user: Env) -> None:
     assert added.code == 0, added
     assert listed.code == 0, listed
     assert [s["name"] for s in json.loads(listed.out)] == ["TOKEN"]
+    assert not _local_server_started(user)
+
+
+def test_completion_after_remote_offers_remotes_and_the_default_remotes_runs(user: Env) -> None:
+    name = _submit(user)
+
+    assert complete(user, "dstack logs --remote ") == ["team", "other", name]
+    assert complete(user, "dstack logs --remote other ") == [name]
     assert not _local_server_started(user)

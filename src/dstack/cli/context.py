@@ -50,6 +50,16 @@ def local_server() -> tuple[str, str]:
     )
 
 
+def running_local_server() -> tuple[str, str] | None:
+    """(url, token) of the local server when it runs; None else. Starts nothing."""
+    from dstack.server.local import live_local_server
+
+    found = live_local_server(dstack_home())
+    if found is None:
+        return None
+    return found.url, home_layout().server.token.read_text().strip()
+
+
 def local_client() -> Client:
     """A client for the local server, started in the background when it is not running; it
     reads and writes the server's blob folder directly, as the local runner does.
@@ -172,10 +182,6 @@ def _is_remote_name(word: str) -> bool:
 def _complete_remotes(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    from click.shell_completion import CompletionItem
+    from dstack.cli.complete import remote_or_argument  # only when completing
 
-    from dstack.cli.remotes import config_path, read_config  # see `cli_config`
-
-    config = read_config(config_path(dstack_home()))
-    names = [r.name for r in config.remotes] if config is not None else []
-    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+    return remote_or_argument(ctx, param, incomplete)

@@ -60,6 +60,10 @@ class LazyGroup(click.Group):
         module_name, attr = target[0].split(":")
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        if ctx.resilient_parsing:  # shell completion (and only it) parses this way
+            from dstack.cli.complete import attach_completers
+
+            attach_completers(cmd_name, command)
         return command
 
     def resolve_command(

@@ -117,3 +117,18 @@ def test_empty_listings_are_empty_json(process_env: Env) -> None:
 
     assert json.loads(env.dstack("workflows", "--json").out) == []
     assert json.loads(env.dstack("secrets", "list", "--json").out) == []
+
+
+def test_a_missing_dstack_folder_says_what_to_create(process_env: Env) -> None:
+    env = process_env
+
+    result = env.dstack("workflows")
+
+    assert result.code == 1
+    assert "dstack init" not in result.err
+    hint = result.err.splitlines()[-1]
+    assert hint.startswith("Hint: create .dstack/workflows.yaml at the root of your repository")
+    example = hint.split("`")[1]  # the example in the hint works as written
+    env.write(".dstack/workflows.yaml", example + "\n")
+    listed = env.dstack("workflows", "--json")
+    assert [w["name"] for w in json.loads(listed.out)] == ["hello"]

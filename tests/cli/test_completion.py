@@ -66,6 +66,7 @@ def test_workflows_complete_without_a_server(env: Env) -> None:
     assert complete(env, "dstack run ") == ["prepare", "train"]
     assert complete(env, "dstack run tr") == ["train"]
     assert complete(env, "dstack plan p") == ["prepare"]
+    assert complete(env, "dstack prune cache t") == ["train"]
     assert complete(env, "dstack ps ") == []  # runs: no local server runs, none is started
     assert not _server_started(env)
 

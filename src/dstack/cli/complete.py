@@ -96,7 +96,7 @@ def remote_or_argument(
 COMPLETERS: dict[tuple[str, ...], dict[str, Completer]] = {
     ("run",): {"name": workflows},
     ("plan",): {"name": workflows},
-    ("prune",): {"workflow": workflows},
+    ("prune", "cache"): {"workflow": workflows},
     ("ps",): {"run_name": runs},
     ("logs",): {"run_name": runs},
     ("stop",): {"run_name": runs},

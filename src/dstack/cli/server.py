@@ -203,7 +203,7 @@ def status(as_json: bool) -> None:
 
 @server.command("stop")
 def stop() -> None:
-    """Stop the local background server and its runner (jobs they run are stopped too)."""
+    """Stop the local background server and its runner, which stops the jobs it runs."""
     from dstack.server.local import local_runner_pid, read_local_server, stop_local_server
 
     home = cli_env().home

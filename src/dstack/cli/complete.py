@@ -120,6 +120,8 @@ def attach_completers(name: str, command: click.Command) -> None:
 def _attach(path: tuple[str, ...], command: click.Command) -> None:
     for param in command.params:
         completer = COMPLETERS.get(path, {}).get(param.name or "")
+        if completer is None and param.name == "remote":  # `context.remote_option`
+            completer = remote_or_argument
         if completer is not None:
             param._custom_shell_complete = completer
     if isinstance(command, click.Group):

@@ -18,8 +18,6 @@ from dstack.settings import EnvSettings
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
-    from click.shell_completion import CompletionItem
-
     from dstack.api.client import Client
     from dstack.cli.remotes import CliConfig, Remote
 
@@ -128,7 +126,6 @@ def remote_option(func: F) -> F:
         metavar="[NAME]",
         help="Use a remote server instead of the local one: the default remote, or NAME "
         "when the next word names one (`--remote=NAME` always does).",
-        shell_complete=_complete_remotes,
     )(func)
 
 
@@ -178,10 +175,3 @@ def _is_remote_name(word: str) -> bool:
     config = read_config(config_path(dstack_home()))
     return config is not None and config.find(word) is not None
 
-
-def _complete_remotes(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    from dstack.cli.complete import remote_or_argument  # only when completing
-
-    return remote_or_argument(ctx, param, incomplete)

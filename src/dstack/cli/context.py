@@ -174,4 +174,3 @@ def _is_remote_name(word: str) -> bool:
 
     config = read_config(config_path(dstack_home()))
     return config is not None and config.find(word) is not None
-

@@ -136,13 +136,19 @@ EXCEPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
             "dstack.server.listen",
             "dstack.server.db.engine",
             "dstack.storage.s3",
+            "dstack.server.local",
         ),
         "`dstack server` runs the server in its own process: it builds the server's settings "
-        "(checking --database and --storage before anything starts) and serves its app",
+        "(checking --database and --storage before anything starts) and serves its app; "
+        "`dstack server status | stop` read and stop the embedded local server",
     ),
     "dstack.cli.context": (
         ("dstack.server.local",),
         "the embedded local server (DESIGN.md, 'Local'): the CLI starts it on demand",
+    ),
+    "dstack.server.local": (
+        ("dstack.runner.lock",),
+        "`dstack server stop | status` find the local runner by its lock on its work dir",
     ),
     "dstack.server.local_runner": (
         ("dstack.runner.credential", "dstack.runner.lock"),

@@ -212,7 +212,7 @@ def test_offers_for_users_cheapest_first(team: Team) -> None:
     )
     assert t4 < a100
     assert "spot" in lines[t4]
-    assert "1xT4 (15GB)" in lines[t4]
+    assert "1xT4 (15 GiB)" in lines[t4]
     assert "0.159" in lines[t4]
     assert "Prices as of 2026-11-30 (catalog)." in table.stdout
     offers = json.loads(as_json.stdout)["offers"]

@@ -92,3 +92,18 @@ def test_credentials_the_remote_refuses_are_not_stored(user: Env, git_server: Gi
     assert public.code == 1
     assert "without credentials" in public.err
     assert "Nothing stored for" in user.dstack("init", "--show").out
+
+
+def test_a_token_for_a_git_protocol_remote_is_refused(user: Env) -> None:
+    user.git("remote", "add", "origin", "git://git.example.com/team/models.git")
+
+    result = user.dstack("init", "--remote", "--token", TOKEN)
+
+    assert result.code == 1
+    assert result.err.splitlines() == [
+        "Error: git remote 'origin' is git://git.example.com/team/models.git: a token only "
+        "applies to an HTTPS remote",
+        "Hint: `git remote set-url origin https://...` first, or use --ssh-key PATH, or "
+        "--no-credentials for a public repository",
+    ]
+    assert not (user.home / "server" / "server.json").exists()

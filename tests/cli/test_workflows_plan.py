@@ -128,7 +128,7 @@ def test_plan_of_a_workflow_shows_its_dependencies_first(repo: Path) -> None:
     assert "  working dir: ml\n" in out
     assert "  commands:    pip install -r requirements.txt\n" in out
     assert "               python train.py --epochs 3\n" in out
-    assert "  resources:   16GB, 1xGPU\n" in out
+    assert "  resources:   16 GiB, 1xGPU\n" in out
     assert "  depends on:  job 0 (prepare), :v1\n" in out
 
 

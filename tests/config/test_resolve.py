@@ -180,12 +180,12 @@ def test_deps_single_mapping(tmp_path: Path) -> None:
     [
         ("resources:\n  gpu: 0", "-"),
         ("resources:\n  gpu: {name: A100}", "1xA100"),
-        ("resources:\n  gpu: {name: V100, count: 2, memory: 16GB}", "2xV100 (16GB)"),
+        ("resources:\n  gpu: {name: V100, count: 2, memory: 16GB}", "2xV100 (16 GiB)"),
         ("resources:\n  v100/gpu: 2", "2xV100"),
         ("gpu: 1", "1xGPU"),
         (
             "resources:\n  cpu: 2\n  memory: 8GB\n  shm_size: 512MiB\n  interruptible: true",
-            "2 CPU, 8GB, shm 512MB, interruptible",
+            "2 CPU, 8 GiB, shm 512 MiB, interruptible",
         ),
     ],
 )

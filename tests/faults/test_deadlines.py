@@ -401,4 +401,4 @@ async def test_a_job_no_runner_can_ever_take_fails_at_once_with_the_nearest_offe
 
     failed = await fleet.job(run.name)
     assert (failed.status, failed.reason) == (JobStatus.FAILED, TerminationReason.NO_CAPACITY)
-    assert failed.message == "asked for 16 CPU; runners: big (8 CPU, 24GB); small (2 CPU, 24GB)"
+    assert failed.message == "asked for 16 CPU; runners: big (8 CPU, 24 GiB); small (2 CPU, 24 GiB)"

@@ -54,4 +54,4 @@ def test_no_capacity_message_names_request_and_runners() -> None:
 
     message = no_capacity_message(spec, [("local", host(cpus=2, memory_gb=24))])
 
-    assert message == "asked for 4xA100; runners: local (2 CPU, 24GB)"
+    assert message == "asked for 4xA100; runners: local (2 CPU, 24 GiB)"

@@ -24,7 +24,7 @@ async def test_job_no_runner_can_ever_take_fails_with_no_capacity(ctx: ServerCon
     failed = (await runs.get_run(ctx, name=run.name)).jobs[0]
     assert failed.status is JobStatus.FAILED
     assert failed.reason is TerminationReason.NO_CAPACITY
-    assert failed.message == "asked for 4xA100; runners: local (2 CPU, 24GB)"
+    assert failed.message == "asked for 4xA100; runners: local (2 CPU, 24 GiB)"
 
 
 async def test_without_runners_jobs_wait_during_the_grace_period(

@@ -48,6 +48,16 @@ def local_server() -> tuple[str, str]:
     )
 
 
+def running_local_server() -> tuple[str, str] | None:
+    """(url, token) of the local server when it runs; None else. Starts nothing."""
+    from dstack.server.local import live_local_server
+
+    found = live_local_server(dstack_home())
+    if found is None:
+        return None
+    return found.url, home_layout().server.token.read_text().strip()
+
+
 def local_client() -> Client:
     """A client for the local server, started in the background when it is not running; it
     reads and writes the server's blob folder directly, as the local runner does.
@@ -102,7 +112,11 @@ def _closed_with_command(client: Client) -> Client:
 
 def remote_option(func: F) -> F:
     """`--remote [NAME]` on a command: the keyword `remote` is None without the option,
-    `""` for a plain `--remote`, else the name."""
+    `""` for a plain `--remote`, else the name.
+
+    Which word after `--remote` is its value is decided before click parses (`remote_words`,
+    called by the `dstack` group for every command), so the option never swallows a run's
+    or a workflow's name."""
     return click.option(
         "--remote",
         "remote",
@@ -110,5 +124,53 @@ def remote_option(func: F) -> F:
         flag_value="",
         default=None,
         metavar="[NAME]",
-        help="Use a remote server (the default one, or NAME) instead of the local one.",
+        help="Use a remote server instead of the local one: the default remote, or NAME "
+        "when the next word names one (`--remote=NAME` always does).",
     )(func)
+
+
+def remote_words(args: list[str], command: click.Command) -> list[str]:
+    """`args` with each bare `--remote` made explicit: `--remote=NAME` when the next word is
+    the name of a configured remote, else `--remote=` (the default remote) with the next
+    word left where it was, as an argument. Like git's optional values (`--color[=WHEN]`),
+    but a remote's name may also follow as its own word, as kubectl's `--context NAME` does.
+
+    Nothing after `--` is touched; for a command that hands the words after its first
+    argument on (`dstack run train ...`), nothing after that argument either.
+    """
+    if "--remote" not in args:
+        return args
+    valued = {
+        name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    interspersed = command.context_settings.get("allow_interspersed_args", True)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--" or (not interspersed and not word.startswith("-")):
+            return out + args[i:]
+        if word == "--remote":
+            following = args[i + 1] if i + 1 < len(args) else None
+            named = following is not None and _is_remote_name(following)
+            out.append(f"--remote={following}" if named else "--remote=")
+            i += 2 if named else 1
+            continue
+        out.append(word)
+        if word in valued and i + 1 < len(args):
+            out.append(args[i + 1])
+            i += 1
+        i += 1
+    return out
+
+
+def _is_remote_name(word: str) -> bool:
+    if word.startswith("-"):
+        return False
+    from dstack.cli.remotes import config_path, read_config  # see `cli_config`
+
+    config = read_config(config_path(dstack_home()))
+    return config is not None and config.find(word) is not None

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 import click
 
 from dstack.api.artifacts import download
-from dstack.cli.artifacts import progress, run_artifacts
+from dstack.cli.artifacts import artifact_key, progress, run_artifacts
 from dstack.cli.context import client_for, remote_option
 from dstack.cli.render import size
 from dstack.errors import NotFoundError
 from dstack.models.artifacts import FileEntry, Manifest
-from dstack.models.paths import PathError, normalize_declared
 
 if TYPE_CHECKING:
     from dstack.models.artifacts import JobArtifacts
@@ -22,12 +21,12 @@ if TYPE_CHECKING:
 def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
     """The files under `source` (an artifact path, or a folder or file inside one), with
     paths relative to `source`, and whether `source` is a single file."""
-    wanted = _key(source)
+    wanted = artifact_key(source)
     entries: list[FileEntry] = []
     single = False
     for job in artifacts:
         for manifest in job.manifests:
-            root = _key(manifest.path)
+            root = artifact_key(manifest.path)
             for entry in manifest.files:
                 full = "/".join(part for part in (root, entry.path) if part)
                 if full == wanted:
@@ -40,16 +39,6 @@ def select(artifacts: list[JobArtifacts], source: str) -> tuple[Manifest, bool]:
         raise NotFoundError(f"no artifact file or folder '{source}'", hint="see `dstack ls RUN -r`")
     # Not validated here: `place` checks every entry path again before writing anything.
     return Manifest.model_construct(path=source, files=entries), single
-
-
-def _key(path: str) -> str:
-    """A declared path as `select` compares it: normalized, without the leading `/`, and ""
-    for the working directory itself (`data/` and `./data` are `data`; `/out` is `out`)."""
-    try:
-        normal = normalize_declared(path)
-    except PathError:
-        return path.strip("/")  # matches nothing a valid manifest holds
-    return "" if normal == "." else normal.lstrip("/")
 
 
 @click.command()

@@ -68,6 +68,8 @@ def init(
             "give at most one of --token, --ssh-key, --no-credentials, --show, --remove"
         )
     repo_id, git = _repository(git_remote)
+    if token is not None:
+        _check_token_applies(git)
     client = client_for(remote)
     if show or remove:
         _show_or_remove(client, repo_id, remove=remove)
@@ -102,6 +104,20 @@ def _repository(git_remote: str | None) -> tuple[str, GitRemote]:
         )
     origin = next((r.url for r in list_remotes(root) if r.name == "origin"), None)
     return repo_id_for(root, origin), git
+
+
+def _check_token_applies(git: GitRemote) -> None:
+    """A token is sent over HTTP(S) only: refused, before it is asked for, for a remote that
+    git reaches another way (`git://`, which has no authentication at all)."""
+    url = url_for_kind(git.url, CredentialKind.TOKEN)
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("https", "http"):
+        shown = sanitize_remote_url(git.url)
+        raise ConfigError(
+            f"git remote '{git.name}' is {shown}: a token only applies to an HTTPS remote",
+            hint=f"`git remote set-url {git.name} https://...` first, or use --ssh-key PATH, "
+            "or --no-credentials for a public repository",
+        )
 
 
 def _same(stored_url: str, git_url: str) -> bool:

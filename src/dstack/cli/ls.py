@@ -1,12 +1,13 @@
-"""`dstack ls (RUN | :TAG) [-r] [--total] [PREFIX]`"""
+"""`dstack ls (RUN | :TAG) [-r] [--total] [--json] [PREFIX]`"""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import click
 
-from dstack.cli.artifacts import run_artifacts
+from dstack.cli.artifacts import artifact_key, run_artifacts
 from dstack.cli.context import client_for, remote_option
 from dstack.cli.render import console, size, table
 from dstack.errors import ConfigError
@@ -21,16 +22,17 @@ def artifact_files(artifacts: list[JobArtifacts]) -> list[tuple[str, int]]:
     files: list[tuple[str, int]] = []
     for job in artifacts:
         for manifest in job.manifests:
-            root = manifest.path.rstrip("/")
+            root = artifact_key(manifest.path)
             for entry in manifest.files:
-                files.append((f"{root}/{entry.path}" if entry.path else root, entry.size))
+                full = "/".join(part for part in (root, entry.path) if part)
+                files.append((full, entry.size))
     return sorted(files)
 
 
 def listing(files: list[tuple[str, int]], prefix: str, recursive: bool) -> list[tuple[str, int]]:
     """Like `ls PREFIX`: the entries right under it (folders with a `/` and their total size),
     or, with `recursive`, every file under it."""
-    prefix = prefix.strip("/")
+    prefix = artifact_key(prefix)
     under = [
         (path, n)
         for path, n in files
@@ -46,6 +48,12 @@ def listing(files: list[tuple[str, int]], prefix: str, recursive: bool) -> list[
         key = name + "/" if sep else name
         rows[key] = rows.get(key, 0) + n
     return sorted(rows.items())
+
+
+def _entry(path: str, n: int) -> dict[str, str | int]:
+    """`{"path": "lightning_logs", "type": "dir", "size": 1024}` (`type`: `dir` or `file`)."""
+    folder = path.endswith("/")
+    return {"path": path.rstrip("/"), "type": "dir" if folder else "file", "size": n}
 
 
 def of_node(client: Client, ref: str, found: list[JobArtifacts], node: int) -> list[JobArtifacts]:
@@ -75,16 +83,27 @@ def of_node(client: Client, ref: str, found: list[JobArtifacts], node: int) -> l
     help="Of a multi-node run: only the artifacts of this node (0: the primary). Default: "
     "every node's, merged.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of {path, type, size}.")
 def ls(
-    ref: str, prefix: str, recursive: bool, total: bool, node: int | None, remote: str | None
+    ref: str,
+    prefix: str,
+    recursive: bool,
+    total: bool,
+    node: int | None,
+    remote: str | None,
+    as_json: bool,
 ) -> None:
-    """List the artifacts of a run, or of the run a tag points to."""
+    """List the artifacts of a run, or of the run a tag points to. Folders end with `/`;
+    their size is the total of the files in them."""
     client = client_for(remote)
     found = run_artifacts(client, ref)
     if node is not None:
         found = of_node(client, ref, found, node)
     files = artifact_files(found)
     rows = listing(files, prefix, recursive)
+    if as_json:
+        click.echo(json.dumps([_entry(path, n) for path, n in rows], indent=2))
+        return
     if not rows:
         click.echo(f"No artifacts{f' under {prefix}' if prefix else ''} in {ref}.")
         return

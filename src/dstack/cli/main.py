@@ -38,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("dstack.cli.ls:ls", "List the artifacts of a run or tag."),
     "cp": ("dstack.cli.cp:cp", "Copy artifacts of a run or tag to a local folder."),
     "prune": ("dstack.cli.prune:prune", "Empty saved workflow caches."),
-    "server": ("dstack.cli.server:server", "Run a dstack server in the foreground."),
+    "server": (
+        "dstack.cli.server:server",
+        "Run a server in the foreground; `server status | stop`: the local one.",
+    ),
     "config": ("dstack.cli.config:config", "Add, list or delete remote servers."),
     "init": ("dstack.cli.init:init", "Let runners clone this repository (token or SSH key)."),
     "push": ("dstack.cli.push:push", "Copy a local run and its artifacts to a remote."),
@@ -58,7 +61,21 @@ class LazyGroup(click.Group):
         module_name, attr = target[0].split(":")
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        if ctx.resilient_parsing:  # shell completion (and only it) parses this way
+            from dstack.cli.complete import attach_completers
+
+            attach_completers(cmd_name, command)
         return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not ctx.resilient_parsing:
+            from dstack.cli.context import remote_words
+
+            rest = remote_words(rest, command)
+        return name, command, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]

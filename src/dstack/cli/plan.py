@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dstack.api.submit import explain
-from dstack.cli.context import cli_env, local_client
+from dstack.cli.context import cli_env, client_for, remote_option
 from dstack.config import find_dstack_root, load_config
 from dstack.errors import ConfigError, NotFoundError, RepoError
 from dstack.providers import canonical_name
@@ -32,8 +32,9 @@ HELP = """Show the jobs `dstack run NAME ARGS...` would start, without starting 
 
 NAME is a workflow of this repository, else a provider (bash, python, docker, ...). For each
 job: its workflow, provider, image (the default one when the workflow names none), commands,
-resources, ports, artifacts and dependencies. --json prints the plan as JSON; it is taken
-wherever it appears.
+resources, ports, artifacts and dependencies, and which jobs the server would reuse from
+earlier runs (the local one, or a remote with --remote). --json prints the plan as JSON.
+--json and --remote are taken wherever they appear (use `--` to pass them on instead).
 """
 
 
@@ -49,13 +50,14 @@ wherever it appears.
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(name: str, args: tuple[str, ...], as_json: bool) -> None:
+@remote_option
+def plan(name: str, args: tuple[str, ...], as_json: bool, remote: str | None) -> None:
     cwd = Path.cwd()
     argv, late_json = _take_json(list(args))
     as_json = as_json or late_json
     run_plan, subdir = make_plan(cwd, name, argv, os.environ)
     try:
-        answer = _explain(cwd, run_plan, subdir)
+        answer = _explain(cwd, run_plan, subdir, remote)
         problem = None
     except NotFoundError as exc:  # a tag or an earlier run the plan needs does not exist
         answer, problem = None, exc
@@ -84,13 +86,14 @@ def _take_json(argv: list[str]) -> tuple[list[str], bool]:
     return [*head, *argv[end:]], len(head) != end
 
 
-def _explain(cwd: Path, run_plan: RunPlan, subdir: str) -> PlanResponse | None:
-    """Ask the local server which jobs would be cached; None outside a git repository."""
+def _explain(cwd: Path, run_plan: RunPlan, subdir: str, remote: str | None) -> PlanResponse | None:
+    """Ask the server (`client_for(remote)`) which jobs would be cached; None outside a git
+    repository."""
     try:
         state = read_repo_state(find_repo_root(cwd))
     except RepoError:
         return None
-    return readable(explain(local_client(), run_plan, state, subdir=subdir), state.root)
+    return readable(explain(client_for(remote), run_plan, state, subdir=subdir), state.root)
 
 
 _CODE_CHANGED = re.compile(r"code changed \(([0-9a-f]+)\.\.([0-9a-f]+)\)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dstack.cli.context import local_client
+from dstack.cli.context import client_for, remote_option
 from dstack.repo.git import find_repo_root, read_repo_state
 
 
@@ -17,8 +17,9 @@ def prune() -> None:
 
 @prune.command("cache")
 @click.argument("workflow")
-def prune_cache(workflow: str) -> None:
+@remote_option
+def prune_cache(workflow: str, remote: str | None) -> None:
     """Empty the saved `cache:` folders of WORKFLOW in this repository."""
     state = read_repo_state(find_repo_root(Path.cwd()))
-    deleted = local_client().prune_cache(state.repo_id, workflow)
+    deleted = client_for(remote).prune_cache(state.repo_id, workflow)
     click.echo(f"Emptied {deleted} cached path(s) of workflow '{workflow}'.")

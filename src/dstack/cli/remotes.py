@@ -73,6 +73,15 @@ def load_config(path: Path) -> CliConfig:
         ) from exc
 
 
+def read_config(path: Path) -> CliConfig | None:
+    """As `load_config`, but None for a file that cannot be read or is not valid: for
+    guesses (is this word a remote's name? what to complete?) that must not fail."""
+    try:
+        return load_config(path)
+    except (ConfigError, OSError):
+        return None
+
+
 def save_config(config: CliConfig, path: Path) -> None:
     """Write the configuration readable by the owner only (it holds tokens), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import ProgressColumn
     from rich.table import Table
 
     from dstack.models.job import Job, JobStatus
@@ -66,15 +67,25 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
 
 
 def size(n: int | None) -> str:
-    """`512B`, `1.5KB`, `12.0MB`, `1.2GB` (powers of 1024, as the config writes sizes)."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """`512 B`, `1.5 KiB`, `12.0 MiB` (`dstack.models.sizes`: IEC units everywhere)."""
+    from dstack.models.sizes import format_bytes
+
+    return "-" if n is None else format_bytes(n)
+
+
+def transfer_columns() -> tuple[ProgressColumn, ProgressColumn]:
+    """rich progress columns for a transfer, in dstack's units (`12.0/286.1 MiB`,
+    `3.2 MiB/s`): rich's own speed column writes decimal `MB/s`."""
+    from rich.progress import DownloadColumn, ProgressColumn, Task
+    from rich.text import Text
+
+    class SpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            shown = "?" if speed is None else f"{size(int(speed))}/s"
+            return Text(shown, style="progress.data.speed")
+
+    return DownloadColumn(binary_units=True), SpeedColumn()
 
 
 def duration(seconds: float | None) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, Progress
 
 from dstack.api.transfer import CopyResult, Side
 from dstack.api.transfer import copy_run as copy_between
-from dstack.cli.render import console, size
+from dstack.cli.render import console, size, transfer_columns
 from dstack.cli.scope import tags_repo_id
 from dstack.errors import StorageError
 
@@ -67,8 +67,7 @@ class _Bar:
             progress = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                *transfer_columns(),
                 console=err,
                 transient=True,
             )

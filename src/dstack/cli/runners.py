@@ -98,7 +98,7 @@ def _cloud_cells(runner: Runner) -> list[str]:
 
 
 def _disk(host: HostResources) -> str:
-    """`12GB`, or `300MB (low)` for a runner that takes no job for want of disk (its minimum
+    """`12 GiB`, or `300 MiB (low)` for a runner that takes no job for want of disk (its minimum
     is in `--json`)."""
     free = format_memory(host.disk_mib)
     return f"{free} (low)" if host.low_disk else free

@@ -8,6 +8,7 @@ twice, so it never lands in the shell's history or on screen.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,10 +52,14 @@ def secrets() -> None:
 @secrets.command("list")
 @global_option
 @remote_option
-def list_secrets(is_global: bool, remote: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (name, repo_id, dates).")
+def list_secrets(is_global: bool, remote: str | None, as_json: bool) -> None:
     """List the secrets' names (values are never shown): the current repository's, and the
     global ones when you are an admin."""
     items = client_for(remote).list_secrets(_scope(is_global))
+    if as_json:
+        click.echo(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
+        return
     if not items:
         click.echo("No secrets yet. Add one with `dstack secrets add NAME`.")
         return

@@ -1,4 +1,5 @@
-"""`dstack server`: run a server in the foreground (a team server, or to debug)."""
+"""`dstack server [OPTIONS]`: run a server in the foreground (a team server, or to debug);
+`dstack server status | stop`: the local server other commands start in the background."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _timeout(flag: str, default: int, what: str) -> Callable[[F], F]:
     )
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=3000, show_default=True, type=int, help="Port to bind.")
 @click.option(
@@ -89,7 +90,9 @@ def _timeout(flag: str, default: int, what: str) -> Callable[[F], F]:
     show_default=True,
     help="Log a line for every HTTP request.",
 )
+@click.pass_context
 def server(
+    ctx: click.Context,
     host: str,
     port: int,
     home: Path | None,
@@ -107,7 +110,11 @@ def server(
     """Run a dstack server in the foreground until interrupted.
 
     Its other grace periods and timeouts: the `DSTACK_SERVER_*` variables (README, "Settings").
+    `dstack server status` and `dstack server stop` tell of and stop the local server that
+    the other commands start in the background.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     # The server is imported here, once the options are checked: `dstack server --help` and
     # a bad option answer without it (about 1 s).
     import uvicorn
@@ -178,3 +185,101 @@ def _storage(url: str | None) -> str | None:
 
         parse_s3_url(url)
     return url
+
+
+@server.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool) -> None:
+    """Whether the local background server runs: its URL, pid, uptime, version, executor and
+    runner. Starts nothing."""
+    found = _local_status(cli_env().home)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(found, indent=2))
+    else:
+        click.echo(_render_status(found))
+
+
+@server.command("stop")
+def stop() -> None:
+    """Stop the local background server and its runner, which stops the jobs it runs."""
+    from dstack.server.local import local_runner_pid, read_local_server, stop_local_server
+
+    home = cli_env().home
+    info = read_local_server(home)
+    runner = local_runner_pid(home)
+    if stop_local_server(home):
+        assert info is not None
+        click.echo(f"Stopped the local server (pid {info.pid}, {info.url}).")
+    elif runner is not None:
+        click.echo(f"No local server was running; stopped its runner (pid {runner}).")
+    else:
+        click.echo("No local server is running.")
+
+
+def _local_status(home: Path) -> dict[str, Any]:
+    """`dstack server status --json`: `running`, and when it runs `url`, `pid`, `version`,
+    `executor` (null: the runner's default), `started_at` (ISO 8601, UTC), `uptime_seconds`
+    and `runner` (`pid`, `status`, `executors`; null fields where unknown)."""
+    import time
+    from datetime import UTC, datetime
+
+    from dstack.server.local import live_local_server, local_runner_pid
+
+    info = live_local_server(home)
+    runner_pid = local_runner_pid(home)
+    if info is None:
+        return {"running": False, "runner": {"pid": runner_pid} if runner_pid else None}
+    started = info.started_at
+    return {
+        "running": True,
+        "url": info.url,
+        "pid": info.pid,
+        "version": info.version,
+        "executor": info.executor,
+        "started_at": None if started is None else datetime.fromtimestamp(started, UTC).isoformat(),
+        "uptime_seconds": None if started is None else round(time.time() - started),
+        "runner": {"pid": runner_pid, **_runner_state(info.url, home)},
+    }
+
+
+def _runner_state(url: str, home: Path) -> dict[str, Any]:
+    """The local runner as the server sees it; `status` null when the server does not say."""
+    from dstack.api.client import Client
+    from dstack.errors import DstackError
+    from dstack.paths import HomeLayout
+
+    token = HomeLayout(home).server.token.read_text().strip()
+    client = Client(url, token)
+    try:
+        runners = client.list_runners()
+    except DstackError:
+        runners = []
+    finally:
+        client.close()
+    found = next((r for r in runners if r.name == "local"), None)
+    if found is None:
+        return {"status": None, "executors": []}
+    return {"status": found.status.value, "executors": found.executors}
+
+
+def _render_status(found: dict[str, Any]) -> str:
+    from dstack.cli.render import duration
+
+    runner = found.get("runner") or {}
+    if not found["running"]:
+        lines = ["No local server is running (other commands start it when they need it)."]
+        if runner.get("pid"):
+            lines.append(f"Its runner (pid {runner['pid']}) still runs; `dstack server stop`.")
+        return "\n".join(lines)
+    state = runner.get("status") or "not registered yet"
+    executors = ", ".join(runner.get("executors") or []) or "-"
+    rows = [
+        ("server", f"running at {found['url']} (pid {found['pid']})"),
+        ("uptime", duration(found["uptime_seconds"])),
+        ("version", found["version"] or "-"),
+        ("executor", found["executor"] or "default (docker when an engine answers)"),
+        ("runner", f"{state} (pid {runner.get('pid') or '-'}, executors: {executors})"),
+    ]
+    return "\n".join(f"{name + ':':<10}{value}" for name, value in rows)

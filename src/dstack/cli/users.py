@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from dstack.cli.context import client_for, remote_option
@@ -16,10 +18,15 @@ def users() -> None:
 
 @users.command("list")
 @remote_option
-def list_users(remote: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (name, is_admin, repos, ...).")
+def list_users(remote: str | None, as_json: bool) -> None:
     """List the users, whether they are admins, and the repositories they may see."""
+    found = client_for(remote).list_users()
+    if as_json:
+        click.echo(json.dumps([user.model_dump(mode="json") for user in found], indent=2))
+        return
     t = table("NAME", "ADMIN", "REPOSITORIES", "CREATED")
-    for user in client_for(remote).list_users():
+    for user in found:
         repos = "all" if user.repos is None else ", ".join(user.repos) or "none"
         t.add_row(user.name, "yes" if user.is_admin else "", repos, ago(user.created_at))
     console().print(t)

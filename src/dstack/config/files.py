@@ -83,7 +83,9 @@ def find_dstack_root(start: Path) -> Path:
             break
     raise ConfigError(
         f"no .dstack/ folder in {current} or above it",
-        hint="run `dstack init` or create .dstack/workflows.yaml in your repository",
+        hint="create .dstack/workflows.yaml at the root of your repository, e.g. "
+        "`workflows: [{name: hello, provider: bash, commands: [echo hello]}]` "
+        '(README.md, "Workflows")',
     )
 
 

@@ -7,6 +7,7 @@ import re
 from pydantic import Field
 
 from dstack.models.common import Model
+from dstack.models.sizes import format_mib
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 # The most nodes (machines) one multi-node job takes.
@@ -35,12 +36,8 @@ def parse_memory_mib(value: str | int | float) -> int:
 
 
 def format_memory(mib: int) -> str:
-    """Render MiB the way the config writes it: ``16GB``, ``512MB``."""
-    if mib >= 1024 and mib % 1024 == 0:
-        return f"{mib // 1024}GB"
-    if mib >= 1024:
-        return f"{mib / 1024:.1f}GB"
-    return f"{mib}MB"
+    """``16 GiB``, ``512 MiB``: the one unit system of `dstack.models.sizes`."""
+    return format_mib(mib)
 
 
 class GpuRequest(Model):

@@ -272,6 +272,9 @@ def crash_point(env: EnvSettings) -> Callable[[str], None] | None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # httpx logs every request at INFO: a line per heartbeat and per claim poll would bury
+    # the runner's own messages. Its failures reach the log as the runner's warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cli.main(
             sys.argv[1:] if argv is None else argv, prog_name="dstack-runner", standalone_mode=False

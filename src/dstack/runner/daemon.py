@@ -360,6 +360,7 @@ class Runner:
                 )
                 self._apply(self._api.heartbeat(request))
                 self._contact = time.monotonic()
+                log.debug("heartbeat sent (%d running jobs)", len(request.running_jobs))
             except NotFoundError:
                 self._register_quietly()
             except AuthError as exc:

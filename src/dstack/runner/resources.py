@@ -82,10 +82,10 @@ def is_no_space(exc: BaseException) -> bool:
 
 
 def format_bytes(count: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if count >= 1 << shift:
-            return f"{count / (1 << shift):.1f} {unit}"
-    return f"{count} bytes"
+    """`dstack.models.sizes.format_bytes`: the one unit system of every dstack output."""
+    from dstack.models.sizes import format_bytes as formatted
+
+    return formatted(count)
 
 
 def detect_gpus(*, path: str | None = None, timeout: float = 10.0) -> list[GpuInfo]:

@@ -1,8 +1,8 @@
 """The local server: started on demand in the background, reused while it answers.
 
-Files in `<home>/server/` (0700; `dstack.paths.ServerFiles`): `server.json` (url, pid)
-written by a server once it listens, `token` (mode 0600), `server.log`, and `start.lock`,
-which makes racing CLIs start only one.
+Files in `<home>/server/` (0700; `dstack.paths.ServerFiles`): `server.json` (url, pid,
+version, executor, started_at) written by a server once it listens, `token` (mode 0600),
+`server.log`, and `start.lock`, which makes racing CLIs start only one.
 """
 
 from __future__ import annotations
@@ -30,8 +30,16 @@ _POLL = 0.05
 
 @dataclass(frozen=True)
 class LocalServer:
+    """What `server.json` says of the local server. Files of older servers name only `url`
+    and `pid`: the rest is then None."""
+
     url: str
     pid: int
+    version: str | None = None
+    executor: str | None = None
+    """The executor its runner was started with; None: the runner's own default."""
+    started_at: float | None = None
+    """When it started listening (seconds since the epoch)."""
 
 
 def ensure_local_server(
@@ -69,27 +77,62 @@ def read_local_server(home: Path) -> LocalServer | None:
     """What `server.json` says, or None when it is missing or unreadable."""
     try:
         data = json.loads(HomeLayout(home).server.server_json.read_text())
-        return LocalServer(url=str(data["url"]), pid=int(data["pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        started = data.get("started_at")
+        return LocalServer(
+            url=str(data["url"]),
+            pid=int(data["pid"]),
+            version=_text(data.get("version")),
+            executor=_text(data.get("executor")),
+            started_at=float(started) if isinstance(started, int | float) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def live_local_server(home: Path) -> LocalServer | None:
+    """The local server of `home` when it runs and accepts connections; starts nothing."""
+    return _live(HomeLayout(home).server)
+
+
+def local_runner_pid(home: Path) -> int | None:
+    """The pid of the runner working in the local runner's work dir, or None when none runs.
+    (It may be an earlier server's runner, which outlives its server; `dstack.runner.follow`.)"""
+    from dstack.runner.lock import lock_holder
+
+    return lock_holder(HomeLayout(home).runner_dir / "runner.lock") or None
+
+
 def stop_local_server(home: Path, *, timeout: float = 30.0) -> bool:
-    """Stop the local server of `home` (and with it its runner); False if none was running."""
+    """Stop the local server of `home` (and with it its runner); False if none was running.
+
+    The server stops its runner as it exits; a runner still holding the work dir after that
+    (one an earlier server left behind) is stopped as well. Each gets SIGTERM, then SIGKILL
+    after `timeout` seconds."""
     info = read_local_server(home)
-    if info is None or not _pid_alive(info.pid):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(info.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(info.pid) and time.monotonic() < deadline:
-        time.sleep(_POLL)
-    if _pid_alive(info.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
+    stopped = info is not None and _pid_alive(info.pid)
+    if info is not None and stopped:
+        _terminate(info.pid, timeout)
     with contextlib.suppress(FileNotFoundError):
         HomeLayout(home).server.server_json.unlink()
-    return True
+    runner = local_runner_pid(home)
+    if runner is not None and _pid_alive(runner):
+        _terminate(runner, timeout)
+    return stopped
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _live(files: ServerFiles) -> LocalServer | None:

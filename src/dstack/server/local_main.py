@@ -1,9 +1,10 @@
 """Entry point of the background local server: `python -m dstack.server.local_main --home H`.
 
-Binds 127.0.0.1 on a free port, and writes `server.json` (url, pid) only once it is
-listening, so whoever reads that file can connect at once. It inherits the environment of
-the command that started it: `DSTACK_EXECUTOR` (unless `--executor`) and the
-`DSTACK_SERVER_*` grace periods and timeouts (`dstack.settings`) apply to it.
+Binds 127.0.0.1 on a free port, and writes `server.json` (url, pid, version, executor,
+started_at) only once it is listening, so whoever reads that file can connect at once. It
+inherits the environment of the command that started it: `DSTACK_EXECUTOR` (unless
+`--executor`) and the `DSTACK_SERVER_*` grace periods and timeouts (`dstack.settings`) apply
+to it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import importlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import uvicorn
 
+from dstack import __version__
 from dstack.paths import HomeLayout
 from dstack.server.app import create_app
 from dstack.server.listen import server_config, tcp_socket
@@ -99,7 +102,8 @@ async def serve(
         await asyncio.sleep(0.05)
     info = files.server_json
     if server.started:
-        _write_json(info, {"url": settings.url, "pid": os.getpid()})
+        about = {"url": settings.url, "pid": os.getpid(), "version": __version__}
+        _write_json(info, {**about, "executor": executor, "started_at": time.time()})
     try:
         await task
     finally:

@@ -1,0 +1,126 @@
+"""`dstack server status | stop`: the local background server, through the real CLI; and
+`dstack server --host --port` still runs a server in the foreground."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.e2e.conftest import Env, _stop_server, make_env
+from tests.e2e.remote_helpers import free_port, wait_until
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = make_env(tmp_path, "process")
+    try:
+        yield e
+    finally:
+        _stop_server(e.home)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+def _status(env: Env) -> dict[str, Any]:
+    result = env.dstack("server", "status", "--json")
+    assert result.code == 0, result
+    data: dict[str, Any] = json.loads(result.out)
+    return data
+
+
+def test_status_and_stop_when_nothing_runs_start_nothing(env: Env) -> None:
+    status = env.dstack("server", "status")
+    stop = env.dstack("server", "stop")
+
+    assert (status.code, stop.code) == (0, 0), (status, stop)
+    assert "No local server is running" in status.out
+    assert stop.out.strip() == "No local server is running."
+    assert _status(env) == {"running": False, "runner": None}
+    assert not (env.home / "server" / "server.json").exists()
+
+
+def test_status_shows_the_running_server_and_stop_ends_it_and_its_runner(env: Env) -> None:
+    assert env.dstack("ps").code == 0  # starts the local server in the background
+    wait_until(lambda: (_status(env)["runner"] or {}).get("status") == "ready", 30, "runner")
+
+    data = _status(env)
+    text = env.dstack("server", "status")
+
+    assert data["running"] is True
+    assert data["executor"] == "process"
+    assert str(data["url"]).startswith("http://127.0.0.1:")
+    assert httpx.get(f"{data['url']}/api/health").status_code == 200
+    assert isinstance(data["uptime_seconds"], int)
+    assert data["version"]
+    runner = data["runner"]
+    assert isinstance(runner, dict)
+    assert runner["executors"] == ["process"]
+    server_pid, runner_pid = int(str(data["pid"])), int(runner["pid"])
+    assert f"running at {data['url']} (pid {server_pid})" in text.out
+    assert "executor: process" in text.out
+    assert f"runner:   ready (pid {runner_pid}" in text.out
+
+    stopped = env.dstack("server", "stop")
+
+    assert stopped.code == 0, stopped
+    assert stopped.out.strip() == f"Stopped the local server (pid {server_pid}, {data['url']})."
+    assert not _alive(server_pid)
+    assert not _alive(runner_pid)
+    assert _status(env) == {"running": False, "runner": None}
+    assert env.dstack("server", "stop").out.strip() == "No local server is running."
+
+
+def test_the_runner_logs_no_line_per_heartbeat(env: Env) -> None:
+    env.extra_env["DSTACK_SERVER_RUNNER_HEARTBEAT_TIMEOUT"] = "3"
+    assert env.dstack("ps").code == 0
+    wait_until(lambda: (_status(env)["runner"] or {}).get("status") == "ready", 30, "runner")
+    time.sleep(3)  # three heartbeats at the default 1 s interval
+    env.dstack("server", "stop")
+
+    log = (env.home / "server" / "runner.log").read_text()
+
+    assert "registered as local" in log
+    assert "heartbeat" not in log, log
+
+
+def test_server_with_options_still_runs_in_the_foreground(env: Env) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dstack", "server", "--host", "127.0.0.1", "--port", str(port)],
+        env={**env.environ(), "DSTACK_SERVER_ADMIN_TOKEN": "t" * 32},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url), 60, "the foreground server")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert f"dstack server: http://127.0.0.1:{port}" in out.decode()
+    assert _status(env)["running"] is False  # a foreground server is not the local one
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -111,7 +111,7 @@ class EnvSettings(NamedTuple):
     `DSTACK_DEFAULT_GPU_IMAGE` where set."""
     runner_crash_at: str | None = None
     runner_crash_count: Path | None = None
-    upload_confirm_bytes: int = 10_000_000
+    upload_confirm_bytes: int = 10 * 2**20
     """`dstack run` asks before uploading local changes bigger than this (on a terminal)."""
 
     @classmethod
@@ -167,19 +167,20 @@ def _executor(value: str | None) -> str | None:
     return value
 
 
-_DECIMAL_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
 
 
-def _bytes(name: str, text: str | None, default: int = 10_000_000) -> int:
-    """`10MB`, `500kB`, `1GB`, `2000` (bytes): decimal units, as sizes are shown."""
+def _bytes(name: str, text: str | None, default: int = 10 * 2**20) -> int:
+    """`10MB`, `500KiB`, `1GB`, `2000` (bytes): powers of 1024 whether written `MB` or
+    `MiB`, as every size dstack reads and shows (`dstack.models.sizes`)."""
     if not text:
         return default
-    number = text.strip().rstrip("bBkKmMgGtT")
-    unit = text.strip()[len(number) :].lower()
+    number = text.strip().rstrip("bBiIkKmMgGtT")
+    unit = text.strip()[len(number) :].lower().replace("i", "")
     if unit and not unit.endswith("b"):
         unit += "b"  # `5k`, `10M`
     try:
-        value = float(number) * _DECIMAL_UNITS[unit]
+        value = float(number) * _UNITS[unit]
     except (ValueError, KeyError):
         value = float("nan")
     if not value >= 0 or value == float("inf"):

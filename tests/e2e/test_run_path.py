@@ -238,7 +238,7 @@ def test_dstackignore_leaves_untracked_files_out_and_the_upload_is_summed_up(
     assert "notes.txt" in result.out
     assert "'data': No such file" in result.out
     assert "'model.ckpt': No such file" in result.out
-    assert re.search(r"^Uploading local changes: 2 files, \d+ bytes", result.err, re.M), result
+    assert re.search(r"^Uploading local changes: 2 files, \d+ B ", result.err, re.M), result
 
 
 def test_without_a_terminal_a_big_upload_goes_on_naming_the_biggest_files(
@@ -264,7 +264,7 @@ def test_on_a_terminal_a_big_upload_is_asked_about(process_env: Env) -> None:
     env.write("big.bin", "x" * 40_000)
 
     no = Terminal(env, "run", "bash", "-c", "echo ran", extra=limit)
-    no.expect(r"Upload [\d.]+ kB\? \(over 20\.0 kB\) \[y/N\]")
+    no.expect(r"Upload [\d.]+ KiB\? \(over 20\.0 KiB\) \[y/N\]")
     no.send("n\n")
     assert no.finish() == 1
     assert "nothing was uploaded or submitted" in no.text()

@@ -37,6 +37,7 @@ _FRESH = 10.0
 
 
 def _items(names: list[str], incomplete: str) -> list[CompletionItem]:
+    # completion only (the TAB key); each completer loads what it reads
     from click.shell_completion import CompletionItem
 
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
@@ -44,6 +45,7 @@ def _items(names: list[str], incomplete: str) -> list[CompletionItem]:
 
 def workflows(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The workflows of the repository in the current folder."""
+    # the config loader: ~30 ms that completing a run or remote skips
     from dstack.config import find_dstack_root, load_config
 
     try:
@@ -135,6 +137,7 @@ def _table_entry(ctx: click.Context, name: str) -> Completer | None:
 
 
 def _remote_names() -> list[str]:
+    # context and remotes: only completers that need a server or remote
     from dstack.cli.context import dstack_home
     from dstack.cli.remotes import config_path, read_config
 
@@ -149,6 +152,7 @@ def _run_names(client: Client) -> list[str]:
 
 
 def _tag_names(client: Client) -> list[str]:
+    # the repository scope: only tag completion needs it
     from dstack.cli.scope import tags_repo_id
 
     return [tag.name for tag in client.list_tags(tags_repo_id())]
@@ -166,6 +170,7 @@ def _ask(ctx: click.Context, what: str, fetch: Callable[[Client], list[str]]) ->
         key = f"{what} {url}"
         names = cache.get(key)
         if names is None:
+            # the HTTP client: ~150 ms only runs and tags need (not workflows)
             from dstack.api.client import Client
 
             with Client(url, token, timeout=_TIMEOUT) as client:
@@ -178,6 +183,7 @@ def _ask(ctx: click.Context, what: str, fetch: Callable[[Client], list[str]]) ->
 
 def _server(ctx: click.Context) -> tuple[str, str] | None:
     """(url, token) of the server the command would use; never starts the local one."""
+    # context: only completers that ask a server
     from dstack.cli.context import remote_named, running_local_server
 
     remote = _given_remote(ctx)
@@ -211,6 +217,7 @@ class _Cache:
 
     @classmethod
     def load(cls) -> _Cache:
+        # context: only the completion cache's folder
         from dstack.cli.context import home_layout
 
         path = home_layout().cache_dir / "completion.json"

@@ -50,6 +50,7 @@ def local_server() -> tuple[str, str]:
 
 def running_local_server() -> tuple[str, str] | None:
     """(url, token) of the local server when it runs; None else. Starts nothing."""
+    # server.local: ~40 ms that commands talking to a remote skip
     from dstack.server.local import live_local_server
 
     found = live_local_server(dstack_home())

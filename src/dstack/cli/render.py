@@ -68,6 +68,7 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
 
 def size(n: int | None) -> str:
     """`512 B`, `1.5 KiB`, `12.0 MiB` (`dstack.models.sizes`: IEC units everywhere)."""
+    # sizes: only listings that show one
     from dstack.models.sizes import format_bytes
 
     return "-" if n is None else format_bytes(n)
@@ -76,6 +77,7 @@ def size(n: int | None) -> str:
 def transfer_columns() -> tuple[ProgressColumn, ProgressColumn]:
     """rich progress columns for a transfer, in dstack's units (`12.0/286.1 MiB`,
     `3.2 MiB/s`): rich's own speed column writes decimal `MB/s`."""
+    # rich.progress: ~35 ms only transfers with a progress bar need
     from rich.progress import DownloadColumn, ProgressColumn, Task
     from rich.text import Text
 

@@ -167,6 +167,7 @@ def _submit(
 def _check_local_executor(client: Client, asked: str) -> None:
     """`DSTACK_EXECUTOR` reaches the local server's runner only when the server starts: a
     server started earlier with the other executor would run the job there, silently."""
+    # settings: only when a local executor was asked for
     from dstack.settings import EXECUTOR
 
     runners = client.list_runners()

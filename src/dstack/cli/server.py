@@ -194,6 +194,7 @@ def status(as_json: bool) -> None:
     runner. Starts nothing."""
     found = _local_status(cli_env().home)
     if as_json:
+        # json: only `status --json`
         import json
 
         click.echo(json.dumps(found, indent=2))
@@ -204,6 +205,7 @@ def status(as_json: bool) -> None:
 @server.command("stop")
 def stop() -> None:
     """Stop the local background server and its runner, which stops the jobs it runs."""
+    # server.local: ~40 ms that `dstack server` in the foreground skips
     from dstack.server.local import local_runner_pid, read_local_server, stop_local_server
 
     home = cli_env().home
@@ -222,6 +224,7 @@ def _local_status(home: Path) -> dict[str, Any]:
     """`dstack server status --json`: `running`, and when it runs `url`, `pid`, `version`,
     `executor` (null: the runner's default), `started_at` (ISO 8601, UTC), `uptime_seconds`
     and `runner` (`pid`, `status`, `executors`; null fields where unknown)."""
+    # time, datetime and server.local: only `dstack server status`
     import time
     from datetime import UTC, datetime
 
@@ -246,6 +249,7 @@ def _local_status(home: Path) -> dict[str, Any]:
 
 def _runner_state(url: str, home: Path) -> dict[str, Any]:
     """The local runner as the server sees it; `status` null when the server does not say."""
+    # the HTTP client: ~150 ms only a running local server's status needs
     from dstack.api.client import Client
     from dstack.errors import DstackError
     from dstack.paths import HomeLayout
@@ -265,6 +269,7 @@ def _runner_state(url: str, home: Path) -> dict[str, Any]:
 
 
 def _render_status(found: dict[str, Any]) -> str:
+    # render (rich): only `status` prints a duration
     from dstack.cli.render import duration
 
     runner = found.get("runner") or {}

@@ -57,6 +57,7 @@ def _path_of(names: str) -> str:
     first = names[:half]
     if not first.startswith('"'):
         return first[2:]
+    # codecs: only for a file whose encoding is asked
     import codecs
 
     raw, _ = codecs.escape_decode(first[3:-1].encode())

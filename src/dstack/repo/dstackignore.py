@@ -20,6 +20,7 @@ def ignored_untracked(root: Path) -> list[str]:
     ignore_file = root / IGNORE_FILE
     if not ignore_file.is_file():
         return []
+    # pathspec: ~15 ms only a repository with a .dstackignore needs
     import pathspec
 
     spec = pathspec.GitIgnoreSpec.from_lines(ignore_file.read_text(errors="replace").splitlines())

@@ -83,6 +83,7 @@ def is_no_space(exc: BaseException) -> bool:
 
 def format_bytes(count: int) -> str:
     """`dstack.models.sizes.format_bytes`: the one unit system of every dstack output."""
+    # sizes: only the runner's low-disk message
     from dstack.models.sizes import format_bytes as formatted
 
     return formatted(count)

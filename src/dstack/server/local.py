@@ -101,6 +101,7 @@ def live_local_server(home: Path) -> LocalServer | None:
 def local_runner_pid(home: Path) -> int | None:
     """The pid of the runner working in the local runner's work dir, or None when none runs.
     (It may be an earlier server's runner, which outlives its server; `dstack.runner.follow`.)"""
+    # runner.lock: only `dstack server stop` looks for a runner's lock
     from dstack.runner.lock import lock_holder
 
     return lock_holder(HomeLayout(home).runner_dir / "runner.lock") or None

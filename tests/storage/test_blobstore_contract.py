@@ -161,7 +161,7 @@ def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None
 
 
 def test_bad_digest_is_rejected(store: BlobStore) -> None:
-    with pytest.raises(StorageError, match="not a sha256 digest"):
+    with pytest.raises(StorageError, match="not a content digest"):
         store.put_bytes(b"a", "../../etc/passwd")
 
 

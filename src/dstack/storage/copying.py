@@ -1,9 +1,9 @@
 """Copying bytes while hashing them: one pass over the source, the hash on a second core.
 
-`hashlib`, file reads/writes and `copy_file_range` all release the GIL, so a helper thread
-can do one half of the work while the caller does the other. sha256 (about 1.5 GB/s on one
-core) is the slowest part, so a copy costs about one hash pass of wall time. Small files are
-done inline: a thread would cost more than the hash.
+Hashing (`dstack.models.digests`), file reads/writes and `copy_file_range` all release the
+GIL, so a helper thread can do one half of the work while the caller does the other: a copy
+costs about the slower of one hash pass and one copy of wall time. Small files are done
+inline: a thread would cost more than the hash.
 
 - `copy_hashing`: the source may change while it is read (a job's file): the bytes hashed
   are exactly the bytes written, read once into reused buffers.
@@ -13,11 +13,11 @@ done inline: a thread would cost more than the hash.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
 
+from dstack.models.digests import Hasher, digest_bytes, digest_fd, new_hasher
 from dstack.storage.base import CHUNK_SIZE
 
 _BUFFERS = 8
@@ -25,18 +25,19 @@ _Slot = tuple[int, int]  # buffer index, bytes in it
 
 
 def copy_hashing(source_fd: int, out_fd: int) -> tuple[str, int]:
-    """Copy `source_fd` (from its offset) to `out_fd` to the end; (hex sha256, bytes)."""
+    """Copy `source_fd` (from its offset) to `out_fd` to the end; (hex digest, bytes)."""
     first = os.read(source_fd, CHUNK_SIZE)
     if len(first) < CHUNK_SIZE:
         _write_all(out_fd, first)
-        return hashlib.sha256(first).hexdigest(), len(first)
-    hasher = hashlib.sha256(first)
+        return digest_bytes(first), len(first)
+    hasher = new_hasher(os.fstat(source_fd).st_size)
+    hasher.update(first)
     _write_all(out_fd, first)
     total = len(first) + _ring_copy(source_fd, out_fd, hasher)
     return hasher.hexdigest(), total
 
 
-def _ring_copy(source_fd: int, out_fd: int, hasher: hashlib._Hash) -> int:
+def _ring_copy(source_fd: int, out_fd: int, hasher: Hasher) -> int:
     """Read into a ring of reused buffers (no allocation, no page faults per chunk), write
     each, and hand it to a hashing thread that gives it back when done."""
     buffers = [bytearray(CHUNK_SIZE) for _ in range(_BUFFERS)]
@@ -63,7 +64,7 @@ def _ring_copy(source_fd: int, out_fd: int, hasher: hashlib._Hash) -> int:
 
 
 def _hash_slots(
-    hasher: hashlib._Hash,
+    hasher: Hasher,
     buffers: list[bytearray],
     full: queue.SimpleQueue[_Slot | None],
     free: queue.SimpleQueue[int],
@@ -76,11 +77,11 @@ def _hash_slots(
 
 def copy_verified(source_fd: int, out_fd: int, size: int) -> str:
     """Copy `size` bytes of an unchanging source in the kernel while hashing it here; the
-    hex sha256 of the source. The caller compares it with the digest it expects."""
+    hex digest of the source. The caller compares it with the digest it expects."""
     if size < CHUNK_SIZE:
         data = os.pread(source_fd, size, 0)
         _write_all(out_fd, data)
-        return hashlib.sha256(data).hexdigest()
+        return digest_bytes(data)
     errors: list[BaseException] = []
     thread = threading.Thread(
         target=_copy_collecting, args=(source_fd, out_fd, size, errors), daemon=True
@@ -103,16 +104,9 @@ def _copy_collecting(source_fd: int, out_fd: int, size: int, errors: list[BaseEx
 
 
 def hash_fd(fd: int) -> str:
-    """Hex sha256 of a descriptor's content from offset 0 (positioned reads: the offset of
-    `fd` is left to whoever else uses it), read into one reused buffer."""
-    hasher = hashlib.sha256()
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
-    offset = 0
-    while count := os.preadv(fd, [buffer], offset):
-        hasher.update(view[:count])
-        offset += count
-    return hasher.hexdigest()
+    """The hex digest of a descriptor's content from offset 0 (positioned reads: the offset
+    of `fd` is left to whoever else uses it)."""
+    return digest_fd(fd)
 
 
 def copy_range(source_fd: int, out_fd: int, size: int) -> None:

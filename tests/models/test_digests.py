@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_every_way_of_hashing_agrees(tmp_path: Path) -> None:
     assert pieces.hexdigest() == threaded.hexdigest() == expected
     assert digest_file(source) == expected
     fd = os.open(source, os.O_RDONLY)
-    out = os.open(tmp_path / "copy", os.O_WRONLY | os.O_CREAT)
+    out = os.open(tmp_path / "copy", os.O_RDWR | os.O_CREAT)
     out2 = os.open(tmp_path / "copy2", os.O_WRONLY | os.O_CREAT)
     try:
         assert digest_fd(fd) == expected
@@ -75,3 +76,24 @@ def test_a_large_input_hashes_as_on_one_thread(algorithm: Algorithm) -> None:
 def test_unknown_algorithm_is_refused() -> None:
     with pytest.raises(ValueError, match="md5"):
         new_hasher(0, "md5")  # type: ignore[arg-type]
+
+
+def test_a_copy_where_the_kernel_cannot_copy_reads_the_source_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another filesystem (EXDEV): the same bytes and digest, through the read/write path."""
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = os.urandom(5 * 1024 * 1024 + 1)
+    (tmp_path / "src").write_bytes(data)
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    out = os.open(tmp_path / "copy", os.O_RDWR | os.O_CREAT)
+    try:
+        assert copy_hashing(fd, out) == (digest_bytes(data), len(data))
+    finally:
+        os.close(fd)
+        os.close(out)
+    assert (tmp_path / "copy").read_bytes() == data

@@ -208,9 +208,9 @@ class LocalBlobStore:
         return f"{self._tmp}{os.sep}{os.getpid()}-{next(self._counter)}"
 
     def _temp(self) -> tuple[int, str]:
-        """A new temp file in the store: (fd open for writing, path)."""
+        """A new temp file in the store: (fd open for writing and reading, path)."""
         name = self._temp_name()
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), name
 
     def _write(self, source_fd: int, digest: str) -> None:
         """Copy `source_fd` into a temp file while hashing, then rename it into place."""

@@ -28,7 +28,7 @@ from dstack.storage.base import CHUNK_SIZE
 
 _BUFFERS = 8
 _Slot = tuple[int, int]  # buffer index, bytes in it
-WINDOW = 32 * 1024 * 1024
+WINDOW = 64 * 1024 * 1024
 """Bytes the kernel copies before the hashing thread takes them (a multiple of the page)."""
 # What `copy_file_range` raises where it cannot copy between these two files.
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}

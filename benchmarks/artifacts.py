@@ -102,10 +102,10 @@ def run_all(work: Path, *, big_mib: int, small_count: int, runs: int) -> None:
         return store.ingest(path, st)[0]
 
     def sync(root: Path, *, move: bool = False) -> None:
-        manifest = scan(root, "out", base=work, stat_cache=cache, ingest=None if move else ingest)
+        manifest = scan(root, "out", within=work, stat_cache=cache, ingest=None if move else ingest)
         push(manifest, root, store, move=move, stat_cache=cache)
 
-    manifest = scan(big, "data.bin", base=work)
+    manifest = scan(big, "data.bin", within=work)
     cp = timings(fresh_store, lambda: _cp(big, copy), runs)
     cp_median = statistics.median(cp)
     print(f"{'case':<38} {'median':>10}  {'min-max':>14}  {'baseline':>8}  ratio")

@@ -4,7 +4,6 @@ artifacts equal the remote ones."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from dstack.api.client import Client
 from dstack.api.transfer import Side
 from dstack.cli.runcopy import copy_run
 from dstack.errors import StorageError
+from dstack.models.digests import digest_bytes
 from dstack.server.local import ensure_local_server
 from dstack.storage.local import LocalBlobStore
 
@@ -42,7 +42,7 @@ class Published:
 
     def digests(self) -> list[str]:
         """The artifact blobs in the order a pull fetches them."""
-        return sorted(hashlib.sha256(data).hexdigest() for data in self.files.values())
+        return sorted(digest_bytes(data) for data in self.files.values())
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -14,6 +13,7 @@ import pytest
 import uvicorn
 from tests.infra.fixtures import moto_s3, s3_bucket
 
+from dstack.models.digests import digest_bytes
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 from dstack.storage import LocalBlobStore
@@ -23,7 +23,8 @@ __all__ = ["moto_s3", "s3_bucket"]  # fixtures, shared with this folder's tests
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    """The content digest of `data` (`dstack.models.digests`)."""
+    return digest_bytes(data)
 
 
 def write_tree(root: Path, files: dict[str, bytes], *, mtime_ns: int | None = None) -> None:

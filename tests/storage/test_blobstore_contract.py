@@ -7,7 +7,6 @@ behind `HttpBlobStore`, the bucket behind `PresignedBlobStore`, the store itself
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pytest
 from dstack.api.blobs import HttpBlobStore
 from dstack.api.presigned import PresignedBlobStore
 from dstack.errors import NotFoundError, StorageError
+from dstack.models.digests import digest_bytes
 from dstack.storage import AdminBlobStore, BlobStore, LocalBlobStore, MemoryBlobStore, missing_of
 from dstack.storage.s3 import S3BlobStore
 
@@ -25,7 +25,7 @@ from .conftest import TOKEN, StorePresigner
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digest_bytes(data)
 
 
 @dataclass
@@ -161,7 +161,7 @@ def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None
 
 
 def test_bad_digest_is_rejected(store: BlobStore) -> None:
-    with pytest.raises(StorageError, match="not a sha256 digest"):
+    with pytest.raises(StorageError, match="not a content digest"):
         store.put_bytes(b"a", "../../etc/passwd")
 
 

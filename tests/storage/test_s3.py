@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from tests.infra.moto import MotoServer
 
 from dstack.api.presigned import PresignedBlobStore
 from dstack.errors import NotFoundError, StorageError
+from dstack.models.digests import digest_bytes
 from dstack.storage import s3
 from dstack.storage.s3 import S3BlobStore, parse_s3_url
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.s3
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digest_bytes(data)
 
 
 @pytest.fixture

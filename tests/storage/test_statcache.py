@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from dstack.storage.base import sha256_file
+from dstack.models.digests import ALGORITHM
+from dstack.storage.base import hash_file
 from dstack.storage.manifests import scan
 from dstack.storage.statcache import StatCache
 
@@ -18,7 +20,7 @@ class CountingHasher:
 
     def __call__(self, path: Path) -> str:
         self.calls += 1
-        return sha256_file(path)
+        return hash_file(path)
 
 
 def test_second_scan_reads_nothing(tmp_path: Path) -> None:
@@ -89,3 +91,23 @@ def test_corrupt_or_missing_file_is_an_empty_cache(tmp_path: Path) -> None:
     assert StatCache(store).lookup(tmp_path / "f", (tmp_path / "f").stat()) == sha(b"x")
     assert not (tmp_path / "absent.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".statcache")] == []
+
+
+def test_a_memo_of_another_algorithm_is_dropped(tmp_path: Path) -> None:
+    """The memo file says which algorithm its digests are; an older file (no such field)
+    holds sha256 digests. Digests of another algorithm than today's are never returned."""
+    write_tree(tmp_path, {"f": b"x"}, mtime_ns=OLD_NS)
+    memo = tmp_path / "cache.json"
+    cache = StatCache(memo)
+    cache.digest(tmp_path / "f", (tmp_path / "f").stat())
+    cache.save()
+    body = json.loads(memo.read_text())
+    assert body["digest"] == ALGORITHM
+    other = "blake3" if ALGORITHM == "sha256" else "sha256"
+
+    memo.write_text(json.dumps({**body, "digest": other}))
+    assert StatCache(memo).lookup(tmp_path / "f", (tmp_path / "f").stat()) is None
+    del body["digest"]
+    memo.write_text(json.dumps(body))
+    found = StatCache(memo).lookup(tmp_path / "f", (tmp_path / "f").stat())
+    assert found == (sha(b"x") if ALGORITHM == "sha256" else None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from dstack.api.transport import Transport, error_from_response
 from dstack.errors import NotFoundError, StorageError
+from dstack.models.digests import ALGORITHM, new_hasher
 from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ class BaseClient:
                 hasher = self._download(digest, out)
             if hasher != digest:
                 raise StorageError(
-                    f"blob {digest} arrived corrupted (sha256 {hasher})", hint="download it again"
+                    f"blob {digest} arrived corrupted ({ALGORITHM} {hasher})",
+                    hint="download it again",
                 )
             os.replace(name, target)
         finally:
@@ -155,7 +156,7 @@ class BaseClient:
                 os.unlink(name)
 
     def _download(self, digest: str, out: Any) -> str:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         with self.transport.stream("GET", f"/api/blobs/{digest}") as response:
             for chunk in response.iter_bytes(_CHUNK):
                 hasher.update(chunk)

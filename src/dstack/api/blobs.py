@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 
 from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
+from dstack.models.digests import Hasher, digest_bytes, new_hasher
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks
 
 
@@ -51,7 +51,7 @@ class HttpBlobStore(OnSession):
         return [d for d in unique if d in answer]
 
     def put_file(self, path: Path, digest: str) -> None:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         try:
             with path.open("rb") as file:
                 self._put(digest, _hashing(file.read, hasher))
@@ -64,7 +64,7 @@ class HttpBlobStore(OnSession):
 
     def put_bytes(self, data: bytes, digest: str) -> None:
         check_digest(digest)
-        actual = hashlib.sha256(data).hexdigest()
+        actual = digest_bytes(data)
         if actual != digest:
             raise mismatch(digest, actual)
         self._put(digest, data)
@@ -87,7 +87,7 @@ class HttpBlobStore(OnSession):
         self._request("PUT", f"/api/blobs/{check_digest(digest)}", content=content)
 
     def _chunks(self, digest: str) -> Iterator[bytes]:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         with self._session.stream("GET", f"/api/blobs/{digest}", timeout=BLOB_TIMEOUT) as response:
             for chunk in response.iter_bytes(CHUNK_SIZE):
                 hasher.update(chunk)
@@ -102,7 +102,7 @@ class HttpBlobStore(OnSession):
         return self._session.request(method, url, accept=accept, timeout=BLOB_TIMEOUT, **kwargs)
 
 
-def _hashing(read: Callable[[int], bytes], hasher: hashlib._Hash) -> Iterator[bytes]:
+def _hashing(read: Callable[[int], bytes], hasher: Hasher) -> Iterator[bytes]:
     while chunk := read(CHUNK_SIZE):
         hasher.update(chunk)
         yield chunk

@@ -7,7 +7,6 @@ The server answers "which blobs are missing" and hands out short-lived GET/PUT U
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,8 @@ import httpx
 
 from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks, sha256_file
+from dstack.models.digests import digest_bytes, new_hasher
+from dstack.storage.base import CHUNK_SIZE, check_digest, hash_file, mismatch, save_chunks
 from dstack.storage.s3 import checksum_header
 
 
@@ -86,7 +86,7 @@ class PresignedBlobStore:
 
     def put_bytes(self, data: bytes, digest: str) -> None:
         check_digest(digest)
-        actual = hashlib.sha256(data).hexdigest()
+        actual = digest_bytes(data)
         if actual != digest:
             raise mismatch(digest, actual)
         if self.exists(digest):
@@ -97,7 +97,7 @@ class PresignedBlobStore:
         if self.exists(digest):
             return
         try:
-            actual = sha256_file(path)
+            actual = hash_file(path)
             if actual != digest:
                 raise mismatch(digest, actual)
             with path.open("rb") as file:
@@ -158,7 +158,7 @@ class PresignedBlobStore:
         response: httpx.Response,
         digest: str,
     ) -> Iterator[bytes]:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         try:
             for chunk in response.iter_bytes(CHUNK_SIZE):
                 hasher.update(chunk)

@@ -9,7 +9,6 @@ jobs (`assignments`) and heartbeat answers (`answers`), read what the runner rep
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import queue
 import secrets
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from dstack.errors import AuthError, ForbiddenError, NotFoundError, ServerError
 from dstack.models.artifacts import Manifest, StorageAccess
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobStatus
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
@@ -226,7 +226,7 @@ class FakeRunnerApi:
             self.holders.update(dict.fromkeys(job_ids, self.runner_id))
 
     def add_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest_bytes(data)
         self.store.put_bytes(data, digest)
         return digest
 

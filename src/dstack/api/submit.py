@@ -6,7 +6,6 @@ must see (a git bundle once per commit, the diff of local changes) and submits t
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from dstack.errors import MissingBlobsError
+from dstack.models.digests import digest_bytes
 from dstack.models.repo import RepoRef
 from dstack.models.runs_api import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.repo.git import RepoState, create_bundle, tree_of
@@ -60,7 +60,7 @@ def upload_code(
         bundle_digest = _upload_bundle(client, state, cache_dir, trust_memo=trust_memo)
     diff_digest = None
     if state.diff:
-        diff_digest = hashlib.sha256(state.diff).hexdigest()
+        diff_digest = digest_bytes(state.diff)
         memo = cache_dir / "diffs" / diff_digest
         if not (trust_memo and memo.exists()) and not client.has_blob(diff_digest):
             watch = hooks.uploading(state.diff) if hooks is not None else nullcontext(None)
@@ -104,12 +104,12 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_m
         if trust_memo or client.has_blob(digest):
             return digest
     # the storage package costs ~6 ms at import: runs of an uploaded commit (above) skip it
-    from dstack.storage.base import sha256_file
+    from dstack.storage.base import hash_file
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "code.bundle")
         create_bundle(state.root, state.commit, path)
-        digest = sha256_file(path)
+        digest = hash_file(path)
         if not client.has_blob(digest):
             client.put_blob(path, digest)
     _remember(memo, digest)

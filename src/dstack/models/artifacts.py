@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 from pydantic import Field, model_validator
 
 from dstack.models.common import Model
+from dstack.models.digests import new_hasher
 from dstack.models.paths import DeclaredPath, EntryPath
 
 MAX_FILE_SIZE = 1 << 50
@@ -21,7 +21,7 @@ class FileEntry(Model):
     )
     size: int = Field(ge=0, le=MAX_FILE_SIZE, description="Bytes, at most 2^50.")
     mode: int = Field(ge=0, le=0o777, description="Permission bits only, e.g. 0o644 or 0o755.")
-    digest: str = Field(description="sha256 of the content, hex.")
+    digest: str = Field(description="Digest of the content, hex (`dstack.models.digests`).")
 
 
 class Manifest(Model):
@@ -60,7 +60,8 @@ class Manifest(Model):
 
     def digest(self) -> str:
         """Identity of the content: equal manifests have equal digests."""
-        h = hashlib.sha256(self.path.encode())
+        h = new_hasher()
+        h.update(self.path.encode())
         for f in sorted(self.files, key=lambda e: e.path):
             h.update(f"\0{f.path}\0{f.mode:o}\0{f.digest}".encode())
         return h.hexdigest()

@@ -1,4 +1,4 @@
-"""The blob store: content-addressed bytes (sha256), nothing else.
+"""The blob store: content-addressed bytes (`dstack.models.digests`), nothing else.
 
 Two protocols: `BlobStore`, what any holder of a store may do (put, get, ask, close), and
 `AdminBlobStore`, what the store's owner (the server, its garbage collector) adds: listing
@@ -13,7 +13,6 @@ protocol it implements.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import tempfile
@@ -24,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import StorageAccess
+from dstack.models.digests import ALGORITHM, digest_file
 
 CHUNK_SIZE = 1024 * 1024
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -36,7 +36,7 @@ class BlobStore(Protocol):
         """True when the blob is stored. Never blocks on other writers."""
 
     def put_file(self, path: Path, digest: str) -> None:
-        """Store the file's bytes under `digest` (hex sha256).
+        """Store the file's bytes under `digest` (hex, `dstack.models.digests`).
 
         Idempotent: storing an existing digest does nothing. Verifies the content; a mismatch
         raises `StorageError` and stores nothing. A reader never sees a partial blob.
@@ -144,31 +144,23 @@ def missing_of(store: BlobStore, digests: list[str]) -> list[str]:
 
 
 def check_digest(digest: str) -> str:
-    """Return `digest` if it is a lower-case hex sha256, else raise `StorageError`."""
+    """Return `digest` if it is 64 lower-case hex characters, else raise `StorageError`."""
     if not _DIGEST_RE.match(digest):
         raise StorageError(
-            f"'{digest}' is not a sha256 digest", hint="use 64 lower-case hex characters"
+            f"'{digest}' is not a content digest", hint="use 64 lower-case hex characters"
         )
     return digest
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (unbuffered: most artifact files are small, and
-    Python's buffered file objects cost more than the read)."""
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        while chunk := os.read(fd, CHUNK_SIZE):
-            digest.update(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
+def hash_file(path: Path) -> str:
+    """The hex digest of a file (`dstack.models.digests.digest_file`)."""
+    return digest_file(path)
 
 
 def mismatch(digest: str, actual: str) -> BlobMismatchError:
     """The error for content that does not hash to the digest it was stored or read under."""
     return BlobMismatchError(
-        f"blob {digest} does not match its content (sha256 {actual})",
+        f"blob {digest} does not match its content ({ALGORITHM} {actual})",
         hint="the data was corrupted in transit or on disk; upload it again",
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import itertools
 import os
 import stat
@@ -15,6 +14,7 @@ from typing import BinaryIO
 
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.artifacts import StorageAccess
+from dstack.models.digests import digest_bytes, new_hasher
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing
 from dstack.storage.copying import copy_hashing, copy_range, copy_verified, hash_fd
 
@@ -79,7 +79,7 @@ class LocalBlobStore:
     def put_bytes(self, data: bytes, digest: str) -> None:
         if self.exists(digest):
             return
-        actual = hashlib.sha256(data).hexdigest()
+        actual = digest_bytes(data)
         if actual != digest:
             raise mismatch(digest, actual)
         self._save(data, digest)
@@ -193,7 +193,7 @@ class LocalBlobStore:
 
     @staticmethod
     def _verified_chunks(file: BinaryIO, digest: str) -> Iterator[bytes]:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         with file:
             while chunk := file.read(CHUNK_SIZE):
                 hasher.update(chunk)
@@ -208,9 +208,9 @@ class LocalBlobStore:
         return f"{self._tmp}{os.sep}{os.getpid()}-{next(self._counter)}"
 
     def _temp(self) -> tuple[int, str]:
-        """A new temp file in the store: (fd open for writing, path)."""
+        """A new temp file in the store: (fd open for writing and reading, path)."""
         name = self._temp_name()
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), name
 
     def _write(self, source_fd: int, digest: str) -> None:
         """Copy `source_fd` into a temp file while hashing, then rename it into place."""
@@ -247,7 +247,7 @@ class LocalBlobStore:
         while chunk := os.read(fd, CHUNK_SIZE):
             chunks.append(chunk)
         data = b"".join(chunks)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest_bytes(data)
         if not _stable(expected, before, os.fstat(fd)) or self.exists(digest):
             return digest, False
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -10,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dstack.errors import NotFoundError
+from dstack.models.digests import digest_bytes
 from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch
 
 
@@ -34,7 +34,7 @@ class MemoryBlobStore:
 
     def put_bytes(self, data: bytes, digest: str) -> None:
         check_digest(digest)
-        actual = hashlib.sha256(data).hexdigest()
+        actual = digest_bytes(data)
         if actual != digest:
             raise mismatch(digest, actual)
         with self._lock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +15,8 @@ from urllib.parse import urlsplit
 
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.artifacts import StorageAccess
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing, sha256_file
+from dstack.models.digests import Hasher, digest_bytes, new_hasher
+from dstack.storage.base import CHUNK_SIZE, check_digest, hash_file, mismatch, replacing
 
 # Objects above this size are moved in parts, several at a time.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -111,7 +111,7 @@ class S3BlobStore:
 
     def put_bytes(self, data: bytes, digest: str) -> None:
         check_digest(digest)
-        actual = hashlib.sha256(data).hexdigest()
+        actual = digest_bytes(data)
         if actual != digest:
             raise mismatch(digest, actual)
         if self.exists(digest):
@@ -128,10 +128,10 @@ class S3BlobStore:
     def put_file(self, path: Path, digest: str) -> None:
         if self.exists(digest):
             return
-        hasher = hashlib.sha256()
         marker = uuid.uuid4().hex
         try:
             with path.open("rb") as file:
+                hasher = new_hasher(os.fstat(file.fileno()).st_size)
                 self._upload(_HashingReader(file, hasher), digest, marker)
         except OSError as exc:
             raise StorageError(f"cannot upload {path} as blob {digest}: {exc.strerror}") from exc
@@ -151,7 +151,7 @@ class S3BlobStore:
         with replacing(target) as (fd, tmp):
             os.close(fd)
             self._call("download", digest, lambda: self._download(digest, str(tmp)))
-            actual = sha256_file(tmp)
+            actual = hash_file(tmp)
             if actual != digest:
                 raise mismatch(digest, actual)
 
@@ -230,7 +230,7 @@ class S3BlobStore:
             raise self._translate(exc, "inspect", digest) from exc
 
     def _verified_chunks(self, body: Any, digest: str) -> Iterator[bytes]:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         try:
             with contextlib.closing(body):
                 for chunk in body.iter_chunks(CHUNK_SIZE):
@@ -291,7 +291,7 @@ class _HashingReader:
     the hash covers exactly the bytes sent.
     """
 
-    def __init__(self, file: BinaryIO, hasher: hashlib._Hash) -> None:
+    def __init__(self, file: BinaryIO, hasher: Hasher) -> None:
         self._file = file
         self._hasher = hasher
 

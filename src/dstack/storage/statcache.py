@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dstack.storage.base import sha256_file
+from dstack.models.digests import ALGORITHM
+from dstack.storage.base import hash_file
 
 RACY_NS = 100_000_000  # 0.1 s: well above the coarsest kernel timestamp tick (10 ms)
 _VERSION = 1
@@ -29,10 +30,12 @@ Key = tuple[int, int, int]  # size, mtime_ns, inode
 class StatCache:
     """Digest memo keyed by (path, size, mtime_ns, inode), persisted as one JSON file.
 
-    Thread-safe. `hasher` computes a digest when the memo has none (injectable for tests).
+    The file records the digest algorithm (`dstack.models.digests.ALGORITHM`): a memo of
+    another algorithm's digests is dropped. Thread-safe. `hasher` computes a digest when the
+    memo has none (injectable for tests).
     """
 
-    def __init__(self, path: Path | None, *, hasher: Callable[[Path], str] = sha256_file) -> None:
+    def __init__(self, path: Path | None, *, hasher: Callable[[Path], str] = hash_file) -> None:
         self.path = path
         self._hasher = hasher
         self._lock = threading.Lock()
@@ -51,7 +54,7 @@ class StatCache:
     def digest(
         self, file: Path, st: os.stat_result, *, hasher: Callable[[Path], str] | None = None
     ) -> str:
-        """The sha256 of `file`, whose current stat is `st`; hashes only when not cached,
+        """The digest of `file`, whose current stat is `st`; hashes only when not cached,
         with `hasher` when given (e.g. one that stores the file while hashing it)."""
         cached = self.lookup(file, st)
         if cached is not None:
@@ -62,7 +65,7 @@ class StatCache:
         return digest
 
     def hash_file(self, file: Path) -> str:
-        """The sha256 of `file`, computed by this cache's hasher (nothing is remembered)."""
+        """The digest of `file`, computed by this cache's hasher (nothing is remembered)."""
         return self._hasher(file)
 
     def lookup(self, file: Path, st: os.stat_result) -> str | None:
@@ -90,6 +93,7 @@ class StatCache:
         with self._lock:
             body = {
                 "version": _VERSION,
+                "digest": ALGORITHM,
                 "entries": {p: [*k, d] for p, (k, d) in self._entries.items()},
             }
             self._dirty = False
@@ -110,8 +114,8 @@ class StatCache:
         assert self.path is not None
         try:
             body = json.loads(self.path.read_text())
-            if body.get("version") != _VERSION:
-                return {}
+            if body.get("version") != _VERSION or body.get("digest", "sha256") != ALGORITHM:
+                return {}  # another format, or digests of another algorithm
             return {
                 str(p): ((int(s), int(m), int(i)), str(d))
                 for p, (s, m, i, d) in body["entries"].items()

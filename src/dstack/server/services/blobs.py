@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import anyio
 
+from dstack.models.digests import new_hasher
 from dstack.server.context import ServerContext
 from dstack.server.services.artifacts import touch_blobs
 from dstack.storage.base import check_digest, mismatch
@@ -38,7 +38,7 @@ async def put_blob(ctx: ServerContext, *, digest: str, chunks: AsyncIterator[byt
     fd, name = tempfile.mkstemp(dir=upload_dir)
     tmp = Path(name)
     try:
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         with os.fdopen(fd, "wb") as out:
             async for chunk in chunks:
                 hasher.update(chunk)

@@ -1,7 +1,8 @@
 """Cache keys, reuse of earlier results, and why a job will run.
 
-A job's cache key is the sha256 of the canonical JSON of: its repository's id, its spec
-without `resources` (and without the apps' `url_query`, which holds per-run tokens), the code
+A job's cache key is the digest (`dstack.models.digests`) of the canonical JSON of: its
+repository's id, its spec without `resources` (and without the apps' `url_query`, which holds
+per-run tokens), the code
 it sees (`code_key`), the sorted cache keys of its in-run dependencies, and the manifest
 digests of its resolved external dependencies. The spec's `env` already holds the run's
 variables. A result is reused only from a run of the same repository (the key says so, and
@@ -27,7 +28,6 @@ reports it. Reasons are short, parseable strings, joined with "; " when several 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.artifacts import JobExplanation
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import JobSubmission, SubmitRunRequest
 from dstack.models.workflow import DepKind
@@ -118,7 +119,7 @@ def cache_key(repo_id: str, spec: JobSpec, inputs: CacheInputs) -> str:
         "external": [e.digests for e in inputs.external],
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return digest_bytes(canonical.encode())
 
 
 def dep_name(request: SubmitRunRequest, index: int) -> str:

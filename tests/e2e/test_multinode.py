@@ -135,6 +135,8 @@ def _workflow(user: Env, name: str, script: str) -> None:
             nodes: 2
             commands:
               - python3 {name}.py
+              - mkdir -p out && echo $DSTACK_NODE_RANK > out/node-$DSTACK_NODE_RANK.txt
+            artifacts: [out]
             resources:
               cpu: 1
         """
@@ -167,6 +169,18 @@ def test_two_nodes_sum_over_tcp_with_the_variables_dstack_sets(
     masters = set(re.findall(r"master (\S+):(\d+)", logs.out))
     assert {address for address, _ in masters} <= {ns.host_ip, ns.ns_ip}
     assert len(masters) == 1, logs.out
+
+    # Each node keeps its own artifacts, also in a run that reused the whole gang.
+    again = _remote_run(user, "allsum")
+    reused = _wait(user, again, {"done", "failed", "stopped"}, timeout=120)
+    assert reused["status"] == "done", reused
+    assert [j["reused_from"] for j in reused["jobs"]] == [name, name]  # type: ignore[attr-defined]
+    for run_name in (name, again):
+        for node in (0, 1):
+            listed = user.dstack("ls", run_name, "--node", str(node), "-r", "--remote")
+            assert listed.code == 0, listed
+            assert f"node-{node}.txt" in listed.out, listed.out
+            assert f"node-{1 - node}.txt" not in listed.out, listed.out
 
 
 @pytest.fixture

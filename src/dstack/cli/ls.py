@@ -57,17 +57,17 @@ def _entry(path: str, n: int) -> dict[str, str | int]:
 
 
 def of_node(client: Client, ref: str, found: list[JobArtifacts], node: int) -> list[JobArtifacts]:
-    """The artifacts of node `node`'s jobs of run `ref` (a tag: the run it points to)."""
+    """The artifacts node `node`'s jobs of run `ref` made or reused (a tag: the run it
+    points to)."""
     run_name = found[0].run_name if ref.startswith(":") and found else ref
     run = client.get_run(run_name)
-    ids = {job.id for job in run.jobs if job.spec.node_rank == node}
     if not any(job.spec.node_rank == node for job in run.jobs):
         nodes = max((job.spec.resources.nodes for job in run.jobs), default=1)
         raise ConfigError(
             f"run '{run.name}' has no node {node}",
             hint=f"its nodes are 0..{nodes - 1}" if nodes > 1 else "it runs on one node: 0",
         )
-    return [a for a in found if a.job_id in ids]
+    return [a for a in found if a.node_rank == node]
 
 
 @click.command()

@@ -74,6 +74,7 @@ class JobArtifacts(Model):
     run_name: str
     workflow_name: str | None
     manifests: list[Manifest] = Field(default_factory=list)
+    node_rank: int = Field(0, ge=0, description="The node of a multi-node job that made them.")
 
 
 class DepArtifacts(JobArtifacts):

@@ -153,6 +153,7 @@ async def job_artifacts(session: AsyncSession, jobs: Sequence[JobRow]) -> list[J
             run_name=job.reused_from or job.run_name,
             workflow_name=job.workflow_name,
             manifests=manifests[job.id],
+            node_rank=job.spec.get("node_rank") or 0,
         )
         for job in jobs
         if job.id in manifests

@@ -89,6 +89,7 @@ async def serve(
 ) -> None:
     """Serve until cancelled, or idle for `idle_timeout` seconds (0: never); `durations`:
     `ServerSettings` grace periods and timeouts (field → seconds) other than the defaults."""
+    # after `_detach`: the command that started this server waits only for the fork
     from dstack.server.listen import tcp_socket
     from dstack.server.local_runner import LocalRunnerSupervisor
     from dstack.server.tokens import load_or_create_token
@@ -121,6 +122,7 @@ async def _serve(
     supervisor: LocalRunnerSupervisor | None,
     idle_timeout: float,
 ) -> None:
+    # the server (~1 s of imports), once its runner started: both start at once
     from dstack.server.app import create_app
     from dstack.server.listen import QuietServer, server_config
 
@@ -169,7 +171,7 @@ class ActivityMeter:
 async def _exit_when_idle(server: QuietServer, meter: ActivityMeter, timeout: float) -> None:
     """Stop `server` once it had no request but its runner's for `timeout` seconds while no
     job was unfinished (a job running for days keeps it up)."""
-    from dstack.server.services.jobs import server_busy
+    from dstack.server.services.jobs import server_busy  # imported by the app meanwhile
 
     while True:
         left = meter.last + timeout - time.monotonic()

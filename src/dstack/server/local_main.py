@@ -144,6 +144,7 @@ async def _serve(
     watch = None
     if server.started:
         _write_json(info, {"url": settings.url, "pid": os.getpid()})
+        logger.info("listening at %s", settings.url)
         if idle_timeout > 0:
             watch = asyncio.create_task(_exit_when_idle(server, meter, idle_timeout))
     try:

@@ -7,6 +7,7 @@ from benchmarks.scenarios.base import Bench, Scenario, Sizes
 
 SCENARIOS: dict[str, Scenario] = {
     "S0": startup.help_startup,
+    "S0'": startup.cold_start,
     "S1": runs.one_step,
     "S2": runs.chain,
     "S3": runs.parallel,

@@ -94,6 +94,10 @@ LOCAL_SERVER_START = Duration(
 """How long a command waits for the local server it started (or another command is
 starting) to answer: `EnvSettings.local_server_start_timeout`."""
 
+LOCAL_SERVER_IDLE = Duration("DSTACK_LOCAL_SERVER_IDLE_TIMEOUT", "local_server_idle_timeout")
+"""How long the local server (and its runner) stays up with no job unfinished and no
+request but its runner's: `EnvSettings.local_server_idle_timeout`; 0 keeps it up."""
+
 
 class EnvSettings(NamedTuple):
     """What the `DSTACK_*` variables say; None (or no entry) where a variable is unset or
@@ -106,6 +110,7 @@ class EnvSettings(NamedTuple):
     server_durations: Mapping[str, float] = MappingProxyType({})
     """`ServerSettings` field → seconds, for the `SERVER_DURATIONS` that are set."""
     local_server_start_timeout: float = 30.0
+    local_server_idle_timeout: float = 1800.0
     images: Mapping[str, str] = MappingProxyType({})
     """`ImageSettings` field → template, for `DSTACK_DEFAULT_IMAGE` and
     `DSTACK_DEFAULT_GPU_IMAGE` where set."""
@@ -130,6 +135,11 @@ class EnvSettings(NamedTuple):
                 _seconds(LOCAL_SERVER_START, environ[LOCAL_SERVER_START.env])
                 if environ.get(LOCAL_SERVER_START.env)
                 else 30.0
+            ),
+            local_server_idle_timeout=(
+                _seconds(LOCAL_SERVER_IDLE, environ[LOCAL_SERVER_IDLE.env])
+                if environ.get(LOCAL_SERVER_IDLE.env)
+                else 1800.0
             ),
             images={
                 field: environ[name]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import stat
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dstack.api import Client
@@ -45,3 +47,36 @@ def test_racing_callers_start_one_server_and_reuse_it(home: Path) -> None:
     _restarted_url, restarted_token = ensure_local_server(home, start_runner=False)
     assert restarted_token == token  # the token is generated once
     assert read_local_server(home) is not None
+
+
+def test_an_idle_local_server_exits_with_its_runner_and_the_next_command_starts_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSTACK_LOCAL_SERVER_IDLE_TIMEOUT", "2")  # the server inherits it
+    url, token = ensure_local_server(home, executor="process")
+    info = read_local_server(home)
+    assert info is not None
+    server = psutil.Process(info.pid)
+    runner = _child(server)
+    with Client(url, token) as client:
+        assert client.list_runs() == []  # a request: the idle time counts from here
+
+    _gone, alive = psutil.wait_procs([server, runner], timeout=120)
+
+    assert not alive
+    log = (home / "server" / "server.log").read_text()
+    assert "no job and no request for 2 s: the local server exits" in log
+    assert read_local_server(home) is None
+    assert ensure_local_server(home, start_runner=False)[1] == token
+    restarted = read_local_server(home)
+    assert restarted is not None
+    assert restarted.pid != info.pid
+
+
+def _child(process: psutil.Process) -> psutil.Process:
+    for _ in range(600):
+        children = process.children()
+        if children:
+            return children[0]
+        time.sleep(0.05)
+    raise AssertionError("the local server started no runner")

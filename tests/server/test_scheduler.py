@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from dstack.models.job import JobStatus, TerminationReason
@@ -192,3 +195,58 @@ async def test_claiming_keeps_a_runner_alive_without_heartbeats(
 
     [runner] = await runner_service.list_runners(ctx)
     assert runner.status.value == "ready"
+
+
+async def test_an_idle_scheduler_sleeps_until_a_change_comes(ctx: ServerContext) -> None:
+    ctx.settings.scheduler_interval = 0.01
+    await register(ctx)  # its heartbeat is fresh: nothing can happen for the whole timeout
+    scheduler = Scheduler(ctx)
+    loop = asyncio.create_task(scheduler.run_forever())
+    try:
+        for _ in range(50):  # fifty intervals with nothing to do
+            await asyncio.sleep(0.01)
+        idle_wakeups = scheduler.wakeups
+
+        submitted = await runs.submit_run(ctx, request=submission(job()))
+        for _ in range(500):  # the submit wakes it: the job is judged
+            waiting = (await runs.get_run(ctx, name=submitted.name)).jobs[0]
+            if waiting.status is JobStatus.PENDING:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+    assert idle_wakeups == 1
+    assert (waiting.status, waiting.reason) == (
+        JobStatus.PENDING,
+        TerminationReason.WAITING_FOR_RUNNER,
+    )
+    assert scheduler.wakeups > idle_wakeups
+
+
+async def test_a_runner_waiting_on_a_claim_is_alive_without_heartbeats(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    runner_id = await register(ctx)
+    timeout = ctx.settings.runner_heartbeat_timeout
+    waiting = asyncio.create_task(claims.claim(ctx, runner_id=runner_id, wait_seconds=0.3))
+    while not ctx.claims.waiting(runner_id):
+        await asyncio.sleep(0.01)
+
+    clock.advance(timeout + 1)
+    await Scheduler(ctx).tick()
+    [runner] = await runner_service.list_runners(ctx)
+    assert runner.status.value == "ready"
+
+    assert await waiting is None
+    clock.advance(timeout - 1)
+    await Scheduler(ctx).tick()
+    [runner] = await runner_service.list_runners(ctx)
+    assert runner.status.value == "ready"  # its claim ended a moment ago
+
+    clock.advance(2)
+    await Scheduler(ctx).tick()
+    [runner] = await runner_service.list_runners(ctx)
+    assert runner.status.value == "offline"

@@ -6,6 +6,7 @@ Kept free of heavy imports: every command imports it before doing anything.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,12 +38,51 @@ def home_layout() -> HomeLayout:
     return cli_env().layout
 
 
+class _Start(threading.Thread):
+    """`local_server()` on a thread of its own: see `start_local_server`."""
+
+    def __init__(self) -> None:
+        super().__init__(name="local-server-start", daemon=True)
+        self.env = cli_env()
+        self.result: tuple[str, str] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = _ensure_local_server(self.env)
+        except BaseException as exc:  # re-raised on the command's thread by `local_server`
+            self.error = exc
+
+
+_starting: list[_Start] = []
+
+
+def start_local_server() -> None:
+    """Begin finding or starting the local server on a thread while the command does its own
+    work (reading the workflow, asking git): the first command of the day then waits for
+    the server's start only for what remains of it. `local_server()` takes the answer."""
+    if not _starting:
+        _starting.append(_Start())
+        _starting[0].start()
+
+
 def local_server() -> tuple[str, str]:
     """(url, token) of the local server, started in the background when it is not running
     (its runner with `$DSTACK_EXECUTOR`)."""
+    env = cli_env()
+    start = _starting.pop() if _starting else None
+    if start is None or start.env != env:  # none, or begun for another command's settings
+        return _ensure_local_server(env)
+    start.join()
+    if start.error is not None:
+        raise start.error
+    assert start.result is not None
+    return start.result
+
+
+def _ensure_local_server(env: EnvSettings) -> tuple[str, str]:
     from dstack.server.local import ensure_local_server  # ~40 ms that remote commands skip
 
-    env = cli_env()
     return ensure_local_server(
         env.home, executor=env.executor, timeout=env.local_server_start_timeout
     )

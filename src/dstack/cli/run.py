@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dstack.cli.context import cli_config, cli_env, client_for, home_layout, remote_option
+from dstack.cli.context import (
+    cli_config,
+    cli_env,
+    client_for,
+    home_layout,
+    remote_option,
+    start_local_server,
+)
 from dstack.cli.follow import exit_code_of, reconnect_option
 from dstack.cli.render import print_runs
 from dstack.errors import ConfigError, NotFoundError
@@ -105,11 +112,15 @@ def run(
         tag = tag or (late_tag if isinstance(late_tag, str) else None)
     if tag is not None:
         check_name(tag, "tag")
+    if remote is None and config is not None and name in config.workflow_names():
+        start_local_server()  # while git and the planner work (a cold start: about a second)
     from dstack.repo.git import find_repo_root, read_repo_state  # see above
 
     repo_root = find_repo_root(cwd)
     plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
     state = read_repo_state(repo_root, is_toplevel=True)
+
+    import dstack.api.submit  # noqa: F401  (needed next; imported while a server starts)
 
     client = client_for(remote)
     asked = cli_env().executor

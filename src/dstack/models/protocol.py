@@ -101,6 +101,11 @@ class HeartbeatResponse(Model):
     forget_jobs: list[str] = Field(
         default_factory=list, description="Jobs the server no longer gives this runner."
     )
+    idle_interval: float | None = Field(
+        None,
+        description="Seconds the runner may wait before its next heartbeat while it runs no "
+        "job (a third of the server's runner timeout); None: its own interval.",
+    )
 
 
 class ClaimRequest(Model):

@@ -59,6 +59,9 @@ _T = TypeVar("_T")
 ExecutorFactory = Callable[[RunnerSettings], Executor]
 
 
+_CLAIM_WAIT_MAX = 60.0  # `ClaimRequest.wait_seconds` allows no more
+
+
 class Closeable(Protocol):
     def close(self) -> None: ...
 
@@ -122,6 +125,9 @@ class Runner:
             else None
         )
         self._shutdown = threading.Event()
+        self._beat = threading.Event()  # ends the heartbeat loop's pause early
+        # The server's pace for an idle runner, from its last heartbeat answer.
+        self._idle_interval: float | None = None
         self._workers: dict[str, JobWorker] = {}
         self._held = HeldJobs(settings.work_dir)
         self._recovering: set[str] = set()
@@ -157,7 +163,7 @@ class Runner:
         except AuthError as exc:
             self._fatal = exc
         finally:
-            self._shutdown.set()
+            self.shutdown()
             if self._tunnel is not None:
                 self._tunnel.close()
             self._stop_all()
@@ -187,6 +193,7 @@ class Runner:
     def shutdown(self) -> None:
         """Ask `run()` to stop claiming, stop the running jobs and return. Never blocks."""
         self._shutdown.set()
+        self._beat.set()
 
     def running_job_ids(self) -> list[str]:
         """The jobs running here, and those being recovered."""
@@ -279,7 +286,8 @@ class Runner:
                 self._shutdown.wait(self.settings.claim_wait)
                 continue
             try:
-                assignment = self._api.claim(self.settings.claim_wait)
+                assignment = self._api.claim(self._claim_wait())
+                self._contact = time.monotonic()
             except NotFoundError:
                 self._register()
                 continue
@@ -291,6 +299,15 @@ class Runner:
                 continue
             if assignment is not None:
                 self._start_worker(assignment)
+
+    def _claim_wait(self) -> float:
+        """`claim_wait`; while no job runs here, as long as the server's idle pace allows
+        (`HeartbeatResponse.idle_interval`, at most a minute): its waiting claim is what
+        tells the server this runner is alive then."""
+        idle = self._idle_interval
+        if idle is None or self.running_job_ids():
+            return self.settings.claim_wait
+        return max(self.settings.claim_wait, min(idle, _CLAIM_WAIT_MAX))
 
     def _recover_held(self) -> None:
         """Start finishing, each on its own thread, the jobs an earlier run held."""
@@ -347,20 +364,40 @@ class Runner:
             notice = self.interruption
         log.info("running job %s of run %s", assignment.job_id, assignment.run_name)
         worker.start()
+        self._beat.set()  # heartbeats at the busy pace from now on (see `_heartbeat_loop`)
         if notice is not None:  # claimed while the notice came: it goes back at once
             worker.request_interrupt(notice.describe())
 
     def _heartbeat_loop(self) -> None:
-        while not self._shutdown.wait(self.settings.heartbeat_interval):
+        """A heartbeat every `heartbeat_interval` while a job runs or is recovered; while
+        none does, as rarely as the server allows (`HeartbeatResponse.idle_interval`), so
+        that an idle runner and its server do not wake each other every second. A job
+        starting (`_beat`) cuts an idle pause short."""
+        pause = self.settings.heartbeat_interval
+        last = time.monotonic()
+        while True:
+            while (left := last + pause - time.monotonic()) > 0 and not self._shutdown.is_set():
+                if self._beat.wait(left):  # a job started: the busy pace from the last beat
+                    self._beat.clear()
+                    pause = self.settings.heartbeat_interval
+            if self._shutdown.is_set():
+                return
+            last = time.monotonic()
             self._prune_workers()
+            pause = self.settings.heartbeat_interval
             try:
+                running = self.running_job_ids()
                 request = HeartbeatRequest(
-                    running_jobs=self.running_job_ids(),
+                    running_jobs=running,
                     disk_free_mib=free_disk_mib(self.settings.jobs_dir),
                 )
-                self._apply(self._api.heartbeat(request))
+                answer = self._api.heartbeat(request)
+                self._apply(answer)
                 self._contact = time.monotonic()
                 log.debug("heartbeat sent (%d running jobs)", len(request.running_jobs))
+                self._idle_interval = answer.idle_interval
+                if not running and not self.running_job_ids() and answer.idle_interval:
+                    pause = max(pause, answer.idle_interval)
             except NotFoundError:
                 self._register_quietly()
             except AuthError as exc:
@@ -384,7 +421,9 @@ class Runner:
 
     def _prune_workers(self) -> None:
         with self._lock:
-            for job_id in [j for j, w in self._workers.items() if not w.is_alive()]:
+            # Not one being started (`_start_worker` adds it first): it is not alive yet.
+            ended = [j for j, w in self._workers.items() if w.ended()]
+            for job_id in ended:
                 del self._workers[job_id]
 
     def _register_quietly(self) -> None:

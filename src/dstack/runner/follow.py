@@ -57,6 +57,7 @@ class ServerFollower:
         self._interval = interval
         self._clock = clock
         self._stopped = threading.Event()
+        self._seen: tuple[int, int, int] | None = None  # the file's identity when last read
         self.url: str | None = None
 
     def start(self) -> ServerFollower:
@@ -67,8 +68,9 @@ class ServerFollower:
         self._stopped.set()
 
     def check(self) -> None:
-        """One round: follow a new URL; leave when idle and orphaned."""
-        url = read_server_url(self._server_file)
+        """One round: follow a new URL; leave when idle and orphaned. The file is read only
+        when it changed (a `stat` a second is all an idle runner spends here)."""
+        url = self._changed_url()
         if url is not None and url != self.url:
             if self.url is not None:
                 log.info("the local server moved to %s; following it", url)
@@ -80,6 +82,17 @@ class ServerFollower:
             log.warning("the local server has been gone for %.0fs and no job runs: exiting", silent)
             self._runner.shutdown()
             self._stopped.set()
+
+    def _changed_url(self) -> str | None:
+        try:
+            info = self._server_file.stat()
+            seen = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except OSError:
+            seen = None
+        if seen is not None and seen == self._seen:
+            return self.url
+        self._seen = seen
+        return read_server_url(self._server_file)
 
     def _update_settings(self, url: str) -> None:
         """So that the runner's credential is looked up (and stored) for the new URL."""

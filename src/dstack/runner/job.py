@@ -106,6 +106,10 @@ class JobWorker:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def ended(self) -> bool:
+        """Started, and done (not the same as `not is_alive()` before `start`)."""
+        return self._thread.ident is not None and not self._thread.is_alive()
+
     def request_stop(self) -> None:
         """SIGTERM the job, SIGKILL after the grace period; it ends as `stopped`."""
         with self._lock:

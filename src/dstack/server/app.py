@@ -41,15 +41,21 @@ def create_app(
     blobs: AdminBlobStore | None = None,
     clock: Clock = utcnow,
     compute_factory: ComputeFactory = make_compute,
+    local_runner: LocalRunnerSupervisor | None = None,
 ) -> FastAPI:
     """The server app. Its lifespan migrates the database, then runs the scheduler loop and,
-    when `settings.local_runner` is set, the local runner process. Every HTTP request is
+    when `settings.local_runner` is set, the local runner process (`local_runner`: its
+    supervisor, made and maybe started early by the caller). Every HTTP request is
     authenticated and its body bounded before it is read (`RequestGuard`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_context(
-            settings, blobs=blobs, clock=clock, compute_factory=compute_factory
+            settings,
+            blobs=blobs,
+            clock=clock,
+            compute_factory=compute_factory,
+            local_runner=local_runner,
         ) as ctx:
             app.state.ctx = ctx
             if settings.freeze_heap_at_start:
@@ -81,6 +87,7 @@ async def running_context(
     clock: Clock = utcnow,
     background: bool = True,
     compute_factory: ComputeFactory = make_compute,
+    local_runner: LocalRunnerSupervisor | None = None,
 ) -> AsyncIterator[ServerContext]:
     """A migrated database, the scheduler loop and the local runner, for as long as it is
     entered. Usable without HTTP; with `background=False` nothing runs by itself (tests
@@ -98,7 +105,7 @@ async def running_context(
             if not background:
                 yield ctx
                 return
-            async with _background(ctx):
+            async with _background(ctx, local_runner):
                 yield ctx
         finally:
             await backend_service.close_all(ctx)
@@ -109,14 +116,21 @@ async def running_context(
 
 
 @contextlib.asynccontextmanager
-async def _background(ctx: ServerContext) -> AsyncIterator[None]:
+async def _background(
+    ctx: ServerContext, supervisor: LocalRunnerSupervisor | None
+) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(Scheduler(ctx).run_forever(), name="scheduler")]
     if ctx.settings.local_runner:
         # A fresh runner token per start, handed over in the runner's environment.
         token = await user_service.create_runner_token(
-            ctx, created_by=ctx.settings.user, label=user_service.LOCAL_RUNNER_LABEL, replace=True
+            ctx,
+            created_by=ctx.settings.user,
+            label=user_service.LOCAL_RUNNER_LABEL,
+            replace=True,
+            token=supervisor.token if supervisor is not None else None,
         )
-        supervisor = LocalRunnerSupervisor(ctx.settings, token=token)
+        if supervisor is None:
+            supervisor = LocalRunnerSupervisor(ctx.settings, token=token)
         tasks.append(asyncio.create_task(supervisor.run_forever(), name="local-runner"))
     try:
         yield

@@ -59,6 +59,40 @@ class Notifier:
                 await event.wait()
 
 
+class OpenClaims:
+    """The runners whose claim long-poll waits in this process, and when each one's last
+    claim here ended: a runner waiting on a claim is alive, however long it waits (it
+    stops waiting if it dies: see `services/claims.claim`). In-process knowledge: another
+    server sharing the database does not have it, so only a server that is the only
+    process on its database lets runners lean on it (`ServerContext.single_process`)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+        self._ended: dict[str, datetime] = {}
+
+    def enter(self, runner_id: str) -> None:
+        self._open[runner_id] = self._open.get(runner_id, 0) + 1
+
+    def leave(self, runner_id: str, at: datetime) -> None:
+        left = self._open.get(runner_id, 0) - 1
+        if left > 0:
+            self._open[runner_id] = left
+        else:
+            self._open.pop(runner_id, None)
+        self._ended[runner_id] = at
+
+    def waiting(self, runner_id: str) -> bool:
+        return runner_id in self._open
+
+    def ended(self, runner_id: str) -> datetime | None:
+        return self._ended.get(runner_id)
+
+    def alive_since(self, cutoff: datetime) -> list[str]:
+        """The runners waiting now, or whose last claim ended at `cutoff` or later."""
+        recent = [r for r, at in self._ended.items() if at >= cutoff]
+        return sorted({*self._open, *recent})
+
+
 class ExpiringCache(Generic[K, V]):
     """Values kept for `ttl` seconds of this process's monotonic time; at most `size` of
     them (when full, everything is forgotten: the entries are cheap to look up again).
@@ -133,6 +167,7 @@ class ServerContext:
         # something to judge: new or re-queued jobs, finished jobs (freed resources, met
         # dependencies), runners that came or changed. A job's `running` report is not one.
         self.work = Notifier()
+        self.claims = OpenClaims()
         self.started_at = clock()
         self.claim_lock = asyncio.Lock()
         # Runners' tunnel connections live in this process (see docs/api.md, "App tunnels").
@@ -149,6 +184,12 @@ class ServerContext:
         self._serialize = engine.dialect.name == "sqlite"
         self._turn = asyncio.Lock()
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def single_process(self) -> bool:
+        """Whether this process is the only one using its database (SQLite): what it
+        knows in memory (`claims`) is all there is to know."""
+        return self._serialize
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -50,3 +52,33 @@ def server_config(
         timeout_keep_alive=max(1, math.ceil(keep_alive)),
         **options,
     )
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that sleeps until it is asked to exit (a signal, `stop()`), where
+    uvicorn's own wakes ten times a second to look: CPU an idle server spends forever. The
+    ticks also keep the `Date` header current, so configure it with `date_header=False`."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._exit = asyncio.Event()
+        if not await self.on_tick(0):
+            await self._exit.wait()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)  # a signal handler, between two steps of the loop
+        self._wake()
+
+    def stop(self) -> None:
+        """Exit gracefully, as on SIGTERM (from the server's own loop)."""
+        self.should_exit = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._loop is not None and self._exit is not None:
+            self._loop.call_soon_threadsafe(self._exit.set)

@@ -25,7 +25,7 @@ from dstack.errors import ServerError
 from dstack.paths import HomeLayout, ServerFiles
 from dstack.server.settings import make_private_dir
 
-_POLL = 0.05
+_POLL = 0.02
 
 
 @dataclass(frozen=True)

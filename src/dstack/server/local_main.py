@@ -3,8 +3,14 @@
 Binds 127.0.0.1 on a free port, and writes `server.json` (url, pid, version, executor,
 started_at) only once it is listening, so whoever reads that file can connect at once. It
 inherits the environment of the command that started it: `DSTACK_EXECUTOR` (unless
-`--executor`) and the `DSTACK_SERVER_*` grace periods and timeouts (`dstack.settings`) apply
-to it.
+`--executor`), the `DSTACK_SERVER_*` grace periods and timeouts and
+`DSTACK_LOCAL_SERVER_IDLE_TIMEOUT` (`dstack.settings`) apply to it.
+
+Its start is what the first command of the day waits for, so it detaches before importing
+the server, and starts its runner (whose own start takes about as long) as soon as its port
+is bound, while it imports and opens its database. Once up it sleeps until a request comes:
+no timer of its own wakes it. With no job unfinished and no request but its runner's for
+the idle timeout, it exits, and its runner with it; the next command starts it again.
 """
 
 from __future__ import annotations
@@ -16,19 +22,24 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-
-import uvicorn
+from typing import TYPE_CHECKING, Any
 
 from dstack import __version__
 from dstack.paths import HomeLayout
-from dstack.server.app import create_app
-from dstack.server.listen import server_config, tcp_socket
 from dstack.server.settings import ServerSettings, make_private_dir
-from dstack.server.tokens import load_or_create_token
 from dstack.settings import EXECUTORS, EnvSettings
+
+if TYPE_CHECKING:
+    import socket
+
+    from dstack.server.listen import QuietServer
+    from dstack.server.local_runner import LocalRunnerSupervisor
+
+logger = logging.getLogger("dstack.server.local")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                 executor=args.executor or env.executor,
                 runner=not args.no_runner,
                 durations=env.server_durations,
+                idle_timeout=env.local_server_idle_timeout,
             )
         )
 
@@ -74,9 +86,15 @@ async def serve(
     executor: str | None,
     runner: bool,
     durations: Mapping[str, float] | None = None,
+    idle_timeout: float = 0.0,
 ) -> None:
-    """Serve until cancelled; `durations`: `ServerSettings` grace periods and timeouts
-    (field → seconds) other than the defaults."""
+    """Serve until cancelled, or idle for `idle_timeout` seconds (0: never); `durations`:
+    `ServerSettings` grace periods and timeouts (field → seconds) other than the defaults."""
+    # after `_detach`: the command that started this server waits only for the fork
+    from dstack.server.listen import tcp_socket
+    from dstack.server.local_runner import LocalRunnerSupervisor
+    from dstack.server.tokens import load_or_create_token
+
     files = HomeLayout(home).server
     make_private_dir(files.dir)
     sock = tcp_socket("127.0.0.1", 0)
@@ -88,26 +106,98 @@ async def serve(
         local_runner_executor=executor,
         freeze_heap_at_start=True,
     ).with_durations(durations or {})
+    supervisor = None
+    if runner:
+        supervisor = LocalRunnerSupervisor(settings, token=secrets.token_urlsafe(32))
+        supervisor.start_early()
+    try:
+        await _serve(settings, sock, supervisor, idle_timeout)
+    finally:
+        if supervisor is not None:  # stopped already, unless the server failed to start
+            await asyncio.to_thread(supervisor.terminate)
+
+
+async def _serve(
+    settings: ServerSettings,
+    sock: socket.socket,
+    supervisor: LocalRunnerSupervisor | None,
+    idle_timeout: float,
+) -> None:
+    # the server (~1 s of imports), once its runner started: both start at once
+    from dstack.server.app import create_app
+    from dstack.server.listen import QuietServer, server_config
+
+    meter = ActivityMeter(create_app(settings, local_runner=supervisor))
     # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
     # access log: a line per request is CPU this server spends on nobody's behalf.
     config = server_config(
-        create_app(settings),
+        meter,  # type: ignore[arg-type]
         access_log=False,
         keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=2,
+        date_header=False,
     )
-    server = uvicorn.Server(config)
+    server = QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
-        await asyncio.sleep(0.05)
-    info = files.server_json
+        await asyncio.sleep(0.01)
+    info = settings.files.server_json
+    watch = None
     if server.started:
         about = {"url": settings.url, "pid": os.getpid(), "version": __version__}
+        executor = settings.local_runner_executor
         _write_json(info, {**about, "executor": executor, "started_at": time.time()})
+        logger.info("listening at %s", settings.url)
+        if idle_timeout > 0:
+            watch = asyncio.create_task(_exit_when_idle(server, meter, idle_timeout))
     try:
         await task
     finally:
+        if watch is not None:
+            watch.cancel()
         _remove_if_ours(info)
+
+
+class ActivityMeter:
+    """An ASGI wrapper noting when the last request came that was not the local runner's
+    own (its heartbeats, claims and registration, under `/api/runners/`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.last = time.monotonic()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan" and not scope["path"].startswith("/api/runners/"):
+            self.last = time.monotonic()
+        await self.app(scope, receive, send)
+
+
+async def _exit_when_idle(server: QuietServer, meter: ActivityMeter, timeout: float) -> None:
+    """Stop `server` once it had no request but its runner's for `timeout` seconds while no
+    job was unfinished (a job running for days keeps it up)."""
+    from dstack.server.services.jobs import server_busy  # imported by the app meanwhile
+
+    while True:
+        left = meter.last + timeout - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
+            continue
+        if await server_busy(meter.app.state.ctx):
+            meter.last = time.monotonic()
+            continue
+        logger.info(
+            "no job and no request for %s: the local server exits "
+            "(the next dstack command starts it again)",
+            _duration(timeout),
+        )
+        server.stop()
+        return
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def _detach(log: Path) -> None:

@@ -29,13 +29,14 @@ _HEALTHY_AFTER = 60.0  # a runner that lived this long resets the restart back-o
 
 
 class LocalRunnerSupervisor:
-    """Starts the runner once the server answers, restarts it when it exits (with back-off),
-    and terminates it when cancelled."""
+    """Starts the runner once the server answers (or, with `start_early`, while the server
+    starts), restarts it when it exits (with back-off), and terminates it when cancelled."""
 
     def __init__(self, settings: ServerSettings, *, token: str) -> None:
         self.settings = settings
         self.token = token  # a runner registration token, not the admin's
         self.process: subprocess.Popen[bytes] | None = None
+        self._early = False  # `process` was started by `start_early`, not yet waited for
         self.adopted: int | None = None
         """The pid of an earlier server's runner, still running (its jobs too) on our work dir."""
 
@@ -51,9 +52,21 @@ class LocalRunnerSupervisor:
             command += ["--executor", self.settings.local_runner_executor]
         return command
 
+    def start_early(self) -> None:
+        """Start the runner now, before the server serves: it starts (about half a second
+        of imports) while the server does, and its first request waits in the listening
+        socket's queue until the server answers. The server must then know `token` before
+        it serves (`running_context` records it). Not when an earlier server's runner
+        holds the work dir: `run_forever` waits for that one."""
+        self._keep_credential()
+        if lock_holder(self.settings.resolved_runner_work_dir() / "runner.lock") is None:
+            self._spawn()
+            self._early = True
+
     async def run_forever(self) -> None:
         try:
-            await self._wait_for_server()
+            if not self._early:
+                await self._wait_for_server()
             backoff = 1.0
             most = self.settings.runner_restart_max_seconds
             while True:
@@ -61,14 +74,26 @@ class LocalRunnerSupervisor:
                 backoff = 1.0 if lived > _HEALTHY_AFTER else min(backoff * 2, most)
                 await asyncio.sleep(backoff)
         finally:
-            await asyncio.shield(asyncio.to_thread(self._terminate))
+            await asyncio.shield(asyncio.to_thread(self.terminate))
 
     async def _run_once(self) -> float:
         """Run the runner until it exits; return how long it lived."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._keep_credential()
-        await self._wait_for_work_dir()
+        if not self._early:
+            self._keep_credential()
+            await self._wait_for_work_dir()
+            self._spawn()
+        self._early = False
+        process = self.process
+        assert process is not None
+        # A thread blocked in waitpid until the runner exits (polling would wake this
+        # server forever); when cancelled, `terminate` ends the runner and so the thread.
+        await asyncio.shield(asyncio.to_thread(process.wait))
+        logger.warning("the local runner exited with code %s", process.returncode)
+        return loop.time() - started
+
+    def _spawn(self) -> None:
         log_path = self.settings.files.runner_log
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             self.process = subprocess.Popen(
@@ -80,10 +105,6 @@ class LocalRunnerSupervisor:
                 env={**os.environ, RUNNER_TOKEN: self.token},
             )
         logger.info("started the local runner (pid %s)", self.process.pid)
-        while self.process.poll() is None:
-            await asyncio.sleep(0.5)
-        logger.warning("the local runner exited with code %s", self.process.returncode)
-        return loop.time() - started
 
     def _keep_credential(self) -> None:
         """This server listens on a new port at each start: its runner's credential, in a work
@@ -111,7 +132,8 @@ class LocalRunnerSupervisor:
                         return
                 await asyncio.sleep(0.2)
 
-    def _terminate(self) -> None:
+    def terminate(self) -> None:
+        """Stop the runner (and an earlier server's runner kept); waits for it. Idempotent."""
         self._terminate_adopted()
         process = self.process
         if process is None or process.poll() is not None:

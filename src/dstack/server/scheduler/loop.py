@@ -1,5 +1,8 @@
 """The scheduler loop: runs a tick whenever there may be new work (`ServerContext.work`: a
-submit, a finished job, a runner that came or changed), and at least every second.
+submit, a finished job, a runner that came or changed), and at least every second while a
+job is unfinished or a cloud backend is configured. A server with nothing to do sleeps until
+the next time something could happen by itself: the earliest moment a runner's silence
+would take it offline (`Scheduler.idle_sleep`); it does not poll.
 
 A tick (a) fails jobs whose dependencies failed or were stopped, (b) takes runners that
 stopped sending heartbeats offline and fails their jobs, (c) ends jobs stuck in a state past
@@ -10,7 +13,7 @@ marks the rest `pending` with the reason they wait. Assigning jobs is not done h
 runners claim them (`services/claims.py`).
 
 Silence and deadlines count only over time the scheduler was listening: a wake-up long
-after the one before (the machine was suspended, the process stalled) starts the count
+after the one it planned (the machine was suspended, the process stalled) starts the count
 afresh, since runners could not reach a server that did not run.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, or_, select
@@ -47,6 +50,7 @@ from dstack.server.services.matching import (
 logger = logging.getLogger(__name__)
 
 _COALESCE_SECONDS = 0.02
+_IDLE_MAX_SECONDS = 3600.0
 _FAILED = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.ABORTED.value})
 
 _PROVISIONING = frozenset(
@@ -80,16 +84,24 @@ class Scheduler:
         self._provisioned_at: datetime | None = None
         self._provision_now = False
         self._backends = False  # whether any cloud backend is configured (as last read)
+        # When the loop planned to wake next (None: at once, or when `tick` is called by hand).
+        self._planned: datetime | None = None
+        self.wakeups = 0
+        """Ticks run by `run_forever`: an idle server's stays put (tests count them)."""
 
     async def run_forever(self) -> None:
         """Tick until cancelled. A failing tick is logged and retried on the next one."""
         while True:
             event = self.ctx.work.current()
+            self.wakeups += 1
+            pause = self.ctx.settings.scheduler_interval
             try:
                 await self.tick()
+                pause = await self.idle_sleep()
             except Exception:
                 logger.exception("scheduler tick failed")
-            await Notifier.wait(event, self.ctx.settings.scheduler_interval)
+            self._planned = self.ctx.clock() + timedelta(seconds=pause)
+            await Notifier.wait(event, pause)
             # Changes come in bursts (many runners finishing jobs, a run of many jobs): one
             # tick after a short pause judges them all, instead of one tick each competing
             # with the claims for the database. Claims never wait for a tick.
@@ -99,6 +111,47 @@ class Scheduler:
         await self._judge()
         if self._provisioning_due():
             await self.provisioner.step()
+
+    async def idle_sleep(self) -> float:
+        """Seconds until the next wake-up when no change comes first: `scheduler_interval`
+        while a job is unfinished, a cloud backend is configured or a gang waits out its
+        grace (deadlines, silences and offers are then looked at each interval); else until
+        the earliest moment a runner that stays silent would go offline (at least an
+        interval, at most the heartbeat timeout: a runner whose claim waits now has no such
+        moment yet), or for an hour when no runner is online (only a change can start work)."""
+        settings = self.ctx.settings
+        if self._in_grace:
+            return settings.scheduler_interval
+        async with self.ctx.read() as session:
+            if await job_service.any_unfinished(session):
+                return settings.scheduler_interval
+            if await session.scalar(select(BackendRow.name).limit(1)) is not None:
+                return settings.scheduler_interval
+            online = (
+                await session.execute(
+                    select(RunnerRow.id, RunnerRow.last_heartbeat).where(
+                        RunnerRow.status != RunnerStatus.OFFLINE.value
+                    )
+                )
+            ).all()
+        if not online:
+            return _IDLE_MAX_SECONDS
+        timeout = settings.runner_heartbeat_timeout
+        expiries = [
+            self._silent_since(runner_id, heard) + timedelta(seconds=timeout)
+            for runner_id, heard in online
+            if not self.ctx.claims.waiting(runner_id)
+        ]
+        if not expiries:
+            return timeout
+        left = (min(expiries) - self.ctx.clock()).total_seconds() + _COALESCE_SECONDS
+        return min(max(left, settings.scheduler_interval), timeout)
+
+    def _silent_since(self, runner_id: str, heard: datetime | None) -> datetime:
+        """Since when a runner counts as silent: its last heartbeat or claim, or when the
+        scheduler last started listening, whichever is latest."""
+        moments = [self._listening_since, self.ctx.claims.ended(runner_id), heard]
+        return max(m if m.tzinfo is not None else m.replace(tzinfo=UTC) for m in moments if m)
 
     def _provisioning_due(self) -> bool:
         now = self.ctx.clock()
@@ -146,16 +199,17 @@ class Scheduler:
     def _listen(self) -> datetime:
         """Note this wake-up; since when the scheduler has listened without a stall.
 
-        Wake-ups come at least every `scheduler_interval`; a gap of half the heartbeat
-        timeout (or three intervals, if more) means the server itself did not run.
+        Wake-ups come when planned (`idle_sleep`) or earlier; one later than that (than the
+        last wake-up, for ticks called by hand) by half the heartbeat timeout (or three
+        intervals, if more) means the server itself did not run.
         """
         now = self.ctx.clock()
         settings = self.ctx.settings
         stall = max(settings.runner_heartbeat_timeout / 2, 3 * settings.scheduler_interval)
-        if self._woke_at is not None and now - self._woke_at > timedelta(seconds=stall):
-            logger.warning(
-                "the scheduler did not run for %s; silences count afresh", now - self._woke_at
-            )
+        expected = self._planned or self._woke_at
+        if expected is not None and now - expected > timedelta(seconds=stall):
+            late = now - expected
+            logger.warning("the scheduler did not run for %s; silences count afresh", late)
             self._listening_since = now
         self._woke_at = now
         return self._listening_since

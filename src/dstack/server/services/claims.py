@@ -81,26 +81,49 @@ async def claim(
     """Assign a job to the runner, waiting up to `wait_seconds` for one; None if none came.
 
     Wakes as soon as there may be new work (a submit, a finished job: a freed slot or a met
-    dependency; see `ServerContext.work`), and at least every `scheduler_interval`. `gone`
+    dependency; see `ServerContext.work`), and at least every `scheduler_interval` while a
+    job waits (one that cannot be taken now may be later); with no job waiting, only a
+    change can bring one, and the claim sleeps until it comes or its wait ends. `gone`
     says whether the runner stopped waiting (its connection closed): a runner that died
-    while its claim waited must not be handed a job, which nobody would then run.
+    while its claim waited must not be handed a job, which nobody would then run. While
+    it waits, and until `runner_heartbeat_timeout` after it ended, the runner is alive
+    (`ServerContext.claims`), heartbeats or not.
     """
+    ctx.claims.enter(runner_id)
+    try:
+        return await _claim(ctx, runner_id, wait_seconds, gone)
+    finally:
+        ctx.claims.leave(runner_id, ctx.clock())
+
+
+async def _claim(
+    ctx: ServerContext,
+    runner_id: str,
+    wait_seconds: float,
+    gone: Callable[[], Awaitable[bool]] | None,
+) -> JobAssignment | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     woken = False
     while True:
         event = ctx.work.current()
         assignment = None
+        waiting = True  # as far as this claim knows: the first round just tries
         # Every waiting runner wakes at once: when the queue is empty (the usual case for
         # an idle fleet), one read says so instead of a claim transaction each.
         if woken and gone is not None and await gone():
             return None
-        if not woken or await _any_waiting(ctx):
+        if woken:
+            waiting = await _any_waiting(ctx)
+        if waiting:
             assignment = await try_claim(ctx, runner_id=runner_id)
+            if assignment is None and not woken:
+                waiting = await _any_waiting(ctx)
         remaining = deadline - loop.time()
         if assignment is not None or remaining <= 0:
             return assignment
-        await Notifier.wait(event, min(remaining, ctx.settings.scheduler_interval))
+        pause = min(remaining, ctx.settings.scheduler_interval) if waiting else remaining
+        await Notifier.wait(event, pause)
         woken = True
 
 

@@ -44,6 +44,19 @@ _JOBS = cast(Table, JobRow.__table__)
 _UPDATE_IF_UNCHANGED = update(_JOBS).where(
     _JOBS.c.id == bindparam("_id"), _JOBS.c.version == bindparam("_version")
 )
+UNFINISHED_STATUSES = [s.value for s in JobStatus if not s.is_finished()]
+
+
+async def any_unfinished(session: AsyncSession) -> bool:
+    """Whether a job waits or runs anywhere (one indexed read)."""
+    query = select(JobRow.id).where(JobRow.status.in_(UNFINISHED_STATUSES)).limit(1)
+    return await session.scalar(query) is not None
+
+
+async def server_busy(ctx: ServerContext) -> bool:
+    """Whether any job is unfinished: an idle local server may exit only when none is."""
+    async with ctx.read() as session:
+        return await any_unfinished(session)
 
 
 async def set_status(

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -71,6 +70,8 @@ def _insert_ignore(dialect: str) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the dialect at hand."""
     table: Any = LogRow.__table__
     if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # see `db/dialects.py`
+
         return pg_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
     return sqlite_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
 

@@ -271,7 +271,22 @@ async def heartbeat(
         stop_jobs=[j.id for j in jobs if j.stop_requested == "stop"],
         abort_jobs=[j.id for j in jobs if j.stop_requested == "abort"],
         forget_jobs=[job_id for job_id in request.running_jobs if job_id not in mine],
+        idle_interval=idle_heartbeat_interval(ctx),
     )
+
+
+IDLE_INTERVAL_MAX = 60.0
+
+
+def idle_heartbeat_interval(ctx: ServerContext) -> float:
+    """How rarely a runner with no job may heartbeat (and how long it may long-poll a
+    claim): a third of the timeout; on a server alone on its database, where a waiting
+    claim proves the runner alive (`ServerContext.claims`), four timeouts (at most a
+    minute), so that an idle local runner and server wake each other about once a minute."""
+    timeout = ctx.settings.runner_heartbeat_timeout
+    if ctx.single_process:
+        return min(4 * timeout, IDLE_INTERVAL_MAX)
+    return timeout / 3
 
 
 def _record_disk(session: AsyncSession, runner: RunnerRow, free_mib: int) -> None:
@@ -383,7 +398,7 @@ async def mark_lost_runners(
     cutoff = _lost_cutoff(ctx, listening_since)
     if cutoff is None:
         return
-    rows = (await session.scalars(select(RunnerRow).where(*_lost(cutoff)))).all()
+    rows = (await session.scalars(select(RunnerRow).where(*_lost(ctx, cutoff)))).all()
     for runner in rows:
         runner.status = RunnerStatus.OFFLINE.value
         mark_changed(session, work=True)
@@ -399,7 +414,7 @@ async def any_lost_runners(
     cutoff = _lost_cutoff(ctx, listening_since)
     if cutoff is None:
         return False
-    found = await session.scalar(select(RunnerRow.id).where(*_lost(cutoff)).limit(1))
+    found = await session.scalar(select(RunnerRow.id).where(*_lost(ctx, cutoff)).limit(1))
     return found is not None
 
 
@@ -411,8 +426,12 @@ def _lost_cutoff(ctx: ServerContext, listening_since: datetime | None) -> dateti
     return None if cutoff < since else cutoff
 
 
-def _lost(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
-    return (RunnerRow.status != RunnerStatus.OFFLINE.value, RunnerRow.last_heartbeat < cutoff)
+def _lost(ctx: ServerContext, cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Online, no heartbeat since `cutoff`, and no claim waiting or ended since then in this
+    process (`ServerContext.claims`)."""
+    lost = (RunnerRow.status != RunnerStatus.OFFLINE.value, RunnerRow.last_heartbeat < cutoff)
+    alive = ctx.claims.alive_since(cutoff)
+    return (*lost, RunnerRow.id.not_in(alive)) if alive else lost
 
 
 async def _fail_active_jobs(

@@ -207,14 +207,21 @@ def _taken(name: str) -> ConflictError:
 
 # --- runner tokens --------------------------------------------------------------------------
 async def create_runner_token(
-    ctx: ServerContext, *, created_by: str, label: str = "", replace: bool = False
+    ctx: ServerContext,
+    *,
+    created_by: str,
+    label: str = "",
+    replace: bool = False,
+    token: str | None = None,
 ) -> str:
     """A new runner registration token (returned once; only its hash is kept).
 
     `replace` first revokes the earlier tokens of the same `label` (the local server makes
-    one for its own runner on every start and needs only the newest).
+    one for its own runner on every start and needs only the newest). `token`: the one to
+    record (the local server hands its runner one before its database is open), else a
+    new one.
     """
-    token = new_token()
+    token = token or new_token()
     async with ctx.transaction() as session:
         if replace:
             await session.execute(delete(RunnerTokenRow).where(RunnerTokenRow.label == label))

@@ -53,8 +53,10 @@ earlier runs (the local one, or a remote with --remote). --json prints the plan 
 @remote_option
 def plan(name: str, args: tuple[str, ...], as_json: bool, remote: str | None) -> None:
     cwd = Path.cwd()
-    argv, late_json = _take_json(list(args))
+    argv, late_json, late_remote = _take_own(list(args))
     as_json = as_json or late_json
+    if remote is None:
+        remote = late_remote
     run_plan, subdir = make_plan(cwd, name, argv, os.environ)
     try:
         answer = _explain(cwd, run_plan, subdir, remote)
@@ -79,11 +81,21 @@ def plan(name: str, args: tuple[str, ...], as_json: bool, remote: str | None) ->
         raise problem
 
 
-def _take_json(argv: list[str]) -> tuple[list[str], bool]:
-    """`--json` anywhere before `--` is plan's own option."""
+def _take_own(argv: list[str]) -> tuple[list[str], bool, str | None]:
+    """`--json` and `--remote[=NAME]` anywhere before `--` are plan's own options, as they
+    are `dstack run`'s (`--remote` alone: the default remote; a name: `--remote=NAME`)."""
     end = argv.index("--") if "--" in argv else len(argv)
-    head = [a for a in argv[:end] if a != "--json"]
-    return [*head, *argv[end:]], len(head) != end
+    head: list[str] = []
+    as_json, remote = False, None
+    for arg in argv[:end]:
+        key, _, value = arg.partition("=")
+        if arg == "--json":
+            as_json = True
+        elif key == "--remote":
+            remote = value
+        else:
+            head.append(arg)
+    return [*head, *argv[end:]], as_json, remote
 
 
 def _explain(cwd: Path, run_plan: RunPlan, subdir: str, remote: str | None) -> PlanResponse | None:

@@ -71,5 +71,5 @@ def test_an_unknown_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "benchmarks: unknown scenario S42; known: S0, S1, S2, S3, S4, S5, S6, S7, S8, S9"
+        "benchmarks: unknown scenario S42; known: S0, S0', S1, S2, S3, S4, S5, S6, S7, S8, S9"
     ]

@@ -26,7 +26,7 @@ def test_find_root_stops_at_the_git_root(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     with pytest.raises(ConfigError, match=r"no \.dstack/ folder") as info:
         find_dstack_root(repo)
-    assert "dstack init" in (info.value.hint or "")
+    assert ".dstack/workflows.yaml" in (info.value.hint or "")  # what to create, not `init`
 
 
 def test_find_root_outside_git(tmp_path: Path) -> None:

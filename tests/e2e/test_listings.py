@@ -83,5 +83,5 @@ def test_ps_and_rm_stay_in_the_current_repository_unless_all_repos(
     removed = env.dstack("rm", "-a", "-y", "--all-repos")
     assert removed.code == 0, removed
     # The other repository has no commit: its run's code is a diff blob of its own.
-    assert re.search(r"^2 runs removed; \d+B will be freed within 1 hour", removed.out, re.M)
+    assert re.search(r"^2 runs removed; \d+ B will be freed within 1 hour", removed.out, re.M)
     assert json.loads(env.dstack("ps", "-a", "--all-repos", "--json").out) == []

@@ -176,6 +176,22 @@ async def test_plan_explains_code_spec_and_env_changes(ctx: ServerContext) -> No
     assert reload == [(None, "--reload")] * 3
 
 
+async def test_the_run_keeps_the_plans_explanation(ctx: ServerContext) -> None:
+    origin = await first_run(ctx, chain())
+    request = chain(commands=["python t.py"])
+    planned = await reasons(ctx, request)
+
+    run = await runs.submit_run(ctx, request=request)
+    again = await runs.get_run(ctx, name=run.name)  # read back from the database
+
+    assert [(j.reused_from, j.cache_reason) for j in again.jobs] == planned
+    assert planned == [
+        (origin, "cached"),
+        (None, "spec changed: commands"),
+        (None, "dependency 'train' will run"),
+    ]
+
+
 async def test_plan_says_when_a_dependency_changed(ctx: ServerContext) -> None:
     await first_run(ctx, chain())
     # The new `prepare` is already done in another run, so `train` need not wait for it,

@@ -313,6 +313,8 @@ def test_rerun_from_the_run_page(page: Any, server: Server) -> None:
     finish_next_job(runner)  # the same job again (nothing to reuse: it declares no artifacts)
     page.locator("#run-status .s-done").wait_for()  # live, no reload
     assert server.status(new) == "done"
+    cache = page.get_by_role("list", name="Cache")  # why the job ran, decided at submit
+    assert "ran: not cacheable: no artifacts" in " ".join(cache.inner_text().split())
     shot(page, "rerun")
 
 

@@ -335,6 +335,18 @@ async def test_rerun_from_the_page_needs_csrf_and_the_repository(
     assert f'href="/runs/{mine}"' in (await http.get(f"/runs/{new}")).text  # "Re-run of"
 
 
+async def test_the_run_page_says_why_each_job_ran(http: httpx.AsyncClient) -> None:
+    name = await submit(http, ADMIN, REPO_A, jobs=2)
+    await sign_in(http, ADMIN)
+
+    page = (await http.get(f"/runs/{name}")).text
+
+    cache = page[page.index('<h2 id="cache">') :]
+    assert "<strong>train0 #0</strong> ran:" in cache
+    assert "<strong>train1 #1</strong> ran:" in cache
+    assert cache.count("<li>not cacheable: no artifacts</li>") == 2
+
+
 async def test_stop_selected_runs(http: httpx.AsyncClient, ctx: ServerContext) -> None:
     from dstack.server.services import runs as run_service
 

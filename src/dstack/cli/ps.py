@@ -93,7 +93,19 @@ def _print_run(run: object) -> None:
     for job in run.jobs:
         if job.message:
             out.print(f"[dim]{job_label(job)}: {job.message}[/]")
+    _print_cache(run)
     _print_attempts(run)
+
+
+def _print_cache(run: Run) -> None:
+    """Why each job ran (the cache's decision at submit, as `dstack plan` explained it);
+    jobs that reused a result already say so in their message."""
+    ran = [job for job in run.jobs if job.cache_reason and not job.reused_from]
+    if not ran:
+        return
+    out = console()
+    for job in ran:
+        out.print(f"[dim]{job_label(job)} ran: {job.cache_reason}[/]", highlight=False)
 
 
 def _print_attempts(run: Run) -> None:

@@ -241,6 +241,11 @@ class Job(Model):
     )
     cache_key: str | None = None
     reused_from: str | None = Field(None, description="Run whose results this job reuses.")
+    cache_reason: str | None = Field(
+        None,
+        description="Why the job ran, or `cached`: the cache's decision at submit, as "
+        "`dstack plan` explains it (none for runs from before it was kept, or imported).",
+    )
     history: list[StatusChange] = Field(default_factory=list)
     timings: JobTimings = Field(default_factory=JobTimings)
     submitted_at: datetime

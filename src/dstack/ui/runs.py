@@ -306,7 +306,33 @@ def run_detail(
 <div class="scroll"><table aria-label="Jobs"><thead><tr><th scope="col">Job</th>
 <th scope="col">Status</th><th scope="col">Runner</th><th scope="col">Exit code</th>
 <th scope="col">Attempt</th><th scope="col">Phases</th><th scope="col">Cost</th></tr></thead>
-<tbody>{"".join(jobs_html)}</tbody></table></div>"""
+<tbody>{"".join(jobs_html)}</tbody></table></div>{cache_explanation(run)}"""
+
+
+def cache_explanation(run: Run) -> str:
+    """Why each job ran, or which run's results it reused: the cache's decision at submit,
+    as `dstack plan` explained it beforehand (nothing for runs from before it was kept)."""
+    items = []
+    for job in run.jobs:
+        name = f"{esc(job.workflow_name or 'job')} #{job.index}"
+        if job.reused_from:
+            what = (
+                f'reused the results of <a href="/runs/{esc(seg(job.reused_from))}">'
+                f"{esc(job.reused_from)}</a>"
+            )
+        elif job.cache_reason:
+            reasons = "".join(f"<li>{esc(r)}</li>" for r in job.cache_reason.split("; "))
+            what = f'ran: <ul class="reasons">{reasons}</ul>'
+        else:
+            continue
+        items.append(f"<li><strong>{name}</strong> {what}</li>")
+    if not items:
+        return ""
+    return (
+        '<h2 id="cache">Cache</h2><p class="hint">Why each job ran or what it reused, decided '
+        "when the run was submitted (<code>dstack plan</code> shows it before).</p>"
+        f'<ul class="cache" aria-labelledby="cache">{"".join(items)}</ul>'
+    )
 
 
 def app_links(run: Run) -> str:

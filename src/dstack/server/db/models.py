@@ -75,6 +75,8 @@ class JobRow(Base):
     reused_job_id: Mapped[str | None] = mapped_column(String(32))
     # What the cache key was made of (`caching.CacheInputs`), to explain the next miss.
     cache_inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Why the job ran, or `cached`: the cache's decision at submit (`caching` lists them).
+    cache_reason: Mapped[str | None] = mapped_column(Text)
     # `DepArtifacts` of the resolved tags and `X:latest`, fixed when the run was submitted.
     external_artifacts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

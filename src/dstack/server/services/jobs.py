@@ -364,6 +364,7 @@ def _build_model(row: JobRow | Row[Any], runner_name: str | None, now: datetime)
         apps_ready_at=row.apps_ready_at,
         cache_key=row.cache_key,
         reused_from=row.reused_from,
+        cache_reason=row.cache_reason,
         history=changes,
         timings=compute_timings(changes, row.finished_at or now),
         submitted_at=row.submitted_at,

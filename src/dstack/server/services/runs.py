@@ -292,6 +292,7 @@ def _new_job(
     ]
     row.reused_from = decision.origin_run
     row.reused_job_id = decision.origin_job
+    row.cache_reason = decision.reason
     return row
 
 

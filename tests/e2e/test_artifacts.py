@@ -91,9 +91,9 @@ def test_chain_passes_artifacts_and_reruns_only_what_changed(env: Env, tmp_path:
     assert "trained" in changed.out
     assert "score from weights-v2" in changed.out
     shown = env.dstack("ps", _newest_run(env)["name"])  # why each job ran, kept with the run
-    assert "train ran: code changed (" in shown.out
-    assert "evaluate ran: not cacheable: no artifacts" in shown.out
-    assert "prepare ran" not in shown.out
+    assert "why train ran: code changed (" in shown.out
+    assert "why evaluate ran: not cacheable: no artifacts" in shown.out
+    assert "why prepare ran" not in shown.out
 
     forced = env.dstack("run", "--reload", "evaluate")
     assert "prepared" in forced.out

@@ -105,7 +105,7 @@ def _print_cache(run: Run) -> None:
         return
     out = console()
     for job in ran:
-        out.print(f"[dim]{job_label(job)} ran: {job.cache_reason}[/]", highlight=False)
+        out.print(f"[dim]why {job_label(job)} ran: {job.cache_reason}[/]", highlight=False)
 
 
 def _print_attempts(run: Run) -> None:

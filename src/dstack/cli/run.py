@@ -42,16 +42,17 @@ HELP = """Run a workflow of this repository, or a provider directly.
 Everything after WORKFLOW belongs to the workflow: declared variables (`--name value`), and
 the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, -y, --reload,
 --explain, --timestamps, --runner and --remote[=NAME], which may also follow a workflow's
-name (use `--` to pass them on instead). An argument the workflow cannot take (an unknown --variable, or any
-argument when it places none) is an error. `--remote` submits to the default remote server
-(see `dstack config`). For a provider, dstack's options go before the provider's name; the
-provider's own (--gpu, --dep, ...) may also follow a script, up to `--`.
-Local changes (changed and untracked files, less those .dstackignore lists) are uploaded
-with the run: their size is shown, and above DSTACK_UPLOAD_CONFIRM_SIZE (10MB) the command
-asks first on a terminal (-y skips the question). With -d, stdout is the run's name alone.
-The command shows the logs live, and the URL of each app the run serves once it answers
-(`dstack attach RUN` shows them again), and exits with the run's exit code. While the
-server is unreachable it reconnects, for up to --reconnect-timeout seconds (then exit 75).
+name (use `--` to pass them on instead). An argument the workflow cannot take (an unknown
+--variable, or any argument when it places none) is an error. `--remote` submits to the
+default remote server (see `dstack config`). For a provider, dstack's options go before the
+provider's name; the provider's own (--gpu, --dep, ...) may also follow a script, up to
+`--`. Local changes (changed and untracked files, less those .dstackignore lists) are
+uploaded with the run: their size is shown, and above DSTACK_UPLOAD_CONFIRM_SIZE (10MB) the
+command asks first on a terminal (-y skips the question). With -d, stdout is the run's name
+alone. The command shows the logs live, and the URL of each app the run serves once it
+answers (`dstack attach RUN` shows them again), and exits with the run's exit code. While
+the server is unreachable it reconnects, for up to --reconnect-timeout seconds (then exit
+75).
 """
 
 

@@ -377,3 +377,37 @@ def test_a_remote_run_missing_a_dependency_says_to_run_it_there_or_push_it(
         assert "dstack push RUN --remote" in result.err
     finally:
         server.stop()
+
+
+# --- a commit sent as a bundle ------------------------------------------------------------
+
+
+def test_a_commit_sent_as_a_bundle_is_announced_with_its_size_once(process_env: Env) -> None:
+    env = process_env
+    env.write("notes.txt", "first")
+    env.commit("notes")
+    commit = env.git("rev-parse", "HEAD").strip()
+
+    first = env.dstack("run", "bash", "-c", "cat notes.txt")
+    again = env.dstack("run", "bash", "-c", "cat notes.txt")
+
+    assert first.code == 0, first
+    assert first.out == "first"
+    line = re.search(
+        rf"^Uploading commit {commit[:12]}: a git bundle, ([\d.]+ [KM]?i?B) ", first.err, re.M
+    )
+    assert line, first.err
+    assert again.code == 0, again
+    assert "Uploading commit" not in again.err  # sent once per commit
+
+
+def test_a_big_commit_shows_progress_on_a_terminal(process_env: Env) -> None:
+    env = process_env
+    env.write("weights.bin", os.urandom(3_000_000).hex()[:3_000_000])  # does not compress away
+    env.commit("weights")
+    term = Terminal(env, "run", "bash", "-c", "wc -c < weights.bin")
+    assert term.finish() == 0, term.text()
+    text = term.text()
+    assert re.search(r"Uploading commit [0-9a-f]{12}: a git bundle, [\d.]+ MiB ", text), text
+    assert "uploading" in text  # the progress bar's label
+    assert "3000000" in text

@@ -1,11 +1,12 @@
-"""What `dstack run` says about the local changes it uploads, and the question it asks. Before
-the git bundle of a commit goes to the server (a commit no remote the server clones holds,
-once per commit): one line, its size. Before the diff of changed and untracked files: one
-summary line (files, size). Above `DSTACK_UPLOAD_CONFIRM_SIZE` (10 MB) the biggest files are
-named and, on a terminal, the user is asked (`--yes` skips the question); without a terminal
-the upload goes on, the summary printed, as `docker build` sends its context: a script or CI
-job is not stopped by a question nobody can answer. Progress shows on a terminal while it
-goes.
+"""What `dstack run` says about the local changes it uploads, and the question it asks.
+
+Before the git bundle of a commit goes to the server (a commit no remote the server clones
+holds, once per commit): one line, its size. Before the diff of changed and untracked files:
+one summary line (files, size). Above `DSTACK_UPLOAD_CONFIRM_SIZE` (10 MB) the biggest files
+are named and, on a terminal, the user is asked (`--yes` skips the question); without a
+terminal the upload goes on, the summary printed, as `docker build` sends its context: a
+script or CI job is not stopped by a question nobody can answer. Progress shows on a
+terminal while it goes.
 """
 
 from __future__ import annotations

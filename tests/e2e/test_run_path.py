@@ -1,15 +1,17 @@
 """`dstack run` as a person types it: mistakes caught, what is uploaded said (and asked about
-on a terminal), `-d` for scripts. Through the real CLI; a pseudo-terminal where the terminal
-matters (the question, the progress bar)."""
+on a terminal), `-d` for scripts, Ctrl+C. Through the real CLI; a pseudo-terminal where the
+terminal matters (the question, the progress bar, Ctrl+C typed)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +44,17 @@ variables:
 """
 
 
+def _take_the_terminal() -> None:
+    """In the child, a session leader: the pseudo-terminal becomes its controlling terminal
+    (Ctrl+C typed there is SIGINT to its foreground group, as at a shell), and SIGINT is not
+    ignored even when the test run itself ignores it."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
-    """`dstack ARGS` on a pseudo-terminal: stdin, stdout and stderr are its slave side."""
+    """`dstack ARGS` on a pseudo-terminal: stdin, stdout and stderr are its slave side, and
+    it is the command's controlling terminal."""
 
     def __init__(self, env: Env, *args: str, extra: dict[str, str] | None = None) -> None:
         master, slave = os.openpty()
@@ -57,7 +68,7 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=_take_the_terminal,
         )
         os.close(slave)
 
@@ -411,3 +422,47 @@ def test_a_big_commit_shows_progress_on_a_terminal(process_env: Env) -> None:
     assert re.search(r"Uploading commit [0-9a-f]{12}: a git bundle, [\d.]+ MiB ", text), text
     assert "uploading" in text  # the progress bar's label
     assert "3000000" in text
+
+
+# --- Ctrl+C -------------------------------------------------------------------------------
+
+SLOW = """
+workflows:
+  - name: slow
+    provider: bash
+    commands: [echo started, sleep 600]
+"""
+
+
+def _ctrl_c_at_a_terminal(env: Env) -> tuple[Terminal, str]:
+    """`dstack run slow` at a terminal, Ctrl+C typed once its job runs: the question shown."""
+    env.workflows(SLOW)
+    env.commit()
+    term = Terminal(env, "run", "slow")
+    term.expect(r"started\n")
+    term.send("\x03")
+    term.expect(r"Stop the run [a-z]+-[a-z]+-\d+\? \[y/N\]")
+    name = re.findall(r"Stop the run (\S+)\?", term.text())[-1]
+    return term, name
+
+
+def test_ctrl_c_at_a_terminal_asks_and_yes_stops_the_run(process_env: Env) -> None:
+    term, name = _ctrl_c_at_a_terminal(process_env)
+    term.send("y\n")
+    code = term.finish()
+
+    assert "Stopping... (Ctrl+C again to detach)" in term.text()
+    assert "Detached" not in term.text()
+    assert code == 143, term.text()  # the job's: ended by SIGTERM, as `docker stop` does
+    assert process_env.run_json(name)["status"] == "stopped"
+
+
+def test_ctrl_c_at_a_terminal_asks_and_no_detaches_the_run_going_on(process_env: Env) -> None:
+    term, name = _ctrl_c_at_a_terminal(process_env)
+    term.send("n\n")
+    code = term.finish()
+
+    assert code == 0, term.text()
+    assert f"Detached. The run keeps going: `dstack logs -f {name}`" in term.text()
+    assert process_env.run_json(name)["status"] == "running"  # the local server survived too
+    assert process_env.dstack("stop", "-x", name).code == 0

@@ -281,3 +281,56 @@ def test_wrong_token_is_one_clear_line(
     assert result.err.startswith("Error: the dstack server rejected the token"), result
     assert "Traceback" not in result.err
     assert not (env.home / "config.yaml").exists()
+
+
+BIG = """
+workflows:
+  - name: big
+    provider: bash
+    commands: [echo never]
+    resources:
+      cpu: 64
+"""
+
+
+@pytest.fixture
+def lone_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """A team server with no runner yet (it waits 3 s for one to register), and its user."""
+    monkeypatch.setenv("DSTACK_SERVER_NO_RUNNER_GRACE", "3")
+    server = TeamServer(home=tmp_path / "server-home")
+    (tmp_path / "user").mkdir()
+    env = make_env(tmp_path / "user", "process")
+    try:
+        server.start()
+        assert env.dstack("config", "--url", server.url, "--token", ADMIN_TOKEN).code == 0
+        env.workflows(BIG)
+        env.commit()
+        yield env
+    finally:
+        server.stop()
+        _stop_server(env.home)
+
+
+def test_a_job_no_runner_registers_for_says_it_waits_then_why_it_failed(
+    lone_server: Env,
+) -> None:
+    attached = lone_server.dstack("run", "--remote", "big")
+
+    assert attached.code == 1, attached
+    lines = attached.err.splitlines()
+    assert "pending (waiting for runner) — waiting for a runner to register" in lines
+    assert lines[-1] == "failed (no capacity) — asked for 64 CPU; runners: none registered"
+
+
+def test_at_a_terminal_the_waiting_line_gives_way_to_why_the_job_failed(
+    lone_server: Env,
+) -> None:
+    from tests.e2e.test_run_path import Terminal
+
+    term = Terminal(lone_server, "run", "--remote", "big")
+    term.expect("waiting for a runner to register")  # the spinner's line
+
+    assert term.finish() == 1
+    shown = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", term.text())  # colours, line erasures
+    last = shown.rstrip("\n").rsplit("to register", 1)[1]  # after the spinner's last frame
+    assert last == "failed (no capacity) — asked for 64 CPU; runners: none registered", shown

@@ -80,8 +80,16 @@ def test_ps_and_rm_stay_in_the_current_repository_unless_all_repos(
     assert header[:3] == ["RUN", "REPO", "WORKFLOW"]  # one user: no USER column
     ids = {current_repo_id(env.repo), current_repo_id(other)}
     assert {repo_id[:14] for repo_id in ids} <= set(every.out.split()), every.out
+    removed_here = env.dstack("rm", "-a", "-y")
+    assert removed_here.code == 0, removed_here
+    assert re.search(r"^1 run removed; ", removed_here.out, re.M), removed_here.out
+    left = json.loads(env.dstack("ps", "-a", "--all-repos", "--json").out)
+    assert [run["repo"]["repo_id"] for run in left] == [current_repo_id(other)]
+    theirs_name = left[0]["name"]
+    assert env.dstack("run", "bash", "-c", "echo mine again").code == 0
     removed = env.dstack("rm", "-a", "-y", "--all-repos")
     assert removed.code == 0, removed
+    assert theirs_name in removed.out
     # The other repository has no commit: its run's code is a diff blob of its own.
     assert re.search(r"^2 runs removed; \d+ B will be freed within 1 hour", removed.out, re.M)
     assert json.loads(env.dstack("ps", "-a", "--all-repos", "--json").out) == []

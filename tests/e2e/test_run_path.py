@@ -307,6 +307,8 @@ def test_yes_skips_the_question_and_a_big_upload_shows_progress(process_env: Env
     assert "[y/N]" not in text
     assert "big.bin" in text
     assert "uploading" in text  # the progress bar's label
+    assert re.search(r"[\d.]+/[\d.]+ MiB", text), text  # IEC units, as every size
+    assert not re.search(r"\bMB\b", text), text
     assert "3000000" in text
 
 
@@ -421,6 +423,8 @@ def test_a_big_commit_shows_progress_on_a_terminal(process_env: Env) -> None:
     text = term.text()
     assert re.search(r"Uploading commit [0-9a-f]{12}: a git bundle, [\d.]+ MiB ", text), text
     assert "uploading" in text  # the progress bar's label
+    assert re.search(r"[\d.]+/[\d.]+ MiB", text), text  # IEC units, as every size
+    assert not re.search(r"\bMB\b", text), text
     assert "3000000" in text
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import click
 
+from dstack.cli.render import transfer_columns
 from dstack.errors import DstackError
 from dstack.models.sizes import format_bytes
 from dstack.repo.changes import summarize_diff
@@ -99,15 +100,9 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
     """A transient progress bar on stderr (rich is imported only for it)."""
     # rich.console and rich.progress: ~55 ms only an upload's bar needs
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    columns = (TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (TextColumn("uploading"), BarColumn(), *transfer_columns())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("upload", total=total)
         yield lambda sent: progress.advance(task, sent)

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
@@ -30,13 +31,13 @@ class Cloud:
 
 
 @pytest.fixture
-def server_settings() -> dict[str, float]:
+def server_settings() -> dict[str, Any]:
     """Settings of the team server a test changes (by overriding this fixture)."""
     return {}
 
 
 @pytest.fixture
-def cloud(tmp_path: Path, server_settings: dict[str, float]) -> Iterator[tuple[Cloud, str]]:
+def cloud(tmp_path: Path, server_settings: dict[str, Any]) -> Iterator[tuple[Cloud, str]]:
     settings = ServerSettings(
         home=tmp_path / "server",
         token=ADMIN_TOKEN,

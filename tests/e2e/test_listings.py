@@ -93,3 +93,34 @@ def test_ps_and_rm_stay_in_the_current_repository_unless_all_repos(
     # The other repository has no commit: its run's code is a diff blob of its own.
     assert re.search(r"^2 runs removed; \d+ B will be freed within 1 hour", removed.out, re.M)
     assert json.loads(env.dstack("ps", "-a", "--all-repos", "--json").out) == []
+
+
+def test_rm_of_one_run_says_what_it_frees_and_rm_all_asks_at_a_terminal(
+    process_env: Env,
+) -> None:
+    from tests.e2e.test_run_path import Terminal
+
+    env = process_env
+    env.workflows(WORKFLOWS)
+    env.commit()
+    names = []
+    for workflow in ("small", "large"):
+        assert env.dstack("run", workflow).code == 0
+        names.append(json.loads(env.dstack("ps", "--json").out)[0]["name"])
+
+    one = env.dstack("rm", names[0])
+    asked = Terminal(env, "rm", "-a")
+    asked.expect(rf"Remove 1 run\(s\): {names[1]}\? \[y/N\]")
+    asked.send("n\n")
+    refused = asked.finish()
+    left = [run["name"] for run in json.loads(env.dstack("ps", "-a", "--json").out)]
+
+    assert one.code == 0, one
+    assert one.out == (
+        f"Removed {names[0]}\n1 run removed; {size(1000)} will be freed within 1 hour"
+        " (garbage collection)\n"
+    )
+    assert refused == 130  # as any question declined (click's abort)
+    assert "Aborted." in asked.text()
+    assert "Removed" not in asked.text()
+    assert left == [names[1]]

@@ -82,11 +82,19 @@ class Terminal:
         os.write(self.master, text.encode())
 
     def finish(self, timeout: float = 120) -> int:
+        """The command's exit code once it ended and closed the terminal; past `timeout` it
+        is killed and the test fails, showing the terminal."""
         deadline = time.monotonic() + timeout
         while self._read(deadline):
             pass
-        code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        os.close(self.master)
+        try:
+            code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"still running; the terminal shows:\n{self.text()}") from None
+        finally:
+            os.close(self.master)
         return code
 
     def text(self) -> str:

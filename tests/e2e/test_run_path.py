@@ -76,6 +76,7 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while not re.search(pattern, self.text()):
             if time.monotonic() > deadline or not self._read(deadline):
+                self.kill()
                 raise AssertionError(f"{pattern!r} not shown; the terminal shows:\n{self.text()}")
 
     def send(self, text: str) -> None:
@@ -90,8 +91,7 @@ class Terminal:
         try:
             code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.kill()
             raise AssertionError(f"still running; the terminal shows:\n{self.text()}") from None
         finally:
             os.close(self.master)
@@ -99,6 +99,12 @@ class Terminal:
 
     def text(self) -> str:
         return self.output.decode(errors="replace").replace("\r", "")
+
+    def kill(self) -> None:
+        """End the command (and what it started in its session) where a test gives up."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def _read(self, deadline: float) -> bool:
         """Read what is there (waiting up to `deadline`); False once the terminal closed."""

@@ -132,3 +132,70 @@ def test_a_missing_dstack_folder_says_what_to_create(process_env: Env) -> None:
     env.write(".dstack/workflows.yaml", example + "\n")
     listed = env.dstack("workflows", "--json")
     assert [w["name"] for w in json.loads(listed.out)] == ["hello"]
+
+
+def test_config_lists_remotes_as_json_without_their_tokens(process_env: Env) -> None:
+    env = process_env
+    empty = env.dstack("config", "--json")
+    env.home.mkdir(parents=True, exist_ok=True)
+    (env.home / "config.yaml").write_text(
+        "default: team\nremotes:\n"
+        "  - {name: team, url: 'http://team:3000', token: secret-team-token-0123}\n"
+        "  - {name: lab, url: 'http://lab:3000', token: secret-lab-token-0123}\n"
+    )
+    listed = env.dstack("config", "--json")
+
+    assert (empty.code, json.loads(empty.out)) == (0, [])
+    assert listed.code == 0, listed
+    assert json.loads(listed.out) == [
+        {"name": "team", "url": "http://team:3000", "default": True},
+        {"name": "lab", "url": "http://lab:3000", "default": False},
+    ]
+    assert "secret" not in listed.out
+
+
+# Commands that talk to no server: the remotes file, the server itself and the local one, the
+# repository's files.
+LOCAL_ONLY = {"config", "server", "server status", "server stop", "workflows"}
+LISTINGS = {
+    "backends list", "config", "logs", "ls", "offers", "plan", "ps", "runners",
+    "secrets list", "server status", "tags list", "users list", "workflows",
+}  # fmt: skip
+
+
+def _commands() -> list[str]:
+    """Every command the CLI has, as `dstack --help` and each group's `--help` list them."""
+    found = []
+    groups = [""]
+    while groups:
+        group = groups.pop()
+        shown = _help(group)
+        listed = shown.split("\nCommands:\n", 1)
+        if group and (len(listed) == 1 or "[COMMAND]" in shown.splitlines()[0]):
+            found.append(group)  # a command, or a group that does something alone
+        if len(listed) == 2:
+            rows = listed[1].split("\n\n", 1)[0].splitlines()
+            names = [row.split()[0] for row in rows if row.startswith("  ") and row[2] != " "]
+            groups += [f"{group} {name}".strip() for name in names]
+    return sorted(found)
+
+
+def _help(command: str) -> str:
+    # Imported here: the CLI in this process (each `--help` a subprocess would cost ~0.3 s).
+    from click.testing import CliRunner
+
+    from dstack.cli.main import cli
+
+    result = CliRunner().invoke(cli, [*command.split(), "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, (command, result.output)
+    return result.output
+
+
+def test_every_command_that_talks_to_a_server_takes_remote_and_each_listing_json() -> None:
+    commands = _commands()
+    without_remote = {c for c in commands if "--remote" not in _help(c)}
+    without_json = {c for c in LISTINGS if "--json" not in _help(c)}
+
+    assert {"run", "plan", "stop", "ps", "runners", "users list"} <= set(commands)
+    assert without_remote == LOCAL_ONLY
+    assert without_json == set()

@@ -194,7 +194,9 @@ def test_a_run_referring_to_a_missing_secret_fails_before_anything_starts(
     run = dstack(home, repo, "run", "login")
 
     assert run.returncode == 1
-    assert run.stderr.splitlines() == [
+    lines = run.stderr.splitlines()
+    assert lines[0].startswith("Uploading commit ")  # the code goes first: no job started
+    assert lines[1:] == [
         "Error: the workflow refers to secret 'WANDB_KEY', which does not exist",
         "Hint: add it: dstack secrets add WANDB_KEY",
     ]

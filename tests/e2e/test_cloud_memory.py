@@ -5,9 +5,11 @@ running its user-data script with bash on loopback (`tests/infra/boot.py`)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
@@ -29,7 +31,13 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[tuple[Cloud, str]]:
+def server_settings() -> dict[str, Any]:
+    """Settings of the team server a test changes (by overriding this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, server_settings: dict[str, Any]) -> Iterator[tuple[Cloud, str]]:
     settings = ServerSettings(
         home=tmp_path / "server",
         token=ADMIN_TOKEN,
@@ -38,6 +46,7 @@ def cloud(tmp_path: Path) -> Iterator[tuple[Cloud, str]]:
         scheduler_interval=0.2,
         instance_poll_interval=0.5,
         instance_registration_timeout=60.0,
+        **server_settings,
     )
     limits = BackendLimits(max_instances=2, idle_timeout=IDLE_TIMEOUT)
     add_backend(
@@ -128,3 +137,36 @@ def test_a_job_no_runner_fits_runs_on_a_spot_instance_which_goes_when_idle(
     assert "No runners yet." in gone.out, gone.out
     listed = user.dstack("ps", "--remote")
     assert "$" in listed.out, listed.out  # the run's cost
+
+
+@pytest.mark.parametrize(
+    "server_settings", [{"no_capacity_backoff": 0.5, "no_capacity_timeout": 3.0}]
+)
+def test_a_job_no_instance_can_be_had_for_says_why_it_waits_then_why_it_failed(
+    user: Env, cloud: tuple[Cloud, str]
+) -> None:
+    twin = cloud[0].twin
+    for offer in twin.catalog:
+        twin.set_capacity(offer.instance_type, spot=offer.spot, available=False)
+
+    attached = user.dstack("run", "--remote", "train", timeout=90)
+
+    assert attached.code == 1, attached
+    lines = attached.err.splitlines()
+    # each change the CLI saw (it looks once a second: a short state may pass unseen)
+    waiting = [x for x in lines if x.startswith("pending")]
+    assert waiting, lines
+    assert all(
+        re.fullmatch(
+            r"pending \(no capacity\) — no capacity \(round \d\): tried cpu\.small \(spot,"
+            r" .*\) on memory, .*; trying again in [\d.]+s",
+            x,
+        )
+        or x == "pending (waiting for instance) — looking for a cloud offer"
+        for x in waiting
+    ), lines
+    assert not any("register" in x for x in lines), lines
+    assert re.fullmatch(
+        r"failed \(no capacity\) — no capacity within 3s; offers tried: cpu\.small .*", lines[-1]
+    ), lines
+    assert twin.alive() == []

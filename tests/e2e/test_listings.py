@@ -80,8 +80,47 @@ def test_ps_and_rm_stay_in_the_current_repository_unless_all_repos(
     assert header[:3] == ["RUN", "REPO", "WORKFLOW"]  # one user: no USER column
     ids = {current_repo_id(env.repo), current_repo_id(other)}
     assert {repo_id[:14] for repo_id in ids} <= set(every.out.split()), every.out
+    removed_here = env.dstack("rm", "-a", "-y")
+    assert removed_here.code == 0, removed_here
+    assert re.search(r"^1 run removed; ", removed_here.out, re.M), removed_here.out
+    left = json.loads(env.dstack("ps", "-a", "--all-repos", "--json").out)
+    assert [run["repo"]["repo_id"] for run in left] == [current_repo_id(other)]
+    theirs_name = left[0]["name"]
+    assert env.dstack("run", "bash", "-c", "echo mine again").code == 0
     removed = env.dstack("rm", "-a", "-y", "--all-repos")
     assert removed.code == 0, removed
+    assert theirs_name in removed.out
     # The other repository has no commit: its run's code is a diff blob of its own.
     assert re.search(r"^2 runs removed; \d+ B will be freed within 1 hour", removed.out, re.M)
     assert json.loads(env.dstack("ps", "-a", "--all-repos", "--json").out) == []
+
+
+def test_rm_of_one_run_says_what_it_frees_and_rm_all_asks_at_a_terminal(
+    process_env: Env,
+) -> None:
+    from tests.e2e.test_run_path import Terminal
+
+    env = process_env
+    env.workflows(WORKFLOWS)
+    env.commit()
+    names = []
+    for workflow in ("small", "large"):
+        assert env.dstack("run", workflow).code == 0
+        names.append(json.loads(env.dstack("ps", "--json").out)[0]["name"])
+
+    one = env.dstack("rm", names[0])
+    asked = Terminal(env, "rm", "-a")
+    asked.expect(rf"Remove 1 run\(s\): {names[1]}\? \[y/N\]")
+    asked.send("n\n")
+    refused = asked.finish()
+    left = [run["name"] for run in json.loads(env.dstack("ps", "-a", "--json").out)]
+
+    assert one.code == 0, one
+    assert one.out == (
+        f"Removed {names[0]}\n1 run removed; {size(1000)} will be freed within 1 hour"
+        " (garbage collection)\n"
+    )
+    assert refused == 130  # as any question declined (click's abort)
+    assert "Aborted." in asked.text()
+    assert "Removed" not in asked.text()
+    assert left == [names[1]]

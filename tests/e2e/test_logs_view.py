@@ -81,3 +81,28 @@ def test_logs_of_a_run_whose_jobs_were_all_cached_say_so(process_env: Env) -> No
         f"{second} has no output: every job reused the results of run {first}"
         f" (cached; `dstack logs {first}` shows the output that made them)\n"
     )
+
+
+def test_run_shows_the_lines_as_logs_does_with_timestamps_and_runner(process_env: Env) -> None:
+    env = process_env
+    env.workflows(WORKFLOWS)
+    env.commit()
+
+    # before the workflow's name, and after it (as dstack's other options may stand)
+    early = env.dstack("run", "--timestamps", "--runner", "prepare")
+    late = env.dstack("run", "train", "--reload", "--timestamps", "--runner")
+    plain = env.dstack("run", "train", "--reload")
+
+    assert early.code == 0, early
+    assert re.fullmatch(rf"{STAMP} prepared\n", early.out)
+    err_lines = early.err.splitlines()
+    assert any(re.fullmatch(rf"{STAMP} warned", x) for x in err_lines), early.err
+    assert any(re.match(rf"{STAMP} uploaded 1 file .* of data", x) for x in err_lines), early.err
+    assert late.code == 0, late
+    assert re.fullmatch(rf"{STAMP} \[prepare\] prepared\n{STAMP} \[train\] trained\n", late.out)
+    assert any(
+        re.fullmatch(rf"{STAMP} \[train\] artifact 'checkpoint' was declared but not written", x)
+        for x in late.err.splitlines()
+    ), late.err
+    assert plain.out == "[prepare] prepared\n[train] trained\n"
+    assert "declared but not written" not in plain.err

@@ -281,3 +281,84 @@ def test_wrong_token_is_one_clear_line(
     assert result.err.startswith("Error: the dstack server rejected the token"), result
     assert "Traceback" not in result.err
     assert not (env.home / "config.yaml").exists()
+
+
+RUN_NAME = re.compile(r"[a-z]+-[a-z]+-\d+ ")
+BIG = """
+workflows:
+  - name: big
+    provider: bash
+    commands: [echo never]
+    resources:
+      cpu: 64
+"""
+
+
+@pytest.fixture
+def lone_team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TeamServer, Env]]:
+    """A team server with no runner yet (it waits 3 s for one to register), and its admin."""
+    monkeypatch.setenv("DSTACK_SERVER_NO_RUNNER_GRACE", "3")
+    server = TeamServer(home=tmp_path / "server-home")
+    (tmp_path / "user").mkdir()
+    env = make_env(tmp_path / "user", "process")
+    try:
+        server.start()
+        assert env.dstack("config", "--url", server.url, "--token", ADMIN_TOKEN).code == 0
+        env.workflows(BIG)
+        env.commit()
+        yield server, env
+    finally:
+        server.stop()
+        _stop_server(env.home)
+
+
+@pytest.fixture
+def lone_server(lone_team: tuple[TeamServer, Env]) -> Env:
+    return lone_team[1]
+
+
+def test_a_job_no_runner_registers_for_says_it_waits_then_why_it_failed(
+    lone_server: Env,
+) -> None:
+    attached = lone_server.dstack("run", "--remote", "big")
+
+    assert attached.code == 1, attached
+    lines = attached.err.splitlines()
+    assert "pending (waiting for runner) — waiting for a runner to register" in lines
+    assert lines[-1] == "failed (no capacity) — asked for 64 CPU; runners: none registered"
+
+
+def test_at_a_terminal_the_waiting_line_gives_way_to_why_the_job_failed(
+    lone_server: Env,
+) -> None:
+    from tests.e2e.test_run_path import Terminal
+
+    term = Terminal(lone_server, "run", "--remote", "big")
+    term.expect("waiting for a runner to register")  # the spinner's line
+
+    assert term.finish() == 1
+    shown = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", term.text())  # colours, line erasures
+    last = shown.rstrip("\n").rsplit("to register", 1)[1]  # after the spinner's last frame
+    assert last == "failed (no capacity) — asked for 64 CPU; runners: none registered", shown
+
+
+def test_ps_has_a_user_column_once_two_users_ran_in_the_repository(
+    lone_team: tuple[TeamServer, Env], tmp_path: Path
+) -> None:
+    server, admin = lone_team
+    created = admin.dstack("users", "add", "bob", "--remote")
+    assert created.code == 0, created
+    bob = Env(repo=admin.repo, home=tmp_path / "bob-home", executor="process")
+    assert bob.dstack("config", "--url", server.url, "--token", created.out.split()[-1]).code == 0
+
+    alone = admin.dstack("run", "--remote", "-d", "big")
+    before = admin.dstack("ps", "-a", "--remote")
+    bobs = bob.dstack("run", "--remote", "-d", "big")
+    after = admin.dstack("ps", "-a", "--remote")
+
+    assert (alone.code, bobs.code) == (0, 0), (alone, bobs)
+    assert before.out.splitlines()[0].split()[:2] == ["RUN", "WORKFLOW"]
+    assert after.code == 0, after
+    assert after.out.splitlines()[0].split()[:3] == ["RUN", "USER", "WORKFLOW"]
+    users = {x.split()[0]: x.split()[1] for x in after.out.splitlines()[1:] if RUN_NAME.match(x)}
+    assert users == {alone.out.strip(): "admin", bobs.out.strip(): "bob"}, after.out

@@ -1,15 +1,17 @@
 """`dstack run` as a person types it: mistakes caught, what is uploaded said (and asked about
-on a terminal), `-d` for scripts. Through the real CLI; a pseudo-terminal where the terminal
-matters (the question, the progress bar)."""
+on a terminal), `-d` for scripts, Ctrl+C. Through the real CLI; a pseudo-terminal where the
+terminal matters (the question, the progress bar, Ctrl+C typed)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +44,17 @@ variables:
 """
 
 
+def _take_the_terminal() -> None:
+    """In the child, a session leader: the pseudo-terminal becomes its controlling terminal
+    (Ctrl+C typed there is SIGINT to its foreground group, as at a shell), and SIGINT is not
+    ignored even when the test run itself ignores it."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
-    """`dstack ARGS` on a pseudo-terminal: stdin, stdout and stderr are its slave side."""
+    """`dstack ARGS` on a pseudo-terminal: stdin, stdout and stderr are its slave side, and
+    it is the command's controlling terminal."""
 
     def __init__(self, env: Env, *args: str, extra: dict[str, str] | None = None) -> None:
         master, slave = os.openpty()
@@ -57,7 +68,7 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=_take_the_terminal,
         )
         os.close(slave)
 
@@ -65,21 +76,35 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while not re.search(pattern, self.text()):
             if time.monotonic() > deadline or not self._read(deadline):
+                self.kill()
                 raise AssertionError(f"{pattern!r} not shown; the terminal shows:\n{self.text()}")
 
     def send(self, text: str) -> None:
         os.write(self.master, text.encode())
 
     def finish(self, timeout: float = 120) -> int:
+        """The command's exit code once it ended and closed the terminal; past `timeout` it
+        is killed and the test fails, showing the terminal."""
         deadline = time.monotonic() + timeout
         while self._read(deadline):
             pass
-        code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        os.close(self.master)
+        try:
+            code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"still running; the terminal shows:\n{self.text()}") from None
+        finally:
+            os.close(self.master)
         return code
 
     def text(self) -> str:
         return self.output.decode(errors="replace").replace("\r", "")
+
+    def kill(self) -> None:
+        """End the command (and what it started in its session) where a test gives up."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def _read(self, deadline: float) -> bool:
         """Read what is there (waiting up to `deadline`); False once the terminal closed."""
@@ -296,6 +321,8 @@ def test_yes_skips_the_question_and_a_big_upload_shows_progress(process_env: Env
     assert "[y/N]" not in text
     assert "big.bin" in text
     assert "uploading" in text  # the progress bar's label
+    assert re.search(r"[\d.]+/[\d.]+ MiB", text), text  # IEC units, as every size
+    assert not re.search(r"\bMB\b", text), text
     assert "3000000" in text
 
 
@@ -377,3 +404,83 @@ def test_a_remote_run_missing_a_dependency_says_to_run_it_there_or_push_it(
         assert "dstack push RUN --remote" in result.err
     finally:
         server.stop()
+
+
+# --- a commit sent as a bundle ------------------------------------------------------------
+
+
+def test_a_commit_sent_as_a_bundle_is_announced_with_its_size_once(process_env: Env) -> None:
+    env = process_env
+    env.write("notes.txt", "first")
+    env.commit("notes")
+    commit = env.git("rev-parse", "HEAD").strip()
+
+    first = env.dstack("run", "bash", "-c", "cat notes.txt")
+    again = env.dstack("run", "bash", "-c", "cat notes.txt")
+
+    assert first.code == 0, first
+    assert first.out == "first"
+    line = re.search(
+        rf"^Uploading commit {commit[:12]}: a git bundle, ([\d.]+ [KM]?i?B) ", first.err, re.M
+    )
+    assert line, first.err
+    assert again.code == 0, again
+    assert "Uploading commit" not in again.err  # sent once per commit
+
+
+def test_a_big_commit_shows_progress_on_a_terminal(process_env: Env) -> None:
+    env = process_env
+    env.write("weights.bin", os.urandom(3_000_000).hex()[:3_000_000])  # does not compress away
+    env.commit("weights")
+    term = Terminal(env, "run", "bash", "-c", "wc -c < weights.bin")
+    assert term.finish() == 0, term.text()
+    text = term.text()
+    assert re.search(r"Uploading commit [0-9a-f]{12}: a git bundle, [\d.]+ MiB ", text), text
+    assert "uploading" in text  # the progress bar's label
+    assert re.search(r"[\d.]+/[\d.]+ MiB", text), text  # IEC units, as every size
+    assert not re.search(r"\bMB\b", text), text
+    assert "3000000" in text
+
+
+# --- Ctrl+C -------------------------------------------------------------------------------
+
+SLOW = """
+workflows:
+  - name: slow
+    provider: bash
+    commands: [echo started, sleep 600]
+"""
+
+
+def _ctrl_c_at_a_terminal(env: Env) -> tuple[Terminal, str]:
+    """`dstack run slow` at a terminal, Ctrl+C typed once its job runs: the question shown."""
+    env.workflows(SLOW)
+    env.commit()
+    term = Terminal(env, "run", "slow")
+    term.expect(r"started\n")
+    term.send("\x03")
+    term.expect(r"Stop the run [a-z]+-[a-z]+-\d+\? \[y/N\]")
+    name = re.findall(r"Stop the run (\S+)\?", term.text())[-1]
+    return term, name
+
+
+def test_ctrl_c_at_a_terminal_asks_and_yes_stops_the_run(process_env: Env) -> None:
+    term, name = _ctrl_c_at_a_terminal(process_env)
+    term.send("y\n")
+    code = term.finish()
+
+    assert "Stopping... (Ctrl+C again to detach)" in term.text()
+    assert "Detached" not in term.text()
+    assert code == 143, term.text()  # the job's: ended by SIGTERM, as `docker stop` does
+    assert process_env.run_json(name)["status"] == "stopped"
+
+
+def test_ctrl_c_at_a_terminal_asks_and_no_detaches_the_run_going_on(process_env: Env) -> None:
+    term, name = _ctrl_c_at_a_terminal(process_env)
+    term.send("n\n")
+    code = term.finish()
+
+    assert code == 0, term.text()
+    assert f"Detached. The run keeps going: `dstack logs -f {name}`" in term.text()
+    assert process_env.run_json(name)["status"] == "running"  # the local server survived too
+    assert process_env.dstack("stop", "-x", name).code == 0

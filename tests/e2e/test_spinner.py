@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import sys
 import time
@@ -80,3 +81,34 @@ def test_waiting_is_a_spinner_at_a_terminal_and_a_line_when_piped(process_env: E
     assert f"{WAITING}\n" in piped.err.splitlines(keepends=True)
     assert not any(frame in piped.err for frame in FRAMES)
     assert "\x1b[2K" not in piped.err
+
+
+def test_waiting_for_an_app_is_a_spinner_at_a_terminal_then_its_url(process_env: Env) -> None:
+    from tests.e2e.test_run_path import Terminal
+
+    env = process_env
+    env.workflows(
+        """
+        workflows:
+          - name: files
+            provider: bash
+            ports: 1
+            commands:
+              - sleep 3
+              - python -m http.server $PORT_0 --bind 127.0.0.1
+        """
+    )
+    env.commit()
+    term = Terminal(env, "run", "files")
+    term.expect(r"app 'files': http://127\.0\.0\.1:\d+/\n")
+    term.send("\x03")
+    term.expect(r"\[y/N\]")
+    term.send("y\n")
+    term.finish()
+
+    shown = term.output.decode(errors="replace")
+    waiting = re.search(r"waiting for app 'files' on port \d+…", shown)
+    assert waiting, shown
+    frames = [frame for frame in FRAMES if f"{frame} {waiting.group(0)}" in shown]
+    assert len(frames) > 1, shown  # drawn again and again while it waits
+    assert f"{waiting.group(0)}\r\n" not in shown  # erased, not left as a line

@@ -33,6 +33,13 @@ class UploadHooks(Protocol):
         and submit nothing. Gives a function called with each chunk's size as it is sent."""
         ...
 
+    def sending_commit(
+        self, commit: str, size: int
+    ) -> AbstractContextManager[Callable[[int], None] | None]:
+        """Entered right before the git bundle of `commit` (`size` bytes) is uploaded (a
+        commit no remote the server clones holds); gives a progress function as above."""
+        ...
+
 
 def upload_code(
     client: Client,
@@ -52,12 +59,12 @@ def upload_code(
     local changes is uploaded unless the server has it; an uploaded one is remembered in
     `cache_dir/diffs/<digest>`. With `trust_memo`, what was remembered is not asked about:
     the server refuses the submission (`MissingBlobsError`) if it lost it. `hooks` sees the
-    upload of the diff, when there is one.
+    uploads of the bundle and of the diff, when they go.
     """
     clone_url = clone_url_for(client, state)
     bundle_digest = None
     if state.commit and clone_url is None:
-        bundle_digest = _upload_bundle(client, state, cache_dir, trust_memo=trust_memo)
+        bundle_digest = _upload_bundle(client, state, cache_dir, trust_memo=trust_memo, hooks=hooks)
     diff_digest = None
     if state.diff:
         diff_digest = digest_bytes(state.diff)
@@ -96,7 +103,14 @@ def clone_url_for(client: Client, state: RepoState) -> str | None:
     return credentials.url if is_pushed(state.root, state.commit, credentials.url) else None
 
 
-def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_memo: bool) -> str:
+def _upload_bundle(
+    client: Client,
+    state: RepoState,
+    cache_dir: Path,
+    *,
+    trust_memo: bool,
+    hooks: UploadHooks | None = None,
+) -> str:
     assert state.commit is not None
     memo = cache_dir / "bundles" / state.commit
     if memo.exists():
@@ -111,7 +125,12 @@ def _upload_bundle(client: Client, state: RepoState, cache_dir: Path, *, trust_m
         create_bundle(state.root, state.commit, path)
         digest = hash_file(path)
         if not client.has_blob(digest):
-            client.put_blob(path, digest)
+            size = path.stat().st_size
+            watch = (
+                hooks.sending_commit(state.commit, size) if hooks is not None else nullcontext(None)
+            )
+            with watch as progress:
+                client.put_blob(path, digest, progress=progress)
     _remember(memo, digest)
     return digest
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from dstack.cli.context import cli_config, dstack_home
@@ -16,8 +18,16 @@ from dstack.errors import AuthError, ConfigError, ServerError
 @click.option("--name", default="default", show_default=True, help="Name of the remote.")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
 @click.option("--delete", "delete", metavar="NAME", help="Remove the remote NAME.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="List as JSON (name, url, default; no token)."
+)
 def config(
-    url: str | None, token: str | None, name: str, make_default: bool, delete: str | None
+    url: str | None,
+    token: str | None,
+    name: str,
+    make_default: bool,
+    delete: str | None,
+    as_json: bool,
 ) -> None:
     """Add a remote (`--url` and `--token`), delete one, or list them."""
     settings = cli_config()
@@ -27,7 +37,7 @@ def config(
         click.echo(f"Removed remote '{delete}'.")
         return
     if url is None and token is None:
-        _print_remotes()
+        _print_remotes(as_json)
         return
     if not url or not token:
         raise ConfigError(
@@ -67,8 +77,15 @@ def check_remote(url: str, token: str) -> None:
         client.check_token()
 
 
-def _print_remotes() -> None:
+def _print_remotes(as_json: bool) -> None:
     settings = cli_config()
+    if as_json:
+        rows = [
+            {"name": r.name, "url": r.url, "default": r.name == settings.default}
+            for r in settings.remotes
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
     if not settings.remotes:
         click.echo(f"No remotes in {config_path(dstack_home())}.")
         click.echo("Add one with `dstack config --url URL --token TOKEN`.")

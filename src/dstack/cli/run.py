@@ -41,17 +41,18 @@ HELP = """Run a workflow of this repository, or a provider directly.
 
 Everything after WORKFLOW belongs to the workflow: declared variables (`--name value`), and
 the rest is passed on as `${{ run.args }}` — except dstack's own -d, -t, -y, --reload,
---explain and --remote[=NAME], which may also follow a workflow's name (use `--` to pass
-them on instead). An argument the workflow cannot take (an unknown --variable, or any
-argument when it places none) is an error. `--remote` submits to the default remote server
-(see `dstack config`). For a provider, dstack's options go before the provider's name; the
-provider's own (--gpu, --dep, ...) may also follow a script, up to `--`.
-Local changes (changed and untracked files, less those .dstackignore lists) are uploaded
-with the run: their size is shown, and above DSTACK_UPLOAD_CONFIRM_SIZE (10MB) the command
-asks first on a terminal (-y skips the question). With -d, stdout is the run's name alone.
-The command shows the logs live, and the URL of each app the run serves once it answers
-(`dstack attach RUN` shows them again), and exits with the run's exit code. While the
-server is unreachable it reconnects, for up to --reconnect-timeout seconds (then exit 75).
+--explain, --timestamps, --runner and --remote[=NAME], which may also follow a workflow's
+name (use `--` to pass them on instead). An argument the workflow cannot take (an unknown
+--variable, or any argument when it places none) is an error. `--remote` submits to the
+default remote server (see `dstack config`). For a provider, dstack's options go before the
+provider's name; the provider's own (--gpu, --dep, ...) may also follow a script, up to
+`--`. Local changes (changed and untracked files, less those .dstackignore lists) are
+uploaded with the run: their size is shown, and above DSTACK_UPLOAD_CONFIRM_SIZE (10MB) the
+command asks first on a terminal (-y skips the question). With -d, stdout is the run's name
+alone. The command shows the logs live, and the URL of each app the run serves once it
+answers (`dstack attach RUN` shows them again), and exits with the run's exit code. While
+the server is unreachable it reconnects, for up to --reconnect-timeout seconds (then exit
+75).
 """
 
 
@@ -67,6 +68,12 @@ server is unreachable it reconnects, for up to --reconnect-timeout seconds (then
 @click.option("--reload", is_flag=True, help="Run every job, even when an earlier result fits.")
 @click.option("--explain", is_flag=True, help="Say for each job why it runs or what it reuses.")
 @click.option("-y", "--yes", is_flag=True, help="Upload local changes of any size without asking.")
+@click.option(
+    "--timestamps", is_flag=True, help="Start each log line with its time (UTC, ISO 8601)."
+)
+@click.option(
+    "--runner", "show_runner", is_flag=True, help="Also the runner's own messages, on stderr."
+)
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this message and exit.")
 @remote_option
 @reconnect_option
@@ -80,6 +87,8 @@ def run(
     reload: bool,
     explain: bool,
     yes: bool,
+    timestamps: bool,
+    show_runner: bool,
     show_help: bool,
     remote: str | None,
     reconnect_timeout: float,
@@ -105,6 +114,8 @@ def run(
         reload = reload or bool(late.get("reload"))
         explain = explain or bool(late.get("explain"))
         yes = yes or bool(late.get("yes"))
+        timestamps = timestamps or bool(late.get("timestamps"))
+        show_runner = show_runner or bool(late.get("runner"))
         late_remote = late.get("remote")
         if isinstance(late_remote, str) and remote is None:
             remote = late_remote
@@ -138,7 +149,14 @@ def run(
         # stdout holds the name alone: `name=$(dstack run -d train)`
         click.echo(submitted.name)
         return
-    final = _attach(client, submitted, remote, reconnect_timeout)
+    final = _attach(
+        client,
+        submitted,
+        remote,
+        reconnect_timeout,
+        timestamps=timestamps,
+        runner=show_runner,
+    )
 
     sys.exit(exit_code_of(final))
 
@@ -230,6 +248,8 @@ _LATE_FLAGS = {
     "--explain": "explain",
     "-y": "yes",
     "--yes": "yes",
+    "--timestamps": "timestamps",
+    "--runner": "runner",
 }
 _LATE_VALUES = {"-t": "tag", "--tag": "tag"}
 
@@ -287,7 +307,22 @@ def _print_submitted(submitted: Run) -> None:
     print_runs([submitted], stderr=True)
 
 
-def _attach(client: Client, submitted: Run, remote: str | None, reconnect_timeout: float) -> Run:
+def _attach(
+    client: Client,
+    submitted: Run,
+    remote: str | None,
+    reconnect_timeout: float,
+    *,
+    timestamps: bool,
+    runner: bool,
+) -> Run:
     from dstack.cli.attach import attach_run  # `-d` skips the app announcer (about 15 ms)
 
-    return attach_run(client, submitted, remote=remote, reconnect_timeout=reconnect_timeout)
+    return attach_run(
+        client,
+        submitted,
+        remote=remote,
+        reconnect_timeout=reconnect_timeout,
+        timestamps=timestamps,
+        runner=runner,
+    )

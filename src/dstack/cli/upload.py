@@ -1,10 +1,12 @@
 """What `dstack run` says about the local changes it uploads, and the question it asks.
 
-Before the diff of changed and untracked files goes to the server: one summary line (files,
-size). Above `DSTACK_UPLOAD_CONFIRM_SIZE` (10 MB) the biggest files are named and, on a
-terminal, the user is asked (`--yes` skips the question); without a terminal the upload goes
-on, the summary printed, as `docker build` sends its context: a script or CI job is not
-stopped by a question nobody can answer. Progress shows on a terminal while it goes.
+Before the git bundle of a commit goes to the server (a commit no remote the server clones
+holds, once per commit): one line, its size. Before the diff of changed and untracked files:
+one summary line (files, size). Above `DSTACK_UPLOAD_CONFIRM_SIZE` (10 MB) the biggest files
+are named and, on a terminal, the user is asked (`--yes` skips the question); without a
+terminal the upload goes on, the summary printed, as `docker build` sends its context: a
+script or CI job is not stopped by a question nobody can answer. Progress shows on a
+terminal while it goes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 
 import click
 
+from dstack.cli.render import transfer_columns
 from dstack.errors import DstackError
 from dstack.models.sizes import format_bytes
 from dstack.repo.changes import summarize_diff
@@ -55,10 +58,27 @@ class UploadPrompt:
                 click.echo(f"  {'':>10}  and {count - BIGGEST_SHOWN} more", err=True)
             if self.interactive and not self.yes:
                 self._ask(summary.size)
-        if not self.interactive or summary.size < PROGRESS_FROM:
+        with self._progress_of(summary.size) as advance:
+            yield advance
+
+    @contextmanager
+    def sending_commit(self, commit: str, size: int) -> Iterator[Callable[[int], None] | None]:
+        """A commit no remote the server clones holds travels as a git bundle: said with its
+        size, and with progress on a terminal. Not asked about: the run needs it."""
+        click.echo(
+            f"Uploading commit {commit[:12]}: a git bundle, {size_text(size)} (once per commit;"
+            " after `dstack init`, runners clone a pushed commit instead)",
+            err=True,
+        )
+        with self._progress_of(size) as advance:
+            yield advance
+
+    @contextmanager
+    def _progress_of(self, size: int) -> Iterator[Callable[[int], None] | None]:
+        if not self.interactive or size < PROGRESS_FROM:
             yield None
             return
-        with _progress(summary.size) as advance:
+        with _progress(size) as advance:
             yield advance
 
     def _ask(self, size: int) -> None:
@@ -80,15 +100,9 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
     """A transient progress bar on stderr (rich is imported only for it)."""
     # rich.console and rich.progress: ~55 ms only an upload's bar needs
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    columns = (TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (TextColumn("uploading"), BarColumn(), *transfer_columns())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("upload", total=total)
         yield lambda sent: progress.advance(task, sent)

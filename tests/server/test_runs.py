@@ -246,3 +246,11 @@ async def test_listings_keep_finished_jobs_fixed_and_running_ones_current(
     assert final[second.job_id].status is JobStatus.DONE
     assert final[second.job_id].timings.running == pytest.approx(65)
     assert final[second.job_id].runner_name == "a"
+
+
+def test_the_unfinished_jobs_index_names_every_finished_status() -> None:
+    from dstack.server.db.models import UNFINISHED_JOB  # only this test reads the predicate
+
+    named = set(re.findall(r"'(\w+)'", UNFINISHED_JOB.text))
+
+    assert named == {status.value for status in JobStatus if status.is_finished()}

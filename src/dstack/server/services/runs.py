@@ -28,7 +28,15 @@ from dstack.models.run import Run, run_cost, run_status
 from dstack.models.runner import RunnerStatus
 from dstack.models.runs_api import RunDeleted
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, LogRow, ManifestRow, RunnerRow, RunRow, TagRow
+from dstack.server.db.models import (
+    UNFINISHED_JOB,
+    JobRow,
+    LogRow,
+    ManifestRow,
+    RunnerRow,
+    RunRow,
+    TagRow,
+)
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import caching, dependencies, gc, instances, secrets
 from dstack.server.services import jobs as job_service
@@ -342,8 +350,8 @@ async def list_runs(
     plus the newest `settings.finished_runs_listed` finished ones.
 
     Without `all` the rows read do not grow with the history (`dstack ps` on a server of
-    100,000 runs): the runs with an unfinished job (`ix_jobs_status_submitted`) and the
-    newest runs, as many as the finished ones listed plus the unfinished ones
+    100,000 runs): the runs with an unfinished job (`ix_jobs_unfinished`, a partial index)
+    and the newest runs, as many as the finished ones listed plus the unfinished ones
     (`ix_runs_repo_submitted_name`, `ix_runs_submitted_name`): among those are the newest
     finished ones."""
     query = _RUNS_NEWEST_FIRST
@@ -365,18 +373,14 @@ async def list_runs(
     return [r for r in runs if not r.status.is_finished() or r.name in keep]
 
 
-_UNFINISHED = [status.value for status in JobStatus if not status.is_finished()]
-_UNFINISHED_RUNS = (
-    select(_JOBS.c.run_name)
-    .where(_JOBS.c.status.in_(bindparam("statuses", expanding=True)))
-    .distinct()
-)
+# Not DISTINCT: SQLite would then walk `ix_jobs_run_name` over every job instead.
+_UNFINISHED_RUNS = select(_JOBS.c.run_name).where(UNFINISHED_JOB)
 
 
 async def _recent_rows(connection: AsyncConnection, query: Any, finished: int) -> list[Row[Any]]:
     """The rows of `query` (runs newest first) with an unfinished job, and the newest
     `finished` + that many more: the newest `finished` finished runs are among them."""
-    active = set((await connection.scalars(_UNFINISHED_RUNS, {"statuses": _UNFINISHED})).all())
+    active = set((await connection.scalars(_UNFINISHED_RUNS)).all())
     newest = (await connection.execute(query.limit(finished + len(active)))).all()
     missing = active.difference(row.name for row in newest)
     if not missing:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -147,9 +148,7 @@ async def test_runs_listing_pages_by_keys_newest_first(http: httpx.AsyncClient) 
         {"limit": 1001},
     ],
 )
-async def test_a_bad_runs_page_is_refused(
-    http: httpx.AsyncClient, params: dict[str, object]
-) -> None:
+async def test_a_bad_runs_page_is_refused(http: httpx.AsyncClient, params: dict[str, Any]) -> None:
     response = await http.get("/api/runs", params=params, headers=AUTH)
 
     assert response.status_code in (400, 422)

@@ -271,10 +271,14 @@ class _Rows:
             f'"diff_digest":null}}'
         )
         spec = _spec(workflow, index)
+        submitted_jobs = ",".join(
+            f'{{"workflow_name":"{workflow}","spec":{spec},"deps":{_deps(job)}}}'
+            for job in range(JOBS_PER_RUN)
+        )
         submission = (
             f'{{"request":{{"repo":{repo},"workflow_name":"{workflow}","provider":null,'
-            f'"args":[],"variables":{{}},"tag":null,"jobs":[{{"workflow_name":"{workflow}",'
-            f'"spec":{spec},"deps":[]}}]}},"externals":[[]],"rerun_of":null}}'
+            f'"args":[],"variables":{{}},"tag":null,"jobs":[{submitted_jobs}]}},'
+            f'"externals":[{",".join(["[]"] * JOBS_PER_RUN)}],"rerun_of":null}}'
         )
         run = (
             name,
@@ -321,7 +325,7 @@ class _Rows:
                     job_index,
                     workflow,
                     spec,
-                    "[]" if job_index == 0 else f"[{job_index - 1}]",
+                    _deps(job_index),
                     status,
                     reason,
                     None,
@@ -362,6 +366,11 @@ class _Rows:
             self.filled.log_bytes += len(data)
         self.filled.logs += chunks
         return rows
+
+
+def _deps(job_index: int) -> str:
+    """The jobs of a run form a chain."""
+    return "[]" if job_index == 0 else f"[{job_index - 1}]"
 
 
 def _spec(workflow: str, index: int) -> str:

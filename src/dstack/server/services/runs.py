@@ -49,11 +49,15 @@ _RUNS = RunRow.__table__
 _JOBS = JobRow.__table__
 # Listings' statements are built once (building one and its cache key costs more than
 # running it on SQLite); values go in as bound parameters.
-_RUNS_NEWEST_FIRST = select(_RUNS).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
-_RUN_NAMED = select(_RUNS).where(_RUNS.c.name == bindparam("name"))
+# The columns a `Run` shows: a run's submission (its whole request again) and a job's cache
+# inputs and external artifacts are not, and decoding their JSON was a fifth of a listing.
+_RUN_SHOWN = [column for column in _RUNS.c if column.name != "submission"]
+_JOB_SHOWN = [c for c in _JOBS.c if c.name not in ("cache_inputs", "external_artifacts")]
+_RUNS_NEWEST_FIRST = select(*_RUN_SHOWN).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
+_RUN_NAMED = select(*_RUN_SHOWN).where(_RUNS.c.name == bindparam("name"))
 _RUNNERS = RunnerRow.__table__
 _JOBS_OF_RUNS = (
-    select(_JOBS, _RUNNERS.c.name.label("runner_name"))
+    select(*_JOB_SHOWN, _RUNNERS.c.name.label("runner_name"))
     .outerjoin(_RUNNERS, _RUNNERS.c.id == _JOBS.c.runner_id)
     .where(_JOBS.c.run_name.in_(bindparam("names", expanding=True)))
     .order_by(_JOBS.c.index)
@@ -435,7 +439,7 @@ async def _to_models(
     names = [r.name for r in rows]
     job_rows = (await connection.execute(_JOBS_OF_RUNS, {"names": names})).all() if names else []
     now = ctx.clock()
-    by_run: dict[str, list[Row[Any]]] = {}
+    by_run: dict[str, list[Any]] = {}
     for job in job_rows:
         by_run.setdefault(job.run_name, []).append(job)
     models = {

@@ -1,4 +1,5 @@
-"""`python -m benchmarks [--quick] [--only S1,S4] [--json out.json] [--runs N] [--dir DIR]`
+"""`python -m benchmarks [--quick] [--only S1,S4] [--json out.json] [--runs N] [--dir DIR]
+[--db sqlite,postgres]`
 
 Runs the scenarios (each in its own temp repository and DSTACK_HOME, local server warm
 before timing and stopped after) and prints one table: median, min-max, baseline, ratio,
@@ -17,17 +18,19 @@ from pathlib import Path
 
 from benchmarks.harness import Row, table
 from benchmarks.scenarios import SCENARIOS, Bench, Sizes
+from benchmarks.teamserver import parse_databases
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         chosen = _chosen(args.only)
+        databases = parse_databases(args.db)
     except ValueError as exc:
         print(f"benchmarks: {exc}", file=sys.stderr)
         return 2
     sizes = Sizes.quick() if args.quick else Sizes.full(runs=args.runs)
-    bench = Bench(sizes, work_dir=args.dir, shared=args.quick)
+    bench = Bench(sizes, work_dir=args.dir, shared=args.quick, databases=tuple(databases))
     rows: list[Row] = []
     broken: list[str] = []
     try:
@@ -70,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--runs", type=int, default=5, help="timed runs after the warm-up")
     parser.add_argument("--dir", type=Path, default=None, help="where to work (its disk)")
+    parser.add_argument(
+        "--db", default="sqlite", help="S7, S9, S10 on these databases: sqlite,postgres"
+    )
     return parser
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.scenarios import api, docker, logs, runs, scheduler, startup, storage
+from benchmarks.scenarios import api, docker, logs, runs, scale, scheduler, startup, storage
 from benchmarks.scenarios.base import Bench, Scenario, Sizes
 
 SCENARIOS: dict[str, Scenario] = {
@@ -17,6 +17,7 @@ SCENARIOS: dict[str, Scenario] = {
     "S7": scheduler.assignments,
     "S8": docker.docker_run,
     "S9": api.concurrent_clients,
+    "S10": scale.scale,
 }
 
 __all__ = ["SCENARIOS", "Bench", "Scenario", "Sizes"]

@@ -1,4 +1,6 @@
-"""S9: many concurrent API clients against the real local server (uvicorn on loopback).
+"""S9: many concurrent API clients against the real local server (uvicorn on loopback,
+SQLite); on `--db postgres`, against `dstack server` with a local runner on a throwaway
+PostgreSQL cluster.
 
 Each client alternates listing runs (`GET /api/runs?all=true`) and reading the first page of a
 run's logs (`GET /api/runs/NAME/logs`), one request at a time. Latency is per request;
@@ -15,6 +17,7 @@ from typing import Any
 
 from benchmarks.harness import Budget, Row
 from benchmarks.scenarios.base import Bench
+from benchmarks.workspace import BenchError
 
 LOGGING = """
 workflows:
@@ -25,19 +28,31 @@ workflows:
 
 
 def concurrent_clients(bench: Bench) -> list[Row]:
-    from dstack.server.local import ensure_local_server
+    rows: list[Row] = []
+    for kind in bench.databases:
+        rows += _concurrent_clients(bench, kind)
+    return rows
+
+
+def _concurrent_clients(bench: Bench, kind: str) -> list[Row]:
+    from benchmarks.scenarios.scheduler import server_on
 
     sizes = bench.sizes
     p50: list[float] = []
     p99: list[float] = []
     errors = 0
-    with bench.workspace() as ws:
+    # SQLite: the local server, warm with its runner; PostgreSQL: `dstack server` with one.
+    with (
+        bench.workspace(warm=kind == "sqlite") as ws,
+        server_on(ws, kind, local_runner=True) as (url, token, _),
+    ):
         ws.workflows(LOGGING)
-        names = []
+        remote = [] if kind == "sqlite" else ["--remote"]
         for _ in range(3):
-            ws.dstack("run", "chatty")
-            names.append(ws.newest_run())
-        url, token = ensure_local_server(ws.home)
+            out = ws.dstack("run", *remote, "chatty")
+            if "200" not in out:
+                raise BenchError(f"the run printed no log lines: {out[-500:]!r}")
+        names = _run_names(url, token)[:3]
         for index in range(sizes.runs + 1):
             # This process holds dstack, pydantic and httpx: a full collection of that heap
             # took 115-135 ms and stalled all 50 clients at once (a round's p99 went from
@@ -53,7 +68,7 @@ def concurrent_clients(bench: Bench) -> list[Row]:
                 p50.append(quantiles[49] * 1000)
                 p99.append(quantiles[98] * 1000)
                 errors += failed
-    label = f"{sizes.api_clients} clients"
+    label = f"{sizes.api_clients} clients, {kind}"
     return [
         Row("S9", f"API p50 ({label})", p50, unit="ms", errors=errors),
         Row(
@@ -110,3 +125,16 @@ def _request(counter: int, names: list[str]) -> tuple[str, dict[str, Any]]:
     if counter % 2:
         return f"/api/runs/{names[counter % len(names)]}/logs", {}
     return "/api/runs", {"all": "true"}
+
+
+def _run_names(url: str, token: str) -> list[str]:
+    import httpx
+
+    response = httpx.get(
+        f"{url}/api/runs",
+        params={"all": "true"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return [str(run["name"]) for run in response.json() if run["workflow_name"] == "chatty"]

@@ -25,14 +25,18 @@ class Sizes:
     sim_runners: int
     api_clients: int
     api_requests: int
+    scale_runs: int
+    """S10: finished runs in the database (10 jobs and 1 KiB of logs each)."""
+    scale_requests: int
+    """S10: timed requests of each kind."""
 
     @classmethod
     def full(cls, runs: int = 5) -> Sizes:
-        return cls(runs, 1024, 10_000, 1_000_000, 16, 1000, 50, 50, 20)
+        return cls(runs, 1024, 10_000, 1_000_000, 16, 1000, 50, 50, 20, 100_000, 300)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(1, 16, 300, 20_000, 4, 60, 10, 10, 5)
+        return cls(1, 16, 300, 20_000, 4, 60, 10, 10, 5, 1000, 20)
 
 
 @dataclass
@@ -42,6 +46,8 @@ class Bench:
     sizes: Sizes
     work_dir: Path | None = None
     shared: bool = False
+    databases: tuple[str, ...] = ("sqlite",)
+    """The databases S7, S9 and S10 run on (`--db`); others always run on SQLite."""
     """Reuse one warm process-executor workspace across scenarios (quick mode: the server
     start would otherwise be most of its time)."""
     _kept: Workspace | None = None

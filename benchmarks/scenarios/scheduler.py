@@ -1,6 +1,7 @@
 """S7: the scheduler alone — queued single-job runs against simulated runners.
 
-The real local server runs in its own process (uvicorn, SQLite, no local runner), so its CPU
+The real server runs in its own process (uvicorn, no local runner): on SQLite the local
+server, on PostgreSQL (`--db postgres`) `dstack server` on a throwaway cluster, so its CPU
 time is the server's and nothing else's. Simulated runners are asyncio tasks in this process
 speaking the runner API over loopback: register, then claim, report `running` and `done` at
 once, and claim again. The runs are submitted (untimed) before any runner claims; the clock
@@ -10,25 +11,31 @@ runs from the first claim until every job is done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from benchmarks.harness import Budget, Row
 from benchmarks.scenarios.base import Bench
-from benchmarks.workspace import BenchError
+from benchmarks.workspace import BenchError, Workspace
 
 
 def assignments(bench: Bench) -> list[Row]:
-    import psutil
+    rows: list[Row] = []
+    for kind in bench.databases:
+        rows += _assignments(bench, kind)
+    return rows
 
-    from dstack.server.local import ensure_local_server
+
+def _assignments(bench: Bench, kind: str) -> list[Row]:
+    import psutil
 
     sizes = bench.sizes
     rates: list[float] = []
     cpu_ms: list[float] = []
-    with bench.workspace(warm=False) as ws:
-        url, token = ensure_local_server(ws.home, start_runner=False)
-        server = psutil.Process(ws.server_pid())
+    with bench.workspace(warm=False) as ws, server_on(ws, kind) as (url, token, pid):
+        server = psutil.Process(pid)
         runner_token = asyncio.run(_runner_token(url, token))
         runners = asyncio.run(_register_all(url, runner_token, sizes.sim_runners))
         rounds = [max(1, sizes.queued_runs // 10)] + [sizes.queued_runs] * min(sizes.runs, 3)
@@ -40,19 +47,45 @@ def assignments(bench: Bench) -> list[Row]:
             if index:  # the first round is the warm-up
                 rates.append(count / seconds)
                 cpu_ms.append(used / count * 1000)
-    label = f"{sizes.queued_runs:,} runs, {sizes.sim_runners} runners"
+    label = f"{sizes.queued_runs:,} runs, {sizes.sim_runners} runners, {kind}"
     return [
         Row(
             "S7", f"assignments ({label})", rates, unit="jobs/s", budget=Budget(200, at_least=True)
         ),
         Row(
             "S7",
-            "server CPU per job",
+            f"server CPU per job ({kind})",
             cpu_ms,
             unit="ms",
             note="claim + running + done reports; server process only (psutil)",
         ),
     ]
+
+
+@contextlib.contextmanager
+def server_on(
+    ws: Workspace, kind: str, *, local_runner: bool = False
+) -> Iterator[tuple[str, str, int]]:
+    """(URL, admin token, pid) of a server on database `kind`: on SQLite the workspace's
+    local server (its runner only with `local_runner`); on PostgreSQL `dstack server` on a
+    throwaway cluster, made the workspace's default remote."""
+    from benchmarks.teamserver import add_remote, database, serve
+
+    if kind == "sqlite":
+        from dstack.server.local import ensure_local_server
+
+        url, token = ensure_local_server(ws.home, start_runner=local_runner)
+        pid = ws.server_pid()
+        if pid is None:
+            raise BenchError("the local server wrote no pid")
+        yield url, token, pid
+        return
+    with (
+        database(kind, ws.root / "db") as db,
+        serve(db, local_runner=local_runner, env=ws.environ()) as server,
+    ):
+        add_remote(ws.home, server)
+        yield server.url, server.token, server.pid
 
 
 def _cpu(process: Any) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -115,3 +116,40 @@ async def test_a_removed_runners_credential_is_refused(http: httpx.AsyncClient) 
     assert (removed.status_code, again.status_code) == (204, 404)
     response = await http.post(beat, json={"running_jobs": []}, headers=credential)
     assert (response.status_code, response.content) == (401, b"")
+
+
+async def test_runs_listing_pages_by_keys_newest_first(http: httpx.AsyncClient) -> None:
+    body = submission().model_dump(mode="json")
+    names = []
+    for _ in range(5):
+        response = await http.post("/api/runs", json=body, headers=AUTH)
+        assert response.status_code == 201
+        names.append(response.json()["name"])
+    newest_first = list(reversed(names))
+
+    first = (await http.get("/api/runs", params={"limit": 2}, headers=AUTH)).json()
+    last = first[-1]
+    keys = {"limit": 2, "before_at": last["submitted_at"], "before_name": last["name"]}
+    second = (await http.get("/api/runs", params=keys, headers=AUTH)).json()
+    last = second[-1]
+    keys = {"limit": 2, "before_at": last["submitted_at"], "before_name": last["name"]}
+    third = (await http.get("/api/runs", params=keys, headers=AUTH)).json()
+
+    assert [r["name"] for r in first + second + third] == newest_first
+    assert [len(r["jobs"]) for r in first] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"before_at": "2026-01-01T00:00:00Z", "before_name": "a-b-1"},
+        {"limit": 2, "before_name": "a-b-1"},
+        {"limit": 0},
+        {"limit": 1001},
+    ],
+)
+async def test_a_bad_runs_page_is_refused(http: httpx.AsyncClient, params: dict[str, Any]) -> None:
+    response = await http.get("/api/runs", params=params, headers=AUTH)
+
+    assert response.status_code in (400, 422)
+    assert response.json()["error"]["message"]

@@ -70,6 +70,27 @@ async def test_list_shows_unfinished_and_last_finished_newest_first(
     assert of_repo == [other.name]
 
 
+async def test_list_finds_old_unfinished_runs_behind_many_finished_ones(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    ctx.settings.finished_runs_listed = 3
+    old = (await runs.submit_run(ctx, request=submission())).name
+    clock.advance(1)
+    other_repo = (await runs.submit_run(ctx, request=submission(repo_id="other"))).name
+    finished = []
+    for _ in range(8):
+        clock.advance(1)
+        run = await runs.submit_run(ctx, request=submission())
+        await runs.stop_run(ctx, name=run.name)
+        finished.append(run.name)
+
+    listed = [r.name for r in await runs.list_runs(ctx, repo_id="github.com/acme/models")]
+    everywhere = [r.name for r in await runs.list_runs(ctx)]
+
+    assert listed == [*reversed(finished[-3:]), old]
+    assert everywhere == [*reversed(finished[-3:]), other_repo, old]
+
+
 async def test_stop_ends_waiting_jobs_at_once_and_asks_runner_for_running_ones(
     ctx: ServerContext,
 ) -> None:
@@ -225,3 +246,11 @@ async def test_listings_keep_finished_jobs_fixed_and_running_ones_current(
     assert final[second.job_id].status is JobStatus.DONE
     assert final[second.job_id].timings.running == pytest.approx(65)
     assert final[second.job_id].runner_name == "a"
+
+
+def test_the_unfinished_jobs_index_names_every_finished_status() -> None:
+    from dstack.server.db.models import UNFINISHED_JOB  # only this test reads the predicate
+
+    named = set(re.findall(r"'(\w+)'", UNFINISHED_JOB.text))
+
+    assert named == {status.value for status in JobStatus if status.is_finished()}

@@ -15,8 +15,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import TextClause
 
 from dstack.server.db.base import Base, UTCDateTime
 
@@ -47,12 +49,25 @@ class RunRow(Base):
     submission: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+UNFINISHED_JOB: TextClause = text("status NOT IN ('done', 'failed', 'stopped', 'aborted')")
+"""The predicate of `ix_jobs_unfinished`; a query uses the index by stating it as it is."""
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_status_submitted", "status", "submitted_at"),
         # The scheduler's deadlines: jobs of one status that entered it before a time.
         Index("ix_jobs_status_at", "status", "status_at"),
+        # `dstack ps`: the runs with an unfinished job, a handful among millions of finished
+        # jobs (a partial index: the planners' statistics favour scanning for a status
+        # that most rows have not).
+        Index(
+            "ix_jobs_unfinished",
+            "run_name",
+            sqlite_where=UNFINISHED_JOB,
+            postgresql_where=UNFINISHED_JOB,
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -26,6 +26,7 @@ from dstack.server.auth import (
     require_visible_run,
 )
 from dstack.server.context import ServerContext
+from dstack.server.errors import InvalidRequestError
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import imports as import_service
 from dstack.server.services import logs as log_service
@@ -36,6 +37,7 @@ from dstack.server.services.scope import require_listing
 from dstack.server.services.users import require_repo
 
 _RUNS = TypeAdapter(list[Run])
+MAX_RUNS_PAGE = 1000
 
 router = APIRouter(prefix="/api/runs", dependencies=[Depends(require_token)])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -67,10 +69,33 @@ async def import_run(body: ImportRunRequest, ctx: Ctx, user: CurrentUser) -> Run
 
 @router.get("", response_model=list[Run])
 async def list_runs(
-    ctx: Ctx, user: CurrentUser, all: bool = False, repo_id: str | None = None
+    ctx: Ctx,
+    user: CurrentUser,
+    all: bool = False,
+    repo_id: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_RUNS_PAGE)] = None,
+    before_at: datetime | None = None,
+    before_name: str | None = None,
 ) -> Response:
-    """The runs of `repo_id`; of every repository (admins) without it."""
+    """The runs of `repo_id`; of every repository (admins) without it.
+
+    With `limit`: a page of at most that many runs of any status, newest first; the next
+    page passes the last run's `submitted_at` and `name` as `before_at` and `before_name`
+    (keyset pagination: as fast deep in the history as on the first page)."""
     require_listing(user, repo_id, what="runs")
+    if limit is None and (before_at is not None or before_name is not None):
+        raise InvalidRequestError("before_at and before_name page a listing with a limit")
+    if (before_at is None) != (before_name is None):
+        raise InvalidRequestError("pass both before_at and before_name (the last run's)")
+    if limit is not None:
+        before = None
+        if before_at is not None and before_name is not None:
+            moment = before_at if before_at.tzinfo else before_at.replace(tzinfo=UTC)
+            before = (moment, before_name)
+        runs = await run_service.list_runs_page(
+            ctx, limit=limit, before=before, repos=user.visible_repos, repo_id=repo_id
+        )
+        return Response(content=_RUNS.dump_json(runs), media_type="application/json")
     runs = await run_service.list_runs(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
     return Response(content=_RUNS.dump_json(runs), media_type="application/json")
 

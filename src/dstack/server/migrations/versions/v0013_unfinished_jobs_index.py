@@ -2,8 +2,8 @@
 index on `jobs.run_name` of the jobs not `done`, `failed`, `stopped` or `aborted`
 (`dstack ps` on a server holding a long history).
 
-Revision ID: 0014
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2023-06-20
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from dstack.api import Client, RunnerClient
 from dstack.api.blobs import HttpBlobStore
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import (
     JobStatusUpdate,
@@ -41,7 +41,7 @@ def _runner(server: LiveServer) -> RunnerClient:
 
 
 def _upload(store: HttpBlobStore, tmp_path: Path, path: str, content: bytes) -> Manifest:
-    digest = hashlib.sha256(content).hexdigest()
+    digest = digest_bytes(content)
     if store.missing([digest]):
         file = tmp_path / digest
         file.write_bytes(content)
@@ -114,7 +114,7 @@ def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path)
         with pytest.raises(ConflictError, match="did not succeed"):
             user.add_tag("wip", assignment.run_name)
         assert user.add_tag("v1", uploaded.name).run_name == uploaded.name
-        absent = hashlib.sha256(b"absent").hexdigest()
+        absent = digest_bytes(b"absent")
         bad = Manifest(path="x", files=[FileEntry(path="a", size=1, mode=0o644, digest=absent)])
         with pytest.raises(StorageError, match=absent):
             user.upload_run(UploadRunRequest(tag="v2", repo=REPO, manifests=[bad]))

@@ -122,3 +122,33 @@ def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path)
             runner.post_artifacts(assignment.job_id, bad)
         with pytest.raises(NotFoundError):
             user.delete_tag("v2", REPO.repo_id)
+
+
+def test_artifacts_stored_with_sha256_digests_keep_working(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """What a server stored before BLAKE3: blobs named by their sha256, manifests (database
+    rows) listing those names. They are accepted, listed and downloaded verified; a blob
+    whose bytes match neither digest is still refused."""
+    content = b"weights from before the upgrade" * 100_000
+    old = digest_bytes(content, "sha256")
+    with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
+        run = user.submit_run(_request())
+        assignment = runner.claim(10)
+        assert assignment is not None
+        store = runner.blob_store(assignment.storage)
+        (tmp_path / "old.bin").write_bytes(content)
+        store.put_file(tmp_path / "old.bin", old)
+        entry = FileEntry(path="file.bin", size=len(content), mode=0o644, digest=old)
+        runner.post_artifacts(assignment.job_id, Manifest(path="out", files=[entry]))
+        with pytest.raises(StorageError, match="does not match"):
+            store.put_bytes(b"other bytes", digest_bytes(b"x", "sha256"))
+
+        [produced] = user.get_artifacts(run.name)
+        assert produced.manifests[0].files[0].digest == old
+        assert not store.missing([old])
+        user.get_blob(old, tmp_path / "back.bin")
+        store.get_file(old, tmp_path / "placed.bin")
+
+    assert (tmp_path / "back.bin").read_bytes() == content
+    assert (tmp_path / "placed.bin").read_bytes() == content

@@ -146,7 +146,7 @@ def test_artifacts_stored_with_sha256_digests_keep_working(
 
         [produced] = user.get_artifacts(run.name)
         assert produced.manifests[0].files[0].digest == old
-        assert not store.missing([old])
+        assert store.exists(old)
         user.get_blob(old, tmp_path / "back.bin")
         store.get_file(old, tmp_path / "placed.bin")
 

@@ -148,6 +148,18 @@ def test_mismatching_content_is_rejected_and_nothing_stored(stores: Stores, tmp_
     assert list(stores.backing.list_digests()) == []
 
 
+def test_a_large_wrong_upload_stores_nothing(stores: Stores, tmp_path: Path) -> None:
+    """Several chunks are sent before the digest is known: the upload still never completes
+    (object storage cannot check BLAKE3 itself; the uploader holds back the last chunk)."""
+    source = tmp_path / "big"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 1))
+    wrong = sha(b"not these bytes")
+    with pytest.raises(StorageError, match="does not match"):
+        stores.client.put_file(source, wrong)
+
+    assert list(stores.backing.list_digests()) == []
+
+
 def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None:
     missing = sha(b"missing")
     assert not store.exists(missing)

@@ -7,7 +7,8 @@ stores each new file in the read that hashes it, then `push`; fresh store, fresh
 cache); the final sync of a finished job (`scan` with a settled stat cache, then `push`
 moving the file into the store); re-store it unchanged (stat cache warm); the same two for
 10,000 files of 1 KiB; `place` the large file back (verified copy). Each is timed after a
-warm-up run, `--runs` times (1 with `--quick`).
+warm-up run, `--runs` times (1 with `--quick`), each run after a `sync`: what is measured is
+the copy into the page cache, not the disk's write-back of the previous run.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ Timed = Callable[[], object]
 
 
 def timings(setup: Timed, action: Timed, runs: int) -> list[float]:
-    """Seconds of `action` per run, each after `setup` (untimed); one untimed warm-up."""
+    """Seconds of `action` per run, each after `setup` and a `sync` (untimed: every run, `cp`'s
+    too, starts with no dirty pages, so none pays for the write-back of the one before); one
+    untimed warm-up."""
     results = []
     for index in range(runs + 1):
         setup()
+        os.sync()
         start = time.perf_counter()
         action()
         if index:

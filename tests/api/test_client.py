@@ -3,7 +3,6 @@ drives a run from submit to done while a user follows it with `Client`."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from dstack.errors import (
     ServerError,
     StorageError,
 )
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
@@ -111,7 +111,7 @@ def test_stop_reaches_the_runner_through_heartbeat(live_server: LiveServer) -> N
 
 def test_blobs_round_trip_and_verify(live_server: LiveServer, tmp_path: Path) -> None:
     data = b"x" * (3 * 1024 * 1024 + 5)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     source = tmp_path / "artifact.bin"
     source.write_bytes(data)
 
@@ -123,9 +123,9 @@ def test_blobs_round_trip_and_verify(live_server: LiveServer, tmp_path: Path) ->
         assert (tmp_path / "out" / "copy.bin").read_bytes() == data
 
         with pytest.raises(StorageError, match="does not match"):
-            user.put_blob(source, hashlib.sha256(b"other").hexdigest())
+            user.put_blob(source, digest_bytes(b"other"))
         with pytest.raises(NotFoundError):
-            user.get_blob(hashlib.sha256(b"missing").hexdigest(), tmp_path / "missing")
+            user.get_blob(digest_bytes(b"missing"), tmp_path / "missing")
         assert not (tmp_path / "missing").exists()
 
 

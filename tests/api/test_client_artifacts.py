@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from dstack.api import Client, RunnerClient
 from dstack.api.blobs import HttpBlobStore
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.protocol import (
     JobStatusUpdate,
@@ -41,7 +41,7 @@ def _runner(server: LiveServer) -> RunnerClient:
 
 
 def _upload(store: HttpBlobStore, tmp_path: Path, path: str, content: bytes) -> Manifest:
-    digest = hashlib.sha256(content).hexdigest()
+    digest = digest_bytes(content)
     if store.missing([digest]):
         file = tmp_path / digest
         file.write_bytes(content)
@@ -114,7 +114,7 @@ def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path)
         with pytest.raises(ConflictError, match="did not succeed"):
             user.add_tag("wip", assignment.run_name)
         assert user.add_tag("v1", uploaded.name).run_name == uploaded.name
-        absent = hashlib.sha256(b"absent").hexdigest()
+        absent = digest_bytes(b"absent")
         bad = Manifest(path="x", files=[FileEntry(path="a", size=1, mode=0o644, digest=absent)])
         with pytest.raises(StorageError, match=absent):
             user.upload_run(UploadRunRequest(tag="v2", repo=REPO, manifests=[bad]))
@@ -122,3 +122,33 @@ def test_tags_uploads_and_external_deps(live_server: LiveServer, tmp_path: Path)
             runner.post_artifacts(assignment.job_id, bad)
         with pytest.raises(NotFoundError):
             user.delete_tag("v2", REPO.repo_id)
+
+
+def test_artifacts_stored_with_sha256_digests_keep_working(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """What a server stored before BLAKE3: blobs named by their sha256, manifests (database
+    rows) listing those names. They are accepted, listed and downloaded verified; a blob
+    whose bytes match neither digest is still refused."""
+    content = b"weights from before the upgrade" * 100_000
+    old = digest_bytes(content, "sha256")
+    with Client(live_server.url, live_server.token) as user, _runner(live_server) as runner:
+        run = user.submit_run(_request())
+        assignment = runner.claim(10)
+        assert assignment is not None
+        store = runner.blob_store(assignment.storage)
+        (tmp_path / "old.bin").write_bytes(content)
+        store.put_file(tmp_path / "old.bin", old)
+        entry = FileEntry(path="file.bin", size=len(content), mode=0o644, digest=old)
+        runner.post_artifacts(assignment.job_id, Manifest(path="out", files=[entry]))
+        with pytest.raises(StorageError, match="does not match"):
+            store.put_bytes(b"other bytes", digest_bytes(b"x", "sha256"))
+
+        [produced] = user.get_artifacts(run.name)
+        assert produced.manifests[0].files[0].digest == old
+        assert store.exists(old)
+        user.get_blob(old, tmp_path / "back.bin")
+        store.get_file(old, tmp_path / "placed.bin")
+
+    assert (tmp_path / "back.bin").read_bytes() == content
+    assert (tmp_path / "placed.bin").read_bytes() == content

@@ -3,7 +3,6 @@ one error decoding, retries, verified downloads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from dstack.errors import (
     StorageError,
 )
 from dstack.models.artifacts import StorageAccess
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobStatus
 from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate, RegisterRunnerRequest
 from dstack.models.resources import HostResources
@@ -60,7 +60,7 @@ def _exercise(api: RunnerClient) -> None:
     api.heartbeat(HeartbeatRequest(running_jobs=[]))
     assert api.claim(0.1) is None
     api.post_status("j1", JobStatusUpdate(status=JobStatus.RUNNING))
-    api.blob_store(StorageAccess()).exists(hashlib.sha256(b"x").hexdigest())
+    api.blob_store(StorageAccess()).exists(digest_bytes(b"x"))
 
 
 def test_after_registering_every_request_carries_the_runners_own_credential() -> None:
@@ -159,7 +159,7 @@ def test_connection_errors_are_retried_then_reported() -> None:
 
 def test_downloaded_blobs_are_verified(tmp_path: Path) -> None:
     good = b"the bundle"
-    digest = hashlib.sha256(good).hexdigest()
+    digest = digest_bytes(good)
     served = {"body": good}
 
     def handler(request: httpx.Request) -> httpx.Response:

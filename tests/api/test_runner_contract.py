@@ -4,7 +4,6 @@ against the real server app over HTTP must behave alike (the docstrings of
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from dstack.api.runner import RunnerApi, RunnerClient
 from dstack.api.runner_fake import FakeRunnerApi
 from dstack.errors import AuthError, ConflictError, NotFoundError
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
@@ -136,7 +136,7 @@ def test_a_claimed_job_is_reported_until_final_and_then_refused(side: Side, tmp_
     side.api.post_logs(job_id, batch)
     side.api.post_logs(job_id, batch)  # sent again after a lost answer: harmless
     data = b"model weights"
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     side.api.blob_store(assignment.storage).put_bytes(data, digest)
     entry = FileEntry(path="model.bin", size=len(data), mode=0o644, digest=digest)
     side.api.post_artifacts(job_id, Manifest(path="out", files=[entry]))
@@ -154,7 +154,7 @@ def test_a_claimed_job_is_reported_until_final_and_then_refused(side: Side, tmp_
 
 def test_a_missing_blob_is_not_found_and_leaves_no_file(side: Side, tmp_path: Path) -> None:
     side.api.register(REQUEST)
-    digest = hashlib.sha256(b"nobody stored this").hexdigest()
+    digest = digest_bytes(b"nobody stored this")
 
     with pytest.raises(NotFoundError):
         side.api.get_blob(digest, tmp_path / "missing")

@@ -13,7 +13,6 @@ Needs root (mount); skipped otherwise.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
+
+from dstack.models.digests import digest_bytes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -196,7 +197,7 @@ def test_server_blob_store_on_a_full_disk_answers_507(disk_env: Env) -> None:
     (data / "weights.bin").write_bytes(os.urandom(3 * MiB))
     url, token = _start_server(env)
     blob = os.urandom(3 * MiB)
-    digest = hashlib.sha256(blob).hexdigest()
+    digest = digest_bytes(blob)
     with tmpfs(env.home / "server" / "blobs", 2):
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30) as http:

@@ -29,6 +29,14 @@ VECTORS: list[tuple[Algorithm, bytes, str]] = [
 ]
 
 
+def test_new_digests_are_blake3() -> None:
+    """Blobs, manifests and cache keys are named by BLAKE3 (the reference vector of the
+    empty input); sha256 names only what was stored before."""
+    assert digests.ALGORITHM == "blake3"
+    assert digests.LEGACY == "sha256"
+    assert digest_bytes(b"") == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+
+
 @pytest.mark.parametrize(("algorithm", "data", "expected"), VECTORS)
 def test_known_vectors(algorithm: Algorithm, data: bytes, expected: str) -> None:
     assert digest_bytes(data, algorithm) == expected

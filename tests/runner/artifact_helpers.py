@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,6 +13,7 @@ from tests.runner.conftest import FakeRunnerApi
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import DepArtifacts, FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec
 from dstack.models.protocol import JobAssignment
 from dstack.models.repo import RepoRef
@@ -109,7 +109,7 @@ def stored_manifest(store: BlobStore, path: str, files: dict[str, bytes]) -> Man
     """Store `files` (relative path → content) as blobs; their manifest under `path`."""
     entries = []
     for name, data in sorted(files.items()):
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest_bytes(data)
         store.put_bytes(data, digest)
         entries.append(FileEntry(path=name, size=len(data), mode=0o644, digest=digest))
     return Manifest(path=path, files=entries)
@@ -122,7 +122,7 @@ def dependency(*manifests: Manifest, workflow: str = "prepare") -> DepArtifacts:
 
 
 def digest_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digest_bytes(data)
 
 
 def files_of(manifest: Manifest) -> dict[str, str]:

@@ -27,6 +27,7 @@ from tests.server.conftest import (
 
 from dstack.api.client import Client
 from dstack.errors import ConfigError, NotFoundError
+from dstack.models.digests import digest_bytes
 from dstack.models.names import check_name, url_segment
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
@@ -220,10 +221,9 @@ async def test_log_batches_are_bounded_at_4_mib(server: Server) -> None:
 
 
 async def test_blob_uploads_are_unbounded_by_default(server: Server) -> None:
-    import hashlib
 
     data = b"b" * (3 * MiB)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
 
     answer = await server.http.put(f"/api/blobs/{digest}", content=data, headers=AUTH)
 
@@ -231,10 +231,9 @@ async def test_blob_uploads_are_unbounded_by_default(server: Server) -> None:
 
 
 async def test_blob_uploads_are_bounded_by_the_setting(small_blobs: Server) -> None:
-    import hashlib
 
     data = b"b" * (2 * MiB)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield data[:MiB]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
 
+from dstack.models.digests import digest_bytes
 from dstack.server.db.engine import create_engine
 from dstack.server.settings import make_private_dir
 from dstack.storage.local import LocalBlobStore
@@ -101,11 +102,10 @@ def test_a_sqlite_database_is_created_0600_wherever_it_is(tmp_path: Path) -> Non
 
 
 def test_a_blob_store_in_a_new_folder_creates_it_0700(tmp_path: Path) -> None:
-    import hashlib
 
     store = LocalBlobStore(tmp_path / "a" / "b" / "blobs")
     data = b"artifact"
-    store.put_bytes(data, hashlib.sha256(data).hexdigest())
+    store.put_bytes(data, digest_bytes(data))
 
     assert _open_to_others(tmp_path / "a") == []
 
@@ -122,7 +122,6 @@ def test_make_private_dir_closes_an_open_folder(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root")
 def test_a_blob_adopted_from_a_job_users_file_is_the_stores(tmp_path: Path) -> None:
-    import hashlib
 
     from dstack.runner.jobuser import DEFAULT_JOB_USER, resolve_job_user
 
@@ -133,7 +132,7 @@ def test_a_blob_adopted_from_a_job_users_file_is_the_stores(tmp_path: Path) -> N
     artifact.write_bytes(b"weights")
     os.chown(artifact, user.uid, user.gid)
 
-    digest = hashlib.sha256(b"weights").hexdigest()
+    digest = digest_bytes(b"weights")
     store.adopt(artifact, digest)
 
     blob = store.path(digest)

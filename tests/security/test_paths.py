@@ -6,7 +6,6 @@ uploads, imports, runs), the runner (before syncing, before placing) and `dstack
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.server.conftest import anyio_backend, clock, db_url, postgres, settin
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import DepArtifacts, FileEntry, JobArtifacts, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobStatus
 from dstack.models.paths import PathError, check_entry, normalize_declared
 from dstack.models.repo import RepoRef
@@ -56,7 +56,7 @@ SECRET = b"host secret\n"
 
 
 def _entry(path: str, data: bytes = b"x") -> FileEntry:
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     return FileEntry.model_construct(path=path, size=len(data), mode=0o644, digest=digest)
 
 

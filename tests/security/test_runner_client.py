@@ -5,7 +5,6 @@ to one runner of one server, not to a name."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -23,6 +22,7 @@ from dstack.api.runner import RunnerClient
 from dstack.api.runner_fake import FakeRunnerApi
 from dstack.errors import AuthError
 from dstack.models.artifacts import StorageAccess
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus, PortSpec
 from dstack.models.protocol import (
     HeartbeatRequest,
@@ -299,7 +299,7 @@ def test_over_http_every_request_after_registering_carries_the_runners_credentia
     blob uploads and downloads (HTTP and presigned), clone credentials."""
     seen: list[httpx.Request] = []
     blob = b"bytes"
-    digest = hashlib.sha256(blob).hexdigest()
+    digest = digest_bytes(blob)
 
     def server(request: httpx.Request) -> httpx.Response:
         seen.append(request)

@@ -4,7 +4,6 @@ PostgreSQL, through the HTTP API and the tunnel's WebSockets."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from tests.infra.fixtures import postgres  # noqa: F401  (a fixture `db_url` asks for)
 from tests.server.conftest import db_url, job, settings, submission  # noqa: F401
 
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, PortSpec
 from dstack.models.protocol import JobSubmission
 from dstack.server.app import create_app
@@ -114,7 +114,7 @@ def job_of(client: TestClient, run_name: str) -> dict[str, Any]:
 
 def manifest(client: TestClient, runner: Runner, content: bytes) -> dict[str, Any]:
     """A manifest of one file whose blob the runner uploaded."""
-    digest = hashlib.sha256(content).hexdigest()
+    digest = digest_bytes(content)
     put = client.put(f"/api/blobs/{digest}", content=content, headers=runner.auth)
     assert put.status_code == 204, put.text
     file = {"path": "model.bin", "size": len(content), "mode": 0o644, "digest": digest}
@@ -213,7 +213,7 @@ def test_a_registration_token_only_registers(client: TestClient, minted: str, ki
     run_name = submit(client)
     job_id = claim(client, holder)
     intruder = Runner(holder.id, token)
-    digest = hashlib.sha256(b"blob").hexdigest()
+    digest = digest_bytes(b"blob")
 
     codes = {
         "heartbeat": heartbeat(client, intruder).status_code,

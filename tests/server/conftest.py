@@ -3,7 +3,6 @@ move by hand."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from tests.infra.fixtures import Postgres, moto_s3, postgres, s3_bucket
 
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec, JobStatus
 from dstack.models.protocol import (
     JobStatusUpdate,
@@ -185,7 +185,7 @@ def art_job(
 
 def stored_manifest(blobs: BlobStore, path: str = "out", content: bytes = b"weights") -> Manifest:
     """A manifest of one file whose blob is in `blobs`."""
-    digest = hashlib.sha256(content).hexdigest()
+    digest = digest_bytes(content)
     blobs.put_bytes(content, digest)
     entry = FileEntry(path="model.bin", size=len(content), mode=0o644, digest=digest)
     return Manifest(path=path, files=[entry])

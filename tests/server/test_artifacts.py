@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from sqlalchemy import select
 
 from dstack.errors import ConflictError, NotFoundError, StorageError
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobStatus
 from dstack.models.protocol import JobStatusUpdate, UploadRunRequest
 from dstack.models.repo import RepoRef
@@ -60,7 +60,7 @@ async def test_a_manifest_from_another_runner_or_with_missing_blobs_is_refused(
     ctx: ServerContext,
 ) -> None:
     runner, job_id = await claimed(ctx)
-    absent = hashlib.sha256(b"never uploaded").hexdigest()
+    absent = digest_bytes(b"never uploaded")
     bad = Manifest(path="out", files=[FileEntry(path="x", size=1, mode=0o644, digest=absent)])
 
     with pytest.raises(Forbidden, match="not held by this runner"):
@@ -75,7 +75,7 @@ async def test_a_manifest_from_another_runner_or_with_missing_blobs_is_refused(
 
 async def test_missing_blobs_lists_what_the_store_lacks(ctx: ServerContext) -> None:
     present = stored_manifest(ctx.blobs).files[0].digest
-    absent = hashlib.sha256(b"absent").hexdigest()
+    absent = digest_bytes(b"absent")
 
     assert await artifacts.missing_blobs(ctx, digests=[present, absent, absent]) == [absent]
 
@@ -83,12 +83,12 @@ async def test_missing_blobs_lists_what_the_store_lacks(ctx: ServerContext) -> N
 async def test_concurrent_touches_of_one_blob_both_succeed(
     ctx: ServerContext, clock: FakeClock
 ) -> None:
-    digest = hashlib.sha256(b"shared").hexdigest()
+    digest = digest_bytes(b"shared")
     await artifacts.touch_blobs(ctx, [digest])
     clock.advance(60)
 
     # Two requests announcing the same new and old blobs at once (two server processes).
-    fresh = hashlib.sha256(b"fresh").hexdigest()
+    fresh = digest_bytes(b"fresh")
     await asyncio.gather(*(artifacts.touch_blobs(ctx, [digest, fresh]) for _ in range(8)))
 
     async with ctx.read() as session:
@@ -281,7 +281,7 @@ async def test_upload_creates_a_done_tagged_run_usable_as_a_dep(ctx: ServerConte
 
 
 async def test_upload_refuses_missing_blobs_and_taken_tags(ctx: ServerContext) -> None:
-    absent = hashlib.sha256(b"absent").hexdigest()
+    absent = digest_bytes(b"absent")
     entry = FileEntry(path="a", size=1, mode=0o644, digest=absent)
     missing = upload(ctx).model_copy(update={"manifests": [Manifest(path="d", files=[entry])]})
     await uploads.upload_run(ctx, request=upload(ctx))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import stat
@@ -16,6 +15,7 @@ import anyio
 import httpx
 import pytest
 
+from dstack.models.digests import digest_bytes
 from dstack.models.protocol import CreateUserRequest
 from dstack.models.workflow import DepKind, DepRef
 from dstack.server.app import create_app, running_context
@@ -305,7 +305,7 @@ def _when_up(url: str, token: str) -> httpx.Response:
 async def upload_tag(http: httpx.AsyncClient, tag: str, repo_id: str) -> None:
     """A tagged run of `repo_id` made by the admin (`dstack tags add TAG -a PATH`)."""
     content = f"weights of {tag}".encode()
-    digest = hashlib.sha256(content).hexdigest()
+    digest = digest_bytes(content)
     put = await http.put(f"/api/blobs/{digest}", content=content, headers=bearer(ADMIN))
     assert put.status_code in (200, 201, 204), put.text
     file = {"path": "", "size": len(content), "mode": 0o644, "digest": digest}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from dstack.models.digests import digest_bytes
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
 from dstack.storage.memory import MemoryBlobStore
@@ -79,7 +79,7 @@ async def test_submit_returns_201_and_the_run(http: httpx.AsyncClient) -> None:
 
 async def test_blobs_put_head_get_and_mismatch(http: httpx.AsyncClient) -> None:
     data = b"artifact bytes" * 10_000
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     url = f"/api/blobs/{digest}"
 
     assert (await http.head(url, headers=AUTH)).status_code == 404
@@ -88,7 +88,7 @@ async def test_blobs_put_head_get_and_mismatch(http: httpx.AsyncClient) -> None:
     assert (head.status_code, head.headers["content-length"]) == (200, str(len(data)))
     assert (await http.get(url, headers=AUTH)).content == data
 
-    wrong = hashlib.sha256(b"other").hexdigest()
+    wrong = digest_bytes(b"other")
     response = await http.put(f"/api/blobs/{wrong}", content=data, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "storage"

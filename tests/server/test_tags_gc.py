@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from dstack.errors import ConflictError, NotFoundError
+from dstack.models.digests import digest_bytes
 from dstack.server.context import ServerContext
 from dstack.server.services import artifacts, gc, runs, tags, workflow_caches
 from dstack.server.services.claims import try_claim
@@ -127,7 +126,7 @@ async def test_the_freed_bytes_are_counted_before_the_grace_period_ends(
 
 async def test_gc_keeps_code_caches_and_young_blobs(ctx: ServerContext, clock: FakeClock) -> None:
     ctx.settings.gc_grace_seconds = 3600
-    bundle = hashlib.sha256(b"bundle").hexdigest()
+    bundle = digest_bytes(b"bundle")
     ctx.blobs.put_bytes(b"bundle", bundle)
     request = submission(art_job())
     request.repo.bundle_digest = bundle
@@ -140,9 +139,9 @@ async def test_gc_keeps_code_caches_and_young_blobs(ctx: ServerContext, clock: F
         ctx, job_id=assignment.job_id, manifest=cache, runner_id=runner
     )
     # An upload whose manifest has not arrived yet, and a blob only asked about.
-    in_flight = hashlib.sha256(b"uploading").hexdigest()
+    in_flight = digest_bytes(b"uploading")
     ctx.blobs.put_bytes(b"uploading", in_flight)
-    announced = hashlib.sha256(b"announced").hexdigest()
+    announced = digest_bytes(b"announced")
     ctx.blobs.put_bytes(b"announced", announced)
 
     assert await gc.collect(ctx) == []

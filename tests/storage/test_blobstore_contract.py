@@ -148,6 +148,18 @@ def test_mismatching_content_is_rejected_and_nothing_stored(stores: Stores, tmp_
     assert list(stores.backing.list_digests()) == []
 
 
+def test_a_large_wrong_upload_stores_nothing(stores: Stores, tmp_path: Path) -> None:
+    """Several chunks are sent before the digest is known: the upload still never completes
+    (object storage cannot check BLAKE3 itself; the uploader holds back the last chunk)."""
+    source = tmp_path / "big"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 1))
+    wrong = sha(b"not these bytes")
+    with pytest.raises(StorageError, match="does not match"):
+        stores.client.put_file(source, wrong)
+
+    assert list(stores.backing.list_digests()) == []
+
+
 def test_missing_blob_raises_not_found(store: BlobStore, tmp_path: Path) -> None:
     missing = sha(b"missing")
     assert not store.exists(missing)
@@ -234,3 +246,53 @@ def test_local_store_leaves_no_temp_files_after_a_failed_put(tmp_path: Path) -> 
 
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
     assert list(store.list_digests()) == []
+
+
+# --- Stores written before BLAKE3 ---------------------------------------------------------
+def legacy(data: bytes) -> str:
+    """The name an older dstack gave a blob: its sha256."""
+    return digest_bytes(data, "sha256")
+
+
+@pytest.mark.parametrize("size", [7, 3 * 1024 * 1024 + 1])
+def test_a_blob_named_by_its_sha256_is_read_verified_and_placed(
+    stores: Stores, tmp_path: Path, size: int
+) -> None:
+    """A store filled before the switch keeps working: its blobs keep their sha256 names,
+    every client reads, verifies and places them, and storing one again changes nothing."""
+    data = os.urandom(size)
+    old = legacy(data)
+    stores.backing.put_bytes(data, old)
+    store = stores.client
+
+    assert store.exists(old)
+    assert store.size(old) == size
+    assert b"".join(store.open(old)) == data
+    store.get_file(old, tmp_path / "placed")
+    assert (tmp_path / "placed").read_bytes() == data
+    (tmp_path / "again").write_bytes(data)
+    store.put_file(tmp_path / "again", old)
+    assert sorted(stores.backing.list_digests()) == [old]
+    store.put_bytes(data, sha(data))  # new digests are BLAKE3: the same bytes, a second name
+    assert sorted(stores.backing.list_digests()) == sorted([old, sha(data)])
+
+
+def test_local_store_written_with_sha256_keeps_working(tmp_path: Path) -> None:
+    """A folder as an older dstack left it (sha256 names, read-only files): read and placed;
+    a blob corrupted on disk is still named as corrupt."""
+    root = tmp_path / "blobs"
+    good, bad = os.urandom(2 * 1024 * 1024), b"original"
+    for data in (good, bad):
+        path = root / legacy(data)[:2] / legacy(data)[2:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if data is good else b"tampered")
+        path.chmod(0o400)
+    store = LocalBlobStore(root)
+
+    store.get_file(legacy(good), tmp_path / "good")
+    assert (tmp_path / "good").read_bytes() == good
+    with pytest.raises(StorageError, match=legacy(bad)):
+        store.get_file(legacy(bad), tmp_path / "bad")
+    with pytest.raises(StorageError, match=legacy(bad)):
+        b"".join(store.open(legacy(bad)))
+    assert not (tmp_path / "bad").exists()

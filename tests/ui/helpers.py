@@ -3,13 +3,13 @@ own API and services."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import timedelta
 
 import httpx
 
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobSpec
 from dstack.models.logs import LogStream
 from dstack.models.protocol import JobSubmission, SubmitRunRequest
@@ -78,7 +78,7 @@ async def add_logs(ctx: ServerContext, job: str, chunks: list[tuple[str, str]]) 
 async def add_artifact(ctx: ServerContext, job: str, path: str, files: dict[str, bytes]) -> None:
     entries = []
     for name, data in sorted(files.items()):
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest_bytes(data)
         ctx.blobs.put_bytes(data, digest)
         entries.append(FileEntry(path=name, size=len(data), mode=0o644, digest=digest))
     async with ctx.transaction() as session:

@@ -8,7 +8,6 @@ Marker `browser`: without chromium or playwright these fail under CI=true, else 
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import shutil
 import socket
@@ -27,6 +26,7 @@ from tests.ui.helpers import ADMIN, REPO_A, REPO_B, bearer, submission
 
 from dstack.api import RunnerClient
 from dstack.models.artifacts import FileEntry, Manifest
+from dstack.models.digests import digest_bytes
 from dstack.models.job import JobStatus
 from dstack.models.logs import LogStream
 from dstack.models.protocol import (
@@ -252,7 +252,7 @@ def test_download_an_artifact(page: Any, server: Server) -> None:
     assignment = runner.claim(wait_seconds=10)
     assert assignment is not None
     data = os.urandom(300_000)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     server.blobs.put_bytes(data, digest)
     entry = FileEntry(path="weights.bin", size=len(data), mode=0o644, digest=digest)
     runner.post_artifacts(assignment.job_id, Manifest(path="model", files=[entry]))

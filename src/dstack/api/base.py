@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from dstack.api.transport import Transport, error_from_response
 from dstack.errors import NotFoundError, StorageError
-from dstack.models.digests import ALGORITHM, new_hasher
+from dstack.models.digests import ALGORITHM, LEGACY, digest_file, new_hasher
 from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class BaseClient:
         try:
             with os.fdopen(fd, "wb") as out:
                 hasher = self._download(digest, out)
-            if hasher != digest:
+            if hasher != digest and digest_file(name, LEGACY) != digest:
                 raise StorageError(
                     f"blob {digest} arrived corrupted ({ALGORITHM} {hasher})",
                     hint="download it again",

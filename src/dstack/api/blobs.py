@@ -10,8 +10,16 @@ import httpx
 
 from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
-from dstack.models.digests import Hasher, digest_bytes, new_hasher
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, save_chunks
+from dstack.models.digests import LEGACY, Algorithm, Hasher, new_hasher
+from dstack.storage.base import (
+    CHUNK_SIZE,
+    check_digest,
+    hash_file,
+    mismatch,
+    save_chunks,
+    verify,
+    verify_bytes,
+)
 
 
 class HttpBlobStore(OnSession):
@@ -58,15 +66,12 @@ class HttpBlobStore(OnSession):
         except OSError as exc:
             raise StorageError(f"cannot upload {path} as blob {digest}: {exc.strerror}") from exc
         except StorageError:
-            if hasher.hexdigest() != digest:
+            if hasher.hexdigest() != digest and hash_file(path, LEGACY) != digest:
                 raise mismatch(digest, hasher.hexdigest()) from None
             raise
 
     def put_bytes(self, data: bytes, digest: str) -> None:
-        check_digest(digest)
-        actual = digest_bytes(data)
-        if actual != digest:
-            raise mismatch(digest, actual)
+        verify_bytes(data, check_digest(digest))
         self._put(digest, data)
 
     def open(self, digest: str) -> Iterator[bytes]:
@@ -92,8 +97,15 @@ class HttpBlobStore(OnSession):
             for chunk in response.iter_bytes(CHUNK_SIZE):
                 hasher.update(chunk)
                 yield chunk
-        if hasher.hexdigest() != digest:
-            raise mismatch(digest, hasher.hexdigest())
+        verify(digest, hasher.hexdigest(), lambda: self._digest_again(digest, LEGACY))
+
+    def _digest_again(self, digest: str, algorithm: Algorithm) -> str:
+        """The digest of the blob, downloaded again (a blob stored before BLAKE3)."""
+        hasher = new_hasher(0, algorithm)
+        with self._session.stream("GET", f"/api/blobs/{digest}", timeout=BLOB_TIMEOUT) as response:
+            for chunk in response.iter_bytes(CHUNK_SIZE):
+                hasher.update(chunk)
+        return hasher.hexdigest()
 
     def _request(
         self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any

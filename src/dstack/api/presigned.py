@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -16,9 +16,16 @@ import httpx
 
 from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
-from dstack.models.digests import digest_bytes, new_hasher
-from dstack.storage.base import CHUNK_SIZE, check_digest, hash_file, mismatch, save_chunks
-from dstack.storage.s3 import checksum_header
+from dstack.models.digests import LEGACY, Hasher, new_hasher
+from dstack.storage.base import (
+    CHUNK_SIZE,
+    check_digest,
+    hash_file,
+    mismatch,
+    save_chunks,
+    verify,
+    verify_bytes,
+)
 
 
 class Presigner(Protocol):
@@ -62,8 +69,10 @@ class ServerPresigner(OnSession):
 class PresignedBlobStore:
     """A `BlobStore` whose bytes move between this machine and S3 over presigned URLs.
 
-    Uploads are hashed first and sent with their sha256, which S3 checks itself; downloads
-    are verified before they replace their target. Network failures become `StorageError`.
+    S3 cannot check a BLAKE3 digest (`dstack.storage.s3`), so an upload is hashed while it is
+    sent, in the same read, and its last chunk is held back until the digest matches: on a
+    mismatch the request is cut short of its `content-length` and S3 stores nothing.
+    Downloads are verified before they replace their target. Network failures become `StorageError`.
     A `BlobStore`, not an `AdminBlobStore`: deleting and listing blobs are the server's
     business, not a client's. Thread-safe.
     A single upload is limited to S3's 5 GiB per PUT.
@@ -85,10 +94,7 @@ class PresignedBlobStore:
         return self._presigner.missing(digests)
 
     def put_bytes(self, data: bytes, digest: str) -> None:
-        check_digest(digest)
-        actual = digest_bytes(data)
-        if actual != digest:
-            raise mismatch(digest, actual)
+        verify_bytes(data, check_digest(digest))
         if self.exists(digest):
             return
         self._put(digest, data, len(data))
@@ -97,12 +103,13 @@ class PresignedBlobStore:
         if self.exists(digest):
             return
         try:
-            actual = hash_file(path)
-            if actual != digest:
-                raise mismatch(digest, actual)
-            with path.open("rb") as file:
+            with path.open("rb", buffering=0) as file:
                 size = os.fstat(file.fileno()).st_size
-                self._put(digest, _chunks(file), size)
+                hasher = new_hasher(size)
+                checked = _checked_chunks(file, size, hasher, _legacy(path, digest))
+                self._put(digest, checked, size)
+        except _Mismatch:
+            raise mismatch(digest, hasher.hexdigest()) from None
         except OSError as exc:
             raise StorageError(f"cannot upload {path} as blob {digest}: {exc.strerror}") from exc
 
@@ -125,7 +132,7 @@ class PresignedBlobStore:
         return url
 
     def _put(self, digest: str, content: bytes | Iterator[bytes], size: int) -> None:
-        headers = {"content-length": str(size), **checksum_header(digest)}
+        headers = {"content-length": str(size)}
         url = self._url(digest, "PUT")
         try:
             response = self._http.put(url, content=content, headers=headers)
@@ -152,8 +159,8 @@ class PresignedBlobStore:
         except httpx.HTTPError as exc:
             raise _unreachable(exc) from exc
 
-    @staticmethod
     def _verified(
+        self,
         stream: contextlib.AbstractContextManager[httpx.Response],
         response: httpx.Response,
         digest: str,
@@ -167,13 +174,47 @@ class PresignedBlobStore:
             raise _unreachable(exc) from exc
         finally:
             stream.__exit__(None, None, None)
-        if hasher.hexdigest() != digest:
-            raise mismatch(digest, hasher.hexdigest())
+        verify(digest, hasher.hexdigest(), lambda: self._digest_again(digest))
+
+    def _digest_again(self, digest: str) -> str:
+        """The sha256 of the blob, downloaded again (a blob stored before BLAKE3)."""
+        hasher = new_hasher(0, LEGACY)
+        with self._get(digest) as response:
+            for chunk in response.iter_bytes(CHUNK_SIZE):
+                hasher.update(chunk)
+        return hasher.hexdigest()
 
 
-def _chunks(file: BinaryIO) -> Iterator[bytes]:
-    while chunk := file.read(CHUNK_SIZE):
-        yield chunk
+class _Mismatch(Exception):
+    """Raised inside an upload's body: its bytes do not match the digest; the request is
+    abandoned before its last chunk."""
+
+
+def _checked_chunks(
+    file: BinaryIO, size: int, hasher: Hasher, matches: Callable[[str], bool]
+) -> Iterator[bytes]:
+    """`size` bytes of `file`, hashed as they are read; the last chunk is yielded only when
+    `matches(digest)` (so a wrong upload never reaches its `content-length`)."""
+    sent = 0
+    held = b""
+    while sent < size:
+        chunk = file.read(min(CHUNK_SIZE, size - sent))
+        if not chunk:
+            break
+        hasher.update(chunk)
+        if held:
+            yield held
+        held = chunk
+        sent += len(chunk)
+    if sent != size or file.read(1) or not matches(hasher.hexdigest()):
+        raise _Mismatch
+    yield held
+
+
+def _legacy(path: Path, digest: str) -> Callable[[str], bool]:
+    """Whether a file's BLAKE3 digest names it, or its sha256 (sent by a store of before
+    BLAKE3): the latter read again only when the former differs."""
+    return lambda actual: actual == digest or hash_file(path, LEGACY) == digest
 
 
 def _unreachable(exc: httpx.HTTPError) -> StorageError:

@@ -1,14 +1,22 @@
 """Content digests: the one place that knows how blobs, manifests and cache keys are hashed.
 
 Every content address in dstack (a blob's name, a manifest's identity, a cache key) is a
-256-bit digest written as 64 lower-case hex characters. `ALGORITHM` names the algorithm of
-new digests; `new_hasher` gives an incremental hasher for it (or for `sha256`/`blake3` by
-name), `digest_bytes`, `digest_file` and `digest_fd` the usual shortcuts.
+256-bit digest written as 64 lower-case hex characters. `ALGORITHM` (BLAKE3) names the
+algorithm of new digests; `new_hasher` gives an incremental hasher for it (or for
+`sha256`/`blake3` by name), `digest_bytes`, `digest_file` and `digest_fd` the usual shortcuts.
 
 BLAKE3 (the `blake3` package, its Rust core) hashes about twice as fast as sha256 on one
 core, and can spread one large input over several threads: `new_hasher(size)` asks for that
 when `size` is at least `THREADED_MIN`. Its updates release the GIL, as `hashlib`'s do, so a
 helper thread can hash while another copies (`dstack.storage.copying`).
+
+Digests written before the switch are sha256 (`LEGACY`), and stay valid: blobs keep their
+names, manifests and database rows their digests, nothing is rewritten. Whoever verifies
+content (`dstack.storage.base.verify`) compares its BLAKE3 digest first and, only when that
+differs, the content's sha256: a second pass that only blobs stored before the switch (and
+corrupt ones) pay. A digest is self-verifying under either algorithm (both are 256-bit and
+collision resistant), so a store needs no record of which one named each blob, a half-done
+migration cannot exist, and an older client that still sends sha256 digests keeps working.
 
 Hashes of secrets (token hashes, session ids, key stretching) are not content digests and do
 not use this module: they stay sha256.
@@ -23,8 +31,11 @@ from typing import Final, Literal, Protocol
 
 Algorithm = Literal["sha256", "blake3"]
 
-ALGORITHM: Final[Algorithm] = "sha256"
-"""The algorithm of every new digest (README, "Artifacts": the switch to BLAKE3)."""
+ALGORITHM: Final[Algorithm] = "blake3"
+"""The algorithm of every new digest (README, "Artifacts")."""
+
+LEGACY: Final[Algorithm] = "sha256"
+"""The algorithm of digests written before BLAKE3; still accepted when content is verified."""
 
 THREADED_MIN: Final = 64 * 1024 * 1024
 """Inputs of at least this many bytes are hashed by BLAKE3 on several threads."""

@@ -7,16 +7,17 @@ working-copy tree, so no file is read twice and nothing is rehashed by us.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from dstack.models.digests import new_hasher
 from dstack.repo.command import rev_parse, run_git
 from dstack.repo.patterns import matches_any
 from dstack.repo.worktree import write_working_tree
 
 
 def tree_of(root: Path, *, patterns: list[str], tree: str | None = None) -> str:
-    """sha256 (hex) over the ``(mode, object hash, path)`` of the files matching ``patterns``.
+    """The content digest (hex, `dstack.models.digests`) over the ``(mode, object hash,
+    path)`` of the files matching ``patterns``.
 
     Files come from ``tree`` when given (e.g. :attr:`RepoState.tree`), else from the working
     copy at ``root`` as :func:`read_repo_state` sees it. Pattern syntax:
@@ -25,7 +26,7 @@ def tree_of(root: Path, *, patterns: list[str], tree: str | None = None) -> str:
     if tree is None:
         tree = write_working_tree(root, rev_parse(root, "HEAD^{commit}"))
     listing = run_git(["ls-tree", "-r", "-z", "--full-tree", tree], cwd=root)
-    digest = hashlib.sha256()
+    digest = new_hasher()
     for entry in listing.split(b"\0"):
         if not entry:
             continue

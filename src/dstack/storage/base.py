@@ -16,14 +16,14 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from dstack.errors import StorageError
 from dstack.models.artifacts import StorageAccess
-from dstack.models.digests import ALGORITHM, digest_file
+from dstack.models.digests import ALGORITHM, LEGACY, Algorithm, digest_bytes, digest_file
 
 CHUNK_SIZE = 1024 * 1024
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -152,9 +152,32 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def hash_file(path: Path) -> str:
+def hash_file(path: Path, algorithm: Algorithm = ALGORITHM) -> str:
     """The hex digest of a file (`dstack.models.digests.digest_file`)."""
-    return digest_file(path)
+    return digest_file(path, algorithm)
+
+
+def verify(digest: str, actual: str, legacy: Callable[[], str]) -> None:
+    """Raise `BlobMismatchError` unless content whose BLAKE3 digest is `actual` is `digest`.
+
+    A blob stored before the switch to BLAKE3 is named by its sha256
+    (`dstack.models.digests.LEGACY`): only when `actual` differs is `legacy()` called, which
+    hashes the same content again with sha256 (re-reading a file, fetching it again). When
+    that second read fails too (the server that sent corrupt bytes breaks off again), the
+    mismatch is what is reported: it is the first thing that went wrong."""
+    if actual == digest:
+        return
+    try:
+        again = legacy()
+    except Exception:  # any failure to re-read: the content is still unverified
+        again = None
+    if again != digest:
+        raise mismatch(digest, actual)
+
+
+def verify_bytes(data: bytes | memoryview, digest: str) -> None:
+    """`verify` for content in memory."""
+    verify(digest, digest_bytes(data), lambda: digest_bytes(data, LEGACY))
 
 
 def mismatch(digest: str, actual: str) -> BlobMismatchError:

@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.artifacts import StorageAccess
-from dstack.models.digests import digest_bytes, new_hasher
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch, replacing
+from dstack.models.digests import LEGACY, digest_bytes, digest_fd, new_hasher
+from dstack.storage.base import CHUNK_SIZE, check_digest, hash_file, replacing, verify, verify_bytes
 from dstack.storage.copying import copy_hashing, copy_range, copy_verified, hash_fd
 
 BLOB_MODE = 0o400
@@ -79,9 +79,7 @@ class LocalBlobStore:
     def put_bytes(self, data: bytes, digest: str) -> None:
         if self.exists(digest):
             return
-        actual = digest_bytes(data)
-        if actual != digest:
-            raise mismatch(digest, actual)
+        verify_bytes(data, digest)
         self._save(data, digest)
 
     def ingest(self, path: Path, expected: os.stat_result | None = None) -> tuple[str, bool]:
@@ -136,7 +134,7 @@ class LocalBlobStore:
 
     def open(self, digest: str) -> Iterator[bytes]:
         file = self._open(digest)
-        return self._verified_chunks(file, digest)
+        return self._verified_chunks(file, digest, self.path(digest))
 
     def size(self, digest: str) -> int:
         try:
@@ -155,8 +153,7 @@ class LocalBlobStore:
                     actual = copy_verified(source.fileno(), fd, size)
             finally:
                 os.close(fd)
-            if actual != digest:
-                raise mismatch(digest, actual)
+            verify(digest, actual, lambda: hash_file(self.path(digest), LEGACY))
 
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -192,14 +189,13 @@ class LocalBlobStore:
             raise NotFoundError(f"blob {digest} not found") from None
 
     @staticmethod
-    def _verified_chunks(file: BinaryIO, digest: str) -> Iterator[bytes]:
+    def _verified_chunks(file: BinaryIO, digest: str, path: Path) -> Iterator[bytes]:
         hasher = new_hasher()
         with file:
             while chunk := file.read(CHUNK_SIZE):
                 hasher.update(chunk)
                 yield chunk
-        if hasher.hexdigest() != digest:
-            raise mismatch(digest, hasher.hexdigest())
+        verify(digest, hasher.hexdigest(), lambda: hash_file(path, LEGACY))
 
     def _temp_name(self) -> str:
         """A fresh name in the store's temp folder (which is created when missing)."""
@@ -220,8 +216,7 @@ class LocalBlobStore:
                 actual, _ = copy_hashing(source_fd, fd)
             finally:
                 os.close(fd)
-            if actual != digest:
-                raise mismatch(digest, actual)
+            verify(digest, actual, lambda: hash_file(Path(tmp), LEGACY))
             self._commit(tmp, digest)
         finally:
             _discard(tmp)
@@ -332,11 +327,9 @@ class LocalBlobStore:
     def _verify(file: str, digest: str) -> None:
         fd = os.open(file, os.O_RDONLY)
         try:
-            actual = hash_fd(fd)
+            verify(digest, hash_fd(fd), lambda: digest_fd(fd, LEGACY))
         finally:
             os.close(fd)
-        if actual != digest:
-            raise mismatch(digest, actual)
 
     def _commit(self, tmp: str, digest: str) -> None:
         os.chmod(tmp, BLOB_MODE)

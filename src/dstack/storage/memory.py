@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dstack.errors import NotFoundError
-from dstack.models.digests import digest_bytes
-from dstack.storage.base import CHUNK_SIZE, check_digest, mismatch
+from dstack.storage.base import CHUNK_SIZE, check_digest, verify_bytes
 
 
 class MemoryBlobStore:
@@ -33,10 +32,7 @@ class MemoryBlobStore:
         self.put_bytes(path.read_bytes(), digest)
 
     def put_bytes(self, data: bytes, digest: str) -> None:
-        check_digest(digest)
-        actual = digest_bytes(data)
-        if actual != digest:
-            raise mismatch(digest, actual)
+        verify_bytes(data, check_digest(digest))
         with self._lock:
             self._blobs.setdefault(digest, bytes(data))
 

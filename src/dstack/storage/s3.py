@@ -1,8 +1,19 @@
-"""`S3BlobStore`: blobs as objects in an S3 bucket (or anything that speaks S3)."""
+"""`S3BlobStore`: blobs as objects in an S3 bucket (or anything that speaks S3).
+
+Integrity. S3 can verify an upload against a checksum it knows (CRC32, CRC32C, CRC64NVME,
+SHA-1, SHA-256), not against BLAKE3, the digest that names a blob. Uploads therefore send no
+checksum header: computing one would be a second hash pass over every byte (the sha256 that
+S3 could check costs more than the BLAKE3 itself), and a CRC chosen by the uploader proves
+nothing about the digest the object is stored under. Instead every writer hashes what it
+sends while it sends it and refuses to complete a wrong upload (`S3BlobStore.put_file`
+deletes its own bad object; `dstack.api.presigned` holds back the last chunk until the
+digest is checked, so S3 never receives a whole wrong object), and every reader verifies the
+BLAKE3 digest of what it gets before the bytes count (`get_file`, `open`): a corrupt object
+is named, never placed.
+"""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import uuid
@@ -15,8 +26,16 @@ from urllib.parse import urlsplit
 
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.artifacts import StorageAccess
-from dstack.models.digests import Hasher, digest_bytes, new_hasher
-from dstack.storage.base import CHUNK_SIZE, check_digest, hash_file, mismatch, replacing
+from dstack.models.digests import LEGACY, Algorithm, Hasher, new_hasher
+from dstack.storage.base import (
+    CHUNK_SIZE,
+    check_digest,
+    hash_file,
+    mismatch,
+    replacing,
+    verify,
+    verify_bytes,
+)
 
 # Objects above this size are moved in parts, several at a time.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -110,19 +129,13 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     def put_bytes(self, data: bytes, digest: str) -> None:
-        check_digest(digest)
-        actual = digest_bytes(data)
-        if actual != digest:
-            raise mismatch(digest, actual)
+        verify_bytes(data, check_digest(digest))
         if self.exists(digest):
             return
-        checksum = checksum_header(digest)["x-amz-checksum-sha256"]
         self._call(
             "upload",
             digest,
-            lambda: self._client.put_object(
-                Bucket=self.bucket, Key=self.key(digest), Body=data, ChecksumSHA256=checksum
-            ),
+            lambda: self._client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data),
         )
 
     def put_file(self, path: Path, digest: str) -> None:
@@ -135,9 +148,11 @@ class S3BlobStore:
                 self._upload(_HashingReader(file, hasher), digest, marker)
         except OSError as exc:
             raise StorageError(f"cannot upload {path} as blob {digest}: {exc.strerror}") from exc
-        if hasher.hexdigest() != digest:
+        try:
+            verify(digest, hasher.hexdigest(), lambda: hash_file(path, LEGACY))
+        except (StorageError, OSError):
             self._delete_own(digest, marker)
-            raise mismatch(digest, hasher.hexdigest())
+            raise mismatch(digest, hasher.hexdigest()) from None
 
     def open(self, digest: str) -> Iterator[bytes]:
         response = self._call(
@@ -151,9 +166,7 @@ class S3BlobStore:
         with replacing(target) as (fd, tmp):
             os.close(fd)
             self._call("download", digest, lambda: self._download(digest, str(tmp)))
-            actual = hash_file(tmp)
-            if actual != digest:
-                raise mismatch(digest, actual)
+            verify(digest, hash_file(tmp), lambda: hash_file(tmp, LEGACY))
 
     def delete(self, digest: str) -> None:
         self._call(
@@ -175,14 +188,12 @@ class S3BlobStore:
 
     def presign(self, digest: str, method: str, *, expires_in: int = 3600) -> str:
         """A URL that lets its holder GET or PUT the blob for `expires_in` seconds without
-        credentials. A PUT URL carries the blob's sha256: S3 refuses other bytes (the
-        uploader sends it as `x-amz-checksum-sha256`, see `checksum_header`)."""
+        credentials. A PUT URL pins the key, not the content (see the module docstring):
+        the uploader checks its bytes, every reader verifies them."""
         operation = _PRESIGN_METHODS.get(method.upper())
         if operation is None:
             raise StorageError(f"cannot presign '{method}'", hint="use GET or PUT")
         params = {"Bucket": self.bucket, "Key": self.key(digest)}
-        if operation == "put_object":
-            params["ChecksumSHA256"] = checksum_header(digest)["x-amz-checksum-sha256"]
         return str(
             self._client.generate_presigned_url(operation, Params=params, ExpiresIn=expires_in)
         )
@@ -240,8 +251,20 @@ class S3BlobStore:
             raise
         except Exception as exc:
             raise self._translate(exc, "read", digest) from exc
-        if hasher.hexdigest() != digest:
-            raise mismatch(digest, hasher.hexdigest())
+        verify(digest, hasher.hexdigest(), lambda: self._digest_object(digest, LEGACY))
+
+    def _digest_object(self, digest: str, algorithm: Algorithm) -> str:
+        """The digest of the stored object, fetched again (a blob stored before BLAKE3)."""
+        hasher = new_hasher(0, algorithm)
+        response = self._call(
+            "read",
+            digest,
+            lambda: self._client.get_object(Bucket=self.bucket, Key=self.key(digest)),
+        )
+        with contextlib.closing(response["Body"]) as body:
+            for chunk in body.iter_chunks(CHUNK_SIZE):
+                hasher.update(chunk)
+        return hasher.hexdigest()
 
     def _call(self, action: str, digest: str, call: Callable[[], Any]) -> Any:
         try:
@@ -277,11 +300,6 @@ def make_client(endpoint_url: str | None = None) -> Any:
         retries={"max_attempts": 5, "mode": "standard"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
-
-
-def checksum_header(digest: str) -> dict[str, str]:
-    """The header that makes S3 verify an upload's sha256 itself."""
-    return {"x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(digest)).decode()}
 
 
 class _HashingReader:

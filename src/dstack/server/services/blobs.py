@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 
-from dstack.models.digests import new_hasher
+from dstack.models.digests import LEGACY, new_hasher
 from dstack.server.context import ServerContext
 from dstack.server.services.artifacts import touch_blobs
-from dstack.storage.base import check_digest, mismatch
+from dstack.storage.base import check_digest, hash_file, verify
 
 
 def exists(ctx: ServerContext, *, digest: str) -> bool:
@@ -43,8 +43,7 @@ async def put_blob(ctx: ServerContext, *, digest: str, chunks: AsyncIterator[byt
             async for chunk in chunks:
                 hasher.update(chunk)
                 out.write(chunk)
-        if hasher.hexdigest() != digest:
-            raise mismatch(digest, hasher.hexdigest())
+        verify(digest, hasher.hexdigest(), lambda: hash_file(tmp, LEGACY))
         await anyio.to_thread.run_sync(ctx.blobs.put_file, tmp, digest)
         # A fresh upload is about to be referenced: garbage collection must wait for it.
         await touch_blobs(ctx, [digest])

@@ -11,6 +11,7 @@ SCENARIOS: dict[str, Scenario] = {
     "S1": runs.one_step,
     "S2": runs.chain,
     "S3": runs.parallel,
+    "S3O": runs.runner_overhead,
     "S4": storage.big_file,
     "S5": storage.many_files,
     "S6": logs.million_lines,

@@ -51,6 +51,7 @@ from dstack.runner.ports import JobPorts, PortRecorder
 from dstack.runner.recovery import Recovery
 from dstack.runner.resources import detect_resources, free_disk_mib
 from dstack.runner.settings import RunnerSettings
+from dstack.runner.trash import Trash
 from dstack.runner.tunnel import PortCheck, TunnelAgent
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class Runner:
         self._idle_interval: float | None = None
         self._workers: dict[str, JobWorker] = {}
         self._held = HeldJobs(settings.work_dir)
+        self._trash = Trash(settings.jobs_dir / ".trash")
         self._recovering: set[str] = set()
         self._contact = time.monotonic()
         self._lock = threading.Lock()
@@ -140,6 +142,7 @@ class Runner:
         """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
         self.settings.create_dirs()
         lock = WorkDirLock(self.settings.lock_path).acquire()
+        self._trash.empty_later()
         try:
             self._run()
         finally:
@@ -359,6 +362,7 @@ class Runner:
                 blob_store=self._blob_store,
                 checkouts=self._checkouts,
                 held=self._hold(assignment),
+                trash=self._trash,
             )
             self._workers[assignment.job_id] = worker
             notice = self.interruption

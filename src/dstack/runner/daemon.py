@@ -75,8 +75,13 @@ def start_tunnel_agent(
     settings: RunnerSettings, runner_id: str, credential: str, allowed: PortCheck
 ) -> Closeable:
     """The app tunnel of this runner (`dstack.runner.tunnel`), connecting in the background
-    with the runner's own credential."""
-    agent = TunnelAgent(settings.server_url, credential, runner_id, allowed=allowed)
+    with the runner's own credential. A local runner's control connection (to a server on
+    this machine, which closes it if it goes away) sends no keepalive pings: they woke both
+    processes every 20 s while nothing happened."""
+    ping = None if settings.server_file is not None else 20.0
+    agent = TunnelAgent(
+        settings.server_url, credential, runner_id, allowed=allowed, ping_interval=ping
+    )
     return agent.start()
 
 

@@ -8,6 +8,7 @@ from benchmarks.scenarios.base import Bench, Scenario, Sizes
 SCENARIOS: dict[str, Scenario] = {
     "S0": startup.help_startup,
     "S0'": startup.cold_start,
+    "S0I": startup.idle_cost,
     "S1": runs.one_step,
     "S2": runs.chain,
     "S3": runs.parallel,

@@ -32,7 +32,7 @@ class Trash:
     def put(self, folder: Path) -> None:
         """Remove `folder` (soon); missing already is fine."""
         try:
-            self.root.mkdir(exist_ok=True)
+            self.root.mkdir(mode=0o700, exist_ok=True)  # job users must not list it
             os.rename(folder, self.root / folder.name)
         except FileNotFoundError:
             return

@@ -8,9 +8,11 @@ from benchmarks.scenarios.base import Bench, Scenario, Sizes
 SCENARIOS: dict[str, Scenario] = {
     "S0": startup.help_startup,
     "S0'": startup.cold_start,
+    "S0I": startup.idle_cost,
     "S1": runs.one_step,
     "S2": runs.chain,
     "S3": runs.parallel,
+    "S3O": runs.runner_overhead,
     "S4": storage.big_file,
     "S5": storage.many_files,
     "S6": logs.million_lines,

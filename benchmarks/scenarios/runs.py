@@ -7,10 +7,12 @@ so the time includes submitting, scheduling, running, log shipping and artifact 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from benchmarks.harness import Budget, Row, median, quiet, sample
 from benchmarks.scenarios.base import Bench
-from benchmarks.workspace import BenchError
+from benchmarks.workspace import BenchError, user_environ
 
 HELLO = """
 workflows:
@@ -64,7 +66,23 @@ def one_step(bench: Bench) -> list[Row]:
             baseline_name="bash -c",
             budget=Budget(0.25),
         ),
+        _against_pydantic(ours, bench.sizes.runs),
     ]
+
+
+def _against_pydantic(ours: list[float], runs: int) -> Row:
+    """S1 against importing pydantic, which the CLI's start cannot avoid: a ratio that the
+    machine's speed cancels out of."""
+    command = [sys.executable, "-c", "import pydantic"]
+    base = sample(lambda: quiet(command, env=user_environ()), runs=runs)
+    return Row(
+        "S1",
+        "dstack run (echo hello), vs import pydantic",
+        ours,
+        baseline=median(base),
+        baseline_name="import pydantic",
+        budget=Budget(3.0, times_baseline=True),
+    )
 
 
 def chain(bench: Bench) -> list[Row]:
@@ -106,9 +124,51 @@ def parallel(bench: Bench) -> list[Row]:
             ours,
             baseline=median(base),
             baseline_name="xargs -P 2",
-            budget=Budget(2.0 * count / 16),
+            budget=Budget(1.15, times_baseline=True),
         ),
     ]
+
+
+def runner_overhead(bench: Bench) -> list[Row]:
+    """S3O: the runner's cost per job, between one job's last command and the next one's
+    first (its final status, the next claim, checkout, process start): N jobs that each
+    take every CPU (so they run one at a time) write a timestamp as their first and last
+    command; the row is the median gap."""
+    count = bench.sizes.parallel_jobs
+    cpu = os.cpu_count() or 2
+    gaps: list[float] = []
+    with bench.workspace() as ws:
+        stamps = ws.root / "stamps"
+        ws.workflows(_serial_workflows(count, cpu, stamps))
+        for _ in range(bench.sizes.runs):
+            stamps.write_text("")
+            ws.dstack("run", "all", "--reload")
+            gaps += _gaps(stamps.read_text().split())
+    return [Row("S3O", "runner overhead per job", [g * 1000 for g in gaps], unit="ms")]
+
+
+def _serial_workflows(count: int, cpu: int, stamps: Path) -> str:
+    stamp = f"date +%s.%N >> {stamps}"
+    lines = ["workflows:"]
+    for index in range(count):
+        lines += [
+            f"  - name: job-{index}",
+            "    provider: bash",
+            f"    commands: ['{stamp}', '{stamp}']",
+            f"    resources: {{cpu: {cpu}}}",
+        ]
+    lines += ["  - name: all", "    provider: bash", "    commands: ['true']", "    deps:"]
+    lines += [f"      - workflow: job-{index}" for index in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def _gaps(stamps: list[str]) -> list[float]:
+    """From the jobs' (start, end) pairs in the order written: each start minus the end
+    before it."""
+    times = sorted(float(stamp) for stamp in stamps)
+    if len(times) % 2:
+        raise BenchError(f"odd number of timestamps: {len(times)}")
+    return [times[i] - times[i - 1] for i in range(2, len(times), 2)]
 
 
 def _parallel_workflows(count: int, cpu: int) -> str:

@@ -1,9 +1,13 @@
 """S0: `dstack --help` against `python -c pass` (interpreter start-up is the floor).
-S0': the first `dstack run` of the day, no local server yet, against a warm one."""
+S0': the first `dstack run` of the day, no local server yet, against a warm one.
+S0I: what an idle local server and its runner cost."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from pathlib import Path
 
 from benchmarks.harness import Budget, Row, median, quiet, sample
 from benchmarks.scenarios.base import Bench
@@ -60,3 +64,44 @@ def cold_start(bench: Bench) -> list[Row]:
             budget=Budget(1.5),
         )
     ]
+
+
+def idle_cost(bench: Bench) -> list[Row]:
+    """S0I: the CPU an idle local server and its runner use together, in % of one core,
+    from 20 s after a job ran (2 s with `--quick`), over 120 s (10 s): every thread's CPU
+    time from the kernel's `schedstat`, in nanoseconds (psutil's per-process times tick in
+    10 ms, too coarse for a few milliseconds a minute)."""
+    from dstack.server.local import local_runner_pid, read_local_server
+
+    quick = bench.sizes.runs <= 1
+    seconds, settle = (10.0, 2.0) if quick else (120.0, 20.0)
+    with bench.workspace() as ws:
+        ws.workflows(HELLO)
+        ws.dstack("run", "hello")
+        server = read_local_server(ws.home)
+        runner = local_runner_pid(ws.home)
+        if server is None or runner is None:
+            raise BenchError("no local server or runner to measure")
+        time.sleep(settle)
+        before = _cpu_ns([server.pid, runner])
+        time.sleep(seconds)
+        used = _cpu_ns([server.pid, runner]) - before
+    return [
+        Row(
+            "S0I",
+            "idle local server + runner",
+            [100 * used / 1e9 / seconds],
+            unit="%",
+            budget=Budget(0.1),
+        )
+    ]
+
+
+def _cpu_ns(pids: list[int]) -> int:
+    """CPU time of every live thread of `pids`, in nanoseconds."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                total += int((task / "schedstat").read_text().split()[0])
+    return total

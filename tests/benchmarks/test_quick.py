@@ -38,10 +38,10 @@ def _harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
 
 
 def test_quick_mode_measures_every_process_scenario(tmp_path: Path) -> None:
-    proc, data = _harness(tmp_path, "--only", "S0,S1,S2,S3,S4,S5,S6,S7,S9,S10")
+    proc, data = _harness(tmp_path, "--only", "S0,S1,S2,S3,S3O,S4,S5,S6,S7,S9,S10")
 
     scenarios = {row["scenario"] for row in data["rows"]}
-    assert scenarios == {"S0", "S1", "S2a", "S2b", "S3", "S4", "S5", "S6", "S7", "S9", "S10"}
+    assert scenarios == {"S0", "S1", "S2a", "S2b", "S3", "S3O", "S4", "S5", "S6", "S7", "S9", "S10"}
     assert data["broken"] == []
     assert "| scenario | median | min-max | baseline | ratio | budget | result |" in proc.stdout
     for row in data["rows"]:

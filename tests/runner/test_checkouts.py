@@ -41,6 +41,9 @@ def test_a_second_job_of_the_same_code_gets_a_copy_of_its_own(
     packs = sorted((second / ".git" / "objects").rglob("*.pack"))
     assert packs
     assert all(p.stat().st_nlink > 1 for p in packs)
+    # git's sample hooks, which nothing runs, are not copied for every job
+    assert list((first / ".git").rglob("*.sample"))
+    assert not list((second / ".git").rglob("*.sample"))
 
 
 def test_other_code_is_checked_out_anew(

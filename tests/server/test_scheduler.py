@@ -250,3 +250,23 @@ async def test_a_runner_waiting_on_a_claim_is_alive_without_heartbeats(
     await Scheduler(ctx).tick()
     [runner] = await runner_service.list_runners(ctx)
     assert runner.status.value == "offline"
+
+
+async def test_an_idle_scheduler_sleeps_through_a_waiting_claim_and_its_timeout(
+    ctx: ServerContext,
+) -> None:
+    runner_id = await register(ctx)
+    timeout = ctx.settings.runner_heartbeat_timeout
+    waiting = asyncio.create_task(claims.claim(ctx, runner_id=runner_id, wait_seconds=60))
+    try:
+        while not ctx.claims.waiting(runner_id):
+            await asyncio.sleep(0.01)
+
+        # the runner cannot count as silent before its claim's deadline, a minute away
+        assert await Scheduler(ctx).idle_sleep() > 60 + timeout - 1
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    # the claim is over: silent from now on, offline after the timeout
+    assert await Scheduler(ctx).idle_sleep() <= timeout + 0.1

@@ -108,6 +108,9 @@ class Transport:
         self._retry_for = retry_for
         self._backoff = Backoff(backoff, backoff_max)
         self._sleep = sleep
+        self.on_no_answer: Callable[[], None] | None = None
+        """Called whenever a request got no answer (each try of one retried): a local
+        runner then looks for where its server went (`dstack.runner.follow`)."""
         mounts: dict[str, httpx.BaseTransport] = {}
         if transport is None and self.base_url.startswith("http://"):
             # A plain-HTTP server needs no TLS: skip loading the CA bundle (tens of ms on
@@ -173,12 +176,14 @@ class Transport:
             try:
                 response = self._http.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
+                self._no_answer()
                 pause = next(pauses)
                 if not retry or time.monotonic() + pause > deadline:
                     raise self.unreachable(exc) from exc
                 self._sleep(pause)
                 continue
             except httpx.HTTPError as exc:
+                self._no_answer()
                 raise self.unreachable(exc) from exc
             if response.is_error and response.status_code not in accept:
                 raise self.error(response)
@@ -196,7 +201,12 @@ class Transport:
                     raise self.error(response)
                 yield response
         except httpx.HTTPError as exc:
+            self._no_answer()
             raise self.unreachable(exc) from exc
+
+    def _no_answer(self) -> None:
+        if self.on_no_answer is not None:
+            self.on_no_answer()
 
     def error(self, response: httpx.Response) -> DstackError:
         """The `DstackError` an error answer of this server stands for."""

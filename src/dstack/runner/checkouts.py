@@ -77,7 +77,7 @@ class CheckoutCache:
         temp = self.root / f"{_TEMP}{uuid.uuid4().hex}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            _copy_tree(source, temp)
+            _copy_tree(source, temp, keep_samples=False)
             os.rename(temp, entry)  # fails when another job saved the same code meanwhile
         except OSError as exc:
             if not entry.exists():
@@ -103,8 +103,12 @@ class CheckoutCache:
                 shutil.rmtree(doomed, ignore_errors=True)
 
 
-def _copy_tree(source: Path, target: Path) -> None:
+def _copy_tree(source: Path, target: Path, *, keep_samples: bool = True) -> None:
+    """A copy of the checkout `source`; git's objects are linked. Without `keep_samples`,
+    the sample hooks `git init` writes (a dozen files nothing runs) are left out: every job's
+    copy of a kept checkout then copies a quarter fewer files."""
     objects = os.path.join(source, ".git", "objects") + os.sep
+    hooks = os.path.join(source, ".git", "hooks")
 
     def copy(src: str, dst: str) -> None:
         if src.startswith(objects):
@@ -115,4 +119,9 @@ def _copy_tree(source: Path, target: Path) -> None:
                 pass  # another file system: copy it
         shutil.copy2(src, dst)
 
-    shutil.copytree(source, target, symlinks=True, copy_function=copy)
+    def samples(folder: str, names: list[str]) -> set[str]:
+        if keep_samples or folder != hooks:
+            return set()
+        return {name for name in names if name.endswith(".sample")}
+
+    shutil.copytree(source, target, symlinks=True, copy_function=copy, ignore=samples)

@@ -231,6 +231,7 @@ def start(
         follower = ServerFollower(
             runner, server_file, rebase=api.transport.rebase, orphan_exit_after=orphan_timeout
         ).start()
+        api.transport.on_no_answer = follower.notice
     try:
         runner.run()
     finally:

@@ -51,6 +51,7 @@ from dstack.runner.ports import JobPorts, PortRecorder
 from dstack.runner.recovery import Recovery
 from dstack.runner.resources import detect_resources, free_disk_mib
 from dstack.runner.settings import RunnerSettings
+from dstack.runner.trash import Trash
 from dstack.runner.tunnel import PortCheck, TunnelAgent
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,13 @@ def start_tunnel_agent(
     settings: RunnerSettings, runner_id: str, credential: str, allowed: PortCheck
 ) -> Closeable:
     """The app tunnel of this runner (`dstack.runner.tunnel`), connecting in the background
-    with the runner's own credential."""
-    agent = TunnelAgent(settings.server_url, credential, runner_id, allowed=allowed)
+    with the runner's own credential. A local runner's control connection (to a server on
+    this machine, which closes it if it goes away) sends no keepalive pings: they woke both
+    processes every 20 s while nothing happened."""
+    ping = None if settings.server_file is not None else 20.0
+    agent = TunnelAgent(
+        settings.server_url, credential, runner_id, allowed=allowed, ping_interval=ping
+    )
     return agent.start()
 
 
@@ -130,6 +136,7 @@ class Runner:
         self._idle_interval: float | None = None
         self._workers: dict[str, JobWorker] = {}
         self._held = HeldJobs(settings.work_dir)
+        self._trash = Trash(settings.jobs_dir / ".trash")
         self._recovering: set[str] = set()
         self._contact = time.monotonic()
         self._lock = threading.Lock()
@@ -140,6 +147,7 @@ class Runner:
         """Register, then claim and run jobs until shutdown; running jobs are then stopped."""
         self.settings.create_dirs()
         lock = WorkDirLock(self.settings.lock_path).acquire()
+        self._trash.empty_later()
         try:
             self._run()
         finally:
@@ -359,6 +367,7 @@ class Runner:
                 blob_store=self._blob_store,
                 checkouts=self._checkouts,
                 held=self._hold(assignment),
+                trash=self._trash,
             )
             self._workers[assignment.job_id] = worker
             notice = self.interruption

@@ -2,10 +2,13 @@
 
 The local server (`dstack.server.local`) may crash or restart, and it binds a new port each
 time. Its runner keeps running its jobs meanwhile: their logs wait in the spool, their
-reports are retried. `ServerFollower` reads the server's `server.json` every second and
-points the runner's client at the URL it names; the runner exits only when it has been
-idle (no job running nor being recovered) while the server stayed unreachable for
-`orphan_exit_after` seconds (a server stopped for good).
+reports are retried. `ServerFollower` reads the server's `server.json` and points the runner's
+client at the URL it names: every second from the moment a request gets no answer
+(`notice`, the client's `Transport.on_no_answer`) until the server answers again, and not
+at all while it answers (an idle runner's claim long-poll is always open, so a server that
+goes away is noticed at once). The runner exits only when it has been idle (no job running
+nor being recovered) while the server stayed unreachable for `orphan_exit_after` seconds
+(a server stopped for good).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class ServerFollower:
         self._interval = interval
         self._clock = clock
         self._stopped = threading.Event()
+        self._trouble = threading.Event()
+        self._trouble_at = clock()  # until the first contact, the server is looked for
         self._seen: tuple[int, int, int] | None = None  # the file's identity when last read
         self.url: str | None = None
 
@@ -66,10 +71,20 @@ class ServerFollower:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._trouble.set()
+
+    def notice(self) -> None:
+        """A request got no answer: look for the server every second until it answers."""
+        self._trouble_at = self._clock()
+        self._trouble.set()
+
+    def in_contact(self) -> bool:
+        """Whether the server answered since the last request that got no answer."""
+        return self._runner.last_contact() > self._trouble_at
 
     def check(self) -> None:
         """One round: follow a new URL; leave when idle and orphaned. The file is read only
-        when it changed (a `stat` a second is all an idle runner spends here)."""
+        when it changed (a `stat` a second while the server does not answer)."""
         url = self._changed_url()
         if url is not None and url != self.url:
             if self.url is not None:
@@ -99,7 +114,12 @@ class ServerFollower:
         self._runner.settings = dataclasses.replace(self._runner.settings, server_url=url)
 
     def _loop(self) -> None:
-        while not self._stopped.wait(self._interval):
+        while not self._stopped.is_set():
+            if self.in_contact():
+                self._trouble.wait()  # until a request gets no answer (or `stop`)
+                self._trouble.clear()
+            elif self._stopped.wait(self._interval):
+                return
             try:
                 self.check()
             except Exception:  # the follower must not die of a bad file

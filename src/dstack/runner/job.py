@@ -30,6 +30,7 @@ from dstack.runner.logs import LogShipper, LogSpool
 from dstack.runner.paths import JobPaths, job_paths
 from dstack.runner.resources import disk_space, gpu_env, is_no_space
 from dstack.runner.settings import RunnerSettings
+from dstack.runner.trash import Trash
 from dstack.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,10 @@ class JobWorker:
         blob_store: BlobStoreFactory | None = None,
         checkouts: CheckoutCache | None = None,
         held: HeldJob | None = None,
+        trash: Trash | None = None,
     ) -> None:
         self.assignment = assignment
+        self._trash = trash
         self._held = held
         self._checkouts = checkouts
         self._open_store = blob_store or (lambda access: open_blob_store(access, api))
@@ -208,7 +211,10 @@ class JobWorker:
                 self._handle.cleanup()
             self._close_store()
         if not self._settings.keep_job_dirs:
-            shutil.rmtree(self.job_dir, ignore_errors=True)
+            if self._trash is not None:  # off the next job's way
+                self._trash.put(self.job_dir)
+            else:
+                shutil.rmtree(self.job_dir, ignore_errors=True)
         if self._held is not None:
             self._held.release()
 

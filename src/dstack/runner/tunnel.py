@@ -45,8 +45,10 @@ class TunnelAgent:
         backoff: float = 1.0,
         backoff_max: float = 30.0,
         dial_timeout: float = 5.0,
+        ping_interval: float | None = 20.0,
     ) -> None:
         self._server_url = server_url
+        self._ping_interval = ping_interval
         self._headers = bearer(token)
         self._runner_id = runner_id
         self._allowed = allowed
@@ -80,7 +82,12 @@ class TunnelAgent:
         pause = self._backoff
         while True:
             try:
-                async with connect(url, additional_headers=self._headers, compression=None) as ws:
+                async with connect(
+                    url,
+                    additional_headers=self._headers,
+                    compression=None,
+                    ping_interval=self._ping_interval,
+                ) as ws:
                     self._connected.set()
                     pause = self._backoff
                     await self._serve_control(ws)

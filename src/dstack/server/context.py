@@ -68,10 +68,14 @@ class OpenClaims:
 
     def __init__(self) -> None:
         self._open: dict[str, int] = {}
+        self._until: dict[str, datetime] = {}
         self._ended: dict[str, datetime] = {}
 
-    def enter(self, runner_id: str) -> None:
+    def enter(self, runner_id: str, until: datetime | None = None) -> None:
+        """A claim of `runner_id` waits, at the latest `until` (its deadline)."""
         self._open[runner_id] = self._open.get(runner_id, 0) + 1
+        if until is not None:
+            self._until[runner_id] = max(until, self._until.get(runner_id, until))
 
     def leave(self, runner_id: str, at: datetime) -> None:
         left = self._open.get(runner_id, 0) - 1
@@ -79,7 +83,13 @@ class OpenClaims:
             self._open[runner_id] = left
         else:
             self._open.pop(runner_id, None)
+            self._until.pop(runner_id, None)
         self._ended[runner_id] = at
+
+    def until(self, runner_id: str) -> datetime | None:
+        """When the latest open claim of `runner_id` ends at the latest (None: none waits,
+        or its deadline is unknown)."""
+        return self._until.get(runner_id)
 
     def waiting(self, runner_id: str) -> bool:
         return runner_id in self._open

@@ -136,6 +136,10 @@ async def _serve(
         keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=2,
         date_header=False,
+        # Its WebSocket peers (its runner's tunnel, a local `dstack attach`) are on this
+        # machine: one that goes away closes its socket. No keepalive pings, which woke
+        # this server every 20 s per connection while nothing happened.
+        ws_ping_interval=None,
     )
     server = QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -117,8 +117,8 @@ class Scheduler:
         while a job is unfinished, a cloud backend is configured or a gang waits out its
         grace (deadlines, silences and offers are then looked at each interval); else until
         the earliest moment a runner that stays silent would go offline (at least an
-        interval, at most the heartbeat timeout: a runner whose claim waits now has no such
-        moment yet), or for an hour when no runner is online (only a change can start work)."""
+        interval; a runner whose claim waits is silent from that claim's deadline), or for an
+        hour when no runner is online (only a change can start work)."""
         settings = self.ctx.settings
         if self._in_grace:
             return settings.scheduler_interval
@@ -136,16 +136,23 @@ class Scheduler:
             ).all()
         if not online:
             return _IDLE_MAX_SECONDS
-        timeout = settings.runner_heartbeat_timeout
-        expiries = [
-            self._silent_since(runner_id, heard) + timedelta(seconds=timeout)
-            for runner_id, heard in online
-            if not self.ctx.claims.waiting(runner_id)
-        ]
-        if not expiries:
-            return timeout
-        left = (min(expiries) - self.ctx.clock()).total_seconds() + _COALESCE_SECONDS
-        return min(max(left, settings.scheduler_interval), timeout)
+        silent = [self._silent_until(runner_id, heard) for runner_id, heard in online]
+        known = [moment for moment in silent if moment is not None]
+        if len(known) < len(silent):
+            return settings.runner_heartbeat_timeout
+        expiry = min(known) + timedelta(seconds=settings.runner_heartbeat_timeout)
+        left = (expiry - self.ctx.clock()).total_seconds() + _COALESCE_SECONDS
+        return max(left, settings.scheduler_interval)
+
+    def _silent_until(self, runner_id: str, heard: datetime | None) -> datetime | None:
+        """The moment from which a runner may count as silent: for one whose claim waits, its
+        deadline (a claim that ends before it, its runner gone, wakes the scheduler: see
+        `services/claims._claim`), so an idle runner long-polling and its server do not
+        wake each other more than once per claim; None for one whose claim has no
+        deadline known."""
+        if self.ctx.claims.waiting(runner_id):
+            return self.ctx.claims.until(runner_id)
+        return self._silent_since(runner_id, heard)
 
     def _silent_since(self, runner_id: str, heard: datetime | None) -> datetime:
         """Since when a runner counts as silent: its last heartbeat or claim, or when the

@@ -89,7 +89,7 @@ async def claim(
     it waits, and until `runner_heartbeat_timeout` after it ended, the runner is alive
     (`ServerContext.claims`), heartbeats or not.
     """
-    ctx.claims.enter(runner_id)
+    ctx.claims.enter(runner_id, ctx.clock() + timedelta(seconds=wait_seconds))
     try:
         return await _claim(ctx, runner_id, wait_seconds, gone)
     finally:
@@ -112,6 +112,9 @@ async def _claim(
         # Every waiting runner wakes at once: when the queue is empty (the usual case for
         # an idle fleet), one read says so instead of a claim transaction each.
         if woken and gone is not None and await gone():
+            # The scheduler counted on this claim until its deadline: it looks again now,
+            # to mark the runner offline once it has been silent for the timeout.
+            ctx.work.notify()
             return None
         if woken:
             waiting = await _any_waiting(ctx)

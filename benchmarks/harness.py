@@ -36,13 +36,17 @@ def sample(
 @dataclass(frozen=True)
 class Budget:
     """`limit` is a ceiling (lower is better) unless `at_least`; `over_baseline` adds the
-    row's baseline to it (S8: at most `docker run` + 0.3 s)."""
+    row's baseline to it (S8: at most `docker run` + 0.3 s); `times_baseline` multiplies the
+    baseline by it (a peer: at least 2x dstack's time)."""
 
     limit: float
     at_least: bool = False
     over_baseline: bool = False
+    times_baseline: bool = False
 
     def bound(self, baseline: float | None) -> float:
+        if self.times_baseline:
+            return self.limit * (baseline or 0.0)
         return self.limit + (baseline or 0.0) if self.over_baseline else self.limit
 
     def met(self, value: float, baseline: float | None) -> bool:
@@ -51,6 +55,8 @@ class Budget:
 
     def describe(self, unit: str) -> str:
         sign = ">=" if self.at_least else "<="
+        if self.times_baseline:
+            return f"{sign} {self.limit:g}x baseline"
         base = "baseline + " if self.over_baseline else ""
         return f"{sign} {base}{_number(self.limit)} {unit}".replace("  ", " ")
 

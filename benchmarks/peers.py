@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -293,9 +292,6 @@ class Peer:
         path = self.root / key
         path.mkdir()
         return path
-
-    def write(self, folder: Path, name: str, text: str) -> None:
-        (folder / name).write_text(textwrap.dedent(text).lstrip("\n"))
 
     def run(self, *args: str, cwd: Path) -> str:
         """A command of this peer to its end; stdout and stderr together. A non-zero exit

@@ -1,10 +1,12 @@
 """`python -m benchmarks [--quick] [--only S1,S4] [--json out.json] [--runs N] [--dir DIR]
-[--db sqlite,postgres]`
+[--db sqlite,postgres] [--peers dvc,snakemake,metaflow]`
 
 Runs the scenarios (each in its own temp repository and DSTACK_HOME, local server warm
 before timing and stopped after) and prints one table: median, min-max, baseline, ratio,
-budget, pass/miss. Exits 0 even when a budget is missed (that is a finding, not a failure);
-exits 1 when a scenario could not be measured at all.
+budget, pass/miss. With `--peers`, S1-S5 (or those of `--only`) run through dstack and each
+named peer, interleaved; a peer's row has dstack's median as its baseline. Exits 0 even
+when a budget is missed (that is a finding, not a failure); exits 1 when a scenario could
+not be measured at all; a peer that could not be installed is skipped with a note.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+from benchmarks import peers
 from benchmarks.harness import Row, table
 from benchmarks.scenarios import SCENARIOS, Bench, Sizes
 from benchmarks.teamserver import parse_databases
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         chosen = _chosen(args.only)
         databases = parse_databases(args.db)
+        names = peers.parse(args.peers) if args.peers is not None else None
+        if names is not None:
+            chosen = _peer_scenarios(args.only, chosen)
     except ValueError as exc:
         print(f"benchmarks: {exc}", file=sys.stderr)
         return 2
@@ -33,17 +39,28 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(sizes, work_dir=args.dir, shared=args.quick, databases=tuple(databases))
     rows: list[Row] = []
     broken: list[str] = []
+    skipped: list[str] = []
     try:
-        for key in chosen:
-            rows += _measure(key, bench, broken)
+        if names is not None:
+            rows, skipped = peers.compare(bench, names, chosen, broken)
+        else:
+            for key in chosen:
+                rows += _measure(key, bench, broken)
     finally:
         bench.close()
     if args.quick:  # budgets are stated for the full sizes
         for row in rows:
             row.budget = None
     print(table(rows))
+    for note in skipped:
+        print(f"- {note}")
     if args.json:
-        payload = {"quick": args.quick, "rows": [r.as_json() for r in rows], "broken": broken}
+        payload = {
+            "quick": args.quick,
+            "rows": [r.as_json() for r in rows],
+            "broken": broken,
+            "peers_skipped": skipped,
+        }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
     return 1 if broken else 0
 
@@ -76,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--db", default="sqlite", help="S7, S9, S10 on these databases: sqlite,postgres"
     )
+    parser.add_argument(
+        "--peers",
+        default=None,
+        help=f"compare S1-S5 with these tools, each pip-installed into a temp venv "
+        f"(comma-separated: {','.join(peers.KNOWN)})",
+    )
     return parser
 
 
@@ -87,6 +110,18 @@ def _chosen(only: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     return keys
+
+
+def _peer_scenarios(only: str, chosen: list[str]) -> list[str]:
+    """The scenarios compared with peers: S1-S5, or those of them `--only` names."""
+    if not only:
+        return list(peers.SCENARIOS)
+    others = [key for key in chosen if key not in peers.SCENARIOS]
+    if others:
+        raise ValueError(
+            f"--peers compares {', '.join(peers.SCENARIOS)} only, not {', '.join(others)}"
+        )
+    return chosen
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def sample(
 class Budget:
     """`limit` is a ceiling (lower is better) unless `at_least`; `over_baseline` adds the
     row's baseline to it (S8: at most `docker run` + 0.3 s); `times_baseline` multiplies
-    the baseline by it (S3: at most 1.15 x `xargs -P 2`)."""
+    the baseline by it (S3: at most 1.15 x `xargs -P 2`;
+    a peer: at least 2x dstack's time)."""
 
     limit: float
     at_least: bool = False

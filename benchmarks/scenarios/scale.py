@@ -318,35 +318,29 @@ class _Rows:
                 f'{{"status":"running","at":"{_iso(running)}"}},'
                 f'{{"status":"{status}","at":"{_iso(finished)}","reason":"{reason}"}}]'
             )
-            jobs.append(
-                (
-                    job_id,
-                    name,
-                    job_index,
-                    workflow,
-                    spec,
-                    _deps(job_index),
-                    status,
-                    reason,
-                    None,
-                    0 if status == "done" else 1,
-                    runner,
-                    "[]",
-                    "[]",
-                    f"{rng.getrandbits(256):064x}",
-                    None,
-                    None,
-                    None,
-                    "[]",
-                    history,
-                    None,
-                    4,
-                    at,
-                    finished,
-                    finished,
-                    None,
-                )
-            )
+            job = {
+                "id": job_id,
+                "run_name": name,
+                "index": job_index,
+                "workflow_name": workflow,
+                "spec": spec,
+                "deps": _deps(job_index),
+                "status": status,
+                "reason": reason,
+                "exit_code": 0 if status == "done" else 1,
+                "runner_id": runner,
+                "gpu_indexes": "[]",
+                "host_ports": "[]",
+                "cache_key": f"{rng.getrandbits(256):064x}",
+                "cache_reason": "no earlier run" if job_index == 0 else "dependency will run",
+                "external_artifacts": "[]",
+                "history": history,
+                "version": 4,
+                "submitted_at": at,
+                "status_at": finished,
+                "finished_at": finished,
+            }
+            jobs.append(tuple(job.get(column) for column in self.columns["jobs"]))
             logs += self._logs(job_id, running)
         self.filled.runs += 1
         self.filled.jobs += len(jobs)

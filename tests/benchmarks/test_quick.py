@@ -80,7 +80,8 @@ def test_quick_mode_measures_the_docker_executor(tmp_path: Path) -> None:
     [
         (
             ["--only", "S1,S42"],
-            "unknown scenario S42; known: S0, S0', S0I, S1, S2, S3, S3O, S4, S5, S6, S7, S8, S9, S10",
+            "unknown scenario S42; known: S0, S0', S0I, S1, S2, S3, S3O, S4, S5, S6, S7, S8, S9, "
+            "S10",
         ),
         (
             ["--only", "S10", "--db", "sqlite,oracle"],

@@ -163,6 +163,10 @@ def test_a_job_no_instance_can_be_had_for_says_why_it_waits_then_why_it_failed(
             x,
         )
         or x == "pending (waiting for instance) — looking for a cloud offer"
+        # each offer is tried before the round fails (a short state, seen under load)
+        or re.fullmatch(
+            r"pending \(waiting for instance\) — provisioning \S+ \(spot, .*\) on memory", x
+        )
         for x in waiting
     ), lines
     assert not any("register" in x for x in lines), lines

@@ -368,6 +368,7 @@ class Runner:
                 checkouts=self._checkouts,
                 held=self._hold(assignment),
                 trash=self._trash,
+                next_job=self._start_worker,
             )
             self._workers[assignment.job_id] = worker
             notice = self.interruption

@@ -11,7 +11,6 @@ from dstack.server.context import ServerContext
 from dstack.server.routers.deps import get_ctx
 from dstack.server.services import artifacts as artifact_service
 from dstack.server.services import claims as claim_service
-from dstack.server.services import jobs as job_service
 from dstack.server.services import logs as log_service
 from dstack.server.services import workflow_caches as cache_service
 
@@ -25,12 +24,13 @@ async def report_status(
 ) -> Response:
     """204; with `next_job` on a final status, the runner's next job when one fits (200):
     the claim it would send next, answered in this round trip."""
-    await job_service.report_status(ctx, job_id=job_id, update=body, runner_id=runner_id)
-    if body.next_job and body.status.is_finished():
-        assignment = await claim_service.claim(ctx, runner_id=runner_id, wait_seconds=0)
-        if assignment is not None:  # serialised once, as the claim endpoint does
-            return Response(content=assignment.model_dump_json(), media_type="application/json")
-    return Response(status_code=204)
+    assignment = await claim_service.report_status(
+        ctx, job_id=job_id, update=body, runner_id=runner_id
+    )
+    if assignment is None:
+        return Response(status_code=204)
+    # Serialised once, as the claim endpoint does.
+    return Response(content=assignment.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/logs", status_code=204)

@@ -126,7 +126,9 @@ class Runner:
         )
         self._executor: Executor | None = None
         self._checkouts = (
-            CheckoutCache(settings.checkouts_dir, keep=settings.checkouts_kept)
+            CheckoutCache(
+                settings.checkouts_dir, keep=settings.checkouts_kept, spares=settings.spares_dir
+            )
             if settings.checkouts_kept > 0
             else None
         )

@@ -271,6 +271,8 @@ class JobWorker:
             spool.say_error(f"error: {exc}")
             return _failed(exc.reason, str(exc))
         self._attach(handle)
+        if self._checkouts is not None:  # the next job of this code: a copy made meanwhile
+            self._checkouts.prepare(self.assignment.repo)
         # `running` is posted while the job runs (a short job may be over before the answer
         # comes, and its final sync starts meanwhile); the job is killed if the server
         # refuses it, and every later report waits for the answer.

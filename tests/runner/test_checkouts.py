@@ -112,3 +112,4 @@ def test_a_spare_copy_made_ahead_is_taken_whole_by_the_next_job(
     assert (second / "train.sh").read_text() == "echo training on $(cat data/in.txt)\n"
     assert git(second, "status", "--porcelain") == ""
     assert sorted(os.listdir(tmp_path / "checkouts")) == [checkout_key(repo_ref)]
+    assert spares.stat().st_mode & 0o777 == 0o700  # no job may look into the spares

@@ -91,7 +91,8 @@ class CheckoutCache:
         assert self.spares is not None
         temp = self.spares / f"{_TEMP}{uuid.uuid4().hex}"
         try:
-            self.spares.mkdir(parents=True, exist_ok=True)
+            # The runner's alone: jobs (of another user, even) may enter the jobs' folder.
+            self.spares.mkdir(mode=0o700, parents=True, exist_ok=True)
             _copy_tree(self.root / key, temp)
             os.rename(temp, self.spares / key)  # fails when one is there already
         except OSError as exc:

@@ -167,3 +167,32 @@ def test_clone_credentials_of_a_job_not_held_are_refused(side: Side) -> None:
 
     with pytest.raises((ConflictError, NotFoundError)):
         side.api.get_repo_credentials("job-of-nobody")
+
+
+def test_a_final_status_asking_for_the_next_job_is_answered_with_it(side: Side) -> None:
+    side.api.register(REQUEST)
+    first = _claim(side)
+    side.submit()
+    side.api.post_status(first.job_id, JobStatusUpdate(status=JobStatus.RUNNING))
+    early = JobStatusUpdate(status=JobStatus.RUNNING, next_job=True)
+    assert side.api.post_status(first.job_id, early) is None  # only a final status asks
+
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0, next_job=True)
+    following = side.api.post_status(first.job_id, done)
+
+    assert following is not None
+    assert following.job_id != first.job_id
+    side.api.post_status(following.job_id, JobStatusUpdate(status=JobStatus.RUNNING))  # its own
+    assert side.api.claim(0.1) is None  # handed out once
+
+
+def test_a_final_status_that_does_not_ask_gets_no_job(side: Side) -> None:
+    side.api.register(REQUEST)
+    first = _claim(side)
+    side.submit()
+    side.api.post_status(first.job_id, JobStatusUpdate(status=JobStatus.RUNNING))
+
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    assert side.api.post_status(first.job_id, done) is None
+
+    assert side.api.claim(0.2) is not None  # still waiting for a claim

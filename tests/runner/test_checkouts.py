@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from tests.runner.conftest import FakeRunnerApi, git
@@ -87,3 +88,28 @@ def test_no_cache_when_none_is_kept(
     cache = CheckoutCache(tmp_path / "checkouts", keep=0)
     _fetch(fake_api, repo_ref, tmp_path / "jobs" / "a", cache)
     assert not cache.has(repo_ref)
+
+
+def test_a_spare_copy_made_ahead_is_taken_whole_by_the_next_job(
+    tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
+) -> None:
+    spares = tmp_path / "jobs" / ".spares"
+    cache = CheckoutCache(tmp_path / "checkouts", spares=spares)
+    first = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "a", cache)
+    (first / "train.sh").write_text("changed by the first job\n")
+
+    cache.prepare(repo_ref)
+    spare = spares / checkout_key(repo_ref)
+    deadline = time.monotonic() + 10
+    while not spare.exists():
+        assert time.monotonic() < deadline, "no spare copy was made"
+        time.sleep(0.01)
+    marker = spare.stat().st_ino
+    second = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "b", cache)
+
+    assert second.stat().st_ino == marker  # moved, not copied again
+    assert not spare.exists()
+    assert (second / "train.sh").read_text() == "echo training on $(cat data/in.txt)\n"
+    assert git(second, "status", "--porcelain") == ""
+    assert sorted(os.listdir(tmp_path / "checkouts")) == [checkout_key(repo_ref)]
+    assert spares.stat().st_mode & 0o777 == 0o700  # no job may look into the spares

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -209,3 +210,29 @@ def test_shutdown_does_not_wait_for_a_hanging_claim(tmp_path: Path) -> None:
     thread.join(10)
 
     assert not thread.is_alive(), "run() kept waiting for the claim after shutdown"
+
+
+def test_the_next_job_comes_in_the_answer_of_the_final_status(
+    runner: Runner, fake_api: FakeRunnerApi, repo_ref: RepoRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first: queue.Queue[JobAssignment] = queue.Queue()
+    patched = threading.Event()
+
+    def claim_first_only(wait_seconds: float) -> JobAssignment | None:
+        patched.set()  # the claim loop calls this one from now on
+        try:
+            assignment = first.get(timeout=min(wait_seconds, 0.05))
+        except queue.Empty:
+            return None
+        fake_api.holders[assignment.job_id] = runner.runner_id or ""
+        return assignment
+
+    monkeypatch.setattr(fake_api, "claim", claim_first_only)
+    assert patched.wait(10)
+    fake_api.assignments.put(_assign(repo_ref, "echo second", job_id="job-2"))
+    first.put(_assign(repo_ref, "echo first", job_id="job-1"))
+
+    assert fake_api.wait_final("job-2").status is JobStatus.DONE
+    assert fake_api.next_jobs == ["job-2"]
+    assert fake_api.statuses["job-1"][-1].next_job is True
+    assert fake_api.text("job-2") == "second\n"

@@ -79,6 +79,37 @@ async def test_cpu_slots_limit_parallel_jobs(ctx: ServerContext) -> None:
     assert [a is not None for a in got] == [True, True, False]
 
 
+async def test_a_final_status_asking_for_the_next_job_claims_it_in_its_answer(
+    ctx: ServerContext,
+) -> None:
+    runner_id = await register(ctx, "small", host(cpus=2))
+    await runs.submit_run(ctx, request=submission(job(), job(), job(), job(cpu=2)))
+    first = await claims.try_claim(ctx, runner_id=runner_id)
+    second = await claims.try_claim(ctx, runner_id=runner_id)
+    assert first is not None
+    assert second is not None
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0, next_job=True)
+
+    third = await claims.report_status(ctx, job_id=first.job_id, update=done, runner_id=runner_id)
+
+    assert third is not None
+    assert third.job_id not in (first.job_id, second.job_id)
+    # The two-CPU job waits for both slots: a final status frees one, its answer is empty.
+    assert (
+        await claims.report_status(ctx, job_id=second.job_id, update=done, runner_id=runner_id)
+        is None
+    )
+    assert await claims.try_claim(ctx, runner_id=runner_id) is None
+    plain = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)  # an older runner's
+    assert (
+        await claims.report_status(ctx, job_id=third.job_id, update=plain, runner_id=runner_id)
+        is None
+    )
+    fourth = await claims.try_claim(ctx, runner_id=runner_id)
+    assert fourth is not None
+    assert fourth.spec.resources.cpu == 2
+
+
 async def test_claim_long_poll_wakes_on_submit(ctx: ServerContext) -> None:
     runner_id = await register(ctx)
     waiting = asyncio.create_task(claims.claim(ctx, runner_id=runner_id, wait_seconds=30))

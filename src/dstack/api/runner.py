@@ -67,8 +67,10 @@ class RunnerApi(Protocol):
         """Long-poll up to `wait_seconds` (plus the network's time) for a job; None when none
         came. `NotFoundError` as for `heartbeat`."""
 
-    def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
-        """Record a status change of a job this runner holds."""
+    def post_status(self, job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
+        """Record a status change of a job this runner holds. A final status with `next_job`
+        answers with the runner's next job as `claim(0)` would (None: none fits, or an older
+        server); any other answers None."""
 
     def post_logs(self, job_id: str, batch: LogBatch) -> None:
         """Store log lines; lines whose seq the server already has are ignored (so a batch
@@ -170,8 +172,12 @@ class RunnerClient:
             return None
         return JobAssignment.model_validate_json(response.content)
 
-    def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
-        self._post(f"/api/jobs/{job_id}/status", update.model_dump_json(exclude_none=True))
+    def post_status(self, job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
+        body = update.model_dump_json(exclude_none=True)
+        response = self._post(f"/api/jobs/{job_id}/status", body)
+        if response.status_code == 204 or not response.content:
+            return None
+        return JobAssignment.model_validate_json(response.content)
 
     def post_logs(self, job_id: str, batch: LogBatch) -> None:
         self._post(f"/api/jobs/{job_id}/logs", batch.model_dump_json())

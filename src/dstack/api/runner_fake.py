@@ -79,6 +79,8 @@ class FakeRunnerApi:
         self.holders: dict[str, str] = {}
         """The server's side: job id → the runner that claimed it."""
         self.finished: set[str] = set()
+        self.next_jobs: list[str] = []
+        """Jobs handed out in the answer of a final status (`next_job`), in order."""
         self._ids = itertools.count(1)
         self._token = registration_token
         self.runner_id: str | None = None
@@ -115,17 +117,20 @@ class FakeRunnerApi:
             assignment = self.assignments.get(timeout=min(wait_seconds, 0.05))
         except queue.Empty:
             return None
+        return self._hand_out(assignment)
+
+    def _hand_out(self, assignment: JobAssignment) -> JobAssignment:
         with self._cond:
             assert self.runner_id is not None
             self.holders[assignment.job_id] = self.runner_id
             self.finished.discard(assignment.job_id)  # handed out again: active again
         return assignment
 
-    def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
+    def post_status(self, job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
         with self._cond:
             last = self.statuses[job_id][-1] if self.statuses[job_id] else None
         if job_id in self.finished and last is not None and _same_final(last, update):
-            return  # the holder resending its final status (a lost answer): a no-op
+            return self._next_job(update)  # the final status resent (a lost answer)
         self._call("post_status", job_id)
         with self._cond:
             if update.status.is_finished():
@@ -133,6 +138,18 @@ class FakeRunnerApi:
             self.statuses[job_id].append(update)
             self.events[job_id].append(f"status:{update.status}")
             self._cond.notify_all()
+        return self._next_job(update)
+
+    def _next_job(self, update: JobStatusUpdate) -> JobAssignment | None:
+        """What a final status with `next_job` is answered: a claim without waiting."""
+        if not (update.next_job and update.status.is_finished()):
+            return None
+        try:
+            assignment = self.assignments.get_nowait()
+        except queue.Empty:
+            return None
+        self.next_jobs.append(assignment.job_id)
+        return self._hand_out(assignment)
 
     def post_logs(self, job_id: str, batch: LogBatch) -> None:
         self._call("post_logs", job_id)

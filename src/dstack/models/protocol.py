@@ -160,6 +160,12 @@ class JobStatusUpdate(Model):
     apps_ready: bool | None = Field(
         None, description="True: every app of the running job answers on its port."
     )
+    next_job: bool | None = Field(
+        None,
+        description="True, on a final status: the answer carries the runner's next job "
+        "(200, a `JobAssignment`), claimed as `POST /api/runners/{id}/claim` would without "
+        "waiting, or none (204). None: answered 204 (an older runner's final status).",
+    )
 
 
 class LogLine(Model):

@@ -6,6 +6,10 @@ Entries live in `<work_dir>/checkouts/<key>`, keyed by everything that decides t
 (`checkout_key`); the least recently used beyond `keep` are removed. In a copy, git's object
 files are hard links (git never changes an object file, `git clone --local` links them too);
 every other file is a copy of its own, because a job may change its code.
+
+With a `spares` folder (on the jobs' file system), a copy of each checkout in use is made
+ahead, in the background, while the job that used it runs: the next job of the same code
+takes it with one rename instead of copying while it starts.
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ class CheckoutCache:
     """Checkouts under `root`, at most `keep` of them. Thread-safe; several runners may share
     `root`. Every method is best effort: a cache that cannot be used is no cache."""
 
-    def __init__(self, root: Path, *, keep: int = 8) -> None:
+    def __init__(self, root: Path, *, keep: int = 8, spares: Path | None = None) -> None:
         self.root = root
         self.keep = keep
+        self.spares = spares
         self._lock = threading.Lock()
+        self._refilling: set[str] = set()
 
     def has(self, repo: RepoRef) -> bool:
         """Whether a checkout of `repo` is kept (`copy_to` may still fail: a full disk)."""
@@ -55,15 +61,54 @@ class CheckoutCache:
     def copy_to(self, repo: RepoRef, target: Path) -> bool:
         """Copy the checkout of `repo` to `target` (which must not exist); False when there
         is none, or it could not be copied (then `target` does not exist either)."""
-        entry = self.root / checkout_key(repo)
+        key = checkout_key(repo)
+        entry = self.root / key
         if not entry.is_dir():
             return False
         try:
             os.utime(entry)  # recently used: pruned last
-            _copy_tree(entry, target)
+            if not self._take_spare(key, target):
+                _copy_tree(entry, target)
         except OSError as exc:  # pruned meanwhile, or a full disk: check the code out instead
             log.info("cannot reuse the checkout %s: %s", entry.name, exc)
             shutil.rmtree(target, ignore_errors=True)
+            return False
+        return True
+
+    def prepare(self, repo: RepoRef) -> None:
+        """Make the spare copy of `repo`'s checkout for its next job, on a thread of its own
+        (nothing without a `spares` folder, a kept checkout, or when one is made already)."""
+        key = checkout_key(repo)
+        if self.spares is None or (self.spares / key).exists():
+            return
+        with self._lock:
+            if key in self._refilling:
+                return
+            self._refilling.add(key)
+        threading.Thread(target=self._make_spare, args=(key,), name="spare", daemon=True).start()
+
+    def _make_spare(self, key: str) -> None:
+        assert self.spares is not None
+        temp = self.spares / f"{_TEMP}{uuid.uuid4().hex}"
+        try:
+            # The runner's alone: jobs (of another user, even) may enter the jobs' folder.
+            self.spares.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _copy_tree(self.root / key, temp)
+            os.rename(temp, self.spares / key)  # fails when one is there already
+        except OSError as exc:
+            log.debug("no spare copy of the checkout %s: %s", key, exc)
+            shutil.rmtree(temp, ignore_errors=True)
+        finally:
+            with self._lock:
+                self._refilling.discard(key)
+
+    def _take_spare(self, key: str, target: Path) -> bool:
+        """Move the spare copy of `key` to `target`; False when there is none."""
+        if self.spares is None:
+            return False
+        try:
+            os.rename(self.spares / key, target)
+        except OSError:  # none (or taken by another job meanwhile): copy instead
             return False
         return True
 
@@ -101,6 +146,8 @@ class CheckoutCache:
                 except OSError:
                     continue
                 shutil.rmtree(doomed, ignore_errors=True)
+                if self.spares is not None:  # its spare copy goes with it
+                    shutil.rmtree(self.spares / old.name, ignore_errors=True)
 
 
 def _copy_tree(source: Path, target: Path, *, keep_samples: bool = True) -> None:

@@ -126,7 +126,9 @@ class Runner:
         )
         self._executor: Executor | None = None
         self._checkouts = (
-            CheckoutCache(settings.checkouts_dir, keep=settings.checkouts_kept)
+            CheckoutCache(
+                settings.checkouts_dir, keep=settings.checkouts_kept, spares=settings.spares_dir
+            )
             if settings.checkouts_kept > 0
             else None
         )
@@ -368,6 +370,7 @@ class Runner:
                 checkouts=self._checkouts,
                 held=self._hold(assignment),
                 trash=self._trash,
+                next_job=self._start_worker,
             )
             self._workers[assignment.job_id] = worker
             notice = self.interruption

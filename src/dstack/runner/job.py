@@ -49,7 +49,9 @@ class JobWorker:
     for later jobs of the same code (default: none). `held` is this job's record in the
     runner's work dir (`dstack.runner.held`): the job's process, how it ended and the journal
     of its final sync go there, for a restarted runner to finish the job; it is released once
-    the final status was accepted.
+    the final status was accepted. `next_job`, when given, runs the runner's next job: the
+    final status asks the server for it (`JobStatusUpdate.next_job`), saving the claim's
+    round trip, unless the runner shuts down or this job was interrupted.
     """
 
     def __init__(
@@ -64,8 +66,12 @@ class JobWorker:
         checkouts: CheckoutCache | None = None,
         held: HeldJob | None = None,
         trash: Trash | None = None,
+        next_job: Callable[[JobAssignment], None] | None = None,
     ) -> None:
         self.assignment = assignment
+        self._next_job = next_job
+        self._handed: JobAssignment | None = None
+        """The next job, from the final status's answer."""
         self._trash = trash
         self._held = held
         self._checkouts = checkouts
@@ -265,6 +271,8 @@ class JobWorker:
             spool.say_error(f"error: {exc}")
             return _failed(exc.reason, str(exc))
         self._attach(handle)
+        if self._checkouts is not None:  # the next job of this code: a copy made meanwhile
+            self._checkouts.prepare(self.assignment.repo)
         # `running` is posted while the job runs (a short job may be over before the answer
         # comes, and its final sync starts meanwhile); the job is killed if the server
         # refuses it, and every later report waits for the answer.
@@ -499,7 +507,15 @@ class JobWorker:
                 return
         self.final = update
         pause_point("final", self.job_id)
-        self._post(update, final=True)
+        with self._lock:
+            interrupted = self._interruption is not None
+        if self._next_job is None or interrupted or self._shutdown.is_set():
+            self._post(update, final=True)
+            return
+        self._post(update.model_copy(update={"next_job": True}), final=True)
+        handed, self._handed = self._handed, None
+        if handed is not None:
+            self._next_job(handed)
 
     def _post(self, update: JobStatusUpdate, *, final: bool = False) -> bool:
         """Post a status; False when the server says the job is no longer this runner's.
@@ -510,7 +526,9 @@ class JobWorker:
         pause = self._settings.retry_backoff
         while True:
             try:
-                self._api.post_status(self.job_id, update)
+                answer = self._api.post_status(self.job_id, update)
+                if answer is not None:  # a final status's answer: the runner's next job
+                    self._handed = answer
                 return True
             except (ConflictError, NotFoundError) as exc:
                 log.warning("job %s is no longer this runner's: %s", self.job_id, exc)

@@ -10,7 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any, cast
 
 from dstack.models.job import JobStatus
-from dstack.models.protocol import JobStatusUpdate
+from dstack.models.protocol import JobAssignment, JobStatusUpdate
 
 if TYPE_CHECKING:
     from dstack.api.runner import RunnerApi
@@ -45,12 +45,13 @@ class PortRecorder:
         self._api = api
         self._ports = ports
 
-    def post_status(self, job_id: str, update: JobStatusUpdate) -> None:
+    def post_status(self, job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
         if update.status.is_finished():
             self._ports.forget(job_id)
-        self._api.post_status(job_id, update)
+        answer = self._api.post_status(job_id, update)
         if update.status == JobStatus.RUNNING and update.host_ports is not None:
             self._ports.record(job_id, update.host_ports)
+        return answer
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._api, name)

@@ -127,6 +127,12 @@ class RunnerSettings:
         return self.work_dir / "checkouts"
 
     @property
+    def spares_dir(self) -> Path:
+        """Copies of kept checkouts made ahead for the next jobs (`CheckoutCache`): in
+        `jobs_dir` (as its `.trash` is), so that a job takes one with a rename."""
+        return self.jobs_dir / ".spares"
+
+    @property
     def held_dir(self) -> Path:
         """What the runner keeps about the jobs it holds (`dstack.runner.held`)."""
         return self.work_dir / "held"

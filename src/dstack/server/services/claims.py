@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dstack.models.artifacts import DepArtifacts, Manifest, StorageAccess
 from dstack.models.job import JobSpec, JobStatus
-from dstack.models.protocol import JobAssignment
+from dstack.models.protocol import JobAssignment, JobStatusUpdate
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
@@ -94,6 +94,18 @@ async def claim(
         return await _claim(ctx, runner_id, wait_seconds, gone)
     finally:
         ctx.claims.leave(runner_id, ctx.clock())
+
+
+async def report_status(
+    ctx: ServerContext, *, job_id: str, update: JobStatusUpdate, runner_id: str
+) -> JobAssignment | None:
+    """Apply the runner's report (`jobs.report_status`); for a final status that asks for it
+    (`next_job`), the runner's next job, claimed as its claim would take it without waiting
+    (None when none fits): its slot is free, and the runner saves a round trip."""
+    await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
+    if not (update.next_job and update.status.is_finished()):
+        return None
+    return await claim(ctx, runner_id=runner_id, wait_seconds=0)
 
 
 async def _claim(

@@ -70,6 +70,10 @@ def test_update_and_delete(home: Path) -> None:
     assert invoke(home, "secrets", "add", "KEY", "one")[0] == 0
 
     assert invoke(home, "secrets", "update", "KEY", "two") == (0, "Secret 'KEY' updated.\n")
+    declined = invoke(home, "secrets", "delete", "KEY", input="n\n")
+    assert declined[0] == 1, declined
+    assert "Nothing changed." in declined[1]
+    assert "KEY" in invoke(home, "secrets", "list")[1]
     assert invoke(home, "secrets", "delete", "-y", "KEY") == (0, "Secret 'KEY' deleted.\n")
     assert "No secrets yet" in invoke(home, "secrets", "list")[1]
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, confirm_or_stop, remote_option
 from dstack.cli.render import ago, console, table
 from dstack.errors import ConfigError
 
@@ -189,7 +189,7 @@ def _limits(backend: BackendInfo) -> str:
 @remote_option
 def delete(name: str, yes: bool, remote: str | None) -> None:
     """Delete backend NAME (refused while it has instances not yet terminated)."""
-    if not yes and not click.confirm(f"Delete backend '{name}' and its stored credentials?"):
-        raise click.exceptions.Exit(1)
+    if not yes:
+        confirm_or_stop(f"Delete backend '{name}' and its stored credentials?")
     client_for(remote).delete_backend(name)
     click.echo(f"Backend '{name}' deleted.")

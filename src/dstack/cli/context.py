@@ -57,6 +57,14 @@ class _Start(threading.Thread):
 _starting: list[_Start] = []
 
 
+def confirm_or_stop(question: str) -> None:
+    """Ask before a change that can't be undone; "no" ends the command with exit 1 and
+    changes nothing (Ctrl+C at the question still exits 130)."""
+    if not click.confirm(question, default=False):
+        click.echo("Nothing changed.", err=True)
+        raise click.exceptions.Exit(1)
+
+
 def start_local_server() -> None:
     """Begin finding or starting the local server on a thread while the command does its own
     work (reading the workflow, asking git): the first command of the day then waits for

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, confirm_or_stop, remote_option
 from dstack.cli.render import size
 from dstack.cli.scope import all_repos_option, repo_for
 from dstack.errors import ConfigError, ConflictError, NotFoundError
@@ -42,7 +42,7 @@ def rm(run_name: str | None, rm_all: bool, all_repos: bool, yes: bool, remote: s
         click.echo("No finished runs to remove.")
         return
     if not yes:
-        click.confirm(f"Remove {len(names)} run(s): {', '.join(names)}?", abort=True)
+        confirm_or_stop(f"Remove {len(names)} run(s): {', '.join(names)}?")
     removed: list[RunDeleted] = []
     refused: list[str] = []
     for name in names:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, confirm_or_stop, remote_option
 from dstack.cli.render import ago, console, table
 from dstack.cli.scope import repo_for
 from dstack.errors import ConfigError, NotFoundError
@@ -117,8 +117,8 @@ def update(name: str, value: str | None, is_global: bool, remote: str | None) ->
 def delete(name: str, yes: bool, is_global: bool, remote: str | None) -> None:
     """Delete secret NAME."""
     repo_id = _scope(is_global)
-    if not yes and not click.confirm(f"Delete secret '{name}'?"):
-        raise click.exceptions.Exit(1)
+    if not yes:
+        confirm_or_stop(f"Delete secret '{name}'?")
     client_for(remote).delete_secret(name, repo_id)
     click.echo(f"Secret '{name}' deleted.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, confirm_or_stop, remote_option
 from dstack.cli.scope import repo_for
 from dstack.errors import ConfigError
 
@@ -33,7 +33,7 @@ def stop(run_name: str | None, stop_all: bool, abort: bool, yes: bool, remote: s
             click.echo("No unfinished runs.")
             return
         if not yes:
-            click.confirm(f"Stop {len(names)} run(s): {', '.join(names)}?", abort=True)
+            confirm_or_stop(f"Stop {len(names)} run(s): {', '.join(names)}?")
     verb = "Aborted" if abort else "Stopping"
     for name in names:
         client.stop_run(name, abort=abort)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from dstack.cli.artifacts import progress
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, confirm_or_stop, remote_option
 from dstack.cli.render import ago, console, size, table
 from dstack.cli.scope import UPLOADS_REPO, all_repos_option, tags_repo_id
 from dstack.errors import ConfigError, RepoError
@@ -102,6 +102,6 @@ def delete_tag(tag: str, yes: bool, remote: str | None) -> None:
     """Delete a tag of the current repository (the run stays)."""
 
     if not yes:
-        click.confirm(f"Delete the tag {tag}?", abort=True)
+        confirm_or_stop(f"Delete the tag {tag}?")
     client_for(remote).delete_tag(tag, tags_repo_id())
     click.echo(f"Deleted the tag {tag}")

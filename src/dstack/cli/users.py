@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dstack.cli.context import client_for, remote_option
+from dstack.cli.context import client_for, confirm_or_stop, remote_option
 from dstack.cli.render import ago, console, table
 from dstack.models.names import check_name
 
@@ -57,7 +57,7 @@ def add(name: str, is_admin: bool, repos: tuple[str, ...], remote: str | None) -
 @click.argument("name")
 def delete(name: str, yes: bool, remote: str | None) -> None:
     """Delete user NAME; their token stops working at once."""
-    if not yes and not click.confirm(f"Delete user '{name}' and revoke their token?"):
-        raise click.exceptions.Exit(1)
+    if not yes:
+        confirm_or_stop(f"Delete user '{name}' and revoke their token?")
     client_for(remote).delete_user(name)
     click.echo(f"User '{name}' deleted.")

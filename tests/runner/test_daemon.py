@@ -249,19 +249,20 @@ def test_a_final_status_overtakes_a_running_report_still_in_flight(
     def slow_running(job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
         """`running` is answered only once the final status was recorded (a slow connection)."""
         if update.status is JobStatus.RUNNING:
-            with contextlib.suppress(AssertionError):  # the old runner: not before 10 s
+            with contextlib.suppress(AssertionError):  # a runner waiting for it: after 10 s
                 fake_api.wait_final(job_id, timeout=10)
         return post_status(job_id, update)
 
     monkeypatch.setattr(fake_api, "post_status", slow_running)
     fake_api.assignments.put(_assign(repo_ref, "sleep 0.2", "echo last words"))
 
-    final = fake_api.wait_final("job-1", timeout=5)  # not after the `running` answer's 10 s
+    final = fake_api.wait_final("job-1")
 
     assert final.status is JobStatus.DONE
     assert final.exit_code == 0
     assert fake_api.text("job-1") == "last words\n"
-    # The late `running` was refused (the job is final): nothing recorded, nothing undone.
+    # Posted before `running` was answered; the late `running` was refused (the job is
+    # final): nothing recorded, nothing undone.
     statuses = [u.status for u in fake_api.statuses["job-1"]]
     assert statuses == [JobStatus.DOWNLOADING, JobStatus.DONE]
     _wait_until(lambda: not (runner.settings.work_dir / "held" / "job-1").exists())

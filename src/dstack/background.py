@@ -26,6 +26,10 @@ class Background(Generic[T]):
         except BaseException as exc:  # re-raised by `result`, in the caller's thread
             self._error = exc
 
+    def done(self) -> bool:
+        """Whether `call` returned (or raised): `result()` would not wait."""
+        return not self._thread.is_alive()
+
     def result(self) -> T:
         self._thread.join()
         if self._error is not None:

@@ -65,6 +65,7 @@ def test_uploading_is_reported_before_done_with_a_summary_in_the_log(
     store = CountingStore()
     job = assign(
         repo_ref,
+        "sleep 0.2",  # long enough to be reported `running` (a shorter job may not be)
         "mkdir -p model/sub",
         "printf abc > model/a",
         "printf defg > model/sub/b",
@@ -307,7 +308,7 @@ def test_a_job_without_artifacts_reports_no_uploading(
     tmp_path: Path, fake_api: FakeRunnerApi, repo_ref: RepoRef
 ) -> None:
     with running(tmp_path, fake_api, CountingStore()):
-        fake_api.assignments.put(assign(repo_ref, "echo hi"))
+        fake_api.assignments.put(assign(repo_ref, "sleep 0.2", "echo hi"))
         fake_api.wait_final("job-1")
     assert [u.status for u in fake_api.statuses["job-1"]] == [
         JobStatus.DOWNLOADING,

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tests.runner.conftest import FakeRunnerApi
 
+from dstack.errors import ConflictError
 from dstack.models.job import JobSpec, JobStatus, PortSpec, TerminationReason
 from dstack.models.logs import LogStream
-from dstack.models.protocol import HeartbeatResponse, JobAssignment
+from dstack.models.protocol import HeartbeatResponse, JobAssignment, JobStatusUpdate
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.runner.daemon import Runner
@@ -57,6 +59,7 @@ def test_a_claimed_job_reports_statuses_and_ships_its_logs(
 ) -> None:
     assignment = _assign(
         repo_ref,
+        "sleep 0.2",  # long enough to be reported `running` (a shorter job may not be)
         "bash train.sh",
         "echo run=$DSTACK_RUN_NAME job=$JOB_ID port=$PORT_0 same=$JOB_PORT_0"
         " unbuf=$PYTHONUNBUFFERED",
@@ -93,7 +96,7 @@ def test_the_next_job_of_the_same_code_copies_it_and_skips_downloading(
     assert fake_api.wait_final("job-1").status is JobStatus.DONE
     fake_api.clear_blobs()  # the bundle is not needed again
 
-    fake_api.assignments.put(_assign(repo_ref, "bash train.sh", job_id="job-2"))
+    fake_api.assignments.put(_assign(repo_ref, "sleep 0.2", "bash train.sh", job_id="job-2"))
 
     assert fake_api.wait_final("job-2").status is JobStatus.DONE
     statuses = [u.status for u in fake_api.statuses["job-2"]]
@@ -236,3 +239,63 @@ def test_the_next_job_comes_in_the_answer_of_the_final_status(
     assert fake_api.next_jobs == ["job-2"]
     assert fake_api.statuses["job-1"][-1].next_job is True
     assert fake_api.text("job-2") == "second\n"
+
+
+def test_a_final_status_overtakes_a_running_report_still_in_flight(
+    runner: Runner, fake_api: FakeRunnerApi, repo_ref: RepoRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    post_status = fake_api.post_status
+
+    def slow_running(job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
+        """`running` is answered only once the final status was recorded (a slow connection)."""
+        if update.status is JobStatus.RUNNING:
+            with contextlib.suppress(AssertionError):  # a runner waiting for it: after 10 s
+                fake_api.wait_final(job_id, timeout=10)
+        return post_status(job_id, update)
+
+    monkeypatch.setattr(fake_api, "post_status", slow_running)
+    fake_api.assignments.put(_assign(repo_ref, "sleep 0.2", "echo last words"))
+
+    final = fake_api.wait_final("job-1")
+
+    assert final.status is JobStatus.DONE
+    assert final.exit_code == 0
+    assert fake_api.text("job-1") == "last words\n"
+    # Posted before `running` was answered; the late `running` was refused (the job is
+    # final): nothing recorded, nothing undone.
+    statuses = [u.status for u in fake_api.statuses["job-1"]]
+    assert statuses == [JobStatus.DOWNLOADING, JobStatus.DONE]
+    _wait_until(lambda: not (runner.settings.work_dir / "held" / "job-1").exists())
+    assert not (runner.settings.jobs_dir / "job-1").exists()
+    fake_api.assignments.put(_assign(repo_ref, "echo next", job_id="job-2"))
+    assert fake_api.wait_final("job-2").status is JobStatus.DONE
+    assert fake_api.text("job-2") == "next\n"
+
+
+def test_a_final_status_that_crossed_a_change_of_its_job_is_posted_again(
+    runner: Runner, fake_api: FakeRunnerApi, repo_ref: RepoRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    post_status = fake_api.post_status
+    crossed: list[str] = []
+
+    def conflict_once(job_id: str, update: JobStatusUpdate) -> JobAssignment | None:
+        if update.status.is_finished() and not crossed:
+            crossed.append(job_id)
+            raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
+        return post_status(job_id, update)
+
+    monkeypatch.setattr(fake_api, "post_status", conflict_once)
+    fake_api.assignments.put(_assign(repo_ref, "echo hi"))
+
+    final = fake_api.wait_final("job-1")
+
+    assert crossed == ["job-1"]
+    assert final.status is JobStatus.DONE
+    assert fake_api.text("job-1") == "hi\n"
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 
+from dstack.errors import ConflictError
 from dstack.models.job import JobStatus
-from dstack.models.protocol import JobStatusUpdate
+from dstack.models.protocol import JobAssignment, JobStatusUpdate
 from dstack.server.context import ServerContext
+from dstack.server.errors import Forbidden
 from dstack.server.services import claims, runs
 from dstack.server.services import jobs as job_service
 
@@ -108,6 +111,57 @@ async def test_a_final_status_asking_for_the_next_job_claims_it_in_its_answer(
     fourth = await claims.try_claim(ctx, runner_id=runner_id)
     assert fourth is not None
     assert fourth.spec.resources.cpu == 2
+
+
+async def test_a_final_status_needs_no_running_before_it_and_a_late_running_changes_nothing(
+    ctx: ServerContext,
+) -> None:
+    """A job over before its `running` report was answered: the runner posts its final
+    status at once, on another connection; `running`, arriving after it, is refused."""
+    runner_id = await register(ctx, "box", host(cpus=2))
+    await runs.submit_run(ctx, request=submission(job()))
+    claimed = await claims.try_claim(ctx, runner_id=runner_id)
+    assert claimed is not None
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0, next_job=True)
+    running = JobStatusUpdate(status=JobStatus.RUNNING, host_ports=[])
+
+    assert (
+        await claims.report_status(ctx, job_id=claimed.job_id, update=done, runner_id=runner_id)
+        is None
+    )
+    with pytest.raises(Forbidden):
+        await claims.report_status(ctx, job_id=claimed.job_id, update=running, runner_id=runner_id)
+
+    async with ctx.read() as session:
+        row = await job_service.require_job(session, claimed.job_id)
+    assert row.status == JobStatus.DONE.value
+    assert [entry["status"] for entry in row.history] == ["submitted", "provisioning", "done"]
+
+
+async def test_a_final_status_crossing_a_running_report_ends_the_job(ctx: ServerContext) -> None:
+    """Both at once, as a runner sends them when its job ends while `running` is in flight:
+    `running` may apply first or be refused; a final status that met it (409) is posted
+    again, as the runner does, and the job ends done either way."""
+    runner_id = await register(ctx, "box", host(cpus=2))
+    await runs.submit_run(ctx, request=submission(job()))
+    claimed = await claims.try_claim(ctx, runner_id=runner_id)
+    assert claimed is not None
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    running = JobStatusUpdate(status=JobStatus.RUNNING, host_ports=[])
+
+    def report(update: JobStatusUpdate) -> Awaitable[JobAssignment | None]:
+        return claims.report_status(ctx, job_id=claimed.job_id, update=update, runner_id=runner_id)
+
+    late, final = await asyncio.gather(report(running), report(done), return_exceptions=True)
+    if isinstance(final, ConflictError):
+        final = await report(done)
+
+    assert final is None
+    assert late is None or isinstance(late, (Forbidden, ConflictError))
+    async with ctx.read() as session:
+        row = await job_service.require_job(session, claimed.job_id)
+    assert row.status == JobStatus.DONE.value
+    assert row.exit_code == 0
 
 
 async def test_claim_long_poll_wakes_on_submit(ctx: ServerContext) -> None:

@@ -354,12 +354,13 @@ class Runner:
             log.warning("cannot keep a record of job %s: %s", assignment.job_id, exc)
             return None
 
-    def _start_worker(self, assignment: JobAssignment) -> None:
+    def _start_worker(self, assignment: JobAssignment) -> JobWorker | None:
+        """Run the job on a worker of its own; the worker (None: it runs here already)."""
         assert self._executor is not None
         with self._lock:
             existing = self._workers.get(assignment.job_id)
             if existing is not None and existing.is_alive():
-                return  # a claim answered twice; the job already runs here
+                return None  # a claim answered twice; the job already runs here
             worker = JobWorker(
                 assignment,
                 settings=self.settings,
@@ -379,6 +380,7 @@ class Runner:
         self._beat.set()  # heartbeats at the busy pace from now on (see `_heartbeat_loop`)
         if notice is not None:  # claimed while the notice came: it goes back at once
             worker.request_interrupt(notice.describe())
+        return worker
 
     def _heartbeat_loop(self) -> None:
         """A heartbeat every `heartbeat_interval` while a job runs or is recovered; while
@@ -437,6 +439,8 @@ class Runner:
             ended = [j for j, w in self._workers.items() if w.ended()]
             for job_id in ended:
                 del self._workers[job_id]
+                # A `running` report answered after the final status noted its ports again.
+                self._ports.forget(job_id)
 
     def _register_quietly(self) -> None:
         try:

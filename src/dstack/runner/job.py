@@ -11,7 +11,13 @@ from pathlib import Path
 
 from dstack.api.runner import RunnerApi
 from dstack.background import Background
-from dstack.errors import ConflictError, DstackError, NotFoundError, ServerUnreachableError
+from dstack.errors import (
+    ConflictError,
+    DstackError,
+    ForbiddenError,
+    NotFoundError,
+    ServerUnreachableError,
+)
 from dstack.models.artifacts import Manifest
 from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
@@ -35,23 +41,33 @@ from dstack.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
+_RUNNING_AFTER = 0.02
+"""Seconds a job runs before it is reported `running`: one over sooner reports only its
+end, sparing the server a write and the final status a report to overtake."""
+_TIDY_AFTER = 2.0
+"""Seconds a finished job's worker lets the next job start before it tidies up."""
+_CROSSED_MAX = 3
+"""Times a final status is posted again after a 409 (the job changed meanwhile)."""
+
 
 class JobWorker:
     """Runs one assignment and reports it: downloading → running → uploading → final status.
 
     `downloading` fetches the code and places the dependencies' artifacts and the workflow
-    caches (a job whose code is checked out here already and that has neither goes straight
-    to `running`); `uploading` (only for jobs with artifacts or caches) is the final artifact sync,
-    after the job's processes are gone, whatever way they ended. `request_stop`,
-    `request_abort` and `forget` may be called from any thread at any time; the final status
-    is posted only after every log line was shipped. `blob_store` opens the store a job's
-    `StorageAccess` names (default: `open_blob_store`); `checkouts` keeps checked-out code
-    for later jobs of the same code (default: none). `held` is this job's record in the
-    runner's work dir (`dstack.runner.held`): the job's process, how it ended and the journal
-    of its final sync go there, for a restarted runner to finish the job; it is released once
-    the final status was accepted. `next_job`, when given, runs the runner's next job: the
-    final status asks the server for it (`JobStatusUpdate.next_job`), saving the claim's
-    round trip, unless the runner shuts down or this job was interrupted.
+    caches (a job whose code is checked out here already and that has neither goes straight to
+    `running`); `running` is reported once the job ran for `_RUNNING_AFTER` (one over sooner
+    reports only its end); `uploading` (only for jobs with artifacts or caches) is the final
+    artifact sync, after the job's processes are gone, whatever way they ended. `request_stop`,
+    `request_abort` and `forget` may be called from any thread at any time; the final status is
+    posted only after every log line was shipped. `blob_store` opens the store a job's
+    `StorageAccess` names (default: `open_blob_store`); `checkouts` keeps checked-out code for
+    later jobs of the same code (default: none). `held` is this job's record in the runner's
+    work dir (`dstack.runner.held`): the job's process, how it ended and the journal of its
+    final sync go there, for a restarted runner to finish the job; it is released once the final
+    status was accepted. `next_job`, when given, runs the runner's next job: the final status
+    asks the server for it (`JobStatusUpdate.next_job`), saving the claim's round trip, unless
+    the runner shuts down or this job was interrupted; the next job's process starts before this
+    worker tidies up (`launched`).
     """
 
     def __init__(
@@ -66,7 +82,7 @@ class JobWorker:
         checkouts: CheckoutCache | None = None,
         held: HeldJob | None = None,
         trash: Trash | None = None,
-        next_job: Callable[[JobAssignment], None] | None = None,
+        next_job: Callable[[JobAssignment], JobWorker | None] | None = None,
     ) -> None:
         self.assignment = assignment
         self._next_job = next_job
@@ -79,7 +95,14 @@ class JobWorker:
         self._store: BlobStore | None = None
         self._sync: ArtifactSync | None = None
         self._running: Background[bool] | None = None
-        """The `running` report, once the job started: every later report waits for it."""
+        """The `running` report, once the job started: every later report but the final
+        one waits for it."""
+        self._exited = threading.Event()
+        """The job's processes are gone: a `running` report not sent yet is not sent."""
+        self._final_out = False
+        """The final status is being posted: a report still in flight was overtaken by it."""
+        self.launched = threading.Event()
+        """Set once the job's process started, or the worker is done without starting it."""
         self._settings = settings
         self._api = api
         self._executor = executor
@@ -186,6 +209,12 @@ class JobWorker:
 
     def _run(self) -> None:
         try:
+            self._run_job()
+        finally:
+            self.launched.set()
+
+    def _run_job(self) -> None:
+        try:
             spool = LogSpool(self.job_dir / "logs", secrets=self.assignment.secrets.values())
         except OSError as exc:  # not even an empty log fits: the job cannot start here
             self._post(_failed_by(exc, self.job_dir, "cannot start the job's log"), final=True)
@@ -208,11 +237,14 @@ class JobWorker:
         finally:
             spool.close()
         update = _lost_output_verdict(update, spool)
-        if not self._running_accepted():
+        if self._running_refused():
             update = None
+        following: JobWorker | None = None
         try:
-            self._finish(update, shipper)
+            following = self._finish(update, shipper)
         finally:
+            if following is not None:  # the next job starts first; what follows only tidies
+                following.launched.wait(_TIDY_AFTER)
             if self._handle is not None:
                 self._handle.cleanup()
             self._close_store()
@@ -223,6 +255,8 @@ class JobWorker:
                 shutil.rmtree(self.job_dir, ignore_errors=True)
         if self._held is not None:
             self._held.release()
+        if self._running is not None:  # its answer may come after the final status's
+            self._running.result()
 
     def _execute(self, spool: LogSpool) -> JobStatusUpdate | None:
         """Run the job; the final status to report (None: forgotten, report nothing)."""
@@ -273,9 +307,11 @@ class JobWorker:
         self._attach(handle)
         if self._checkouts is not None:  # the next job of this code: a copy made meanwhile
             self._checkouts.prepare(self.assignment.repo)
-        # `running` is posted while the job runs (a short job may be over before the answer
-        # comes, and its final sync starts meanwhile); the job is killed if the server
-        # refuses it, and every later report waits for the answer.
+        # `running` is posted once the job ran for `_RUNNING_AFTER` (a job over sooner goes
+        # straight to its final status), while it runs; the job is killed if the server
+        # refuses it. Later reports wait for the answer, but for the final status: a job
+        # over before the answer came posts it at once, on another connection, and a
+        # `running` it overtakes is refused (403) or crossed (409), which changes nothing.
         self._running = running = Background(
             lambda: self._report_running(handle, host_ports), name="status-post"
         )
@@ -283,6 +319,7 @@ class JobWorker:
         probe = self._probe_apps(host_ports, running)
         try:
             result = handle.wait()
+            self._exited.set()
         finally:
             if probe is not None:
                 probe.stop()
@@ -292,7 +329,15 @@ class JobWorker:
         """False when the server refused the `running` report (the job is not ours)."""
         return self._running is None or self._running.result()
 
+    def _running_refused(self) -> bool:
+        """Whether the server refused the `running` report. One still in flight is not
+        waited for: the final status goes out at once, and a refusal would refuse it too."""
+        running = self._running
+        return running is not None and running.done() and not running.result()
+
     def _report_running(self, handle: JobHandle, host_ports: list[int]) -> bool:
+        if self._exited.wait(_RUNNING_AFTER):  # over already: its final status is all it reports
+            return True
         if self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
             return True
         handle.kill()
@@ -458,6 +503,7 @@ class JobWorker:
             threading.Thread(
                 target=handle.stop, args=(self._settings.stop_grace,), daemon=True
             ).start()
+        self.launched.set()
 
     def _cancelled(self) -> bool:
         with self._lock:
@@ -492,38 +538,43 @@ class JobWorker:
         assert result is not None
         return _from_exit(result)
 
-    def _finish(self, update: JobStatusUpdate | None, shipper: LogShipper) -> None:
-        """Ship every line, then post the final status (unless the job was forgotten)."""
+    def _finish(self, update: JobStatusUpdate | None, shipper: LogShipper) -> JobWorker | None:
+        """Ship every line, then post the final status (unless the job was forgotten); the
+        worker of the next job, when its answer carried one."""
         with self._lock:
             forgotten = self._forgotten
         if update is None or forgotten:
             shipper.abandon()
-            return
+            return None
         while not shipper.drain(timeout=1.0):
             with self._lock:
                 forgotten = self._forgotten
             if forgotten:
                 shipper.abandon()
-                return
+                return None
         self.final = update
         pause_point("final", self.job_id)
         with self._lock:
             interrupted = self._interruption is not None
+            self._final_out = True
         if self._next_job is None or interrupted or self._shutdown.is_set():
             self._post(update, final=True)
-            return
+            return None
         self._post(update.model_copy(update={"next_job": True}), final=True)
         handed, self._handed = self._handed, None
-        if handed is not None:
-            self._next_job(handed)
+        return None if handed is None else self._next_job(handed)
 
     def _post(self, update: JobStatusUpdate, *, final: bool = False) -> bool:
         """Post a status; False when the server says the job is no longer this runner's.
 
         Other failures are retried with backoff: a final status must not be lost because
-        the server restarts; an intermediate one is dropped when the runner shuts down.
+        the server restarts; an intermediate one is dropped when the runner shuts down. A
+        final status that met a change of the job (409: the `running` report it overtook,
+        on another connection) is posted again; an intermediate one refused once the final
+        status is out was overtaken by it, and changes nothing.
         """
         pause = self._settings.retry_backoff
+        crossed = 0
         while True:
             try:
                 answer = self._api.post_status(self.job_id, update)
@@ -531,6 +582,13 @@ class JobWorker:
                     self._handed = answer
                 return True
             except (ConflictError, NotFoundError) as exc:
+                with self._lock:
+                    overtaken = not final and self._final_out
+                if overtaken:
+                    return True
+                if final and _changed_meanwhile(exc) and crossed < _CROSSED_MAX:
+                    crossed += 1
+                    continue
                 log.warning("job %s is no longer this runner's: %s", self.job_id, exc)
                 with self._lock:
                     self._forgotten = True
@@ -547,6 +605,11 @@ class JobWorker:
 
     def _send_logs(self, lines: list[LogLine]) -> None:
         self._api.post_logs(self.job_id, LogBatch.model_construct(lines=lines))
+
+
+def _changed_meanwhile(exc: DstackError) -> bool:
+    """409: the job changed while the report was applied (not a refusal: 403, 404)."""
+    return isinstance(exc, ConflictError) and not isinstance(exc, ForbiddenError)
 
 
 def post_manifest(

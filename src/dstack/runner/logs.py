@@ -304,6 +304,9 @@ class LogShipper:
 
         Returns False when `timeout` passed first. Closing the spool is the caller's job.
         """
+        spool = self._spool
+        if spool.closed and self._offset >= spool.size:  # all accepted: no wait for the thread
+            return True
         return self._done.wait(timeout)
 
     def flush(self, timeout: float) -> bool:

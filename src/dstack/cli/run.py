@@ -125,11 +125,11 @@ def run(
         check_name(tag, "tag")
     if remote is None and config is not None and name in config.workflow_names():
         start_local_server()  # while git and the planner work (a cold start: about a second)
-    from dstack.repo.git import find_repo_root, read_repo_state  # see above
+    from dstack.repo.git import probe_repo, read_repo_state  # see above
 
-    repo_root = find_repo_root(cwd)
-    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
-    state = read_repo_state(repo_root, is_toplevel=True)
+    probe = probe_repo(cwd)
+    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=probe.root)
+    state = read_repo_state(probe.root, probe=probe)
 
     import dstack.api.submit  # noqa: F401  (needed next; imported while a server starts)
 

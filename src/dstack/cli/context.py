@@ -88,6 +88,16 @@ def _ensure_local_server(env: EnvSettings) -> tuple[str, str]:
     )
 
 
+def local_runner_executor() -> str | None:
+    """The executor the local server started its runner with, as its `server.json` says;
+    None when it does not say (an older server, or the runner's own default)."""
+    # server.local: ~40 ms that commands talking to a remote skip (`dstack run` has it already)
+    from dstack.server.local import read_local_server
+
+    info = read_local_server(dstack_home())
+    return info.executor if info is not None else None
+
+
 def running_local_server() -> tuple[str, str] | None:
     """(url, token) of the local server when it runs; None else. Starts nothing."""
     # server.local: ~40 ms that commands talking to a remote skip

@@ -14,6 +14,7 @@ from dstack.cli.context import (
     cli_env,
     client_for,
     home_layout,
+    local_runner_executor,
     remote_option,
     start_local_server,
 )
@@ -195,7 +196,12 @@ def _submit(
 
 def _check_local_executor(client: Client, asked: str) -> None:
     """`DSTACK_EXECUTOR` reaches the local server's runner only when the server starts: a
-    server started earlier with the other executor would run the job there, silently."""
+    server started earlier with the other executor would run the job there, silently.
+
+    The server's `server.json` names the executor it started its runner with: when that is
+    the one asked for, no request is needed."""
+    if local_runner_executor() == asked:
+        return
     # settings: only when a local executor was asked for
     from dstack.settings import EXECUTOR
 

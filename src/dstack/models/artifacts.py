@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, model_validator
 
-from dstack.models.common import Model
+from dstack.models.common import LazyModel
 from dstack.models.digests import new_hasher
 from dstack.models.paths import DeclaredPath, EntryPath
 
@@ -14,7 +14,7 @@ MAX_FILE_SIZE = 1 << 50
 """Bytes of one artifact file (1 PiB): a bound for sizes that come in with manifests."""
 
 
-class FileEntry(Model):
+class FileEntry(LazyModel):
     path: EntryPath = Field(
         description="Relative to the artifact's root, `/`-separated, normalized (no `.`, `..` "
         'or empty names); "" for a single-file artifact.'
@@ -24,7 +24,7 @@ class FileEntry(Model):
     digest: str = Field(description="Digest of the content, hex (`dstack.models.digests`).")
 
 
-class Manifest(Model):
+class Manifest(LazyModel):
     """The files of one artifact path of one job (or of one workflow cache path).
 
     `path` is the artifact path as the workflow declared it (`data`, `model/`, `/output`,
@@ -67,7 +67,7 @@ class Manifest(Model):
         return h.hexdigest()
 
 
-class JobArtifacts(Model):
+class JobArtifacts(LazyModel):
     """Everything one job (or the job it reused) produced."""
 
     job_id: str
@@ -81,7 +81,7 @@ class DepArtifacts(JobArtifacts):
     """Artifacts of a dependency, as handed to the runner that must place them."""
 
 
-class Tag(Model):
+class Tag(LazyModel):
     name: str
     run_name: str
     repo_id: str
@@ -90,7 +90,7 @@ class Tag(Model):
     size: int = Field(0, description="Total bytes of the run's artifacts.")
 
 
-class StorageAccess(Model):
+class StorageAccess(LazyModel):
     """How a runner reaches the blob store.
 
     `local`: the store is the folder `path` on the runner's own machine (the local server),
@@ -103,7 +103,7 @@ class StorageAccess(Model):
     path: str | None = None
 
 
-class JobExplanation(Model):
+class JobExplanation(LazyModel):
     """Why a job will run, or which earlier run it reuses."""
 
     index: int

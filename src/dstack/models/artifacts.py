@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, model_validator
 
-from dstack.models.common import LazyModel
+from dstack.models.common import Model
 from dstack.models.digests import new_hasher
 from dstack.models.paths import DeclaredPath, EntryPath
 
@@ -14,7 +14,7 @@ MAX_FILE_SIZE = 1 << 50
 """Bytes of one artifact file (1 PiB): a bound for sizes that come in with manifests."""
 
 
-class FileEntry(LazyModel):
+class FileEntry(Model):
     path: EntryPath = Field(
         description="Relative to the artifact's root, `/`-separated, normalized (no `.`, `..` "
         'or empty names); "" for a single-file artifact.'
@@ -24,7 +24,7 @@ class FileEntry(LazyModel):
     digest: str = Field(description="Digest of the content, hex (`dstack.models.digests`).")
 
 
-class Manifest(LazyModel):
+class Manifest(Model):
     """The files of one artifact path of one job (or of one workflow cache path).
 
     `path` is the artifact path as the workflow declared it (`data`, `model/`, `/output`,
@@ -67,7 +67,7 @@ class Manifest(LazyModel):
         return h.hexdigest()
 
 
-class JobArtifacts(LazyModel):
+class JobArtifacts(Model):
     """Everything one job (or the job it reused) produced."""
 
     job_id: str
@@ -81,7 +81,7 @@ class DepArtifacts(JobArtifacts):
     """Artifacts of a dependency, as handed to the runner that must place them."""
 
 
-class Tag(LazyModel):
+class Tag(Model):
     name: str
     run_name: str
     repo_id: str
@@ -90,7 +90,7 @@ class Tag(LazyModel):
     size: int = Field(0, description="Total bytes of the run's artifacts.")
 
 
-class StorageAccess(LazyModel):
+class StorageAccess(Model):
     """How a runner reaches the blob store.
 
     `local`: the store is the folder `path` on the runner's own machine (the local server),
@@ -103,7 +103,7 @@ class StorageAccess(LazyModel):
     path: str | None = None
 
 
-class JobExplanation(LazyModel):
+class JobExplanation(Model):
     """Why a job will run, or which earlier run it reuses."""
 
     index: int

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from dstack.models.common import LazyModel, Model
+from dstack.models.common import Model
 
 
 class RepoRef(Model):
@@ -42,7 +42,7 @@ class CredentialKind(StrEnum):
     SSH_KEY = "ssh-key"
 
 
-class RepoCredentials(LazyModel):
+class RepoCredentials(Model):
     """What the server shows of a repository's clone settings: never the secret."""
 
     repo_id: str
@@ -52,7 +52,7 @@ class RepoCredentials(LazyModel):
     updated_at: datetime
 
 
-class RepoCredentialsRequest(LazyModel):
+class RepoCredentialsRequest(Model):
     """`dstack init`: store (or replace) how runners clone `repo_id`."""
 
     repo_id: str
@@ -62,14 +62,14 @@ class RepoCredentialsRequest(LazyModel):
     check: bool = Field(True, description="Try the credentials with `git ls-remote` first.")
 
 
-class RepoCredentialsResponse(LazyModel):
+class RepoCredentialsResponse(Model):
     credentials: RepoCredentials
     warning: str | None = Field(
         None, description="Set when the check could not reach the remote (stored anyway)."
     )
 
 
-class CloneCredentials(LazyModel):
+class CloneCredentials(Model):
     """What a runner gets for the job it holds: the URL and the secret to clone it with."""
 
     url: str

@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field
 
-from dstack.models.common import LazyModel, Model
+from dstack.models.common import Model
 from dstack.models.sizes import format_mib
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -78,13 +78,13 @@ class ResourcesSpec(Model):
         return ", ".join(parts) or "-"
 
 
-class GpuInfo(LazyModel):
+class GpuInfo(Model):
     index: int
     name: str
     memory_mib: int
 
 
-class HostResources(LazyModel):
+class HostResources(Model):
     """What a runner's machine has."""
 
     cpus: int

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from dstack.models.artifacts import JobExplanation
 from dstack.models.bounds import Count, Text
-from dstack.models.common import LazyModel, Model
+from dstack.models.common import Model
 from dstack.models.job import JobSpec
 from dstack.models.logs import LogEvent
 from dstack.models.names import TagName, WorkflowName
@@ -44,16 +44,16 @@ class SubmitRunRequest(Model):
     jobs: list[JobSubmission] = Field(min_length=1, description="In dependency order.")
 
 
-class PlanResponse(LazyModel):
+class PlanResponse(Model):
     jobs: list[JobExplanation]
 
 
-class TagRequest(LazyModel):
+class TagRequest(Model):
     name: TagName
     run_name: Text
 
 
-class NameRef(LazyModel):
+class NameRef(Model):
     """A run or a tag by its name, whatever it is: one stored before names had a rule (with a
     `/`, or too long for a URL) is still found."""
 
@@ -66,15 +66,15 @@ class TagRef(NameRef):
     repo_id: str = Field(max_length=500)
 
 
-class MissingBlobsRequest(LazyModel):
+class MissingBlobsRequest(Model):
     digests: list[Text]
 
 
-class MissingBlobsResponse(LazyModel):
+class MissingBlobsResponse(Model):
     missing: list[str]
 
 
-class RunDeleted(LazyModel):
+class RunDeleted(Model):
     """The answer to deleting a run: what its removal leaves for garbage collection."""
 
     name: str
@@ -88,11 +88,11 @@ class RunDeleted(LazyModel):
     )
 
 
-class StopRunRequest(LazyModel):
+class StopRunRequest(Model):
     abort: bool = False
 
 
-class RerunRequest(LazyModel):
+class RerunRequest(Model):
     reload: bool = Field(False, description="Run every job even when an earlier result fits.")
 
 

@@ -119,9 +119,12 @@ def local_client() -> Client:
     # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
     # remote's command for the local server's modules.
     from dstack.api.client import Client
+    from dstack.api.plainhttp import PlainHTTPTransport  # see above
 
     url, token = local_server()
-    return _closed_with_command(Client(url, token, blob_dir=home_layout().server.blobs))
+    # The local server speaks plain HTTP: `http.client` carries it, without httpcore's start.
+    client = Client(url, token, blob_dir=home_layout().server.blobs, transport=PlainHTTPTransport())
+    return _closed_with_command(client)
 
 
 def client_for(remote: str | None) -> Client:

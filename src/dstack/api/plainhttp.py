@@ -67,7 +67,7 @@ class PlainHTTPTransport(httpx.BaseTransport):
             return httpx.Response(
                 response.status,
                 headers=response.getheaders(),
-                stream=_Body(response, functools.partial(self._release, host, port, conn)),
+                stream=_Body(response, conn, functools.partial(self._release, host, port, conn)),
                 extensions={
                     "http_version": b"HTTP/1.1",
                     "reason_phrase": response.reason.encode("latin-1"),
@@ -112,10 +112,17 @@ class _Body(httpx.SyncByteStream):
     """A response's body, read as it is iterated; its connection goes back for reuse once
     the body was read to its end (and the server keeps it open), else it is closed."""
 
-    def __init__(self, response: http.client.HTTPResponse, release: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        conn: http.client.HTTPConnection,
+        release: Callable[[], None],
+    ) -> None:
         self._response = response
+        self._conn = conn
         self._release = release
         self._done = False
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -129,10 +136,15 @@ class _Body(httpx.SyncByteStream):
         self._done = True
 
     def close(self) -> None:
+        if self._closed:  # once only: a connection handed back twice would serve two at once
+            return
+        self._closed = True
         reusable = self._done and not self._response.will_close
         self._response.close()
         if reusable:
             self._release()
+        else:  # a body left unread, or the server said it closes: the connection goes too
+            self._conn.close()
 
 
 def _body(request: httpx.Request) -> bytes | Iterator[bytes] | None:

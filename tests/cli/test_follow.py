@@ -79,6 +79,20 @@ def test_a_run_finished_at_submit_is_not_fetched_again() -> None:
     assert server.get_run_calls == 0
 
 
+def test_a_run_whose_every_job_was_reused_at_submit_is_not_asked_about() -> None:
+    done = _run(JobStatus.DONE)
+    cached = done.model_copy(
+        update={"jobs": [done.jobs[0].model_copy(update={"reused_from": "old-fox-1"})]}
+    )
+    server = FakeServer([], done)  # any request would fail: no page to answer with
+
+    final, out, err = _follow(server, known=cached)
+
+    assert final == cached
+    assert (out, err) == ("", "done\n")
+    assert server.get_run_calls == 0
+
+
 def test_the_final_state_on_the_logs_page_spares_a_request() -> None:
     failed = _run(JobStatus.FAILED, exit_code=3)
     page = LogsPage(events=[_line(0, "hello\n")], cursor="0:0", finished=True, run=failed)

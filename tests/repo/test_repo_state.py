@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dstack.errors import RepoError
 from dstack.repo import EMPTY_TREE, RepoState, find_repo_root, read_repo_state
+from dstack.repo.state import probe_repo
 
 from .conftest import Git
 
@@ -200,8 +202,29 @@ def test_find_repo_root_from_a_subfolder(repo: Path) -> None:
     assert find_repo_root(repo / "src") == repo.resolve()
 
 
+def test_probe_from_a_subfolder_tells_what_separate_questions_do(repo: Path, git: Git) -> None:
+    probe = probe_repo(repo / "src")
+
+    assert probe.root == find_repo_root(repo / "src")
+    assert probe.commit == git(repo, "rev-parse", "HEAD").strip()
+    assert probe.head_tree == git(repo, "rev-parse", "HEAD^{tree}").strip()
+    assert probe.branch == git(repo, "symbolic-ref", "--short", "HEAD").strip()
+    assert probe.index == repo.resolve() / ".git" / "index"
+    assert read_repo_state(repo / "src", probe=probe) == read_repo_state(repo)
+
+
+def test_probe_of_a_repository_without_commits_names_its_unborn_branch(
+    empty_repo: Path, git: Git
+) -> None:
+    probe = probe_repo(empty_repo)
+
+    assert (probe.root, probe.commit, probe.head_tree) == (empty_repo.resolve(), None, None)
+    assert probe.branch == git(empty_repo, "symbolic-ref", "--short", "HEAD").strip()
+
+
+@pytest.mark.parametrize("ask", [find_repo_root, probe_repo, read_repo_state])
 def test_outside_a_repository_is_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ask: Callable[[Path], object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -209,7 +232,7 @@ def test_outside_a_repository_is_a_clear_error(
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
 
     with pytest.raises(RepoError, match="is not inside a git repository") as info:
-        find_repo_root(plain)
+        ask(plain)
 
     assert info.value.hint is not None
     assert "git init" in info.value.hint

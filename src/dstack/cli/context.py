@@ -96,6 +96,16 @@ def _ensure_local_server(env: EnvSettings) -> tuple[str, str]:
     )
 
 
+def local_runner_executor() -> str | None:
+    """The executor the local server started its runner with, as its `server.json` says;
+    None when it does not say (an older server, or the runner's own default)."""
+    # server.local: ~40 ms that commands talking to a remote skip (`dstack run` has it already)
+    from dstack.server.local import read_local_server
+
+    info = read_local_server(dstack_home())
+    return info.executor if info is not None else None
+
+
 def running_local_server() -> tuple[str, str] | None:
     """(url, token) of the local server when it runs; None else. Starts nothing."""
     # server.local: ~40 ms that commands talking to a remote skip
@@ -117,9 +127,12 @@ def local_client() -> Client:
     # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
     # remote's command for the local server's modules.
     from dstack.api.client import Client
+    from dstack.api.plainhttp import PlainHTTPTransport  # see above
 
     url, token = local_server()
-    return _closed_with_command(Client(url, token, blob_dir=home_layout().server.blobs))
+    # The local server speaks plain HTTP: `http.client` carries it, without httpcore's start.
+    client = Client(url, token, blob_dir=home_layout().server.blobs, transport=PlainHTTPTransport())
+    return _closed_with_command(client)
 
 
 def client_for(remote: str | None) -> Client:

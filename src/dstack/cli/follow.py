@@ -245,6 +245,14 @@ class RunFollower:
             self.spinner.close()
 
     def _follow(self, poll_seconds: float) -> Run:
+        known = self._known
+        if known is not None and all(job.reused_from for job in known.jobs):
+            # Every job reused earlier results at submit: none ran in this run, so it has no
+            # line to show, and its final state is known (`dstack run` of a cached chain).
+            self._report_status(known)
+            if self.on_run is not None:
+                self.on_run(known)
+            return known
         last_status_check = time.monotonic() if self._looked_at_start else 0.0
         while True:
             page, events = self._call(lambda: self._next_page(poll_seconds))

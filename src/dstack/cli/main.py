@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+import types
 from typing import Any
 
 import click
@@ -99,9 +100,32 @@ def _skip_unused_imports() -> None:
     cost more start-up time than the rest of httpx. httpcore imports `trio` (when installed)
     only to support trio event loops, and httpx imports `httpx._main` (with pygments and
     much of rich) only for its own command line. A `None` entry in `sys.modules` makes the
-    import raise ImportError, which both libraries handle as "not installed"."""
+    import raise ImportError, which both libraries handle as "not installed". pydantic's
+    plugin loader is replaced by `_NoPydanticPlugins`."""
     for name in ("trio", "httpx._main"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    sys.modules.setdefault(_NoPydanticPlugins.NAME, _NoPydanticPlugins(_NoPydanticPlugins.NAME))
+
+
+class _NoPydanticPlugins(types.ModuleType):
+    """pydantic's plugin loader as the CLI has it: no plugins. The real one imports
+    `importlib.metadata` and reads the entry points of every installed distribution when the
+    first model is built (about 20 ms of every command that validates anything), to find
+    plugins that observe validation (tracing services); the CLI wants none. A name other
+    than `get_plugins` (a pydantic that changed its loader) is the real module's."""
+
+    NAME = "pydantic.plugin._loader"
+
+    @staticmethod
+    def get_plugins() -> tuple[()]:
+        return ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # what the import system asks of any module
+            raise AttributeError(name)
+        if sys.modules.get(self.NAME) is self:
+            del sys.modules[self.NAME]
+        return getattr(importlib.import_module(self.NAME), name)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -102,7 +102,7 @@ def _explain(cwd: Path, run_plan: RunPlan, subdir: str, remote: str | None) -> P
     """Ask the server (`client_for(remote)`) which jobs would be cached; None outside a git
     repository."""
     try:
-        state = read_repo_state(find_repo_root(cwd))
+        state = read_repo_state(cwd)
     except RepoError:
         return None
     return readable(explain(client_for(remote), run_plan, state, subdir=subdir), state.root)

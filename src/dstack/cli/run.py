@@ -14,6 +14,7 @@ from dstack.cli.context import (
     cli_env,
     client_for,
     home_layout,
+    local_runner_executor,
     remote_option,
     start_local_server,
 )
@@ -125,11 +126,11 @@ def run(
         check_name(tag, "tag")
     if remote is None and config is not None and name in config.workflow_names():
         start_local_server()  # while git and the planner work (a cold start: about a second)
-    from dstack.repo.git import find_repo_root, read_repo_state  # see above
+    from dstack.repo.git import probe_repo, read_repo_state  # see above
 
-    repo_root = find_repo_root(cwd)
-    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=repo_root)
-    state = read_repo_state(repo_root, is_toplevel=True)
+    probe = probe_repo(cwd)
+    plan, subdir = make_plan(cwd, name, argv, os.environ, loaded=loaded, repo_root=probe.root)
+    state = read_repo_state(probe.root, probe=probe)
 
     import dstack.api.submit  # noqa: F401  (needed next; imported while a server starts)
 
@@ -195,7 +196,12 @@ def _submit(
 
 def _check_local_executor(client: Client, asked: str) -> None:
     """`DSTACK_EXECUTOR` reaches the local server's runner only when the server starts: a
-    server started earlier with the other executor would run the job there, silently."""
+    server started earlier with the other executor would run the job there, silently.
+
+    The server's `server.json` names the executor it started its runner with: when that is
+    the one asked for, no request is needed."""
+    if local_runner_executor() == asked:
+        return
     # settings: only when a local executor was asked for
     from dstack.settings import EXECUTOR
 

@@ -85,10 +85,10 @@ def add_tag(tag: str, run_name: str | None, paths: tuple[Path, ...], remote: str
 def _repo_ref(cwd: Path) -> RepoRef:
     """The repository the uploads belong to: the current one, else the uploads' own."""
     # See `add_tag`: git only for `-a PATH`.
-    from dstack.repo.git import EMPTY_TREE, find_repo_root, read_repo_state
+    from dstack.repo.git import EMPTY_TREE, read_repo_state
 
     try:
-        state = read_repo_state(find_repo_root(cwd))
+        state = read_repo_state(cwd)
     except RepoError:
         return RepoRef(repo_id=UPLOADS_REPO, tree=EMPTY_TREE)
     return RepoRef(repo_id=state.repo_id, tree=state.tree, commit=state.commit)

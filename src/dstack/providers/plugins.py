@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from dstack.config.normalize import warn
 from dstack.errors import ConfigError
 from dstack.providers.base import Provider
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 GROUP = "dstack.providers"
 _MAX_ERROR = 200
@@ -64,6 +67,9 @@ class PluginProviders:
         return self._found
 
     def _scan(self) -> dict[str, Plugin]:
+        # importlib.metadata: ~15 ms that a run of a built-in provider or workflow never needs
+        from importlib.metadata import entry_points
+
         found: dict[str, Plugin] = {}
         points = sorted(entry_points(group=GROUP), key=lambda p: (p.name, _package(p)))
         for point in points:

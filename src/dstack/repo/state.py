@@ -9,7 +9,7 @@ from dstack.background import Background
 from dstack.errors import RepoError
 from dstack.repo.command import GitCommandError, run_git
 from dstack.repo.remote_urls import repo_id_for, sanitize_remote_url
-from dstack.repo.worktree import diff_to_tree, index_path, write_working_tree
+from dstack.repo.worktree import diff_to_tree, write_working_tree
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,63 @@ def find_repo_root(start: Path) -> Path:
 
     Raises :class:`RepoError` when ``start`` is not inside a git working copy.
     """
+    start = _existing_dir(start)
+    return Path(_rev_parse(start, ["--show-toplevel"]).strip())
+
+
+@dataclass(frozen=True)
+class RepoProbe:
+    """What one git process tells of the working copy holding a folder: what
+    :func:`find_repo_root` says and what :func:`read_repo_state` asks first."""
+
+    root: Path
+    index: Path
+    """Where its index is (it may not exist yet)."""
+    commit: str | None
+    """The HEAD commit; None when there is no commit yet."""
+    head_tree: str | None
+    branch: str | None
+    """The checked-out branch (also an unborn one); None on a detached HEAD."""
+
+
+_TOP_AND_INDEX = ["--show-toplevel", "--path-format=absolute", "--git-path", "index"]
+
+
+def probe_repo(start: Path) -> RepoProbe:
+    """The working copy holding ``start``: its root, index, HEAD and branch, from one
+    ``git rev-parse`` (each git process costs milliseconds at every ``dstack run``).
+
+    Raises :class:`RepoError` as :func:`find_repo_root` does.
+    """
+    start = _existing_dir(start)
+    try:
+        head = ["HEAD^{commit}", "HEAD^{tree}", "--abbrev-ref", "HEAD"]
+        out = run_git(["rev-parse", *_TOP_AND_INDEX, *head], cwd=start)
+        lines = out.decode().split("\n")
+    except GitCommandError:
+        lines = []  # no commit yet, or not a repository: asked apart below
+    if len(lines) == 6 and not lines[5]:
+        root, index, commit, tree, branch, _ = lines
+        # `--abbrev-ref` names a branch as `symbolic-ref --short` does, and a detached HEAD
+        # "HEAD" (which no branch may be called).
+        detached = branch == "HEAD"
+        return RepoProbe(Path(root), Path(index), commit, tree, None if detached else branch)
+    root, index = _rev_parse(start, _TOP_AND_INDEX).split("\n")[:2]
+    return RepoProbe(Path(root), Path(index), *_head(Path(root)), _branch(Path(root)))
+
+
+def _existing_dir(start: Path) -> Path:
     start = start.resolve()
     if not start.is_dir():
         raise RepoError(f"folder '{start}' does not exist")
+    return start
+
+
+def _rev_parse(start: Path, args: list[str]) -> str:
+    """``git rev-parse ARGS`` in ``start``; a :class:`RepoError` that says what to do when
+    ``start`` is not in a working copy git can read."""
     try:
-        out = run_git(["rev-parse", "--show-toplevel"], cwd=start)
+        out = run_git(["rev-parse", *args], cwd=start)
     except GitCommandError as exc:
         if "not a git repository" in exc.summary:
             raise RepoError(
@@ -52,34 +104,32 @@ def find_repo_root(start: Path) -> Path:
         raise RepoError(
             f"cannot read the git repository at '{start}': {exc.summary}", hint
         ) from exc
-    return Path(out.decode().strip())
+    return out.decode()
 
 
-def read_repo_state(root: Path, *, is_toplevel: bool = False) -> RepoState:
-    """Read remote, branch, commit, working tree hash and local diff of the repo at ``root``.
+def read_repo_state(root: Path, *, probe: RepoProbe | None = None) -> RepoState:
+    """Read remote, branch, commit, working tree hash and local diff of the repo holding
+    ``root``.
 
     Never modifies the user's index or files; may add blobs of changed and untracked files to
     the object store (as ``git add`` would). Raises :class:`RepoError` when git fails.
-    ``is_toplevel``: ``root`` is what :func:`find_repo_root` returned (spares a git process).
+    ``probe``: what :func:`probe_repo` returned for ``root``, when the caller asked already.
     """
-    if not is_toplevel:
-        root = find_repo_root(root)
-    # Independent questions, asked at once: each is a git process to start.
+    probe = probe or probe_repo(root)
+    root = probe.root
+    # The one question the probe cannot answer, asked while the tree is written.
     origin = Background(lambda: _origin_url(root))
-    branch = Background(lambda: _branch(root))
-    index = Background(lambda: index_path(root))
-    commit, head_tree = _head(root)
-    tree = write_working_tree(root, commit, user_index=index.result())
+    tree = write_working_tree(root, probe.commit, user_index=probe.index)
     remote_url = origin.result()
     return RepoState(
         root=root,
         repo_id=repo_id_for(root, remote_url),
         remote_url=sanitize_remote_url(remote_url) if remote_url else None,
-        branch=branch.result(),
-        commit=commit,
+        branch=probe.branch,
+        commit=probe.commit,
         tree=tree,
         # A clean working copy is HEAD's tree: nothing to diff.
-        diff=b"" if tree == head_tree else diff_to_tree(root, commit, tree),
+        diff=b"" if tree == probe.head_tree else diff_to_tree(root, probe.commit, tree),
     )
 
 

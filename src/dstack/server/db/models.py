@@ -63,7 +63,7 @@ class JobRow(Base):
         # jobs (a partial index: the planners' statistics favour scanning for a status
         # that most rows have not). Partial (`WHERE UNFINISHED_JOB`) on both databases, as
         # migration 0013 makes it; not said here with `sqlite_where`/`postgresql_where`:
-        # those load PostgreSQL's dialect (~25 ms) in every server's start, SQLite's too.
+        # those load PostgreSQL's dialect (~30 ms) in every server's start, SQLite's too.
         Index("ix_jobs_unfinished", "run_name"),
     )
 

@@ -113,7 +113,9 @@ def test_a_server_that_fails_at_start_is_reported_with_its_log(home: Path) -> No
     with pytest.raises(ServerError) as failed:
         ensure_local_server(home, start_runner=False)
 
-    assert failed.value.message.startswith("the local server exited at start: ")
-    assert "startup failed" in failed.value.message
+    assert failed.value.message.startswith(
+        "the local server exited at start: cannot open the database "
+    ), failed.value.message
+    assert "unable to open database file" in failed.value.message
     assert failed.value.hint == f"see {home / 'server' / 'server.log'}"
     assert read_local_server(home) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -192,6 +193,7 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
     if not start_runner:
         command.append("--no-runner")
     deadline = time.monotonic() + timeout
+    logged = _log_size(files)  # what earlier starts wrote
     try:
         launched = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -211,19 +213,21 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
                 f"cannot start the local server: {detail}", hint=f"see {files.server_log}"
             )
         launched.wait()  # the parent of the fork, which exits once it printed the pid
-    try:
-        pid = int(lines[0])
-    except ValueError:
+    # The pid comes first, but from another process than the URL: either order is read.
+    pid_line = next((line for line in lines if line.isdigit()), None)
+    if pid_line is None:
         raise ServerError(
             f"cannot start the local server: it printed {lines[0][:200]!r}",
             hint=f"see {files.server_log}",
-        ) from None
-    if len(lines) == 2:
+        )
+    pid = int(pid_line)
+    url = next((line for line in lines if line != pid_line), None)
+    if url is not None:
         info = read_local_server(home)
-        return info if info is not None and info.pid == pid else LocalServer(lines[1], pid)
+        return info if info is not None and info.pid == pid else LocalServer(url, pid)
     if time.monotonic() < deadline:  # its output closed: it exited
         raise ServerError(
-            f"the local server exited at start: {_log_tail(files)}",
+            f"the local server exited at start: {_log_tail(files, logged)}",
             hint=f"see {files.server_log}",
         )
     with contextlib.suppress(ProcessLookupError):
@@ -249,9 +253,28 @@ def _read_lines(fd: int, count: int, deadline: float) -> list[str]:
     return [line.decode(errors="replace") for line in data.split(b"\n")[:-1][:count]]
 
 
-def _log_tail(files: ServerFiles) -> str:
+# How a `DstackError` raised at start ends its traceback in the log: its message.
+_ERROR_LINE = re.compile(r"dstack\.errors\.\w+: (.+)")
+
+
+def _log_tail(files: ServerFiles, offset: int) -> str:
+    """Why a server that exited at start failed, from what it wrote to its log after
+    `offset`: the message of a dstack error (a bad database URL, a busy port), else the
+    log's last line."""
     try:
-        lines = files.server_log.read_text(errors="replace").strip().splitlines()
+        with files.server_log.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
+    for line in reversed(lines):
+        if found := _ERROR_LINE.fullmatch(line):
+            return found.group(1)
     return lines[-1] if lines else "no log"
+
+
+def _log_size(files: ServerFiles) -> int:
+    try:
+        return files.server_log.stat().st_size
+    except OSError:
+        return 0

@@ -99,7 +99,7 @@ async def serve(
     """Serve until cancelled, or idle for `idle_timeout` seconds (0: never); `durations`:
     `ServerSettings` grace periods and timeouts (field → seconds) other than the defaults.
     Once listening, the URL is written to `ready`, which is then closed."""
-    # after `_detach`: the command that started this server waits only for the fork
+    # after `_detach`: the command that started this server gets the pid at once
     from dstack.server.listen import tcp_socket
     from dstack.server.local_runner import LocalRunnerSupervisor
     from dstack.server.tokens import load_or_create_token

@@ -94,6 +94,18 @@ def test_remote_before_a_run_name_means_the_default_remote(user: Env) -> None:
     assert not _local_server_started(user), "nothing may go to the local server"
 
 
+def test_remote_after_a_workflow_s_name_submits_there_and_starts_no_local_server(
+    user: Env,
+) -> None:
+    submitted = user.dstack("run", "-d", "train", "--remote")
+    assert submitted.code == 0, submitted
+    name = submitted.out.strip().splitlines()[-1]
+
+    assert _status(user, name) in ("submitted", "pending", "provisioning", "running")
+    assert not _local_server_started(user), "a run on a remote starts no local server"
+    assert user.dstack("stop", "--remote", name, "-y").code == 0
+
+
 def test_remote_followed_by_a_remote_name_takes_it(user: Env) -> None:
     by_name = user.dstack("ps", "--remote", "other", "--json")
     explicit = user.dstack("ps", "--remote=other", "--json")

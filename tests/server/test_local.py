@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +15,7 @@ import psutil
 import pytest
 
 from dstack.api import Client
+from dstack.errors import ServerError
 from dstack.server.local import ensure_local_server, read_local_server, stop_local_server
 
 
@@ -80,3 +84,38 @@ def _child(process: psutil.Process) -> psutil.Process:
             return children[0]
         time.sleep(0.05)
     raise AssertionError("the local server started no runner")
+
+
+def test_a_detached_server_prints_its_pid_then_its_url_once_it_listens(home: Path) -> None:
+    log = home / "server.log"
+    home.mkdir()
+    command = [sys.executable, "-m", "dstack.server.local_main", "--home", str(home)]
+    started = subprocess.run(
+        [*command, "--detach", str(log), "--no-runner"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    pid, url = started.stdout.splitlines()
+    recorded = json.loads((home / "server" / "server.json").read_text())
+    assert (recorded["pid"], recorded["url"]) == (int(pid), url)
+    token = (home / "server" / "token").read_text().strip()
+    with Client(url, token) as client:
+        assert client.list_runs() == []
+    assert f"listening at {url}" in log.read_text()
+
+
+def test_a_server_that_fails_at_start_is_reported_with_its_log(home: Path) -> None:
+    (home / "server" / "db.sqlite").mkdir(parents=True)  # no database can be opened there
+
+    with pytest.raises(ServerError) as failed:
+        ensure_local_server(home, start_runner=False)
+
+    assert failed.value.message.startswith(
+        "the local server exited at start: cannot open the database "
+    ), failed.value.message
+    assert "unable to open database file" in failed.value.message
+    assert failed.value.hint == f"see {home / 'server' / 'server.log'}"
+    assert read_local_server(home) is None

@@ -99,6 +99,8 @@ def run(
         click.echo(ctx.get_help())
         return
     argv = list(args)
+    if remote is None and _may_run_locally(argv):
+        start_local_server()  # while the planner is imported, and git and the planner work
     cwd = Path.cwd()
     # The planner, git and the client are imported below, once needed: `dstack run --help`
     # and a workflow's `--help` answer without them (about 150 ms).
@@ -245,6 +247,15 @@ def _remote_or_workflow(
         return name, args, remote
     rest = (name, *args) if name is not None else args
     return remote, rest, ""
+
+
+def _may_run_locally(argv: list[str]) -> bool:
+    """Whether a run's arguments leave it on the local server, as far as can be told before
+    the workflows are read: not a workflow's `--help`, no late `--remote`."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    if words in (["-h"], ["--help"]):
+        return False
+    return not any(word.partition("=")[0] == "--remote" for word in words)
 
 
 _LATE_FLAGS = {

@@ -7,6 +7,7 @@ exit code 1.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -232,12 +233,22 @@ def start(
             runner, server_file, rebase=api.transport.rebase, orphan_exit_after=orphan_timeout
         ).start()
         api.transport.on_no_answer = follower.notice
+    _resume_collector()
     try:
         runner.run()
     finally:
         if follower is not None:
             follower.stop()
         api.close()
+
+
+def _resume_collector() -> None:
+    """When the entry point paused the garbage collector for the start (`__main__`): move
+    what the start made (modules, models: alive for good) out of its sight, and let it run
+    again, so that its full collections walk only what jobs make."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _size_mib(text: str, option: str) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -18,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import httpx
 
 from dstack.errors import ServerError
 from dstack.paths import HomeLayout, ServerFiles
@@ -170,15 +170,8 @@ def _accepts(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/api/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _pid_alive(pid: int) -> bool:
-    import psutil  # ~10 ms: only starting or stopping the server asks; `dstack ps` does not
+    import psutil  # ~10 ms: only stopping the server asks; `dstack ps` does not
 
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -187,6 +180,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _start(home: Path, executor: str | None, start_runner: bool, timeout: float) -> LocalServer:
+    """Start a server and wait until it listens: `local_main --detach` prints the server's
+    pid, then its URL once it listens (no polling, no health request); its output closing
+    before that means it exited."""
     files = HomeLayout(home).server
     with contextlib.suppress(FileNotFoundError):
         files.server_json.unlink()
@@ -196,30 +192,44 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
         command += ["--executor", executor]
     if not start_runner:
         command.append("--no-runner")
+    deadline = time.monotonic() + timeout
+    logged = _log_size(files)  # what earlier starts wrote
     try:
-        launched = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=True
+        launched = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        pid = int(launched.stdout.decode().strip())
-    except (subprocess.SubprocessError, ValueError, OSError) as exc:
+    except OSError as exc:
         raise ServerError(
             f"cannot start the local server: {exc}", hint=f"see {files.server_log}"
         ) from exc
-    return _wait_until_up(files, pid, timeout)
-
-
-def _wait_until_up(files: ServerFiles, pid: int, timeout: float) -> LocalServer:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = read_local_server(files.dir.parent)
-        if info is not None and info.pid == pid and _answers(info.url):
-            return info
-        if not _pid_alive(pid):
+    with launched:
+        assert launched.stdout is not None
+        lines = _read_lines(launched.stdout.fileno(), 2, deadline)
+        if not lines:  # it failed before detaching (or did not even get that far in time)
+            launched.kill()
+            error = (launched.communicate()[1] or b"").decode(errors="replace").strip()
+            detail = error.splitlines()[-1] if error else f"exit code {launched.returncode}"
             raise ServerError(
-                f"the local server exited at start: {_log_tail(files)}",
-                hint=f"see {files.server_log}",
+                f"cannot start the local server: {detail}", hint=f"see {files.server_log}"
             )
-        time.sleep(_POLL)
+        launched.wait()  # the parent of the fork, which exits once it printed the pid
+    # The pid comes first, but from another process than the URL: either order is read.
+    pid_line = next((line for line in lines if line.isdigit()), None)
+    if pid_line is None:
+        raise ServerError(
+            f"cannot start the local server: it printed {lines[0][:200]!r}",
+            hint=f"see {files.server_log}",
+        )
+    pid = int(pid_line)
+    url = next((line for line in lines if line != pid_line), None)
+    if url is not None:
+        info = read_local_server(home)
+        return info if info is not None and info.pid == pid else LocalServer(url, pid)
+    if time.monotonic() < deadline:  # its output closed: it exited
+        raise ServerError(
+            f"the local server exited at start: {_log_tail(files, logged)}",
+            hint=f"see {files.server_log}",
+        )
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     raise ServerError(
@@ -228,9 +238,43 @@ def _wait_until_up(files: ServerFiles, pid: int, timeout: float) -> LocalServer:
     )
 
 
-def _log_tail(files: ServerFiles) -> str:
+def _read_lines(fd: int, count: int, deadline: float) -> list[str]:
+    """Up to `count` whole lines from `fd`, fewer when it reaches its end or `deadline`
+    (`time.monotonic()`) passes first."""
+    data = b""
+    while data.count(b"\n") < count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return [line.decode(errors="replace") for line in data.split(b"\n")[:-1][:count]]
+
+
+# How a `DstackError` raised at start ends its traceback in the log: its message.
+_ERROR_LINE = re.compile(r"dstack\.errors\.\w+: (.+)")
+
+
+def _log_tail(files: ServerFiles, offset: int) -> str:
+    """Why a server that exited at start failed, from what it wrote to its log after
+    `offset`: the message of a dstack error (a bad database URL, a busy port), else the
+    log's last line."""
     try:
-        lines = files.server_log.read_text(errors="replace").strip().splitlines()
+        with files.server_log.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
+    for line in reversed(lines):
+        if found := _ERROR_LINE.fullmatch(line):
+            return found.group(1)
     return lines[-1] if lines else "no log"
+
+
+def _log_size(files: ServerFiles) -> int:
+    try:
+        return files.server_log.stat().st_size
+    except OSError:
+        return 0

@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 
-import httpx
-
 from dstack.runner.credential import CREDENTIAL_FILE, rebind_credential
 from dstack.runner.lock import lock_holder
 from dstack.server.settings import ServerSettings
@@ -125,6 +123,9 @@ class LocalRunnerSupervisor:
         self.adopted = None
 
     async def _wait_for_server(self) -> None:
+        # httpx: ~75 ms that a local server's start (its runner started early) does not wait for
+        import httpx
+
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
                 with contextlib.suppress(httpx.HTTPError):

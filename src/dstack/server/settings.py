@@ -126,8 +126,9 @@ class ServerSettings:
     max_blob_bytes: int | None = None
     # Once started, move everything alive (modules, schemas, routes) out of the garbage
     # collector's sight: its full collections then walk only what requests made since,
-    # instead of pausing every request in flight for tens of milliseconds. For server
-    # processes (`dstack server`, the local server), not for tests that share a process.
+    # instead of pausing every request in flight for tens of milliseconds. For `dstack
+    # server`, not for tests that share a process. (The local server starts with the
+    # collector paused and freezes once it listens: `local_main`.)
     freeze_heap_at_start: bool = False
     local_runner: bool = False
     local_runner_executor: str | None = None

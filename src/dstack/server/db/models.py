@@ -61,13 +61,10 @@ class JobRow(Base):
         Index("ix_jobs_status_at", "status", "status_at"),
         # `dstack ps`: the runs with an unfinished job, a handful among millions of finished
         # jobs (a partial index: the planners' statistics favour scanning for a status
-        # that most rows have not).
-        Index(
-            "ix_jobs_unfinished",
-            "run_name",
-            sqlite_where=UNFINISHED_JOB,
-            postgresql_where=UNFINISHED_JOB,
-        ),
+        # that most rows have not). Partial (`WHERE UNFINISHED_JOB`) on both databases, as
+        # migration 0013 makes it; not said here with `sqlite_where`/`postgresql_where`:
+        # those load PostgreSQL's dialect (~30 ms) in every server's start, SQLite's too.
+        Index("ix_jobs_unfinished", "run_name"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 
-from cryptography.fernet import InvalidToken
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -291,6 +290,8 @@ def _config_of(row: BackendRow) -> BackendConfig:
 
 
 def _decrypt(ctx: ServerContext, row: BackendRow) -> BackendCredentials:
+    from cryptography.fernet import InvalidToken  # see `secrets.cipher`
+
     try:
         plain = cipher(ctx.settings).decrypt(row.credentials.encode())
     except InvalidToken:

@@ -16,8 +16,8 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,9 @@ from dstack.server.db.models import SecretRow
 from dstack.server.errors import InvalidRequestError
 from dstack.server.settings import ServerSettings
 from dstack.server.tokens import load_or_create_token
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ _SECRETS_OF = select(_COLUMNS.name, _COLUMNS.value, _COLUMNS.repo_id).where(
 
 def cipher(settings: ServerSettings) -> Fernet:
     """The server's cipher; creates `server_dir/secret_key` when no key is configured."""
+    # cryptography: ~10 ms of a server's start that only secrets and credentials need
+    from cryptography.fernet import Fernet
+
     key = settings.secret_key or load_or_create_token(settings.files.secret_key)
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
 
@@ -123,6 +129,8 @@ async def job_secrets(
     rows = (await session.execute(_SECRETS_OF, {"scopes": [GLOBAL, repo_id]})).all()
     if not rows:
         return {}
+    from cryptography.fernet import InvalidToken  # see `cipher`
+
     fernet = cipher(settings)
     values = {}
     # Global first, so the repository's own value replaces it.

@@ -167,7 +167,7 @@ async def test_a_listing_beyond_the_finished_jobs_kept_reads_as_each_run_alone(
     # finished and unfinished ones (whose timings count up to now).
     monkeypatch.setattr(job_service, "_FINISHED_KEPT", 3)
     monkeypatch.setattr(job_service, "_FINISHED", OrderedDict())
-    names = []
+    names: list[str] = []
     for _ in range(4):
         clock.advance(1)
         run = await runs.submit_run(ctx, request=submission(job(), job(deps=[0])))

@@ -341,13 +341,13 @@ _HISTORIES = TypeAdapter(list[list[StatusChange]])
 _JOB_LIST = TypeAdapter(list[Job])
 
 
-def to_models(rows: Sequence[Row[Any]], *, now: datetime) -> list[Job]:
+def to_models(rows: Sequence[Row[*tuple[Any, ...]]], *, now: datetime) -> list[Job]:
     """The jobs of Core rows of the jobs table with the name of their runner (`runner_name`),
     in order. Those not kept are validated in one pass of pydantic over all of them (a
     listing page is hundreds of jobs: building them one model at a time was most of its
     time)."""
     jobs: list[Job | None] = []
-    missing: list[Row[Any]] = []
+    missing: list[Row[*tuple[Any, ...]]] = []
     for row in rows:
         job = None
         if row.finished_at is not None:
@@ -371,7 +371,7 @@ def to_models(rows: Sequence[Row[Any]], *, now: datetime) -> list[Job]:
     return cast(list[Job], jobs)
 
 
-def _build_models(rows: list[Row[Any]], now: datetime) -> list[Job]:
+def _build_models(rows: list[Row[*tuple[Any, ...]]], now: datetime) -> list[Job]:
     histories = _HISTORIES.validate_python([row.history for row in rows])
     fields = [
         {

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import TypeAdapter
+from pydantic_core import from_json
 from sqlalchemy import Row, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -342,10 +343,10 @@ _JOB_LIST = TypeAdapter(list[Job])
 
 
 def to_models(rows: Sequence[Row[*tuple[Any, ...]]], *, now: datetime) -> list[Job]:
-    """The jobs of Core rows of the jobs table with the name of their runner (`runner_name`),
-    in order. Those not kept are validated in one pass of pydantic over all of them (a
-    listing page is hundreds of jobs: building them one model at a time was most of its
-    time)."""
+    """The jobs of Core rows of the jobs table, their JSON columns as text, with the name
+    of their runner (`runner_name`), in order. Those not kept are decoded and validated in
+    one pass of pydantic over all of them (a listing page is hundreds of jobs: building
+    them one model at a time was most of its time)."""
     jobs: list[Job | None] = []
     missing: list[Row[*tuple[Any, ...]]] = []
     for row in rows:
@@ -372,23 +373,23 @@ def to_models(rows: Sequence[Row[*tuple[Any, ...]]], *, now: datetime) -> list[J
 
 
 def _build_models(rows: list[Row[*tuple[Any, ...]]], now: datetime) -> list[Job]:
-    histories = _HISTORIES.validate_python([row.history for row in rows])
+    histories = _HISTORIES.validate_json("[" + ",".join(row.history for row in rows) + "]")
     fields = [
         {
             "id": row.id,
             "run_name": row.run_name,
             "index": row.index,
             "workflow_name": row.workflow_name,
-            "spec": row.spec,
-            "deps": row.deps,
+            "spec": from_json(row.spec),
+            "deps": from_json(row.deps),
             "status": row.status,
             "reason": row.reason or None,
             "message": row.message,
             "exit_code": row.exit_code,
             "runner_id": row.runner_id,
             "runner_name": row.runner_name,
-            "gpu_indexes": row.gpu_indexes,
-            "host_ports": row.host_ports,
+            "gpu_indexes": from_json(row.gpu_indexes),
+            "host_ports": from_json(row.host_ports),
             "apps_ready_at": row.apps_ready_at,
             "cache_key": row.cache_key,
             "reused_from": row.reused_from,

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import Row, bindparam, delete, func, select, tuple_
+from sqlalchemy import JSON, Row, Text, bindparam, cast, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -61,7 +61,13 @@ _JOB_UNSHOWN = (
     "stop_requested",
     "status_at",
 )
-_JOB_SHOWN = [c for c in _JOBS.c if c.name not in _JOB_UNSHOWN]
+# A job's JSON columns come as their text, decoded only for the jobs not kept already
+# (`jobs.to_models`): a page of kept jobs decoded them for nothing.
+_JOB_SHOWN = [
+    cast(c, Text).label(c.name) if isinstance(c.type, JSON) else c
+    for c in _JOBS.c
+    if c.name not in _JOB_UNSHOWN
+]
 _RUNS_NEWEST_FIRST = select(*_RUN_SHOWN).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
 _RUN_NAMED = select(*_RUN_SHOWN).where(_RUNS.c.name == bindparam("name"))
 _RUNNERS = RunnerRow.__table__

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 import pytest
 
@@ -157,6 +158,37 @@ async def test_reports_on_finished_or_foreign_jobs_are_forbidden(ctx: ServerCont
         await job_service.report_status(ctx, job_id=assignment.job_id, update=done, runner_id=other)
     final = (await runs.list_runs(ctx))[0].jobs[0]
     assert (final.status, final.exit_code) == (JobStatus.DONE, 0)
+
+
+async def test_a_listing_beyond_the_finished_jobs_kept_reads_as_each_run_alone(
+    ctx: ServerContext, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fewer finished jobs kept than the listing shows: it mixes kept and freshly read jobs,
+    # finished and unfinished ones (whose timings count up to now).
+    monkeypatch.setattr(job_service, "_FINISHED_KEPT", 3)
+    monkeypatch.setattr(job_service, "_FINISHED", OrderedDict())
+    names: list[str] = []
+    for _ in range(4):
+        clock.advance(1)
+        run = await runs.submit_run(ctx, request=submission(job(), job(deps=[0])))
+        await runs.stop_run(ctx, name=run.name, abort=len(names) % 2 == 1)
+        names.append(run.name)
+    clock.advance(1)
+    active = await runs.submit_run(ctx, request=submission())
+    clock.advance(30)
+
+    alone = [await runs.get_run(ctx, name=name) for name in [active.name, *reversed(names)]]
+    listed = await runs.list_runs(ctx, all=True)
+    again = await runs.list_runs_page(ctx, limit=10)
+
+    assert listed == alone
+    assert again == alone
+    assert [r.status for r in listed] == [
+        JobStatus.SUBMITTED,
+        *[JobStatus.ABORTED, JobStatus.STOPPED] * 2,
+    ]
+    assert listed[0].jobs[0].timings.queued == pytest.approx(30)
+    assert len(job_service._FINISHED) == 3
 
 
 async def test_delete_refuses_unfinished_runs_then_removes_everything(

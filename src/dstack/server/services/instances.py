@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy import Row, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.models.backends import InstanceOffer, InstanceStatus
@@ -193,22 +193,27 @@ def _last_requeue(changes: Sequence[StatusChange]) -> datetime | None:
 
 # --- what `dstack ps` shows ---------------------------------------------------------------
 _INSTANCES = InstanceRow.__table__
+# Built once (see `services/runs.py`); the runners' ids once each, not once per job.
+_OF_JOBS = select(_INSTANCES).where(
+    or_(
+        _INSTANCES.c.runner_id.in_(bindparam("runner_ids", expanding=True)),
+        and_(
+            _INSTANCES.c.job_id.in_(bindparam("waiting", expanding=True)),
+            _INSTANCES.c.state.in_(BOOTING),
+        ),
+    )
+)
 
 
 async def of_jobs(connection: AsyncConnection, jobs: Sequence[Job]) -> dict[str, Row[Any]]:
     """Job id → the instance whose runner it holds (or held last), else the instance being
     created for it."""
-    runner_ids = [j.runner_id for j in jobs if j.runner_id]
+    runner_ids = sorted({j.runner_id for j in jobs if j.runner_id})
     waiting = [j.id for j in jobs if j.runner_id is None and not j.status.is_finished()]
     if not runner_ids and not waiting:
         return {}
-    query = select(_INSTANCES).where(
-        or_(
-            _INSTANCES.c.runner_id.in_(runner_ids),
-            and_(_INSTANCES.c.job_id.in_(waiting), _INSTANCES.c.state.in_(BOOTING)),
-        )
-    )
-    rows = (await connection.execute(query)).all()
+    params = {"runner_ids": runner_ids, "waiting": waiting}
+    rows = (await connection.execute(_OF_JOBS, params)).all()
     by_runner = {r.runner_id: r for r in rows if r.runner_id}
     by_job = {r.job_id: r for r in rows if r.state in BOOTING}
     found: dict[str, Row[Any]] = {}

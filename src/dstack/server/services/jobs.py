@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from pydantic import TypeAdapter
+from pydantic_core import from_json
 from sqlalchemy import Row, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -325,58 +329,87 @@ def _secs(start: datetime, end: datetime) -> float:
 
 
 # A finished job never changes (`set_status` refuses to move it, and every change bumps
-# `version`): its model is kept, by id and version, so that listings of many finished runs
-# (`dstack ps -a`) do not decode and validate each of them again on every request.
-_FINISHED: dict[tuple[str, int, str | None], Job] = {}
-_FINISHED_KEPT = 4096
+# `version`): its model is kept, by id, version and runner name, so that listings of many
+# finished runs (`dstack ps -a`) do not decode and validate each of them again on every
+# request. The least recently listed go first, one at a time (emptying the whole cache at
+# once freed thousands of models within one request). It is kept small: each of the
+# collector's full collections walks every model kept, and with 4,096 jobs kept these took
+# tens of milliseconds, several times per page deep in a listing. 1,024: two pages of 50
+# runs of 10 jobs.
+_FINISHED: OrderedDict[tuple[str, int, str | None], Job] = OrderedDict()
+_FINISHED_KEPT = 1024
+_HISTORIES = TypeAdapter(list[list[StatusChange]])
+_JOB_LIST = TypeAdapter(list[Job])
 
 
-def to_model(row: JobRow | Row[Any], *, runner_name: str | None, now: datetime) -> Job:
-    """The job of an ORM row or of a Core row of the jobs table (same names)."""
-    if row.finished_at is None:
-        return _build_model(row, runner_name, now)
-    key = (row.id, row.version, runner_name)
-    job = _FINISHED.get(key)
-    if job is None:
-        if len(_FINISHED) >= _FINISHED_KEPT:
-            _FINISHED.clear()
-        job = _FINISHED[key] = _build_model(row, runner_name, now)
-    return job
+def to_models(rows: Sequence[Row[*tuple[Any, ...]]], *, now: datetime) -> list[Job]:
+    """The jobs of Core rows of the jobs table, their JSON columns as text, with the name
+    of their runner (`runner_name`), in order. Those not kept are decoded and validated in
+    one pass of pydantic over all of them (a listing page is hundreds of jobs: building
+    them one model at a time was most of its time)."""
+    jobs: list[Job | None] = []
+    missing: list[Row[*tuple[Any, ...]]] = []
+    for row in rows:
+        job = None
+        if row.finished_at is not None:
+            key = (row.id, row.version, row.runner_name)
+            job = _FINISHED.get(key)
+            if job is not None:
+                _FINISHED.move_to_end(key)
+        if job is None:
+            missing.append(row)
+        jobs.append(job)
+    if not missing:
+        return cast(list[Job], jobs)
+    built = iter(_build_models(missing, now))
+    for index, row in enumerate(rows):
+        if jobs[index] is None:
+            job = jobs[index] = next(built)
+            if row.finished_at is not None:
+                _FINISHED[(row.id, row.version, row.runner_name)] = job
+    while len(_FINISHED) > _FINISHED_KEPT:
+        _FINISHED.popitem(last=False)
+    return cast(list[Job], jobs)
 
 
-def _build_model(row: JobRow | Row[Any], runner_name: str | None, now: datetime) -> Job:
-    changes = history(row)
-    return Job(
-        id=row.id,
-        run_name=row.run_name,
-        index=row.index,
-        workflow_name=row.workflow_name,
-        spec=JobSpec.model_validate(row.spec),
-        deps=list(row.deps),
-        status=JobStatus(row.status),
-        reason=TerminationReason(row.reason) if row.reason else None,
-        message=row.message,
-        exit_code=row.exit_code,
-        runner_id=row.runner_id,
-        runner_name=runner_name,
-        gpu_indexes=list(row.gpu_indexes),
-        host_ports=list(row.host_ports),
-        apps_ready_at=row.apps_ready_at,
-        cache_key=row.cache_key,
-        reused_from=row.reused_from,
-        cache_reason=row.cache_reason,
-        history=changes,
-        timings=compute_timings(changes, row.finished_at or now),
-        submitted_at=row.submitted_at,
-        finished_at=row.finished_at,
-        attempt=attempts(changes),
-    )
+def _build_models(rows: list[Row[*tuple[Any, ...]]], now: datetime) -> list[Job]:
+    histories = _HISTORIES.validate_json("[" + ",".join(row.history for row in rows) + "]")
+    fields = [
+        {
+            "id": row.id,
+            "run_name": row.run_name,
+            "index": row.index,
+            "workflow_name": row.workflow_name,
+            "spec": from_json(row.spec),
+            "deps": from_json(row.deps),
+            "status": row.status,
+            "reason": row.reason or None,
+            "message": row.message,
+            "exit_code": row.exit_code,
+            "runner_id": row.runner_id,
+            "runner_name": row.runner_name,
+            "gpu_indexes": from_json(row.gpu_indexes),
+            "host_ports": from_json(row.host_ports),
+            "apps_ready_at": row.apps_ready_at,
+            "cache_key": row.cache_key,
+            "reused_from": row.reused_from,
+            "cache_reason": row.cache_reason,
+            "history": changes,
+            "timings": compute_timings(changes, row.finished_at or now),
+            "submitted_at": row.submitted_at,
+            "finished_at": row.finished_at,
+            "attempt": attempts(changes),
+        }
+        for row, changes in zip(rows, histories, strict=True)
+    ]
+    return _JOB_LIST.validate_python(fields)
 
 
 def attempts(changes: list[StatusChange]) -> int:
     """Re-queues so far that count against `JobSpec.retry`: each one is a `submitted` entry
     with reason `runner_lost` or `interrupted`."""
-    return sum(_requeues(changes, reason) for reason in RETRIED_REASONS)
+    submitted = JobStatus.SUBMITTED
+    return sum(1 for c in changes if c.status is submitted and c.reason in RETRIED_REASONS)
 
 
 def claim_requeues(changes: list[StatusChange]) -> int:

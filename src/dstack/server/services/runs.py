@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import Row, bindparam, delete, func, select, tuple_
+from sqlalchemy import JSON, Row, Text, bindparam, cast, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.errors import ConflictError, MissingBlobsError, NotFoundError
 from dstack.models.artifacts import JobArtifacts
 from dstack.models.job import (
+    Job,
     JobSpec,
     JobStatus,
     StatusChange,
@@ -50,9 +51,23 @@ _JOBS = JobRow.__table__
 # Listings' statements are built once (building one and its cache key costs more than
 # running it on SQLite); values go in as bound parameters.
 # The columns a `Run` shows: a run's submission (its whole request again) and a job's cache
-# inputs and external artifacts are not, and decoding their JSON was a fifth of a listing.
+# inputs and external artifacts are not, and decoding their JSON was a fifth of a listing;
+# nor are a job's other columns for the server's own work.
 _RUN_SHOWN = [column for column in _RUNS.c if column.name != "submission"]
-_JOB_SHOWN = [c for c in _JOBS.c if c.name not in ("cache_inputs", "external_artifacts")]
+_JOB_UNSHOWN = (
+    "cache_inputs",
+    "external_artifacts",
+    "reused_job_id",
+    "stop_requested",
+    "status_at",
+)
+# A job's JSON columns come as their text, decoded only for the jobs not kept already
+# (`jobs.to_models`): a page of kept jobs decoded them for nothing.
+_JOB_SHOWN = [
+    cast(c, Text).label(c.name) if isinstance(c.type, JSON) else c
+    for c in _JOBS.c
+    if c.name not in _JOB_UNSHOWN
+]
 _RUNS_NEWEST_FIRST = select(*_RUN_SHOWN).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
 _RUN_NAMED = select(*_RUN_SHOWN).where(_RUNS.c.name == bindparam("name"))
 _RUNNERS = RunnerRow.__table__
@@ -439,15 +454,11 @@ async def _to_models(
     no ORM objects)."""
     names = [r.name for r in rows]
     job_rows = (await connection.execute(_JOBS_OF_RUNS, {"names": names})).all() if names else []
-    now = ctx.clock()
-    by_run: dict[str, list[Any]] = {}
-    for job in job_rows:
-        by_run.setdefault(job.run_name, []).append(job)
-    models = {
-        name: [job_service.to_model(j, runner_name=j.runner_name, now=now) for j in jobs]
-        for name, jobs in by_run.items()
-    }
-    found = await instances.of_jobs(connection, [j for jobs in models.values() for j in jobs])
+    jobs_read = job_service.to_models(job_rows, now=ctx.clock())
+    models: dict[str, list[Job]] = {}
+    for job in jobs_read:
+        models.setdefault(job.run_name, []).append(job)
+    found = await instances.of_jobs(connection, jobs_read)
     result = []
     for row in rows:
         jobs = [instances.with_instance(j, found.get(j.id)) for j in models.get(row.name, [])]

@@ -32,7 +32,7 @@ from dstack.models.job import JobSpec, JobStatus, TerminationReason
 from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
-from dstack.server.db.models import BackendRow, JobRow, RunnerRow
+from dstack.server.db.models import UNFINISHED_JOB, BackendRow, JobRow, RunnerRow
 from dstack.server.scheduler import deadlines
 from dstack.server.scheduler.provisioning import Provisioner
 from dstack.server.services import gangs
@@ -184,7 +184,8 @@ class Scheduler:
                 await gangs.expire_reservations(self.ctx, session)
             hosts, labels, fingerprint = await self._hosts(session)
             self._backends = await session.scalar(select(BackendRow.name).limit(1)) is not None
-            query = select(JobRow).where(JobRow.status.in_(WAITING_STATUSES))
+            # UNFINISHED_JOB: the partial index, not a walk of every job (see db/models.py)
+            query = select(JobRow).where(UNFINISHED_JOB, JobRow.status.in_(WAITING_STATUSES))
             in_grace, self._in_grace = self._in_grace, False
             if hosts and fingerprint == self._judged_hosts and not in_grace:
                 # A pending job without dependencies was judged against these very runners,
@@ -246,6 +247,7 @@ class Scheduler:
             if not hosts or fingerprint != self._judged_hosts:
                 return True
             unjudged = select(JobRow.id).where(
+                UNFINISHED_JOB,
                 JobRow.status.in_(WAITING_STATUSES),
                 or_(JobRow.status == JobStatus.SUBMITTED.value, cast(JobRow.deps, String) != "[]"),
             )

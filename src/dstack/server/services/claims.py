@@ -18,7 +18,7 @@ from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
-from dstack.server.db.models import JobRow, RunnerRow, RunRow
+from dstack.server.db.models import UNFINISHED_JOB, JobRow, RunnerRow, RunRow
 from dstack.server.services import gangs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
@@ -43,7 +43,9 @@ _FRESH = timedelta(seconds=1)
 # A claim's statements are built once (building one and its cache key costs more than
 # running it on SQLite); values go in as bound parameters.
 _JOBS = JobRow.__table__
-_ANY_WAITING = select(_JOBS.c.id).where(_JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
+_ANY_WAITING = (
+    select(_JOBS.c.id).where(UNFINISHED_JOB, _JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
+)
 # Active jobs, and nodes of gangs reserved for the runner (`gangs`), hold its resources.
 _HELD = select(_JOBS.c.spec, _JOBS.c.gpu_indexes).where(
     _JOBS.c.runner_id == bindparam("runner_id"),
@@ -52,7 +54,7 @@ _HELD = select(_JOBS.c.spec, _JOBS.c.gpu_indexes).where(
 _QUEUE_ORDER = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
 _WAITING = (
     select(JobRow)
-    .where(JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_(None))
+    .where(UNFINISHED_JOB, JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_(None))
     .order_by(*_QUEUE_ORDER)
     .limit(_BATCH)
 )

@@ -31,7 +31,7 @@ from dstack.models.protocol import NodeInfo
 from dstack.models.resources import HostResources, ResourcesSpec
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, RunnerRow
+from dstack.server.db.models import UNFINISHED_JOB, JobRow, RunnerRow
 from dstack.server.services import jobs as job_service
 from dstack.server.services.matching import (
     Allocation,
@@ -213,7 +213,7 @@ def shortage(spec: ResourcesSpec, hosts: Sequence[tuple[str, HostResources]]) ->
 
 async def any_reservation(session: AsyncSession) -> bool:
     query = select(JobRow.id).where(
-        JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_not(None)
+        UNFINISHED_JOB, JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_not(None)
     )
     return await session.scalar(query.limit(1)) is not None
 
@@ -223,7 +223,9 @@ async def expire_reservations(ctx: ServerContext, session: AsyncSession) -> None
     (`runner_lost`); its gang is stopped with it."""
     rows = (
         await session.scalars(
-            select(JobRow).where(JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_not(None))
+            select(JobRow).where(
+                UNFINISHED_JOB, JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_not(None)
+            )
         )
     ).all()
     limit = ctx.settings.provisioning_timeout

@@ -19,13 +19,18 @@ import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dstack.models.job import JobStatus
 from dstack.server.context import ServerContext
-from dstack.server.db.models import BlobTouchRow, JobRow, ManifestRow, RunRow, WorkflowCacheRow
+from dstack.server.db.models import (
+    UNFINISHED_JOB,
+    BlobTouchRow,
+    JobRow,
+    ManifestRow,
+    RunRow,
+    WorkflowCacheRow,
+)
 from dstack.storage.base import AdminBlobStore, SupportsStoredAt
 
 logger = logging.getLogger(__name__)
-_FINISHED = [s.value for s in JobStatus if s.is_finished()]
 
 
 async def collect(ctx: ServerContext) -> list[str]:
@@ -61,7 +66,7 @@ async def referenced_digests(session: AsyncSession) -> set[str]:
         digests.update(_files(manifest))
     for (repo,) in await session.execute(select(RunRow.repo)):
         digests.update(d for d in (repo.get("bundle_digest"), repo.get("diff_digest")) if d)
-    pending = select(JobRow.external_artifacts).where(JobRow.status.not_in(_FINISHED))
+    pending = select(JobRow.external_artifacts).where(UNFINISHED_JOB)
     for (artifacts,) in await session.execute(pending):
         for item in artifacts or []:
             for manifest in item.get("manifests", []):

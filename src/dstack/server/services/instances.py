@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from dstack.models.backends import InstanceOffer, InstanceStatus
 from dstack.models.job import Job, JobInstance, JobStatus, StatusChange, TerminationReason
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import InstanceRow, JobRow
+from dstack.server.db.models import UNFINISHED_JOB, InstanceRow, JobRow
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 from dstack.server.services.users import hash_token, new_token
@@ -74,6 +74,7 @@ async def of_job(session: AsyncSession, job_id: str) -> Sequence[InstanceRow]:
 async def waiting_jobs(session: AsyncSession) -> Sequence[JobRow]:
     """Jobs that wait for an instance (or for capacity), in submission order."""
     query = select(JobRow).where(
+        UNFINISHED_JOB,
         JobRow.status == JobStatus.PENDING.value,
         JobRow.reason.in_(
             [TerminationReason.WAITING_FOR_INSTANCE.value, TerminationReason.NO_CAPACITY.value]

@@ -30,7 +30,7 @@ from dstack.models.job import (
 from dstack.models.protocol import JobStatusUpdate
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
-from dstack.server.db.models import JobRow, LogRow, RunnerRow
+from dstack.server.db.models import UNFINISHED_JOB, JobRow, LogRow, RunnerRow
 from dstack.server.errors import Forbidden, InvalidRequestError
 from dstack.server.services import tags
 
@@ -48,12 +48,12 @@ _JOBS = cast(Table, JobRow.__table__)
 _UPDATE_IF_UNCHANGED = update(_JOBS).where(
     _JOBS.c.id == bindparam("_id"), _JOBS.c.version == bindparam("_version")
 )
-UNFINISHED_STATUSES = [s.value for s in JobStatus if not s.is_finished()]
 
 
 async def any_unfinished(session: AsyncSession) -> bool:
-    """Whether a job waits or runs anywhere (one indexed read)."""
-    query = select(JobRow.id).where(JobRow.status.in_(UNFINISHED_STATUSES)).limit(1)
+    """Whether a job waits or runs anywhere (one read of the partial index of unfinished
+    jobs: by `status IN (…)` the planner walks all jobs on a long history)."""
+    query = select(JobRow.id).where(UNFINISHED_JOB).limit(1)
     return await session.scalar(query) is not None
 
 

@@ -25,7 +25,7 @@ from dstack.models.resources import HostResources
 from dstack.models.runner import Runner, RunnerInstance, RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.dialects import dialect_insert
-from dstack.server.db.models import InstanceRow, JobRow, RunnerRow, ServerMetaRow
+from dstack.server.db.models import UNFINISHED_JOB, InstanceRow, JobRow, RunnerRow, ServerMetaRow
 from dstack.server.errors import Forbidden
 from dstack.server.services import jobs as job_service
 from dstack.server.services.users import hash_token, new_token
@@ -338,7 +338,9 @@ async def list_runners(ctx: ServerContext) -> list[Runner]:
         rows = (await session.scalars(select(RunnerRow).order_by(RunnerRow.name))).all()
         held = (
             await session.execute(
-                select(JobRow.runner_id, JobRow.id).where(JobRow.status.in_(ACTIVE_STATUSES))
+                select(JobRow.runner_id, JobRow.id).where(
+                    UNFINISHED_JOB, JobRow.status.in_(ACTIVE_STATUSES)
+                )
             )
         ).all()
         ids = [r.id for r in rows if r.backend != "local"]

@@ -85,6 +85,10 @@ def test_status_shows_the_running_server_and_stop_ends_it_and_its_runner(env: En
     assert not _alive(runner_pid)
     assert _status(env) == {"running": False, "runner": None}
     assert env.dstack("server", "stop").out.strip() == "No local server is running."
+    # the runner's claim was waiting: it was answered, not cancelled at the shutdown's bound
+    log = (env.home / "server" / "server.log").read_text()
+    assert "Traceback" not in log, log
+    assert "Finished server process" in log, log
 
 
 def test_the_runner_logs_no_line_per_heartbeat(env: Env) -> None:

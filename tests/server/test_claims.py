@@ -197,6 +197,25 @@ async def test_a_claim_whose_runner_is_gone_takes_no_job(ctx: ServerContext) -> 
     assert await claims.try_claim(ctx, runner_id=runner_id) is not None
 
 
+async def test_a_draining_server_answers_waiting_claims_and_hands_out_no_job(
+    ctx: ServerContext,
+) -> None:
+    # The server was asked to exit: a claim waiting for work answers now (the graceful
+    # shutdown would otherwise wait for it, then cancel it), and no job leaves with it.
+    runner_id = await register(ctx)
+    waiting = asyncio.create_task(claims.claim(ctx, runner_id=runner_id, wait_seconds=60))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+
+    ctx.drain()
+    await runs.submit_run(ctx, request=submission(job()))
+
+    assert await asyncio.wait_for(waiting, timeout=10) is None
+    assert await claims.claim(ctx, runner_id=runner_id, wait_seconds=60) is None
+    [run] = await runs.list_runs(ctx, all=True)
+    assert [j.status for j in run.jobs] == [JobStatus.SUBMITTED]
+
+
 async def test_claim_returns_none_after_wait(ctx: ServerContext) -> None:
     runner_id = await register(ctx)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 
@@ -305,6 +306,29 @@ async def test_the_log_stream_resumes_after_the_last_event_id(
     assert [e[1] for e in resumed] == ["status", "end"]  # nothing after seq 2 to announce
     earlier = events_of((await http.get(url, headers={"Last-Event-ID": "0"})).text)
     assert earlier[0][:2] == ("2", "lines")
+
+
+async def test_open_streams_end_when_the_server_drains(
+    http: httpx.AsyncClient, ctx: ServerContext
+) -> None:
+    # An exiting server ends its event streams (the browser reconnects to the next one)
+    # instead of holding the graceful shutdown for as long as a tab stays open.
+    name = await submit(http, ADMIN, REPO_A)  # its job never finishes here
+    await add_logs(ctx, await job_id(ctx, name), [("stdout", "a\n")])
+    await sign_in(http, ADMIN)
+    log = asyncio.create_task(http.get(f"/ui/api/runs/{name}/jobs/0/stream"))
+    changes = asyncio.create_task(http.get("/ui/events"))
+    await asyncio.sleep(0.3)
+    assert not log.done()
+    assert not changes.done()
+
+    ctx.drain()
+
+    log_events = events_of((await asyncio.wait_for(log, timeout=10)).text)
+    kinds = [e[1] for e in log_events]
+    assert kinds[:2] == ["lines", "status"], kinds
+    assert "end" not in kinds  # the job goes on: the stream resumes on the next server
+    assert (await asyncio.wait_for(changes, timeout=10)).status_code == 200
 
 
 async def test_rerun_from_the_page_needs_csrf_and_the_repository(

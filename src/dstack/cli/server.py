@@ -117,8 +117,6 @@ def server(
         return
     # The server is imported here, once the options are checked: `dstack server --help` and
     # a bad option answer without it (about 1 s).
-    import uvicorn
-
     from dstack.server.app import create_app
     from dstack.server.settings import ServerSettings
 
@@ -148,13 +146,12 @@ def server(
     click.echo(f"dstack server: {settings.url}")
     if public_url:
         click.echo(f"Cloud instances reach it at {settings.resolved_public_url()}")
-    from dstack.server.listen import server_config, tcp_socket  # see above
+    from dstack.server.listen import DrainingServer, server_config, tcp_socket  # see above
 
     sock = tcp_socket(host, port)
-    config = server_config(
-        create_app(settings), access_log=access_log, keep_alive=settings.keep_alive_seconds
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    app = create_app(settings)
+    config = server_config(app, access_log=access_log, keep_alive=settings.keep_alive_seconds)
+    DrainingServer(config, app).run(sockets=[sock])
 
 
 def _given(options: dict[str, float | None]) -> dict[str, float]:

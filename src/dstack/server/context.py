@@ -194,6 +194,17 @@ class ServerContext:
         self._serialize = engine.dialect.name == "sqlite"
         self._turn = asyncio.Lock()
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Set once the server was asked to exit (`drain`): long-polls answer at once.
+        self.draining = False
+
+    def drain(self) -> None:
+        """The server is about to exit: every long-poll (a runner's claim, a log follow)
+        answers now with what it has, instead of holding the graceful shutdown until its
+        wait ends or it is cancelled. No claim hands out a job from now on (the runner
+        claims again from the next server)."""
+        self.draining = True
+        self.work.notify()
+        self.notifier.notify()
 
     @property
     def single_process(self) -> bool:

@@ -54,31 +54,56 @@ def server_config(
     )
 
 
-class QuietServer(uvicorn.Server):
-    """A uvicorn server that sleeps until it is asked to exit (a signal, `stop()`), where
-    uvicorn's own wakes ten times a second to look: CPU an idle server spends forever. The
-    ticks also keep the `Date` header current, so configure it with `date_header=False`."""
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server that tells the dstack app it serves (`dstack_app`, however wrapped
+    in `config`) that it is about to exit (SIGTERM, SIGINT, `stop()`), before it waits for
+    the requests in flight: `ServerContext.drain` answers the long-polls at once (a
+    runner's claim waits up to a minute), so the graceful shutdown neither waits for them
+    nor cancels them with a traceback in the log."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, dstack_app: FastAPI) -> None:
         super().__init__(config)
-        self._exit: asyncio.Event | None = None
+        self._dstack_app = dstack_app
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def main_loop(self) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._exit = asyncio.Event()
-        if not await self.on_tick(0):
-            await self._exit.wait()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)  # a signal handler, between two steps of the loop
-        self._wake()
+        self._exiting()
 
     def stop(self) -> None:
         """Exit gracefully, as on SIGTERM (from the server's own loop)."""
         self.should_exit = True
-        self._wake()
+        self._exiting()
 
-    def _wake(self) -> None:
+    def _exiting(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        ctx = getattr(self._dstack_app.state, "ctx", None)  # None before the lifespan's start
+        if ctx is not None:
+            ctx.drain()
+
+
+class QuietServer(DrainingServer):
+    """A draining server that sleeps until it is asked to exit (a signal, `stop()`), where
+    uvicorn's own wakes ten times a second to look: CPU an idle server spends forever. The
+    ticks also keep the `Date` header current, so configure it with `date_header=False`."""
+
+    def __init__(self, config: uvicorn.Config, dstack_app: FastAPI) -> None:
+        super().__init__(config, dstack_app)
+        self._exit: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._exit = asyncio.Event()
+        if not await self.on_tick(0):
+            await self._exit.wait()
+
+    def _exiting(self) -> None:
+        super()._exiting()
         if self._loop is not None and self._exit is not None:
             self._loop.call_soon_threadsafe(self._exit.set)

@@ -136,8 +136,10 @@ async def _serve(
     from dstack.server.app import create_app
     from dstack.server.listen import QuietServer, server_config
 
-    meter = ActivityMeter(create_app(settings, local_runner=supervisor))
-    # Long-polls (claims, logs) would hold a graceful shutdown for their whole wait. No
+    app = create_app(settings, local_runner=supervisor)
+    meter = ActivityMeter(app)
+    # Long-polls (claims, logs) answer once the server drains (`listen.DrainingServer`);
+    # the 2 s bound is for any other request that hangs. No
     # access log: a line per request is CPU this server spends on nobody's behalf.
     config = server_config(
         meter,  # type: ignore[arg-type]
@@ -150,7 +152,7 @@ async def _serve(
         # this server every 20 s per connection while nothing happened.
         ws_ping_interval=None,
     )
-    server = QuietServer(config)
+    server = QuietServer(config, app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.01)

@@ -291,6 +291,8 @@ async def events(request: Request, ui: Data) -> StreamingResponse:
         event = ctx.notifier.current()
         while True:
             await Notifier.wait(event, PING_SECONDS)
+            if ctx.draining:  # the server exits: the browser reconnects to the next one
+                return
             # taken before the page refreshes: a change from now on wakes the next wait
             event = ctx.notifier.current()
             if not await _still_signed_in(request):
@@ -455,6 +457,8 @@ async def log_stream(
                 yield _event("end", {"total": found.lines})
                 return
             await Notifier.wait(event, 5.0)
+            if ctx.draining:  # the server exits: `Last-Event-ID` resumes on the next one
+                return
             if not await _still_signed_in(request):
                 yield _event("signout", {})
                 return

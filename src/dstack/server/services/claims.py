@@ -121,6 +121,8 @@ async def _claim(
     woken = False
     while True:
         event = ctx.work.current()
+        if ctx.draining:
+            return None
         assignment = None
         waiting = True  # as far as this claim knows: the first round just tries
         # Every waiting runner wakes at once: when the queue is empty (the usual case for

@@ -111,7 +111,7 @@ async def get_logs(
         event = ctx.notifier.current()
         page = await _read_page(ctx, run_name, positions, since, limit, with_run)
         remaining = deadline - loop.time()
-        if page.events or page.finished or remaining <= 0:
+        if page.events or page.finished or remaining <= 0 or ctx.draining:
             return page
         await Notifier.wait(event, remaining)
 

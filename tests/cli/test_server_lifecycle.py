@@ -91,6 +91,36 @@ def test_status_shows_the_running_server_and_stop_ends_it_and_its_runner(env: En
     assert "Finished server process" in log, log
 
 
+def _servers_of(home: Path) -> list[int]:
+    import psutil  # only this test looks at other processes
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = proc.info["cmdline"] or []
+        if "dstack.server.local_main" in line and str(home) in line:
+            found.append(proc.info["pid"])
+    return found
+
+
+def test_a_run_refused_before_it_needed_the_server_leaves_one_server_for_the_next(
+    env: Env,
+) -> None:
+    # `dstack run` starts the local server while it reads the workflows; a run refused
+    # meanwhile (a typo) still sees that start through, or the next command would find
+    # no server yet and start a second one on the same home.
+    env.workflows("workflows:\n  - name: train\n    provider: bash\n    commands: [echo hi]\n")
+    env.commit()
+
+    refused = env.dstack("run", "trian")
+    ran = env.dstack("run", "train")
+
+    assert refused.code == 1, refused
+    assert "did you mean 'train'?" in refused.err
+    assert ran.code == 0, ran
+    assert "hi" in ran.out
+    assert len(_servers_of(env.home)) == 1
+
+
 def test_the_runner_logs_no_line_per_heartbeat(env: Env) -> None:
     env.extra_env["DSTACK_SERVER_RUNNER_HEARTBEAT_TIMEOUT"] = "3"
     assert env.dstack("ps").code == 0

@@ -39,10 +39,15 @@ def home_layout() -> HomeLayout:
 
 
 class _Start(threading.Thread):
-    """`local_server()` on a thread of its own: see `start_local_server`."""
+    """`local_server()` on a thread of its own: see `start_local_server`.
+
+    Not a daemon: a command that ends before it needs the server (a typo in a workflow's
+    name) still waits for the start it began. Killed mid-start, it would let go of the
+    start lock while its server comes up, and the next command would start a second
+    server on the same home."""
 
     def __init__(self) -> None:
-        super().__init__(name="local-server-start", daemon=True)
+        super().__init__(name="local-server-start", daemon=False)
         self.env = cli_env()
         self.result: tuple[str, str] | None = None
         self.error: BaseException | None = None

@@ -26,8 +26,8 @@ import dstack
 SRC = Path(dstack.__file__).parent
 
 # What every unit may use (except the foundation itself, below): the package's version, the
-# errors, the models, and a dependency-free helper.
-COMMON = ("dstack", "dstack.errors", "dstack.models", "dstack.background")
+# errors, the models, and dependency-free helpers (threads, pid locks).
+COMMON = ("dstack", "dstack.errors", "dstack.models", "dstack.background", "dstack.pidlock")
 
 # The server's foundation: what its services, scheduler and HTTP edge all stand on.
 SERVER_BASE = (
@@ -47,6 +47,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dstack.errors": (),
     "dstack.models": ("dstack.errors",),
     "dstack.background": (),
+    "dstack.pidlock": (),
     "dstack.paths": (),
     "dstack.settings": ("dstack.paths",),
     # --- pure libraries: importable without a server, a runner or a CLI -----------------
@@ -145,10 +146,6 @@ EXCEPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "dstack.cli.context": (
         ("dstack.server.local",),
         "the embedded local server (DESIGN.md, 'Local'): the CLI starts it on demand",
-    ),
-    "dstack.server.local": (
-        ("dstack.runner.lock",),
-        "`dstack server stop | status` find the local runner by its lock on its work dir",
     ),
     "dstack.server.local_runner": (
         ("dstack.runner.credential", "dstack.runner.lock"),

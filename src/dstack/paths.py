@@ -62,6 +62,12 @@ class ServerFiles(NamedTuple):
         return self.dir / "start.lock"
 
     @property
+    def server_lock(self) -> Path:
+        """Held (`flock`, with its pid) by the local server of this home for its whole life,
+        from before it opens its database: a second one started meanwhile exits."""
+        return self.dir / "server.lock"
+
+    @property
     def runner_log(self) -> Path:
         """The output of the local server's own runner."""
         return self.dir / "runner.log"

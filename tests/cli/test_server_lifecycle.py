@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,8 @@ import httpx
 import pytest
 from tests.e2e.conftest import Env, _stop_server, make_env
 from tests.e2e.remote_helpers import free_port, wait_until
+
+from dstack.pidlock import lock_holder
 
 
 @pytest.fixture
@@ -119,6 +122,77 @@ def test_a_run_refused_before_it_needed_the_server_leaves_one_server_for_the_nex
     assert ran.code == 0, ran
     assert "hi" in ran.out
     assert len(_servers_of(env.home)) == 1
+
+
+def test_a_command_killed_while_its_server_starts_leaves_one_server_for_the_next(
+    env: Env,
+) -> None:
+    # The start lock dies with the command that holds it (`kill -9`), while the server it
+    # started is still coming up: the next command finds no server yet and starts another,
+    # which must leave the home (its database) to the first and wait for it.
+    lock = env.home / "server" / "server.lock"
+    first = env.spawn("ps")
+    starting = None
+    try:
+        wait_until(lambda: bool(lock_holder(lock)), 60, "the first server taking the home")
+        starting = lock_holder(lock)
+        assert starting
+        os.kill(starting, signal.SIGSTOP)  # still starting, for as long as the test wants
+        first.kill()
+        first.communicate()
+        second = env.spawn("ps")
+        wait_until(lambda: "has this home" in _server_log(env), 60, "the second server")
+        os.kill(starting, signal.SIGCONT)
+        out, err = second.communicate(timeout=60)
+    finally:
+        if starting:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(starting, signal.SIGCONT)
+        first.kill()
+        first.communicate()
+
+    assert second.returncode == 0, err
+    assert "No runs yet" in out
+    assert _servers_of(env.home) == [starting]
+    assert f"another local server (pid {starting}) has this home" in _server_log(env)
+    assert json.loads((env.home / "server" / "server.json").read_text())["pid"] == starting
+
+
+def test_stop_ends_a_server_still_starting(env: Env) -> None:
+    lock = env.home / "server" / "server.lock"
+    first = env.spawn("ps")
+    starting = None
+    try:
+        wait_until(lambda: bool(lock_holder(lock)), 60, "the server taking the home")
+        starting = lock_holder(lock)
+        assert starting
+        os.kill(starting, signal.SIGSTOP)  # no `server.json` until the test lets it go on
+        stop = env.spawn("server", "stop")
+        wait_until(lambda: _pending(starting, signal.SIGTERM), 60, "the stop's SIGTERM")
+        os.kill(starting, signal.SIGCONT)
+        out, err = stop.communicate(timeout=60)
+    finally:
+        if starting:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(starting, signal.SIGCONT)
+        first.kill()
+        first.communicate()
+
+    assert stop.returncode == 0, err
+    assert out.strip() == f"Stopped the local server (pid {starting}, still starting)."
+    assert not _alive(starting)
+
+
+def _pending(pid: int, sig: int) -> bool:
+    """Whether `sig` waits to be delivered to the (stopped) process `pid`."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd", "ShdPnd"))]
+    return any(mask & (1 << (sig - 1)) for mask in masks)
+
+
+def _server_log(env: Env) -> str:
+    path = env.home / "server" / "server.log"
+    return path.read_text() if path.exists() else ""
 
 
 def test_the_runner_logs_no_line_per_heartbeat(env: Env) -> None:

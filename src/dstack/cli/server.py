@@ -203,14 +203,20 @@ def status(as_json: bool) -> None:
 def stop() -> None:
     """Stop the local background server and its runner, which stops the jobs it runs."""
     # server.local: ~40 ms that `dstack server` in the foreground skips
-    from dstack.server.local import local_runner_pid, read_local_server, stop_local_server
+    from dstack.server.local import (
+        local_runner_pid,
+        local_server_pid,
+        read_local_server,
+        stop_local_server,
+    )
 
     home = cli_env().home
     info = read_local_server(home)
+    pid = local_server_pid(home)
     runner = local_runner_pid(home)
     if stop_local_server(home):
-        assert info is not None
-        click.echo(f"Stopped the local server (pid {info.pid}, {info.url}).")
+        where = info.url if info is not None else "still starting"
+        click.echo(f"Stopped the local server (pid {pid}, {where}).")
     elif runner is not None:
         click.echo(f"No local server was running; stopped its runner (pid {runner}).")
     else:

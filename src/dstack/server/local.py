@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 
 from dstack.errors import ServerError
 from dstack.paths import HomeLayout, ServerFiles
+from dstack.pidlock import lock_holder
 from dstack.server.settings import make_private_dir
 
 _POLL = 0.02
+_BUSY = "busy"  # `local_main.BUSY`: another server has the home
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,14 @@ def live_local_server(home: Path) -> LocalServer | None:
 def local_runner_pid(home: Path) -> int | None:
     """The pid of the runner working in the local runner's work dir, or None when none runs.
     (It may be an earlier server's runner, which outlives its server; `dstack.runner.follow`.)"""
-    # runner.lock: only `dstack server stop` looks for a runner's lock
-    from dstack.runner.lock import lock_holder
-
     return lock_holder(HomeLayout(home).runner_dir / "runner.lock") or None
+
+
+def local_server_pid(home: Path) -> int | None:
+    """The pid of the local server of `home` as `server.json` names it, or of the one still
+    starting (it has written no `server.json` yet, but holds the home's lock); None if none."""
+    info = read_local_server(home)
+    return info.pid if info is not None else lock_holder(HomeLayout(home).server.server_lock)
 
 
 def stop_local_server(home: Path, *, timeout: float = 30.0) -> bool:
@@ -113,10 +119,12 @@ def stop_local_server(home: Path, *, timeout: float = 30.0) -> bool:
     The server stops its runner as it exits; a runner still holding the work dir after that
     (one an earlier server left behind) is stopped as well. Each gets SIGTERM, then SIGKILL
     after `timeout` seconds."""
-    info = read_local_server(home)
-    stopped = info is not None and _pid_alive(info.pid)
-    if info is not None and stopped:
-        _terminate(info.pid, timeout)
+    pid = local_server_pid(home)
+    stopped = False
+    if pid:
+        stopped = _pid_alive(pid)
+        if stopped:
+            _terminate(pid, timeout)
     with contextlib.suppress(FileNotFoundError):
         HomeLayout(home).server.server_json.unlink()
     runner = local_runner_pid(home)
@@ -184,8 +192,6 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
     pid, then its URL once it listens (no polling, no health request); its output closing
     before that means it exited."""
     files = HomeLayout(home).server
-    with contextlib.suppress(FileNotFoundError):
-        files.server_json.unlink()
     command = [sys.executable, "-m", "dstack.server.local_main", "--home", str(home)]
     command += ["--detach", str(files.server_log)]
     if executor:
@@ -222,6 +228,10 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
         )
     pid = int(pid_line)
     url = next((line for line in lines if line != pid_line), None)
+    if url is not None and url.split()[0] == _BUSY:
+        # A server started by a command that died before it listened has the home: it
+        # writes `server.json` once it listens.
+        return _wait_for_other(files, url.partition(" ")[2], deadline, timeout)
     if url is not None:
         info = read_local_server(home)
         return info if info is not None and info.pid == pid else LocalServer(url, pid)
@@ -235,6 +245,19 @@ def _start(home: Path, executor: str | None, start_runner: bool, timeout: float)
     raise ServerError(
         f"the local server did not start within {timeout:.0f}s",
         hint=f"see {files.server_log}",
+    )
+
+
+def _wait_for_other(files: ServerFiles, pid: str, deadline: float, timeout: float) -> LocalServer:
+    while time.monotonic() < deadline:
+        found = _live(files)
+        if found is not None:
+            return found
+        time.sleep(_POLL)
+    raise ServerError(
+        f"another local server (pid {pid or '?'}) is starting on this home and did not"
+        f" listen within {timeout:.0f}s",
+        hint=f"see {files.server_log}; `dstack server stop` stops it",
     )
 
 

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from dstack import __version__
 from dstack.paths import HomeLayout
+from dstack.pidlock import PidLock, lock_holder
 from dstack.server.settings import ServerSettings, make_private_dir
 from dstack.settings import EXECUTORS, EnvSettings
 
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from dstack.server.local_runner import LocalRunnerSupervisor
 
 logger = logging.getLogger("dstack.server.local")
+
+BUSY = "busy"
+"""What `--detach` prints instead of a URL when another server holds the home (then that
+server's pid): the command that started this one waits for that one instead."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,6 +111,17 @@ async def serve(
 
     files = HomeLayout(home).server
     make_private_dir(files.dir)
+    lock = PidLock(files.server_lock)
+    if not lock.try_acquire():
+        # A command that started a server and died before it listened let the next one
+        # start another: that one leaves the home to the first, which it says it waits for.
+        holder = lock_holder(files.server_lock)
+        logger.info("another local server (pid %s) has this home: this one exits", holder)
+        if ready is not None:
+            _announce(ready, f"{BUSY} {holder or ''}".rstrip())
+        return
+    # Left by a server that was killed: nobody answers there.
+    _remove_if_not(files.server_json, os.getpid())
     sock = tcp_socket("127.0.0.1", 0)
     settings = ServerSettings(
         home=home,
@@ -221,11 +237,11 @@ def _freeze_heap() -> None:
     gc.enable()
 
 
-def _announce(ready: IO[str], url: str) -> None:
+def _announce(ready: IO[str], line: str) -> None:
     """Tell the command that started this server (reading `--detach`'s output) where it
-    listens; that command may be gone."""
+    listens, or that another server has the home (`BUSY`); that command may be gone."""
     with contextlib.suppress(OSError), ready:
-        ready.write(f"{url}\n")
+        ready.write(f"{line}\n")
 
 
 def _duration(seconds: float) -> str:
@@ -264,6 +280,14 @@ def _write_json(path: Path, data: dict[str, object]) -> None:
 def _remove_if_ours(path: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+def _remove_if_not(path: Path, pid: int) -> None:
+    """Remove `server.json` unless it names `pid`: only the holder of the home's lock calls
+    this, so any other server it names is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") != pid:
             path.unlink()
 
 

@@ -149,6 +149,44 @@ async def test_wait_returns_when_the_run_finishes(ctx: ServerContext) -> None:
     assert plain.run is None
 
 
+async def test_a_job_ending_right_after_its_last_lines_is_one_answer(
+    ctx: ServerContext, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short job's lines and its final status come a few milliseconds apart: a follower
+    # (`dstack run`) gets both in one answer instead of asking once more for the end. (The
+    # answer's delay is stretched so that this holds on a loaded machine too.)
+    monkeypatch.setattr(logs, "LINGER", 10.0)
+    name, [job_id], runner_id = await _started_run(ctx)
+    polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30, with_run=True))
+    await asyncio.sleep(0.1)
+
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(2)), runner_id=runner_id)
+    await asyncio.sleep(0.2)  # the follower has read the lines
+    assert not polling.done()
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+    await job_service.report_status(ctx, job_id=job_id, update=done, runner_id=runner_id)
+    page = await asyncio.wait_for(polling, timeout=10)
+
+    assert [e.data for e in page.events] == ["line 0\n", "line 1\n"]
+    assert page.finished
+    assert page.run is not None
+    assert page.run.status is JobStatus.DONE
+
+
+async def test_lines_of_a_job_still_running_are_answered_without_waiting_for_its_end(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    name, [job_id], runner_id = await _started_run(ctx)
+    polling = asyncio.create_task(logs.get_logs(ctx, run_name=name, wait=30))
+    await asyncio.sleep(0.1)
+
+    await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(1)), runner_id=runner_id)
+    page = await asyncio.wait_for(polling, timeout=10)  # not the 30 s of `wait`
+
+    assert [e.data for e in page.events] == ["line 0\n"]
+    assert not page.finished
+
+
 async def test_only_the_last_page_carries_the_run(ctx: ServerContext, clock: FakeClock) -> None:
     name, [job_id], runner_id = await _started_run(ctx)
     await logs.append_logs(ctx, job_id=job_id, batch=batch(clock, range(3)), runner_id=runner_id)

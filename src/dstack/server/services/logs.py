@@ -28,6 +28,8 @@ MAX_PAGE = 10_000
 # A page stops growing once it holds this many characters of output (at least one entry):
 # entries are chunks of up to 64 KiB, so 10,000 of them would be far too much for one answer.
 MAX_PAGE_CHARS = 8 << 20
+LINGER = 0.025
+"""Seconds a waiting request with lines to answer still waits for more, or for the run's end."""
 # Entries read per query while filling a page.
 _FETCH = 256
 
@@ -107,13 +109,21 @@ async def get_logs(
     positions = parse_cursor(cursor)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    answer_by = deadline
     while True:
         event = ctx.notifier.current()
-        page = await _read_page(ctx, run_name, positions, since, limit, with_run)
-        remaining = deadline - loop.time()
-        if page.events or page.finished or remaining <= 0 or ctx.draining:
+        page, more = await _read_page(ctx, run_name, positions, since, limit, with_run)
+        now = loop.time()
+        if page.events and not more:
+            # Lines came: they are answered within `LINGER`, which lets the run's end (its
+            # last job's final status follows its last lines by a few milliseconds) come in
+            # the same answer instead of one more request.
+            answer_by = min(answer_by, now + LINGER)
+        if page.finished or more or now >= answer_by or ctx.draining:
             return page
-        await Notifier.wait(event, remaining)
+        await Notifier.wait(event, answer_by - now)
+        if page.events and not event.is_set():
+            return page  # nothing changed since it was read
 
 
 async def _read_page(
@@ -123,7 +133,8 @@ async def _read_page(
     since: datetime | None,
     limit: int,
     with_run: bool,
-) -> LogsPage:
+) -> tuple[LogsPage, bool]:
+    """The page, and whether more lines than it holds were there."""
     # Read with Core: rows read once need none of an ORM session's work per statement.
     async with ctx.connect() as connection:
         jobs = await _jobs_of(connection, run_name)
@@ -140,9 +151,10 @@ async def _read_page(
         run = (
             await run_service.read_run(ctx, connection, run_name) if with_run and finished else None
         )
-    return LogsPage.model_construct(
+    answer = LogsPage.model_construct(
         events=page.events, cursor=format_cursor(page.positions), finished=finished, run=run
     )
+    return answer, page.more
 
 
 class _PageBuilder:

@@ -8,17 +8,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from dstack.api.transport import Transport, error_from_response
+from dstack.api.transport import Response, Transport, error_from_response
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.digests import ALGORITHM, LEGACY, digest_file, new_hasher
 from dstack.models.runs_api import MissingBlobsRequest, MissingBlobsResponse
 
 if TYPE_CHECKING:
+    import httpx
+
     from dstack.api.blobs import HttpBlobStore
     from dstack.storage.base import BlobStore
 
@@ -51,7 +52,7 @@ class BaseClient:
         token: str,
         *,
         timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | Literal["plain"] | None = None,
         blob_dir: Path | None = None,
     ) -> None:
         """`blob_dir`: the server's blob folder when this process may read and write it
@@ -106,7 +107,7 @@ class BaseClient:
     ) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, **kwargs: Any) -> Response:
         """Send a request; return the response when it is a success, else raise."""
         return self.transport.request(method, path, **kwargs)
 

@@ -6,9 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from dstack.api.transport import BLOB_TIMEOUT, OnSession
+from dstack.api.transport import BLOB_TIMEOUT, OnSession, Response
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.digests import LEGACY, Algorithm, Hasher, new_hasher
 from dstack.storage.base import (
@@ -55,7 +53,7 @@ class HttpBlobStore(OnSession):
         )
         if response.status_code in (404, 405):
             return [d for d in unique if not self.exists(d)]
-        answer = set(_json(response, "missing"))
+        answer = set(_json(response, "missing", f"{self._session.base_url}/api/blobs/missing"))
         return [d for d in unique if d in answer]
 
     def put_file(self, path: Path, digest: str) -> None:
@@ -109,7 +107,7 @@ class HttpBlobStore(OnSession):
 
     def _request(
         self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> Response:
         accept = (404, 405) if missing_ok else ()
         return self._session.request(method, url, accept=accept, timeout=BLOB_TIMEOUT, **kwargs)
 
@@ -120,9 +118,9 @@ def _hashing(read: Callable[[int], bytes], hasher: Hasher) -> Iterator[bytes]:
         yield chunk
 
 
-def _json(response: httpx.Response, key: str) -> list[str]:
+def _json(response: Response, key: str, where: str) -> list[str]:
     try:
         value = response.json()[key]
     except (ValueError, KeyError, TypeError) as exc:
-        raise StorageError(f"unexpected answer from {response.request.url}") from exc
+        raise StorageError(f"unexpected answer from {where}") from exc
     return [str(v) for v in value]

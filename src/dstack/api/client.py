@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from dstack.api.backends import BackendsClient
 from dstack.api.base import validate_list
+from dstack.api.plainhttp import Timeouts
 from dstack.api.repos import ReposClient
 from dstack.api.teams import TeamsClient
 from dstack.errors import NotFoundError
@@ -117,13 +118,13 @@ class Client(ReposClient, TeamsClient, BackendsClient):
             params["cursor"] = cursor
         if since is not None:
             params["since"] = since.isoformat()
-        extensions: dict[str, Any] = {}
+        timeout: dict[str, Any] = {}
         if wait:
             params["wait"] = wait
             # The read timeout must outlast the long-poll.
-            extensions["timeout"] = {"connect": 10.0, "read": wait + 30, "write": 30, "pool": 30}
+            timeout["timeout"] = Timeouts(connect=10.0, read=wait + 30)
         response = self.request(
-            "GET", f"/api/runs/{url_segment(name)}/logs", params=params, extensions=extensions
+            "GET", f"/api/runs/{url_segment(name)}/logs", params=params, **timeout
         )
         return LogsPage.model_validate(response.json())
 

@@ -1,141 +1,126 @@
-"""`PlainHTTPTransport`: httpx's requests over the standard library's `http.client`.
+"""`PlainSession`: a `Transport`'s requests over the standard library's `http.client`.
 
-For a server on plain HTTP that one command talks to briefly (the CLI and its local server):
-httpx's own transport imports httpcore and h11, about 17 ms of every command's start, for
-what `http.client` (which httpx imports anyway) does as well here. Connections are kept
-alive and reused, one request at a time on each; failures are httpx's exceptions, so
-`api.transport.Transport` treats them as it treats httpcore's.
+For a server on plain HTTP on this machine that one command talks to briefly (the CLI and
+its local server): importing httpx (its models, URL parsing, cookies, auth, TLS set-up) is
+about 25 ms of every command's start, for what `http.client` does as well on a loopback
+connection. Requests are encoded as httpx encodes them (JSON, query strings), connections
+are kept alive and reused, one request at a time on each; a connection the server closed
+meanwhile is retried once on a new one. Remote servers keep httpx (`api.httpxsession`): TLS,
+proxies from the environment, HTTP/2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
+import json as jsonlib
 import select
 import threading
-from collections.abc import Callable, Iterator
-
-import httpx
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 _CHUNK = 64 * 1024
 # What a connection kept alive shows when the server closed it meanwhile (on its first send
 # or read): the request never reached the server, and goes once more on a new connection.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-_FAILURES = (OSError, http.client.HTTPException)
+
+_BROKEN = (OSError, http.client.HTTPException)
 
 
-class PlainHTTPTransport(httpx.BaseTransport):
-    """Plain HTTP/1.1 to any `http://` URL: thread-safe, idle connections kept for reuse."""
+class NoAnswer(Exception):
+    """A request that got no (whole) answer: its connection failed, or timed out. Only this
+    session's own failures: an `OSError` of whoever reads a streamed answer is theirs."""
 
-    def __init__(self) -> None:
-        self._idle: list[tuple[str, int, http.client.HTTPConnection]] = []
-        self._lock = threading.Lock()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme != "http" or not url.host:
-            raise httpx.UnsupportedProtocol(f"plain HTTP only, not {url}", request=request)
-        host, port = url.host, url.port or 80
-        timeouts = request.extensions.get("timeout", {})
-        body = _body(request)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        target = url.raw_path.decode("ascii")
-        while True:
-            conn, reused = self._connection(host, port, timeouts.get("connect"))
-            try:
-                _settimeout(conn, timeouts.get("write"))
-                conn.request(
-                    request.method,
-                    target,
-                    body=body,
-                    headers=dict(headers),
-                    encode_chunked=not isinstance(body, bytes | None),
-                )
-                _settimeout(conn, timeouts.get("read"))
-                response = conn.getresponse()
-            except _STALE as exc:
-                conn.close()
-                if reused and isinstance(body, bytes | None):
-                    continue
-                raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
-            except _FAILURES as exc:
-                conn.close()
-                raise _translated(exc) from exc
-            except BaseException:
-                conn.close()
-                raise
-            return httpx.Response(
-                response.status,
-                headers=response.getheaders(),
-                stream=_Body(response, conn, functools.partial(self._release, host, port, conn)),
-                extensions={
-                    "http_version": b"HTTP/1.1",
-                    "reason_phrase": response.reason.encode("latin-1"),
-                },
-            )
-
-    def _connection(
-        self, host: str, port: int, timeout: float | None
-    ) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection to `host:port` the server has not closed, else a new one."""
-        with self._lock:
-            while True:
-                found = next(
-                    (i for i, (h, p, _) in enumerate(self._idle) if (h, p) == (host, port)), None
-                )
-                if found is None:
-                    break
-                conn = self._idle.pop(found)[2]
-                if _still_open(conn):
-                    return conn, True
-                conn.close()
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            conn.connect()
-        except _FAILURES as exc:
-            conn.close()
-            raise _translated(exc, connecting=True) from exc
-        return conn, False
-
-    def _release(self, host: str, port: int, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            self._idle.append((host, port, conn))
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for _, _, conn in idle:
-            conn.close()
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.timed_out = isinstance(cause, TimeoutError)
 
 
-class _Body(httpx.SyncByteStream):
-    """A response's body, read as it is iterated; its connection goes back for reuse once
-    the body was read to its end (and the server keeps it open), else it is closed."""
+FAILURES: tuple[type[BaseException], ...] = (NoAnswer,)
+"""What a request that got no answer raises (the request may be sent again)."""
+
+
+def timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, NoAnswer) and exc.timed_out
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to connect and to wait for each read (and write) of a request."""
+
+    connect: float
+    read: float
+
+    @classmethod
+    def of(cls, value: float | Timeouts) -> Timeouts:
+        return value if isinstance(value, Timeouts) else cls(value, value)
+
+
+class PlainResponse:
+    """What a `Transport` caller reads of an answer (a subset of `httpx.Response`)."""
 
     def __init__(
         self,
         response: http.client.HTTPResponse,
-        conn: http.client.HTTPConnection,
         release: Callable[[], None],
+        drop: Callable[[], None],
     ) -> None:
+        """`release` hands its connection back for reuse, `drop` closes it."""
+        self.status_code = response.status
+        self.reason_phrase = response.reason
+        self.headers = response.msg  # its `get` ignores the case of the name
         self._response = response
-        self._conn = conn
         self._release = release
+        self._drop = drop
+        self._content: bytes | None = None
         self._done = False
         self._closed = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            # `read` (not `read1`): at the body's end it marks the response closed, which
-            # the connection needs before its next request.
-            while chunk := self._response.read(_CHUNK):
-                yield chunk
-        except _FAILURES as exc:
-            self._response.close()
-            raise _translated(exc) from exc
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("the body of a streamed answer was not read (`read()`)")
+        return self._content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+    def read(self) -> bytes:
+        if self._content is None:
+            self._content = b"".join(self.iter_bytes())
+        return self._content
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        if self._content is not None:
+            yield self._content
+            return
+        # `read` (not `read1`): at the body's end it marks the answer closed, which the
+        # connection needs before its next request.
+        while True:
+            try:
+                chunk = self._response.read(chunk_size or _CHUNK)
+            except _BROKEN as exc:
+                raise NoAnswer(exc) from exc
+            if not chunk:
+                break
+            yield chunk
         self._done = True
+        self.close()
 
     def close(self) -> None:
+        """Hand the connection back for reuse once the body was read to its end (and the
+        server keeps it open); else close it."""
         if self._closed:  # once only: a connection handed back twice would serve two at once
             return
         self._closed = True
@@ -143,24 +128,145 @@ class _Body(httpx.SyncByteStream):
         self._response.close()
         if reusable:
             self._release()
-        else:  # a body left unread, or the server said it closes: the connection goes too
-            self._conn.close()
+        else:
+            self._drop()
 
 
-def _body(request: httpx.Request) -> bytes | Iterator[bytes] | None:
-    """What `http.client` sends: the whole body when httpx has it in memory, else its
-    chunks (sent chunked, as httpx declared in the headers)."""
-    stream = request.stream
-    if isinstance(stream, httpx.ByteStream):
-        data = b"".join(stream)
-        return data or None
-    assert isinstance(stream, httpx.SyncByteStream)
-    return iter(stream)
+class PlainSession:
+    """Plain HTTP/1.1 to `base_url` (`http://host:port`): thread-safe, idle connections kept
+    for reuse. Failures are `FAILURES`; answers are `PlainResponse`s."""
+
+    def __init__(self, base_url: str, timeout: float | Timeouts) -> None:
+        self._timeouts = Timeouts.of(timeout)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self.rebase(base_url)
+
+    def rebase(self, base_url: str) -> None:
+        """Send the next requests to `base_url` (connections to the old one are dropped)."""
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"plain HTTP only, not {base_url}")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._prefix = parts.path.rstrip("/")
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> PlainResponse:
+        """Send a request and read its whole answer."""
+        response = self._send(method, path, **kwargs)
+        try:
+            response.read()
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[PlainResponse]:
+        """A request whose answer's body is read as the caller iterates it."""
+        response = self._send(method, path, **kwargs)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, object] | None = None,
+        json: object = None,
+        content: bytes | str | Iterable[bytes] | None = None,
+        timeout: float | Timeouts | None = None,
+    ) -> PlainResponse:
+        timeouts = self._timeouts if timeout is None else Timeouts.of(timeout)
+        target = self._prefix + path + (f"?{query(params)}" if params else "")
+        sent = dict(headers or {})
+        body: bytes | Iterable[bytes] | None
+        if json is not None:
+            body = encode_json(json)
+            sent["Content-Type"] = "application/json"
+        elif isinstance(content, str):
+            body = content.encode()
+        else:
+            body = content
+        if isinstance(body, bytes):
+            sent["Content-Length"] = str(len(body))
+        resendable = body is None or isinstance(body, bytes)
+        while True:
+            conn, reused = self._connection(timeouts.connect)
+            try:
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeouts.read)
+                conn.request(method, target, body=body, headers=sent)
+                answer = conn.getresponse()
+            except _STALE as exc:
+                conn.close()
+                if reused and resendable:
+                    continue
+                raise NoAnswer(exc) from exc
+            except _BROKEN as exc:
+                conn.close()
+                raise NoAnswer(exc) from exc
+            except BaseException:
+                conn.close()
+                raise
+            return PlainResponse(answer, functools.partial(self._release, conn), conn.close)
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection the server has not closed, else a new one."""
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if _still_open(conn):
+                    return conn, True
+                conn.close()
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        try:
+            conn.connect()
+        except _BROKEN as exc:
+            conn.close()
+            raise NoAnswer(exc) from exc
+        return conn, False
+
+    def _release(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if conn.host == self._host and conn.port == self._port:
+                self._idle.append(conn)
+                return
+        conn.close()  # to a server this session left (`rebase`)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
-def _settimeout(conn: http.client.HTTPConnection, seconds: float | None) -> None:
-    if conn.sock is not None:
-        conn.sock.settimeout(seconds)
+def encode_json(value: object) -> bytes:
+    """A JSON body as httpx encodes it: UTF-8, compact, no NaN."""
+    text = jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8")
+
+
+def query(params: Mapping[str, object]) -> str:
+    """A query string as httpx encodes it: JSON-style booleans, None as empty, a list or
+    tuple as one key per value."""
+    pairs = []
+    for key, value in params.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        pairs += [(key, _text(v)) for v in values]
+    return urlencode(pairs)
+
+
+def _text(value: object) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value)
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
@@ -174,15 +280,3 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
     except (OSError, ValueError):
         return False
     return not readable
-
-
-def _translated(exc: BaseException, *, connecting: bool = False) -> httpx.TransportError:
-    """httpx's exception for a failure of `http.client` or the socket under it."""
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        return httpx.ConnectTimeout(message) if connecting else httpx.ReadTimeout(message)
-    if connecting:
-        return httpx.ConnectError(message)
-    if isinstance(exc, http.client.HTTPException):
-        return httpx.RemoteProtocolError(message)
-    return httpx.ReadError(message)

@@ -14,6 +14,7 @@ from typing import BinaryIO, Protocol
 
 import httpx
 
+from dstack.api.httpxsession import httpx_timeout
 from dstack.api.transport import BLOB_TIMEOUT, OnSession
 from dstack.errors import NotFoundError, StorageError
 from dstack.models.digests import LEGACY, Hasher, new_hasher
@@ -80,7 +81,7 @@ class PresignedBlobStore:
 
     def __init__(self, presigner: Presigner, *, transport: httpx.BaseTransport | None = None):
         self._presigner = presigner
-        self._http = httpx.Client(transport=transport, timeout=BLOB_TIMEOUT)
+        self._http = httpx.Client(transport=transport, timeout=httpx_timeout(BLOB_TIMEOUT))
 
     def close(self) -> None:
         """Close this store's connections and its presigner's."""

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from dstack.api.blobs import HttpBlobStore
-from dstack.api.transport import Transport
+from dstack.api.plainhttp import Timeouts
+from dstack.api.transport import Response, Transport
 from dstack.errors import ServerError, ServerUnreachableError
 from dstack.models.artifacts import Manifest, StorageAccess
 from dstack.models.protocol import (
@@ -120,7 +121,7 @@ class RunnerClient:
         self.transport = Transport(
             server_url,
             token,
-            timeout=httpx.Timeout(30.0, connect=5.0),
+            timeout=Timeouts(connect=5.0, read=30.0),
             retry_for=retry_for,
             backoff=backoff,
             backoff_max=backoff_max,
@@ -204,7 +205,7 @@ class RunnerClient:
             return PresignedBlobStore(ServerPresigner.sharing(self.transport))
         return HttpBlobStore.sharing(self.transport)
 
-    def _post(self, path: str, body: str, **kwargs: Any) -> httpx.Response:
+    def _post(self, path: str, body: str, **kwargs: Any) -> Response:
         headers = dict(self._headers)
         return self.transport.request("POST", path, content=body, headers=headers, **kwargs)
 

@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
-import httpx
-
+from dstack.api.plainhttp import Timeouts
 from dstack.errors import (
     AuthError,
     BackendError,
@@ -36,7 +35,35 @@ from dstack.errors import (
     StorageError,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 T = TypeVar("T")
+
+PLAIN_HTTP: Literal["plain"] = "plain"
+"""A `transport` that makes `Transport` speak plain HTTP through the standard library
+(`api.plainhttp`), without importing httpx: for the CLI and its local server."""
+
+
+class Response(Protocol):
+    """What callers read of an answer: `httpx.Response` and `plainhttp.PlainResponse`."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Any: ...
+    @property
+    def is_error(self) -> bool: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
+    def read(self) -> bytes: ...
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]: ...
+
 
 # The `code` of the server's error bodies (`server/errors.py`), then the status when a body
 # has none (a proxy's answer, a bare 401, a framework's 413).
@@ -94,14 +121,16 @@ class Transport:
         base_url: str,
         token: str,
         *,
-        timeout: float | httpx.Timeout = 30.0,
+        timeout: float | Timeouts = 30.0,
         retry_for: float = 0.0,
         backoff: float = 0.5,
         backoff_max: float = 5.0,
         auth_hint: str = "check the token",
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | Literal["plain"] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`transport`: httpx's to use (tests), `PLAIN_HTTP` for the standard library's
+        (an `http://` server), None for httpx's own."""
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._auth_hint = auth_hint
@@ -111,15 +140,22 @@ class Transport:
         self.on_no_answer: Callable[[], None] | None = None
         """Called whenever a request got no answer (each try of one retried): a local
         runner then looks for where its server went (`dstack.runner.follow`)."""
-        mounts: dict[str, httpx.BaseTransport] = {}
-        if transport is None and self.base_url.startswith("http://"):
-            # A plain-HTTP server needs no TLS: skip loading the CA bundle (tens of ms on
-            # every command); an https:// URL still gets a verifying transport, built on use.
-            transport = httpx.HTTPTransport(verify=False)
-            mounts["https://"] = _VerifyingTransport()
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, transport=transport, mounts=mounts or None
-        )
+        self._http: Any
+        if transport == PLAIN_HTTP:
+            from dstack.api import plainhttp  # imported above; named here for its errors
+
+            self._http = plainhttp.PlainSession(self.base_url, timeout)
+            self._failures = self._resendable = plainhttp.FAILURES
+            self._is_timeout: Callable[[BaseException], bool] = plainhttp.timed_out
+        else:
+            # httpx: about 25 ms of a start that the CLI's local server does not need
+            from dstack.api import httpxsession
+
+            assert not isinstance(transport, str)
+            self._http = httpxsession.HttpxSession(self.base_url, timeout, transport)
+            self._failures = httpxsession.FAILURES
+            self._resendable = httpxsession.RESENDABLE
+            self._is_timeout = httpxsession.is_timeout
 
     @property
     def token(self) -> str:
@@ -134,7 +170,7 @@ class Transport:
         """Send every later request (and the retries of those in flight) to `base_url`, with
         `token` when given: the server moved (a local server restarted on another port)."""
         self.base_url = base_url.rstrip("/")
-        self._http.base_url = httpx.URL(self.base_url)
+        self._http.rebase(self.base_url)
         if token is not None:
             self._token = token
 
@@ -165,7 +201,7 @@ class Transport:
         token: str | None = None,
         accept: tuple[int, ...] = (),
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Response:
         """Send a request; return the response when it succeeded (or its status is one of
         `accept`), else raise. `token` replaces the credential for this request only."""
         headers = {**kwargs.pop("headers", {}), **self.auth_headers(token)}
@@ -174,23 +210,21 @@ class Transport:
         pauses = self._backoff.pauses()
         while True:
             try:
-                response = self._http.request(method, path, headers=headers, **kwargs)
-            except httpx.TransportError as exc:
+                response: Response = self._http.request(method, path, headers=headers, **kwargs)
+            except self._failures as exc:
                 self._no_answer()
                 pause = next(pauses)
-                if not retry or time.monotonic() + pause > deadline:
+                resend = retry and isinstance(exc, self._resendable)
+                if not resend or time.monotonic() + pause > deadline:
                     raise self.unreachable(exc) from exc
                 self._sleep(pause)
                 continue
-            except httpx.HTTPError as exc:
-                self._no_answer()
-                raise self.unreachable(exc) from exc
             if response.is_error and response.status_code not in accept:
-                raise self.error(response)
+                raise self.error(response, method, path)
             return response
 
     @contextlib.contextmanager
-    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Response]:
         """A streamed successful response (its body not read yet); raises as `request` does,
         also for a failure while the body is read."""
         headers = {**kwargs.pop("headers", {}), **self.auth_headers()}
@@ -198,9 +232,9 @@ class Transport:
             with self._http.stream(method, path, headers=headers, **kwargs) as response:
                 if response.is_error:
                     response.read()
-                    raise self.error(response)
+                    raise self.error(response, method, path)
                 yield response
-        except httpx.HTTPError as exc:
+        except self._failures as exc:
             self._no_answer()
             raise self.unreachable(exc) from exc
 
@@ -208,20 +242,22 @@ class Transport:
         if self.on_no_answer is not None:
             self.on_no_answer()
 
-    def error(self, response: httpx.Response) -> DstackError:
+    def error(self, response: Response, method: str, path: str) -> DstackError:
         """The `DstackError` an error answer of this server stands for."""
-        return error_from_response(response, server=self.base_url, auth_hint=self._auth_hint)
+        return error_from_response(
+            response, server=self.base_url, auth_hint=self._auth_hint, asked=f"{method} {path}"
+        )
 
-    def unreachable(self, exc: httpx.HTTPError) -> ServerUnreachableError:
+    def unreachable(self, exc: BaseException) -> ServerUnreachableError:
         """The error for a request that got no answer."""
-        if isinstance(exc, httpx.TimeoutException):
+        if self._is_timeout(exc):
             message = f"the dstack server at {self.base_url} did not answer in time"
         else:
             message = f"cannot reach the dstack server at {self.base_url}: {exc}"
         return ServerUnreachableError(message, hint=_UNREACHABLE_HINT)
 
 
-BLOB_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+BLOB_TIMEOUT = Timeouts(connect=30.0, read=300.0)
 """Of blob transfers and presigning: a large blob's bytes may take minutes to flow."""
 
 
@@ -230,7 +266,11 @@ class OnSession:
     and a token, closed with it) or an open one it shares (`sharing`: left open)."""
 
     def __init__(
-        self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.BaseTransport | Literal["plain"] | None = None,
     ) -> None:
         self._session = Transport(base_url, token, timeout=BLOB_TIMEOUT, transport=transport)
         self._owned = True
@@ -315,7 +355,7 @@ class Reconnect:
 
 
 def error_from_response(
-    response: httpx.Response, *, server: str = "", auth_hint: str = "check the token"
+    response: Response, *, server: str = "", auth_hint: str = "check the token", asked: str = ""
 ) -> DstackError:
     """The one decoder of the server's error answers (`{"error": {code, message, hint}}`):
     the class its `code` names, else its status's, else `ServerError`."""
@@ -328,28 +368,11 @@ def error_from_response(
         return AuthError(f"the dstack server rejected the token{where}", hint=hint or auth_hint)
     cls = _CODES.get(str(code)) or _STATUSES.get(response.status_code, ServerError)
     if not message:
-        where = f"{response.request.method} {response.request.url.path}"
-        message = f"{where}: HTTP {response.status_code} {response.reason_phrase}".rstrip()
+        where = f"{asked.partition('?')[0]}: " if asked else ""
+        message = f"{where}HTTP {response.status_code} {response.reason_phrase}".rstrip()
     return cls(str(message), hint)
 
 
 def _resendable(content: object) -> bool:
     """Whether a request body can be sent again (an iterator is consumed by the first try)."""
     return content is None or isinstance(content, bytes | str)
-
-
-class _VerifyingTransport(httpx.BaseTransport):
-    """`httpx.HTTPTransport()` with the default certificate checks, created at its first
-    request, so that a client that never leaves plain HTTP never builds an SSL context."""
-
-    def __init__(self) -> None:
-        self._inner: httpx.HTTPTransport | None = None
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._inner is None:
-            self._inner = httpx.HTTPTransport()
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        if self._inner is not None:
-            self._inner.close()

@@ -132,11 +132,11 @@ def local_client() -> Client:
     # its first request do not pay for the HTTP client and the models (about 100 ms), nor a
     # remote's command for the local server's modules.
     from dstack.api.client import Client
-    from dstack.api.plainhttp import PlainHTTPTransport  # see above
+    from dstack.api.transport import PLAIN_HTTP  # see above
 
     url, token = local_server()
-    # The local server speaks plain HTTP: `http.client` carries it, without httpcore's start.
-    client = Client(url, token, blob_dir=home_layout().server.blobs, transport=PlainHTTPTransport())
+    # The local server speaks plain HTTP: `http.client` carries it, without httpx's start.
+    client = Client(url, token, blob_dir=home_layout().server.blobs, transport=PLAIN_HTTP)
     return _closed_with_command(client)
 
 

@@ -253,6 +253,8 @@ class JobWorker:
                 self._trash.put(self.job_dir)
             else:
                 shutil.rmtree(self.job_dir, ignore_errors=True)
+        else:  # the folder stays: without its spool's reserve
+            spool.discard_reserve()
         if self._held is not None:
             self._held.release()
         if self._running is not None:  # its answer may come after the final status's

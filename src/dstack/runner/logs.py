@@ -15,8 +15,11 @@ A full disk never stops the job's output from being read (a job whose pipe is cl
 of SIGPIPE): output that cannot be written is held in memory, at most `HOLD_CHARS`, the
 oldest dropped first and counted in `lost`. Each later write tries the disk again; once it
 takes records again, a line saying how much was lost and where comes first, then what was
-held. The spool keeps `RESERVE_BYTES` of disk from its start, given up at `close` so that
-the notice and the held tail of a job that filled the disk still reach its log.
+held. The spool keeps `RESERVE_BYTES` of disk from its start, given up at `close` when the
+disk is full or nearly so, so that the notice and the held tail of a job that filled the disk
+still reach its log. Otherwise the reserve stays in the spool's folder and goes with it
+(`discard_reserve` where the folder is kept): unlinking a megabyte of allocated blocks costs
+a millisecond, on the way from a job's end to its final status.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ MARKER_FILE = "shipped"
 RESERVE_FILE = "reserve"
 RESERVE_BYTES = 1 << 20
 """Disk kept by each spool for its last words on a full disk (see the module's docstring)."""
+LOW_SPACE_BYTES = 64 << 20
+"""Free space under which a closing spool gives up its reserve even when all its writes
+succeeded: the runner's next writes (the next job's records and spool) may need it."""
 HOLD_CHARS = 1 << 17
 """Characters of output held in memory while the spool's disk is full."""
 MASK = "***"
@@ -151,13 +157,15 @@ class LogSpool:
         self.write_line(text, LogStream.STDERR)
 
     def close(self) -> None:
-        """Flush what the decoders hold and refuse further writes. Idempotent."""
+        """Flush what the decoders hold and refuse further writes; the reserve is given up
+        when the disk is short of space (see the module's docstring). Idempotent."""
         with self._cond:
             if self._closed:
                 return
             for stream, decoder in self._decoders.items():
                 self._append(stream, self._held[stream] + decoder.decode(b"", final=True))
-            self._release_reserve()
+            if self._short_of_space():
+                self.discard_reserve()
             if self._holding or self._unsaid:
                 self._flush_holding()
             self._drop(self._held_chars)  # the disk stayed full even so
@@ -254,11 +262,22 @@ class LogSpool:
                 return
             self._holding.popleft()
 
-    def _release_reserve(self) -> None:
+    def discard_reserve(self) -> None:
+        """Give the reserve's disk back now (`close` does when the disk is short of it)."""
         if self._reserve is not None:
             with contextlib.suppress(OSError):
                 self._reserve.unlink()
             self._reserve = None
+
+    def _short_of_space(self) -> bool:
+        """Whether a write failed or waits for the disk, or the disk has little left."""
+        if self.write_error is not None or self._holding or self._unsaid:
+            return True
+        try:
+            stats = os.statvfs(self.directory)
+        except OSError:
+            return True
+        return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
 
 
 class LogShipper:

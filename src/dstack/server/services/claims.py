@@ -46,10 +46,12 @@ _JOBS = JobRow.__table__
 _ANY_WAITING = (
     select(_JOBS.c.id).where(UNFINISHED_JOB, _JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
 )
-# Active jobs, and nodes of gangs reserved for the runner (`gangs`), hold its resources.
-_HELD = select(_JOBS.c.spec, _JOBS.c.gpu_indexes).where(
-    _JOBS.c.runner_id == bindparam("runner_id"),
-    _JOBS.c.status.in_(gangs.HELD_STATUSES),
+# Active jobs, and nodes of gangs reserved for the runner (`gangs`: still waiting, with the
+# runner set), hold its resources; one read says both, the oldest first.
+_HELD = (
+    select(_JOBS.c.id, _JOBS.c.status, _JOBS.c.spec, _JOBS.c.gpu_indexes)
+    .where(_JOBS.c.runner_id == bindparam("runner_id"), _JOBS.c.status.in_(gangs.HELD_STATUSES))
+    .order_by(_JOBS.c.submitted_at, _JOBS.c.run_name, _JOBS.c.index)
 )
 _QUEUE_ORDER = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
 _WAITING = (
@@ -181,11 +183,13 @@ async def _try_claim(ctx: ServerContext, runner_id: str) -> JobAssignment | None
         host = HostResources.model_validate(runner.resources)
         if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
             return None
-        reserved = await gangs.reserved_job(session, runner_id)
+        held, reserved = await _held(session, runner_id)
         if reserved is not None:  # a node of a gang, given to this runner ahead
-            return await _take_reserved(ctx, session, reserved, runner)
-        held = await _held(session, runner_id)
+            job = await session.get(JobRow, reserved)
+            return None if job is None else await _take_reserved(ctx, session, job, runner)
         free = free_resources(host, held)
+        if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
+            return None
         async for job in _runnable(session):
             spec = JobSpec.model_validate(job.spec)
             if spec.node_rank:  # a node of a gang: assigned with its primary
@@ -311,10 +315,12 @@ def _touch(ctx: ServerContext, runner: RunnerRow) -> None:
         runner.status = RunnerStatus.READY.value
 
 
-async def _held(session: AsyncSession, runner_id: str) -> list[Allocation]:
-    """What the runner's active jobs hold (only the columns that say so are read)."""
-    rows = await session.execute(_HELD, {"runner_id": runner_id})
-    return [_allocation(spec, gpu_indexes) for spec, gpu_indexes in rows]
+async def _held(session: AsyncSession, runner_id: str) -> tuple[list[Allocation], str | None]:
+    """What the runner's jobs hold (only the columns that say so are read), and the id of
+    the oldest node of a gang reserved for it (None: none is)."""
+    rows = (await session.execute(_HELD, {"runner_id": runner_id})).all()
+    reserved = next((row.id for row in rows if row.status in WAITING_STATUSES), None)
+    return [_allocation(row.spec, row.gpu_indexes) for row in rows], reserved
 
 
 def _allocation(spec: dict[str, Any], gpu_indexes: list[int]) -> Allocation:

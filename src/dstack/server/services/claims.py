@@ -105,11 +105,38 @@ async def report_status(
 ) -> JobAssignment | None:
     """Apply the runner's report (`jobs.report_status`); for a final status that asks for it
     (`next_job`), the runner's next job, claimed as its claim would take it without waiting
-    (None when none fits): its slot is free, and the runner saves a round trip."""
-    await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
-    if not (update.next_job and update.status.is_finished()):
+    (None when none fits): its slot is free, and the runner saves a round trip.
+
+    The report and that claim are one transaction (one commit, one wake of the waiters): a
+    report refused is refused whole, and a job is handed out only with its report applied.
+    """
+    if not (update.next_job and update.status.is_finished()) or ctx.draining:
+        await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
         return None
-    return await claim(ctx, runner_id=runner_id, wait_seconds=0)
+    ctx.claims.enter(runner_id, ctx.clock())
+    try:
+        return await _report_and_claim(ctx, job_id=job_id, update=update, runner_id=runner_id)
+    except _GangRace:  # rolled back, the report with the gang: the report goes alone
+        await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
+        return None
+    finally:
+        ctx.claims.leave(runner_id, ctx.clock())
+
+
+async def _report_and_claim(
+    ctx: ServerContext, *, job_id: str, update: JobStatusUpdate, runner_id: str
+) -> JobAssignment | None:
+    sqlite = ctx.engine.dialect.name == "sqlite"
+    async with _claim_turn(ctx), ctx.transaction() as session:
+        if not sqlite:  # before the job's row, in the order claims and the scheduler lock
+            await _lock_runner(session, runner_id)
+        await job_service.apply_report(
+            ctx, session, job_id=job_id, update=update, runner_id=runner_id
+        )
+        runner = await session.get(RunnerRow, runner_id)
+        if runner is None:  # removed meanwhile: its report stands, it gets nothing
+            return None
+        return await _claim_for(ctx, session, runner, sqlite=sqlite)
 
 
 async def _claim(
@@ -177,49 +204,56 @@ async def _try_claim(ctx: ServerContext, runner_id: str) -> JobAssignment | None
         if not sqlite:
             await _lock_runner(session, runner_id)
         runner = await runner_service.require_runner(session, runner_id)
-        if runner.status == RunnerStatus.INTERRUPTED.value:  # its machine is going away
-            return None
-        _touch(ctx, runner)
-        host = HostResources.model_validate(runner.resources)
-        if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
-            return None
-        held, reserved = await _held(session, runner_id)
-        if reserved is not None:  # a node of a gang, given to this runner ahead
-            job = await session.get(JobRow, reserved)
-            return None if job is None else await _take_reserved(ctx, session, job, runner)
-        free = free_resources(host, held)
-        if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
-            return None
-        async for job in _runnable(session):
-            spec = JobSpec.model_validate(job.spec)
-            if spec.node_rank:  # a node of a gang: assigned with its primary
-                continue
-            if not labels_match(spec.labels, runner.labels):
-                continue
-            allocation = allocate(spec.resources, free)
-            if allocation is None:
-                continue
-            # SQLite claims take turns, and the versioned update below catches any other
-            # writer; elsewhere the row lock keeps concurrent claimers off this job.
-            if not sqlite and not await _lock_waiting(session, job):
-                continue
-            gang = gangs.is_gang(spec)
-            if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
-                continue
-            claimed = await job_service.set_status(
-                session,
-                job,
-                JobStatus.PROVISIONING,
-                now=ctx.clock(),
-                message=f"assigned to runner '{runner.name}'",
-                runner=runner.name,
-                runner_id=runner.id,
-                gpu_indexes=list(allocation.gpu_indexes),
-            )
-            if claimed:
-                return await _assignment(ctx, session, job, spec)
-            if gang:  # the other nodes are reserved: undo them with it
-                raise _GangRace()
+        return await _claim_for(ctx, session, runner, sqlite=sqlite)
+
+
+async def _claim_for(
+    ctx: ServerContext, session: AsyncSession, runner: RunnerRow, *, sqlite: bool
+) -> JobAssignment | None:
+    """The claim, in the caller's transaction (the runner's row locked on PostgreSQL)."""
+    if runner.status == RunnerStatus.INTERRUPTED.value:  # its machine is going away
+        return None
+    _touch(ctx, runner)
+    host = HostResources.model_validate(runner.resources)
+    if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
+        return None
+    held, reserved = await _held(session, runner.id)
+    if reserved is not None:  # a node of a gang, given to this runner ahead
+        job = await session.get(JobRow, reserved)
+        return None if job is None else await _take_reserved(ctx, session, job, runner)
+    free = free_resources(host, held)
+    if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
+        return None
+    async for job in _runnable(session):
+        spec = JobSpec.model_validate(job.spec)
+        if spec.node_rank:  # a node of a gang: assigned with its primary
+            continue
+        if not labels_match(spec.labels, runner.labels):
+            continue
+        allocation = allocate(spec.resources, free)
+        if allocation is None:
+            continue
+        # SQLite claims take turns, and the versioned update below catches any other
+        # writer; elsewhere the row lock keeps concurrent claimers off this job.
+        if not sqlite and not await _lock_waiting(session, job):
+            continue
+        gang = gangs.is_gang(spec)
+        if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
+            continue
+        claimed = await job_service.set_status(
+            session,
+            job,
+            JobStatus.PROVISIONING,
+            now=ctx.clock(),
+            message=f"assigned to runner '{runner.name}'",
+            runner=runner.name,
+            runner_id=runner.id,
+            gpu_indexes=list(allocation.gpu_indexes),
+        )
+        if claimed:
+            return await _assignment(ctx, session, job, spec)
+        if gang:  # the other nodes are reserved: undo them with it
+            raise _GangRace()
     return None
 
 

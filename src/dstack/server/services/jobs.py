@@ -125,7 +125,9 @@ async def set_status(
     # A finished job frees resources and may complete dependencies; a job back in the
     # queue can be claimed. Other moves give no runner anything new to do.
     mark_changed(
-        session, work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED)
+        session,
+        work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED),
+        routine=status is JobStatus.DONE,
     )
     if status is JobStatus.DONE:
         await tags.on_job_done(session, job, now)

@@ -212,3 +212,22 @@ def test_a_spool_closed_on_a_disk_short_of_space_gives_its_reserve_up(
     monkeypatch.setattr(logs, "LOW_SPACE_BYTES", 1 << 62)
     spool.close()
     assert _disk_used(tmp_path) < RESERVE_BYTES
+
+
+def test_a_job_that_prints_nothing_ships_nothing_and_its_shipper_ends_at_once(
+    tmp_path: Path,
+) -> None:
+    spool = LogSpool(tmp_path / "silent")
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    spool.close()
+    assert shipper.drain(timeout=0)
+    shipper.abandon()
+    assert sink.calls == 0
+    # One that prints after a while: its lines ship as they come.
+    spool = LogSpool(tmp_path / "late")
+    shipper = LogShipper(spool, sink).start()
+    spool.write(LogStream.STDOUT, b"late\n")
+    spool.close()
+    assert shipper.drain(timeout=10)
+    assert sink.text() == "late\n"

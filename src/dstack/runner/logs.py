@@ -108,6 +108,7 @@ class LogSpool:
         self._next_seq, self._size = _recover(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._closed = False
+        self._written: Callable[[], None] | None = None
         self._reserve = _reserve(directory / RESERVE_FILE)
         # Output that could not be written yet (the disk is full), oldest first.
         self._holding: deque[tuple[LogStream, str]] = deque()
@@ -173,6 +174,14 @@ class LogSpool:
             os.close(self._fd)
             self._cond.notify_all()
 
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the spool holds a record (now, if it does already)."""
+        with self._cond:
+            if not self._size:
+                self._written = callback
+                return
+        callback()
+
     def wait_for_data(self, offset: int, timeout: float) -> None:
         """Block until the spool grows past `offset`, is closed, or `timeout` passes."""
         with self._cond:
@@ -220,6 +229,9 @@ class LogSpool:
             return False
         self._size += len(payload)
         self._cond.notify_all()
+        if self._written is not None:
+            written, self._written = self._written, None
+            written()
         return True
 
     def _hold(self, stream: LogStream, text: str) -> None:
@@ -315,7 +327,9 @@ class LogShipper:
         return self._offset
 
     def start(self) -> LogShipper:
-        self._thread.start()
+        """Ship from now on. The thread starts with the spool's first record (at once when it
+        has records already): a job that prints nothing costs no thread."""
+        self._spool.when_written(self._thread.start)
         return self
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -342,7 +356,8 @@ class LogShipper:
     def abandon(self) -> None:
         """Stop shipping now; what was not shipped stays in the spool for a later shipper."""
         self._abandoned.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         try:

@@ -101,14 +101,21 @@ def test_a_spare_copy_made_ahead_is_taken_whole_by_the_next_job(
     cache.prepare(repo_ref)
     spare = spares / checkout_key(repo_ref)
     deadline = time.monotonic() + 10
-    while not spare.exists():
-        assert time.monotonic() < deadline, "no spare copy was made"
+    second_spare = spares / f"{checkout_key(repo_ref)}.1"
+    while not (spare.exists() and second_spare.exists()):
+        assert time.monotonic() < deadline, "no spare copies were made"
         time.sleep(0.01)
     marker = spare.stat().st_ino
     second = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "b", cache)
 
     assert second.stat().st_ino == marker  # moved, not copied again
     assert not spare.exists()
+    # A second copy was made ahead too: the job after it (another slot) takes that one.
+    marker = second_spare.stat().st_ino
+    third = _fetch(fake_api, repo_ref, tmp_path / "jobs" / "c", cache)
+    assert third.stat().st_ino == marker
+    assert not second_spare.exists()
+    assert git(third, "status", "--porcelain") == ""
     assert (second / "train.sh").read_text() == "echo training on $(cat data/in.txt)\n"
     assert git(second, "status", "--porcelain") == ""
     assert sorted(os.listdir(tmp_path / "checkouts")) == [checkout_key(repo_ref)]

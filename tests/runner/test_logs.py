@@ -4,10 +4,13 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from dstack.errors import ServerError
 from dstack.models.logs import LogStream
 from dstack.models.protocol import LogLine
-from dstack.runner.logs import MAX_ENTRY, LogShipper, LogSpool
+from dstack.runner import logs
+from dstack.runner.logs import MAX_ENTRY, RESERVE_BYTES, LogShipper, LogSpool
 
 
 class Sink:
@@ -178,3 +181,53 @@ def test_a_secret_at_an_entry_cut_is_still_masked(tmp_path: Path) -> None:
     expected = "a" * (MAX_ENTRY - 5) + "***" + "b" * 10 + "\nthen *** again\n"
     assert sink.text() == expected
     assert b"s3cr3t" not in (tmp_path / "spool.jsonl").read_bytes()
+
+
+def _disk_used(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_spool_closed_with_room_to_spare_keeps_its_reserve_until_discarded(
+    tmp_path: Path,
+) -> None:
+    """Closing gives the reserve up only when the disk is short of it: unlinking it costs a
+    job's end a millisecond; the reserve otherwise goes with the job's folder."""
+    spool = LogSpool(tmp_path)
+    spool.write(LogStream.STDOUT, b"done\n")
+    spool.close()
+    assert _disk_used(tmp_path) >= RESERVE_BYTES
+    spool.discard_reserve()
+    assert _disk_used(tmp_path) < RESERVE_BYTES
+    assert [json.loads(r)[3] for r in (tmp_path / "spool.jsonl").read_text().splitlines()] == [
+        "done\n"
+    ]
+
+
+def test_a_spool_closed_on_a_disk_short_of_space_gives_its_reserve_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = LogSpool(tmp_path)
+    assert _disk_used(tmp_path) >= RESERVE_BYTES
+    # Every disk is short of space when the threshold is above its size.
+    monkeypatch.setattr(logs, "LOW_SPACE_BYTES", 1 << 62)
+    spool.close()
+    assert _disk_used(tmp_path) < RESERVE_BYTES
+
+
+def test_a_job_that_prints_nothing_ships_nothing_and_its_shipper_ends_at_once(
+    tmp_path: Path,
+) -> None:
+    spool = LogSpool(tmp_path / "silent")
+    sink = Sink()
+    shipper = LogShipper(spool, sink).start()
+    spool.close()
+    assert shipper.drain(timeout=0)
+    shipper.abandon()
+    assert sink.calls == 0
+    # One that prints after a while: its lines ship as they come.
+    spool = LogSpool(tmp_path / "late")
+    shipper = LogShipper(spool, sink).start()
+    spool.write(LogStream.STDOUT, b"late\n")
+    spool.close()
+    assert shipper.drain(timeout=10)
+    assert sink.text() == "late\n"

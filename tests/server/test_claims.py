@@ -113,6 +113,55 @@ async def test_a_final_status_asking_for_the_next_job_claims_it_in_its_answer(
     assert fourth.spec.resources.cpu == 2
 
 
+async def test_final_statuses_asking_for_next_jobs_at_once_hand_each_job_out_once(
+    ctx: ServerContext,
+) -> None:
+    """Each report and the claim answering it are one transaction: runners ending jobs at
+    the same moment each get another job, never the same one, and every report stands."""
+    runner_ids = [await register(ctx, f"r{i}", host(cpus=1)) for i in range(4)]
+    await runs.submit_run(ctx, request=submission(*[job() for _ in range(10)]))
+    first = [await claims.try_claim(ctx, runner_id=r) for r in runner_ids]
+    assert all(a is not None for a in first)
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0, next_job=True)
+
+    async def finish(assignment: JobAssignment | None, runner_id: str) -> JobAssignment | None:
+        assert assignment is not None
+        return await claims.report_status(
+            ctx, job_id=assignment.job_id, update=done, runner_id=runner_id
+        )
+
+    second = await asyncio.gather(*[finish(a, r) for a, r in zip(first, runner_ids, strict=True)])
+    third = await asyncio.gather(*[finish(a, r) for a, r in zip(second, runner_ids, strict=True)])
+
+    handed = [a.job_id for a in [*first, *second, *third] if a is not None]
+    assert len(handed) == len(set(handed)) == 10
+    assert [a is None for a in third].count(True) == 2  # 10 jobs: the queue ran dry
+    shown = (await runs.list_runs(ctx))[0]
+    statuses = sorted(j.status.value for j in shown.jobs)
+    assert statuses == ["done"] * 8 + ["provisioning"] * 2
+
+
+async def test_a_refused_final_status_hands_out_no_job(ctx: ServerContext) -> None:
+    """A final status that is not the runner's to send is refused whole: the job it asked
+    for stays in the queue for the next claim."""
+    holder = await register(ctx, "holder", host(cpus=1))
+    other = await register(ctx, "other", host(cpus=1))
+    await runs.submit_run(ctx, request=submission(job(), job()))
+    held = await claims.try_claim(ctx, runner_id=holder)
+    assert held is not None
+    done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0, next_job=True)
+
+    with pytest.raises(Forbidden):
+        await claims.report_status(ctx, job_id=held.job_id, update=done, runner_id=other)
+
+    waiting = await claims.try_claim(ctx, runner_id=other)
+    assert waiting is not None
+    assert waiting.job_id != held.job_id
+    async with ctx.read() as session:
+        row = await job_service.require_job(session, held.job_id)
+    assert row.status == JobStatus.PROVISIONING.value
+
+
 async def test_a_final_status_needs_no_running_before_it_and_a_late_running_changes_nothing(
     ctx: ServerContext,
 ) -> None:

@@ -270,3 +270,47 @@ async def test_an_idle_scheduler_sleeps_through_a_waiting_claim_and_its_timeout(
             await waiting
     # the claim is over: silent from now on, offline after the timeout
     assert await Scheduler(ctx).idle_sleep() <= timeout + 0.1
+
+
+async def test_jobs_done_alone_are_judged_too_and_a_failure_at_once(ctx: ServerContext) -> None:
+    """A job done is routine work (its dependents' messages): the scheduler judges it with
+    the next changes or a moment later; a failure it judges as soon as it comes."""
+    runner_id = await register(ctx, "box", host(cpus=2))
+    submitted = await runs.submit_run(
+        ctx,
+        request=submission(job(name="a"), job(name="b"), job(name="c", deps=[0, 1])),
+    )
+    scheduler = Scheduler(ctx)
+    loop = asyncio.create_task(scheduler.run_forever())
+
+    async def dependent_when(ready: object) -> tuple[JobStatus, str | None]:
+        for _ in range(1000):
+            c = (await runs.get_run(ctx, name=submitted.name)).jobs[2]
+            if ready(c):  # type: ignore[operator]
+                break
+            await asyncio.sleep(0.01)
+        return c.status, c.message
+
+    try:
+        first = await claims.try_claim(ctx, runner_id=runner_id)
+        second = await claims.try_claim(ctx, runner_id=runner_id)
+        assert first is not None
+        assert second is not None
+        waiting = await dependent_when(lambda c: c.message == "waiting for a, b to finish")
+        done = JobStatusUpdate(status=JobStatus.DONE, exit_code=0)
+        await job_service.report_status(ctx, job_id=first.job_id, update=done, runner_id=runner_id)
+        after_done = await dependent_when(lambda c: c.message == "waiting for b to finish")
+        failed = JobStatusUpdate(status=JobStatus.FAILED, exit_code=3)
+        await job_service.report_status(
+            ctx, job_id=second.job_id, update=failed, runner_id=runner_id
+        )
+        after_failure = await dependent_when(lambda c: c.status is JobStatus.FAILED)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+    assert waiting == (JobStatus.PENDING, "waiting for a, b to finish")
+    assert after_done == (JobStatus.PENDING, "waiting for b to finish")
+    assert after_failure[0] is JobStatus.FAILED
+    assert "dependency b" in (after_failure[1] or "")

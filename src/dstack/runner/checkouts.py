@@ -7,9 +7,11 @@ Entries live in `<work_dir>/checkouts/<key>`, keyed by everything that decides t
 files are hard links (git never changes an object file, `git clone --local` links them too);
 every other file is a copy of its own, because a job may change its code.
 
-With a `spares` folder (on the jobs' file system), a copy of each checkout in use is made
-ahead, in the background, while the job that used it runs: the next job of the same code
-takes it with one rename instead of copying while it starts.
+With a `spares` folder (on the jobs' file system), copies of each checkout in use are made
+ahead (`SPARES` of them), in the background, while the job that used it runs: the next jobs of
+the same code take one with a rename instead of copying while they start. Two, because a
+runner's slots end and start jobs of one run close together: the job of the second slot then
+finds a copy too, while the first slot's is made again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dstack.models.repo import RepoRef
 log = logging.getLogger(__name__)
 
 _TEMP = ".tmp-"
+SPARES = 2
+"""Spare copies kept per checkout in use (see the module's docstring)."""
 # What makes two checkouts the same: `repo_id` and `subdir` only say where the code is used.
 _KEY_FIELDS = {
     "commit",
@@ -79,7 +83,7 @@ class CheckoutCache:
         """Make the spare copy of `repo`'s checkout for its next job, on a thread of its own
         (nothing without a `spares` folder, a kept checkout, or when one is made already)."""
         key = checkout_key(repo)
-        if self.spares is None or (self.spares / key).exists():
+        if self.spares is None or all((self.spares / n).exists() for n in _spare_names(key)):
             return
         with self._lock:
             if key in self._refilling:
@@ -89,28 +93,37 @@ class CheckoutCache:
 
     def _make_spare(self, key: str) -> None:
         assert self.spares is not None
+        try:
+            for name in _spare_names(key):
+                if not (self.spares / name).exists():
+                    self._make_copy(key, self.spares / name)
+        finally:
+            with self._lock:
+                self._refilling.discard(key)
+
+    def _make_copy(self, key: str, spare: Path) -> None:
+        assert self.spares is not None
         temp = self.spares / f"{_TEMP}{uuid.uuid4().hex}"
         try:
             # The runner's alone: jobs (of another user, even) may enter the jobs' folder.
             self.spares.mkdir(mode=0o700, parents=True, exist_ok=True)
             _copy_tree(self.root / key, temp)
-            os.rename(temp, self.spares / key)  # fails when one is there already
+            os.rename(temp, spare)  # fails when one is there already
         except OSError as exc:
             log.debug("no spare copy of the checkout %s: %s", key, exc)
             shutil.rmtree(temp, ignore_errors=True)
-        finally:
-            with self._lock:
-                self._refilling.discard(key)
 
     def _take_spare(self, key: str, target: Path) -> bool:
-        """Move the spare copy of `key` to `target`; False when there is none."""
+        """Move a spare copy of `key` to `target`; False when there is none."""
         if self.spares is None:
             return False
-        try:
-            os.rename(self.spares / key, target)
-        except OSError:  # none (or taken by another job meanwhile): copy instead
-            return False
-        return True
+        for name in _spare_names(key):
+            try:
+                os.rename(self.spares / name, target)
+            except OSError:  # none (or taken by another job meanwhile)
+                continue
+            return True
+        return False  # copy instead
 
     def save(self, repo: RepoRef, source: Path) -> None:
         """Keep a copy of `source`, the fresh checkout of `repo`, then prune."""
@@ -146,8 +159,13 @@ class CheckoutCache:
                 except OSError:
                     continue
                 shutil.rmtree(doomed, ignore_errors=True)
-                if self.spares is not None:  # its spare copy goes with it
-                    shutil.rmtree(self.spares / old.name, ignore_errors=True)
+                if self.spares is not None:  # its spare copies go with it
+                    for name in _spare_names(old.name):
+                        shutil.rmtree(self.spares / name, ignore_errors=True)
+
+
+def _spare_names(key: str) -> list[str]:
+    return [key, *(f"{key}.{n}" for n in range(1, SPARES))]
 
 
 def _copy_tree(source: Path, target: Path, *, keep_samples: bool = True) -> None:

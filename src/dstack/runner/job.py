@@ -253,6 +253,8 @@ class JobWorker:
                 self._trash.put(self.job_dir)
             else:
                 shutil.rmtree(self.job_dir, ignore_errors=True)
+        else:  # the folder stays: without its spool's reserve
+            spool.discard_reserve()
         if self._held is not None:
             self._held.release()
         if self._running is not None:  # its answer may come after the final status's
@@ -305,13 +307,13 @@ class JobWorker:
             spool.say_error(f"error: {exc}")
             return _failed(exc.reason, str(exc))
         self._attach(handle)
-        if self._checkouts is not None:  # the next job of this code: a copy made meanwhile
-            self._checkouts.prepare(self.assignment.repo)
         # `running` is posted once the job ran for `_RUNNING_AFTER` (a job over sooner goes
         # straight to its final status), while it runs; the job is killed if the server
         # refuses it. Later reports wait for the answer, but for the final status: a job
         # over before the answer came posts it at once, on another connection, and a
         # `running` it overtakes is refused (403) or crossed (409), which changes nothing.
+        # The spare copy of the job's code for the next job of this code is made from then
+        # too: not while this job (or the one before, tidying up) starts.
         self._running = running = Background(
             lambda: self._report_running(handle, host_ports), name="status-post"
         )
@@ -336,7 +338,10 @@ class JobWorker:
         return running is not None and running.done() and not running.result()
 
     def _report_running(self, handle: JobHandle, host_ports: list[int]) -> bool:
-        if self._exited.wait(_RUNNING_AFTER):  # over already: its final status is all it reports
+        exited = self._exited.wait(_RUNNING_AFTER)
+        if self._checkouts is not None:  # the next job of this code: a copy made meanwhile
+            self._checkouts.prepare(self.assignment.repo)
+        if exited:  # over already: its final status is all it reports
             return True
         if self._post(JobStatusUpdate(status=JobStatus.RUNNING, host_ports=host_ports)):
             return True

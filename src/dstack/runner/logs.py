@@ -15,8 +15,11 @@ A full disk never stops the job's output from being read (a job whose pipe is cl
 of SIGPIPE): output that cannot be written is held in memory, at most `HOLD_CHARS`, the
 oldest dropped first and counted in `lost`. Each later write tries the disk again; once it
 takes records again, a line saying how much was lost and where comes first, then what was
-held. The spool keeps `RESERVE_BYTES` of disk from its start, given up at `close` so that
-the notice and the held tail of a job that filled the disk still reach its log.
+held. The spool keeps `RESERVE_BYTES` of disk from its start, given up at `close` when the
+disk is full or nearly so, so that the notice and the held tail of a job that filled the disk
+still reach its log. Otherwise the reserve stays in the spool's folder and goes with it
+(`discard_reserve` where the folder is kept): unlinking a megabyte of allocated blocks costs
+a millisecond, on the way from a job's end to its final status.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ MARKER_FILE = "shipped"
 RESERVE_FILE = "reserve"
 RESERVE_BYTES = 1 << 20
 """Disk kept by each spool for its last words on a full disk (see the module's docstring)."""
+LOW_SPACE_BYTES = 64 << 20
+"""Free space under which a closing spool gives up its reserve even when all its writes
+succeeded: the runner's next writes (the next job's records and spool) may need it."""
 HOLD_CHARS = 1 << 17
 """Characters of output held in memory while the spool's disk is full."""
 MASK = "***"
@@ -102,6 +108,7 @@ class LogSpool:
         self._next_seq, self._size = _recover(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._closed = False
+        self._written: Callable[[], None] | None = None
         self._reserve = _reserve(directory / RESERVE_FILE)
         # Output that could not be written yet (the disk is full), oldest first.
         self._holding: deque[tuple[LogStream, str]] = deque()
@@ -151,19 +158,29 @@ class LogSpool:
         self.write_line(text, LogStream.STDERR)
 
     def close(self) -> None:
-        """Flush what the decoders hold and refuse further writes. Idempotent."""
+        """Flush what the decoders hold and refuse further writes; the reserve is given up
+        when the disk is short of space (see the module's docstring). Idempotent."""
         with self._cond:
             if self._closed:
                 return
             for stream, decoder in self._decoders.items():
                 self._append(stream, self._held[stream] + decoder.decode(b"", final=True))
-            self._release_reserve()
+            if self._short_of_space():
+                self.discard_reserve()
             if self._holding or self._unsaid:
                 self._flush_holding()
             self._drop(self._held_chars)  # the disk stayed full even so
             self._closed = True
             os.close(self._fd)
             self._cond.notify_all()
+
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the spool holds a record (now, if it does already)."""
+        with self._cond:
+            if not self._size:
+                self._written = callback
+                return
+        callback()
 
     def wait_for_data(self, offset: int, timeout: float) -> None:
         """Block until the spool grows past `offset`, is closed, or `timeout` passes."""
@@ -212,6 +229,9 @@ class LogSpool:
             return False
         self._size += len(payload)
         self._cond.notify_all()
+        if self._written is not None:
+            written, self._written = self._written, None
+            written()
         return True
 
     def _hold(self, stream: LogStream, text: str) -> None:
@@ -254,11 +274,22 @@ class LogSpool:
                 return
             self._holding.popleft()
 
-    def _release_reserve(self) -> None:
+    def discard_reserve(self) -> None:
+        """Give the reserve's disk back now (`close` does when the disk is short of it)."""
         if self._reserve is not None:
             with contextlib.suppress(OSError):
                 self._reserve.unlink()
             self._reserve = None
+
+    def _short_of_space(self) -> bool:
+        """Whether a write failed or waits for the disk, or the disk has little left."""
+        if self.write_error is not None or self._holding or self._unsaid:
+            return True
+        try:
+            stats = os.statvfs(self.directory)
+        except OSError:
+            return True
+        return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
 
 
 class LogShipper:
@@ -296,7 +327,9 @@ class LogShipper:
         return self._offset
 
     def start(self) -> LogShipper:
-        self._thread.start()
+        """Ship from now on. The thread starts with the spool's first record (at once when it
+        has records already): a job that prints nothing costs no thread."""
+        self._spool.when_written(self._thread.start)
         return self
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -323,7 +356,8 @@ class LogShipper:
     def abandon(self) -> None:
         """Stop shipping now; what was not shipped stays in the spool for a later shipper."""
         self._abandoned.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         try:

@@ -81,6 +81,8 @@ class Recovery:
             return  # shutting down: the record stays for the next start
         if not self._settings.keep_job_dirs:
             shutil.rmtree(self.job_dir, ignore_errors=True)
+        else:  # the folder stays: without its spool's reserve
+            spool.discard_reserve()
         self._held.release()
 
     def _sync(

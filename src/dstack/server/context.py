@@ -177,6 +177,11 @@ class ServerContext:
         # something to judge: new or re-queued jobs, finished jobs (freed resources, met
         # dependencies), runners that came or changed. A job's `running` report is not one.
         self.work = Notifier()
+        # Woken by work that is not routine (`mark_changed`): anything but jobs done. The
+        # scheduler judges a change of this kind after a short pause; jobs done alone (their
+        # dependents' messages, a provisioning) wait for more changes a little longer.
+        self.judge = Notifier()
+        self.judge_soon = True
         self.claims = OpenClaims()
         self.started_at = clock()
         self.claim_lock = asyncio.Lock()
@@ -223,6 +228,9 @@ class ServerContext:
             yield session
         if session.info.pop("changed", False):
             self.notifier.notify()
+        if session.info.pop("judge", False):
+            self.judge_soon = True
+            self.judge.notify()
         if session.info.pop("work", False):
             self.work.notify()
 
@@ -280,9 +288,13 @@ class ServerContext:
             yield
 
 
-def mark_changed(session: AsyncSession, *, work: bool = False) -> None:
+def mark_changed(session: AsyncSession, *, work: bool = False, routine: bool = False) -> None:
     """Wake long-polls once this session's transaction commits; with `work`, also claims
-    and the scheduler (see `ServerContext.work`)."""
+    and the scheduler (see `ServerContext.work`). `routine` work is a job done (a freed
+    slot, a dependency met): claims take what follows at once, and the scheduler may judge
+    it with the next changes (`ServerContext.judge`)."""
     session.info["changed"] = True
     if work:
         session.info["work"] = True
+        if not routine:
+            session.info["judge"] = True

@@ -47,6 +47,25 @@ def test_a_command_that_is_not_found_fails_the_job(tmp_path: Path) -> None:
     assert "no-such-command-xyz" in output.text(LogStream.STDERR)
 
 
+def test_both_streams_are_read_to_their_ends_whichever_closes_first(tmp_path: Path) -> None:
+    """One reader drains stdout and stderr (a job that closes one keeps writing the other,
+    and much of both arrives in full)."""
+    spec = _spec(
+        "exec 1>&-",  # stdout closed: what follows goes to stderr only
+        "head -c 300000 /dev/zero | tr '\\0' e >&2",
+        "echo last >&2",
+    )
+    code, output = _run(tmp_path, spec)
+    assert code == 0
+    assert output.text(LogStream.STDOUT) == ""
+    assert output.text(LogStream.STDERR) == "e" * 300000 + "last\n"
+    spec = _spec("head -c 300000 /dev/zero | tr '\\0' o", "echo; echo err >&2", "echo end")
+    code, output = _run(tmp_path / "second", spec)
+    assert code == 0
+    assert output.text(LogStream.STDOUT) == "o" * 300000 + "\nend\n"
+    assert output.text(LogStream.STDERR) == "err\n"
+
+
 def test_abort_kills_the_job_and_its_children(tmp_path: Path) -> None:
     output = Output()
     spec = _spec("sleep 300 &", "echo child=$!", "sleep 300")

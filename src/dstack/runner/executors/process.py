@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -169,10 +170,9 @@ class ProcessHandle:
         self._pgid = process.pid  # start_new_session: the leader's pid is the group id
         assert process.stdout is not None
         assert process.stderr is not None
-        self._pumps = [
-            _start_pump(process.stdout, LogStream.STDOUT, output),
-            _start_pump(process.stderr, LogStream.STDERR, output),
-        ]
+        self._pump = _start_pump(
+            {LogStream.STDOUT: process.stdout, LogStream.STDERR: process.stderr}, output
+        )
         self._result: ExitResult | None = None
         self._lock = threading.Lock()
         self._oom_kills = oom_kills()
@@ -190,8 +190,7 @@ class ProcessHandle:
             if self._result is None:
                 # Children the job left running die with it; then their pipes close.
                 self._signal_group(signal.SIGKILL)
-                for pump in self._pumps:
-                    pump.join(_PUMP_JOIN_TIMEOUT)
+                self._pump.join(_PUMP_JOIN_TIMEOUT)
                 exit_code = code if code >= 0 else 128 - code
                 self._result = ExitResult(exit_code=exit_code, oom=self._oom_killed(exit_code))
             return self._result
@@ -248,26 +247,36 @@ def oom_kills(counters: tuple[Path, ...] = OOM_COUNTERS) -> int | None:
     return None
 
 
-def _start_pump(pipe: IO[bytes], stream: LogStream, output: OutputSink) -> threading.Thread:
-    """Read the job's `stream` until the job closes it. The pipe is drained whatever `output`
+def _start_pump(pipes: Mapping[LogStream, IO[bytes]], output: OutputSink) -> threading.Thread:
+    """Read the job's streams until the job closes them all, on one thread (a thread each
+    cost every job's start a thread's start more). The pipes are drained whatever `output`
     does: a reader that stopped would make the job block, or die of SIGPIPE, on its next
     write — its log must never kill it."""
-    fd = pipe.fileno()
+    selector = selectors.DefaultSelector()
+    for stream, pipe in pipes.items():
+        selector.register(pipe.fileno(), selectors.EVENT_READ, stream)
 
     def pump() -> None:
         failing = False
         try:
-            while chunk := os.read(fd, _READ_SIZE):
-                try:
-                    output(stream, chunk)
-                except Exception:
-                    if not failing:  # said once; the spool counts what it loses
-                        log.exception("cannot record the output of a job; it keeps running")
-                    failing = True
+            while selector.get_map():
+                for key, _ in selector.select():
+                    chunk = os.read(key.fd, _READ_SIZE)
+                    if not chunk:  # the job closed this stream
+                        selector.unregister(key.fd)
+                        continue
+                    try:
+                        output(key.data, chunk)
+                    except Exception:
+                        if not failing:  # said once; the spool counts what it loses
+                            log.exception("cannot record the output of a job; it keeps running")
+                        failing = True
         finally:
-            pipe.close()
+            selector.close()
+            for pipe in pipes.values():
+                pipe.close()
 
-    thread = threading.Thread(target=pump, name=f"pump-{stream}", daemon=True)
+    thread = threading.Thread(target=pump, name="pump", daemon=True)
     thread.start()
     return thread
 

@@ -50,6 +50,10 @@ from dstack.server.services.matching import (
 logger = logging.getLogger(__name__)
 
 _COALESCE_SECONDS = 0.02
+_ROUTINE_SECONDS = 0.2
+"""How long after its last tick the scheduler lets jobs done alone wait for other changes
+(`ServerContext.judge`): a run of many short jobs ends one every few milliseconds, and a
+tick for each (a write transaction judging their dependents) competed with their runner."""
 _IDLE_MAX_SECONDS = 3600.0
 _FAILED = frozenset({JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.ABORTED.value})
 
@@ -94,6 +98,8 @@ class Scheduler:
         while True:
             event = self.ctx.work.current()
             self.wakeups += 1
+            ticked = asyncio.get_running_loop().time()
+            self.ctx.judge_soon = False
             pause = self.ctx.settings.scheduler_interval
             try:
                 await self.tick()
@@ -106,6 +112,17 @@ class Scheduler:
             # tick after a short pause judges them all, instead of one tick each competing
             # with the claims for the database. Claims never wait for a tick.
             await asyncio.sleep(_COALESCE_SECONDS)
+            if event.is_set():  # woken by a change, not by the planned time
+                await self._routine_pause(ticked)
+
+    async def _routine_pause(self, ticked: float) -> None:
+        """When only jobs done came since the last tick: wait until `_ROUTINE_SECONDS`
+        after it, unless another kind of change comes first."""
+        judge = self.ctx.judge.current()
+        if self.ctx.judge_soon:
+            return
+        left = ticked + _ROUTINE_SECONDS - asyncio.get_running_loop().time()
+        await Notifier.wait(judge, left)
 
     async def tick(self) -> None:
         await self._judge()

@@ -46,10 +46,12 @@ _JOBS = JobRow.__table__
 _ANY_WAITING = (
     select(_JOBS.c.id).where(UNFINISHED_JOB, _JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
 )
-# Active jobs, and nodes of gangs reserved for the runner (`gangs`), hold its resources.
-_HELD = select(_JOBS.c.spec, _JOBS.c.gpu_indexes).where(
-    _JOBS.c.runner_id == bindparam("runner_id"),
-    _JOBS.c.status.in_(gangs.HELD_STATUSES),
+# Active jobs, and nodes of gangs reserved for the runner (`gangs`: still waiting, with the
+# runner set), hold its resources; one read says both, the oldest first.
+_HELD = (
+    select(_JOBS.c.id, _JOBS.c.status, _JOBS.c.spec, _JOBS.c.gpu_indexes)
+    .where(_JOBS.c.runner_id == bindparam("runner_id"), _JOBS.c.status.in_(gangs.HELD_STATUSES))
+    .order_by(_JOBS.c.submitted_at, _JOBS.c.run_name, _JOBS.c.index)
 )
 _QUEUE_ORDER = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
 _WAITING = (
@@ -103,11 +105,38 @@ async def report_status(
 ) -> JobAssignment | None:
     """Apply the runner's report (`jobs.report_status`); for a final status that asks for it
     (`next_job`), the runner's next job, claimed as its claim would take it without waiting
-    (None when none fits): its slot is free, and the runner saves a round trip."""
-    await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
-    if not (update.next_job and update.status.is_finished()):
+    (None when none fits): its slot is free, and the runner saves a round trip.
+
+    The report and that claim are one transaction (one commit, one wake of the waiters): a
+    report refused is refused whole, and a job is handed out only with its report applied.
+    """
+    if not (update.next_job and update.status.is_finished()) or ctx.draining:
+        await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
         return None
-    return await claim(ctx, runner_id=runner_id, wait_seconds=0)
+    ctx.claims.enter(runner_id, ctx.clock())
+    try:
+        return await _report_and_claim(ctx, job_id=job_id, update=update, runner_id=runner_id)
+    except _GangRace:  # rolled back, the report with the gang: the report goes alone
+        await job_service.report_status(ctx, job_id=job_id, update=update, runner_id=runner_id)
+        return None
+    finally:
+        ctx.claims.leave(runner_id, ctx.clock())
+
+
+async def _report_and_claim(
+    ctx: ServerContext, *, job_id: str, update: JobStatusUpdate, runner_id: str
+) -> JobAssignment | None:
+    sqlite = ctx.engine.dialect.name == "sqlite"
+    async with _claim_turn(ctx), ctx.transaction() as session:
+        if not sqlite:  # before the job's row, in the order claims and the scheduler lock
+            await _lock_runner(session, runner_id)
+        await job_service.apply_report(
+            ctx, session, job_id=job_id, update=update, runner_id=runner_id
+        )
+        runner = await session.get(RunnerRow, runner_id)
+        if runner is None:  # removed meanwhile: its report stands, it gets nothing
+            return None
+        return await _claim_for(ctx, session, runner, sqlite=sqlite)
 
 
 async def _claim(
@@ -175,47 +204,56 @@ async def _try_claim(ctx: ServerContext, runner_id: str) -> JobAssignment | None
         if not sqlite:
             await _lock_runner(session, runner_id)
         runner = await runner_service.require_runner(session, runner_id)
-        if runner.status == RunnerStatus.INTERRUPTED.value:  # its machine is going away
-            return None
-        _touch(ctx, runner)
-        host = HostResources.model_validate(runner.resources)
-        if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
-            return None
-        reserved = await gangs.reserved_job(session, runner_id)
-        if reserved is not None:  # a node of a gang, given to this runner ahead
-            return await _take_reserved(ctx, session, reserved, runner)
-        held = await _held(session, runner_id)
-        free = free_resources(host, held)
-        async for job in _runnable(session):
-            spec = JobSpec.model_validate(job.spec)
-            if spec.node_rank:  # a node of a gang: assigned with its primary
-                continue
-            if not labels_match(spec.labels, runner.labels):
-                continue
-            allocation = allocate(spec.resources, free)
-            if allocation is None:
-                continue
-            # SQLite claims take turns, and the versioned update below catches any other
-            # writer; elsewhere the row lock keeps concurrent claimers off this job.
-            if not sqlite and not await _lock_waiting(session, job):
-                continue
-            gang = gangs.is_gang(spec)
-            if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
-                continue
-            claimed = await job_service.set_status(
-                session,
-                job,
-                JobStatus.PROVISIONING,
-                now=ctx.clock(),
-                message=f"assigned to runner '{runner.name}'",
-                runner=runner.name,
-                runner_id=runner.id,
-                gpu_indexes=list(allocation.gpu_indexes),
-            )
-            if claimed:
-                return await _assignment(ctx, session, job, spec)
-            if gang:  # the other nodes are reserved: undo them with it
-                raise _GangRace()
+        return await _claim_for(ctx, session, runner, sqlite=sqlite)
+
+
+async def _claim_for(
+    ctx: ServerContext, session: AsyncSession, runner: RunnerRow, *, sqlite: bool
+) -> JobAssignment | None:
+    """The claim, in the caller's transaction (the runner's row locked on PostgreSQL)."""
+    if runner.status == RunnerStatus.INTERRUPTED.value:  # its machine is going away
+        return None
+    _touch(ctx, runner)
+    host = HostResources.model_validate(runner.resources)
+    if host.low_disk:  # the job would fill its disk: it waits (`matching.waiting_message`)
+        return None
+    held, reserved = await _held(session, runner.id)
+    if reserved is not None:  # a node of a gang, given to this runner ahead
+        job = await session.get(JobRow, reserved)
+        return None if job is None else await _take_reserved(ctx, session, job, runner)
+    free = free_resources(host, held)
+    if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
+        return None
+    async for job in _runnable(session):
+        spec = JobSpec.model_validate(job.spec)
+        if spec.node_rank:  # a node of a gang: assigned with its primary
+            continue
+        if not labels_match(spec.labels, runner.labels):
+            continue
+        allocation = allocate(spec.resources, free)
+        if allocation is None:
+            continue
+        # SQLite claims take turns, and the versioned update below catches any other
+        # writer; elsewhere the row lock keeps concurrent claimers off this job.
+        if not sqlite and not await _lock_waiting(session, job):
+            continue
+        gang = gangs.is_gang(spec)
+        if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
+            continue
+        claimed = await job_service.set_status(
+            session,
+            job,
+            JobStatus.PROVISIONING,
+            now=ctx.clock(),
+            message=f"assigned to runner '{runner.name}'",
+            runner=runner.name,
+            runner_id=runner.id,
+            gpu_indexes=list(allocation.gpu_indexes),
+        )
+        if claimed:
+            return await _assignment(ctx, session, job, spec)
+        if gang:  # the other nodes are reserved: undo them with it
+            raise _GangRace()
     return None
 
 
@@ -311,10 +349,12 @@ def _touch(ctx: ServerContext, runner: RunnerRow) -> None:
         runner.status = RunnerStatus.READY.value
 
 
-async def _held(session: AsyncSession, runner_id: str) -> list[Allocation]:
-    """What the runner's active jobs hold (only the columns that say so are read)."""
-    rows = await session.execute(_HELD, {"runner_id": runner_id})
-    return [_allocation(spec, gpu_indexes) for spec, gpu_indexes in rows]
+async def _held(session: AsyncSession, runner_id: str) -> tuple[list[Allocation], str | None]:
+    """What the runner's jobs hold (only the columns that say so are read), and the id of
+    the oldest node of a gang reserved for it (None: none is)."""
+    rows = (await session.execute(_HELD, {"runner_id": runner_id})).all()
+    reserved = next((row.id for row in rows if row.status in WAITING_STATUSES), None)
+    return [_allocation(row.spec, row.gpu_indexes) for row in rows], reserved
 
 
 def _allocation(spec: dict[str, Any], gpu_indexes: list[int]) -> Allocation:

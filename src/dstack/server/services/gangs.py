@@ -58,17 +58,6 @@ class Placement:
     allocation: Allocation
 
 
-async def reserved_job(session: AsyncSession, runner_id: str) -> JobRow | None:
-    """A node of a gang given to this runner ahead of its claim (the oldest first)."""
-    query = (
-        select(JobRow)
-        .where(JobRow.runner_id == runner_id, JobRow.status.in_(WAITING_STATUSES))
-        .order_by(JobRow.submitted_at, JobRow.run_name, JobRow.index)
-        .limit(1)
-    )
-    return (await session.scalars(query)).first()
-
-
 async def gang_rows(session: AsyncSession, job: JobRow, spec: JobSpec) -> list[JobRow]:
     """The jobs of `job`'s gang, by rank."""
     indexes = list(gang_indexes(job.index, spec))

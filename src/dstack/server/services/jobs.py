@@ -125,7 +125,9 @@ async def set_status(
     # A finished job frees resources and may complete dependencies; a job back in the
     # queue can be claimed. Other moves give no runner anything new to do.
     mark_changed(
-        session, work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED)
+        session,
+        work=status.is_finished() or (status in _REQUEUED and current not in _REQUEUED),
+        routine=status is JobStatus.DONE,
     )
     if status is JobStatus.DONE:
         await tags.on_job_done(session, job, now)
@@ -437,45 +439,58 @@ async def report_status(
     `apps_ready_at` (once); it is ignored unless the job still has the status the report
     names: the report comes from a probe beside the job, and may arrive after the job moved on.
     """
+    async with ctx.transaction() as session:
+        await apply_report(ctx, session, job_id=job_id, update=update, runner_id=runner_id)
+
+
+async def apply_report(
+    ctx: ServerContext,
+    session: AsyncSession,
+    *,
+    job_id: str,
+    update: JobStatusUpdate,
+    runner_id: str,
+) -> None:
+    """`report_status` within the caller's transaction (`claims.report_status` claims the
+    runner's next job in the same one)."""
     if not (update.status.is_active() or update.status.is_finished()):
         raise InvalidRequestError(f"a runner cannot set a job to {update.status.value}")
-    async with ctx.transaction() as session:
-        job = await require_job(session, job_id)
-        if _repeated_final(job, runner_id, update):
-            return
-        check_holder(job, runner_id)
-        if update.apps_ready and JobStatus(job.status) is not update.status:
-            return
-        if update.reason is TerminationReason.INTERRUPTED and update.status.is_finished():
-            await _mark_interrupted(session, runner_id)
-            applied = await retry_or_fail(
-                session,
-                job,
-                now=ctx.clock(),
-                reason=TerminationReason.INTERRUPTED,
-                message=update.message or "the runner's instance is being reclaimed",
-                exit_code=update.exit_code,
-            )
-            if not applied:
-                raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
-            return
-        reason, message = update.reason or _default_reason(job, update), update.message
-        if update.status in (JobStatus.STOPPED, JobStatus.ABORTED) and job.stop_requested:
-            failure = await _failed_node(session, job)
-            if failure is not None:  # stopped because another node of its gang failed
-                reason, message = TerminationReason.NODE_FAILED, failure
-        applied = await set_status(
+    job = await require_job(session, job_id)
+    if _repeated_final(job, runner_id, update):
+        return
+    check_holder(job, runner_id)
+    if update.apps_ready and JobStatus(job.status) is not update.status:
+        return
+    if update.reason is TerminationReason.INTERRUPTED and update.status.is_finished():
+        await _mark_interrupted(session, runner_id)
+        applied = await retry_or_fail(
             session,
             job,
-            update.status,
             now=ctx.clock(),
-            reason=reason,
-            message=message,
+            reason=TerminationReason.INTERRUPTED,
+            message=update.message or "the runner's instance is being reclaimed",
             exit_code=update.exit_code,
-            **_reported_fields(job, update, ctx.clock()),
         )
         if not applied:
             raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
+        return
+    reason, message = update.reason or _default_reason(job, update), update.message
+    if update.status in (JobStatus.STOPPED, JobStatus.ABORTED) and job.stop_requested:
+        failure = await _failed_node(session, job)
+        if failure is not None:  # stopped because another node of its gang failed
+            reason, message = TerminationReason.NODE_FAILED, failure
+    applied = await set_status(
+        session,
+        job,
+        update.status,
+        now=ctx.clock(),
+        reason=reason,
+        message=message,
+        exit_code=update.exit_code,
+        **_reported_fields(job, update, ctx.clock()),
+    )
+    if not applied:
+        raise ConflictError(f"job {job_id} changed meanwhile", hint="report again")
 
 
 async def _mark_interrupted(session: AsyncSession, runner_id: str) -> None:

@@ -9,12 +9,17 @@ from sqlalchemy import func, literal, select, update
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
-from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate, RegisterRunnerRequest
+from dstack.models.protocol import (
+    HeartbeatRequest,
+    ImportRunRequest,
+    JobStatusUpdate,
+    RegisterRunnerRequest,
+)
 from dstack.models.run import Run
 from dstack.server.context import ServerContext
 from dstack.server.db.models import InstanceRow, JobRow
 from dstack.server.errors import Forbidden, InvalidRequestError
-from dstack.server.services import claims, runs
+from dstack.server.services import claims, imports, runs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 
@@ -361,6 +366,24 @@ async def test_listings_spliced_from_kept_json_read_as_built_from_models(
     assert busy_jobs[0].cost == pytest.approx(0.1 * 5 / 3600, abs=1e-6)
     assert busy_jobs[1].message == '"bad" \u00e9\n'
     assert shown[busy.name].status is JobStatus.RUNNING
+
+
+async def test_an_imported_run_keeps_its_jobs_api_json(ctx: ServerContext) -> None:
+    copied = await runs.submit_run(ctx, request=submission(job(), job(deps=[0])))
+    await runs.stop_run(ctx, name=copied.name)
+    source = await runs.get_run(ctx, name=copied.name)
+    jobs = [j.model_copy(update={"id": f"{j.index:032x}"}) for j in source.jobs]
+    run = source.model_copy(update={"name": "copied-run-1", "jobs": jobs})
+
+    await imports.import_run(ctx, request=ImportRunRequest(run=run, artifacts=[]), user="bob")
+
+    async with ctx.connect() as connection:
+        query = select(JobRow.api_json).where(JobRow.run_name == "copied-run-1")
+        kept = (await connection.scalars(query)).all()
+    assert [job_service.kept_json(text) is not None for text in kept] == [True, True]
+    imported = await runs.get_run(ctx, name="copied-run-1")
+    assert await runs.get_run_json(ctx, name="copied-run-1") == imported.model_dump_json()
+    assert [j.status for j in imported.jobs] == [JobStatus.STOPPED] * 2
 
 
 def _renamed(name: str) -> RegisterRunnerRequest:

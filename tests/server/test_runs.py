@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections import OrderedDict
 
 import pytest
 from pydantic import TypeAdapter
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import select, update
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
@@ -333,9 +334,11 @@ async def test_listings_spliced_from_kept_json_read_as_built_from_models(
         # `Job` is read as if it had kept nothing.
         older_job = select(JobRow.id).where(JobRow.run_name == older.name)
         await session.execute(update(JobRow).where(JobRow.id.in_(older_job)).values(api_json=None))
-        first = select(JobRow.id).where(JobRow.run_name == stopped.name, JobRow.index == 0)
-        marked = literal("0" * 16) + func.substr(JobRow.api_json, 17)
-        await session.execute(update(JobRow).where(JobRow.id.in_(first)).values(api_json=marked))
+        first = select(JobRow).where(JobRow.run_name == stopped.name, JobRow.index == 0)
+        first_job = (await session.scalars(first)).one()
+        assert first_job.api_json is not None
+        text = zlib.decompress(first_job.api_json).decode()
+        first_job.api_json = zlib.compress(("0" * 16 + text[16:]).encode())
         row = await session.get(InstanceRow, "i-a")
         assert row is not None
         row.state = "terminated"

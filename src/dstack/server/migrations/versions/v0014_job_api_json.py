@@ -1,6 +1,7 @@
-"""A finished job keeps the JSON the API shows for it (`jobs.api_json`, written once when
-it finishes): listings of a long history splice it instead of building each job's model
-again. Jobs finished before have none and are built as before (nothing is backfilled).
+"""A finished job keeps the JSON the API shows for it (`jobs.api_json`, zlib-compressed,
+written once when it finishes): listings of a long history splice it instead of building
+each job's model again. Jobs finished before have none and are built as before (nothing is
+backfilled).
 
 Revision ID: 0014
 Revises: 0013
@@ -20,7 +21,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("api_json", sa.Text, nullable=True))
+        batch.add_column(sa.Column("api_json", sa.LargeBinary, nullable=True))
 
 
 def downgrade() -> None:

@@ -5,7 +5,8 @@ The schema is made by the server's own migrations; the rows go in by bulk insert
 into its tables (SQLite: `executemany`; PostgreSQL: `COPY`), shaped as the server writes
 them: runs spread over a year, 20 repositories and 10 users, each with its submission;
 jobs `done` (most), `failed`, `stopped` or `aborted` with their status history, spec, cache
-key and runner; logs as runners ship them, chunks of output numbered by `seq` per job.
+key, runner and the API JSON the server keeps of a finished job (`jobs.api_json`, made by
+the server's own function); logs as runners ship them, chunks of output numbered by `seq` per job.
 Then `dstack server` runs on that database and one client measures, request after request:
 
 - `dstack ps`'s request (`GET /api/runs?repo_id=...`: unfinished runs and the newest
@@ -21,6 +22,7 @@ and its WAL; PostgreSQL: `pg_database_size`).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import time
@@ -200,6 +202,9 @@ class _Rows:
 
     def __init__(self, runs: int, repo_id: str, seed: int) -> None:
         from dstack.server.db.models import JobRow, LogRow, RunnerRow, RunRow, UserRow
+        from dstack.server.services.jobs import api_json
+
+        self.api_json = api_json
 
         self.total = runs
         self.rng = random.Random(seed)
@@ -340,6 +345,7 @@ class _Rows:
                 "status_at": finished,
                 "finished_at": finished,
             }
+            job["api_json"] = self.api_json(_decoded(job))
             jobs.append(tuple(job.get(column) for column in self.columns["jobs"]))
             logs += self._logs(job_id, running)
         self.filled.runs += 1
@@ -360,6 +366,17 @@ class _Rows:
             self.filled.log_bytes += len(data)
         self.filled.logs += chunks
         return rows
+
+
+_JSON_COLUMNS = ("spec", "deps", "gpu_indexes", "host_ports", "history")
+
+
+def _decoded(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's columns as `JobRow` holds them (JSON decoded)."""
+    values = dict(job)
+    for column in _JSON_COLUMNS:
+        values[column] = json.loads(job[column])
+    return values
 
 
 def _deps(job_index: int) -> str:

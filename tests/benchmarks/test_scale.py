@@ -4,6 +4,7 @@ timing is asserted here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,16 @@ import httpx
 import pytest
 from benchmarks.scenarios.scale import JOBS_PER_RUN, LOG_BYTES_PER_JOB, REPOS, counts, fill, queries
 from benchmarks.teamserver import Database, add_remote, database, serve
+from pydantic import TypeAdapter
+from sqlalchemy import select
 from tests.infra.fixtures import Postgres, postgres
+
+from dstack.models.run import Run
+from dstack.server.app import running_context
+from dstack.server.db.models import JobRow
+from dstack.server.services import jobs, runs
+from dstack.server.settings import ServerSettings
+from dstack.storage.memory import MemoryBlobStore
 
 __all__ = ["postgres"]  # the session's PostgreSQL cluster, for `db` below
 
@@ -65,6 +75,30 @@ def test_the_fill_writes_the_rows_it_claims(db: Database, repo: tuple[Path, str]
     assert filled.log_bytes >= filled.jobs * (LOG_BYTES_PER_JOB - 2)
     assert len(set(filled.names)) == RUNS
     assert filled.submitted == sorted(filled.submitted)
+
+
+def test_the_fill_keeps_each_jobs_api_json_as_the_server_does(
+    db: Database, repo: tuple[Path, str]
+) -> None:
+    # Its finished jobs' kept JSON is the server's own: listings splice it, and read the
+    # same as built from the columns.
+    fill(db.resolved_url(), runs=120, repo_id=repo[1])
+    settings = ServerSettings(home=db.home, database_url=db.resolved_url())
+    kept, spliced, built = asyncio.run(_listings(settings))
+
+    assert kept == 120 * JOBS_PER_RUN
+    assert spliced == built
+    assert len(json.loads(spliced)) == 50
+
+
+async def _listings(settings: ServerSettings) -> tuple[int, str, str]:
+    async with running_context(settings, blobs=MemoryBlobStore(), background=False) as ctx:
+        async with ctx.connect() as connection:
+            texts = (await connection.scalars(select(JobRow.api_json))).all()
+        kept = sum(jobs.kept_json(text) is not None for text in texts)
+        spliced = await runs.list_runs_page_json(ctx, limit=50)
+        models = await runs.list_runs_page(ctx, limit=50)
+    return kept, spliced, TypeAdapter(list[Run]).dump_json(models).decode()
 
 
 def test_the_measured_requests_answer_with_the_right_rows(

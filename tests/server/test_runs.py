@@ -1,20 +1,31 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections import OrderedDict
 
 import pytest
+from pydantic import TypeAdapter
+from sqlalchemy import select, update
 
 from dstack.errors import ConflictError, NotFoundError
 from dstack.models.job import JobStatus, TerminationReason
-from dstack.models.protocol import HeartbeatRequest, JobStatusUpdate
+from dstack.models.protocol import (
+    HeartbeatRequest,
+    ImportRunRequest,
+    JobStatusUpdate,
+    RegisterRunnerRequest,
+)
+from dstack.models.run import Run
 from dstack.server.context import ServerContext
+from dstack.server.db.models import InstanceRow, JobRow
 from dstack.server.errors import Forbidden, InvalidRequestError
-from dstack.server.services import claims, runs
+from dstack.server.services import claims, imports, runs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
 
-from .conftest import FakeClock, job, register, submission
+from .backend_twins import instance_row
+from .conftest import FakeClock, host, job, register, submission
 
 pytestmark = pytest.mark.anyio
 
@@ -278,6 +289,110 @@ async def test_listings_keep_finished_jobs_fixed_and_running_ones_current(
     assert final[second.job_id].status is JobStatus.DONE
     assert final[second.job_id].timings.running == pytest.approx(65)
     assert final[second.job_id].runner_name == "a"
+
+
+async def test_listings_spliced_from_kept_json_read_as_built_from_models(
+    ctx: ServerContext, clock: FakeClock
+) -> None:
+    # Finished jobs keep their API JSON; listings splice it, with what may change after a
+    # job finished read anew: its runner renamed or removed, its instance terminated.
+    a = await register(ctx, "a", host(cpus=4))
+    b = await register(ctx, "b")
+    async with ctx.transaction() as session:
+        instance = instance_row("aws", "ready", name="i-a")
+        instance.runner_id = a
+        session.add(instance)
+    busy = await runs.submit_run(ctx, request=submission(*[job(cpu=1)] * 3))
+    claimed = [await claims.try_claim(ctx, runner_id=a) for _ in range(3)]
+    ports = JobStatusUpdate(status=JobStatus.RUNNING, host_ports=[8080, 9090])
+    for held in claimed:
+        assert held is not None
+        await job_service.report_status(ctx, job_id=held.job_id, update=ports, runner_id=a)
+    clock.advance(5)
+    ends = [
+        JobStatusUpdate(status=JobStatus.DONE, exit_code=0),
+        JobStatusUpdate(status=JobStatus.FAILED, exit_code=3, message='"bad" \u00e9\n'),
+    ]
+    for held, end in zip(claimed, ends, strict=False):
+        assert held is not None
+        await job_service.report_status(ctx, job_id=held.job_id, update=end, runner_id=a)
+    clock.advance(1)
+    gone = await runs.submit_run(ctx, request=submission())
+    on_b = await claims.try_claim(ctx, runner_id=b)
+    assert on_b is not None
+    await job_service.report_status(ctx, job_id=on_b.job_id, update=ends[0], runner_id=b)
+    clock.advance(1)
+    stopped = await runs.submit_run(ctx, request=submission(job(), job(deps=[0])))
+    await runs.stop_run(ctx, name=stopped.name)
+    clock.advance(1)
+    older = await runs.submit_run(ctx, request=submission())
+    await runs.stop_run(ctx, name=older.name, abort=True)
+    clock.advance(1)
+    waiting = await runs.submit_run(ctx, request=submission())
+    async with ctx.transaction() as session:
+        # A job finished before migration 0014 kept nothing; one kept by another schema of
+        # `Job` is read as if it had kept nothing.
+        older_job = select(JobRow.id).where(JobRow.run_name == older.name)
+        await session.execute(update(JobRow).where(JobRow.id.in_(older_job)).values(api_json=None))
+        first = select(JobRow).where(JobRow.run_name == stopped.name, JobRow.index == 0)
+        first_job = (await session.scalars(first)).one()
+        assert first_job.api_json is not None
+        text = zlib.decompress(first_job.api_json).decode()
+        first_job.api_json = zlib.compress(("0" * 16 + text[16:]).encode())
+        row = await session.get(InstanceRow, "i-a")
+        assert row is not None
+        row.state = "terminated"
+        kept = await session.scalars(select(JobRow.api_json).where(JobRow.api_json.is_not(None)))
+        # Spliced: the jobs finished since (the other mark is not).
+        assert [job_service.kept_json(t) is not None for t in kept.all()].count(True) == 4
+    await runner_service.register(ctx, runner_id=a, request=_renamed("a-renamed"))
+    await runner_service.remove_runner(ctx, name="b")
+    clock.advance(60)
+
+    adapter = TypeAdapter(list[Run])
+    every = await runs.list_runs(ctx, all=True)
+    assert await runs.list_runs_json(ctx, all=True) == adapter.dump_json(every).decode()
+    ctx.settings.finished_runs_listed = 2
+    recent = adapter.dump_json(await runs.list_runs(ctx)).decode()
+    assert await runs.list_runs_json(ctx) == recent
+    page = adapter.dump_json(await runs.list_runs_page(ctx, limit=3)).decode()
+    assert await runs.list_runs_page_json(ctx, limit=3) == page
+    for run in every:
+        assert await runs.get_run_json(ctx, name=run.name) == run.model_dump_json()
+    shown = {r.name: r for r in every}
+    assert [r.name for r in every] == [waiting.name, older.name, stopped.name, gone.name, busy.name]
+    assert [j.runner_name for j in shown[busy.name].jobs] == ["a-renamed"] * 3
+    assert shown[gone.name].jobs[0].runner_name is None
+    busy_jobs = shown[busy.name].jobs
+    assert [j.status for j in busy_jobs] == [JobStatus.DONE, JobStatus.FAILED, JobStatus.RUNNING]
+    assert {j.instance.state for j in busy_jobs if j.instance} == {"terminated"}
+    assert busy_jobs[0].cost == pytest.approx(0.1 * 5 / 3600, abs=1e-6)
+    assert busy_jobs[1].message == '"bad" \u00e9\n'
+    assert shown[busy.name].status is JobStatus.RUNNING
+
+
+async def test_an_imported_run_keeps_its_jobs_api_json(ctx: ServerContext) -> None:
+    copied = await runs.submit_run(ctx, request=submission(job(), job(deps=[0])))
+    await runs.stop_run(ctx, name=copied.name)
+    source = await runs.get_run(ctx, name=copied.name)
+    jobs = [j.model_copy(update={"id": f"{j.index:032x}"}) for j in source.jobs]
+    run = source.model_copy(update={"name": "copied-run-1", "jobs": jobs})
+
+    await imports.import_run(ctx, request=ImportRunRequest(run=run, artifacts=[]), user="bob")
+
+    async with ctx.connect() as connection:
+        query = select(JobRow.api_json).where(JobRow.run_name == "copied-run-1")
+        kept = (await connection.scalars(query)).all()
+    assert [job_service.kept_json(text) is not None for text in kept] == [True, True]
+    imported = await runs.get_run(ctx, name="copied-run-1")
+    assert await runs.get_run_json(ctx, name="copied-run-1") == imported.model_dump_json()
+    assert [j.status for j in imported.jobs] == [JobStatus.STOPPED] * 2
+
+
+def _renamed(name: str) -> RegisterRunnerRequest:
+    return RegisterRunnerRequest(
+        name=name, host="localhost", resources=host(cpus=4), executors=["process"]
+    )
 
 
 def test_the_unfinished_jobs_index_names_every_finished_status() -> None:

@@ -210,6 +210,12 @@ class JobTimings(Model):
     uploading: float | None = None
 
 
+def held_seconds(timings: JobTimings) -> float:
+    """Seconds a job held its runner: its active phases (what a cloud runner's cost counts)."""
+    t = timings
+    return sum(s or 0.0 for s in (t.provisioning, t.downloading, t.running, t.uploading))
+
+
 class JobInstance(Model):
     """The cloud instance a job holds (or waits for), as `dstack ps RUN` shows it."""
 

@@ -17,7 +17,11 @@ def run_status(jobs: list[Job]) -> JobStatus:
     Any job failed → failed; any stopped/aborted (and none failed) → that; all done → done;
     otherwise the most advanced active status, or pending/submitted.
     """
-    statuses = [j.status for j in jobs]
+    return status_of([j.status for j in jobs])
+
+
+def status_of(statuses: list[JobStatus]) -> JobStatus:
+    """A run's status from its jobs' statuses (`run_status`)."""
     if not statuses:
         return JobStatus.SUBMITTED
     if all(s.is_finished() for s in statuses):
@@ -57,5 +61,10 @@ class Run(Model):
 
 def run_cost(jobs: list[Job]) -> float | None:
     """The sum of the jobs' costs; None when no job held a cloud runner."""
-    costs = [j.cost for j in jobs if j.cost is not None]
-    return round(sum(costs), 6) if costs else None
+    return total_cost([j.cost for j in jobs])
+
+
+def total_cost(costs: list[float | None]) -> float | None:
+    """A run's cost from its jobs' costs (`run_cost`)."""
+    known = [c for c in costs if c is not None]
+    return round(sum(known), 6) if known else None

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     text,
@@ -104,6 +105,9 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When every app of the job first answered on its port; None: not yet (or no apps).
     apps_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A finished job's API JSON, zlib-compressed, written when it finishes (`jobs.api_json`):
+    # listings splice it. None: unfinished, or finished before migration 0014.
+    api_json: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class RunnerRow(Base):

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from dstack.models.artifacts import JobArtifacts
 from dstack.models.protocol import (
@@ -36,7 +36,6 @@ from dstack.server.services import uploads as upload_service
 from dstack.server.services.scope import require_listing
 from dstack.server.services.users import require_repo
 
-_RUNS = TypeAdapter(list[Run])
 MAX_RUNS_PAGE = 1000
 
 router = APIRouter(prefix="/api/runs", dependencies=[Depends(require_token)])
@@ -92,17 +91,19 @@ async def list_runs(
         if before_at is not None and before_name is not None:
             moment = before_at if before_at.tzinfo else before_at.replace(tzinfo=UTC)
             before = (moment, before_name)
-        runs = await run_service.list_runs_page(
+        page = await run_service.list_runs_page_json(
             ctx, limit=limit, before=before, repos=user.visible_repos, repo_id=repo_id
         )
-        return Response(content=_RUNS.dump_json(runs), media_type="application/json")
-    runs = await run_service.list_runs(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
-    return Response(content=_RUNS.dump_json(runs), media_type="application/json")
+        return Response(content=page, media_type="application/json")
+    runs = await run_service.list_runs_json(ctx, all=all, repo_id=repo_id, repos=user.visible_repos)
+    return Response(content=runs, media_type="application/json")
 
 
-@router.get("/{name}", dependencies=VisibleRun)
-async def get_run(name: str, ctx: Ctx) -> Run:
-    return await run_service.get_run(ctx, name=name)
+@router.get("/{name}", dependencies=VisibleRun, response_model=Run)
+async def get_run(name: str, ctx: Ctx) -> Response:
+    """The run; its JSON made as the listings make theirs (`run_service._to_json`)."""
+    run = await run_service.get_run_json(ctx, name=name)
+    return Response(content=run, media_type="application/json")
 
 
 @router.post("/{name}/stop", dependencies=VisibleRun)

@@ -27,6 +27,7 @@ from dstack.server.db.models import JobRow, RunRow
 from dstack.server.errors import InvalidRequestError
 from dstack.server.services import runs as run_service
 from dstack.server.services.artifacts import put_manifest, require_blobs
+from dstack.server.services.jobs import row_api_json
 
 
 async def import_run(ctx: ServerContext, *, request: ImportRunRequest, user: str) -> Run:
@@ -149,7 +150,7 @@ async def _insert(
 def _job_row(job: Job, run_name: str) -> JobRow:
     """A finished job as it was, in run `run_name`; it holds no runner and no cache key
     here."""
-    return JobRow(
+    row = JobRow(
         id=job.id,
         run_name=run_name,
         index=job.index,
@@ -170,6 +171,8 @@ def _job_row(job: Job, run_name: str) -> JobRow:
         submitted_at=job.submitted_at,
         finished_at=job.finished_at,
     )
+    row.api_json = row_api_json(row)
+    return row
 
 
 def split_name(name: str) -> tuple[str, int]:

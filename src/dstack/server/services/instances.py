@@ -19,7 +19,14 @@ from sqlalchemy import Row, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dstack.models.backends import InstanceOffer, InstanceStatus
-from dstack.models.job import Job, JobInstance, JobStatus, StatusChange, TerminationReason
+from dstack.models.job import (
+    Job,
+    JobInstance,
+    JobStatus,
+    StatusChange,
+    TerminationReason,
+    held_seconds,
+)
 from dstack.server.context import ServerContext, mark_changed
 from dstack.server.db.models import UNFINISHED_JOB, InstanceRow, JobRow
 from dstack.server.services import jobs as job_service
@@ -206,11 +213,11 @@ _OF_JOBS = select(_INSTANCES).where(
 )
 
 
-async def of_jobs(connection: AsyncConnection, jobs: Sequence[Job]) -> dict[str, Row[Any]]:
+async def of_jobs(connection: AsyncConnection, jobs: Sequence[Row[Any]]) -> dict[str, Row[Any]]:
     """Job id → the instance whose runner it holds (or held last), else the instance being
-    created for it."""
+    created for it; of rows of the jobs table."""
     runner_ids = sorted({j.runner_id for j in jobs if j.runner_id})
-    waiting = [j.id for j in jobs if j.runner_id is None and not j.status.is_finished()]
+    waiting = [j.id for j in jobs if j.runner_id is None and j.status not in _FINISHED]
     if not runner_ids and not waiting:
         return {}
     params = {"runner_ids": runner_ids, "waiting": waiting}
@@ -225,12 +232,22 @@ async def of_jobs(connection: AsyncConnection, jobs: Sequence[Job]) -> dict[str,
     return found
 
 
+_FINISHED = frozenset(s.value for s in JobStatus if s.is_finished())
+
+
 def with_instance(job: Job, row: Row[Any] | None) -> Job:
     """`job` with its instance and cost: the instance's price times the time the job held a
     runner (its active phases)."""
     if row is None:
         return job
-    instance = JobInstance(
+    instance = job_instance(row)
+    cost = held_cost(row, held_seconds(job.timings)) if job.runner_id is not None else None
+    return job.model_copy(update={"instance": instance, "cost": cost})
+
+
+def job_instance(row: Row[Any]) -> JobInstance:
+    """The instance of a row of the instances table, as a job shows it."""
+    return JobInstance(
         name=row.name,
         backend=row.backend,
         instance_type=row.instance_type,
@@ -238,9 +255,8 @@ def with_instance(job: Job, row: Row[Any] | None) -> Job:
         price=row.price,
         state=row.state,
     )
-    cost = None
-    if job.runner_id is not None:
-        t = job.timings
-        held = sum(s or 0.0 for s in (t.provisioning, t.downloading, t.running, t.uploading))
-        cost = round(row.price * held / 3600, 6)
-    return job.model_copy(update={"instance": instance, "cost": cost})
+
+
+def held_cost(row: Row[Any], held: float) -> float:
+    """USD: the instance's price for `held` seconds."""
+    return round(float(row.price) * held / 3600, 6)

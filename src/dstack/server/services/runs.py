@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
+from pydantic import TypeAdapter
 from sqlalchemy import JSON, Row, Text, bindparam, cast, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -25,7 +26,7 @@ from dstack.models.job import (
 from dstack.models.protocol import JobSubmission, PlanResponse, SubmitRunRequest
 from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
-from dstack.models.run import Run, run_cost, run_status
+from dstack.models.run import Run, run_cost, run_status, status_of, total_cost
 from dstack.models.runner import RunnerStatus
 from dstack.models.runs_api import RunDeleted
 from dstack.server.context import ServerContext, mark_changed
@@ -60,6 +61,7 @@ _JOB_UNSHOWN = (
     "reused_job_id",
     "stop_requested",
     "status_at",
+    "api_json",
 )
 # A job's JSON columns come as their text, decoded only for the jobs not kept already
 # (`jobs.to_models`): a page of kept jobs decoded them for nothing.
@@ -71,12 +73,31 @@ _JOB_SHOWN = [
 _RUNS_NEWEST_FIRST = select(*_RUN_SHOWN).order_by(_RUNS.c.submitted_at.desc(), _RUNS.c.name.desc())
 _RUN_NAMED = select(*_RUN_SHOWN).where(_RUNS.c.name == bindparam("name"))
 _RUNNERS = RunnerRow.__table__
-_JOBS_OF_RUNS = (
+
+
+def _jobs_of_runs(columns: list[Any]) -> Any:
+    return (
+        select(*columns, _RUNNERS.c.name.label("runner_name"))
+        .outerjoin(_RUNNERS, _RUNNERS.c.id == _JOBS.c.runner_id)
+        .where(_JOBS.c.run_name.in_(bindparam("names", expanding=True)))
+        .order_by(_JOBS.c.index)
+    )
+
+
+_JOBS_OF_RUNS = _jobs_of_runs(_JOB_SHOWN)
+# For the API's JSON (`_to_json`): the finished jobs' kept JSON and what is spliced into it;
+# the other jobs' columns are read next, by id.
+_JOBS_OF_RUNS_KEPT = _jobs_of_runs(
+    [_JOBS.c[c] for c in ("id", "run_name", "index", "status", "runner_id", "api_json")]
+)
+_JOBS_BY_ID = (
     select(*_JOB_SHOWN, _RUNNERS.c.name.label("runner_name"))
     .outerjoin(_RUNNERS, _RUNNERS.c.id == _JOBS.c.runner_id)
-    .where(_JOBS.c.run_name.in_(bindparam("names", expanding=True)))
-    .order_by(_JOBS.c.index)
+    .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
 )
+_RUN_SPLICED = {"jobs", "cost"}
+_NAME_JSON: TypeAdapter[str | None] = TypeAdapter(str | None)
+_COST_JSON: TypeAdapter[float | None] = TypeAdapter(float | None)
 
 
 async def submit_run(
@@ -350,13 +371,27 @@ async def get_run(ctx: ServerContext, *, name: str) -> Run:
         return await read_run(ctx, connection, name)
 
 
+async def get_run_json(ctx: ServerContext, *, name: str) -> str:
+    """`get_run` as the API's JSON (`_to_json`)."""
+    async with ctx.connect() as connection:
+        row = await _run_row(connection, name)
+        jobs = await _jobs_of(connection, [row], _JOBS_OF_RUNS_KEPT)
+        return (await _to_json(ctx, connection, [row], jobs))[1:-1]
+
+
 async def read_run(ctx: ServerContext, connection: AsyncConnection, name: str) -> Run:
     """The run `name` as of `connection` (`NotFoundError` when it does not exist)."""
+    row = await _run_row(connection, name)
+    jobs = await _jobs_of(connection, [row], _JOBS_OF_RUNS)
+    runs = await _to_models(ctx, connection, [row], jobs)
+    return runs[0]
+
+
+async def _run_row(connection: AsyncConnection, name: str) -> Row[Any]:
     row = (await connection.execute(_RUN_NAMED, {"name": name})).first()
     if row is None:
         raise NotFoundError(f"run '{name}' not found", hint="see `dstack ps -a`")
-    runs = await _to_models(ctx, connection, [row])
-    return runs[0]
+    return row
 
 
 async def list_runs(
@@ -374,23 +409,51 @@ async def list_runs(
     and the newest runs, as many as the finished ones listed plus the unfinished ones
     (`ix_runs_repo_submitted_name`, `ix_runs_submitted_name`): among those are the newest
     finished ones."""
+    async with ctx.connect() as connection:
+        rows, jobs = await _listed(ctx, connection, _JOBS_OF_RUNS, all, repo_id, repos)
+        return await _to_models(ctx, connection, rows, jobs)
+
+
+async def list_runs_json(
+    ctx: ServerContext,
+    *,
+    all: bool = False,
+    repo_id: str | None = None,
+    repos: list[str] | None = None,
+) -> str:
+    """`list_runs` as the API's JSON (`_to_json`)."""
+    async with ctx.connect() as connection:
+        rows, jobs = await _listed(ctx, connection, _JOBS_OF_RUNS_KEPT, all, repo_id, repos)
+        return await _to_json(ctx, connection, rows, jobs)
+
+
+async def _listed(
+    ctx: ServerContext,
+    connection: AsyncConnection,
+    jobs_query: Any,
+    all: bool,
+    repo_id: str | None,
+    repos: list[str] | None,
+) -> tuple[list[Row[Any]], dict[str, list[Row[Any]]]]:
+    """The rows of the runs `list_runs` lists, and their jobs' rows by run."""
     query = _RUNS_NEWEST_FIRST
     if repo_id is not None:
         query = query.where(_RUNS.c.repo_id == repo_id)
     if repos is not None:
         query = query.where(_RUNS.c.repo_id.in_(repos))
     limit = ctx.settings.finished_runs_listed
-    async with ctx.connect() as connection:
-        if all:
-            rows = (await connection.execute(query)).all()
-        else:
-            rows = await _recent_rows(connection, query, limit)
-        runs = await _to_models(ctx, connection, rows)
     if all:
-        return runs
-    finished = [r for r in runs if r.status.is_finished()][:limit]
-    keep = {r.name for r in finished}
-    return [r for r in runs if not r.status.is_finished() or r.name in keep]
+        rows = list((await connection.execute(query)).all())
+        return rows, await _jobs_of(connection, rows, jobs_query)
+    rows = await _recent_rows(connection, query, limit)
+    jobs = await _jobs_of(connection, rows, jobs_query)
+    finished = {
+        row.name
+        for row in rows
+        if status_of([JobStatus(j.status) for j in jobs.get(row.name, [])]).is_finished()
+    }
+    keep = set([row.name for row in rows if row.name in finished][:limit])
+    return [r for r in rows if r.name not in finished or r.name in keep], jobs
 
 
 # Not DISTINCT: SQLite would then walk `ix_jobs_run_name` over every job instead.
@@ -422,6 +485,36 @@ async def list_runs_page(
     """At most `limit` runs, newest first, after the key `before` (submitted_at, name) of the
     last run of the previous page: keyset pagination on `ix_runs_submitted_name` (or
     `ix_runs_repo_submitted_name`), as fast on the thousandth page as on the first."""
+    async with ctx.connect() as connection:
+        rows = await _page_rows(connection, limit, before, repos, repo_id, workflow, user)
+        jobs = await _jobs_of(connection, rows, _JOBS_OF_RUNS)
+        return await _to_models(ctx, connection, rows, jobs)
+
+
+async def list_runs_page_json(
+    ctx: ServerContext,
+    *,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+    repos: list[str] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """`list_runs_page` as the API's JSON (`_to_json`)."""
+    async with ctx.connect() as connection:
+        rows = await _page_rows(connection, limit, before, repos, repo_id, None, None)
+        jobs = await _jobs_of(connection, rows, _JOBS_OF_RUNS_KEPT)
+        return await _to_json(ctx, connection, rows, jobs)
+
+
+async def _page_rows(
+    connection: AsyncConnection,
+    limit: int,
+    before: tuple[datetime, str] | None,
+    repos: list[str] | None,
+    repo_id: str | None,
+    workflow: str | None,
+    user: str | None,
+) -> list[Row[Any]]:
     query = _RUNS_NEWEST_FIRST
     if before is not None:
         key = tuple_(_RUNS.c.submitted_at, _RUNS.c.name)
@@ -442,43 +535,112 @@ async def list_runs_page(
     params: dict[str, Any] = {}
     if before is not None:
         params = {"before_at": before[0], "before_name": before[1]}
-    async with ctx.connect() as connection:
-        rows = (await connection.execute(query.limit(limit), params)).all()
-        return await _to_models(ctx, connection, rows)
+    return list((await connection.execute(query.limit(limit), params)).all())
+
+
+async def _jobs_of(
+    connection: AsyncConnection, rows: Sequence[Row[Any]], query: Any
+) -> dict[str, list[Row[Any]]]:
+    """The rows of the jobs of the runs of `rows` (`_JOBS_OF_RUNS…`), by run, in order."""
+    names = [r.name for r in rows]
+    found: dict[str, list[Row[Any]]] = {}
+    if names:
+        for job in (await connection.execute(query, {"names": names})).all():
+            found.setdefault(job.run_name, []).append(job)
+    return found
 
 
 async def _to_models(
-    ctx: ServerContext, connection: AsyncConnection, rows: Sequence[Row[Any]]
+    ctx: ServerContext,
+    connection: AsyncConnection,
+    rows: Sequence[Row[Any]],
+    jobs: dict[str, list[Row[Any]]],
 ) -> list[Run]:
-    """Runs from rows of the runs table, with their jobs (Core rows: read once, they need
-    no ORM objects)."""
-    names = [r.name for r in rows]
-    job_rows = (await connection.execute(_JOBS_OF_RUNS, {"names": names})).all() if names else []
-    jobs_read = job_service.to_models(job_rows, now=ctx.clock())
-    models: dict[str, list[Job]] = {}
-    for job in jobs_read:
-        models.setdefault(job.run_name, []).append(job)
-    found = await instances.of_jobs(connection, jobs_read)
+    """Runs from rows of the runs table, with their jobs' rows (Core rows: read once, they
+    need no ORM objects)."""
+    job_rows = [j for row in rows for j in jobs.get(row.name, [])]
+    found = await instances.of_jobs(connection, job_rows)
+    models = iter(job_service.to_models(job_rows, now=ctx.clock()))
     result = []
     for row in rows:
-        jobs = [instances.with_instance(j, found.get(j.id)) for j in models.get(row.name, [])]
-        result.append(
-            Run(
-                name=row.name,
-                repo=RepoRef.model_validate(row.repo),
-                workflow_name=row.workflow_name,
-                provider=row.provider,
-                args=list(row.args),
-                variables=dict(row.variables),
-                tag=row.tag,
-                user=row.user,
-                submitted_at=row.submitted_at,
-                status=run_status(jobs),
-                jobs=jobs,
-                cost=run_cost(jobs),
-            )
-        )
+        run_jobs = [
+            instances.with_instance(next(models), found.get(j.id)) for j in jobs.get(row.name, [])
+        ]
+        result.append(_run(row, run_jobs, run_status(run_jobs), run_cost(run_jobs)))
     return result
+
+
+def _run(row: Row[Any], jobs: list[Job], status: JobStatus, cost: float | None) -> Run:
+    return Run(
+        name=row.name,
+        repo=RepoRef.model_validate(row.repo),
+        workflow_name=row.workflow_name,
+        provider=row.provider,
+        args=list(row.args),
+        variables=dict(row.variables),
+        tag=row.tag,
+        user=row.user,
+        submitted_at=row.submitted_at,
+        status=status,
+        jobs=jobs,
+        cost=cost,
+    )
+
+
+async def _to_json(
+    ctx: ServerContext,
+    connection: AsyncConnection,
+    rows: Sequence[Row[Any]],
+    jobs: dict[str, list[Row[Any]]],
+) -> str:
+    """`_to_models` dumped as a JSON list, the same text, without building the finished
+    jobs that kept their JSON (`jobs.api_json`): their kept JSON is spliced, with what may
+    have changed since they finished (runner's name, instance, cost) from this reading.
+    The others (unfinished, or finished before migration 0014) are built as models."""
+    job_rows = [j for row in rows for j in jobs.get(row.name, [])]
+    found = await instances.of_jobs(connection, job_rows)
+    kept = {j.id: k for j in job_rows if (k := job_service.kept_json(j.api_json)) is not None}
+    models: dict[str, Job] = {}
+    others = [j.id for j in job_rows if j.id not in kept]
+    if others:
+        read = (await connection.execute(_JOBS_BY_ID, {"ids": others})).all()
+        for job in job_service.to_models(read, now=ctx.clock()):
+            models[job.id] = instances.with_instance(job, found.get(job.id))
+    # Runners' names and instances as JSON, once each.
+    names: dict[str | None, str] = {}
+    shown: dict[str | None, str] = {None: "null"}
+    runs = []
+    for row in rows:
+        texts: list[str] = []
+        statuses: list[JobStatus] = []
+        costs: list[float | None] = []
+        for j in jobs.get(row.name, []):
+            part = kept.get(j.id)
+            if part is None:
+                model = models.get(j.id)
+                if model is None:  # deleted with its run since the first read (PostgreSQL)
+                    continue
+                texts.append(model.model_dump_json())
+                statuses.append(model.status)
+                costs.append(model.cost)
+                continue
+            instance = found.get(j.id)
+            cost = None
+            if instance is not None and j.runner_id is not None:
+                cost = instances.held_cost(instance, part.held)
+            name = j.runner_name
+            if name not in names:
+                names[name] = _NAME_JSON.dump_json(name).decode()
+            if instance is not None and instance.id not in shown:
+                shown[instance.id] = instances.job_instance(instance).model_dump_json()
+            cost_json = "null" if cost is None else _COST_JSON.dump_json(cost).decode()
+            texts.append(part.job(names[name], shown[instance and instance.id], cost_json))
+            statuses.append(JobStatus(j.status))
+            costs.append(cost)
+        head = _run(row, [], status_of(statuses), None).model_dump_json(exclude=_RUN_SPLICED)
+        run_cost_json = _COST_JSON.dump_json(total_cost(costs)).decode()
+        runs.append(f'{head[:-1]},"jobs":[{",".join(texts)}],"cost":{run_cost_json}}}')
+    return f"[{','.join(runs)}]"
 
 
 async def stop_run(ctx: ServerContext, *, name: str, abort: bool = False) -> Run:

@@ -44,10 +44,11 @@ def tmpfs(path: Path, size_mib: int) -> Iterator[Path]:
 
 
 def fill(directory: Path, leave: int = 0) -> Path:
-    """A file taking all the free space of `directory`'s disk but `leave` bytes."""
+    """A file taking all the free space of `directory`'s disk but `leave` bytes (all of it,
+    when the server wrote meanwhile: the file's last bytes then fail, on write or close)."""
     filler = directory / "filler"
     free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), filler.open("wb") as out:
         out.write(b"\0" * max(0, free - leave))
     return filler
 

@@ -124,32 +124,40 @@ def test_a_run_refused_before_it_needed_the_server_leaves_one_server_for_the_nex
     assert len(_servers_of(env.home)) == 1
 
 
+@contextlib.contextmanager
+def _held_while_starting(env: Env) -> Iterator[int]:
+    """The pid of a local server that `dstack ps` started, held still (SIGSTOP) once it has
+    taken the home and before it listens; the command that started it is killed. The server
+    goes on (SIGCONT) at the end at the latest."""
+    lock = env.home / "server" / "server.lock"
+    starting = None
+    with env.spawn("ps") as first:
+        try:
+            wait_until(lambda: bool(lock_holder(lock)), 60, "the server taking the home")
+            starting = lock_holder(lock)
+            assert starting
+            os.kill(starting, signal.SIGSTOP)
+            first.kill()
+            first.wait()
+            yield starting
+        finally:
+            if starting:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(starting, signal.SIGCONT)
+            first.kill()
+
+
 def test_a_command_killed_while_its_server_starts_leaves_one_server_for_the_next(
     env: Env,
 ) -> None:
     # The start lock dies with the command that holds it (`kill -9`), while the server it
     # started is still coming up: the next command finds no server yet and starts another,
     # which must leave the home (its database) to the first and wait for it.
-    lock = env.home / "server" / "server.lock"
-    first = env.spawn("ps")
-    starting = None
-    try:
-        wait_until(lambda: bool(lock_holder(lock)), 60, "the first server taking the home")
-        starting = lock_holder(lock)
-        assert starting
-        os.kill(starting, signal.SIGSTOP)  # still starting, for as long as the test wants
-        first.kill()
-        first.communicate()
+    with _held_while_starting(env) as starting:
         second = env.spawn("ps")
         wait_until(lambda: "has this home" in _server_log(env), 60, "the second server")
         os.kill(starting, signal.SIGCONT)
         out, err = second.communicate(timeout=60)
-    finally:
-        if starting:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(starting, signal.SIGCONT)
-        first.kill()
-        first.communicate()
 
     assert second.returncode == 0, err
     assert "No runs yet" in out
@@ -159,24 +167,11 @@ def test_a_command_killed_while_its_server_starts_leaves_one_server_for_the_next
 
 
 def test_stop_ends_a_server_still_starting(env: Env) -> None:
-    lock = env.home / "server" / "server.lock"
-    first = env.spawn("ps")
-    starting = None
-    try:
-        wait_until(lambda: bool(lock_holder(lock)), 60, "the server taking the home")
-        starting = lock_holder(lock)
-        assert starting
-        os.kill(starting, signal.SIGSTOP)  # no `server.json` until the test lets it go on
+    with _held_while_starting(env) as starting:  # no `server.json` until it goes on
         stop = env.spawn("server", "stop")
         wait_until(lambda: _pending(starting, signal.SIGTERM), 60, "the stop's SIGTERM")
         os.kill(starting, signal.SIGCONT)
         out, err = stop.communicate(timeout=60)
-    finally:
-        if starting:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(starting, signal.SIGCONT)
-        first.kill()
-        first.communicate()
 
     assert stop.returncode == 0, err
     assert out.strip() == f"Stopped the local server (pid {starting}, still starting)."

@@ -217,7 +217,7 @@ async def of_jobs(connection: AsyncConnection, jobs: Sequence[Row[Any]]) -> dict
     """Job id → the instance whose runner it holds (or held last), else the instance being
     created for it; of rows of the jobs table."""
     runner_ids = sorted({j.runner_id for j in jobs if j.runner_id})
-    waiting = [j.id for j in jobs if j.runner_id is None and j.status not in _FINISHED]
+    waiting = [j.id for j in jobs if j.runner_id is None and not JobStatus(j.status).is_finished()]
     if not runner_ids and not waiting:
         return {}
     params = {"runner_ids": runner_ids, "waiting": waiting}
@@ -230,9 +230,6 @@ async def of_jobs(connection: AsyncConnection, jobs: Sequence[Row[Any]]) -> dict
         if row is not None:
             found[job.id] = row
     return found
-
-
-_FINISHED = frozenset(s.value for s in JobStatus if s.is_finished())
 
 
 def with_instance(job: Job, row: Row[Any] | None) -> Job:

@@ -50,6 +50,11 @@ class Workspace:
         self.repo = root / "repo"
         self.home = root / "home"
         self.executor = executor
+        self.overrides: dict[str, str] = {}  # environment variables of every command
+        # The CLI's command server (dstack.cli.warm) of this workspace: its own, stopped by
+        # `close()` and by `stop_command_server()` (a first command of the day has none).
+        self.run_dir = root / "run"
+        self.run_dir.mkdir(mode=0o700, parents=True)
         self.repo.mkdir(parents=True)
         self.git("init", "-q", "-b", "main")
         self.write("README.md", "# benchmark\n")
@@ -63,6 +68,7 @@ class Workspace:
         env = user_environ()
         env.update(
             DSTACK_HOME=str(self.home),
+            XDG_RUNTIME_DIR=str(self.run_dir),
             DSTACK_EXECUTOR=self.executor,
             DSTACK_DEFAULT_IMAGE=TEST_IMAGE,
             # The scenarios' jobs read inputs the harness made once in its own private temp
@@ -73,6 +79,7 @@ class Workspace:
             GIT_COMMITTER_NAME="bench",
             GIT_COMMITTER_EMAIL="bench@example.com",
         )
+        env.update(self.overrides)
         return env
 
     def dstack(self, *args: str, cwd: Path | None = None, timeout: float = 600) -> str:
@@ -153,6 +160,16 @@ class Workspace:
         while "warm" not in self.dstack("run", "warm-up"):
             if time.monotonic() > deadline:
                 raise BenchError("the local server did not run a warm-up job within 60 s")
+        if self.overrides.get("DSTACK_CLI_SERVER") != "0":
+            self.wait_command_server()
+
+    def wait_command_server(self) -> None:
+        """Wait until the command server a command started as it exited listens."""
+        deadline = time.monotonic() + 30
+        while not list(Path(self.command_server_dir()).glob("*.sock")):
+            if time.monotonic() > deadline:
+                raise BenchError("the CLI's command server did not start within 30 s")
+            time.sleep(0.05)
 
     def server_pid(self) -> int | None:
         from dstack.server.local import read_local_server
@@ -161,8 +178,24 @@ class Workspace:
         return info.pid if info else None
 
     def close(self) -> None:
-        """Stop the local server and delete everything."""
+        """Stop the local server and the command server, and delete everything."""
         from dstack.server.local import stop_local_server
 
         stop_local_server(self.home)
+        self.stop_command_server()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def command_server_dir(self) -> str:
+        return str(self.run_dir / f"dstack-cli-{os.getuid()}")
+
+    def command_server_pids(self) -> list[int]:
+        from dstack.pidlock import lock_holder
+
+        pids = [lock_holder(lock) for lock in Path(self.command_server_dir()).glob("*.lock")]
+        return [pid for pid in pids if pid]
+
+    def stop_command_server(self) -> list[int]:
+        """Stop the command server of this workspace; the pids stopped."""
+        from dstack.cli.warm import stop_servers
+
+        return stop_servers(self.command_server_dir())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,13 +58,24 @@ def _isolated_dstack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """No test ever touches the user's ~/.dstack: a local server a test starts without a home
     of its own lives in this one, and is stopped when the session ends."""
     home = tmp_path_factory.mktemp("dstack-home")
-    previous = os.environ.get("DSTACK_HOME")
+    run_dir = tmp_path_factory.mktemp("run")
+    run_dir.chmod(0o700)
+    previous = {name: os.environ.get(name) for name in ("DSTACK_HOME", "XDG_RUNTIME_DIR")}
     os.environ["DSTACK_HOME"] = str(home)
+    os.environ["XDG_RUNTIME_DIR"] = str(run_dir)  # the CLI's command servers: ours only
     yield
     from dstack.server.local import stop_local_server
 
     stop_local_server(home)
-    if previous is None:
-        os.environ.pop("DSTACK_HOME", None)
-    else:
-        os.environ["DSTACK_HOME"] = previous
+    _stop_command_servers(run_dir)
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _stop_command_servers(run_dir: Path) -> None:
+    from dstack.cli.warm import stop_servers
+
+    stop_servers(str(run_dir / f"dstack-cli-{os.getuid()}"))

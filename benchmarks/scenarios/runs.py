@@ -56,6 +56,11 @@ def one_step(bench: Bench) -> list[Row]:
                 raise BenchError("dstack run hello did not print hello")
 
         ours = sample(run, runs=bench.sizes.runs)
+        ws.overrides["DSTACK_CLI_SERVER"] = "0"  # every command imports the CLI itself
+        try:
+            full = sample(run, runs=bench.sizes.runs)
+        finally:
+            del ws.overrides["DSTACK_CLI_SERVER"]
     base = sample(lambda: quiet(["bash", "-c", "echo hello"]), runs=bench.sizes.runs)
     return [
         Row(
@@ -67,6 +72,7 @@ def one_step(bench: Bench) -> list[Row]:
             budget=Budget(0.25),
         ),
         _against_pydantic(ours, bench.sizes.runs),
+        Row("S1", "dstack run, no command server (DSTACK_CLI_SERVER=0)", full),
     ]
 
 

@@ -45,6 +45,8 @@ def cold_start(bench: Bench) -> list[Row]:
         def stop() -> None:
             if not stop_local_server(ws.home):
                 raise BenchError("no local server was running to stop")
+            # the CLI's command server leaves when idle, as the local server does
+            ws.stop_command_server()
 
         def run() -> None:
             if "hello" not in ws.dstack("run", "hello"):
@@ -67,10 +69,10 @@ def cold_start(bench: Bench) -> list[Row]:
 
 
 def idle_cost(bench: Bench) -> list[Row]:
-    """S0I: the CPU an idle local server and its runner use together, in % of one core,
-    from 20 s after a job ran (2 s with `--quick`), over 120 s (10 s): every thread's CPU
-    time from the kernel's `schedstat`, in nanoseconds (psutil's per-process times tick in
-    10 ms, too coarse for a few milliseconds a minute)."""
+    """S0I: the CPU an idle local server, its runner and the CLI's command server use
+    together, in % of one core, from 20 s after a job ran (2 s with `--quick`), over 120 s
+    (10 s): every thread's CPU time from the kernel's `schedstat`, in nanoseconds (psutil's
+    per-process times tick in 10 ms, too coarse for a few milliseconds a minute)."""
     from dstack.server.local import local_runner_pid, read_local_server
 
     quick = bench.sizes.runs <= 1
@@ -82,14 +84,15 @@ def idle_cost(bench: Bench) -> list[Row]:
         runner = local_runner_pid(ws.home)
         if server is None or runner is None:
             raise BenchError("no local server or runner to measure")
+        pids = [server.pid, runner, *ws.command_server_pids()]
         time.sleep(settle)
-        before = _cpu_ns([server.pid, runner])
+        before = _cpu_ns(pids)
         time.sleep(seconds)
-        used = _cpu_ns([server.pid, runner]) - before
+        used = _cpu_ns(pids) - before
     return [
         Row(
             "S0I",
-            "idle local server + runner",
+            "idle local server + runner + command server",
             [100 * used / 1e9 / seconds],
             unit="%",
             budget=Budget(0.1),

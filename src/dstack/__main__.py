@@ -1,3 +1,3 @@
-from dstack.cli.main import entry
+from dstack.cli.warm import entry
 
 entry()

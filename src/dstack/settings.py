@@ -23,12 +23,15 @@ warm `dstack --help` takes in all; named tuples rather than dataclasses for the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from dstack.errors import ConfigError
-from dstack.paths import HomeLayout, resolve_home
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from dstack.paths import HomeLayout
 
 HOME = "DSTACK_HOME"
 EXECUTOR = "DSTACK_EXECUTOR"
@@ -94,6 +97,22 @@ LOCAL_SERVER_START = Duration(
 """How long a command waits for the local server it started (or another command is
 starting) to answer: `EnvSettings.local_server_start_timeout`."""
 
+CLI_SERVER = "DSTACK_CLI_SERVER"
+"""`0`: every command imports the CLI itself, and no command server is started."""
+
+CLI_SERVER_IDLE = Duration("DSTACK_CLI_SERVER_IDLE_TIMEOUT", "cli_server_idle_timeout")
+"""How long the CLI's command server waits for a command before it leaves; 0 keeps it."""
+
+
+def cli_server(environ: Mapping[str, str]) -> float | None:
+    """The command server's idle timeout in seconds (0: none), or None when it is off
+    (`dstack.cli.warm`: read before every command, so it imports nothing)."""
+    if environ.get(CLI_SERVER, "").strip() == "0":
+        return None
+    value = environ.get(CLI_SERVER_IDLE.env)
+    return _seconds(CLI_SERVER_IDLE, value) if value else 1800.0
+
+
 LOCAL_SERVER_IDLE = Duration("DSTACK_LOCAL_SERVER_IDLE_TIMEOUT", "local_server_idle_timeout")
 """How long the local server (and its runner) stays up with no job unfinished and no
 request but its runner's: `EnvSettings.local_server_idle_timeout`; 0 keeps it up."""
@@ -123,6 +142,10 @@ class EnvSettings(NamedTuple):
     def read(cls, environ: Mapping[str, str]) -> EnvSettings:
         """Read `environ`; raises `ConfigError` naming the variable on a value that is not
         valid (an unknown executor, a duration that is not a number or below its minimum)."""
+        # paths (and pathlib, ~10 ms): not before a command the CLI's command server serves,
+        # which reads only `cli_server`
+        from dstack.paths import resolve_home
+
         return cls(
             home=resolve_home(environ.get(HOME)),
             executor=_executor(environ.get(EXECUTOR) or None),
@@ -156,6 +179,8 @@ class EnvSettings(NamedTuple):
 
     @property
     def layout(self) -> HomeLayout:
+        from dstack.paths import HomeLayout  # see `read`
+
         return HomeLayout(self.home)
 
 
@@ -166,6 +191,8 @@ def fault_hooks(environ: Mapping[str, str]) -> Path | None:
 
 
 def _path(value: str | None) -> Path | None:
+    from pathlib import Path  # see `read`
+
     return Path(value) if value else None
 
 

@@ -1,0 +1,291 @@
+"""The command server (`dstack.cli.warm`): after a first command, short commands run as
+forks of a process that has the CLI imported, and a user sees exactly what a fresh process
+would show: output, exit status, signals, the terminal, their own directory and settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from tests.e2e.conftest import Env, Result, _stop_server, make_env
+from tests.e2e.remote_helpers import wait_until
+
+from dstack.cli.warm import stop_servers
+
+WORKFLOWS = """
+workflows:
+  - name: fail
+    provider: bash
+    commands: [echo to-stdout, echo to-stderr >&2, exit 3]
+  - name: slow
+    provider: bash
+    commands: [echo started, sleep 60]
+"""
+
+
+@pytest.fixture
+def user(tmp_path: Path) -> Iterator[Env]:
+    e = make_env(tmp_path, "process")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    e.extra_env["XDG_RUNTIME_DIR"] = str(run_dir)
+    e.workflows(WORKFLOWS)
+    try:
+        yield e
+    finally:
+        stop_servers(str(socket_dir(e)))
+        _stop_server(e.home)
+
+
+def socket_dir(e: Env) -> Path:
+    return Path(e.extra_env["XDG_RUNTIME_DIR"]) / f"dstack-cli-{os.getuid()}"
+
+
+def servers(e: Env) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "ppid"]):
+        line = proc.info["cmdline"] or []
+        if (
+            any("dstack.cli.warm import serve" in part for part in line)
+            and any(part.startswith(str(socket_dir(e))) for part in line)
+            and proc.info["ppid"] in (0, 1)  # the server, not a fork running a command
+            and proc.status() != psutil.STATUS_ZOMBIE
+        ):
+            found.append(proc)
+    return found
+
+
+def the_server(e: Env) -> psutil.Process:
+    """The one command server of this user, once it listens."""
+    wait_until(
+        lambda: len(servers(e)) == 1 and any(socket_dir(e).glob("*.sock")),
+        timeout=60,
+        what="the command server",
+    )
+    return servers(e)[0]
+
+
+def forks(server: psutil.Process) -> list[psutil.Process]:
+    return [p for p in server.children() if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def spawn(e: Env, *args: str, preexec: Callable[[], None] | None = None) -> subprocess.Popen[str]:
+    def prepare() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if preexec is not None:
+            preexec()
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "dstack", *args],
+        cwd=e.repo,
+        env=e.environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=prepare,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> Result:
+    out, err = proc.communicate(timeout=120)
+    return Result(proc.returncode, out, err)
+
+
+def newest_run(e: Env) -> str:
+    wait_until(lambda: e.dstack("ps", "-a", "--json").out.strip() not in ("", "[]"), what="a run")
+    return str(json.loads(e.dstack("ps", "-a", "--json").out)[0]["name"])
+
+
+def in_full(e: Env) -> Env:
+    return Env(e.repo, e.home, e.executor, {**e.extra_env, "DSTACK_CLI_SERVER": "0"})
+
+
+def test_a_served_command_shows_what_the_full_one_shows_and_exits_with_its_status(
+    user: Env,
+) -> None:
+    first = user.dstack("run", "fail")  # in full; starts the server as it exits
+    server = the_server(user)
+    second = user.dstack("run", "fail")
+    full = in_full(user).dstack("run", "fail")
+
+    for result in (first, second, full):
+        assert result.code == 3, result
+        assert "to-stdout" in result.out, result
+        assert "to-stderr" in result.err, result
+        assert "failed — exited with code 3" in result.err, result
+    assert the_server(user).pid == server.pid  # the same server served it
+
+
+def test_a_served_command_runs_in_a_fork_of_the_server(user: Env) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+    proc = spawn(user, "run", "slow")
+    wait_until(lambda: len(forks(server)) == 1, what="the command's fork")
+    fork = forks(server)[0]
+    assert fork.cmdline() == server.cmdline()  # a fork: no program started
+    assert os.getpgid(fork.pid) == fork.pid  # its own group, for the signals
+
+    user.wait_for(newest_run(user), {"running"})
+    proc.send_signal(signal.SIGINT)  # Ctrl+C: as in full, it detaches
+    result = finish(proc)
+
+    assert result.code == 0, result
+    assert "Detached. The run keeps going" in result.err, result
+    wait_until(lambda: not forks(server), what="the fork to end")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_command_ended_by_a_signal_ends_its_fork_and_reports_the_signal(
+    user: Env, sig: signal.Signals
+) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+    proc = spawn(user, "run", "slow")
+    wait_until(lambda: len(forks(server)) == 1, what="the command's fork")
+
+    proc.send_signal(sig)
+    finish(proc)
+
+    assert proc.returncode == -sig  # as the shell sees a process killed by it
+    wait_until(lambda: not forks(server), what="the fork to end")
+
+
+def test_each_command_has_its_own_directory_and_environment(user: Env, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    other = make_env(tmp_path / "other", "process")
+    other.extra_env.update(user.extra_env)
+    other.workflows(
+        """
+        workflows:
+          - name: elsewhere
+            provider: bash
+            commands: [echo elsewhere]
+        """
+    )
+    user.dstack("workflows")
+    the_server(user)
+    try:
+        here = user.dstack("workflows")
+        there = other.dstack("workflows")
+        ran_there = other.dstack("run", "elsewhere")  # its DSTACK_HOME: its own server
+        runs_here = user.dstack("ps", "-a")
+        runs_there = other.dstack("ps", "-a")
+    finally:
+        _stop_server(other.home)
+
+    assert "fail" in here.out, here
+    assert "elsewhere" not in here.out, here
+    assert "elsewhere" in there.out, there
+    assert "fail" not in there.out, there
+    assert ran_there.code == 0, ran_there
+    assert "elsewhere" in ran_there.out, ran_there
+    assert "elsewhere" in runs_there.out, runs_there
+    assert "elsewhere" not in runs_here.out, runs_here
+
+
+def test_on_a_terminal_the_output_is_the_full_commands_byte_for_byte(user: Env) -> None:
+    user.dstack("run", "fail")
+    the_server(user)
+
+    def on_terminal(e: Env) -> bytes:
+        main, secondary = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dstack", "ps", "-a"],
+            cwd=e.repo,
+            env={**e.environ(), "TERM": "xterm", "COLUMNS": "120"},
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(60)
+        os.close(main)
+        assert proc.returncode == 0
+        return b"".join(chunks)
+
+    served, full = on_terminal(user), on_terminal(in_full(user))
+    assert b"\x1b[" in served  # colours: the fork saw a terminal
+    assert served == full
+
+
+def test_a_change_to_what_the_server_imported_gets_a_new_server(user: Env, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    user.extra_env["PYTHONPATH"] = os.pathsep.join(
+        [str(extra), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    user.dstack("ps")
+    old = the_server(user)
+
+    (extra / "new_module.py").write_text("")  # an install into a directory of sys.path
+    result = user.dstack("run", "fail")
+
+    assert result.code == 3, result
+    assert "to-stdout" in result.out, result
+    wait_until(lambda: not old.is_running(), what="the stale server to leave")
+    assert the_server(user).pid != old.pid
+
+
+def test_a_lower_resource_limit_gets_a_server_of_its_own(user: Env) -> None:
+    user.dstack("ps")
+    first = the_server(user)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
+
+    for _ in range(2):
+        result = finish(spawn(user, "run", "fail", preexec=lower))
+        assert result.code == 3, result
+    wait_until(lambda: len(servers(user)) == 2, what="a second server")
+    limited = next(s for s in servers(user) if s.pid != first.pid)
+    assert limited.rlimit(psutil.RLIMIT_NOFILE)[0] == min(soft, 512)
+
+
+@pytest.mark.parametrize("setting", ["off", "open socket directory"])
+def test_no_server_is_started_when_it_is_off_or_its_directory_is_not_private(
+    user: Env, setting: str
+) -> None:
+    if setting == "off":
+        user.extra_env["DSTACK_CLI_SERVER"] = "0"
+    else:
+        socket_dir(user).mkdir(mode=0o700)
+        socket_dir(user).chmod(0o777)
+
+    for _ in range(2):
+        assert user.dstack("run", "fail").code == 3
+
+    files = list(socket_dir(user).glob("*")) if socket_dir(user).exists() else []
+    assert files == []
+    assert servers(user) == []
+
+
+def test_stopped_servers_leave_and_the_next_command_starts_one(user: Env) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+
+    assert stop_servers(str(socket_dir(user))) == [server.pid]
+    wait_until(lambda: not server.is_running(), what="the server to stop")
+    result = user.dstack("run", "fail")
+
+    assert result.code == 3, result
+    assert the_server(user).pid != server.pid

@@ -164,7 +164,7 @@ def _socket_path(description: str) -> str | None:
     return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
 
 
-def _description() -> str:
+def _description(paths: list[str] | None = None) -> str:
     """Everything of this process a fork of the server must have the same: its server is
     the one started with these (the socket's name is their checksum, and the server
     compares them whole)."""
@@ -174,7 +174,8 @@ def _description() -> str:
         repr(sys.flags),
         repr(sys.warnoptions),
         repr(getattr(sys, "_xoptions", {})),
-        *sys.path[1:],  # [0] is the script's directory (or the working one, with -m)
+        # [0] is the script's folder (or the working directory, with -m)
+        *(sys.path if paths is None else paths)[1:],
         *sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PYTHON")),
         repr(os.getgroups()),
         str(os.getgid()),
@@ -376,15 +377,18 @@ def serve() -> None:
     """The command server: `python -c "from dstack.cli.warm import serve; serve()" SOCKET
     SYS_PATH IDLE_SECONDS`. Returns only in a fork, which then runs the command."""
     sock_path, paths, idle = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
-    sys.path[:] = paths
+    # Not [0]: the starting command's script folder, or with `python -m` its working
+    # directory, whose files must not stand in for modules every later command uses.
+    sys.path[:] = paths[1:]
     os.chdir("/")
-    served = _Server(sock_path, idle).run()
+    served = _Server(sock_path, idle, paths).run()
     if served is not None:
         _become(*served)
 
 
 class _Server:
-    def __init__(self, sock_path: str, idle: float) -> None:
+    def __init__(self, sock_path: str, idle: float, paths: list[str]) -> None:
+        self.paths = paths
         self.sock_path = sock_path
         self.stem = sock_path[: -len(".sock")]
         self.idle = idle if idle > 0 else None
@@ -399,7 +403,7 @@ class _Server:
         lock = PidLock(Path(self.stem + ".lock"))
         if not lock.try_acquire():
             return None  # another server runs or starts
-        self.description = _description()
+        self.description = _description(self.paths)
         try:
             if _socket_path(self.description) != self.sock_path:
                 raise RuntimeError("started by a process unlike this one: it cannot serve it")

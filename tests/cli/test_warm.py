@@ -11,7 +11,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -29,6 +29,9 @@ workflows:
   - name: slow
     provider: bash
     commands: [echo started, sleep 60]
+  - name: pause
+    provider: bash
+    commands: [echo before, sleep 3, echo after]
 """
 
 
@@ -78,24 +81,6 @@ def forks(server: psutil.Process) -> list[psutil.Process]:
     return [p for p in server.children() if p.status() != psutil.STATUS_ZOMBIE]
 
 
-def spawn(e: Env, *args: str, preexec: Callable[[], None] | None = None) -> subprocess.Popen[str]:
-    def prepare() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        if preexec is not None:
-            preexec()
-
-    return subprocess.Popen(
-        [sys.executable, "-m", "dstack", *args],
-        cwd=e.repo,
-        env=e.environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=prepare,
-    )
-
-
 def finish(proc: subprocess.Popen[str]) -> Result:
     out, err = proc.communicate(timeout=120)
     return Result(proc.returncode, out, err)
@@ -129,7 +114,7 @@ def test_a_served_command_shows_what_the_full_one_shows_and_exits_with_its_statu
 def test_a_served_command_runs_in_a_fork_of_the_server(user: Env) -> None:
     user.dstack("ps")
     server = the_server(user)
-    proc = spawn(user, "run", "slow")
+    proc = user.spawn("run", "slow")
     wait_until(lambda: len(forks(server)) == 1, what="the command's fork")
     fork = forks(server)[0]
     assert fork.cmdline() == server.cmdline()  # a fork: no program started
@@ -150,7 +135,7 @@ def test_a_command_ended_by_a_signal_ends_its_fork_and_reports_the_signal(
 ) -> None:
     user.dstack("ps")
     server = the_server(user)
-    proc = spawn(user, "run", "slow")
+    proc = user.spawn("run", "slow")
     wait_until(lambda: len(forks(server)) == 1, what="the command's fork")
 
     proc.send_signal(sig)
@@ -254,8 +239,15 @@ def test_a_lower_resource_limit_gets_a_server_of_its_own(user: Env) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
 
     for _ in range(2):
-        result = finish(spawn(user, "run", "fail", preexec=lower))
-        assert result.code == 3, result
+        done = subprocess.run(
+            [sys.executable, "-m", "dstack", "run", "fail"],
+            cwd=user.repo,
+            env=user.environ(),
+            capture_output=True,
+            preexec_fn=lower,
+            check=False,
+        )
+        assert done.returncode == 3, done
     wait_until(lambda: len(servers(user)) == 2, what="a second server")
     limited = next(s for s in servers(user) if s.pid != first.pid)
     assert limited.rlimit(psutil.RLIMIT_NOFILE)[0] == min(soft, 512)
@@ -289,3 +281,29 @@ def test_stopped_servers_leave_and_the_next_command_starts_one(user: Env) -> Non
 
     assert result.code == 3, result
     assert the_server(user).pid != server.pid
+
+
+def test_ctrl_z_stops_the_command_and_its_fork_and_fg_continues_both(user: Env) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+    proc = user.spawn("run", "pause")
+    wait_until(lambda: len(forks(server)) == 1, what="the command's fork")
+    fork, command = forks(server)[0], psutil.Process(proc.pid)
+
+    proc.send_signal(signal.SIGTSTP)
+    wait_until(lambda: command.status() == psutil.STATUS_STOPPED, what="the command to stop")
+    wait_until(lambda: fork.status() == psutil.STATUS_STOPPED, what="the fork to stop")
+    proc.send_signal(signal.SIGCONT)
+    result = finish(proc)
+
+    assert result.code == 0, result
+    assert "after" in result.out, result
+
+
+def test_an_invalid_idle_timeout_stops_the_command_with_one_line(user: Env) -> None:
+    user.extra_env["DSTACK_CLI_SERVER_IDLE_TIMEOUT"] = "soon"
+
+    result = user.dstack("ps")
+
+    assert result.code == 1, result
+    assert result.err.splitlines()[0] == "Error: invalid DSTACK_CLI_SERVER_IDLE_TIMEOUT 'soon'"

@@ -214,17 +214,20 @@ def _through_server(sock_path: str, description: str, argv: list[str]) -> int | 
     """The command's exit status, run by a fork of the server; None when no server took it
     (none is running, or it refused): the command then runs here. Once a fork has taken it,
     it is never run twice."""
-
     forwardable = [getattr(signal, name) for name in FORWARDED]
     ignored = [int(sig) for sig in forwardable if signal.getsignal(sig) == signal.SIG_IGN]
     umask = os.umask(0o022)
     os.umask(umask)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # removed: the command, run here, says so its own way
+        return None
     request = json.dumps(
         {
             "description": description,
             "argv": [sys.argv[0], *argv],
             "path": sys.path,
-            "cwd": os.getcwd(),
+            "cwd": cwd,
             "env": dict(os.environ),
             "umask": umask,
             "ignored": ignored,
@@ -233,48 +236,52 @@ def _through_server(sock_path: str, description: str, argv: list[str]) -> int | 
     ).encode()  # ASCII: an undecodable byte (a surrogate escape) travels as \udcXX
     if len(request) > REQUEST_LIMIT:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     pgid: list[int] = []
     forwarded: list[int] = []
-    try:
-        try:
-            sock.connect(sock_path)
-            payload = len(request).to_bytes(4, "big") + request
-            sent = socket.send_fds(sock, [payload], [0, 1, 2])
-            sock.sendall(payload[sent:])
-            replies = sock.makefile("rb")
-            first = replies.readline(4096)
-        except OSError:
-            return None
-        try:
-            started = json.loads(first) if first else {}
-        except ValueError:
-            return None
-        if not isinstance(started, dict) or not isinstance(started.get("pid"), int):
-            return None  # refused (an old server), or gone: the command runs here
-        pgid.append(started["pid"])
 
-        def forward(signum: int, _frame: object) -> None:
-            forwarded.append(signum)
+    def forward(signum: int, _frame: object) -> None:
+        # Before the fork has answered, a signal waits for it (or for the command to run
+        # here, should no fork take it).
+        forwarded.append(signum)
+        if pgid:
             with contextlib.suppress(OSError):
                 os.killpg(pgid[0], signum)
 
-        def suspend(_signum: int, _frame: object) -> None:
-            # Ctrl+Z: the fork stops, then this process as the shell expects; `fg`
-            # continues this process here, and then the fork.
+    def suspend(_signum: int, _frame: object) -> None:
+        # Ctrl+Z: the fork stops, then this process as the shell expects; `fg` continues
+        # this process here, and then the fork.
+        if pgid:
             with contextlib.suppress(OSError):
                 os.killpg(pgid[0], signal.SIGTSTP)
-            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTSTP)
-            signal.signal(signal.SIGTSTP, suspend)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        signal.signal(signal.SIGTSTP, suspend)
+        if pgid:
             with contextlib.suppress(OSError):
                 os.killpg(pgid[0], signal.SIGCONT)
 
-        for sig in forwardable:
-            if int(sig) not in ignored:
-                signal.signal(sig, forward)
-        if signal.getsignal(signal.SIGTSTP) != signal.SIG_IGN:
-            signal.signal(signal.SIGTSTP, suspend)
+    handled = [sig for sig in (*forwardable, signal.SIGTSTP) if int(sig) not in ignored]
+    if signal.getsignal(signal.SIGTSTP) == signal.SIG_IGN:
+        handled.remove(signal.SIGTSTP)
+    previous = {
+        sig: signal.signal(sig, suspend if sig == signal.SIGTSTP else forward) for sig in handled
+    }
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        started = _start_fork(sock, sock_path, request)
+        if started is None:  # no fork took it: the command runs here, as it would have
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for signum in forwarded:
+                if signum == signal.SIGINT:
+                    sys.exit(130)
+                _die_of(signum)
+            return None
+        replies, pid = started
+        pgid.append(pid)
+        for signum in forwarded:  # those that came before the fork's answer
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signum)
         try:
             last = replies.readline(4096)
         except OSError:
@@ -290,13 +297,26 @@ def _through_server(sock_path: str, description: str, argv: list[str]) -> int | 
             _die_of(forwarded[-1])
         print("dstack: the command ended without an exit status", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if pgid:  # Ctrl+C before the handler was in place: the fork gets it too
-            with contextlib.suppress(OSError):
-                os.killpg(pgid[0], signal.SIGINT)
-        return 130
     finally:
         sock.close()
+
+
+def _start_fork(sock: socket.socket, sock_path: str, request: bytes) -> tuple[Any, int] | None:
+    """Hand the command to the server: (its replies, the fork's pid), or None when no
+    server took it (none listens, it refused, or it left)."""
+    try:
+        sock.connect(sock_path)
+        payload = len(request).to_bytes(4, "big") + request
+        sent = socket.send_fds(sock, [payload], [0, 1, 2])
+        sock.sendall(payload[sent:])
+        replies = sock.makefile("rb")
+        first = replies.readline(4096)
+        started = json.loads(first) if first else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(started, dict) or not isinstance(started.get("pid"), int):
+        return None
+    return replies, int(started["pid"])
 
 
 def _die_of(signum: int) -> NoReturn:

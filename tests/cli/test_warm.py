@@ -20,6 +20,7 @@ from tests.e2e.conftest import Env, Result, _stop_server, make_env
 from tests.e2e.remote_helpers import wait_until
 
 from dstack.cli.warm import stop_servers
+from dstack.pidlock import lock_holder
 
 WORKFLOWS = """
 workflows:
@@ -46,6 +47,8 @@ def user(tmp_path: Path) -> Iterator[Env]:
         yield e
     finally:
         stop_servers(str(socket_dir(e)))
+        for server in servers(e):  # one still starting holds no lock yet
+            server.kill()
         _stop_server(e.home)
 
 
@@ -68,13 +71,28 @@ def servers(e: Env) -> list[psutil.Process]:
 
 
 def the_server(e: Env) -> psutil.Process:
-    """The one command server of this user, once it listens."""
-    wait_until(
-        lambda: len(servers(e)) == 1 and any(socket_dir(e).glob("*.sock")),
-        timeout=60,
-        what="the command server",
-    )
+    """The one command server of this user, once it holds its lock and listens."""
+
+    def listening() -> bool:
+        found = servers(e)
+        locks = list(socket_dir(e).glob("*.lock"))
+        return (
+            len(found) == 1
+            and len(locks) == 1
+            and lock_holder(locks[0]) == found[0].pid
+            and locks[0].with_suffix(".sock").exists()
+        )
+
+    wait_until(listening, timeout=60, what="the command server")
     return servers(e)[0]
+
+
+def gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie its parent has not reaped yet counts)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def forks(server: psutil.Process) -> list[psutil.Process]:
@@ -226,7 +244,7 @@ def test_a_change_to_what_the_server_imported_gets_a_new_server(user: Env, tmp_p
 
     assert result.code == 3, result
     assert "to-stdout" in result.out, result
-    wait_until(lambda: not old.is_running(), what="the stale server to leave")
+    wait_until(lambda: gone(old), what="the stale server to leave")
     assert the_server(user).pid != old.pid
 
 
@@ -276,7 +294,8 @@ def test_stopped_servers_leave_and_the_next_command_starts_one(user: Env) -> Non
     server = the_server(user)
 
     assert stop_servers(str(socket_dir(user))) == [server.pid]
-    wait_until(lambda: not server.is_running(), what="the server to stop")
+    wait_until(lambda: gone(server), what="the server to stop")
+    assert not list(socket_dir(user).glob("*.sock"))  # it took its socket away
     result = user.dstack("run", "fail")
 
     assert result.code == 3, result

@@ -436,6 +436,14 @@ class _Server:
         gc.collect()
         gc.freeze()  # the forks share these pages instead of the collector touching them
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel
+        server_pid = os.getpid()
+
+        def stop(_signum: int, _frame: object) -> None:
+            if os.getpid() == server_pid:  # not a fork before it set its own handlers
+                self._leave()
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, stop)  # `stop_servers`: no socket is left behind
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sock_path)

@@ -12,7 +12,7 @@ SIGTERM, SIGHUP, Ctrl+Z and `fg`) go on to the fork's process group; a command k
 outright (SIGKILL) takes its fork with it.
 
 A fork must not see anything a fresh process would not:
-- one server per interpreter, `sys.path`, interpreter flags, `PYTHON*` variables,
+- one server per interpreter, `sys.path`, interpreter flags, `PYTHON*` and locale variables,
   namespaces, cgroup, capabilities and resource limits (`_description`): a command started
   elsewhere (another virtualenv, `ip netns exec`, a lower `ulimit`) gets another server;
 - the server reads nothing of the environment or the working directory; it imports modules
@@ -176,7 +176,12 @@ def _description(paths: list[str] | None = None) -> str:
         repr(getattr(sys, "_xoptions", {})),
         # [0] is the script's folder (or the working directory, with -m)
         *(sys.path if paths is None else paths)[1:],
-        *sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PYTHON")),
+        # the interpreter's settings, and the locale it chose its default encoding by
+        *sorted(
+            f"{k}={v}"
+            for k, v in os.environ.items()
+            if k.startswith(("PYTHON", "LC_")) or k == "LANG"
+        ),
         repr(os.getgroups()),
         str(os.getgid()),
     ]
@@ -428,6 +433,8 @@ class _Server:
             if _socket_path(self.description) != self.sock_path:
                 raise RuntimeError("started by a process unlike this one: it cannot serve it")
             self._preload()
+            if threading.active_count() != 1:  # a fork would copy one thread, not its locks
+                raise RuntimeError("a module started a thread")
         except Exception:
             with open(self.stem + ".failed", "w"):
                 pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterator
@@ -76,6 +77,16 @@ def _isolated_dstack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def _stop_command_servers(run_dir: Path) -> None:
+    """Stop the session's command servers, one still starting (no lock yet) too."""
+    import psutil
+
     from dstack.cli.warm import stop_servers
 
     stop_servers(str(run_dir / f"dstack-cli-{os.getuid()}"))
+    for proc in psutil.process_iter(["cmdline"]):
+        line = proc.info["cmdline"] or []
+        if any("dstack.cli.warm import serve" in part for part in line) and any(
+            part.startswith(str(run_dir)) for part in line
+        ):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()

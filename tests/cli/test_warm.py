@@ -326,3 +326,20 @@ def test_an_invalid_idle_timeout_stops_the_command_with_one_line(user: Env) -> N
 
     assert result.code == 1, result
     assert result.err.splitlines()[0] == "Error: invalid DSTACK_CLI_SERVER_IDLE_TIMEOUT 'soon'"
+
+
+def test_a_socket_path_longer_than_a_socket_address_holds_still_gets_a_server(
+    user: Env, tmp_path: Path
+) -> None:
+    long_dir = tmp_path / ("a-long-runtime-directory-" * 4)
+    long_dir.mkdir(mode=0o700)
+    user.extra_env["XDG_RUNTIME_DIR"] = str(long_dir)
+    assert len(str(socket_dir(user))) > 108  # beyond sun_path, before the socket's name
+
+    first = user.dstack("run", "fail")
+    server = the_server(user)
+    second = user.dstack("run", "fail")
+
+    assert (first.code, second.code) == (3, 3)
+    assert "to-stdout" in second.out, second
+    assert the_server(user).pid == server.pid

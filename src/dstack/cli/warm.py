@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 SERVED = frozenset(
@@ -161,7 +162,22 @@ def _socket_path(description: str) -> str | None:
         return None
     key = zlib.crc32(description.encode(errors="surrogateescape"))
     path = os.path.join(directory, f"{key:08x}.sock")
-    return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
+    return path
+
+
+@contextlib.contextmanager
+def _address(path: str) -> Iterator[str]:
+    """An address for the socket at `path` that fits `sun_path` (108 bytes): `path` itself,
+    or the same file through `/proc/self/fd/N/` of an open descriptor of its folder (Linux
+    follows that link for bind and connect alike), for a long `XDG_RUNTIME_DIR`."""
+    if len(path.encode()) < 100:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
 
 
 def _description(paths: list[str] | None = None) -> str:
@@ -310,7 +326,8 @@ def _start_fork(sock: socket.socket, sock_path: str, request: bytes) -> tuple[An
     """Hand the command to the server: (its replies, the fork's pid), or None when no
     server took it (none listens, it refused, or it left)."""
     try:
-        sock.connect(sock_path)
+        with _address(sock_path) as address:
+            sock.connect(address)
         payload = len(request).to_bytes(4, "big") + request
         sent = socket.send_fds(sock, [payload], [0, 1, 2])
         sock.sendall(payload[sent:])
@@ -455,7 +472,8 @@ class _Server:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sock_path)
         old_umask = os.umask(0o177)
-        listener.bind(self.sock_path)
+        with _address(self.sock_path) as address:
+            listener.bind(address)
         os.umask(old_umask)
         self.inode = os.stat(self.sock_path).st_ino
         listener.listen(64)

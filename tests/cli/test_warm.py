@@ -196,38 +196,65 @@ def test_each_command_has_its_own_directory_and_environment(user: Env, tmp_path:
     assert "elsewhere" not in runs_here.out, runs_here
 
 
+def on_terminal(e: Env, *args: str, answer: bytes | None = None) -> tuple[int, bytes]:
+    """Run `dstack ARGS` on a terminal (a pty); answer its question, if any, with `answer`.
+    (exit status, everything the terminal showed)."""
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dstack", *args],
+        cwd=e.repo,
+        env={**e.environ(), "TERM": "xterm", "COLUMNS": "120"},
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if answer is not None and shown.rstrip().endswith(b"]:"):
+            os.write(main, answer)
+            answer = None
+    proc.wait(60)
+    os.close(main)
+    return proc.returncode, shown
+
+
 def test_on_a_terminal_the_output_is_the_full_commands_byte_for_byte(user: Env) -> None:
     user.dstack("run", "fail")
     the_server(user)
 
-    def on_terminal(e: Env) -> bytes:
-        main, secondary = pty.openpty()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dstack", "ps", "-a"],
-            cwd=e.repo,
-            env={**e.environ(), "TERM": "xterm", "COLUMNS": "120"},
-            stdin=secondary,
-            stdout=secondary,
-            stderr=secondary,
-        )
-        os.close(secondary)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the terminal's other end is closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        proc.wait(60)
-        os.close(main)
-        assert proc.returncode == 0
-        return b"".join(chunks)
+    served, full = on_terminal(user, "ps", "-a"), on_terminal(in_full(user), "ps", "-a")
 
-    served, full = on_terminal(user), on_terminal(in_full(user))
-    assert b"\x1b[" in served  # colours: the fork saw a terminal
+    assert served[0] == 0
+    assert b"\x1b[" in served[1]  # colours: the fork saw a terminal
     assert served == full
+
+
+def test_a_question_on_the_terminal_is_answered_through_the_fork(user: Env) -> None:
+    user.extra_env["DSTACK_UPLOAD_CONFIRM_SIZE"] = "1KB"
+    user.write("big.bin", "x" * 5000)  # untracked: uploaded with the run, above the size
+    user.dstack("run", "fail")  # no terminal, no question; uploads the commit, once
+    server = the_server(user)
+    runs = user.dstack("ps", "-a").out.count("fail")
+
+    user.write("big.bin", "y" * 5000)  # new changes: asked again
+    served = on_terminal(user, "run", "fail", answer=b"n\n")
+    user.write("big.bin", "z" * 5000)
+    full = on_terminal(in_full(user), "run", "fail", answer=b"n\n")
+
+    assert served == full
+    assert served[0] == 1
+    assert b"[y/N]: n" in served[1]
+    assert b"nothing was uploaded or submitted" in served[1]
+    assert user.dstack("ps", "-a").out.count("fail") == runs  # no run was made
+    assert the_server(user).pid == server.pid
 
 
 def test_a_change_to_what_the_server_imported_gets_a_new_server(user: Env, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -96,7 +96,17 @@ def gone(proc: psutil.Process) -> bool:
 
 
 def forks(server: psutil.Process) -> list[psutil.Process]:
-    return [p for p in server.children() if p.status() != psutil.STATUS_ZOMBIE]
+    return [p for p in server.children() if not gone(p)]
+
+
+def submitted(e: Env, workflow: str, prepare: Callable[[], None]) -> subprocess.Popen[str]:
+    """`dstack run WORKFLOW` started with `prepare` (a signal disposition), once the run is
+    submitted: by then its fork has the command."""
+    proc = e.spawn("run", workflow, prepare=prepare)
+    assert proc.stderr is not None
+    while "submitted" not in proc.stderr.readline():
+        assert proc.poll() is None, proc.communicate()
+    return proc
 
 
 def finish(proc: subprocess.Popen[str]) -> Result:
@@ -332,18 +342,43 @@ def test_stopped_servers_leave_and_the_next_command_starts_one(user: Env) -> Non
 def test_ctrl_z_stops_the_command_and_its_fork_and_fg_continues_both(user: Env) -> None:
     user.dstack("ps")
     server = the_server(user)
-    proc = user.spawn("run", "pause")
-    wait_until(lambda: len(forks(server)) == 1, what="the command's fork")
-    fork, command = forks(server)[0], psutil.Process(proc.pid)
 
-    proc.send_signal(signal.SIGTSTP)
-    wait_until(lambda: command.status() == psutil.STATUS_STOPPED, what="the command to stop")
-    wait_until(lambda: fork.status() == psutil.STATUS_STOPPED, what="the fork to stop")
-    proc.send_signal(signal.SIGCONT)
-    result = finish(proc)
+    def as_a_shell_starts_it() -> None:  # a shell with job control: Ctrl+C, Ctrl+Z default
+        for sig in (signal.SIGINT, signal.SIGTSTP, signal.SIGCONT):
+            signal.signal(sig, signal.SIG_DFL)
+
+    proc = submitted(user, "pause", as_a_shell_starts_it)
+    try:
+        fork, command = forks(server)[0], psutil.Process(proc.pid)
+
+        proc.send_signal(signal.SIGTSTP)
+        wait_until(lambda: command.status() == psutil.STATUS_STOPPED, what="it to stop")
+        wait_until(lambda: fork.status() == psutil.STATUS_STOPPED, what="the fork to stop")
+        proc.send_signal(signal.SIGCONT)
+        result = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
     assert result.code == 0, result
     assert "after" in result.out, result
+
+
+def test_a_signal_the_command_ignores_its_fork_ignores_too(user: Env) -> None:
+    user.dstack("ps")
+    the_server(user)
+
+    def as_a_background_job() -> None:  # a non-interactive shell's `cmd &` ignores Ctrl+C
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = submitted(user, "pause", as_a_background_job)
+    proc.send_signal(signal.SIGINT)
+    result = finish(proc)
+
+    assert result.code == 0, result
+    assert "after" in result.out, result  # not detached: the run was followed to its end
+    assert "Detached" not in result.err, result
 
 
 def test_an_invalid_idle_timeout_stops_the_command_with_one_line(user: Env) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,17 @@ class Env:
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
+    def spawn(self, *args: str, prepare: Callable[[], None] | None = None) -> subprocess.Popen[str]:
+        """`dstack ARGS` running; `prepare` runs in the child before it (signal dispositions,
+        resource limits: what the shell a user starts it from would have set)."""
+
+        def preexec() -> None:
+            # Ctrl+C must reach it even when the test run itself ignores SIGINT (a
+            # background job of a non-interactive shell does).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if prepare is not None:
+                prepare()
+
         return subprocess.Popen(
             [sys.executable, "-m", "dstack", *args],
             cwd=self.repo,
@@ -69,9 +79,7 @@ class Env:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
-            # Ctrl+C must reach it even when the test run itself ignores SIGINT (a
-            # background job of a non-interactive shell does).
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=preexec,
         )
 
     def git(self, *args: str) -> str:

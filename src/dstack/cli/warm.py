@@ -236,7 +236,8 @@ def _through_server(sock_path: str, description: str, argv: list[str]) -> int | 
     (none is running, or it refused): the command then runs here. Once a fork has taken it,
     it is never run twice."""
     forwardable = [getattr(signal, name) for name in FORWARDED]
-    ignored = [int(sig) for sig in forwardable if signal.getsignal(sig) == signal.SIG_IGN]
+    # what this process ignores (inherited, as a background job ignores Ctrl+C), its fork does
+    ignored = [int(sig) for sig in _catchable() if signal.getsignal(sig) == signal.SIG_IGN]
     umask = os.umask(0o022)
     os.umask(umask)
     try:
@@ -282,8 +283,6 @@ def _through_server(sock_path: str, description: str, argv: list[str]) -> int | 
                 os.killpg(pgid[0], signal.SIGCONT)
 
     handled = [sig for sig in (*forwardable, signal.SIGTSTP) if int(sig) not in ignored]
-    if signal.getsignal(signal.SIGTSTP) == signal.SIG_IGN:
-        handled.remove(signal.SIGTSTP)
     previous = {
         sig: signal.signal(sig, suspend if sig == signal.SIGTSTP else forward) for sig in handled
     }
@@ -339,6 +338,14 @@ def _start_fork(sock: socket.socket, sock_path: str, request: bytes) -> tuple[An
     if not isinstance(started, dict) or not isinstance(started.get("pid"), int):
         return None
     return replies, int(started["pid"])
+
+
+def _catchable() -> list[signal.Signals]:
+    return [
+        sig
+        for sig in signal.valid_signals()
+        if isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP)
+    ]
 
 
 def _die_of(signum: int) -> NoReturn:
@@ -593,14 +600,15 @@ def _become(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> Non
 
     os.setpgid(0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for name in FORWARDED:
-        sig = getattr(signal, name)
+    for sig in _catchable():  # as the command's own process has them, not the server's
         if int(sig) in request["ignored"]:
-            signal.signal(sig, signal.SIG_IGN)
+            handler: Any = signal.SIG_IGN
         elif sig == signal.SIGINT:
-            signal.signal(sig, signal.default_int_handler)
+            handler = signal.default_int_handler
         else:
-            signal.signal(sig, signal.SIG_DFL)
+            handler = signal.SIG_DFL
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, handler)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)

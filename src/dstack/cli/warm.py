@@ -156,13 +156,13 @@ def _socket_dir() -> str | None:
 
 
 def _socket_path(description: str) -> str | None:
-
+    """The socket of the server for `description` (its checksum names it); None when there
+    is no private directory for it."""
     directory = _socket_dir()
     if directory is None:
         return None
     key = zlib.crc32(description.encode(errors="surrogateescape"))
-    path = os.path.join(directory, f"{key:08x}.sock")
-    return path
+    return os.path.join(directory, f"{key:08x}.sock")
 
 
 @contextlib.contextmanager
@@ -349,7 +349,6 @@ def _catchable() -> list[signal.Signals]:
 
 
 def _die_of(signum: int) -> NoReturn:
-
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # a signal whose default is not to end the process
@@ -358,7 +357,6 @@ def _die_of(signum: int) -> NoReturn:
 def _start_server(sock_path: str, idle: float) -> None:
     """Start the command server for the next command, unless one runs or is starting (it
     holds the lock) or one failed to start lately. Detached, with nothing of ours open."""
-
     stem = sock_path[: -len(".sock")]
     try:
         failed = os.stat(stem + ".failed")
@@ -443,7 +441,6 @@ class _Server:
         self.idle = idle if idle > 0 else None
 
     def run(self) -> tuple[socket.socket, list[int], dict[str, Any]] | None:
-
         # pathlib: ~7 ms of every served command's start; the server's side only
         from pathlib import Path
 
@@ -509,7 +506,6 @@ class _Server:
         return None
 
     def _preload(self) -> None:
-
         # the CLI's modules: what the server is for (about 170 ms, once)
         from dstack.cli import main
 
@@ -522,7 +518,6 @@ class _Server:
     def _take(self, conn: socket.socket) -> tuple[list[int], dict[str, Any]] | str | None:
         """The request's (fds, request); "stale" when this server must leave; None to drop
         the connection (not its user's, malformed)."""
-
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
         if uid != os.getuid():
@@ -597,7 +592,6 @@ def _fingerprint() -> list[tuple[str, int, int]]:
 def _become(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
     """In the fork: take the command's process group, streams, directory and environment,
     run it, and report its exit status."""
-
     os.setpgid(0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for sig in _catchable():  # as the command's own process has them, not the server's

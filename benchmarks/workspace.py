@@ -189,10 +189,9 @@ class Workspace:
         return str(self.run_dir / f"dstack-cli-{os.getuid()}")
 
     def command_server_pids(self) -> list[int]:
-        from dstack.pidlock import lock_holder
+        from dstack.cli.warm import server_pids
 
-        pids = [lock_holder(lock) for lock in Path(self.command_server_dir()).glob("*.lock")]
-        return [pid for pid in pids if pid]
+        return server_pids(self.command_server_dir())
 
     def stop_command_server(self) -> list[int]:
         """Stop the command server of this workspace; the pids stopped."""

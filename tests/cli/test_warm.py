@@ -9,6 +9,7 @@ import os
 import pty
 import resource
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -409,4 +410,34 @@ def test_a_socket_path_longer_than_a_socket_address_holds_still_gets_a_server(
 
     assert (first.code, second.code) == (3, 3)
     assert "to-stdout" in second.out, second
+    assert the_server(user).pid == server.pid
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"\x00\x00",  # a length cut short, then the end
+        (1 << 31).to_bytes(4, "big"),  # a length over the bound
+        (20).to_bytes(4, "big") + b"{not json",  # fewer bytes than said, then the end
+        (9).to_bytes(4, "big") + b"not json!",  # whole, but not a request
+    ],
+)
+def test_a_broken_request_is_dropped_and_the_server_serves_the_next_command(
+    user: Env, request_bytes: bytes
+) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+    (sock_path,) = socket_dir(user).glob("*.sock")
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(sock_path))
+        socket.send_fds(sock, [request_bytes], [0, 1, 2])
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # no fork: dropped unanswered
+    proc = user.spawn("run", "slow")
+    try:
+        wait_until(lambda: len(forks(server)) == 1, what="the next command's fork")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        finish(proc)
     assert the_server(user).pid == server.pid

@@ -401,20 +401,25 @@ def _start_server(sock_path: str, idle: float) -> None:
 def stop_servers(directory: str | None = None) -> list[int]:
     """Stop the command servers of this user (of `directory`, else the usual one); their
     pids. A command being served goes on: it is a process of its own."""
+    stopped = []
+    for pid in server_pids(directory):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+    return stopped
+
+
+def server_pids(directory: str | None = None) -> list[int]:
+    """The pids of the command servers of this user (of `directory`, else the usual one):
+    the holders of their locks (one still starting may not hold its lock yet)."""
     # pathlib: only here, not at every command's start
     from pathlib import Path
 
     from dstack.pidlock import lock_holder
 
     found = directory or _socket_dir()
-    stopped = []
-    for lock in sorted(Path(found).glob("*.lock")) if found else []:
-        pid = lock_holder(lock)
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-                stopped.append(pid)
-    return stopped
+    pids = [lock_holder(lock) for lock in sorted(Path(found).glob("*.lock"))] if found else []
+    return [pid for pid in pids if pid]
 
 
 # --- the server's side -------------------------------------------------------------------
@@ -526,17 +531,15 @@ class _Server:
         fds: list[int] = []
         try:
             data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
-            while 0 < len(data) < 4:
-                data += conn.recv(4 - len(data))
-            size = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
+            body = bytearray(data)
+            while 0 < len(body) < 4:
+                body += _more(conn, 4 - len(body))
+            size = int.from_bytes(body[:4], "big") if len(body) >= 4 else -1
             if not 0 < size <= REQUEST_LIMIT or len(fds) != 3:
                 raise ValueError("malformed")
-            body = bytearray(data[4:])
+            del body[:4]
             while len(body) < size:
-                chunk = conn.recv(min(1 << 20, size - len(body)))
-                if not chunk:
-                    raise ValueError("short")
-                body += chunk
+                body += _more(conn, min(1 << 20, size - len(body)))
             request = json.loads(bytes(body))
             if not isinstance(request, dict) or set(request) != REQUEST_KEYS:
                 raise ValueError("malformed")
@@ -561,6 +564,14 @@ class _Server:
                 os.unlink(self.sock_path)
         except OSError:
             pass
+
+
+def _more(conn: socket.socket, size: int) -> bytes:
+    """Up to `size` more bytes of a request; a request that ends early is malformed."""
+    chunk = conn.recv(size)
+    if not chunk:
+        raise ValueError("the request ended early")
+    return chunk
 
 
 def _fingerprint() -> list[tuple[str, int, int]]:

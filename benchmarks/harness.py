@@ -6,9 +6,10 @@ measured in the same run (when there is one) and the budget it is held to.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,20 +17,50 @@ Action = Callable[[], object]
 
 
 def sample(
-    action: Action, *, runs: int, setup: Action | None = None, warmup: int = 1
+    action: Action,
+    *,
+    runs: int,
+    setup: Action | None = None,
+    warmup: int = 1,
+    settle_disk: bool = False,
 ) -> list[float]:
     """Seconds of `action` for each of `runs` runs, after `warmup` untimed runs.
 
-    `setup` (untimed) runs before every run, warm-ups included.
+    `setup` (untimed) runs before every run, warm-ups included; `settle_disk` as for
+    `sample_in_turn`.
     """
-    results = []
+    timed = sample_in_turn({"": (action, setup)}, runs=runs, warmup=warmup, settle_disk=settle_disk)
+    return timed[""]
+
+
+def sample_in_turn(
+    works: Mapping[str, tuple[Action, Action | None]],
+    *,
+    runs: int,
+    warmup: int = 1,
+    settle_disk: bool = False,
+) -> dict[str, list[float]]:
+    """Seconds of each (action, setup) of `works`, sampled in turn: `warmup` untimed rounds,
+    then `runs` rounds of one sample of each. Side by side, they meet the same state of the
+    machine (its load, its disk), so their ratio holds where samples taken one block after
+    another would drift apart.
+
+    `setup` (untimed) runs before each sample of its action. With `settle_disk`, the disk's
+    write-back is flushed (`sync`, untimed) before each sample, so that none pays for what
+    the one before it (or a setup) wrote: on a disk slower than the page cache, the
+    write-back of one sample's gigabyte otherwise lands in whichever sample comes next.
+    """
+    results: dict[str, list[float]] = {name: [] for name in works}
     for index in range(warmup + runs):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        action()
-        if index >= warmup:
-            results.append(time.perf_counter() - start)
+        for name, (action, setup) in works.items():
+            if setup is not None:
+                setup()
+            if settle_disk:
+                os.sync()
+            start = time.perf_counter()
+            action()
+            if index >= warmup:
+                results[name].append(time.perf_counter() - start)
     return results
 
 

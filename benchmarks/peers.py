@@ -16,13 +16,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import Action, Budget, Row, skipped
+from benchmarks.harness import Action, Budget, Row, sample_in_turn, skipped
 from benchmarks.scenarios.base import Bench, Sizes
 from benchmarks.scenarios.runs import CHAIN, HELLO, _parallel_workflows
 from benchmarks.scenarios.storage import _random_file, _random_files
@@ -117,16 +116,10 @@ def compare(
 
 def _interleaved(row_id: str, title: str, plans: dict[str, Plan], runs: int) -> list[Row]:
     """One warm-up round, then `runs` rounds of one sample of each tool in turn."""
-    works = {name: plan for name, plan in plans.items() if isinstance(plan, Work)}
-    samples: dict[str, list[float]] = {name: [] for name in works}
-    for index in range(1 + runs):
-        for name, work in works.items():
-            if work.setup is not None:
-                work.setup()
-            start = time.perf_counter()
-            work.action()
-            if index:
-                samples[name].append(time.perf_counter() - start)
+    works = {
+        name: (plan.action, plan.setup) for name, plan in plans.items() if isinstance(plan, Work)
+    }
+    samples = sample_in_turn(works, runs=runs)
     dstack = Row(row_id, f"{title}: dstack", samples["dstack"])
     rows = [dstack]
     for name, plan in plans.items():

@@ -4,7 +4,10 @@
 the runner's final artifact sync, so that is when the artifact is in the blob store. The
 job copies prepared data from outside the repository (so no sample pays for making random
 bytes), and each sample stores new content (a nonce is appended), so nothing is deduplicated.
-The baselines are that copy alone.
+The baselines are that copy alone, sampled in turn with dstack's and each sample after the
+disk's write-back is flushed (`sample_in_turn`): this machine's disk writes back far slower
+than the page cache takes writes, so that is what decides which of two blocks of samples is
+slower, more than what each sample does.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks.harness import Budget, Row, median, quiet, sample
+from benchmarks.harness import Budget, Row, median, quiet, sample_in_turn
 from benchmarks.scenarios.base import Bench
 from benchmarks.workspace import BenchError
 
@@ -35,40 +38,45 @@ def big_file(bench: Bench) -> list[Row]:
                 artifacts: [out]
             """
         )
-        stored = sample(lambda: ws.dstack("run", "big", "--reload"), runs=bench.sizes.runs)
+        ws.dstack("run", "big")
         run = ws.newest_run()
         target = ws.root / "back.bin"
-        copied = sample(
-            lambda: ws.dstack("cp", run, "out/big.bin", str(target)),
-            setup=lambda: target.unlink(missing_ok=True),
+        copy = ws.root / "copy.bin"
+        timed = sample_in_turn(
+            {
+                "stored": (lambda: ws.dstack("run", "big", "--reload"), None),
+                "back": (
+                    lambda: ws.dstack("cp", run, "out/big.bin", str(target)),
+                    lambda: target.unlink(missing_ok=True),
+                ),
+                "cp": (
+                    lambda: quiet(["cp", str(source), str(copy)]),
+                    lambda: copy.unlink(missing_ok=True),
+                ),
+            },
             runs=bench.sizes.runs,
+            settle_disk=True,
         )
         if target.stat().st_size <= source.stat().st_size:
             raise BenchError("dstack cp brought back a file smaller than the one stored")
-        copy = ws.root / "copy.bin"
-        base = sample(
-            lambda: quiet(["cp", str(source), str(copy)]),
-            setup=lambda: copy.unlink(missing_ok=True),
-            runs=bench.sizes.runs,
-        )
     name = f"{mib:,} MiB" if mib < 1024 else f"{mib // 1024} GiB"
-    cp = median(base)
+    cp = median(timed["cp"])
     return [
         Row(
             "S4",
             f"{name} artifact stored",
-            stored,
+            timed["stored"],
             baseline=cp,
             baseline_name="cp",
-            budget=Budget(1.0 * mib / 1024),
+            budget=Budget(1.5, times_baseline=True),
         ),
         Row(
             "S4",
             f"dstack cp {name} back",
-            copied,
+            timed["back"],
             baseline=cp,
             baseline_name="cp",
-            budget=Budget(0.6 * mib / 1024),
+            budget=Budget(1.5, times_baseline=True),
         ),
     ]
 
@@ -88,23 +96,27 @@ def many_files(bench: Bench) -> list[Row]:
                 artifacts: [out]
             """
         )
-        stored = sample(
-            lambda: ws.dstack("run", "files", "--reload"),
-            setup=lambda: _random_files(source, count),
-            runs=bench.sizes.runs,
-        )
         copy = ws.root / "copy"
-        base = sample(
-            lambda: quiet(["cp", "-r", str(source), str(copy)]),
-            setup=lambda: shutil.rmtree(copy, ignore_errors=True),
+        timed = sample_in_turn(
+            {
+                "stored": (
+                    lambda: ws.dstack("run", "files", "--reload"),
+                    lambda: _random_files(source, count),
+                ),
+                "cp": (
+                    lambda: quiet(["cp", "-r", str(source), str(copy)]),
+                    lambda: shutil.rmtree(copy, ignore_errors=True),
+                ),
+            },
             runs=bench.sizes.runs,
+            settle_disk=True,
         )
     return [
         Row(
             "S5",
             f"{count:,} x 1 KiB artifact stored",
-            stored,
-            baseline=median(base),
+            timed["stored"],
+            baseline=median(timed["cp"]),
             baseline_name="cp -r",
             budget=Budget(2.0 * count / 10_000),
         ),

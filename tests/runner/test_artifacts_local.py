@@ -72,4 +72,5 @@ def test_files_written_just_before_the_end_are_moved_in_whole(
     assert files_of(manifest) == {"s": digest_of(b"small\n"), "sub/big": digest_of(big)}
     assert store.path(digest_of(big)).read_bytes() == big
     assert sorted(store.list_digests()) == sorted([digest_of(big), digest_of(b"small\n")])
-    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    temp = tmp_path / "blobs" / "tmp"  # moved in by renames: made only for copies
+    assert not temp.exists() or list(temp.iterdir()) == []

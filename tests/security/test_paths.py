@@ -7,6 +7,7 @@ uploads, imports, runs), the runner (before syncing, before placing) and `dstack
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from dstack.models.repo import RepoRef
 from dstack.models.workflow import ArtifactSpec
 from dstack.server.app import create_app
 from dstack.server.settings import ServerSettings
+from dstack.storage.local import LocalBlobStore
 from dstack.storage.manifests import scan
 from dstack.storage.memory import MemoryBlobStore
 from dstack.storage.paths import UnsafePathError
@@ -284,6 +286,28 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_not_read(tmp_path: Path) ->
 
     assert manifest.files == []
     assert not store.exists(digest_of(SECRET))
+
+
+@pytest.mark.parametrize("planted", ["file", "fifo"])
+def test_a_folder_swapped_for_a_link_after_the_scan_is_not_read_through(
+    tmp_path: Path, planted: str
+) -> None:
+    host = _secret(tmp_path)
+    if planted == "fifo":  # opening it for reading would wait for a writer forever
+        (host / "token").unlink()
+        os.mkfifo(host / "token")
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "sub" / "token").write_bytes(SECRET.replace(b"host", b"mine"))
+    manifest = scan(tmp_path / "out", "out", within=tmp_path)
+    shutil.rmtree(tmp_path / "out" / "sub")
+    os.symlink(host, tmp_path / "out" / "sub")  # the job swaps the folder meanwhile
+    store = LocalBlobStore(tmp_path / "store")  # one that takes files by moving them
+
+    push(manifest, tmp_path / "out", store, within=tmp_path, move=True)
+
+    assert manifest.files == []
+    assert not store.exists(digest_of(SECRET))
+    assert (host / "token").exists()  # nothing of the host was moved away either
 
 
 @pytest.mark.parametrize("declared", ["../../x", "a/../../../x", "/etc"])

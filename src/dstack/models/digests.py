@@ -84,10 +84,17 @@ def digest_file(path: Path | str, algorithm: Algorithm = ALGORITHM) -> str:
 def digest_fd(fd: int, algorithm: Algorithm = ALGORITHM) -> str:
     """The hex digest of a descriptor's content from offset 0 (positioned reads: the offset
     of `fd` is left to whoever else uses it)."""
-    h = new_hasher(os.fstat(fd).st_size, algorithm)
+    size = os.fstat(fd).st_size
+    h = new_hasher(size, algorithm)
+    offset = 0
+    if size < READ_SIZE:  # most artifact files: one read of their size, no buffer to zero
+        data = os.pread(fd, size + 1, 0)
+        h.update(data)
+        if len(data) <= size:
+            return h.hexdigest()
+        offset = len(data)  # it grew meanwhile: read on
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
-    offset = 0
     while count := os.preadv(fd, [buffer], offset):
         h.update(view[:count])
         offset += count

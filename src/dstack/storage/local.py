@@ -197,16 +197,16 @@ class LocalBlobStore:
                 yield chunk
         verify(digest, hasher.hexdigest(), lambda: hash_file(path, LEGACY))
 
-    def _temp_name(self) -> str:
-        """A fresh name in the store's temp folder (which is created when missing)."""
-        if not os.path.isdir(self._tmp):
-            _make_dir(self._tmp)
-        return f"{self._tmp}{os.sep}{os.getpid()}-{next(self._counter)}"
-
     def _temp(self) -> tuple[int, str]:
-        """A new temp file in the store: (fd open for writing and reading, path)."""
-        name = self._temp_name()
-        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), name
+        """A new temp file in the store: (fd open for writing and reading, path). The temp
+        folder is made when it is missing (first use, or the store was emptied)."""
+        name = f"{self._tmp}{os.sep}{os.getpid()}-{next(self._counter)}"
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileNotFoundError:
+            _make_dir(self._tmp)
+            return os.open(name, flags, 0o600), name
 
     def _write(self, source_fd: int, digest: str) -> None:
         """Copy `source_fd` into a temp file while hashing, then rename it into place."""
@@ -287,41 +287,47 @@ class LocalBlobStore:
         if self.exists(digest):
             os.unlink(path)
             return
-        st = os.lstat(path)
-        if st.st_nlink > 1 or not stat.S_ISREG(st.st_mode):
-            # Renaming would leave another hard link, writable, pointing at the stored blob
-            # (or would move a symbolic link instead of the content).
-            self._copy_then_unlink(path, digest)
-            return
-        tmp = self._temp_name()
         try:
-            os.rename(path, tmp)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            if exc.errno != errno.EXDEV:
+            if exc.errno != errno.ELOOP:
                 raise
-            self._copy_then_unlink(path, digest)
+            self._copy_then_unlink(path, digest)  # a link: its content is copied
             return
-        moved = os.lstat(tmp)
-        if moved.st_nlink > 1:  # a link was made between the check and the rename
-            os.rename(tmp, path)
-            self._copy_then_unlink(path, digest)
-            return
-        if moved.st_uid != os.geteuid():  # a job's user must not own (so chmod) a blob
-            os.chown(tmp, os.geteuid(), os.getegid())
-        if expected is None or not _same(expected, moved):
-            self._verify_adopted(path, tmp, digest)
-        self._commit(tmp, digest)
+        try:
+            st = os.fstat(fd)
+            if st.st_nlink > 1 or not stat.S_ISREG(st.st_mode):
+                # Renaming would leave another hard link, writable, pointing at the stored
+                # blob (or would move a device or FIFO).
+                self._copy_then_unlink(path, digest)
+                return
+            if expected is None or not _same(expected, st):
+                verify(digest, hash_fd(fd), lambda: digest_fd(fd, LEGACY))  # it stays put
+            # Owner and mode are set on the open file before its name is in the store: a
+            # job's user must not own (so chmod) a blob; a link swapped in meanwhile is
+            # never followed.
+            if st.st_uid != os.geteuid():
+                os.fchown(fd, os.geteuid(), os.getegid())
+            os.fchmod(fd, BLOB_MODE)
+            final = self._where(digest)
+            try:
+                self._rename_in(path, final)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self._copy_then_unlink(path, digest)
+                return
+            if os.lstat(final).st_ino != st.st_ino or os.fstat(fd).st_nlink > 1:
+                # Another file was swapped in before the rename, or a link was made to it:
+                # it goes back and is stored as a verified copy.
+                os.rename(final, path)
+                self._copy_then_unlink(path, digest)
+        finally:
+            os.close(fd)
 
     def _copy_then_unlink(self, path: Path, digest: str) -> None:
         self.put_file(path, digest)
         path.unlink()
-
-    def _verify_adopted(self, original: Path, tmp: str, digest: str) -> None:
-        try:
-            self._verify(tmp, digest)
-        except StorageError:
-            os.rename(tmp, original)
-            raise
 
     @staticmethod
     def _verify(file: str, digest: str) -> None:
@@ -333,12 +339,15 @@ class LocalBlobStore:
 
     def _commit(self, tmp: str, digest: str) -> None:
         os.chmod(tmp, BLOB_MODE)
-        final = self._where(check_digest(digest))
+        self._rename_in(tmp, self._where(check_digest(digest)))
+
+    @staticmethod
+    def _rename_in(source: Path | str, final: str) -> None:
         try:
-            os.replace(tmp, final)
+            os.replace(source, final)
         except FileNotFoundError:  # the shard folder is new (or the store was emptied)
             _make_dir(Path(final).parent)
-            os.replace(tmp, final)
+            os.replace(source, final)
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:

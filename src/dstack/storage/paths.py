@@ -103,28 +103,46 @@ def open_inside(
     is gone, changed, not regular or outside `root` raises `FileNotFoundError`: callers skip
     it as a file that vanished.
     """
-    real = os.path.realpath(path)
-    if not real_under(real, root):
-        raise FileNotFoundError(errno.ENOENT, "outside the artifact folder", str(path))
-    try:
-        fd = os.open(real, os.O_RDONLY | _NOFOLLOW)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
-            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from exc
-        raise
+    fd = _open_file(path, root)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or not _same_file(st, expected):
             raise FileNotFoundError(errno.ENOENT, "changed while it was read", str(path))
-        proc = Path(f"/proc/self/fd/{fd}")
-        if _has_proc():
-            if not real_under(os.readlink(proc), root):
-                raise FileNotFoundError(errno.ENOENT, "moved out of the artifact folder", real)
-            yield proc, st, Path(real)
-        else:
-            yield Path(real), st, Path(real)
+        proc = f"/proc/self/fd/{fd}"
+        real = os.readlink(proc) if _has_proc() else os.path.realpath(path)
+        if not real_under(real, root):
+            raise FileNotFoundError(errno.ENOENT, "moved out of the artifact folder", real)
+        yield Path(proc if _has_proc() else real), st, Path(real)
     finally:
         os.close(fd)
+
+
+def _open_file(path: Path, root: Path) -> int:
+    """A read-only fd of `path`, its last name not followed. Where the kernel names open
+    files (Linux), the path is opened as it is and the caller checks the kernel's name of
+    it (one `open`, not an `lstat` per name); a last name that is a link is resolved first
+    and followed only into `root`. Elsewhere the real path is checked before opening.
+    `O_NONBLOCK`: a FIFO swapped in never blocks the open."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW
+    try:
+        if _has_proc():
+            try:
+                return os.open(path, flags)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+        return os.open(_real_inside(path, root), flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from exc
+        raise
+
+
+def _real_inside(path: Path, root: Path) -> str:
+    real = os.path.realpath(path)
+    if not real_under(real, root):
+        raise FileNotFoundError(errno.ENOENT, "outside the artifact folder", str(path))
+    return real
 
 
 @functools.cache

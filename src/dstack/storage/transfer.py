@@ -39,6 +39,7 @@ Progress = Callable[[int], None]
 _ATTEMPTS = 3
 _BATCH_FILES = 256
 _BATCH_BYTES = 16 * 1024 * 1024
+_SMALL = 256 * 1024
 _T = TypeVar("_T")
 
 
@@ -95,7 +96,9 @@ def push(
             stats.skip(entry)
     replaced: dict[str, FileEntry | None] = {}
     uploader = _Uploader(store, _real_root(root, within), move=move, stat_cache=stat_cache)
-    batches = _batches(list(groups.values()), lambda group: group[0].size)
+    batches = _batches(
+        list(groups.values()), lambda group: group[0].size, local=_on_this_disk(store)
+    )
     with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
         futures = [pool.submit(uploader.upload_batch, batch) for batch in batches]
         for future in as_completed(futures):
@@ -229,7 +232,7 @@ def place(
         else:
             todo.append((entry, dest))
     _make_parents(target, (dest for _, dest in todo))
-    batches = _batches(todo, lambda item: item[0].size)
+    batches = _batches(todo, lambda item: item[0].size, local=_on_this_disk(store))
     with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
         futures = [pool.submit(_fetch_batch, store, batch) for batch in batches]
         for future in as_completed(futures):
@@ -293,15 +296,31 @@ def _make_parents(target: Path, dests: Iterable[Path]) -> None:
             ) from exc
 
 
-def _batches(items: list[_T], size_of: Callable[[_T], int]) -> list[list[_T]]:
+def _on_this_disk(store: BlobStore) -> bool:
+    """A store whose files are on this machine's disk (what it does per file is a few
+    system calls, not a network round trip)."""
+    return isinstance(store, SupportsAdopt)
+
+
+def _batches(items: list[_T], size_of: Callable[[_T], int], *, local: bool) -> list[list[_T]]:
     """`items` in runs of up to `_BATCH_FILES` items or `_BATCH_BYTES` bytes, in order: a
     thread pool task per small file costs more than storing it, while a large file keeps
-    a task to itself so large files still go in parallel."""
+    a task to itself so large files still go in parallel.
+
+    With a `local` store, every file under `_SMALL` goes in the first run, whatever their
+    number: storing one is a few system calls and some Python, so threads would only take
+    turns at the interpreter (10,000 files of 1 KiB moved into the store took 2-3x longer
+    on four threads than on one); larger files, whose bytes are hashed and copied with the
+    interpreter released, still go in parallel beside it."""
     batches: list[list[_T]] = []
+    small: list[_T] = []
     current: list[_T] = []
     current_bytes = 0
     for item in items:
         size = size_of(item)
+        if local and size < _SMALL:
+            small.append(item)
+            continue
         if current and (len(current) >= _BATCH_FILES or current_bytes + size > _BATCH_BYTES):
             batches.append(current)
             current, current_bytes = [], 0
@@ -309,7 +328,7 @@ def _batches(items: list[_T], size_of: Callable[[_T], int]) -> list[list[_T]]:
         current_bytes += size
     if current:
         batches.append(current)
-    return batches
+    return [small, *batches] if small else batches
 
 
 def _already_there(dest: Path, entry: FileEntry, cache: StatCache | None) -> bool:

@@ -4,14 +4,18 @@
 the runner's final artifact sync, so that is when the artifact is in the blob store. The
 job copies prepared data from outside the repository (so no sample pays for making random
 bytes), and each sample stores new content (a nonce is appended), so nothing is deduplicated.
-The baselines are that copy alone, sampled in turn with dstack's and each sample after the
-disk's write-back is flushed (`sample_in_turn`): this machine's disk writes back far slower
-than the page cache takes writes, so that is what decides which of two blocks of samples is
-slower, more than what each sample does.
+
+The baselines are that copy alone, to a file (S5: a folder) that is kept, as the store keeps
+what it stored; `dstack cp` back is held to a `cp` whose copy is deleted before the next, as
+its own is. Samples are taken in turn
+with dstack's, each after the disk's write-back is flushed (`sample_in_turn`): this
+machine's disk writes back far slower than the page cache takes writes, so which block of
+samples came after which would otherwise decide more than what each sample does.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -42,6 +46,7 @@ def big_file(bench: Bench) -> list[Row]:
         run = ws.newest_run()
         target = ws.root / "back.bin"
         copy = ws.root / "copy.bin"
+        kept = _Kept(ws.root / "kept")
         timed = sample_in_turn(
             {
                 "stored": (lambda: ws.dstack("run", "big", "--reload"), None),
@@ -53,6 +58,7 @@ def big_file(bench: Bench) -> list[Row]:
                     lambda: quiet(["cp", str(source), str(copy)]),
                     lambda: copy.unlink(missing_ok=True),
                 ),
+                "cp, kept": (lambda: quiet(["cp", str(source), str(kept.new())]), None),
             },
             runs=bench.sizes.runs,
             settle_disk=True,
@@ -66,8 +72,8 @@ def big_file(bench: Bench) -> list[Row]:
             "S4",
             f"{name} artifact stored",
             timed["stored"],
-            baseline=cp,
-            baseline_name="cp",
+            baseline=median(timed["cp, kept"]),
+            baseline_name="cp, kept",
             budget=Budget(1.5, times_baseline=True),
         ),
         Row(
@@ -96,17 +102,14 @@ def many_files(bench: Bench) -> list[Row]:
                 artifacts: [out]
             """
         )
-        copy = ws.root / "copy"
+        kept = _Kept(ws.root / "kept")
         timed = sample_in_turn(
             {
                 "stored": (
                     lambda: ws.dstack("run", "files", "--reload"),
                     lambda: _random_files(source, count),
                 ),
-                "cp": (
-                    lambda: quiet(["cp", "-r", str(source), str(copy)]),
-                    lambda: shutil.rmtree(copy, ignore_errors=True),
-                ),
+                "cp": (lambda: quiet(["cp", "-r", str(source), str(kept.new())]), None),
             },
             runs=bench.sizes.runs,
             settle_disk=True,
@@ -117,10 +120,24 @@ def many_files(bench: Bench) -> list[Row]:
             f"{count:,} x 1 KiB artifact stored",
             timed["stored"],
             baseline=median(timed["cp"]),
-            baseline_name="cp -r",
+            baseline_name="cp -r, kept",
             budget=Budget(2.0 * count / 10_000),
         ),
     ]
+
+
+class _Kept:
+    """Fresh paths in `folder` for copies that are kept, as the store keeps its blobs: a
+    baseline whose copy is deleted before the next sample never pays for its bytes reaching
+    the disk, which on this machine's disk is most of the cost of storing them."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir()
+        self._folder = folder
+        self._count = itertools.count()
+
+    def new(self) -> Path:
+        return self._folder / str(next(self._count))
 
 
 def _random_file(path: Path, mib: int) -> None:

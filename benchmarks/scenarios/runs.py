@@ -150,7 +150,15 @@ def runner_overhead(bench: Bench) -> list[Row]:
             stamps.write_text("")
             ws.dstack("run", "all", "--reload")
             gaps += _gaps(stamps.read_text().split())
-    return [Row("S3O", "runner overhead per job", [g * 1000 for g in gaps], unit="ms")]
+    return [
+        Row(
+            "S3O",
+            "runner overhead per job",
+            [g * 1000 for g in gaps],
+            unit="ms",
+            budget=Budget(10.0),
+        )
+    ]
 
 
 def _serial_workflows(count: int, cpu: int, stamps: Path) -> str:

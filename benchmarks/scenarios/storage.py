@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def big_file(bench: Bench) -> list[Row]:
         run = ws.newest_run()
         target = ws.root / "back.bin"
         copy = ws.root / "copy.bin"
-        kept = _Kept(ws.root / "kept")
+        kept = _Kept(ws.root)
         timed = sample_in_turn(
             {
                 "stored": (lambda: ws.dstack("run", "big", "--reload"), None),
@@ -102,7 +103,7 @@ def many_files(bench: Bench) -> list[Row]:
                 artifacts: [out]
             """
         )
-        kept = _Kept(ws.root / "kept")
+        kept = _Kept(ws.root)
         timed = sample_in_turn(
             {
                 "stored": (
@@ -127,13 +128,13 @@ def many_files(bench: Bench) -> list[Row]:
 
 
 class _Kept:
-    """Fresh paths in `folder` for copies that are kept, as the store keeps its blobs: a
+    """Fresh paths for copies that are kept, as the store keeps its blobs: a
     baseline whose copy is deleted before the next sample never pays for its bytes reaching
     the disk, which on this machine's disk is most of the cost of storing them."""
 
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir()
-        self._folder = folder
+    def __init__(self, parent: Path) -> None:
+        # A folder of its own: quick mode shares one workspace between scenarios.
+        self._folder = Path(tempfile.mkdtemp(prefix="kept-", dir=parent))
         self._count = itertools.count()
 
     def new(self) -> Path:

@@ -102,7 +102,7 @@ def run_all(work: Path, *, big_mib: int, small_count: int, runs: int) -> None:
 
         return setup
 
-    def ingest(path: Path, st: os.stat_result) -> str:
+    def ingest(path: Path | str, st: os.stat_result) -> str:
         return store.ingest(path, st)[0]
 
     def sync(root: Path, *, move: bool = False) -> None:

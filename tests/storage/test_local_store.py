@@ -86,11 +86,11 @@ def test_a_settled_cache_vouches_for_fresh_files_so_a_move_reads_them_once(
     data = os.urandom(BIG)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "new.bin").write_bytes(data)  # just written: "racily clean"
-    reads: list[Path] = []
+    reads: list[Path | str] = []
 
-    def counting(path: Path) -> str:
+    def counting(path: Path | str) -> str:
         reads.append(path)
-        return sha(path.read_bytes())
+        return sha(Path(path).read_bytes())
 
     cache = StatCache(None, hasher=counting)
     cache.settle()

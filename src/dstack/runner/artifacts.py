@@ -104,10 +104,10 @@ class _Stored:
         self.files = 0
         self.bytes = 0
 
-    def ingest(self) -> Callable[[Path, os.stat_result], str] | None:
+    def ingest(self) -> Callable[[Path | str, os.stat_result], str] | None:
         return None if self._store is None else self._ingest
 
-    def _ingest(self, path: Path, st: os.stat_result) -> str:
+    def _ingest(self, path: Path | str, st: os.stat_result) -> str:
         assert self._store is not None
         digest, stored = self._store.ingest(path, st)
         if stored:

@@ -107,7 +107,7 @@ class SupportsIngest(Protocol):
     """A store that can take a file whose digest nobody knows yet in one read: hashed while
     it is copied in (a local store; a remote one would need the digest before the upload)."""
 
-    def ingest(self, path: Path, expected: os.stat_result | None = None) -> tuple[str, bool]:
+    def ingest(self, path: Path | str, expected: os.stat_result | None = None) -> tuple[str, bool]:
         """Store `path` if it did not change while read (and has the stat `expected`);
         (digest of what was read, whether a new blob was stored). See
         `LocalBlobStore.ingest`."""
@@ -152,7 +152,7 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def hash_file(path: Path, algorithm: Algorithm = ALGORITHM) -> str:
+def hash_file(path: Path | str, algorithm: Algorithm = ALGORITHM) -> str:
     """The hex digest of a file (`dstack.models.digests.digest_file`)."""
     return digest_file(path, algorithm)
 

@@ -82,7 +82,7 @@ class LocalBlobStore:
         verify_bytes(data, digest)
         self._save(data, digest)
 
-    def ingest(self, path: Path, expected: os.stat_result | None = None) -> tuple[str, bool]:
+    def ingest(self, path: Path | str, expected: os.stat_result | None = None) -> tuple[str, bool]:
         """Store `path`, reading the file once: it is hashed while it is copied (a small
         file is hashed first and written only when missing). Returns (digest of what was
         read, whether a new blob was stored).
@@ -93,7 +93,7 @@ class LocalBlobStore:
         with the `OSError` of the file (missing, unreadable); writing the store fails with
         `StorageError`.
         """
-        with path.open("rb", buffering=0) as source:
+        with open(path, "rb", buffering=0) as source:
             fd = source.fileno()
             before = os.fstat(fd)
             if before.st_size < CHUNK_SIZE:

@@ -36,12 +36,13 @@ from dstack.storage.statcache import StatCache
 
 log = logging.getLogger(__name__)
 
-Ingest = Callable[[Path, os.stat_result], str]
+Ingest = Callable[[Path | str, os.stat_result], str]
 """Reads a file whose stat is the one given, stores it and returns its digest
 (`LocalBlobStore.ingest`)."""
 
-Listed = tuple[str, Path, os.stat_result]
-"""(entry path, the file as listed (a link's own path for a followed link), its stat)."""
+Listed = tuple[str, str, os.stat_result]
+"""(entry path, the file as listed (a link's own path for a followed link), its stat). Paths
+are strings here: a `Path` per file costs more than the rest of listing it."""
 
 
 def scan(
@@ -66,17 +67,17 @@ def scan(
     except (FileNotFoundError, NotADirectoryError):
         return Manifest(path=artifact_path)
     if stat.S_ISREG(st.st_mode):
-        entry = _entry(("", root, st), real, cache, ingest)
+        entry = _entry(("", str(root), st), real, cache, ingest)
         return Manifest(path=artifact_path, files=[entry] if entry else [])
     if not stat.S_ISDIR(st.st_mode):
         return Manifest(path=artifact_path)
-    found = (_entry(listed, real, cache, ingest) for listed in _walk(root, "", real))
+    found = (_entry(listed, real, cache, ingest) for listed in _walk(str(root), "", real))
     files = [entry for entry in found if entry is not None]
     files.sort(key=lambda entry: entry.path)
     return Manifest(path=artifact_path, files=files)
 
 
-def _walk(folder: Path, prefix: str, real_root: Path) -> list[Listed]:
+def _walk(folder: str, prefix: str, real_root: Path) -> list[Listed]:
     """(relative path, file, stat) of every file to record under `folder`."""
     found: list[Listed] = []
     try:
@@ -85,7 +86,7 @@ def _walk(folder: Path, prefix: str, real_root: Path) -> list[Listed]:
         return found
     for entry in entries:
         rel = f"{prefix}{entry.name}"
-        path = Path(entry.path)
+        path = entry.path
         if not _valid_name(rel):
             continue
         try:
@@ -111,7 +112,7 @@ def _valid_name(rel: str) -> bool:
     return True
 
 
-def _followed_link(link: Path, real_root: Path) -> os.stat_result | None:
+def _followed_link(link: str, real_root: Path) -> os.stat_result | None:
     """The stat of the regular file `link` points to, if it may be followed."""
     target = os.path.realpath(link)
     if not real_under(target, real_root):
@@ -129,7 +130,7 @@ def _entry(
     """The entry of one file; None when it vanished (or changed) since it was listed."""
     rel, file, st = listed
 
-    def hasher(_: Path) -> str:
+    def hasher(_: Path | str) -> str:
         with open_inside(file, real_root, st) as (source, _st, _real):
             return ingest(source, st) if ingest is not None else cache.hash_file(source)
 

@@ -90,8 +90,8 @@ def real_folder(root: Path, *, within: Path | None, what: str) -> Path:
 
 @contextlib.contextmanager
 def open_inside(
-    path: Path, root: Path, expected: os.stat_result | None = None
-) -> Iterator[tuple[Path, os.stat_result, Path]]:
+    path: Path | str, root: Path, expected: os.stat_result | None = None
+) -> Iterator[tuple[str, os.stat_result, str]]:
     """Open the regular file `path` (or the file a link there points to) for reading, only
     when its real path is inside `root` (a real path). Yields (a path that reopens exactly
     that file, its stat, its real path).
@@ -112,12 +112,12 @@ def open_inside(
         real = os.readlink(proc) if _has_proc() else os.path.realpath(path)
         if not real_under(real, root):
             raise FileNotFoundError(errno.ENOENT, "moved out of the artifact folder", real)
-        yield Path(proc if _has_proc() else real), st, Path(real)
+        yield (proc if _has_proc() else real), st, real
     finally:
         os.close(fd)
 
 
-def _open_file(path: Path, root: Path) -> int:
+def _open_file(path: Path | str, root: Path) -> int:
     """A read-only fd of `path`, its last name not followed. Where the kernel names open
     files (Linux), the path is opened as it is and the caller checks the kernel's name of
     it (one `open`, not an `lstat` per name); a last name that is a link is resolved first
@@ -138,7 +138,7 @@ def _open_file(path: Path, root: Path) -> int:
         raise
 
 
-def _real_inside(path: Path, root: Path) -> str:
+def _real_inside(path: Path | str, root: Path) -> str:
     real = os.path.realpath(path)
     if not real_under(real, root):
         raise FileNotFoundError(errno.ENOENT, "outside the artifact folder", str(path))

@@ -35,7 +35,9 @@ class StatCache:
     memo has none (injectable for tests).
     """
 
-    def __init__(self, path: Path | None, *, hasher: Callable[[Path], str] = hash_file) -> None:
+    def __init__(
+        self, path: Path | None, *, hasher: Callable[[Path | str], str] = hash_file
+    ) -> None:
         self.path = path
         self._hasher = hasher
         self._lock = threading.Lock()
@@ -52,7 +54,11 @@ class StatCache:
             self._settled = True
 
     def digest(
-        self, file: Path, st: os.stat_result, *, hasher: Callable[[Path], str] | None = None
+        self,
+        file: Path | str,
+        st: os.stat_result,
+        *,
+        hasher: Callable[[Path | str], str] | None = None,
     ) -> str:
         """The digest of `file`, whose current stat is `st`; hashes only when not cached,
         with `hasher` when given (e.g. one that stores the file while hashing it)."""
@@ -64,11 +70,11 @@ class StatCache:
         self.remember(file, st, digest, hashed_at=started)
         return digest
 
-    def hash_file(self, file: Path) -> str:
+    def hash_file(self, file: Path | str) -> str:
         """The digest of `file`, computed by this cache's hasher (nothing is remembered)."""
         return self._hasher(file)
 
-    def lookup(self, file: Path, st: os.stat_result) -> str | None:
+    def lookup(self, file: Path | str, st: os.stat_result) -> str | None:
         """The remembered digest of `file` in state `st`, or None."""
         with self._lock:
             entry = self._entries.get(str(file))
@@ -76,7 +82,9 @@ class StatCache:
             return entry[1]
         return None
 
-    def remember(self, file: Path, st: os.stat_result, digest: str, *, hashed_at: int) -> None:
+    def remember(
+        self, file: Path | str, st: os.stat_result, digest: str, *, hashed_at: int
+    ) -> None:
         """Record that `file` in state `st` hashed to `digest`, the hash having started at
         `hashed_at` (time.time_ns()); racily clean files are forgotten instead."""
         with self._lock:

@@ -158,7 +158,7 @@ class _Uploader:
                 return tried, group[index + 1 :]
         return tried, []
 
-    def upload(self, entry: FileEntry, file: Path) -> FileEntry | None:
+    def upload(self, entry: FileEntry, file: str) -> FileEntry | None:
         """Store `file`; return the entry it was stored as (a new one when it changed since
         the scan), or None when it is gone (or is no longer a regular file inside the
         root: a link swapped in since the scan is never read through)."""
@@ -176,22 +176,22 @@ class _Uploader:
             hint="stop writing to it, or exclude it from the artifact paths",
         )
 
-    def _put(self, digest: str, file: Path, source: Path, real: Path, st: os.stat_result) -> bool:
+    def _put(self, digest: str, file: str, source: str, real: str, st: os.stat_result) -> bool:
         """Store the opened `source` (the file listed as `file`, really at `real`) as
         `digest`; False when its content no longer hashes to it."""
         vouched = self._cache is not None and self._cache.lookup(file, st) == digest
         try:
             if self._move and isinstance(self._store, SupportsAdopt):
-                self._store.adopt(real, digest, st if vouched else None)
+                self._store.adopt(Path(real), digest, st if vouched else None)
             elif vouched and isinstance(self._store, SupportsCopyIn):
-                self._store.copy_in(source, digest, st)
+                self._store.copy_in(Path(source), digest, st)
             else:
-                self._store.put_file(source, digest)
+                self._store.put_file(Path(source), digest)
         except BlobMismatchError:
             return False
         return True
 
-    def _rehash(self, entry: FileEntry, file: Path, source: Path, st: os.stat_result) -> FileEntry:
+    def _rehash(self, entry: FileEntry, file: str, source: str, st: os.stat_result) -> FileEntry:
         cache = self._cache if self._cache is not None else StatCache(None)
         digest = cache.digest(file, st, hasher=lambda _: cache.hash_file(source))
         return FileEntry(path=entry.path, size=st.st_size, mode=st.st_mode & 0o777, digest=digest)
@@ -358,8 +358,9 @@ def _dest(target: Path, entry: FileEntry) -> Path:
     return target.joinpath(*entry.path.split("/")) if entry.path else target
 
 
-def _file(root: Path, entry: FileEntry) -> Path:
-    return root / entry.path if entry.path else root
+def _file(root: Path, entry: FileEntry) -> str:
+    """The file of `entry` under `root`, as `scan` named it (a string: one per file)."""
+    return f"{root}{os.sep}{entry.path}" if entry.path else str(root)
 
 
 def _replace(files: list[FileEntry], replaced: dict[str, FileEntry | None]) -> list[FileEntry]:

@@ -18,7 +18,7 @@ class CountingHasher:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, path: Path) -> str:
+    def __call__(self, path: Path | str) -> str:
         self.calls += 1
         return hash_file(path)
 

@@ -20,7 +20,7 @@ import pytest
 from tests.e2e.conftest import Env, Result, _stop_server, make_env
 from tests.e2e.remote_helpers import wait_until
 
-from dstack.cli.warm import stop_servers
+from dstack.cli.warm import REQUEST_SECONDS, stop_servers
 from dstack.pidlock import lock_holder
 
 WORKFLOWS = """
@@ -440,4 +440,95 @@ def test_a_broken_request_is_dropped_and_the_server_serves_the_next_command(
     finally:
         proc.send_signal(signal.SIGTERM)
         finish(proc)
+    assert the_server(user).pid == server.pid
+
+
+def test_a_caller_trickling_its_request_is_dropped_at_the_request_deadline(user: Env) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+    (sock_path,) = socket_dir(user).glob("*.sock")
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(sock_path))
+        socket.send_fds(sock, [(100).to_bytes(4, "big")], [0, 1, 2])
+        dropped = False
+        for _ in range(2 * int(REQUEST_SECONDS)):  # a byte every second, twice the deadline
+            try:
+                sock.send(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+                break
+            sock.settimeout(1.0)
+            try:
+                dropped = sock.recv(100) == b""
+            except TimeoutError:
+                continue
+            break
+    assert dropped  # before the bytes ran out: each one came well within the deadline
+    assert user.dstack("ps").code == 0
+    assert the_server(user).pid == server.pid
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {},  # the request as it is: served (so each other case differs only by its value)
+        {"argv": 5},
+        {"argv": []},
+        {"env": {"HOME": 1}},
+        {"umask": "022"},
+        {"ignored": ["SIGINT"]},
+        {"std": [["utf-8", "strict", False, False]]},
+    ],
+)
+def test_a_request_with_a_value_of_the_wrong_type_is_dropped_unforked(
+    user: Env, wrong: dict[str, object]
+) -> None:
+    user.dstack("ps")
+    server = the_server(user)
+    (sock_path,) = socket_dir(user).glob("*.sock")
+    # What a real `dstack` of this user sends, so only the wrong value differs.
+    described = subprocess.run(
+        [sys.executable, "-c", "from dstack.cli.warm import _description; print(_description())"],
+        env=user.environ(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.rstrip("\n")
+    std = ["utf-8", "strict", False, False]
+    request = {
+        "description": described,
+        "argv": ["dstack", "ps"],
+        "path": sys.path,
+        "cwd": str(user.repo),
+        "env": user.environ(),
+        "umask": 0o022,
+        "ignored": [],
+        "std": [std, std, std],
+    }
+    body = json.dumps({**request, **wrong}).encode()
+    read, write = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(sock_path))
+            socket.send_fds(sock, [len(body).to_bytes(4, "big") + body], [read, write, write])
+            sock.settimeout(60)  # kept open for writing: a fork ends when its caller hangs up
+            answer = b""
+            while b'"exit"' not in answer and (chunk := sock.recv(4096)):
+                answer += chunk
+        os.set_blocking(read, False)
+        try:
+            printed = os.read(read, 65536)  # what reached the caller's terminal
+        except BlockingIOError:
+            printed = b""
+    finally:
+        os.close(read)
+        os.close(write)
+    if wrong:
+        assert answer == b""  # no fork: dropped unanswered
+        assert printed == b""  # nor a traceback on the caller's terminal
+    else:  # a fork's pid, then its exit status
+        assert b'"pid"' in answer
+        assert b'"exit": 0' in answer
+    assert user.dstack("ps").code == 0
     assert the_server(user).pid == server.pid

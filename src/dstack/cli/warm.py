@@ -73,6 +73,7 @@ lazy imports (what `dstack run` of the local server needs before its first reque
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 REQUEST_LIMIT = 4 << 20  # bytes: argv and environment
 FAILED_BACKOFF = 600.0  # seconds a server that could not start is not started again
+REQUEST_SECONDS = 10.0  # for a caller's whole request, or it is dropped
 REQUEST_KEYS = frozenset({"description", "argv", "path", "cwd", "env", "umask", "ignored", "std"})
 
 
@@ -527,21 +528,26 @@ class _Server:
         _pid, uid, _gid = struct.unpack("3i", creds)
         if uid != os.getuid():
             return None
-        conn.settimeout(10)
+        # The whole request within REQUEST_SECONDS: a caller trickling bytes holds this
+        # (single-threaded) server no longer than that.
+        deadline = time.monotonic() + REQUEST_SECONDS
+        conn.settimeout(REQUEST_SECONDS)
         fds: list[int] = []
         try:
             data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
             body = bytearray(data)
             while 0 < len(body) < 4:
-                body += _more(conn, 4 - len(body))
+                body += _more(conn, 4 - len(body), deadline)
             size = int.from_bytes(body[:4], "big") if len(body) >= 4 else -1
             if not 0 < size <= REQUEST_LIMIT or len(fds) != 3:
                 raise ValueError("malformed")
             del body[:4]
             while len(body) < size:
-                body += _more(conn, min(1 << 20, size - len(body)))
+                body += _more(conn, min(1 << 20, size - len(body)), deadline)
             request = json.loads(bytes(body))
-            if not isinstance(request, dict) or set(request) != REQUEST_KEYS:
+            if not (
+                isinstance(request, dict) and set(request) == REQUEST_KEYS and _well_formed(request)
+            ):
                 raise ValueError("malformed")
         except (OSError, ValueError):
             for fd in fds:
@@ -566,12 +572,53 @@ class _Server:
             pass
 
 
-def _more(conn: socket.socket, size: int) -> bytes:
-    """Up to `size` more bytes of a request; a request that ends early is malformed."""
+def _more(conn: socket.socket, size: int, deadline: float) -> bytes:
+    """Up to `size` more bytes of a request; a request that ends early (or late) is
+    malformed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ValueError("the request took too long")
+    conn.settimeout(left)
     chunk = conn.recv(size)
     if not chunk:
         raise ValueError("the request ended early")
     return chunk
+
+
+def _well_formed(request: dict[str, Any]) -> bool:
+    """Whether every value of a request has the type the fork takes it as: any process of
+    this user may connect, and a wrong type must be dropped here, not become a traceback in
+    a fork writing to the caller's terminal."""
+    env, std, umask = request["env"], request["std"], request["umask"]
+    return (
+        _strings(request["argv"])
+        and bool(request["argv"])
+        and _strings(request["path"])
+        and isinstance(request["cwd"], str)
+        and isinstance(env, dict)
+        and _strings([*env, *env.values()])
+        and type(umask) is int
+        and 0 <= umask <= 0o777
+        and isinstance(request["ignored"], list)
+        and all(type(sig) is int for sig in request["ignored"])
+        and isinstance(std, list)
+        and len(std) == 3
+        and all(_stream_spec(spec) for spec in std)
+    )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _stream_spec(spec: Any) -> bool:
+    """[encoding, errors, line_buffering, write_through], as `_std_spec` sends them."""
+    return (
+        isinstance(spec, list)
+        and len(spec) == 4
+        and _strings(spec[:2])
+        and all(type(flag) is bool for flag in spec[2:])
+    )
 
 
 def _fingerprint() -> list[tuple[str, int, int]]:

@@ -109,19 +109,34 @@ def test_a_run_refused_before_it_needed_the_server_leaves_one_server_for_the_nex
     env: Env,
 ) -> None:
     # `dstack run` starts the local server while it reads the workflows; a run refused
-    # meanwhile (a typo) still sees that start through, or the next command would find
-    # no server yet and start a second one on the same home.
+    # meanwhile (an argument the workflow does not take) still sees that start through,
+    # or the next command would find no server yet and start a second one on the same home.
     env.workflows("workflows:\n  - name: train\n    provider: bash\n    commands: [echo hi]\n")
     env.commit()
 
-    refused = env.dstack("run", "trian")
+    refused = env.dstack("run", "train", "--epochs", "3")
     ran = env.dstack("run", "train")
 
     assert refused.code == 1, refused
-    assert "did you mean 'train'?" in refused.err
+    assert "unknown variable --epochs" in refused.err
     assert ran.code == 0, ran
     assert "hi" in ran.out
     assert len(_servers_of(env.home)) == 1
+
+
+def test_a_mistyped_workflow_name_starts_no_local_server(env: Env) -> None:
+    env.workflows(
+        "workflows:\n  - name: train\n    provider: bash\n    commands: [echo hi]\n"
+        "  - name: trian-big\n    provider: bash\n    commands: [echo big]\n"
+    )
+    env.commit()
+
+    refused = env.dstack("run", "trian")
+
+    assert refused.code == 1, refused
+    assert "did you mean 'train'?" in refused.err
+    assert _servers_of(env.home) == []
+    assert not (env.home / "server").exists()
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,9 +100,9 @@ def run(
         click.echo(ctx.get_help())
         return
     argv = list(args)
-    if remote is None and _may_run_locally(argv):
-        start_local_server()  # while the planner is imported, and git and the planner work
     cwd = Path.cwd()
+    if remote is None and _may_run_locally(argv) and _may_name_a_workflow(cwd, name):
+        start_local_server()  # while the planner is imported, and git and the planner work
     # The planner, git and the client are imported below, once needed: `dstack run --help`
     # and a workflow's `--help` answer without them (about 150 ms).
     from dstack.cli.plan import load_repo_config, make_plan
@@ -256,6 +257,27 @@ def _may_run_locally(argv: list[str]) -> bool:
     if words in (["-h"], ["--help"]):
         return False
     return not any(word.partition("=")[0] == "--remote" for word in words)
+
+
+def _may_name_a_workflow(cwd: Path, name: str) -> bool:
+    """Whether `name` stands as a word in a workflow file of the `.dstack/` folder above
+    `cwd`: a look at the text, before the planner is imported, so that a mistyped name
+    starts no local server (one that only appears in a comment still does, as before)."""
+    # light (pathlib and YAML's module): imported before the planner, which reads the files
+    from dstack.config.files import find_dstack_root, workflow_files
+
+    try:
+        root = find_dstack_root(cwd)
+    except ConfigError:
+        return False
+    word = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])")
+    for path in workflow_files(root):
+        try:
+            if word.search(path.read_text(errors="replace")):
+                return True
+        except OSError:  # the planner says what is wrong with it
+            return True
+    return False
 
 
 _LATE_FLAGS = {

@@ -69,6 +69,21 @@ def _construct_mapping(loader: yaml.SafeLoader, node: MappingNode) -> LineDict:
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 
 
+WORKFLOWS_FILE = ".dstack/workflows.yaml"
+WORKFLOWS_DIR = ".dstack/workflows"
+
+
+def workflow_files(root: Path) -> list[Path]:
+    """The workflow files of the `.dstack/` folder in `root`: `workflows.yaml`, then
+    `workflows/*.y(a)ml` by name."""
+    files = [root / WORKFLOWS_FILE] if (root / WORKFLOWS_FILE).is_file() else []
+    folder = root / WORKFLOWS_DIR
+    if folder.is_dir():
+        found = [*folder.glob("*.yaml"), *folder.glob("*.yml")]
+        files += sorted(p for p in found if p.is_file())
+    return files
+
+
 def find_dstack_root(start: Path) -> Path:
     """Return the nearest folder at or above ``start`` that holds a `.dstack/` directory.
 

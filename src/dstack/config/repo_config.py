@@ -7,15 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dstack.config.files import LineDict, load_yaml
+from dstack.config.files import LineDict, load_yaml, workflow_files
 from dstack.config.location import Where, did_you_mean
 from dstack.config.prepare import LEGACY_HINT
 from dstack.config.repo_providers import PROVIDERS_FILE, read_repo_providers
 from dstack.config.variables import Variable, variable_from_yaml
 from dstack.models.workflow import RepoProviderSpec
 
-WORKFLOWS_FILE = ".dstack/workflows.yaml"
-WORKFLOWS_DIR = ".dstack/workflows"
 VARIABLES_FILE = ".dstack/variables.yaml"
 _LEGACY_TOP = ("steps", "configs")
 
@@ -81,7 +79,7 @@ def load_config(root: Path) -> RepoConfig:
     bad YAML, unknown top-level keys, legacy formats and a workflow name defined twice.
     """
     config = RepoConfig(root=root)
-    for path in _workflow_files(root):
+    for path in workflow_files(root):
         shown = path.relative_to(root).as_posix()
         for entry in _read_workflows(path, shown):
             _add(config, entry)
@@ -90,15 +88,6 @@ def load_config(root: Path) -> RepoConfig:
         config.variables = _read_variables(variables, VARIABLES_FILE)
     config.custom_providers = read_repo_providers(root / PROVIDERS_FILE)
     return config
-
-
-def _workflow_files(root: Path) -> list[Path]:
-    files = [root / WORKFLOWS_FILE] if (root / WORKFLOWS_FILE).is_file() else []
-    folder = root / WORKFLOWS_DIR
-    if folder.is_dir():
-        found = [*folder.glob("*.yaml"), *folder.glob("*.yml")]
-        files += sorted(p for p in found if p.is_file())
-    return files
 
 
 def _add(config: RepoConfig, entry: WorkflowEntry) -> None:

@@ -7,10 +7,10 @@ bytes), and each sample stores new content (a nonce is appended), so nothing is 
 
 The baselines are that copy alone, to a file (S5: a folder) that is kept, as the store keeps
 what it stored; `dstack cp` back is held to a `cp` whose copy is deleted before the next, as
-its own is. Samples are taken in turn
-with dstack's, each after the disk's write-back is flushed (`sample_in_turn`): this
-machine's disk writes back far slower than the page cache takes writes, so which block of
-samples came after which would otherwise decide more than what each sample does.
+its own is. Samples are taken in turn with dstack's, each after the disk's write-back is
+flushed (`sample_in_turn`): this machine's disk writes back far slower than the page cache
+takes writes, so which block of samples came after which would otherwise decide more than
+what each sample does.
 """
 
 from __future__ import annotations

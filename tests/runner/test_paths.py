@@ -8,9 +8,10 @@ from dstack.api.blobs import HttpBlobStore
 from dstack.api.runner import RunnerClient
 from dstack.api.runner_fake import FakeRunnerApi
 from dstack.models.artifacts import StorageAccess
-from dstack.runner.blobs import is_local, open_blob_store
+from dstack.runner.blobs import open_blob_store
 from dstack.runner.errors import JobStartError
 from dstack.runner.paths import container_path, job_paths
+from dstack.storage.base import is_local
 from dstack.storage.local import LocalBlobStore
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dstack.models.artifacts import StorageAccess
-from dstack.storage.base import BlobStore, SupportsAdopt
+from dstack.storage.base import BlobStore
 from dstack.storage.local import LocalBlobStore
 
 if TYPE_CHECKING:
@@ -29,11 +29,6 @@ def open_blob_store(access: StorageAccess, api: RunnerApi) -> BlobStore:
     if access.kind == "local" and access.path and _writable_dir(Path(access.path)):
         return LocalBlobStore(Path(access.path))
     return api.blob_store(access)
-
-
-def is_local(store: BlobStore) -> bool:
-    """True for a store on this machine's disk: files can be moved into it (`SupportsAdopt`)."""
-    return isinstance(store, SupportsAdopt)
 
 
 def _writable_dir(path: Path) -> bool:

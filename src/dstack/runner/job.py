@@ -23,7 +23,7 @@ from dstack.models.job import JobStatus, TerminationReason
 from dstack.models.protocol import JobAssignment, JobStatusUpdate, LogBatch, LogLine
 from dstack.runner.apps import AppProbe, probe_targets
 from dstack.runner.artifacts import ArtifactSync
-from dstack.runner.blobs import BlobStoreFactory, is_local, open_blob_store
+from dstack.runner.blobs import BlobStoreFactory, open_blob_store
 from dstack.runner.checkouts import CheckoutCache
 from dstack.runner.code import fetch_code
 from dstack.runner.environment import allocate_ports, job_env, with_secret_references
@@ -37,7 +37,7 @@ from dstack.runner.paths import JobPaths, job_paths
 from dstack.runner.resources import disk_space, gpu_env, is_no_space
 from dstack.runner.settings import RunnerSettings
 from dstack.runner.trash import Trash
-from dstack.storage.base import BlobStore
+from dstack.storage.base import BlobStore, is_local
 
 log = logging.getLogger(__name__)
 

@@ -135,6 +135,12 @@ class BlobMismatchError(StorageError):
     """Content does not hash to the digest it was stored or read under."""
 
 
+def is_local(store: BlobStore) -> bool:
+    """True for a store on this machine's disk: files can be moved into it (`SupportsAdopt`),
+    and what it does per file is a few system calls, not a network round trip."""
+    return isinstance(store, SupportsAdopt)
+
+
 def missing_of(store: BlobStore, digests: list[str]) -> list[str]:
     """The distinct digests (in the order given) that `store` lacks: one batch query when the
     store offers `missing`, else `exists` per digest."""

@@ -302,7 +302,7 @@ class LocalBlobStore:
                 self._copy_then_unlink(path, digest)
                 return
             if expected is None or not _same(expected, st):
-                verify(digest, hash_fd(fd), lambda: digest_fd(fd, LEGACY))  # it stays put
+                _verify_fd(fd, digest)  # on a mismatch the file stays where it is
             # Owner and mode are set on the open file before its name is in the store: a
             # job's user must not own (so chmod) a blob; a link swapped in meanwhile is
             # never followed.
@@ -333,7 +333,7 @@ class LocalBlobStore:
     def _verify(file: str, digest: str) -> None:
         fd = os.open(file, os.O_RDONLY)
         try:
-            verify(digest, hash_fd(fd), lambda: digest_fd(fd, LEGACY))
+            _verify_fd(fd, digest)
         finally:
             os.close(fd)
 
@@ -348,6 +348,11 @@ class LocalBlobStore:
         except FileNotFoundError:  # the shard folder is new (or the store was emptied)
             _make_dir(Path(final).parent)
             os.replace(source, final)
+
+
+def _verify_fd(fd: int, digest: str) -> None:
+    """`BlobMismatchError` unless the open file's content is `digest`."""
+    verify(digest, hash_fd(fd), lambda: digest_fd(fd, LEGACY))
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:

@@ -24,6 +24,7 @@ from dstack.storage.base import (
     BlobStore,
     SupportsAdopt,
     SupportsCopyIn,
+    is_local,
     missing_of,
 )
 from dstack.storage.paths import (
@@ -96,9 +97,7 @@ def push(
             stats.skip(entry)
     replaced: dict[str, FileEntry | None] = {}
     uploader = _Uploader(store, _real_root(root, within), move=move, stat_cache=stat_cache)
-    batches = _batches(
-        list(groups.values()), lambda group: group[0].size, local=_on_this_disk(store)
-    )
+    batches = _batches(list(groups.values()), lambda group: group[0].size, local=is_local(store))
     with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
         futures = [pool.submit(uploader.upload_batch, batch) for batch in batches]
         for future in as_completed(futures):
@@ -232,7 +231,7 @@ def place(
         else:
             todo.append((entry, dest))
     _make_parents(target, (dest for _, dest in todo))
-    batches = _batches(todo, lambda item: item[0].size, local=_on_this_disk(store))
+    batches = _batches(todo, lambda item: item[0].size, local=is_local(store))
     with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
         futures = [pool.submit(_fetch_batch, store, batch) for batch in batches]
         for future in as_completed(futures):
@@ -294,12 +293,6 @@ def _make_parents(target: Path, dests: Iterable[Path]) -> None:
                 f"cannot place files in {parent}: {exc.strerror}",
                 hint="a file in the way must be removed first",
             ) from exc
-
-
-def _on_this_disk(store: BlobStore) -> bool:
-    """A store whose files are on this machine's disk (what it does per file is a few
-    system calls, not a network round trip)."""
-    return isinstance(store, SupportsAdopt)
 
 
 def _batches(items: list[_T], size_of: Callable[[_T], int], *, local: bool) -> list[list[_T]]:

@@ -164,8 +164,10 @@ def art_job(
     artifacts: list[str] | None = None,
     external: list[DepRef] | None = None,
     cpu: int | None = None,
+    cache: list[str] | None = None,
 ) -> JobSubmission:
-    """A job that declares artifacts (so it is cacheable) unless `artifacts=[]`."""
+    """A job that declares artifacts (so it is cacheable) unless `artifacts=[]`, and the
+    workflow cache paths `cache`."""
     spec = JobSpec(
         provider="bash",
         workflow_name=name,
@@ -173,6 +175,7 @@ def art_job(
         env=env or {},
         artifacts=[ArtifactSpec(path=p) for p in (["out"] if artifacts is None else artifacts)],
         resources=ResourcesSpec(cpu=cpu),
+        cache=cache or [],
     )
     return JobSubmission(
         workflow_name=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -137,10 +138,11 @@ async def test_assignment_carries_in_run_deps_caches_and_storage(ctx: ServerCont
     ]
     assert second.caches == []  # caches belong to `prepare`, not `train`
     assert second.storage.kind == "http"
-    again = await runs.submit_run(ctx, request=submission(art_job("prepare", code_key="t2")))
+    again = art_job("prepare", code_key="t2", cache=["~/.cache/pip"])
+    again_run = await runs.submit_run(ctx, request=submission(again))
     third = await claims.try_claim(ctx, runner_id=runner)
     assert third is not None
-    assert third.run_name == again.name
+    assert third.run_name == again_run.name
     assert third.caches == [pip]
 
 
@@ -301,12 +303,23 @@ async def test_caches_are_saved_per_workflow_replaced_and_pruned(ctx: ServerCont
     for manifest in (old, data, new):
         await workflow_caches.save_cache(ctx, job_id=job_id, manifest=manifest, runner_id=runner)
 
-    async with ctx.transaction() as session:
-        saved = await workflow_caches.caches_for(session, "github.com/acme/models", "train")
-    assert saved == [data, new]
+    # The next job of the workflow gets the saved caches of the paths it declares, by path.
+    assert await cache_claim(ctx, "~/.cache/pip", "./data") == [data, new]
+    assert await cache_claim(ctx, "~/.cache/pip") == [new]
+    assert await cache_claim(ctx) == []
     assert (
         await workflow_caches.prune_caches(ctx, repo_id="github.com/acme/models", workflow="train")
         == 2
     )
-    async with ctx.transaction() as session:
-        assert await workflow_caches.caches_for(session, "github.com/acme/models", "train") == []
+    assert await cache_claim(ctx, "~/.cache/pip", "./data") == []
+
+
+async def cache_claim(ctx: ServerContext, *paths: str) -> list[Manifest]:
+    """The caches a new job of workflow `train` declaring cache `paths` is handed (on a
+    runner of its own, so that it is claimed whatever else runs)."""
+    submitted = art_job(commands=[f"python train.py --paths {len(paths)}"], cache=list(paths))
+    await runs.submit_run(ctx, request=submission(submitted))
+    runner = await register(ctx, f"cache-{uuid.uuid4().hex[:8]}")
+    assignment = await claims.try_claim(ctx, runner_id=runner)
+    assert assignment is not None
+    return assignment.caches

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,10 +18,11 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from dstack.server.db.base import Base, UTCDateTime
 
@@ -52,6 +55,20 @@ class RunRow(Base):
 
 UNFINISHED_JOB: TextClause = text("status NOT IN ('done', 'failed', 'stopped', 'aborted')")
 """The predicate of `ix_jobs_unfinished`; a query uses the index by stating it as it is."""
+_STATUS_WORD = re.compile(r"[a-z_]+")
+
+
+def job_status_in(statuses: Iterable[str]) -> ColumnElement[bool]:
+    """`jobs.status IN (…)` for constant statuses, written into the statement's SQL.
+
+    `in_` of plain values binds them as one expanding parameter, which SQLAlchemy rewrites
+    into the SQL again on every execution: a tenth of a runner's claim. Statuses are fixed
+    words (checked), so they can stand in the SQL and the statement compiles once.
+    """
+    words = list(statuses)
+    if not all(_STATUS_WORD.fullmatch(word) for word in words):
+        raise ValueError(f"not job statuses: {words}")
+    return JobRow.__table__.c.status.in_([literal_column(f"'{word}'") for word in words])
 
 
 class JobRow(Base):

@@ -18,7 +18,8 @@ from dstack.models.repo import RepoRef
 from dstack.models.resources import HostResources
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import Notifier, ServerContext
-from dstack.server.db.models import UNFINISHED_JOB, JobRow, RunnerRow, RunRow
+from dstack.server.db.base import get_row
+from dstack.server.db.models import UNFINISHED_JOB, JobRow, RunnerRow, RunRow, job_status_in
 from dstack.server.services import gangs
 from dstack.server.services import jobs as job_service
 from dstack.server.services import runners as runner_service
@@ -43,20 +44,18 @@ _FRESH = timedelta(seconds=1)
 # A claim's statements are built once (building one and its cache key costs more than
 # running it on SQLite); values go in as bound parameters.
 _JOBS = JobRow.__table__
-_ANY_WAITING = (
-    select(_JOBS.c.id).where(UNFINISHED_JOB, _JOBS.c.status.in_(WAITING_STATUSES)).limit(1)
-)
+_ANY_WAITING = select(_JOBS.c.id).where(UNFINISHED_JOB, job_status_in(WAITING_STATUSES)).limit(1)
 # Active jobs, and nodes of gangs reserved for the runner (`gangs`: still waiting, with the
 # runner set), hold its resources; one read says both, the oldest first.
 _HELD = (
     select(_JOBS.c.id, _JOBS.c.status, _JOBS.c.spec, _JOBS.c.gpu_indexes)
-    .where(_JOBS.c.runner_id == bindparam("runner_id"), _JOBS.c.status.in_(gangs.HELD_STATUSES))
+    .where(_JOBS.c.runner_id == bindparam("runner_id"), job_status_in(gangs.HELD_STATUSES))
     .order_by(_JOBS.c.submitted_at, _JOBS.c.run_name, _JOBS.c.index)
 )
 _QUEUE_ORDER = (JobRow.submitted_at, JobRow.run_name, JobRow.index)
 _WAITING = (
     select(JobRow)
-    .where(UNFINISHED_JOB, JobRow.status.in_(WAITING_STATUSES), JobRow.runner_id.is_(None))
+    .where(UNFINISHED_JOB, job_status_in(WAITING_STATUSES), JobRow.runner_id.is_(None))
     .order_by(*_QUEUE_ORDER)
     .limit(_BATCH)
 )
@@ -133,7 +132,7 @@ async def _report_and_claim(
         await job_service.apply_report(
             ctx, session, job_id=job_id, update=update, runner_id=runner_id
         )
-        runner = await session.get(RunnerRow, runner_id)
+        runner = await get_row(session, RunnerRow, runner_id)
         if runner is None:  # removed meanwhile: its report stands, it gets nothing
             return None
         return await _claim_for(ctx, session, runner, sqlite=sqlite)
@@ -219,7 +218,7 @@ async def _claim_for(
         return None
     held, reserved = await _held(session, runner.id)
     if reserved is not None:  # a node of a gang, given to this runner ahead
-        job = await session.get(JobRow, reserved)
+        job = await get_row(session, JobRow, reserved)
         return None if job is None else await _take_reserved(ctx, session, job, runner)
     free = free_resources(host, held)
     if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
@@ -412,7 +411,7 @@ async def _assignment(
         gpu_indexes=list(job.gpu_indexes),
         deps=await dependency_artifacts(session, job),
         resume=await resumed_artifacts(session, job, spec),
-        caches=await caches_for(session, run.repo_id, job.workflow_name),
+        caches=await caches_for(session, run.repo_id, job.workflow_name, spec.cache),
         storage=storage_access(ctx.blobs),
         secrets=await secret_service.job_secrets(session, ctx.settings, repo_id=run.repo_id),
         node=await gangs.node_info(session, job, spec),

@@ -37,6 +37,7 @@ from dstack.models.job import (
 from dstack.models.protocol import JobStatusUpdate
 from dstack.models.runner import RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
+from dstack.server.db.base import get_row
 from dstack.server.db.models import UNFINISHED_JOB, JobRow, LogRow, RunnerRow
 from dstack.server.errors import Forbidden, InvalidRequestError
 from dstack.server.services import tags
@@ -600,7 +601,7 @@ async def apply_report(
 async def _mark_interrupted(session: AsyncSession, runner_id: str) -> None:
     """The runner's machine is going away: it gets no more jobs (`claims.try_claim`), not
     even the one it hands back now, which its claim in flight would otherwise get."""
-    runner = await session.get(RunnerRow, runner_id)
+    runner = await get_row(session, RunnerRow, runner_id)
     if runner is not None and runner.status != RunnerStatus.INTERRUPTED.value:
         runner.status = RunnerStatus.INTERRUPTED.value
 
@@ -626,7 +627,7 @@ def _repeated_final(job: JobRow, runner_id: str, update: JobStatusUpdate) -> boo
 
 async def require_job(session: AsyncSession, job_id: str) -> JobRow:
     """The job, or `NotFoundError` (404)."""
-    job = await session.get(JobRow, job_id)
+    job = await get_row(session, JobRow, job_id)
     if job is None:
         raise NotFoundError(f"job {job_id} not found", hint="forget it: it was deleted")
     return job

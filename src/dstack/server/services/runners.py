@@ -24,6 +24,7 @@ from dstack.models.protocol import (
 from dstack.models.resources import HostResources
 from dstack.models.runner import Runner, RunnerInstance, RunnerStatus
 from dstack.server.context import ServerContext, mark_changed
+from dstack.server.db.base import get_row
 from dstack.server.db.dialects import dialect_insert
 from dstack.server.db.models import UNFINISHED_JOB, InstanceRow, JobRow, RunnerRow, ServerMetaRow
 from dstack.server.errors import Forbidden
@@ -230,7 +231,7 @@ async def _load_server_id(ctx: ServerContext) -> str:
 
 
 async def require_runner(session: AsyncSession, runner_id: str) -> RunnerRow:
-    row = await session.get(RunnerRow, runner_id)
+    row = await get_row(session, RunnerRow, runner_id)
     if row is None:
         raise NotFoundError(
             f"runner {runner_id} is not registered", hint="the runner must register again"

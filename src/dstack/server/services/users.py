@@ -60,7 +60,16 @@ async def authenticate(ctx: ServerContext, token: str) -> Principal | None:
 
 
 async def _lookup(ctx: ServerContext, digest: str) -> Principal | None:
+    # Runners' credentials first: a busy fleet's runners send most requests, each looking
+    # its credential up again once the cache forgets it.
     async with ctx.read() as session:
+        runner = (
+            await session.execute(
+                select(RunnerRow.id, RunnerRow.name).where(RunnerRow.token_hash == digest)
+            )
+        ).first()
+        if runner is not None:
+            return Principal(name=f"runner:{runner.name}", role=Role.RUNNER, runner_id=runner.id)
         user = await session.scalar(select(UserRow).where(UserRow.token_hash == digest))
         if user is not None:
             return _principal(user)
@@ -70,15 +79,8 @@ async def _lookup(ctx: ServerContext, digest: str) -> Principal | None:
         instance = await session.scalar(
             select(InstanceRow.name).where(InstanceRow.token_hash == digest)
         )
-        if instance is not None:
-            return Principal(name=f"instance:{instance}", role=Role.RUNNER, instance=instance)
-        runner = (
-            await session.execute(
-                select(RunnerRow.id, RunnerRow.name).where(RunnerRow.token_hash == digest)
-            )
-        ).first()
-    if runner is not None:
-        return Principal(name=f"runner:{runner.name}", role=Role.RUNNER, runner_id=runner.id)
+    if instance is not None:
+        return Principal(name=f"instance:{instance}", role=Role.RUNNER, instance=instance)
     return None
 
 

@@ -3,6 +3,8 @@ same workflow in the same repository."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,10 +56,16 @@ _CACHES_OF = (
 )
 
 
-async def caches_for(session: AsyncSession, repo_id: str, workflow: str | None) -> list[Manifest]:
-    """The saved caches of a workflow, by path."""
+async def caches_for(
+    session: AsyncSession, repo_id: str, workflow: str | None, paths: Sequence[str]
+) -> list[Manifest]:
+    """The saved caches of a workflow, by path, of those `paths` its job declares: one
+    saved for a path the workflow no longer declares stays saved, but is not restored."""
+    if not paths:  # most jobs declare none: no query
+        return []
     rows = await session.scalars(_CACHES_OF, {"repo_id": repo_id, "workflow": workflow or ""})
-    return [Manifest.model_validate(manifest) for manifest in rows]
+    declared = set(paths)
+    return [Manifest.model_validate(m) for m in rows if m["path"] in declared]
 
 
 async def prune_caches(ctx: ServerContext, *, repo_id: str, workflow: str) -> int:

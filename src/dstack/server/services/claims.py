@@ -37,8 +37,9 @@ from dstack.storage.base import BlobStore, SupportsDirectAccess
 
 WAITING_STATUSES = [JobStatus.SUBMITTED.value, JobStatus.PENDING.value]
 # Waiting jobs read per query while looking for one to claim: a claim usually takes the
-# first that fits, and each row read carries its spec and history to decode.
-_BATCH = 4
+# first that fits, and each row read carries its spec and history to decode. The first
+# read takes one; a claim that passes over it reads on by pages.
+_BATCH = 8
 _FRESH = timedelta(seconds=1)
 
 # A claim's statements are built once (building one and its cache key costs more than
@@ -57,7 +58,7 @@ _WAITING = (
     select(JobRow)
     .where(UNFINISHED_JOB, job_status_in(WAITING_STATUSES), JobRow.runner_id.is_(None))
     .order_by(*_QUEUE_ORDER)
-    .limit(_BATCH)
+    .limit(1)
 )
 # The keys of a tuple comparison take no type from their columns: they are given them.
 _WAITING_AFTER = _WAITING.where(
@@ -68,7 +69,7 @@ _WAITING_AFTER = _WAITING.where(
             for key, c in zip(("at", "run", "index"), _QUEUE_ORDER, strict=True)
         )
     )
-)
+).limit(_BATCH)
 _RUN_REPO = select(RunRow.__table__.c.repo, RunRow.__table__.c.repo_id).where(
     RunRow.__table__.c.name == bindparam("name")
 )
@@ -379,7 +380,7 @@ async def _runnable(session: AsyncSession) -> AsyncIterator[JobRow]:
         for job in batch:
             if all(statuses.get((job.run_name, d)) == JobStatus.DONE.value for d in job.deps):
                 yield job
-        if len(batch) < _BATCH:
+        if len(batch) < (1 if after is None else _BATCH):
             return
         last = batch[-1]
         after = {"at": last.submitted_at, "run": last.run_name, "index": last.index}

@@ -70,6 +70,15 @@ _WAITING_AFTER = _WAITING.where(
         )
     )
 ).limit(_BATCH)
+# On PostgreSQL the read itself locks what it returns and passes over the rows other
+# claimers hold (`FOR UPDATE SKIP LOCKED`, the queue's usual form): concurrent claims each
+# get a job of their own instead of all reading the oldest and racing for its lock.
+_WAITING_LOCKED = _WAITING.with_for_update(skip_locked=True).execution_options(
+    populate_existing=True
+)
+_WAITING_AFTER_LOCKED = _WAITING_AFTER.with_for_update(skip_locked=True).execution_options(
+    populate_existing=True
+)
 _RUN_REPO = select(RunRow.__table__.c.repo, RunRow.__table__.c.repo_id).where(
     RunRow.__table__.c.name == bindparam("name")
 )
@@ -224,7 +233,7 @@ async def _claim_for(
     free = free_resources(host, held)
     if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
         return None
-    async for job in _runnable(session):
+    async for job in _runnable(session, lock=not sqlite):
         spec = JobSpec.model_validate(job.spec)
         if spec.node_rank:  # a node of a gang: assigned with its primary
             continue
@@ -234,9 +243,8 @@ async def _claim_for(
         if allocation is None:
             continue
         # SQLite claims take turns, and the versioned update below catches any other
-        # writer; elsewhere the row lock keeps concurrent claimers off this job.
-        if not sqlite and not await _lock_waiting(session, job):
-            continue
+        # writer; elsewhere the job was read locked (`_runnable`), which keeps concurrent
+        # claimers off it.
         gang = gangs.is_gang(spec)
         if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
             continue
@@ -362,18 +370,20 @@ def _allocation(spec: dict[str, Any], gpu_indexes: list[int]) -> Allocation:
     return Allocation(cpu_slots(resources), resources.memory_mib or 0, tuple(gpu_indexes))
 
 
-async def _runnable(session: AsyncSession) -> AsyncIterator[JobRow]:
-    """Waiting jobs whose dependencies are all done, oldest first.
+async def _runnable(session: AsyncSession, *, lock: bool) -> AsyncIterator[JobRow]:
+    """Waiting jobs whose dependencies are all done, oldest first; with `lock`, locked
+    until commit, those another transaction holds passed over.
 
     Read in small batches (keyset pages): a claim usually takes one of the first jobs, so a
     long queue is not loaded and decoded on every claim.
     """
+    first, more = (_WAITING_LOCKED, _WAITING_AFTER_LOCKED) if lock else (_WAITING, _WAITING_AFTER)
     after: dict[str, Any] | None = None
     while True:
         if after is None:
-            batch = (await session.scalars(_WAITING)).all()
+            batch = (await session.scalars(first)).all()
         else:
-            batch = (await session.scalars(_WAITING_AFTER, after)).all()
+            batch = (await session.scalars(more, after)).all()
         if not batch:
             return
         statuses = await dependency_statuses(session, batch)

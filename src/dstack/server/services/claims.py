@@ -27,6 +27,7 @@ from dstack.server.services import secrets as secret_service
 from dstack.server.services.artifacts import job_artifacts, manifests_of
 from dstack.server.services.matching import (
     Allocation,
+    FreeResources,
     allocate,
     cpu_slots,
     free_resources,
@@ -70,14 +71,22 @@ _WAITING_AFTER = _WAITING.where(
         )
     )
 ).limit(_BATCH)
-# On PostgreSQL the read itself locks what it returns and passes over the rows other
-# claimers hold (`FOR UPDATE SKIP LOCKED`, the queue's usual form): concurrent claims each
-# get a job of their own instead of all reading the oldest and racing for its lock.
-_WAITING_LOCKED = _WAITING.with_for_update(skip_locked=True).execution_options(
-    populate_existing=True
-)
-_WAITING_AFTER_LOCKED = _WAITING_AFTER.with_for_update(skip_locked=True).execution_options(
-    populate_existing=True
+# On PostgreSQL, of the jobs of a page that fit the runner, the oldest still waiting that no
+# other claimer holds, locked until commit (`FOR UPDATE SKIP LOCKED`): one statement, where
+# locking them one by one made every concurrent claimer race for the same oldest jobs, a
+# statement per try. Only jobs that fit are locked: a runner that cannot take a job never
+# keeps it from one that can.
+_LOCK_OLDEST = (
+    select(JobRow)
+    .where(
+        JobRow.id.in_(bindparam("ids", expanding=True)),
+        job_status_in(WAITING_STATUSES),
+        JobRow.runner_id.is_(None),
+    )
+    .order_by(*_QUEUE_ORDER)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .execution_options(populate_existing=True)
 )
 _RUN_REPO = select(RunRow.__table__.c.repo, RunRow.__table__.c.repo_id).where(
     RunRow.__table__.c.name == bindparam("name")
@@ -233,36 +242,43 @@ async def _claim_for(
     free = free_resources(host, held)
     if free.cpus < 1:  # every job takes a CPU slot (`cpu_slots`): none fits, say so at once
         return None
-    async for job in _runnable(session, lock=not sqlite):
-        spec = JobSpec.model_validate(job.spec)
-        if spec.node_rank:  # a node of a gang: assigned with its primary
-            continue
-        if not labels_match(spec.labels, runner.labels):
-            continue
-        allocation = allocate(spec.resources, free)
-        if allocation is None:
-            continue
-        # SQLite claims take turns, and the versioned update below catches any other
-        # writer; elsewhere the job was read locked (`_runnable`), which keeps concurrent
-        # claimers off it.
-        gang = gangs.is_gang(spec)
-        if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
-            continue
-        claimed = await job_service.set_status(
-            session,
-            job,
-            JobStatus.PROVISIONING,
-            now=ctx.clock(),
-            message=f"assigned to runner '{runner.name}'",
-            runner=runner.name,
-            runner_id=runner.id,
-            gpu_indexes=list(allocation.gpu_indexes),
-        )
-        if claimed:
-            return await _assignment(ctx, session, job, spec)
-        if gang:  # the other nodes are reserved: undo them with it
-            raise _GangRace()
+    async for batch in _runnable(session):
+        fitting = [c for c in (_fit(job, runner, free) for job in batch) if c is not None]
+        while fitting:
+            job, spec, allocation = fitting.pop(0)
+            # SQLite claims take turns, and the versioned update below catches any other
+            # writer; elsewhere a row lock keeps concurrent claimers off the job.
+            if not sqlite:
+                ids = [job.id] + [c[0].id for c in fitting]
+                locked = await session.scalar(_LOCK_OLDEST, {"ids": ids})
+                if locked is None:  # others hold or took every one of them
+                    break
+                while job.id != locked.id:  # those before it: held or taken by others
+                    job, spec, allocation = fitting.pop(0)
+            gang = gangs.is_gang(spec)
+            if gang and not await _assign_gang(ctx, session, job, spec, runner, sqlite=sqlite):
+                continue
+            message = f"assigned to runner '{runner.name}'"
+            gpus = list(allocation.gpu_indexes)
+            assignment = await _hand_over(ctx, session, job, spec, runner, message, gpus)
+            if assignment is not None:
+                return assignment
+            if gang:  # the other nodes are reserved: undo them with it
+                raise _GangRace()
     return None
+
+
+def _fit(
+    job: JobRow, runner: RunnerRow, free: FreeResources
+) -> tuple[JobRow, JobSpec, Allocation] | None:
+    """`job`, its spec and what it would take of `free`, when runner `runner` can run it."""
+    spec = JobSpec.model_validate(job.spec)
+    if spec.node_rank:  # a node of a gang: assigned with its primary
+        return None
+    if not labels_match(spec.labels, runner.labels):
+        return None
+    allocation = allocate(spec.resources, free)
+    return None if allocation is None else (job, spec, allocation)
 
 
 class _GangRace(Exception):
@@ -303,18 +319,33 @@ async def _take_reserved(
     ctx: ServerContext, session: AsyncSession, job: JobRow, runner: RunnerRow
 ) -> JobAssignment | None:
     spec = JobSpec.model_validate(job.spec)
+    message = f"node {spec.node_rank} assigned to runner '{runner.name}'"
+    return await _hand_over(ctx, session, job, spec, runner, message)
+
+
+async def _hand_over(
+    ctx: ServerContext,
+    session: AsyncSession,
+    job: JobRow,
+    spec: JobSpec,
+    runner: RunnerRow,
+    message: str,
+    gpu_indexes: list[int] | None = None,
+) -> JobAssignment | None:
+    """Move `job` to `provisioning` on `runner` and make its assignment; None when another
+    writer changed the job first (`set_status`)."""
+    fields: dict[str, Any] = {} if gpu_indexes is None else {"gpu_indexes": gpu_indexes}
     claimed = await job_service.set_status(
         session,
         job,
         JobStatus.PROVISIONING,
         now=ctx.clock(),
-        message=f"node {spec.node_rank} assigned to runner '{runner.name}'",
+        message=message,
         runner=runner.name,
         runner_id=runner.id,
+        **fields,
     )
-    if not claimed:
-        return None
-    return await _assignment(ctx, session, job, spec)
+    return await _assignment(ctx, session, job, spec) if claimed else None
 
 
 @contextlib.asynccontextmanager
@@ -370,26 +401,26 @@ def _allocation(spec: dict[str, Any], gpu_indexes: list[int]) -> Allocation:
     return Allocation(cpu_slots(resources), resources.memory_mib or 0, tuple(gpu_indexes))
 
 
-async def _runnable(session: AsyncSession, *, lock: bool) -> AsyncIterator[JobRow]:
-    """Waiting jobs whose dependencies are all done, oldest first; with `lock`, locked
-    until commit, those another transaction holds passed over.
+async def _runnable(session: AsyncSession) -> AsyncIterator[list[JobRow]]:
+    """Waiting jobs whose dependencies are all done, oldest first, a page at a time.
 
-    Read in small batches (keyset pages): a claim usually takes one of the first jobs, so a
+    Read in small pages (keyset pages): a claim usually takes one of the first jobs, so a
     long queue is not loaded and decoded on every claim.
     """
-    first, more = (_WAITING_LOCKED, _WAITING_AFTER_LOCKED) if lock else (_WAITING, _WAITING_AFTER)
     after: dict[str, Any] | None = None
     while True:
         if after is None:
-            batch = (await session.scalars(first)).all()
+            batch = (await session.scalars(_WAITING)).all()
         else:
-            batch = (await session.scalars(more, after)).all()
+            batch = (await session.scalars(_WAITING_AFTER, after)).all()
         if not batch:
             return
         statuses = await dependency_statuses(session, batch)
-        for job in batch:
-            if all(statuses.get((job.run_name, d)) == JobStatus.DONE.value for d in job.deps):
-                yield job
+        yield [
+            job
+            for job in batch
+            if all(statuses.get((job.run_name, d)) == JobStatus.DONE.value for d in job.deps)
+        ]
         if len(batch) < (1 if after is None else _BATCH):
             return
         last = batch[-1]
